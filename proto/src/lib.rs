@@ -14,3 +14,6 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of every contract, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cpm_descriptor");
+
+pub mod events;
+pub use events::Event;

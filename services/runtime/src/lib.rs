@@ -1,1 +1,26 @@
-//! runtime
+//! What every CPM service shares, so that no service carries its own copy of
+//! a mechanism: configuration, telemetry, the database pool and migrations,
+//! the event bus, the gRPC server bootstrap, authentication and encryption.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults → file → `CPM__…` environment), validated at start.
+//! - [`dev_keys`]: the development-mode signing and encryption keys kept in a local file.
+//! - [`telemetry`]: tracing, OTLP export, W3C trace context in gRPC metadata and AMQP headers.
+//! - [`db`]: one PostgreSQL schema per service, with the bus tables and the service's migrations.
+//! - [`bus`]: RabbitMQ topology, transactional outbox and relay, idempotent consumers.
+//! - [`auth`]: JWT bearer tokens, roles and the caller of a request.
+//! - [`crypto`]: envelope encryption of personal data and keyed hashes.
+//! - [`grpc`]: server bootstrap (health, reflection, graceful shutdown) and error mapping.
+//! - [`service`]: what a service needs to start, and what it hands back.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod dev_keys;
+pub mod grpc;
+pub mod service;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -1,0 +1,315 @@
+//! Idempotent consumers.
+//!
+//! Each delivery is applied in one database transaction that also records
+//! its event ID in the inbox; a redelivered event finds its ID there and is
+//! acknowledged without a second effect. A handler's transient failure
+//! (database down, say) requeues the message; RabbitMQ dead-letters it once
+//! the queue's delivery limit is reached. A permanent failure (an
+//! undecodable message) is dead-lettered at once, so poison never blocks
+//! the queue. The consumer reconnects by itself when the broker goes away.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpm_proto::Event;
+use cpm_proto::v1::EventEnvelope;
+use futures::StreamExt as _;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use prost::Message as _;
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::{Bus, next_delay};
+use crate::Shutdown;
+
+/// What a consumer listens to.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    /// The owning service, e.g. `risk-assessment`.
+    pub service: &'static str,
+    /// The consumer's name within the service, e.g. `referrals`.
+    pub name: &'static str,
+    /// The event types it handles.
+    pub routing_keys: Vec<&'static str>,
+}
+
+impl ConsumerSpec {
+    /// The name recorded in the inbox: stable across namespaces.
+    pub fn inbox_name(&self) -> String {
+        format!("{}.{}", self.service, self.name)
+    }
+}
+
+/// Why a handler failed, which decides the message's fate.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Retrying cannot help: the message goes to the dead-letter queue now.
+    #[error("permanent: {0}")]
+    Permanent(String),
+    /// May work later: the message is requeued until the delivery limit.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        HandlerError::Transient(error.to_string())
+    }
+}
+
+/// A delivered event, decoded from its envelope.
+#[derive(Debug)]
+pub struct ReceivedEvent {
+    pub envelope: EventEnvelope,
+    pub event_id: Uuid,
+    /// 0 on first delivery.
+    pub delivery_count: u32,
+}
+
+impl ReceivedEvent {
+    pub fn event_type(&self) -> &str {
+        &self.envelope.event_type
+    }
+
+    /// The payload as `E`; a mismatched type or bad bytes are permanent failures.
+    pub fn decode<E: Event>(&self) -> Result<E, HandlerError> {
+        if self.envelope.event_type != E::TYPE {
+            return Err(HandlerError::Permanent(format!(
+                "expected {} but got {}",
+                E::TYPE,
+                self.envelope.event_type
+            )));
+        }
+        E::decode(self.envelope.payload.as_slice())
+            .map_err(|error| HandlerError::Permanent(format!("undecodable {}: {error}", E::TYPE)))
+    }
+}
+
+/// A service's reaction to events. Runs inside the transaction that records
+/// the event in the inbox; whatever it writes (outbox rows included) commits
+/// or rolls back with it.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        connection: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Runs one consumer until shutdown.
+pub struct Consumer<H> {
+    pool: PgPool,
+    bus: Bus,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+}
+
+/// What became of one delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Duplicate,
+    Requeue,
+    DeadLetter,
+}
+
+fn header_map(delivery: &Delivery) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    if let Some(headers) = delivery.properties.headers() {
+        for (key, value) in headers {
+            if let AMQPValue::LongString(value) = value {
+                map.insert(key.to_string(), value.to_string());
+            }
+        }
+    }
+    map
+}
+
+fn delivery_count(delivery: &Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-delivery-count"))
+        .and_then(|value| match value {
+            AMQPValue::LongLongInt(n) => Some(*n as u32),
+            AMQPValue::LongInt(n) => Some(*n as u32),
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::ShortInt(n) => Some(*n as u32),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+impl<H: EventHandler> Consumer<H> {
+    pub fn new(pool: PgPool, bus: Bus, spec: ConsumerSpec, handler: Arc<H>) -> Self {
+        Self {
+            pool,
+            bus,
+            spec,
+            handler,
+        }
+    }
+
+    /// Consumes until `shutdown`, reconnecting whenever the channel is lost.
+    /// A delivery being handled when shutdown comes is finished first.
+    pub async fn run(self, shutdown: Shutdown) {
+        let queue = self
+            .bus
+            .topology()
+            .queue(self.spec.service, self.spec.name);
+        let mut delay = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.consume(&queue, &shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%queue, %error, retry_in_ms = delay.as_millis() as u64, "consumer lost its channel, reconnecting");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = next_delay(delay);
+        }
+        tracing::debug!(%queue, "consumer stopped");
+    }
+
+    async fn consume(&self, queue: &str, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let channel = self.bus.channel().await?;
+        self.bus
+            .topology()
+            .declare_consumer_queue(&channel, queue, &self.spec.routing_keys)
+            .await?;
+        channel
+            .basic_qos(self.bus.config().prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                format!("{queue}-{}", Uuid::new_v4()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(%queue, "consuming");
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    // Unacknowledged prefetched deliveries return to the queue.
+                    let _ = channel.close(200, "shutdown".into()).await;
+                    return Ok(());
+                }
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(error.into()),
+                None => anyhow::bail!("consumer stream ended"),
+            };
+            self.process(delivery).await?;
+        }
+    }
+
+    async fn process(&self, delivery: Delivery) -> anyhow::Result<()> {
+        let span = tracing::info_span!(
+            "consume",
+            queue = %self.spec.inbox_name(),
+            event_type = %delivery.routing_key,
+            event_id = tracing::field::Empty,
+            referral_id = tracing::field::Empty,
+        );
+        crate::telemetry::set_parent_from(&span, &header_map(&delivery));
+        let outcome = self.apply(&delivery).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match outcome {
+            Outcome::Applied | Outcome::Duplicate => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            Outcome::Requeue => {
+                let count = delivery_count(&delivery);
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(count + 1)).min(Duration::from_secs(2))).await;
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await?;
+            }
+            Outcome::DeadLetter => {
+                delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, delivery: &Delivery) -> Outcome {
+        let envelope = match EventEnvelope::decode(delivery.data.as_slice()) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::error!(%error, "undecodable envelope, dead-lettering");
+                return Outcome::DeadLetter;
+            }
+        };
+        let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
+            tracing::error!("envelope without a valid event_id, dead-lettering");
+            return Outcome::DeadLetter;
+        };
+        let span = tracing::Span::current();
+        span.record("event_id", tracing::field::display(event_id));
+        span.record("referral_id", envelope.correlation_id.as_str());
+        let event = ReceivedEvent {
+            envelope,
+            event_id,
+            delivery_count: delivery_count(delivery),
+        };
+        match self.apply_once(&event).await {
+            Ok(true) => Outcome::Applied,
+            Ok(false) => {
+                tracing::debug!("duplicate delivery ignored");
+                Outcome::Duplicate
+            }
+            Err(HandlerError::Permanent(error)) => {
+                tracing::error!(%error, "event refused, dead-lettering");
+                Outcome::DeadLetter
+            }
+            Err(HandlerError::Transient(error)) => {
+                tracing::warn!(%error, delivery_count = event.delivery_count, "event failed, requeueing");
+                Outcome::Requeue
+            }
+        }
+    }
+
+    /// True when applied now, false when the inbox shows it was applied before.
+    async fn apply_once(&self, event: &ReceivedEvent) -> Result<bool, HandlerError> {
+        let mut transaction = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(self.spec.inbox_name())
+        .bind(event.event_id)
+        .bind(event.event_type())
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        self.handler.handle(&mut transaction, event).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,138 @@
+//! The event bus on RabbitMQ.
+//!
+//! Nothing is lost between a change and its event: a service writes the
+//! event to its outbox in the same transaction as the change ([`outbox`]),
+//! and the [`relay`] publishes it with publisher confirms. Consumers apply
+//! each event once ([`consumer`]), recording its ID in the inbox in the same
+//! transaction as the effect; a message that keeps failing is dead-lettered
+//! after a bounded number of deliveries ([`topology`]).
+//!
+//! [`Bus`] owns the connection and re-opens it whenever it is lost.
+
+pub mod consumer;
+pub mod outbox;
+pub mod relay;
+pub mod topology;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use crate::config::AmqpConfig;
+pub use consumer::{ConsumerSpec, EventHandler, HandlerError, ReceivedEvent};
+pub use topology::Topology;
+
+/// A service's connection to RabbitMQ, re-established on demand.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    config: AmqpConfig,
+    topology: Topology,
+    connection: Mutex<Option<Arc<Connection>>>,
+    publisher: Mutex<Option<Channel>>,
+}
+
+impl Bus {
+    pub fn new(config: &AmqpConfig) -> Self {
+        Self {
+            inner: Arc::new(BusInner {
+                topology: Topology::new(&config.namespace, config.delivery_limit),
+                config: config.clone(),
+                connection: Mutex::new(None),
+                publisher: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub fn config(&self) -> &AmqpConfig {
+        &self.inner.config
+    }
+
+    /// True while the connection is open.
+    pub async fn is_connected(&self) -> bool {
+        self.inner
+            .connection
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|connection| connection.status().connected())
+    }
+
+    async fn connection(&self) -> lapin::Result<Arc<Connection>> {
+        let mut slot = self.inner.connection.lock().await;
+        if let Some(connection) = slot.as_ref()
+            && connection.status().connected()
+        {
+            return Ok(connection.clone());
+        }
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("cpm-{}", std::process::id()).into());
+        let connection = Arc::new(Connection::connect(self.inner.config.url.expose(), properties).await?);
+        tracing::info!("connected to rabbitmq");
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// A new channel on a live connection.
+    pub async fn channel(&self) -> lapin::Result<Channel> {
+        self.connection().await?.create_channel().await
+    }
+
+    /// The shared publishing channel, in confirm mode, with the exchanges declared.
+    pub async fn publisher(&self) -> lapin::Result<Channel> {
+        let mut slot = self.inner.publisher.lock().await;
+        if let Some(channel) = slot.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.inner.topology.declare_exchanges(&channel).await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Connects with back-off until it works or `shutdown` fires.
+    pub async fn wait_until_connected(&self, shutdown: &crate::Shutdown) -> anyhow::Result<()> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.publisher().await {
+                Ok(_) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "rabbitmq not reachable");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for rabbitmq"),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Closes the connection at shutdown.
+    pub async fn close(&self) {
+        self.inner.publisher.lock().await.take();
+        if let Some(connection) = self.inner.connection.lock().await.take() {
+            let _ = connection.close(200, "shutdown".into()).await;
+        }
+    }
+}
+
+/// Exponential back-off between reconnection attempts.
+pub(crate) fn next_delay(delay: Duration) -> Duration {
+    (delay * 2).min(Duration::from_secs(5))
+}

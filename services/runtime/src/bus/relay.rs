@@ -1,0 +1,206 @@
+//! The outbox relay: publishes due outbox rows with pipelined publisher
+//! confirms and deletes them once the broker has them.
+//!
+//! Several replicas may run it: each batch locks its rows with
+//! `FOR UPDATE SKIP LOCKED`, so a row is published by one relay at a time.
+//! No "last id sent" is tracked, since transactions commit out of id order.
+//! A NOTIFY from [`super::outbox::enqueue`] wakes the relay; polling is the
+//! fallback when a notification is missed or the listener is down.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Confirmation};
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row as _};
+
+use super::{Bus, next_delay};
+use crate::Shutdown;
+use crate::config::OutboxConfig;
+
+/// One batch's result.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub published: usize,
+    /// Unroutable or refused by the broker; retried later.
+    pub deferred: usize,
+}
+
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    bus: Bus,
+    schema: String,
+    config: OutboxConfig,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, bus: Bus, schema: &str, config: &OutboxConfig) -> Self {
+        Self {
+            pool,
+            bus,
+            schema: schema.to_owned(),
+            config: config.clone(),
+        }
+    }
+
+    /// Publishes until `shutdown`, then flushes what is due once more.
+    pub async fn run(self, shutdown: Shutdown) {
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let mut listener: Option<PgListener> = None;
+        let mut error_delay = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.publish_due_batch().await {
+                Ok(outcome) => {
+                    error_delay = Duration::from_millis(100);
+                    if outcome.published + outcome.deferred == self.config.batch_size as usize {
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(schema = %self.schema, %error, "outbox relay failed, retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(error_delay) => {}
+                    }
+                    error_delay = next_delay(error_delay);
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(poll) => {}
+                notified = async {
+                    match listener.as_mut() {
+                        Some(listener) => listener.recv().await.map(drop),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if notified.is_err() {
+                        listener = None;
+                    }
+                }
+            }
+        }
+        // A last flush so events written just before the stop leave now
+        // rather than at the next start.
+        if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.publish_due_batch()).await {
+            tracing::warn!(schema = %self.schema, %error, "final outbox flush timed out");
+        }
+        tracing::debug!(schema = %self.schema, "outbox relay stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener
+            .listen(&super::outbox::notify_channel(&self.schema))
+            .await
+            .ok()?;
+        Some(listener)
+    }
+
+    /// Publishes one batch of due rows. Rows the broker confirmed are
+    /// deleted; unroutable or refused ones wait with back-off.
+    pub async fn publish_due_batch(&self) -> anyhow::Result<BatchOutcome> {
+        let mut transaction = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT outbox_id, event_id, event_type, envelope, trace_context FROM outbox \
+             WHERE next_attempt_at <= now() ORDER BY outbox_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(self.config.batch_size))
+        .fetch_all(&mut *transaction)
+        .await?;
+        if rows.is_empty() {
+            transaction.commit().await?;
+            return Ok(BatchOutcome::default());
+        }
+        let channel = self.bus.publisher().await?;
+        let exchange = self.bus.topology().events_exchange();
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event_id: uuid::Uuid = row.get("event_id");
+            let event_type: String = row.get("event_type");
+            let envelope: Vec<u8> = row.get("envelope");
+            let trace_context: serde_json::Value = row.get("trace_context");
+            let trace_context: HashMap<String, String> =
+                serde_json::from_value(trace_context).unwrap_or_default();
+            let mut headers = FieldTable::default();
+            for (key, value) in trace_context {
+                headers.insert(key.into(), AMQPValue::LongString(value.into()));
+            }
+            let properties = BasicProperties::default()
+                .with_message_id(event_id.to_string().into())
+                .with_type(event_type.as_str().into())
+                .with_content_type("application/x-protobuf".into())
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    event_type.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &envelope,
+                    properties,
+                )
+                .await?;
+            pending.push(confirm);
+        }
+        let confirmations = tokio::time::timeout(
+            Duration::from_secs(self.config.confirm_timeout_secs),
+            join_all(pending),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("publisher confirms timed out"))?;
+
+        let mut sent = Vec::new();
+        let mut deferred = Vec::new();
+        for (row, confirmation) in rows.iter().zip(confirmations) {
+            let outbox_id: i64 = row.get("outbox_id");
+            match confirmation? {
+                Confirmation::Ack(None) => sent.push(outbox_id),
+                Confirmation::Ack(Some(returned)) => {
+                    deferred.push((outbox_id, format!("returned: {}", returned.reply_text)));
+                }
+                Confirmation::Nack(_) => deferred.push((outbox_id, "nacked by broker".into())),
+                Confirmation::NotRequested => {
+                    anyhow::bail!("publisher confirms are off on the publishing channel")
+                }
+            }
+        }
+        if !sent.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE outbox_id = ANY($1)")
+                .bind(&sent)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        for (outbox_id, error) in &deferred {
+            tracing::warn!(schema = %self.schema, outbox_id, %error, "event not delivered, will retry");
+            sqlx::query(
+                "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, \
+                 next_attempt_at = now() + least(power(2, publish_attempts), 60) * interval '1 second' \
+                 WHERE outbox_id = $1",
+            )
+            .bind(outbox_id)
+            .bind(error)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(BatchOutcome {
+            published: sent.len(),
+            deferred: deferred.len(),
+        })
+    }
+}

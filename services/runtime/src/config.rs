@@ -1,0 +1,461 @@
+//! Layered configuration: built-in defaults, then a TOML file (`CPM_CONFIG`
+//! or `./cpm.toml`), then environment variables `CPM__SECTION__KEY`.
+//!
+//! Each component owns its section; the `cpm` binary embeds them in one root.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Where the platform runs. Production refuses development keys, default
+/// broker credentials and plaintext gRPC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Development,
+    Production,
+}
+
+/// A secret string: kept out of `Debug` output and logs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+    }
+}
+
+/// The settings every service shares.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlatformConfig {
+    pub profile: Profile,
+    pub grpc: GrpcConfig,
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub outbox: OutboxConfig,
+    pub auth: AuthConfig,
+    pub crypto: CryptoConfig,
+    pub telemetry: TelemetryConfig,
+    pub dev: DevConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcConfig {
+    /// The one listener of `--target all` (and of a single target without its own address).
+    pub listen: String,
+    /// How long in-flight calls may take to finish at shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// PEM files; both set turns TLS on.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".into(),
+            shutdown_timeout_secs: 10,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+        }
+    }
+}
+
+impl GrpcConfig {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert_file.is_empty() && !self.tls_key_file.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    /// Per service pool.
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://localhost/cpm"),
+            max_connections: 8,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AmqpConfig {
+    pub url: Secret,
+    /// Prefix of every exchange and queue name, so that several platforms
+    /// (or tests) can share one broker.
+    pub namespace: String,
+    /// Unacknowledged deliveries a consumer holds at once.
+    pub prefetch: u16,
+    /// Deliveries of one message before it goes to the dead-letter queue.
+    pub delivery_limit: u32,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("amqp://guest:guest@localhost:5672/%2f"),
+            namespace: "cpm".into(),
+            prefetch: 32,
+            delivery_limit: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// The relay polls this often even without a NOTIFY wake-up.
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+    /// How long a publish waits for the broker's confirms.
+    pub confirm_timeout_secs: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1000,
+            batch_size: 256,
+            confirm_timeout_secs: 15,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Shared HS256 key (base64). Empty in development: generated in `dev.keys_file`.
+    pub hs256_secret: Secret,
+    /// An external issuer's RS256 public key (PEM file); when set, tokens are
+    /// verified with it instead of the shared key.
+    pub rs256_public_key_file: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "cpm-dev".into(),
+            audience: "cpm".into(),
+            hs256_secret: Secret::default(),
+            rs256_public_key_file: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CryptoConfig {
+    /// 32 bytes, base64: wraps every client's data key. Empty in development:
+    /// generated in `dev.keys_file`.
+    pub master_key: Secret,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// `RUST_LOG`-style filter used when `RUST_LOG` is unset.
+    pub log_filter: String,
+    /// OTLP gRPC endpoint, e.g. `http://otel-collector:4317`; empty turns export off.
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_filter: "info,sqlx=warn,lapin=warn,h2=warn,tower=warn".into(),
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DevConfig {
+    /// Where development mode keeps its generated keys.
+    pub keys_file: PathBuf,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            keys_file: PathBuf::from(".cpm/dev-keys.toml"),
+        }
+    }
+}
+
+/// A configuration problem, naming the key and the variable that sets it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key `{key}` (env {env}): {problem}")]
+    Invalid {
+        key: String,
+        env: String,
+        problem: String,
+    },
+    #[error("configuration: {0}")]
+    Load(String),
+}
+
+impl ConfigError {
+    pub fn invalid(key: &str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            env: env_var_for(key),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The environment variable that sets a dotted key: `database.url` → `CPM__DATABASE__URL`.
+pub fn env_var_for(key: &str) -> String {
+    format!("CPM__{}", key.replace('.', "__").to_uppercase())
+}
+
+/// The configuration file to read: `CPM_CONFIG`, else `./cpm.toml` when present.
+pub fn default_file() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("CPM_CONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    let local = PathBuf::from("cpm.toml");
+    local.exists().then_some(local)
+}
+
+/// Loads `T` from its defaults, then `file`, then the `CPM__…` environment.
+pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let defaults = config::Config::try_from(&T::default())
+        .map_err(|error| ConfigError::Load(error.to_string()))?;
+    let mut builder = config::Config::builder().add_source(defaults);
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError::Load(format!(
+                "file {} does not exist",
+                file.display()
+            )));
+        }
+        builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("CPM")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true),
+    );
+    let merged = builder
+        .build()
+        .map_err(|error| ConfigError::Load(error.to_string()))?;
+    merged.try_deserialize().map_err(|error| {
+        let message = error.to_string();
+        match message.split_once("for key `") {
+            Some((problem, rest)) => {
+                let key = rest.split('`').next().unwrap_or_default();
+                ConfigError::invalid(key, problem.trim())
+            }
+            None => ConfigError::Load(message),
+        }
+    })
+}
+
+impl PlatformConfig {
+    /// Checks what can be checked without connecting anywhere. Production
+    /// refuses what is only safe on a laptop.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grpc.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "grpc.listen",
+                format!("`{}` is not an address like 0.0.0.0:50051", self.grpc.listen),
+            ));
+        }
+        if self.grpc.tls_cert_file.is_empty() != self.grpc.tls_key_file.is_empty() {
+            return Err(ConfigError::invalid(
+                "grpc.tls_cert_file",
+                "set both grpc.tls_cert_file and grpc.tls_key_file, or neither",
+            ));
+        }
+        let database = self.database.url.expose();
+        if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "must be a postgres:// URL",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        let amqp = self.amqp.url.expose();
+        if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
+            return Err(ConfigError::invalid("amqp.url", "must be an amqp:// URL"));
+        }
+        if self.amqp.namespace.is_empty()
+            || !self
+                .amqp
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(ConfigError::invalid(
+                "amqp.namespace",
+                "must be letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.amqp.delivery_limit == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.delivery_limit",
+                "must be at least 1",
+            ));
+        }
+        if self.outbox.batch_size == 0 {
+            return Err(ConfigError::invalid("outbox.batch_size", "must be at least 1"));
+        }
+        if self.profile == Profile::Production {
+            if self.auth.hs256_secret.is_empty() && self.auth.rs256_public_key_file.is_empty() {
+                return Err(ConfigError::invalid(
+                    "auth.rs256_public_key_file",
+                    "production needs the token issuer's key; development keys are refused",
+                ));
+            }
+            if self.crypto.master_key.is_empty() {
+                return Err(ConfigError::invalid(
+                    "crypto.master_key",
+                    "production needs a master key; development keys are refused",
+                ));
+            }
+            if amqp.contains("guest:guest@") {
+                return Err(ConfigError::invalid(
+                    "amqp.url",
+                    "production refuses the default guest credentials",
+                ));
+            }
+            if !self.grpc.tls_enabled() {
+                return Err(ConfigError::invalid(
+                    "grpc.tls_cert_file",
+                    "production refuses plaintext gRPC: set grpc.tls_cert_file and grpc.tls_key_file",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_names_follow_the_dotted_key() {
+        assert_eq!(env_var_for("database.url"), "CPM__DATABASE__URL");
+        assert_eq!(
+            env_var_for("referral_intake.listen"),
+            "CPM__REFERRAL_INTAKE__LISTEN"
+        );
+    }
+
+    #[test]
+    fn defaults_are_a_valid_development_config() {
+        PlatformConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_its_key_and_variable() {
+        let mut config = PlatformConfig::default();
+        config.grpc.listen = "nowhere".into();
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("grpc.listen"), "{message}");
+        assert!(message.contains("CPM__GRPC__LISTEN"), "{message}");
+    }
+
+    #[test]
+    fn production_refuses_development_keys_and_default_credentials() {
+        let mut config = PlatformConfig {
+            profile: Profile::Production,
+            ..PlatformConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("auth."), "{message}");
+        config.auth.hs256_secret = Secret::new("c2VjcmV0");
+        config.crypto.master_key = Secret::new("a2V5");
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("amqp.url"), "{message}");
+        config.amqp.url = Secret::new("amqps://cpm:pw@broker:5671/cpm");
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("plaintext"), "{message}");
+        config.grpc.tls_cert_file = "cert.pem".into();
+        config.grpc.tls_key_file = "key.pem".into();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let secret = Secret::new("hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_a_wrong_type_names_the_key() {
+        let dir = std::env::temp_dir().join(format!("cpm-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cpm.toml");
+        std::fs::write(&file, "[amqp]\nnamespace = \"other\"\n").unwrap();
+        let config: PlatformConfig = load(Some(&file)).unwrap();
+        assert_eq!(config.amqp.namespace, "other");
+        assert_eq!(config.amqp.prefetch, 32);
+        std::fs::write(&file, "[amqp]\nprefetch = \"many\"\n").unwrap();
+        let message = load::<PlatformConfig>(Some(&file)).unwrap_err().to_string();
+        assert!(message.contains("amqp.prefetch"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,148 @@
+//! PostgreSQL: one schema per service, so services never read each other's
+//! tables. A service's pool sets `search_path` to its schema; its migrations
+//! run there after the shared event bus tables.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, PgPool};
+
+use crate::config::DatabaseConfig;
+
+/// The event bus tables (outbox, inbox); versions below 100.
+static EVENT_BUS_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/runtime");
+
+/// Service migrations number from this version up, after the bus tables.
+pub const FIRST_SERVICE_MIGRATION: i64 = 100;
+
+fn connect_options(config: &DatabaseConfig, schema: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(config.url.expose())?
+        .options([("search_path", schema)])
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
+}
+
+/// A pool whose connections live in `schema`. Connections open lazily, so
+/// the pool exists even while PostgreSQL is down and recovers by itself.
+pub fn pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sqlx::Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .connect_lazy_with(connect_options(config, schema)?))
+}
+
+/// The bus tables and then `service`'s migrations, tracked in `schema`.
+pub fn migrator(schema: &str, service: &Migrator) -> Migrator {
+    let migrations: Vec<Migration> = EVENT_BUS_MIGRATOR
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
+    assert!(
+        service.iter().all(|m| m.version >= FIRST_SERVICE_MIGRATION),
+        "service migrations must be numbered from {FIRST_SERVICE_MIGRATION}"
+    );
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.create_schema(schema.to_owned());
+    migrator
+}
+
+/// Creates the schema if needed and applies every pending migration.
+/// Safe to run from several replicas at once: sqlx holds an advisory lock.
+pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> anyhow::Result<()> {
+    migrator(schema, service)
+        .run(pool)
+        .await
+        .map_err(|error| anyhow::anyhow!("migrating schema {schema}: {error}"))
+}
+
+/// Waits until PostgreSQL answers, retrying with back-off, or gives up when
+/// `shutdown` fires.
+pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for the database"),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Creates a database when it does not exist, connecting to `postgres` on the
+/// same server. Used by `cpm migrate`, the demo and tests.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| anyhow::anyhow!("database.url names no database"))?
+        .to_owned();
+    anyhow::ensure!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "database name `{name}` must be letters, digits, '_' or '-'"
+    );
+    let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        // A concurrent creator wins the race harmlessly.
+        if let Err(error) = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+        {
+            let duplicate = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "42P04" || code == "23505");
+            if !duplicate {
+                return Err(error.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops a database (tests clean up after themselves).
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| anyhow::anyhow!("no database in url"))?
+        .to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
+
+/// True when a database error is a unique violation of `constraint`.
+pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        e.code().as_deref() == Some("23505") && e.constraint() == Some(constraint)
+    })
+}
+
+/// True when an error means the database could not be reached, so the
+/// caller should hear UNAVAILABLE rather than INTERNAL.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}

@@ -1,0 +1,141 @@
+//! One error type for every service's handlers, mapped once to
+//! `tonic::Status`. Internal causes are logged with the trace ID and never
+//! leaked to callers.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
+
+/// Every problem with a request, collected before answering, so a caller
+/// fixes all of them at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldViolations {
+    violations: Vec<(String, String)>,
+}
+
+impl FieldViolations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push((field.into(), description.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.violations.iter().map(|(field, _)| field.as_str())
+    }
+
+    /// `Ok` when nothing was added, else INVALID_ARGUMENT with every violation.
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self))
+        }
+    }
+}
+
+/// What went wrong, in the terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// INVALID_ARGUMENT with google.rpc.BadRequest field violations.
+    #[error("invalid request")]
+    InvalidArgument(FieldViolations),
+    /// NOT_FOUND: absent, or not the caller's to see.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// FAILED_PRECONDITION: the thing is in the wrong state for this call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// ALREADY_EXISTS.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// PERMISSION_DENIED.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// UNAVAILABLE: a dependency is down; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// INTERNAL: logged in full, reported without detail.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            ApiError::Unavailable("the database is unavailable, retry later".into())
+        } else {
+            ApiError::Internal(error.into())
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument(violations) => {
+                let fields: Vec<&str> = violations.fields().collect();
+                let message = format!("invalid request: {}", fields.join(", "));
+                let details: Vec<FieldViolation> = violations
+                    .violations
+                    .iter()
+                    .map(|(field, description)| FieldViolation::new(field, description))
+                    .collect();
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request(details),
+                )
+            }
+            ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+            ApiError::AlreadyExists(message) => Status::already_exists(message),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::Internal(error) => {
+                let trace_id = crate::telemetry::current_trace_id();
+                tracing::error!(error = format!("{error:#}"), %trace_id, "internal error");
+                Status::internal(format!("internal error (trace {trace_id})"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_violation_reaches_the_caller_as_a_field_violation() {
+        let mut violations = FieldViolations::new();
+        violations.add("client.date_of_birth", "must be 18 or over");
+        violations.add("reason", "must not be empty");
+        let status: Status = violations.into_result().unwrap_err().into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad_request = status.get_details_bad_request().unwrap();
+        let fields: Vec<_> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["client.date_of_birth", "reason"]);
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let status: Status = ApiError::Internal(anyhow::anyhow!("password=secret")).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn an_empty_set_of_violations_is_ok() {
+        assert!(FieldViolations::new().into_result().is_ok());
+    }
+}

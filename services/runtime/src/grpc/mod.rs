@@ -1,0 +1,8 @@
+//! gRPC: the server every service runs in, and the one mapping from errors
+//! to statuses.
+
+pub mod errors;
+pub mod server;
+pub mod values;
+
+pub use errors::{ApiError, FieldViolations};

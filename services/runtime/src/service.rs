@@ -1,0 +1,137 @@
+//! What a service is given to start with, and what it hands back: the
+//! shared pieces (bus connection, authenticator, keys) are built once per
+//! process and shared by every service the process runs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::Shutdown;
+use crate::auth::Authenticator;
+use crate::bus::consumer::Consumer;
+use crate::bus::relay::Relay;
+use crate::bus::{Bus, ConsumerSpec, EventHandler};
+use crate::config::PlatformConfig;
+use crate::crypto::MasterKey;
+
+/// Shared by every service in one process.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub platform: Arc<PlatformConfig>,
+    pub bus: Bus,
+    pub auth: Authenticator,
+    pub master_key: MasterKey,
+    /// Fires when the process is asked to stop.
+    pub shutdown: Shutdown,
+    /// Background work (relays, consumers, workers) waited for at shutdown.
+    pub tasks: TaskTracker,
+}
+
+/// A started service, for health reporting.
+#[derive(Clone)]
+pub struct StartedService {
+    /// The target name, e.g. `referral-intake`.
+    pub name: &'static str,
+    /// The fully-qualified gRPC service name, e.g. `cpm.v1.ReferralIntakeService`.
+    pub grpc_name: &'static str,
+    pub pool: PgPool,
+}
+
+impl ServiceContext {
+    pub fn new(platform: PlatformConfig, shutdown: Shutdown) -> anyhow::Result<Self> {
+        let auth = Authenticator::from_config(&platform.auth)?;
+        let master_key = MasterKey::from_base64(platform.crypto.master_key.expose())?;
+        Ok(Self {
+            bus: Bus::new(&platform.amqp),
+            platform: Arc::new(platform),
+            auth,
+            master_key,
+            shutdown,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The service's pool, once PostgreSQL answers and its schema is migrated.
+    pub async fn database(&self, schema: &str, migrations: &Migrator) -> anyhow::Result<PgPool> {
+        let pool = crate::db::pool(&self.platform.database, schema)?;
+        crate::db::wait_until_ready(&pool, &self.shutdown).await?;
+        crate::db::migrate(&pool, schema, migrations).await?;
+        Ok(pool)
+    }
+
+    /// Runs `work` in the background until shutdown; it is awaited at exit.
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(work);
+    }
+
+    /// Starts the outbox relay of `schema`.
+    pub fn spawn_relay(&self, pool: &PgPool, schema: &str) {
+        let relay = Relay::new(pool.clone(), self.bus.clone(), schema, &self.platform.outbox);
+        self.spawn(relay.run(self.shutdown.clone()));
+    }
+
+    /// Starts a consumer applying `handler` to the events in `spec`.
+    pub fn spawn_consumer<H: EventHandler>(&self, pool: &PgPool, spec: ConsumerSpec, handler: Arc<H>) {
+        let consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, handler);
+        self.spawn(consumer.run(self.shutdown.clone()));
+    }
+
+    /// Waits for background work after shutdown, at most `timeout`, then
+    /// closes the broker connection.
+    pub async fn drain(&self, timeout: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait()).await.is_err() {
+            tracing::warn!("background work did not stop in time");
+        }
+        self.bus.close().await;
+    }
+}
+
+/// Keeps health current: a service is SERVING while its database answers
+/// and the broker is connected; the whole server ("") while all are. At
+/// shutdown everything turns NOT_SERVING first, so load balancers stop
+/// sending work before the server stops taking it.
+pub async fn monitor_health(
+    reporter: HealthReporter,
+    services: Vec<StartedService>,
+    bus: Bus,
+    shutdown: Shutdown,
+) {
+    loop {
+        let broker_up = bus.is_connected().await;
+        let mut all_up = broker_up;
+        for service in &services {
+            let database_up = tokio::time::timeout(
+                Duration::from_secs(2),
+                sqlx::query("SELECT 1").execute(&service.pool),
+            )
+            .await
+            .is_ok_and(|result| result.is_ok());
+            let up = database_up && broker_up;
+            all_up &= up;
+            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status(service.grpc_name, status).await;
+        }
+        let status = if all_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        reporter.set_service_status("", status).await;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    for service in &services {
+        reporter
+            .set_service_status(service.grpc_name, ServingStatus::NotServing)
+            .await;
+    }
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+}
