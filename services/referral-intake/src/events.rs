@@ -1,0 +1,106 @@
+//! The status projection: downstream events move a referral's status as
+//! its agency sees it. Each handler only advances the status (see
+//! [`crate::domain::status_rank`]), so late or repeated events are harmless.
+
+use cpm_proto::v1::{
+    AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
+    MentorsAwaited, ReferralStatus,
+};
+use cpm_proto::Event;
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
+use cpm_runtime::grpc::values::from_timestamp;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db::{self, StatusChange};
+use crate::domain::status_rank;
+
+/// The events this projection listens to.
+pub const STATUS_EVENTS: &[&str] = &[
+    AssessmentOpened::TYPE,
+    AssessmentDecided::TYPE,
+    MentorsAwaited::TYPE,
+    AllocationConfirmed::TYPE,
+    CaseDischarged::TYPE,
+];
+
+pub struct StatusProjection;
+
+fn change(status: ReferralStatus) -> StatusChange {
+    StatusChange {
+        status: status as i32,
+        rank: status_rank(status),
+        ..StatusChange::default()
+    }
+}
+
+fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value)
+        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
+}
+
+impl StatusProjection {
+    fn status_change(event: &ReceivedEvent) -> Result<(Uuid, StatusChange), HandlerError> {
+        Ok(match event.event_type() {
+            AssessmentOpened::TYPE => {
+                let e: AssessmentOpened = event.decode()?;
+                (referral_id(&e.referral_id)?, change(ReferralStatus::UnderAssessment))
+            }
+            AssessmentDecided::TYPE => {
+                let e: AssessmentDecided = event.decode()?;
+                let status_change = if e.decision == Decision::Accept as i32 {
+                    change(ReferralStatus::Accepted)
+                } else {
+                    StatusChange {
+                        not_taken_on_stage: Some(e.stage),
+                        not_taken_on_reason: Some(e.reason),
+                        ..change(ReferralStatus::NotTakenOn)
+                    }
+                };
+                (referral_id(&e.referral_id)?, status_change)
+            }
+            MentorsAwaited::TYPE => {
+                let e: MentorsAwaited = event.decode()?;
+                (
+                    referral_id(&e.referral_id)?,
+                    StatusChange {
+                        estimated_start: e.estimated_start.as_ref().and_then(from_timestamp),
+                        ..change(ReferralStatus::AwaitingMentors)
+                    },
+                )
+            }
+            AllocationConfirmed::TYPE => {
+                let e: AllocationConfirmed = event.decode()?;
+                (referral_id(&e.referral_id)?, change(ReferralStatus::InSupport))
+            }
+            CaseDischarged::TYPE => {
+                let e: CaseDischarged = event.decode()?;
+                (
+                    referral_id(&e.referral_id)?,
+                    StatusChange {
+                        discharged_at: e.discharged_at.as_ref().and_then(from_timestamp),
+                        ..change(ReferralStatus::Discharged)
+                    },
+                )
+            }
+            other => {
+                return Err(HandlerError::Permanent(format!(
+                    "status projection does not handle {other}"
+                )));
+            }
+        })
+    }
+}
+
+impl EventHandler for StatusProjection {
+    async fn handle(
+        &self,
+        connection: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let (referral_id, status_change) = Self::status_change(event)?;
+        let advanced = db::advance_status(connection, referral_id, &status_change).await?;
+        tracing::info!(%referral_id, status = status_change.status, advanced, "referral status projected");
+        Ok(())
+    }
+}
