@@ -1,1 +1,135 @@
-//! notifications
+//! Notifications: closes the loop with referring agencies. Every
+//! referrer-visible status change becomes a notification (IDs and statuses,
+//! never personal data), streamed live to the agency over gRPC and posted to
+//! the agency's webhooks with retries.
+//!
+//! # Layout
+//! - [`domain`]: which events notify, and webhook URL rules.
+//! - [`db`]: action-named queries on the `notifications` schema.
+//! - [`events`]: the consumer that turns events into notifications and deliveries.
+//! - [`webhooks`]: the delivery worker.
+//! - [`grpc`]: `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook, ListDeliveries).
+
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
+use cpm_runtime::bus::ConsumerSpec;
+use cpm_runtime::service::{ServiceContext, StartedService};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tonic::service::RoutesBuilder;
+
+pub const NAME: &str = "notifications";
+pub const SCHEMA: &str = "notifications";
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/notifications");
+
+/// The NOTIFY channel raised when notifications are committed.
+pub const NOTIFY_CHANNEL: &str = "cpm_notifications";
+
+/// This service's own settings (`[notifications]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub listen: String,
+    /// How long one webhook call may take.
+    pub webhook_timeout_secs: u64,
+    /// Attempts before a delivery is marked failed.
+    pub webhook_max_attempts: i32,
+    /// How often the worker looks for due deliveries without a wake-up.
+    pub webhook_poll_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            webhook_timeout_secs: 10,
+            webhook_max_attempts: 8,
+            webhook_poll_interval_ms: 1000,
+        }
+    }
+}
+
+pub async fn start(
+    context: &ServiceContext,
+    config: &Config,
+    routes: &mut RoutesBuilder,
+) -> anyhow::Result<StartedService> {
+    let pool = context.database(SCHEMA, &MIGRATIONS).await?;
+    context.spawn_relay(&pool, SCHEMA);
+    context.spawn_consumer(
+        &pool,
+        ConsumerSpec {
+            service: NAME,
+            name: "status",
+            routing_keys: domain::NOTIFYING_EVENTS.to_vec(),
+        },
+        Arc::new(events::NotificationWriter),
+    );
+    // Wakes streams and the webhook worker when notifications commit.
+    let (wake_sender, wake) = watch::channel(0u64);
+    context.spawn(listen_for_commits(
+        pool.clone(),
+        wake_sender,
+        context.shutdown.clone(),
+    ));
+    let worker = webhooks::WebhookWorker::new(pool.clone(), config)?;
+    context.spawn(worker.run(wake.clone(), context.shutdown.clone()));
+
+    let allow_plain_http = context.platform.profile == cpm_runtime::config::Profile::Development;
+    let service = grpc::Notifications::new(pool.clone(), wake, context.shutdown.clone(), allow_plain_http);
+    routes.add_service(NotificationsServiceServer::with_interceptor(
+        service,
+        context.auth.interceptor(),
+    ));
+    Ok(StartedService {
+        name: NAME,
+        grpc_name: "cpm.v1.NotificationsService",
+        pool,
+    })
+}
+
+pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    cpm_runtime::db::migrate(pool, SCHEMA, &MIGRATIONS).await
+}
+
+/// Bumps `wake` on every NOTIFY; re-listens after a lost connection. Readers
+/// also poll, so a missed wake-up only delays them.
+async fn listen_for_commits(
+    pool: sqlx::PgPool,
+    wake: watch::Sender<u64>,
+    shutdown: cpm_runtime::Shutdown,
+) {
+    while !shutdown.is_cancelled() {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                wake.send_modify(|n| *n += 1);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            result = listener => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "notification listener lost, re-listening");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `cpm.v1.NotificationsService`: an agency's live stream of notifications,
+//! its webhooks and their deliveries. A referrer's token names the agency;
+//! nothing of another agency is ever visible.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use cpm_proto::v1::notifications_service_server::NotificationsService;
+use cpm_proto::v1::{
+    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, Notification,
+    RegisterWebhookRequest, RegisterWebhookResponse, SubscribeRequest, SubscribeResponse,
+    Webhook,
+};
+use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
+use cpm_runtime::grpc::{ApiError, FieldViolations};
+use futures::Stream;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::db::{self, NotificationRow};
+use crate::domain::check_webhook_url;
+
+pub struct Notifications {
+    pool: PgPool,
+    wake: watch::Receiver<u64>,
+    shutdown: cpm_runtime::Shutdown,
+    allow_plain_http: bool,
+}
+
+impl Notifications {
+    pub fn new(
+        pool: PgPool,
+        wake: watch::Receiver<u64>,
+        shutdown: cpm_runtime::Shutdown,
+        allow_plain_http: bool,
+    ) -> Self {
+        Self {
+            pool,
+            wake,
+            shutdown,
+            allow_plain_http,
+        }
+    }
+}
+
+fn to_proto(row: &NotificationRow) -> Notification {
+    Notification {
+        notification_id: row.notification_id.to_string(),
+        sequence: row.sequence,
+        agency_id: row.agency_id.clone(),
+        referral_id: row.referral_id.to_string(),
+        kind: row.kind,
+        status: row.status,
+        created_at: Some(timestamp(row.created_at)),
+    }
+}
+
+/// Sends notifications after `cursor` until the client leaves or the server
+/// stops; wakes on commits, and polls in case a wake-up was missed.
+async fn pump(
+    pool: PgPool,
+    agency_id: String,
+    mut cursor: i64,
+    mut wake: watch::Receiver<u64>,
+    shutdown: cpm_runtime::Shutdown,
+    sender: mpsc::Sender<Result<SubscribeResponse, Status>>,
+) {
+    loop {
+        let rows = match pool.acquire().await {
+            Ok(mut connection) => db::notifications_after(&mut connection, &agency_id, cursor, 100).await,
+            Err(error) => Err(error),
+        };
+        match rows {
+            Ok(rows) => {
+                let full = rows.len() == 100;
+                for row in rows {
+                    cursor = row.sequence;
+                    let message = SubscribeResponse {
+                        notification: Some(to_proto(&row)),
+                    };
+                    if sender.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+                if full {
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "notification stream could not read, retrying");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = sender.send(Err(Status::unavailable("server shutting down; resubscribe after the last sequence"))).await;
+                return;
+            }
+            () = sender.closed() => return,
+            _ = wake.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NotificationsService for Notifications {
+    type SubscribeStream = SubscribeStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.require(&[Role::Referrer])?;
+        let agency_id = caller.agency()?.to_owned();
+        let after = request.get_ref().after_sequence;
+        if after < 0 {
+            let mut violations = FieldViolations::new();
+            violations.add("after_sequence", "must not be negative");
+            return Err(ApiError::InvalidArgument(violations).into());
+        }
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(pump(
+            self.pool.clone(),
+            agency_id,
+            after,
+            self.wake.clone(),
+            self.shutdown.clone(),
+            sender,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn register_webhook(
+        &self,
+        request: Request<RegisterWebhookRequest>,
+    ) -> Result<Response<RegisterWebhookResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        caller.require(&[Role::Referrer])?;
+        let agency_id = caller.agency()?;
+        let url = request.get_ref().url.trim();
+        let mut violations = FieldViolations::new();
+        check_webhook_url(url, self.allow_plain_http, &mut violations);
+        violations.into_result()?;
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let row = db::upsert_webhook(&mut connection, agency_id, url, &caller.subject)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(webhook_id = %row.webhook_id, "webhook registered");
+        Ok(Response::new(RegisterWebhookResponse {
+            webhook: Some(Webhook {
+                webhook_id: row.webhook_id.to_string(),
+                url: row.url,
+                created_at: Some(timestamp(row.created_at)),
+            }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_deliveries(
+        &self,
+        request: Request<ListDeliveriesRequest>,
+    ) -> Result<Response<ListDeliveriesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.require(&[Role::Referrer])?;
+        let agency_id = caller.agency()?;
+        let page_size = request.get_ref().page_size;
+        if !(0..=500).contains(&page_size) {
+            let mut violations = FieldViolations::new();
+            violations.add("page_size", "must be between 1 and 500");
+            return Err(ApiError::InvalidArgument(violations).into());
+        }
+        let limit = if page_size == 0 { 50 } else { page_size };
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let rows = db::list_deliveries(&mut connection, agency_id, i64::from(limit))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(ListDeliveriesResponse {
+            deliveries: rows
+                .into_iter()
+                .map(|row| Delivery {
+                    delivery_id: row.delivery_id.to_string(),
+                    webhook_id: row.webhook_id.to_string(),
+                    notification_id: row.notification_id.to_string(),
+                    state: row.state,
+                    attempts: row.attempts,
+                    last_attempt_at: optional_timestamp(row.last_attempt_at),
+                    last_error: row.last_error.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+}
