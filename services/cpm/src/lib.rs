@@ -1,1 +1,21 @@
-//! cpm
+//! The one CPM binary's library: which services a process runs (targets),
+//! the root configuration embedding each service's own section, starting
+//! and stopping a platform, and the client side used by `cpm demo`,
+//! `cpm health` and the integration tests.
+//!
+//! # Layout
+//! - [`target`]: the `Target` enum (`all` or a comma list of services).
+//! - [`settings`]: the root configuration.
+//! - [`platform`]: starts the selected services on one listener and stops them gracefully.
+//! - [`client`]: authenticated gRPC clients.
+//! - [`demo`]: walks one referral through all five services.
+
+pub mod client;
+pub mod demo;
+pub mod platform;
+pub mod settings;
+pub mod target;
+
+pub use platform::Platform;
+pub use settings::Settings;
+pub use target::Target;

@@ -1,0 +1,265 @@
+//! Test harness: each test gets its own database and its own broker
+//! namespace (exchange and queue names), so tests run in parallel against
+//! the machine's real PostgreSQL and RabbitMQ, and clean up after themselves.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use cpm::{Platform, Settings, Target};
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::{
+    ClientIdentity, GetReferralRequest, Gender, Referral, ReferralStatus, Referrer, ReferrerRole,
+    SubmitReferralRequest, Vulnerability,
+};
+use cpm_runtime::auth::{Authenticator, Role};
+use cpm_runtime::config::Secret;
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use rand::RngCore as _;
+use tonic::transport::Channel;
+
+pub use cpm::client::Authed;
+
+/// The consumer queues every platform declares, as `(service, consumer)`.
+pub const CONSUMER_QUEUES: &[(&str, &str)] = &[
+    ("referral-intake", "status"),
+    ("risk-assessment", "referrals"),
+    ("mentor-matching", "decisions"),
+    ("contact-logging", "allocations"),
+    ("notifications", "status"),
+];
+
+pub fn admin_database_url() -> String {
+    std::env::var("CPM_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://localhost/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("CPM_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One test's private database and broker namespace.
+pub struct TestEnv {
+    pub settings: Settings,
+    pub authenticator: Authenticator,
+    pub database_url: String,
+    pub namespace: String,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_amqp_url(&amqp_url()).await
+    }
+
+    pub async fn with_amqp_url(amqp: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let admin = admin_database_url();
+        let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+        let database_url = format!("{base}/cpm_test_{id}");
+        let mut settings = Settings::default();
+        settings.platform.grpc.listen = "127.0.0.1:0".into();
+        settings.platform.grpc.shutdown_timeout_secs = 5;
+        settings.platform.database.url = Secret::new(database_url.clone());
+        settings.platform.database.max_connections = 4;
+        settings.platform.amqp.url = Secret::new(amqp);
+        settings.platform.amqp.namespace = format!("test-{id}");
+        settings.platform.amqp.delivery_limit = 3;
+        settings.platform.outbox.poll_interval_ms = 200;
+        settings.platform.auth.hs256_secret = Secret::new(random_key());
+        settings.platform.crypto.master_key = Secret::new(random_key());
+        settings.notifications.webhook_poll_interval_ms = 200;
+        settings.validate().expect("test settings are valid");
+        cpm_runtime::db::ensure_database(&database_url)
+            .await
+            .expect("test database created");
+        let authenticator = Authenticator::from_config(&settings.platform.auth).unwrap();
+        Self {
+            namespace: settings.platform.amqp.namespace.clone(),
+            settings,
+            authenticator,
+            database_url,
+        }
+    }
+
+    pub async fn start(&self, targets: &[Target]) -> Platform {
+        Platform::start(self.settings.clone(), targets)
+            .await
+            .expect("platform starts")
+    }
+
+    pub async fn start_all(&self) -> Platform {
+        self.start(&Target::ALL).await
+    }
+
+    pub fn token(&self, subject: &str, role: Role, agency: Option<&str>, mentor: Option<&str>) -> String {
+        self.authenticator
+            .mint(subject, role, agency, mentor, chrono::Duration::hours(1))
+            .unwrap()
+    }
+
+    pub fn referrer(&self, channel: &Channel, agency: &str) -> Authed {
+        cpm::client::authed(channel, &self.token("referrer", Role::Referrer, Some(agency), None)).unwrap()
+    }
+
+    pub fn coordinator(&self, channel: &Channel) -> Authed {
+        cpm::client::authed(channel, &self.token("coordinator", Role::Coordinator, None, None)).unwrap()
+    }
+
+    pub fn mentor(&self, channel: &Channel, mentor_id: &str) -> Authed {
+        cpm::client::authed(channel, &self.token("mentor", Role::Mentor, None, Some(mentor_id))).unwrap()
+    }
+
+    /// A plain connection to the test database (for checks at the SQL level).
+    pub async fn database(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.database_url)
+            .await
+            .unwrap()
+    }
+
+    pub async fn amqp_channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let connection = lapin::Connection::connect(
+            self.settings.platform.amqp.url.expose(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        (connection, channel)
+    }
+
+    pub fn queue(&self, service: &str, consumer: &str) -> String {
+        format!("{}.{service}.{consumer}", self.namespace)
+    }
+
+    /// Messages ready in a queue (passive declare).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let (connection, channel) = self.amqp_channel().await;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
+        declared.message_count()
+    }
+
+    /// Drops the database and deletes the namespace's queues and exchanges.
+    pub async fn cleanup(self) {
+        let _ = cpm_runtime::db::drop_database(&self.database_url).await;
+        if let Ok(connection) = lapin::Connection::connect(
+            self.settings.platform.amqp.url.expose(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        {
+            if let Ok(channel) = connection.create_channel().await {
+                for (service, consumer) in CONSUMER_QUEUES {
+                    let queue = self.queue(service, consumer);
+                    for name in [queue.clone(), format!("{queue}.dlq")] {
+                        let _ = channel
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                for exchange in ["events", "dead-letter"] {
+                    let _ = channel
+                        .exchange_delete(
+                            format!("{}.{exchange}", self.namespace).as_str().into(),
+                            ExchangeDeleteOptions::default(),
+                        )
+                        .await;
+                }
+            }
+            let _ = connection.close(200, "cleanup".into()).await;
+        }
+    }
+}
+
+pub async fn connect(platform: &Platform) -> Channel {
+    cpm::client::connect(&platform.endpoint()).await.unwrap()
+}
+
+/// A valid submission for `area` with a fresh idempotency key and client name.
+pub fn referral_request(area: &str) -> SubmitReferralRequest {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    SubmitReferralRequest {
+        idempotency_key: unique.clone(),
+        client: Some(ClientIdentity {
+            given_name: "Robin".into(),
+            family_name: format!("Testperson{}", &unique[..10]),
+            date_of_birth: "1975-06-30".into(),
+            gender: Gender::Male as i32,
+            address: "27 Confidential Road".into(),
+            area: area.into(),
+            phone: "07700 900123".into(),
+            safe_contact_instructions: "do not leave voicemail".into(),
+        }),
+        referrer: Some(Referrer {
+            name: "PCSO Tester".into(),
+            role: ReferrerRole::Frontline as i32,
+            contact: "tester@police.example".into(),
+        }),
+        reason: "isolated and calling 999 nightly".into(),
+        desired_outcomes: "a routine".into(),
+        client_consented: true,
+        vulnerabilities: vec![Vulnerability::VulnerableAndIsolated as i32],
+        emergency_calls_last_12_months: 12,
+        known_risks: String::new(),
+    }
+}
+
+/// Polls GetReferral until `wanted` (or fails after `timeout`).
+pub async fn await_status(
+    client: &mut ReferralIntakeServiceClient<Authed>,
+    referral_id: &str,
+    wanted: ReferralStatus,
+    timeout: Duration,
+) -> Referral {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let referral = client
+            .get_referral(GetReferralRequest {
+                referral_id: referral_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .referral
+            .unwrap();
+        if referral.status() == wanted {
+            return referral;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "referral {referral_id} is {:?}, expected {wanted:?} within {timeout:?}",
+            referral.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Repeats `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,152 @@
+//! Fault tests that take a broker away. They run their own RabbitMQ node
+//! (own port, distribution port, data directory and node name) and never
+//! touch the shared one; the node is stopped and its files removed when
+//! the test ends, pass or fail.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::ReferralStatus;
+
+use crate::harness::{TestEnv, await_status, connect, eventually, referral_request};
+
+const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private RabbitMQ node for one test.
+pub struct PrivateRabbit {
+    node: String,
+    port: u16,
+    dir: PathBuf,
+    server: Child,
+}
+
+impl PrivateRabbit {
+    pub fn start() -> Self {
+        assert!(
+            PathBuf::from(RABBITMQ_BIN).join("rabbitmq-server").exists(),
+            "rabbitmq-server is not installed; deploy/test.sh installs it"
+        );
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let node = format!("cpmtest{}@localhost", &id[..12]);
+        let dir = std::env::temp_dir().join(format!("cpm-rabbit-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].").unwrap();
+        let port = free_port();
+        let dist_port = free_port();
+        let server = Command::new(format!("{RABBITMQ_BIN}/rabbitmq-server"))
+            .current_dir(&dir)
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("none"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server starts");
+        let rabbit = Self { node, port, dir, server };
+        rabbit.ctl(&["await_startup", "--timeout", "90"]);
+        rabbit
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let status = Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "rabbitmqctl {args:?} failed for {}", self.node);
+    }
+
+    /// Stops the broker application: every connection drops, the port closes.
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    pub fn start_app(&self) {
+        self.ctl(&["start_app"]);
+        self.ctl(&["await_startup", "--timeout", "60"]);
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
+            .arg("-n")
+            .arg(&self.node)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_returns() {
+    let rabbit = tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap();
+    let env = TestEnv::with_amqp_url(&rabbit.url()).await;
+    let platform = env.start_all().await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-outage"));
+
+    let before = intake.submit_referral(referral_request("Durham")).await.unwrap().into_inner().referral.unwrap();
+    await_status(&mut intake, &before.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(30)).await;
+
+    rabbit.stop_app();
+    // Intake keeps taking referrals: the event waits in the outbox.
+    let during = intake.submit_referral(referral_request("Durham")).await.unwrap().into_inner().referral.unwrap();
+    let pool = env.database().await;
+    eventually(Duration::from_secs(10), "the event waits in the outbox", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'referral.submitted'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        waiting == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = intake
+        .get_referral(cpm_proto::v1::GetReferralRequest { referral_id: during.referral_id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(still.status(), ReferralStatus::Received);
+
+    rabbit.start_app();
+    // The relay and the consumers reconnect by themselves and carry on.
+    await_status(&mut intake, &during.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(60)).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM referral_intake.outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the outbox drained");
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+    drop(rabbit);
+}

@@ -1,0 +1,101 @@
+//! A service killed mid-journey and started again carries on with nothing lost.
+
+use std::time::Duration;
+
+use cpm::{Platform, Settings, Target};
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
+use cpm_proto::v1::{GetReferralRequest, ListQueueRequest, ReferralStatus};
+use tokio::sync::oneshot;
+
+use crate::harness::{TestEnv, await_status, connect, referral_request};
+
+/// A service in its own runtime on its own thread: `kill` drops that
+/// runtime with no graceful shutdown, as a SIGKILL would.
+struct Killable {
+    endpoint: String,
+    kill: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Killable {
+    fn start(settings: Settings, targets: Vec<Target>) -> Self {
+        let (ready_sender, ready) = std::sync::mpsc::channel();
+        let (kill, killed) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let platform = Platform::start(settings, &targets).await.unwrap();
+                ready_sender.send(platform.endpoint()).unwrap();
+                let _ = killed.await;
+                // The platform is dropped without stopping it.
+                std::mem::forget(platform);
+            });
+            runtime.shutdown_background();
+        });
+        let endpoint = ready.recv().unwrap();
+        Self { endpoint, kill, thread }
+    }
+
+    fn kill(self) {
+        let _ = self.kill.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
+    let env = TestEnv::new().await;
+    let others = env
+        .start(&[Target::ReferralIntake, Target::MentorMatching, Target::ContactLogging, Target::Notifications])
+        .await;
+    let channel = connect(&others).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-restart"));
+
+    let settings = env.settings.clone();
+    let assessment = tokio::task::spawn_blocking(move || Killable::start(settings, vec![Target::RiskAssessment]))
+        .await
+        .unwrap();
+    let first = intake.submit_referral(referral_request("Restart")).await.unwrap().into_inner().referral.unwrap();
+    await_status(&mut intake, &first.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(30)).await;
+
+    tokio::task::spawn_blocking(move || assessment.kill()).await.unwrap();
+    let second = intake.submit_referral(referral_request("Restart")).await.unwrap().into_inner().referral.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = intake
+        .get_referral(GetReferralRequest { referral_id: second.referral_id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(waiting.status(), ReferralStatus::Received, "nobody assesses while the service is down");
+
+    let settings = env.settings.clone();
+    let restarted = tokio::task::spawn_blocking(move || Killable::start(settings, vec![Target::RiskAssessment]))
+        .await
+        .unwrap();
+    await_status(&mut intake, &second.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(30)).await;
+
+    let assessment_channel = cpm::client::connect(&restarted.endpoint).await.unwrap();
+    let mut assessments = RiskAssessmentServiceClient::new(env.coordinator(&assessment_channel));
+    let queue = assessments
+        .list_queue(ListQueueRequest { area: "Restart".into(), page_size: 50 })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessments;
+    let mut referral_ids: Vec<_> = queue.iter().map(|a| a.referral_id.clone()).collect();
+    referral_ids.sort();
+    let mut expected = vec![first.referral_id.clone(), second.referral_id.clone()];
+    expected.sort();
+    assert_eq!(referral_ids, expected, "each referral assessed once, none lost");
+
+    tokio::task::spawn_blocking(move || restarted.kill()).await.unwrap();
+    others.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -1,0 +1,143 @@
+//! Starting and stopping a platform: the selected services in one process,
+//! on one gRPC listener, sharing one broker connection.
+//!
+//! Shutdown order: health turns NOT_SERVING, the server stops taking calls
+//! and lets in-flight ones finish (bounded), consumers finish the delivery
+//! in hand, relays flush the outbox once more, then the broker connection
+//! and pools close.
+
+use std::net::SocketAddr;
+
+use cpm_runtime::Shutdown;
+use cpm_runtime::service::{ServiceContext, StartedService};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::{Settings, Target};
+
+/// A running platform.
+pub struct Platform {
+    local_addr: SocketAddr,
+    shutdown: Shutdown,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_target(
+    target: Target,
+    settings: &Settings,
+    context: &ServiceContext,
+    routes: &mut tonic::service::RoutesBuilder,
+) -> anyhow::Result<StartedService> {
+    match target {
+        Target::ReferralIntake => referral_intake::start(context, &settings.referral_intake, routes).await,
+        Target::RiskAssessment => risk_assessment::start(context, &settings.risk_assessment, routes).await,
+        Target::MentorMatching => mentor_matching::start(context, &settings.mentor_matching, routes).await,
+        Target::ContactLogging => contact_logging::start(context, &settings.contact_logging, routes).await,
+        Target::Notifications => notifications::start(context, &settings.notifications, routes).await,
+    }
+}
+
+impl Platform {
+    /// Starts `targets`; returns once the listener is bound and every
+    /// service's schema is migrated.
+    pub async fn start(settings: Settings, targets: &[Target]) -> anyhow::Result<Self> {
+        Self::start_with_shutdown(settings, targets, Shutdown::new()).await
+    }
+
+    pub async fn start_with_shutdown(
+        settings: Settings,
+        targets: &[Target],
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!targets.is_empty(), "no target to run");
+        let context = ServiceContext::new(settings.platform.clone(), shutdown.clone())?;
+        let (mut routes, reporter) = cpm_runtime::grpc::server::base_routes().await?;
+        let mut started = Vec::new();
+        for target in targets {
+            started.push(start_target(*target, &settings, &context, &mut routes).await?);
+            tracing::info!(target = %target, "service started");
+        }
+        let address = settings.listen_address(targets);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(%local_addr, targets = ?targets.iter().map(|t| t.as_str()).collect::<Vec<_>>(), "serving gRPC");
+
+        let monitor = tokio::spawn(cpm_runtime::service::monitor_health(
+            reporter,
+            started.clone(),
+            context.bus.clone(),
+            shutdown.clone(),
+        ));
+        let grpc = settings.platform.grpc.clone();
+        let server_shutdown = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            let served = cpm_runtime::grpc::server::serve(listener, routes, &grpc, server_shutdown).await;
+            context.drain(grpc.shutdown_timeout()).await;
+            let _ = monitor.await;
+            for service in &started {
+                service.pool.close().await;
+            }
+            tracing::info!("platform stopped");
+            served
+        });
+        Ok(Self {
+            local_addr,
+            shutdown,
+            handle,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// An endpoint clients on this machine can dial.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.local_addr.port())
+    }
+
+    pub fn shutdown_token(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Stops gracefully and waits until everything has stopped.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the platform stops (after its shutdown token fires).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+}
+
+/// The schema a target owns.
+pub fn schema_of(target: Target) -> &'static str {
+    match target {
+        Target::ReferralIntake => referral_intake::SCHEMA,
+        Target::RiskAssessment => risk_assessment::SCHEMA,
+        Target::MentorMatching => mentor_matching::SCHEMA,
+        Target::ContactLogging => contact_logging::SCHEMA,
+        Target::Notifications => notifications::SCHEMA,
+    }
+}
+
+/// Creates the database if needed and migrates each target's schema.
+pub async fn migrate(settings: &Settings, targets: &[Target]) -> anyhow::Result<()> {
+    cpm_runtime::db::ensure_database(settings.platform.database.url.expose()).await?;
+    for target in targets {
+        let pool = cpm_runtime::db::pool(&settings.platform.database, schema_of(*target))?;
+        match target {
+            Target::ReferralIntake => referral_intake::migrate(&pool).await?,
+            Target::RiskAssessment => risk_assessment::migrate(&pool).await?,
+            Target::MentorMatching => mentor_matching::migrate(&pool).await?,
+            Target::ContactLogging => contact_logging::migrate(&pool).await?,
+            Target::Notifications => notifications::migrate(&pool).await?,
+        }
+        pool.close().await;
+    }
+    Ok(())
+}
