@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# deploy/test.sh: the whole test suite against a real PostgreSQL and RabbitMQ.
+#
+#   bash deploy/test.sh                  # every crate's tests, then buf lint
+#   bash deploy/test.sh -- --nocapture   # arguments go to cargo test
+#   CPM_SKIP_BUF=1 bash deploy/test.sh   # without buf lint
+#
+# PostgreSQL and RabbitMQ are reused when they already run, else started or
+# installed (deploy/services.sh). Tests read CPM_TEST_DATABASE_URL (they
+# create and drop databases of their own on that server) and
+# CPM_TEST_AMQP_URL. buf runs through npx when npm is on the machine; a
+# machine without npm skips it with a note. Exits non-zero when anything fails.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=deploy/services.sh
+source deploy/services.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "PostgreSQL and RabbitMQ"
+cpm_ensure_postgres
+cpm_ensure_rabbitmq
+
+if [ -d .sqlx ]; then
+    # Compile-checked queries use the committed query metadata, no database.
+    export SQLX_OFFLINE=true
+fi
+
+failed=()
+
+step "cargo test --workspace --locked $*"
+if cargo test --workspace --locked "$@"; then
+    echo "cargo test: passed"
+else
+    failed+=("cargo test")
+fi
+
+step "buf lint proto"
+if [ -n "${CPM_SKIP_BUF:-}" ]; then
+    echo "buf lint: skipped (CPM_SKIP_BUF is set)"
+else
+    buf=()
+    if command -v buf >/dev/null 2>&1; then
+        buf=(buf)
+    elif command -v npx >/dev/null 2>&1; then
+        # Fetching buf is not linting it: a fetch that fails is a skip, not a failure.
+        if npx --yes @bufbuild/buf --version >/dev/null 2>&1; then
+            buf=(npx --yes @bufbuild/buf)
+        else
+            echo "buf lint: skipped (npx could not fetch @bufbuild/buf from the npm registry)"
+        fi
+    else
+        echo "buf lint: skipped (no npm/npx on this machine; install Node.js and npm to lint the protos)"
+    fi
+    if [ ${#buf[@]} -gt 0 ]; then
+        if "${buf[@]}" lint proto; then
+            echo "buf lint: passed"
+        else
+            failed+=("buf lint")
+        fi
+    fi
+fi
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "All checks passed."
