@@ -12,7 +12,9 @@ use cpm_runtime::bus::consumer::Consumer;
 use cpm_runtime::bus::relay::Relay;
 use cpm_runtime::bus::{Bus, ConsumerSpec, EventHandler, HandlerError, ReceivedEvent};
 use lapin::BasicProperties;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use prost::Message as _;
 use sqlx::PgConnection;
@@ -21,15 +23,15 @@ use crate::harness::{TestEnv, await_status, connect, eventually, referral_reques
 
 async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
     let (connection, channel) = env.amqp_channel().await;
-    channel
-        .confirm_select(Default::default())
-        .await
-        .unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
     let confirmation = channel
         .basic_publish(
             format!("{}.events", env.namespace).as_str().into(),
             routing_key.into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
             body,
             BasicProperties::default(),
         )
@@ -56,7 +58,10 @@ fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitte
 async fn queue_length(env: &TestEnv, channel: &tonic::transport::Channel, area: &str) -> usize {
     let mut assessments = RiskAssessmentServiceClient::new(env.coordinator(channel));
     assessments
-        .list_queue(ListQueueRequest { area: area.into(), page_size: 100 })
+        .list_queue(ListQueueRequest {
+            area: area.into(),
+            page_size: 100,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -71,12 +76,15 @@ async fn a_redelivered_event_has_exactly_one_effect() {
     let channel = connect(&platform).await;
     let area = format!("area-{}", uuid::Uuid::new_v4().simple());
     let referral_id = uuid::Uuid::now_v7().to_string();
-    let envelope = cpm_runtime::bus::outbox::envelope("test", &submitted(&referral_id, "agency-x", &area));
+    let envelope =
+        cpm_runtime::bus::outbox::envelope("test", &submitted(&referral_id, "agency-x", &area));
     let bytes = envelope.encode_to_vec();
     // Wait until the consumer queues exist, then deliver the same event three times.
-    eventually(Duration::from_secs(20), "risk-assessment's queue exists", || async {
-        publish_ok(&env, &bytes).await
-    })
+    eventually(
+        Duration::from_secs(20),
+        "risk-assessment's queue exists",
+        || async { publish_ok(&env, &bytes).await },
+    )
     .await;
     publish_raw(&env, "referral.submitted", &bytes).await;
     publish_raw(&env, "referral.submitted", &bytes).await;
@@ -86,15 +94,18 @@ async fn a_redelivered_event_has_exactly_one_effect() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(queue_length(&env, &channel, &area).await, 1, "one assessment, however often delivered");
+    assert_eq!(
+        queue_length(&env, &channel, &area).await,
+        1,
+        "one assessment, however often delivered"
+    );
     let pool = env.database().await;
-    let opened: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM risk_assessment.inbox WHERE event_id = $1::uuid",
-    )
-    .bind(&envelope.event_id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let opened: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM risk_assessment.inbox WHERE event_id = $1::uuid")
+            .bind(&envelope.event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(opened, 1);
     pool.close().await;
     platform.stop().await.unwrap();
@@ -109,7 +120,10 @@ async fn publish_ok(env: &TestEnv, body: &[u8]) -> bool {
         .basic_publish(
             format!("{}.events", env.namespace).as_str().into(),
             "referral.submitted".into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
             body,
             BasicProperties::default(),
         )
@@ -128,9 +142,11 @@ async fn a_poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
     let platform = env.start_all().await;
     let channel = connect(&platform).await;
     let poison = b"\xff\xfe not a protobuf envelope";
-    eventually(Duration::from_secs(20), "the poison message is routed", || async {
-        publish_ok(&env, poison).await
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the poison message is routed",
+        || async { publish_ok(&env, poison).await },
+    )
     .await;
 
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-p"));
@@ -141,12 +157,20 @@ async fn a_poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
         .into_inner()
         .referral
         .unwrap();
-    await_status(&mut intake, &referral.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(20)).await;
+    await_status(
+        &mut intake,
+        &referral.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(20),
+    )
+    .await;
 
     let dead_letters = format!("{}.dlq", env.queue("risk-assessment", "referrals"));
-    eventually(Duration::from_secs(10), "the poison message is in the dead-letter queue", || async {
-        env.queue_depth(&dead_letters).await == 1
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the poison message is in the dead-letter queue",
+        || async { env.queue_depth(&dead_letters).await == 1 },
+    )
     .await;
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -159,7 +183,11 @@ struct FailsOnOne {
 }
 
 impl EventHandler for FailsOnOne {
-    async fn handle(&self, _: &mut PgConnection, event: &ReceivedEvent) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        _: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
         let event: ReferralSubmitted = event.decode()?;
         if event.referral_id == self.failing {
             return Err(HandlerError::Transient("this one never works".into()));
@@ -174,31 +202,57 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
     let env = TestEnv::new().await;
     let schema = "bus_test";
     let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
-    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT).await.unwrap();
+    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
+        .await
+        .unwrap();
     let bus = Bus::new(&env.settings.platform.amqp);
     let shutdown = cpm_runtime::Shutdown::new();
     let applied = Arc::new(Mutex::new(Vec::new()));
-    let spec = ConsumerSpec { service: "bus-test", name: "flaky", routing_keys: vec!["referral.submitted"] };
+    let spec = ConsumerSpec {
+        service: "bus-test",
+        name: "flaky",
+        routing_keys: vec!["referral.submitted"],
+    };
     let consumer = Consumer::new(
         pool.clone(),
         bus.clone(),
         spec,
-        Arc::new(FailsOnOne { failing: "bad".into(), applied: applied.clone() }),
+        Arc::new(FailsOnOne {
+            failing: "bad".into(),
+            applied: applied.clone(),
+        }),
     );
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
     let relay_task = tokio::spawn(
-        Relay::new(pool.clone(), bus.clone(), schema, &env.settings.platform.outbox).run(shutdown.clone()),
+        Relay::new(
+            pool.clone(),
+            bus.clone(),
+            schema,
+            &env.settings.platform.outbox,
+        )
+        .run(shutdown.clone()),
     );
     let queue = env.queue("bus-test", "flaky");
-    eventually(Duration::from_secs(20), "the consumer queue exists", || async {
-        let (connection, channel) = env.amqp_channel().await;
-        let exists = channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await
-            .is_ok();
-        let _ = connection.close(200, "done".into()).await;
-        exists
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the consumer queue exists",
+        || async {
+            let (connection, channel) = env.amqp_channel().await;
+            let exists = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .is_ok();
+            let _ = connection.close(200, "done".into()).await;
+            exists
+        },
+    )
     .await;
 
     let mut transaction = pool.begin().await.unwrap();
@@ -209,13 +263,17 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
     }
     transaction.commit().await.unwrap();
 
-    eventually(Duration::from_secs(30), "both good events are applied", || async {
-        applied.lock().unwrap().len() == 2
-    })
+    eventually(
+        Duration::from_secs(30),
+        "both good events are applied",
+        || async { applied.lock().unwrap().len() == 2 },
+    )
     .await;
-    eventually(Duration::from_secs(30), "the failing event is dead-lettered", || async {
-        env.queue_depth(&format!("{queue}.dlq")).await == 1
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the failing event is dead-lettered",
+        || async { env.queue_depth(&format!("{queue}.dlq")).await == 1 },
+    )
     .await;
     assert_eq!(env.queue_depth(&queue).await, 0);
     assert_eq!(*applied.lock().unwrap(), ["good-1", "good-2"]);
@@ -226,7 +284,9 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
     pool.close().await;
     let (connection, channel) = env.amqp_channel().await;
     for name in [queue.clone(), format!("{queue}.dlq")] {
-        let _ = channel.queue_delete(name.as_str().into(), Default::default()).await;
+        let _ = channel
+            .queue_delete(name.as_str().into(), Default::default())
+            .await;
     }
     let _ = connection.close(200, "done".into()).await;
     env.cleanup().await;
@@ -237,7 +297,9 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     let env = TestEnv::new().await;
     let schema = "relay_test";
     let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
-    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT).await.unwrap();
+    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
+        .await
+        .unwrap();
 
     // A plain queue that counts what arrives.
     let (connection, channel) = env.amqp_channel().await;
@@ -245,20 +307,37 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     bus.topology().declare_exchanges(&channel).await.unwrap();
     let counter_queue = format!("{}.relay-counter", env.namespace);
     channel
-        .queue_declare(counter_queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            counter_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     channel
-        .queue_bind(counter_queue.as_str().into(), bus.topology().events_exchange().as_str().into(), "referral.submitted".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            counter_queue.as_str().into(),
+            bus.topology().events_exchange().as_str().into(),
+            "referral.submitted".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
 
     const EVENTS: usize = 600;
     let mut transaction = pool.begin().await.unwrap();
     for n in 0..EVENTS {
-        cpm_runtime::bus::outbox::enqueue(&mut transaction, "test", &submitted(&format!("r-{n}"), "a", "x"))
-            .await
-            .unwrap();
+        cpm_runtime::bus::outbox::enqueue(
+            &mut transaction,
+            "test",
+            &submitted(&format!("r-{n}"), "a", "x"),
+        )
+        .await
+        .unwrap();
     }
     transaction.commit().await.unwrap();
 
@@ -283,17 +362,32 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     }
 
     let mut consumer = channel
-        .basic_consume(counter_queue.as_str().into(), "counter".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            counter_queue.as_str().into(),
+            "counter".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut seen = std::collections::HashSet::new();
     use futures::StreamExt as _;
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+    {
         let envelope = cpm_proto::v1::EventEnvelope::decode(delivery.data.as_slice()).unwrap();
-        assert!(seen.insert(envelope.event_id), "an event was published twice");
+        assert!(
+            seen.insert(envelope.event_id),
+            "an event was published twice"
+        );
     }
     assert_eq!(seen.len(), EVENTS);
-    let _ = channel.queue_delete(counter_queue.as_str().into(), Default::default()).await;
+    let _ = channel
+        .queue_delete(counter_queue.as_str().into(), Default::default())
+        .await;
     let _ = connection.close(200, "done".into()).await;
     pool.close().await;
     env.cleanup().await;

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use cpm::{Platform, Settings, Target};
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{
-    ClientIdentity, GetReferralRequest, Gender, Referral, ReferralStatus, Referrer, ReferrerRole,
+    ClientIdentity, Gender, GetReferralRequest, Referral, ReferralStatus, Referrer, ReferrerRole,
     SubmitReferralRequest, Vulnerability,
 };
 use cpm_runtime::auth::{Authenticator, Role};
@@ -30,11 +30,13 @@ pub const CONSUMER_QUEUES: &[(&str, &str)] = &[
 ];
 
 pub fn admin_database_url() -> String {
-    std::env::var("CPM_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://localhost/postgres".into())
+    std::env::var("CPM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@localhost/postgres".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("CPM_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("CPM_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 fn random_key() -> String {
@@ -59,7 +61,10 @@ impl TestEnv {
     pub async fn with_amqp_url(amqp: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let admin = admin_database_url();
-        let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+        let base = admin
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin);
         let database_url = format!("{base}/cpm_test_{id}");
         let mut settings = Settings::default();
         settings.platform.grpc.listen = "127.0.0.1:0".into();
@@ -96,22 +101,40 @@ impl TestEnv {
         self.start(&Target::ALL).await
     }
 
-    pub fn token(&self, subject: &str, role: Role, agency: Option<&str>, mentor: Option<&str>) -> String {
+    pub fn token(
+        &self,
+        subject: &str,
+        role: Role,
+        agency: Option<&str>,
+        mentor: Option<&str>,
+    ) -> String {
         self.authenticator
             .mint(subject, role, agency, mentor, chrono::Duration::hours(1))
             .unwrap()
     }
 
     pub fn referrer(&self, channel: &Channel, agency: &str) -> Authed {
-        cpm::client::authed(channel, &self.token("referrer", Role::Referrer, Some(agency), None)).unwrap()
+        cpm::client::authed(
+            channel,
+            &self.token("referrer", Role::Referrer, Some(agency), None),
+        )
+        .unwrap()
     }
 
     pub fn coordinator(&self, channel: &Channel) -> Authed {
-        cpm::client::authed(channel, &self.token("coordinator", Role::Coordinator, None, None)).unwrap()
+        cpm::client::authed(
+            channel,
+            &self.token("coordinator", Role::Coordinator, None, None),
+        )
+        .unwrap()
     }
 
     pub fn mentor(&self, channel: &Channel, mentor_id: &str) -> Authed {
-        cpm::client::authed(channel, &self.token("mentor", Role::Mentor, None, Some(mentor_id))).unwrap()
+        cpm::client::authed(
+            channel,
+            &self.token("mentor", Role::Mentor, None, Some(mentor_id)),
+        )
+        .unwrap()
     }
 
     /// A plain connection to the test database (for checks at the SQL level).
@@ -259,7 +282,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

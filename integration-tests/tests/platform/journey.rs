@@ -1,9 +1,9 @@
 //! One referral's whole journey through all five services.
 
 use cpm::demo::{DemoOptions, run};
+use cpm_proto::v1::GetReferralRequest;
 use cpm_proto::v1::ReferralStatus;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
-use cpm_proto::v1::GetReferralRequest;
 
 use crate::harness::{TestEnv, connect};
 
@@ -11,18 +11,34 @@ use crate::harness::{TestEnv, connect};
 async fn a_referral_travels_from_agency_to_discharge_notice() {
     let env = TestEnv::new().await;
     let platform = env.start_all().await;
-    let report = run(DemoOptions::new(&platform.endpoint(), env.authenticator.clone()))
-        .await
-        .expect("the journey completes");
+    let report = run(DemoOptions::new(
+        &platform.endpoint(),
+        env.authenticator.clone(),
+    ))
+    .await
+    .expect("the journey completes");
 
     // The agency saw every status in order (fast steps may be skipped between polls).
     let seen = &report.statuses_seen;
     assert_eq!(seen.first(), Some(&ReferralStatus::Received));
     assert_eq!(seen.last(), Some(&ReferralStatus::Discharged));
-    let ranks: Vec<i32> = seen.iter().map(|s| referral_intake::domain::status_rank(*s)).collect();
-    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "statuses moved backwards: {seen:?}");
-    for required in [ReferralStatus::UnderAssessment, ReferralStatus::AwaitingMentors, ReferralStatus::InSupport] {
-        assert!(seen.contains(&required), "{required:?} not seen in {seen:?}");
+    let ranks: Vec<i32> = seen
+        .iter()
+        .map(|s| referral_intake::domain::status_rank(*s))
+        .collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] < w[1]),
+        "statuses moved backwards: {seen:?}"
+    );
+    for required in [
+        ReferralStatus::UnderAssessment,
+        ReferralStatus::AwaitingMentors,
+        ReferralStatus::InSupport,
+    ] {
+        assert!(
+            seen.contains(&required),
+            "{required:?} not seen in {seen:?}"
+        );
     }
     assert!(report.stream_discharge_notice);
     assert!(report.webhook_discharge_notice);
@@ -32,7 +48,9 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, &report.agency_id));
     let referral = intake
-        .get_referral(GetReferralRequest { referral_id: report.referral_id.clone() })
+        .get_referral(GetReferralRequest {
+            referral_id: report.referral_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -43,7 +61,9 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     // Another agency cannot see it.
     let mut other = ReferralIntakeServiceClient::new(env.referrer(&channel, "another-agency"));
     let error = other
-        .get_referral(GetReferralRequest { referral_id: report.referral_id.clone() })
+        .get_referral(GetReferralRequest {
+            referral_id: report.referral_id.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
@@ -57,10 +77,14 @@ async fn health_and_reflection_answer_on_every_service() {
     let env = TestEnv::new().await;
     let platform = env.start_all().await;
     let endpoint = platform.endpoint();
-    crate::harness::eventually(std::time::Duration::from_secs(20), "the server is SERVING", || {
-        let endpoint = endpoint.clone();
-        async move { cpm::client::health(&endpoint, "").await.ok() == Some(1) }
-    })
+    crate::harness::eventually(
+        std::time::Duration::from_secs(20),
+        "the server is SERVING",
+        || {
+            let endpoint = endpoint.clone();
+            async move { cpm::client::health(&endpoint, "").await.ok() == Some(1) }
+        },
+    )
     .await;
     for service in [
         "cpm.v1.ReferralIntakeService",
@@ -69,14 +93,25 @@ async fn health_and_reflection_answer_on_every_service() {
         "cpm.v1.ContactLoggingService",
         "cpm.v1.NotificationsService",
     ] {
-        assert_eq!(cpm::client::health(&endpoint, service).await.unwrap(), 1, "{service}");
+        assert_eq!(
+            cpm::client::health(&endpoint, service).await.unwrap(),
+            1,
+            "{service}"
+        );
     }
 
     // Reflection (v1alpha, as grpcurl speaks it) lists every service.
     use tonic_reflection_client::*;
     let names = list_services(&endpoint).await;
-    for expected in ["cpm.v1.ReferralIntakeService", "cpm.v1.NotificationsService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "cpm.v1.ReferralIntakeService",
+        "cpm.v1.NotificationsService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     // After shutdown nothing answers.
@@ -87,10 +122,10 @@ async fn health_and_reflection_answer_on_every_service() {
 
 /// A minimal reflection client over the v1alpha protocol.
 mod tonic_reflection_client {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 
     pub async fn list_services(endpoint: &str) -> Vec<String> {
         let channel = cpm::client::connect(endpoint).await.unwrap();

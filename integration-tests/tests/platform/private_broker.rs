@@ -8,15 +8,19 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::ReferralStatus;
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 
 use crate::harness::{TestEnv, await_status, connect, eventually, referral_request};
 
 const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A private RabbitMQ node for one test.
@@ -55,7 +59,12 @@ impl PrivateRabbit {
             .stderr(Stdio::null())
             .spawn()
             .expect("rabbitmq-server starts");
-        let rabbit = Self { node, port, dir, server };
+        let rabbit = Self {
+            node,
+            port,
+            dir,
+            server,
+        };
         rabbit.ctl(&["await_startup", "--timeout", "90"]);
         rabbit
     }
@@ -73,7 +82,11 @@ impl PrivateRabbit {
             .stderr(Stdio::null())
             .status()
             .expect("rabbitmqctl runs");
-        assert!(status.success(), "rabbitmqctl {args:?} failed for {}", self.node);
+        assert!(
+            status.success(),
+            "rabbitmqctl {args:?} failed for {}",
+            self.node
+        );
     }
 
     /// Stops the broker application: every connection drops, the port closes.
@@ -104,32 +117,58 @@ impl Drop for PrivateRabbit {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_returns() {
-    let rabbit = tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap();
+    let rabbit = tokio::task::spawn_blocking(PrivateRabbit::start)
+        .await
+        .unwrap();
     let env = TestEnv::with_amqp_url(&rabbit.url()).await;
     let platform = env.start_all().await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-outage"));
 
-    let before = intake.submit_referral(referral_request("Durham")).await.unwrap().into_inner().referral.unwrap();
-    await_status(&mut intake, &before.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(30)).await;
+    let before = intake
+        .submit_referral(referral_request("Durham"))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    await_status(
+        &mut intake,
+        &before.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(30),
+    )
+    .await;
 
     rabbit.stop_app();
     // Intake keeps taking referrals: the event waits in the outbox.
-    let during = intake.submit_referral(referral_request("Durham")).await.unwrap().into_inner().referral.unwrap();
+    let during = intake
+        .submit_referral(referral_request("Durham"))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
     let pool = env.database().await;
-    eventually(Duration::from_secs(10), "the event waits in the outbox", || async {
-        let waiting: i64 = sqlx::query_scalar(
+    eventually(
+        Duration::from_secs(10),
+        "the event waits in the outbox",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'referral.submitted'",
         )
         .fetch_one(&pool)
         .await
         .unwrap();
-        waiting == 1
-    })
+            waiting == 1
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = intake
-        .get_referral(cpm_proto::v1::GetReferralRequest { referral_id: during.referral_id.clone() })
+        .get_referral(cpm_proto::v1::GetReferralRequest {
+            referral_id: during.referral_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -139,7 +178,13 @@ async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_retur
 
     rabbit.start_app();
     // The relay and the consumers reconnect by themselves and carry on.
-    await_status(&mut intake, &during.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(60)).await;
+    await_status(
+        &mut intake,
+        &during.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(60),
+    )
+    .await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM referral_intake.outbox")
         .fetch_one(&pool)
         .await

@@ -13,7 +13,10 @@ use tonic_types::StatusExt as _;
 use crate::harness::{TestEnv, await_status, connect, referral_request};
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,11 +41,22 @@ async fn bad_input_gets_every_field_violation_and_stores_nothing() {
         .collect();
     assert_eq!(
         fields,
-        ["client.date_of_birth", "reason", "client_consented", "emergency_calls_last_12_months"]
+        [
+            "client.date_of_birth",
+            "reason",
+            "client_consented",
+            "emergency_calls_last_12_months"
+        ]
     );
     let pool = env.database().await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM referral_intake.referral").await, 0);
-    assert_eq!(count(&pool, "SELECT count(*) FROM referral_intake.outbox").await, 0);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.referral").await,
+        0
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.outbox").await,
+        0
+    );
     pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -54,12 +68,30 @@ async fn calls_without_a_valid_token_or_with_the_wrong_role_are_refused() {
     let platform = env.start(&[Target::ReferralIntake]).await;
     let channel = connect(&platform).await;
     let mut anonymous = ReferralIntakeServiceClient::new(channel.clone());
-    let status = anonymous.submit_referral(referral_request("X")).await.unwrap_err();
+    let status = anonymous
+        .submit_referral(referral_request("X"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    let mut forged = ReferralIntakeServiceClient::new(cpm::client::authed(&channel, "abc.def.ghi").unwrap());
-    assert_eq!(forged.submit_referral(referral_request("X")).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let mut forged =
+        ReferralIntakeServiceClient::new(cpm::client::authed(&channel, "abc.def.ghi").unwrap());
+    assert_eq!(
+        forged
+            .submit_referral(referral_request("X"))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
     let mut mentor = ReferralIntakeServiceClient::new(env.mentor(&channel, "m-1"));
-    assert_eq!(mentor.submit_referral(referral_request("X")).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        mentor
+            .submit_referral(referral_request("X"))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::PermissionDenied
+    );
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
@@ -77,7 +109,9 @@ async fn a_retry_returns_the_first_referral_and_a_reused_key_is_refused() {
     for _ in 0..8 {
         let mut client = intake.clone();
         let request = request.clone();
-        calls.push(tokio::spawn(async move { client.submit_referral(request).await.unwrap().into_inner() }));
+        calls.push(tokio::spawn(async move {
+            client.submit_referral(request).await.unwrap().into_inner()
+        }));
     }
     let mut ids = Vec::new();
     let mut replays = 0;
@@ -94,13 +128,23 @@ async fn a_retry_returns_the_first_referral_and_a_reused_key_is_refused() {
     different.reason = "something else".into();
     let status = intake.clone().submit_referral(different).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "idempotency_key");
+    assert_eq!(
+        status.get_details_bad_request().unwrap().field_violations[0].field,
+        "idempotency_key"
+    );
 
     let pool = env.database().await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM referral_intake.referral").await, 1);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.referral").await,
+        1
+    );
     // No consumer runs in this test, so the one submitted event is still in the outbox.
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'referral.submitted'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'referral.submitted'"
+        )
+        .await,
         1,
         "one submitted event for one referral"
     );
@@ -118,7 +162,15 @@ async fn agencies_see_only_their_own_referrals() {
     let mut theirs = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-theirs"));
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(mine.submit_referral(referral_request("A")).await.unwrap().into_inner().referral.unwrap().referral_id);
+        ids.push(
+            mine.submit_referral(referral_request("A"))
+                .await
+                .unwrap()
+                .into_inner()
+                .referral
+                .unwrap()
+                .referral_id,
+        );
     }
     theirs.submit_referral(referral_request("B")).await.unwrap();
 
@@ -127,7 +179,11 @@ async fn agencies_see_only_their_own_referrals() {
     let mut page_token = String::new();
     loop {
         let page = mine
-            .list_referrals(ListReferralsRequest { page_size: 2, page_token: page_token.clone(), status: 0 })
+            .list_referrals(ListReferralsRequest {
+                page_size: 2,
+                page_token: page_token.clone(),
+                status: 0,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -141,32 +197,56 @@ async fn agencies_see_only_their_own_referrals() {
     assert_eq!(listed, ids);
 
     let status = theirs
-        .get_referral(GetReferralRequest { referral_id: ids[0].clone() })
+        .get_referral(GetReferralRequest {
+            referral_id: ids[0].clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
     let status = theirs
-        .withdraw_referral(WithdrawReferralRequest { referral_id: ids[0].clone(), reason: String::new() })
+        .withdraw_referral(WithdrawReferralRequest {
+            referral_id: ids[0].clone(),
+            reason: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     // The same rule holds at the SQL level, whoever calls the query.
-    let pool = cpm_runtime::db::pool(&env.settings.platform.database, referral_intake::SCHEMA).unwrap();
+    let pool =
+        cpm_runtime::db::pool(&env.settings.platform.database, referral_intake::SCHEMA).unwrap();
     let mut connection = pool.acquire().await.unwrap();
-    let other = referral_intake::db::list_referrals(&mut connection, "agency-theirs", None, None, 100).await.unwrap();
+    let other =
+        referral_intake::db::list_referrals(&mut connection, "agency-theirs", None, None, 100)
+            .await
+            .unwrap();
     assert_eq!(other.len(), 1);
     assert!(other.iter().all(|row| row.agency_id == "agency-theirs"));
     let id = uuid::Uuid::parse_str(&ids[0]).unwrap();
-    assert!(referral_intake::db::fetch_referral(&mut connection, id, Some("agency-theirs")).await.unwrap().is_none());
+    assert!(
+        referral_intake::db::fetch_referral(&mut connection, id, Some("agency-theirs"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(connection);
     pool.close().await;
 
     let bad = mine
-        .list_referrals(ListReferralsRequest { page_size: 9999, page_token: "garbage".into(), status: 99 })
+        .list_referrals(ListReferralsRequest {
+            page_size: 9999,
+            page_token: "garbage".into(),
+            status: 99,
+        })
         .await
         .unwrap_err();
-    let fields: Vec<_> = bad.get_details_bad_request().unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    let fields: Vec<_> = bad
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
     assert_eq!(fields, ["page_size", "page_token", "status"]);
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -180,8 +260,17 @@ async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-enc"));
     let request = referral_request("Darlington");
     let family_name = request.client.as_ref().unwrap().family_name.clone();
-    let referral = intake.submit_referral(request).await.unwrap().into_inner().referral.unwrap();
-    assert!(referral.client.is_none(), "a submission's answer does not echo personal data");
+    let referral = intake
+        .submit_referral(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert!(
+        referral.client.is_none(),
+        "a submission's answer does not echo personal data"
+    );
 
     // A dump of every table in the schema shows none of the identity.
     let pool = env.database().await;
@@ -194,12 +283,24 @@ async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
     .await
     .unwrap();
     let dump = dump.join("\n");
-    for secret in [family_name.as_str(), "Robin", "1975-06-30", "Confidential Road", "07700 900123", "nightly"] {
-        assert!(!dump.contains(secret), "`{secret}` found in the database dump");
+    for secret in [
+        family_name.as_str(),
+        "Robin",
+        "1975-06-30",
+        "Confidential Road",
+        "07700 900123",
+        "nightly",
+    ] {
+        assert!(
+            !dump.contains(secret),
+            "`{secret}` found in the database dump"
+        );
     }
 
     let read = intake
-        .get_referral(GetReferralRequest { referral_id: referral.referral_id.clone() })
+        .get_referral(GetReferralRequest {
+            referral_id: referral.referral_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -208,9 +309,15 @@ async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
     let client = read.client.unwrap();
     assert_eq!(client.family_name, family_name);
     assert_eq!(client.date_of_birth, "1975-06-30");
-    let audited = count(&pool, "SELECT count(*) FROM referral_intake.personal_data_access").await;
+    let audited = count(
+        &pool,
+        "SELECT count(*) FROM referral_intake.personal_data_access",
+    )
+    .await;
     assert_eq!(audited, 1);
-    let tampering = sqlx::query("DELETE FROM referral_intake.personal_data_access").execute(&pool).await;
+    let tampering = sqlx::query("DELETE FROM referral_intake.personal_data_access")
+        .execute(&pool)
+        .await;
     assert!(tampering.is_err(), "the audit trail is append-only");
     pool.close().await;
     platform.stop().await.unwrap();
@@ -224,17 +331,41 @@ async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-re"));
     let first_request = referral_request("Darlington");
-    let first = intake.submit_referral(first_request.clone()).await.unwrap().into_inner().referral.unwrap();
+    let first = intake
+        .submit_referral(first_request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
     assert!(first.earlier_referral_id.is_empty());
     let mut again = first_request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
     again.client.as_mut().unwrap().given_name = "  ROBIN ".into();
-    let second = intake.submit_referral(again).await.unwrap().into_inner().referral.unwrap();
-    assert_eq!(second.earlier_referral_id, first.referral_id, "the referrer is told of the earlier referral");
+    let second = intake
+        .submit_referral(again)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(
+        second.earlier_referral_id, first.referral_id,
+        "the referrer is told of the earlier referral"
+    );
 
-    await_status(&mut intake, &second.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(20)).await;
+    await_status(
+        &mut intake,
+        &second.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(20),
+    )
+    .await;
     let withdrawn = intake
-        .withdraw_referral(WithdrawReferralRequest { referral_id: second.referral_id.clone(), reason: "moved away".into() })
+        .withdraw_referral(WithdrawReferralRequest {
+            referral_id: second.referral_id.clone(),
+            reason: "moved away".into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -242,14 +373,19 @@ async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
         .unwrap();
     assert_eq!(withdrawn.status(), ReferralStatus::Withdrawn);
     let status = intake
-        .withdraw_referral(WithdrawReferralRequest { referral_id: second.referral_id.clone(), reason: String::new() })
+        .withdraw_referral(WithdrawReferralRequest {
+            referral_id: second.referral_id.clone(),
+            reason: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     // A late event does not move a final status back.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let still = intake
-        .get_referral(GetReferralRequest { referral_id: second.referral_id.clone() })
+        .get_referral(GetReferralRequest {
+            referral_id: second.referral_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()

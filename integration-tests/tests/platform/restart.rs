@@ -38,7 +38,11 @@ impl Killable {
             runtime.shutdown_background();
         });
         let endpoint = ready.recv().unwrap();
-        Self { endpoint, kill, thread }
+        Self {
+            endpoint,
+            kill,
+            thread,
+        }
     }
 
     fn kill(self) {
@@ -51,40 +55,84 @@ impl Killable {
 async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
     let env = TestEnv::new().await;
     let others = env
-        .start(&[Target::ReferralIntake, Target::MentorMatching, Target::ContactLogging, Target::Notifications])
+        .start(&[
+            Target::ReferralIntake,
+            Target::MentorMatching,
+            Target::ContactLogging,
+            Target::Notifications,
+        ])
         .await;
     let channel = connect(&others).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-restart"));
 
     let settings = env.settings.clone();
-    let assessment = tokio::task::spawn_blocking(move || Killable::start(settings, vec![Target::RiskAssessment]))
-        .await
-        .unwrap();
-    let first = intake.submit_referral(referral_request("Restart")).await.unwrap().into_inner().referral.unwrap();
-    await_status(&mut intake, &first.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(30)).await;
-
-    tokio::task::spawn_blocking(move || assessment.kill()).await.unwrap();
-    let second = intake.submit_referral(referral_request("Restart")).await.unwrap().into_inner().referral.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let waiting = intake
-        .get_referral(GetReferralRequest { referral_id: second.referral_id.clone() })
+    let assessment = tokio::task::spawn_blocking(move || {
+        Killable::start(settings, vec![Target::RiskAssessment])
+    })
+    .await
+    .unwrap();
+    let first = intake
+        .submit_referral(referral_request("Restart"))
         .await
         .unwrap()
         .into_inner()
         .referral
         .unwrap();
-    assert_eq!(waiting.status(), ReferralStatus::Received, "nobody assesses while the service is down");
+    await_status(
+        &mut intake,
+        &first.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(30),
+    )
+    .await;
 
-    let settings = env.settings.clone();
-    let restarted = tokio::task::spawn_blocking(move || Killable::start(settings, vec![Target::RiskAssessment]))
+    tokio::task::spawn_blocking(move || assessment.kill())
         .await
         .unwrap();
-    await_status(&mut intake, &second.referral_id, ReferralStatus::UnderAssessment, Duration::from_secs(30)).await;
+    let second = intake
+        .submit_referral(referral_request("Restart"))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = intake
+        .get_referral(GetReferralRequest {
+            referral_id: second.referral_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(
+        waiting.status(),
+        ReferralStatus::Received,
+        "nobody assesses while the service is down"
+    );
+
+    let settings = env.settings.clone();
+    let restarted = tokio::task::spawn_blocking(move || {
+        Killable::start(settings, vec![Target::RiskAssessment])
+    })
+    .await
+    .unwrap();
+    await_status(
+        &mut intake,
+        &second.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let assessment_channel = cpm::client::connect(&restarted.endpoint).await.unwrap();
     let mut assessments = RiskAssessmentServiceClient::new(env.coordinator(&assessment_channel));
     let queue = assessments
-        .list_queue(ListQueueRequest { area: "Restart".into(), page_size: 50 })
+        .list_queue(ListQueueRequest {
+            area: "Restart".into(),
+            page_size: 50,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -93,9 +141,14 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
     referral_ids.sort();
     let mut expected = vec![first.referral_id.clone(), second.referral_id.clone()];
     expected.sort();
-    assert_eq!(referral_ids, expected, "each referral assessed once, none lost");
+    assert_eq!(
+        referral_ids, expected,
+        "each referral assessed once, none lost"
+    );
 
-    tokio::task::spawn_blocking(move || restarted.kill()).await.unwrap();
+    tokio::task::spawn_blocking(move || restarted.kill())
+        .await
+        .unwrap();
     others.stop().await.unwrap();
     env.cleanup().await;
 }

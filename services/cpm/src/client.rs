@@ -33,7 +33,10 @@ impl Interceptor for Bearer {
 pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub fn authed(channel: &Channel, token: &str) -> anyhow::Result<Authed> {
-    Ok(InterceptedService::new(channel.clone(), Bearer::new(token)?))
+    Ok(InterceptedService::new(
+        channel.clone(),
+        Bearer::new(token)?,
+    ))
 }
 
 /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`).

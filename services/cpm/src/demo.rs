@@ -11,19 +11,18 @@ use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{
-    CheckKind, ClientIdentity, ConfirmAllocationRequest, ContactActivity, Decision, DecideRequest,
+    CheckKind, ClientIdentity, ConfirmAllocationRequest, ContactActivity, DecideRequest, Decision,
     DischargeRequest, Gender, GetAssessmentRequest, GetReferralRequest, LivedExperience,
     LogContactRequest, NotificationKind, ProposeMatchesRequest, RecordCheckRequest, Referral,
     ReferralStatus, Referrer, ReferrerRole, RegisterMentorRequest, RegisterWebhookRequest,
     SubmitReferralRequest, SubscribeRequest, Vulnerability,
 };
 use cpm_runtime::auth::{Authenticator, Role};
-use tokio::sync::mpsc;
 use futures::StreamExt as _;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::client::{Authed, authed, connect};
-
 
 /// What the journey saw.
 #[derive(Debug)]
@@ -84,11 +83,20 @@ impl Journey {
         }
     }
 
-    fn token(&self, subject: &str, role: Role, agency: Option<&str>, mentor: Option<&str>) -> anyhow::Result<Authed> {
-        let token = self
-            .options
-            .authenticator
-            .mint(subject, role, agency, mentor, chrono::Duration::hours(1))?;
+    fn token(
+        &self,
+        subject: &str,
+        role: Role,
+        agency: Option<&str>,
+        mentor: Option<&str>,
+    ) -> anyhow::Result<Authed> {
+        let token = self.options.authenticator.mint(
+            subject,
+            role,
+            agency,
+            mentor,
+            chrono::Duration::hours(1),
+        )?;
         authed(&self.channel, &token)
     }
 
@@ -102,7 +110,11 @@ impl Journey {
     }
 
     /// Polls the agency's view until the status reaches `wanted` (or beyond).
-    async fn await_status(&mut self, referral_id: &str, wanted: ReferralStatus) -> anyhow::Result<Referral> {
+    async fn await_status(
+        &mut self,
+        referral_id: &str,
+        wanted: ReferralStatus,
+    ) -> anyhow::Result<Referral> {
         let mut client = ReferralIntakeServiceClient::new(self.referrer()?);
         let deadline = tokio::time::Instant::now() + self.options.step_timeout;
         loop {
@@ -140,7 +152,8 @@ impl Journey {
 }
 
 /// A local HTTP endpoint standing in for the agency's webhook receiver.
-async fn webhook_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<serde_json::Value>)> {
+async fn webhook_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<serde_json::Value>)>
+{
     let (sender, receiver) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/cpm-webhook",
@@ -175,19 +188,27 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let (webhook_url, mut webhook_bodies) = webhook_receiver().await?;
     let mut notifications = NotificationsServiceClient::new(journey.referrer()?);
     notifications
-        .register_webhook(RegisterWebhookRequest { url: webhook_url.clone() })
+        .register_webhook(RegisterWebhookRequest {
+            url: webhook_url.clone(),
+        })
         .await?;
     let mut stream = notifications
         .subscribe(SubscribeRequest { after_sequence: 0 })
         .await?
         .into_inner();
-    journey.step(format!("agency {agency_id} registered a webhook and opened a notification stream"));
+    journey.step(format!(
+        "agency {agency_id} registered a webhook and opened a notification stream"
+    ));
 
     // Two trained mentors in the client's area.
     let mut matching = MentorMatchingServiceClient::new(journey.coordinator()?);
     let mut mentor_ids = Vec::new();
     for (name, gender, experience) in [
-        ("Mentor A", Gender::Female, LivedExperience::AlcoholDependency),
+        (
+            "Mentor A",
+            Gender::Female,
+            LivedExperience::AlcoholDependency,
+        ),
         ("Mentor B", Gender::Male, LivedExperience::MentalHealth),
     ] {
         let mentor = matching
@@ -205,7 +226,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             .ok_or_else(|| anyhow::anyhow!("RegisterMentor returned no mentor"))?;
         mentor_ids.push(mentor.mentor_id);
     }
-    journey.step(format!("coordinator registered two safeguarding-trained mentors in {area}"));
+    journey.step(format!(
+        "coordinator registered two safeguarding-trained mentors in {area}"
+    ));
 
     // The agency refers.
     let mut intake = ReferralIntakeServiceClient::new(journey.referrer()?);
@@ -246,7 +269,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     journey.statuses_seen.push(ReferralStatus::Received);
     journey.step(format!("agency submitted referral {referral_id}: RECEIVED"));
 
-    journey.await_status(&referral_id, ReferralStatus::UnderAssessment).await?;
+    journey
+        .await_status(&referral_id, ReferralStatus::UnderAssessment)
+        .await?;
     journey.step("risk assessment opened: UNDER_ASSESSMENT");
 
     // A named coordinator checks, sees the recommendation, and decides.
@@ -260,7 +285,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         .into_inner()
         .assessment
         .ok_or_else(|| anyhow::anyhow!("GetAssessment returned no assessment"))?;
-    for kind in [CheckKind::AdultAtReferral, CheckKind::RiskToVolunteers, CheckKind::WillWantCapacity] {
+    for kind in [
+        CheckKind::AdultAtReferral,
+        CheckKind::RiskToVolunteers,
+        CheckKind::WillWantCapacity,
+    ] {
         assessments
             .record_check(RecordCheckRequest {
                 assessment_id: assessment.assessment_id.clone(),
@@ -285,12 +314,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         "coordinator recorded three checks (recommendation {}) and accepted",
         decided.recommendation().as_str_name()
     ));
-    let awaiting = journey.await_status(&referral_id, ReferralStatus::AwaitingMentors).await?;
+    let awaiting = journey
+        .await_status(&referral_id, ReferralStatus::AwaitingMentors)
+        .await?;
     let estimate = awaiting
         .estimated_start
-        .map(|t| chrono::DateTime::from_timestamp(t.seconds, 0).unwrap_or_default().date_naive().to_string())
+        .map(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, 0)
+                .unwrap_or_default()
+                .date_naive()
+                .to_string()
+        })
         .unwrap_or_else(|| "unknown".into());
-    journey.step(format!("accepted, awaiting mentors: AWAITING_MENTORS (estimated start {estimate})"));
+    journey.step(format!(
+        "accepted, awaiting mentors: AWAITING_MENTORS (estimated start {estimate})"
+    ));
 
     // The system proposes pairs; the coordinator confirms one.
     let proposals = matching
@@ -315,7 +353,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         proposals.len(),
         best.score
     ));
-    journey.await_status(&referral_id, ReferralStatus::InSupport).await?;
+    journey
+        .await_status(&referral_id, ReferralStatus::InSupport)
+        .await?;
     journey.step("case file opened: IN_SUPPORT");
 
     // A mentor and the coordinator log contacts.
@@ -337,7 +377,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         match logged {
             Ok(_) => break,
             // The case file opens from an event; it may be a moment behind.
-            Err(status) if status.code() == tonic::Code::NotFound && tokio::time::Instant::now() < deadline => {
+            Err(status)
+                if status.code() == tonic::Code::NotFound
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(status) => return Err(status.into()),
@@ -360,7 +403,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             reason: "goals met".into(),
         })
         .await?;
-    journey.await_status(&referral_id, ReferralStatus::Discharged).await?;
+    journey
+        .await_status(&referral_id, ReferralStatus::Discharged)
+        .await?;
     journey.step("coordinator discharged the client: DISCHARGED");
 
     // The closed loop: the referrer hears of the discharge on both channels.
@@ -368,7 +413,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let stream_discharge_notice = tokio::time::timeout(wait, async {
         while let Some(message) = stream.next().await {
             let notification = message?.notification.unwrap_or_default();
-            if notification.referral_id == referral_id && notification.kind() == NotificationKind::Discharged {
+            if notification.referral_id == referral_id
+                && notification.kind() == NotificationKind::Discharged
+            {
                 return Ok::<bool, anyhow::Error>(true);
             }
         }
@@ -378,7 +425,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     .unwrap_or(Ok(false))?;
     let webhook_discharge_notice = tokio::time::timeout(wait, async {
         while let Some(body) = webhook_bodies.recv().await {
-            if body["referral_id"] == referral_id.as_str() && body["kind"] == "NOTIFICATION_KIND_DISCHARGED" {
+            if body["referral_id"] == referral_id.as_str()
+                && body["kind"] == "NOTIFICATION_KIND_DISCHARGED"
+            {
                 return true;
             }
         }
@@ -389,7 +438,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     journey.step(format!(
         "referrer told of the discharge: stream {}, webhook {}",
         if stream_discharge_notice { "yes" } else { "NO" },
-        if webhook_discharge_notice { "yes" } else { "NO" }
+        if webhook_discharge_notice {
+            "yes"
+        } else {
+            "NO"
+        }
     ));
     anyhow::ensure!(
         stream_discharge_notice && webhook_discharge_notice,

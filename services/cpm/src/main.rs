@@ -74,9 +74,10 @@ enum ConfigCommand {
     Check,
 }
 
-
 fn load_settings(cli_config: Option<&PathBuf>) -> Result<Settings, ExitCode> {
-    let file = cli_config.cloned().or_else(cpm_runtime::config::default_file);
+    let file = cli_config
+        .cloned()
+        .or_else(cpm_runtime::config::default_file);
     Settings::load(file.as_deref()).map_err(|error| {
         eprintln!("cpm: {error}");
         ExitCode::from(2)
@@ -114,9 +115,12 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Serve { target } => {
             let targets = targets(&target)?;
             let settings = load_settings(cli.config.as_ref())?;
-            let _telemetry = cpm_runtime::telemetry::init("cpm", &settings.platform.telemetry).map_err(fail)?;
+            let _telemetry =
+                cpm_runtime::telemetry::init("cpm", &settings.platform.telemetry).map_err(fail)?;
             if settings.platform.profile == cpm_runtime::config::Profile::Development {
-                tracing::warn!("running in DEVELOPMENT mode: local keys, plaintext gRPC; not for real client data");
+                tracing::warn!(
+                    "running in DEVELOPMENT mode: local keys, plaintext gRPC; not for real client data"
+                );
             }
             let platform = Platform::start(settings, &targets).await.map_err(fail)?;
             let shutdown = platform.shutdown_token();
@@ -137,13 +141,21 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Migrate { target } => {
             let targets = targets(&target)?;
             let settings = load_settings(cli.config.as_ref())?;
-            cpm::platform::migrate(&settings, &targets).await.map_err(fail)?;
+            cpm::platform::migrate(&settings, &targets)
+                .await
+                .map_err(fail)?;
             for target in targets {
-                println!("migrated {} (schema {})", target, cpm::platform::schema_of(target));
+                println!(
+                    "migrated {} (schema {})",
+                    target,
+                    cpm::platform::schema_of(target)
+                );
             }
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             let settings = load_settings(cli.config.as_ref())?;
             println!(
                 "configuration is valid: profile {:?}, gRPC on {}, namespace {}",
@@ -153,31 +165,60 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             );
             Ok(())
         }
-        Command::Token { role, agency, mentor, subject, ttl_hours } => {
+        Command::Token {
+            role,
+            agency,
+            mentor,
+            subject,
+            ttl_hours,
+        } => {
             let settings = load_settings(cli.config.as_ref())?;
-            let authenticator = Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
+            let authenticator =
+                Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
             let token = authenticator
-                .mint(&subject, role, agency.as_deref(), mentor.as_deref(), chrono::Duration::hours(ttl_hours))
+                .mint(
+                    &subject,
+                    role,
+                    agency.as_deref(),
+                    mentor.as_deref(),
+                    chrono::Duration::hours(ttl_hours),
+                )
                 .map_err(fail)?;
             println!("{token}");
             Ok(())
         }
         Command::Health { endpoint, service } => {
-            let status = cpm::client::health(&endpoint, &service).await.map_err(fail)?;
-            let serving = status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+            let status = cpm::client::health(&endpoint, &service)
+                .await
+                .map_err(fail)?;
+            let serving =
+                status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
             println!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
-            if serving { Ok(()) } else { Err(ExitCode::FAILURE) }
+            if serving {
+                Ok(())
+            } else {
+                Err(ExitCode::FAILURE)
+            }
         }
         Command::Demo { endpoint } => {
             let settings = load_settings(cli.config.as_ref())?;
-            let authenticator = Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
+            let authenticator =
+                Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
             let mut options = cpm::demo::DemoOptions::new(&endpoint, authenticator);
             options.verbose = true;
             options.step_timeout = Duration::from_secs(60);
             println!("walking a demo referral through {endpoint}:");
             let report = cpm::demo::run(options).await.map_err(fail)?;
-            let seen: Vec<_> = report.statuses_seen.iter().map(|s| s.as_str_name()).collect();
-            println!("done: referral {} went {}", report.referral_id, seen.join(" → "));
+            let seen: Vec<_> = report
+                .statuses_seen
+                .iter()
+                .map(|s| s.as_str_name())
+                .collect();
+            println!(
+                "done: referral {} went {}",
+                report.referral_id,
+                seen.join(" → ")
+            );
             Ok(())
         }
     }

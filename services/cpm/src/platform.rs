@@ -29,11 +29,21 @@ async fn start_target(
     routes: &mut tonic::service::RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     match target {
-        Target::ReferralIntake => referral_intake::start(context, &settings.referral_intake, routes).await,
-        Target::RiskAssessment => risk_assessment::start(context, &settings.risk_assessment, routes).await,
-        Target::MentorMatching => mentor_matching::start(context, &settings.mentor_matching, routes).await,
-        Target::ContactLogging => contact_logging::start(context, &settings.contact_logging, routes).await,
-        Target::Notifications => notifications::start(context, &settings.notifications, routes).await,
+        Target::ReferralIntake => {
+            referral_intake::start(context, &settings.referral_intake, routes).await
+        }
+        Target::RiskAssessment => {
+            risk_assessment::start(context, &settings.risk_assessment, routes).await
+        }
+        Target::MentorMatching => {
+            mentor_matching::start(context, &settings.mentor_matching, routes).await
+        }
+        Target::ContactLogging => {
+            contact_logging::start(context, &settings.contact_logging, routes).await
+        }
+        Target::Notifications => {
+            notifications::start(context, &settings.notifications, routes).await
+        }
     }
 }
 
@@ -73,7 +83,8 @@ impl Platform {
         let grpc = settings.platform.grpc.clone();
         let server_shutdown = shutdown.clone();
         let handle = tokio::spawn(async move {
-            let served = cpm_runtime::grpc::server::serve(listener, routes, &grpc, server_shutdown).await;
+            let served =
+                cpm_runtime::grpc::server::serve(listener, routes, &grpc, server_shutdown).await;
             context.drain(grpc.shutdown_timeout()).await;
             let _ = monitor.await;
             for service in &started {

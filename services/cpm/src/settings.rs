@@ -75,9 +75,15 @@ mod tests {
     fn a_single_target_may_have_its_own_address() {
         let mut settings = Settings::default();
         settings.risk_assessment.listen = "127.0.0.1:50052".into();
-        assert_eq!(settings.listen_address(&[Target::RiskAssessment]), "127.0.0.1:50052");
+        assert_eq!(
+            settings.listen_address(&[Target::RiskAssessment]),
+            "127.0.0.1:50052"
+        );
         assert_eq!(settings.listen_address(&Target::ALL), "0.0.0.0:50051");
-        assert_eq!(settings.listen_address(&[Target::ReferralIntake]), "0.0.0.0:50051");
+        assert_eq!(
+            settings.listen_address(&[Target::ReferralIntake]),
+            "0.0.0.0:50051"
+        );
     }
 
     #[test]
@@ -86,6 +92,9 @@ mod tests {
         settings.mentor_matching.listen = "somewhere".into();
         let message = settings.validate().unwrap_err().to_string();
         assert!(message.contains("mentor_matching.listen"), "{message}");
-        assert!(message.contains("CPM__MENTOR_MATCHING__LISTEN"), "{message}");
+        assert!(
+            message.contains("CPM__MENTOR_MATCHING__LISTEN"),
+            "{message}"
+        );
     }
 }

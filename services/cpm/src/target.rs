@@ -74,7 +74,10 @@ impl FromStr for Target {
             .find(|target| target.as_str() == value)
             .ok_or_else(|| {
                 let names: Vec<_> = Target::ALL.iter().map(|t| t.as_str()).collect();
-                format!("unknown target `{value}`: expected all or {}", names.join(", "))
+                format!(
+                    "unknown target `{value}`: expected all or {}",
+                    names.join(", ")
+                )
             })
     }
 }

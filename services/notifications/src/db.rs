@@ -50,7 +50,10 @@ pub struct DueDelivery {
 }
 
 /// The agency's next sequence number; holds the agency's row lock until commit.
-pub async fn next_sequence(connection: &mut PgConnection, agency_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn next_sequence(
+    connection: &mut PgConnection,
+    agency_id: &str,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO agency_sequence (agency_id, last_sequence) VALUES ($1, 1) \
          ON CONFLICT (agency_id) DO UPDATE SET last_sequence = agency_sequence.last_sequence + 1 \
@@ -181,7 +184,10 @@ pub async fn lock_due_deliveries(
     .await
 }
 
-pub async fn mark_delivered(connection: &mut PgConnection, delivery_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn mark_delivered(
+    connection: &mut PgConnection,
+    delivery_id: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE delivery SET state = 2, attempts = attempts + 1, last_attempt_at = now(), last_error = NULL \
          WHERE delivery_id = $1",

@@ -1,10 +1,10 @@
 //! Which events an agency hears about, and which webhook URLs are accepted.
 
+use cpm_proto::Event;
 use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
     MentorsAwaited, NotificationKind, ReferralStatus, ReferralSubmitted, ReferralWithdrawn,
 };
-use cpm_proto::Event;
 use cpm_runtime::bus::{HandlerError, ReceivedEvent};
 use cpm_runtime::grpc::FieldViolations;
 
@@ -135,7 +135,10 @@ mod tests {
         assert_eq!(violations_for("not a url", true), 1);
         assert_eq!(violations_for("ftp://agency.example/x", true), 1);
         assert_eq!(violations_for("https://user:pw@agency.example/x", true), 1);
-        assert_eq!(violations_for(&format!("https://a.example/{}", "x".repeat(2000)), true), 1);
+        assert_eq!(
+            violations_for(&format!("https://a.example/{}", "x".repeat(2000)), true),
+            1
+        );
     }
 
     #[test]

@@ -33,7 +33,8 @@ impl EventHandler for NotificationWriter {
             created_at: chrono::Utc::now(),
         };
         db::insert_notification(connection, &row, event.event_id).await?;
-        let deliveries = db::insert_deliveries(connection, &notice.agency_id, row.notification_id).await?;
+        let deliveries =
+            db::insert_deliveries(connection, &notice.agency_id, row.notification_id).await?;
         db::notify_committed(connection).await?;
         tracing::info!(%referral_id, status = notice.status.as_str_name(), deliveries, "agency notified");
         Ok(())

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsService;
 use cpm_proto::v1::{
-    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, Notification,
-    RegisterWebhookRequest, RegisterWebhookResponse, SubscribeRequest, SubscribeResponse,
-    Webhook,
+    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, Notification, RegisterWebhookRequest,
+    RegisterWebhookResponse, SubscribeRequest, SubscribeResponse, Webhook,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
@@ -70,7 +69,9 @@ async fn pump(
 ) {
     loop {
         let rows = match pool.acquire().await {
-            Ok(mut connection) => db::notifications_after(&mut connection, &agency_id, cursor, 100).await,
+            Ok(mut connection) => {
+                db::notifications_after(&mut connection, &agency_id, cursor, 100).await
+            }
             Err(error) => Err(error),
         };
         match rows {

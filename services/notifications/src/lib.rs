@@ -8,7 +8,7 @@
 //! - [`db`]: action-named queries on the `notifications` schema.
 //! - [`events`]: the consumer that turns events into notifications and deliveries.
 //! - [`webhooks`]: the delivery worker.
-//! - [`grpc`]: `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook, ListDeliveries).
+//! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook, ListDeliveries).
 
 pub mod db;
 pub mod domain;
@@ -85,7 +85,12 @@ pub async fn start(
     context.spawn(worker.run(wake.clone(), context.shutdown.clone()));
 
     let allow_plain_http = context.platform.profile == cpm_runtime::config::Profile::Development;
-    let service = grpc::Notifications::new(pool.clone(), wake, context.shutdown.clone(), allow_plain_http);
+    let service = grpc::Notifications::new(
+        pool.clone(),
+        wake,
+        context.shutdown.clone(),
+        allow_plain_http,
+    );
     routes.add_service(NotificationsServiceServer::with_interceptor(
         service,
         context.auth.interceptor(),

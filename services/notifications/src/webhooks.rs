@@ -91,7 +91,10 @@ impl WebhookWorker {
             let result = self
                 .client
                 .post(&delivery.url)
-                .header("x-cpm-notification-id", delivery.notification_id.to_string())
+                .header(
+                    "x-cpm-notification-id",
+                    delivery.notification_id.to_string(),
+                )
                 .json(&WebhookBody::from(delivery))
                 .send()
                 .await;
@@ -103,12 +106,24 @@ impl WebhookWorker {
                 Ok(response) => {
                     let error = format!("endpoint answered {}", response.status());
                     tracing::warn!(delivery_id = %delivery.delivery_id, %error, "webhook attempt failed");
-                    db::mark_attempt_failed(&mut transaction, delivery.delivery_id, &error, self.max_attempts).await?;
+                    db::mark_attempt_failed(
+                        &mut transaction,
+                        delivery.delivery_id,
+                        &error,
+                        self.max_attempts,
+                    )
+                    .await?;
                 }
                 Err(error) => {
                     let error = format!("request failed: {}", error.without_url());
                     tracing::warn!(delivery_id = %delivery.delivery_id, %error, "webhook attempt failed");
-                    db::mark_attempt_failed(&mut transaction, delivery.delivery_id, &error, self.max_attempts).await?;
+                    db::mark_attempt_failed(
+                        &mut transaction,
+                        delivery.delivery_id,
+                        &error,
+                        self.max_attempts,
+                    )
+                    .await?;
                 }
             }
         }

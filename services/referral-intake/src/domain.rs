@@ -71,7 +71,10 @@ pub fn identity_key(details: &SealedDetails) -> String {
 
 impl NewReferral {
     /// Parses a request as of `today`, or every reason it is refused.
-    pub fn parse(request: &SubmitReferralRequest, today: NaiveDate) -> Result<Self, FieldViolations> {
+    pub fn parse(
+        request: &SubmitReferralRequest,
+        today: NaiveDate,
+    ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
         let key = request.idempotency_key.trim();
         if key.is_empty() {
@@ -87,10 +90,34 @@ impl NewReferral {
                 &default_client
             }
         };
-        check_text("client.given_name", &client.given_name, true, MAX_SHORT_TEXT, &mut violations);
-        check_text("client.family_name", &client.family_name, true, MAX_SHORT_TEXT, &mut violations);
-        check_text("client.area", &client.area, true, MAX_SHORT_TEXT, &mut violations);
-        check_text("client.address", &client.address, false, MAX_SHORT_TEXT, &mut violations);
+        check_text(
+            "client.given_name",
+            &client.given_name,
+            true,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "client.family_name",
+            &client.family_name,
+            true,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "client.area",
+            &client.area,
+            true,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "client.address",
+            &client.address,
+            false,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
         check_text("client.phone", &client.phone, false, 40, &mut violations);
         check_text(
             "client.safe_contact_instructions",
@@ -105,7 +132,10 @@ impl NewReferral {
                 None
             }
             Ok(born) if age_on(born, today) < ADULT_AGE => {
-                violations.add("client.date_of_birth", "the client must be 18 or over at referral");
+                violations.add(
+                    "client.date_of_birth",
+                    "the client must be 18 or over at referral",
+                );
                 None
             }
             Ok(born) if age_on(born, today) > 120 => {
@@ -132,13 +162,37 @@ impl NewReferral {
                 &default_referrer
             }
         };
-        check_text("referrer.name", &referrer.name, true, MAX_SHORT_TEXT, &mut violations);
-        check_text("referrer.contact", &referrer.contact, true, MAX_SHORT_TEXT, &mut violations);
+        check_text(
+            "referrer.name",
+            &referrer.name,
+            true,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "referrer.contact",
+            &referrer.contact,
+            true,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
         parse_enum::<ReferrerRole>("referrer.role", referrer.role, &mut violations);
 
         check_text("reason", &request.reason, true, MAX_TEXT, &mut violations);
-        check_text("desired_outcomes", &request.desired_outcomes, false, MAX_TEXT, &mut violations);
-        check_text("known_risks", &request.known_risks, false, MAX_TEXT, &mut violations);
+        check_text(
+            "desired_outcomes",
+            &request.desired_outcomes,
+            false,
+            MAX_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "known_risks",
+            &request.known_risks,
+            false,
+            MAX_TEXT,
+            &mut violations,
+        );
         if !request.client_consented {
             violations.add(
                 "client_consented",
@@ -148,7 +202,8 @@ impl NewReferral {
         let mut vulnerabilities = Vec::new();
         for (index, value) in request.vulnerabilities.iter().enumerate() {
             let field = format!("vulnerabilities[{index}]");
-            if let Some(vulnerability) = parse_enum::<Vulnerability>(&field, *value, &mut violations)
+            if let Some(vulnerability) =
+                parse_enum::<Vulnerability>(&field, *value, &mut violations)
                 && !vulnerabilities.contains(&vulnerability)
             {
                 vulnerabilities.push(vulnerability);
@@ -290,7 +345,10 @@ mod tests {
         request.client.as_mut().unwrap().date_of_birth = "01/02/1980".into();
         assert_eq!(fields(&request), ["client.date_of_birth"]);
         request.client.as_mut().unwrap().date_of_birth = "2008-11-27".into();
-        assert!(NewReferral::parse(&request, today()).is_ok(), "18 today is an adult");
+        assert!(
+            NewReferral::parse(&request, today()).is_ok(),
+            "18 today is an adult"
+        );
     }
 
     #[test]
@@ -325,7 +383,14 @@ mod tests {
     #[test]
     fn statuses_only_move_forward_and_finals_are_final() {
         use ReferralStatus::*;
-        let order = [Received, UnderAssessment, Accepted, AwaitingMentors, InSupport, Discharged];
+        let order = [
+            Received,
+            UnderAssessment,
+            Accepted,
+            AwaitingMentors,
+            InSupport,
+            Discharged,
+        ];
         for pair in order.windows(2) {
             assert!(status_rank(pair[0]) < status_rank(pair[1]));
         }

@@ -2,11 +2,11 @@
 //! its agency sees it. Each handler only advances the status (see
 //! [`crate::domain::status_rank`]), so late or repeated events are harmless.
 
+use cpm_proto::Event;
 use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
     MentorsAwaited, ReferralStatus,
 };
-use cpm_proto::Event;
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
@@ -44,7 +44,10 @@ impl StatusProjection {
         Ok(match event.event_type() {
             AssessmentOpened::TYPE => {
                 let e: AssessmentOpened = event.decode()?;
-                (referral_id(&e.referral_id)?, change(ReferralStatus::UnderAssessment))
+                (
+                    referral_id(&e.referral_id)?,
+                    change(ReferralStatus::UnderAssessment),
+                )
             }
             AssessmentDecided::TYPE => {
                 let e: AssessmentDecided = event.decode()?;
@@ -71,7 +74,10 @@ impl StatusProjection {
             }
             AllocationConfirmed::TYPE => {
                 let e: AllocationConfirmed = event.decode()?;
-                (referral_id(&e.referral_id)?, change(ReferralStatus::InSupport))
+                (
+                    referral_id(&e.referral_id)?,
+                    change(ReferralStatus::InSupport),
+                )
             }
             CaseDischarged::TYPE => {
                 let e: CaseDischarged = event.decode()?;

@@ -163,7 +163,9 @@ impl ReferralIntakeService for ReferralIntake {
         let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
         let referral_id = Uuid::now_v7();
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id));
-        let fingerprint = self.master_key.fingerprint(&identity_key(&referral.details));
+        let fingerprint = self
+            .master_key
+            .fingerprint(&identity_key(&referral.details));
         let earlier_referral_id = db::find_earlier_referral(&mut transaction, &fingerprint)
             .await
             .map_err(ApiError::from)?;
@@ -196,7 +198,9 @@ impl ReferralIntakeService for ReferralIntake {
                 db::find_by_idempotency_key(&mut connection, &agency_id, &referral.idempotency_key)
                     .await
                     .map_err(ApiError::from)?
-                    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("idempotency row vanished")))?;
+                    .ok_or_else(|| {
+                        ApiError::Internal(anyhow::anyhow!("idempotency row vanished"))
+                    })?;
             if existing.request_hash != hash {
                 let mut violations = FieldViolations::new();
                 violations.add(
@@ -229,13 +233,18 @@ impl ReferralIntakeService for ReferralIntake {
                 submitted_at: Some(timestamp(row.submitted_at)),
                 vulnerabilities: row.vulnerabilities.clone(),
                 client_gender: row.client_gender,
-                earlier_referral_id: earlier_referral_id.map(|id| id.to_string()).unwrap_or_default(),
+                earlier_referral_id: earlier_referral_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
             },
         )
         .await
         .map_err(ApiError::from)?;
         transaction.commit().await.map_err(ApiError::from)?;
-        tracing::info!(re_referral = earlier_referral_id.is_some(), "referral submitted");
+        tracing::info!(
+            re_referral = earlier_referral_id.is_some(),
+            "referral submitted"
+        );
         Ok(Response::new(SubmitReferralResponse {
             referral: Some(to_proto(&row, None)),
             replayed: false,
@@ -295,7 +304,11 @@ impl ReferralIntakeService for ReferralIntake {
             }
         };
         violations.into_result()?;
-        let page_size = if request.page_size == 0 { 50 } else { request.page_size };
+        let page_size = if request.page_size == 0 {
+            50
+        } else {
+            request.page_size
+        };
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let mut rows = db::list_referrals(
             &mut connection,
@@ -396,7 +409,10 @@ mod tests {
             discharged_at: None,
         };
         let token = encode_page_token(&row);
-        assert_eq!(decode_page_token(&token), Some((row.submitted_at, row.referral_id)));
+        assert_eq!(
+            decode_page_token(&token),
+            Some((row.submitted_at, row.referral_id))
+        );
         assert_eq!(decode_page_token("garbage"), None);
     }
 

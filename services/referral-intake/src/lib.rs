@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`domain`]: a submission parsed and validated at the edge; status ranks.
 //! - [`db`]: action-named queries on the `referral_intake` schema.
-//! - [`grpc`]: `cpm.v1.ReferralIntakeService`.
+//! - [`grpc`]: serves `cpm.v1.ReferralIntakeService`.
 //! - [`events`]: the status projection fed by downstream events.
 
 pub mod db;

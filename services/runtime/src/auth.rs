@@ -186,11 +186,10 @@ impl Authenticator {
         mentor_id: Option<&str>,
         ttl: chrono::Duration,
     ) -> anyhow::Result<String> {
-        let encoding = self
-            .inner
-            .encoding
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("tokens can only be minted with a shared HS256 key"))?;
+        let encoding =
+            self.inner.encoding.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("tokens can only be minted with a shared HS256 key")
+            })?;
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: subject.to_owned(),
@@ -219,7 +218,9 @@ impl Authenticator {
                 })?;
         let claims = data.claims;
         if claims.role == Role::Referrer && claims.agency_id.is_none() {
-            return Err(Status::unauthenticated("a referrer token must name an agency"));
+            return Err(Status::unauthenticated(
+                "a referrer token must name an agency",
+            ));
         }
         if claims.role == Role::Mentor && claims.mentor_id.is_none() {
             return Err(Status::unauthenticated("a mentor token must name a mentor"));
@@ -233,7 +234,9 @@ impl Authenticator {
     }
 
     /// A tonic interceptor: `Authorization: Bearer <token>` or UNAUTHENTICATED.
-    pub fn interceptor(&self) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
+    pub fn interceptor(
+        &self,
+    ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
         let authenticator = self.clone();
         move |mut request: Request<()>| {
             let header = request
@@ -279,7 +282,13 @@ mod tests {
     fn a_minted_token_passes_and_names_the_caller() {
         let auth = authenticator();
         let token = auth
-            .mint("ref-1", Role::Referrer, Some("agency-a"), None, chrono::Duration::hours(1))
+            .mint(
+                "ref-1",
+                Role::Referrer,
+                Some("agency-a"),
+                None,
+                chrono::Duration::hours(1),
+            )
             .unwrap();
         let request = auth.interceptor()(request_with(Some(&format!("Bearer {token}")))).unwrap();
         let caller = Caller::of(&request).unwrap();
@@ -294,20 +303,41 @@ mod tests {
         let code = |header: Option<&str>| intercept(request_with(header)).unwrap_err().code();
         assert_eq!(code(None), tonic::Code::Unauthenticated);
         assert_eq!(code(Some("Basic abc")), tonic::Code::Unauthenticated);
-        assert_eq!(code(Some("Bearer not.a.token")), tonic::Code::Unauthenticated);
+        assert_eq!(
+            code(Some("Bearer not.a.token")),
+            tonic::Code::Unauthenticated
+        );
         let expired = auth
-            .mint("c", Role::Coordinator, None, None, chrono::Duration::hours(-2))
+            .mint(
+                "c",
+                Role::Coordinator,
+                None,
+                None,
+                chrono::Duration::hours(-2),
+            )
             .unwrap();
-        assert_eq!(code(Some(&format!("Bearer {expired}"))), tonic::Code::Unauthenticated);
+        assert_eq!(
+            code(Some(&format!("Bearer {expired}"))),
+            tonic::Code::Unauthenticated
+        );
         let other = Authenticator::from_config(&AuthConfig {
             hs256_secret: Secret::new(BASE64.encode([9u8; 32])),
             ..AuthConfig::default()
         })
         .unwrap();
         let foreign = other
-            .mint("c", Role::Coordinator, None, None, chrono::Duration::hours(1))
+            .mint(
+                "c",
+                Role::Coordinator,
+                None,
+                None,
+                chrono::Duration::hours(1),
+            )
             .unwrap();
-        assert_eq!(code(Some(&format!("Bearer {foreign}"))), tonic::Code::Unauthenticated);
+        assert_eq!(
+            code(Some(&format!("Bearer {foreign}"))),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"[redacted]\""
+        })
     }
 }
 
@@ -311,7 +315,10 @@ impl PlatformConfig {
         if self.grpc.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "grpc.listen",
-                format!("`{}` is not an address like 0.0.0.0:50051", self.grpc.listen),
+                format!(
+                    "`{}` is not an address like 0.0.0.0:50051",
+                    self.grpc.listen
+                ),
             ));
         }
         if self.grpc.tls_cert_file.is_empty() != self.grpc.tls_key_file.is_empty() {
@@ -359,7 +366,10 @@ impl PlatformConfig {
             ));
         }
         if self.outbox.batch_size == 0 {
-            return Err(ConfigError::invalid("outbox.batch_size", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "outbox.batch_size",
+                "must be at least 1",
+            ));
         }
         if self.profile == Profile::Production {
             if self.auth.hs256_secret.is_empty() && self.auth.rs256_public_key_file.is_empty() {

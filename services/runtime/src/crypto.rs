@@ -4,8 +4,8 @@
 //! which makes every copy of the ciphertext (backups included) unreadable.
 //! Rotating the master key re-wraps data keys without touching records.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
@@ -44,7 +44,13 @@ fn seal(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let nonce = random_bytes::<NONCE_LEN>();
     let mut out = nonce.to_vec();
     let sealed = cipher
-        .encrypt(&nonce.into(), Payload { msg: plaintext, aad })
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
     out.extend_from_slice(&sealed);
     out
@@ -57,7 +63,13 @@ fn open(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, Crypto
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Decrypt)?;
     cipher
-        .decrypt(&nonce.into(), Payload { msg: ciphertext, aad })
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map_err(|_| CryptoError::Decrypt)
 }
 

@@ -87,7 +87,8 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("database.url names no database"))?
         .to_owned();
     anyhow::ensure!(
-        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
         "database name `{name}` must be letters, digits, '_' or '-'"
     );
     let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
@@ -122,17 +123,19 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no database in url"))?
         .to_owned();
     let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&mut admin)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
     Ok(())
 }
 
 /// True when a database error is a unique violation of `constraint`.
 pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
-    error.as_database_error().is_some_and(|e| {
-        e.code().as_deref() == Some("23505") && e.constraint() == Some(constraint)
-    })
+    error
+        .as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("23505") && e.constraint() == Some(constraint))
 }
 
 /// True when an error means the database could not be reached, so the

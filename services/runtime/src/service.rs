@@ -75,12 +75,22 @@ impl ServiceContext {
 
     /// Starts the outbox relay of `schema`.
     pub fn spawn_relay(&self, pool: &PgPool, schema: &str) {
-        let relay = Relay::new(pool.clone(), self.bus.clone(), schema, &self.platform.outbox);
+        let relay = Relay::new(
+            pool.clone(),
+            self.bus.clone(),
+            schema,
+            &self.platform.outbox,
+        );
         self.spawn(relay.run(self.shutdown.clone()));
     }
 
     /// Starts a consumer applying `handler` to the events in `spec`.
-    pub fn spawn_consumer<H: EventHandler>(&self, pool: &PgPool, spec: ConsumerSpec, handler: Arc<H>) {
+    pub fn spawn_consumer<H: EventHandler>(
+        &self,
+        pool: &PgPool,
+        spec: ConsumerSpec,
+        handler: Arc<H>,
+    ) {
         let consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, handler);
         self.spawn(consumer.run(self.shutdown.clone()));
     }
@@ -89,7 +99,10 @@ impl ServiceContext {
     /// closes the broker connection.
     pub async fn drain(&self, timeout: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(timeout, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background work did not stop in time");
         }
         self.bus.close().await;
@@ -118,10 +131,18 @@ pub async fn monitor_health(
             .is_ok_and(|result| result.is_ok());
             let up = database_up && broker_up;
             all_up &= up;
-            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             reporter.set_service_status(service.grpc_name, status).await;
         }
-        let status = if all_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status = if all_up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         reporter.set_service_status("", status).await;
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -133,5 +154,7 @@ pub async fn monitor_health(
             .set_service_status(service.grpc_name, ServingStatus::NotServing)
             .await;
     }
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }

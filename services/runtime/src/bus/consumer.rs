@@ -161,10 +161,7 @@ impl<H: EventHandler> Consumer<H> {
     /// Consumes until `shutdown`, reconnecting whenever the channel is lost.
     /// A delivery being handled when shutdown comes is finished first.
     pub async fn run(self, shutdown: Shutdown) {
-        let queue = self
-            .bus
-            .topology()
-            .queue(self.spec.service, self.spec.name);
+        let queue = self.bus.topology().queue(self.spec.service, self.spec.name);
         let mut delay = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             match self.consume(&queue, &shutdown).await {
@@ -236,7 +233,10 @@ impl<H: EventHandler> Consumer<H> {
             }
             Outcome::Requeue => {
                 let count = delivery_count(&delivery);
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(count + 1)).min(Duration::from_secs(2))).await;
+                tokio::time::sleep(
+                    Duration::from_millis(200 * u64::from(count + 1)).min(Duration::from_secs(2)),
+                )
+                .await;
                 delivery
                     .acker
                     .nack(BasicNackOptions {

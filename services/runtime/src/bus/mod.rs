@@ -77,7 +77,8 @@ impl Bus {
         }
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("cpm-{}", std::process::id()).into());
-        let connection = Arc::new(Connection::connect(self.inner.config.url.expose(), properties).await?);
+        let connection =
+            Arc::new(Connection::connect(self.inner.config.url.expose(), properties).await?);
         tracing::info!("connected to rabbitmq");
         *slot = Some(connection.clone());
         Ok(connection)

@@ -37,8 +37,8 @@ pub async fn enqueue<E: Event>(
 ) -> Result<Uuid, sqlx::Error> {
     let envelope = envelope(producer, event);
     let event_id = Uuid::parse_str(&envelope.event_id).expect("a fresh UUIDv7");
-    let trace_context = serde_json::to_value(crate::telemetry::current_context_headers())
-        .unwrap_or_default();
+    let trace_context =
+        serde_json::to_value(crate::telemetry::current_context_headers()).unwrap_or_default();
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, envelope, trace_context) VALUES ($1, $2, $3, $4)",
     )

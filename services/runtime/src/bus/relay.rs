@@ -93,7 +93,9 @@ impl Relay {
         }
         // A last flush so events written just before the stop leave now
         // rather than at the next start.
-        if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.publish_due_batch()).await {
+        if let Err(error) =
+            tokio::time::timeout(Duration::from_secs(5), self.publish_due_batch()).await
+        {
             tracing::warn!(schema = %self.schema, %error, "final outbox flush timed out");
         }
         tracing::debug!(schema = %self.schema, "outbox relay stopped");

@@ -79,7 +79,10 @@ impl Topology {
         };
         let dead_letter_queue = Self::dead_letter_queue(queue);
         let mut quorum = FieldTable::default();
-        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        quorum.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         channel
             .queue_declare(dead_letter_queue.as_str().into(), durable, quorum.clone())
             .await?;

@@ -63,7 +63,13 @@ where
 }
 
 /// A text field no longer than `max` characters, optionally required.
-pub fn check_text(field: &str, value: &str, required: bool, max: usize, violations: &mut FieldViolations) {
+pub fn check_text(
+    field: &str,
+    value: &str,
+    required: bool,
+    max: usize,
+    violations: &mut FieldViolations,
+) {
     if required && value.trim().is_empty() {
         violations.add(field, "must not be empty");
     } else if value.chars().count() > max {
@@ -85,7 +91,17 @@ mod tests {
         check_text("reason", "  ", true, 10, &mut violations);
         check_text("notes", "abcdefghijk", false, 10, &mut violations);
         let fields: Vec<_> = violations.fields().collect();
-        assert_eq!(fields, ["referral_id", "assessment_id", "gender", "gender2", "reason", "notes"]);
+        assert_eq!(
+            fields,
+            [
+                "referral_id",
+                "assessment_id",
+                "gender",
+                "gender2",
+                "reason",
+                "notes"
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! Action-named queries on the `contact_logging` schema.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A case file with its mentors and the totals of its contacts.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CaseFileRow {
+    pub case_file_id: Uuid,
+    pub referral_id: Uuid,
+    pub agency_id: String,
+    pub area: String,
+    pub state: i32,
+    pub opened_at: DateTime<Utc>,
+    pub discharged_at: Option<DateTime<Utc>>,
+    pub discharged_by: Option<String>,
+    pub discharge_reason: Option<String>,
+    pub mentor_ids: Vec<String>,
+    pub contacts: i64,
+    pub minutes: i64,
+}
+
+/// A logged contact.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ContactRow {
+    pub contact_id: Uuid,
+    pub case_file_id: Uuid,
+    pub activity: i32,
+    pub minutes: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub logged_by: String,
+    pub logged_by_role: String,
+    pub summary: String,
+    pub concern_raised: bool,
+    pub logged_at: DateTime<Utc>,
+}
+
+const CONTACT_COLUMNS: &str = "contact_id, case_file_id, activity, minutes, occurred_at, \
+    logged_by, logged_by_role, summary, concern_raised, logged_at";
+
+/// How a read case file row is locked until the transaction ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaseLock {
+    /// A plain read.
+    None,
+    /// Held while logging a contact, so a concurrent discharge waits for it.
+    Share,
+    /// Held while discharging.
+    Update,
+}
+
+impl CaseLock {
+    fn clause(self) -> &'static str {
+        match self {
+            CaseLock::None => "",
+            CaseLock::Share => "FOR SHARE OF case_file",
+            CaseLock::Update => "FOR UPDATE OF case_file",
+        }
+    }
+}
+
+/// What a new case file holds.
+pub struct NewCaseFile<'a> {
+    pub case_file_id: Uuid,
+    pub referral_id: Uuid,
+    pub agency_id: &'a str,
+    pub area: &'a str,
+    pub state: i32,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// Opens a case file; false when the referral already has one.
+pub async fn insert_case_file(
+    connection: &mut PgConnection,
+    case_file: &NewCaseFile<'_>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO case_file (case_file_id, referral_id, agency_id, area, state, opened_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (referral_id) DO NOTHING",
+    )
+    .bind(case_file.case_file_id)
+    .bind(case_file.referral_id)
+    .bind(case_file.agency_id)
+    .bind(case_file.area)
+    .bind(case_file.state)
+    .bind(case_file.opened_at)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Allocates mentors to a case file; repeated IDs are stored once.
+pub async fn insert_case_mentors(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+    mentor_ids: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO case_mentor (case_file_id, mentor_id) \
+         SELECT $1, mentor_id FROM unnest($2::text[]) AS mentor_id WHERE mentor_id <> '' \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(case_file_id)
+    .bind(mentor_ids)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The case file of a referral, locked as `lock` says.
+pub async fn fetch_case_file(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    lock: CaseLock,
+) -> Result<Option<CaseFileRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT case_file.case_file_id, referral_id, agency_id, area, state, opened_at, \
+           discharged_at, discharged_by, discharge_reason, \
+           ARRAY(SELECT mentor_id FROM case_mentor \
+                 WHERE case_mentor.case_file_id = case_file.case_file_id ORDER BY mentor_id) \
+             AS mentor_ids, \
+           (SELECT count(*) FROM contact \
+            WHERE contact.case_file_id = case_file.case_file_id) AS contacts, \
+           (SELECT COALESCE(sum(minutes), 0)::bigint FROM contact \
+            WHERE contact.case_file_id = case_file.case_file_id) AS minutes \
+         FROM case_file WHERE referral_id = $1 {}",
+        lock.clause()
+    )))
+    .bind(referral_id)
+    .fetch_optional(connection)
+    .await
+}
+
+/// What a new contact row holds.
+pub struct NewContactRow<'a> {
+    pub contact_id: Uuid,
+    pub case_file_id: Uuid,
+    pub activity: i32,
+    pub minutes: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub logged_by: &'a str,
+    pub logged_by_role: &'a str,
+    pub summary: &'a str,
+    pub concern_raised: bool,
+}
+
+/// Inserts a contact and returns it as stored.
+pub async fn insert_contact(
+    connection: &mut PgConnection,
+    contact: &NewContactRow<'_>,
+) -> Result<ContactRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO contact (contact_id, case_file_id, activity, minutes, occurred_at, \
+         logged_by, logged_by_role, summary, concern_raised) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         RETURNING {CONTACT_COLUMNS}"
+    )))
+    .bind(contact.contact_id)
+    .bind(contact.case_file_id)
+    .bind(contact.activity)
+    .bind(contact.minutes)
+    .bind(contact.occurred_at)
+    .bind(contact.logged_by)
+    .bind(contact.logged_by_role)
+    .bind(contact.summary)
+    .bind(contact.concern_raised)
+    .fetch_one(connection)
+    .await
+}
+
+/// The contacts of a case file, newest first.
+pub async fn list_contacts(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+) -> Result<Vec<ContactRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contact WHERE case_file_id = $1 \
+         ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC"
+    )))
+    .bind(case_file_id)
+    .fetch_all(connection)
+    .await
+}
+
+/// Marks a case file discharged and returns when; `None` when it was not
+/// in `open_state` (the caller holds the row lock, so this only guards).
+pub async fn discharge_case_file(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+    open_state: i32,
+    discharged_state: i32,
+    discharged_by: &str,
+    reason: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE case_file SET state = $3, discharged_at = now(), discharged_by = $4, \
+         discharge_reason = $5 \
+         WHERE case_file_id = $1 AND state = $2 \
+         RETURNING discharged_at",
+    )
+    .bind(case_file_id)
+    .bind(open_state)
+    .bind(discharged_state)
+    .bind(discharged_by)
+    .bind(reason)
+    .fetch_optional(connection)
+    .await
+}

@@ -1,0 +1,430 @@
+//! Requests parsed at the edge, and the access rule. Handlers never see a
+//! raw protobuf request; every violation is collected so the caller fixes
+//! all of them at once.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use cpm_proto::v1::{ContactActivity, DischargeRequest, LogContactRequest};
+use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_enum, parse_id};
+use cpm_runtime::grpc::{ApiError, FieldViolations};
+use uuid::Uuid;
+
+/// Longest free text accepted in one field.
+pub const MAX_TEXT: usize = 4000;
+/// The fewest minutes a contact may take.
+pub const MIN_MINUTES: i32 = 1;
+/// The most minutes one contact may take: a whole working day is logged as
+/// several contacts.
+pub const MAX_MINUTES: i32 = 600;
+/// How far ahead of the server's clock a contact may be dated, to allow for
+/// a caller's clock running slightly fast.
+pub const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
+
+/// The roles that read case files and log contacts.
+pub const CASE_WORKERS: &[Role] = &[Role::Coordinator, Role::Admin, Role::Mentor];
+/// The roles that discharge.
+pub const CASE_MANAGERS: &[Role] = &[Role::Coordinator, Role::Admin];
+
+/// A valid contact to log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewContact {
+    pub referral_id: Uuid,
+    pub activity: ContactActivity,
+    pub minutes: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub summary: String,
+    pub concern_raised: bool,
+}
+
+impl NewContact {
+    /// Parses a request as of `now`, or every reason it is refused.
+    pub fn parse(request: &LogContactRequest, now: DateTime<Utc>) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
+        let activity = parse_enum::<ContactActivity>("activity", request.activity, &mut violations);
+        if !(MIN_MINUTES..=MAX_MINUTES).contains(&request.minutes) {
+            violations.add(
+                "minutes",
+                format!("must be between {MIN_MINUTES} and {MAX_MINUTES}"),
+            );
+        }
+        let occurred_at = match request.occurred_at.as_ref() {
+            None => Some(now),
+            Some(at) => match from_timestamp(at) {
+                None => {
+                    violations.add("occurred_at", "is not a valid time");
+                    None
+                }
+                Some(at) if at > now + FUTURE_TOLERANCE => {
+                    violations.add("occurred_at", "must not be in the future");
+                    None
+                }
+                Some(at) => Some(at),
+            },
+        };
+        check_text(
+            "summary",
+            &request.summary,
+            false,
+            MAX_TEXT,
+            &mut violations,
+        );
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            referral_id: referral_id.expect("validated"),
+            activity: activity.expect("validated"),
+            minutes: request.minutes,
+            occurred_at: occurred_at.expect("validated"),
+            summary: request.summary.clone(),
+            concern_raised: request.concern_raised,
+        })
+    }
+}
+
+/// A valid discharge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DischargeOrder {
+    pub referral_id: Uuid,
+    pub reason: String,
+}
+
+impl DischargeOrder {
+    /// Parses a request, or every reason it is refused.
+    pub fn parse(request: &DischargeRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
+        check_text("reason", &request.reason, true, MAX_TEXT, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            referral_id: referral_id.expect("validated"),
+            reason: request.reason.clone(),
+        })
+    }
+}
+
+/// Which case files a caller may act on: the access rule every RPC applies.
+///
+/// The role is checked before anything is read, so a caller of the wrong
+/// role learns nothing. A mentor is limited to the cases they are allocated
+/// to; any other case answers NOT_FOUND, exactly as a missing one does, so
+/// its existence is not revealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaseAccess {
+    /// Coordinators and admins: every case file.
+    AnyCase,
+    /// A mentor: only the case files naming this mentor ID.
+    AllocatedMentor(String),
+}
+
+impl CaseAccess {
+    /// The access of `caller` for a call open to `allowed` roles;
+    /// PERMISSION_DENIED for any other role, or a mentor token without a mentor ID.
+    pub fn of(caller: &Caller, allowed: &[Role]) -> Result<Self, ApiError> {
+        if !allowed.contains(&caller.role) {
+            return Err(ApiError::PermissionDenied(format!(
+                "role {} may not do this",
+                caller.role
+            )));
+        }
+        match caller.role {
+            Role::Coordinator | Role::Admin => Ok(Self::AnyCase),
+            Role::Mentor => match caller.mentor_id.as_deref() {
+                Some(mentor_id) if !mentor_id.is_empty() => {
+                    Ok(Self::AllocatedMentor(mentor_id.to_owned()))
+                }
+                _ => Err(ApiError::PermissionDenied(
+                    "the token names no mentor".into(),
+                )),
+            },
+            other => Err(ApiError::PermissionDenied(format!(
+                "role {other} may not act on case files"
+            ))),
+        }
+    }
+
+    /// Whether a case file allocated to `mentor_ids` may be acted on.
+    pub fn admits(&self, mentor_ids: &[String]) -> bool {
+        match self {
+            Self::AnyCase => true,
+            Self::AllocatedMentor(mentor_id) => mentor_ids.iter().any(|id| id == mentor_id),
+        }
+    }
+
+    /// The case file itself when it exists and may be acted on; NOT_FOUND
+    /// otherwise, whether it is missing or another mentor's.
+    pub fn admit<T>(
+        &self,
+        case_file: Option<T>,
+        mentor_ids: impl Fn(&T) -> &[String],
+    ) -> Result<T, ApiError> {
+        match case_file {
+            Some(case_file) if self.admits(mentor_ids(&case_file)) => Ok(case_file),
+            _ => Err(ApiError::NotFound("case file".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn at(time: DateTime<Utc>) -> Option<Timestamp> {
+        Some(cpm_runtime::grpc::values::timestamp(time))
+    }
+
+    fn valid_contact() -> LogContactRequest {
+        LogContactRequest {
+            referral_id: Uuid::now_v7().to_string(),
+            activity: ContactActivity::HomeVisit as i32,
+            minutes: 45,
+            occurred_at: at(now() - TimeDelta::hours(2)),
+            summary: "talked about the week ahead".into(),
+            concern_raised: false,
+        }
+    }
+
+    fn contact_fields(request: &LogContactRequest) -> Vec<String> {
+        NewContact::parse(request, now())
+            .unwrap_err()
+            .fields()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn discharge_fields(request: &DischargeRequest) -> Vec<String> {
+        DischargeOrder::parse(request)
+            .unwrap_err()
+            .fields()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn caller(role: Role, mentor_id: Option<&str>) -> Caller {
+        Caller {
+            subject: "user-1".into(),
+            role,
+            agency_id: None,
+            mentor_id: mentor_id.map(str::to_owned),
+        }
+    }
+
+    fn code(error: ApiError) -> tonic::Code {
+        tonic::Status::from(error).code()
+    }
+
+    #[test]
+    fn a_complete_contact_parses() {
+        let request = valid_contact();
+        let contact = NewContact::parse(&request, now()).unwrap();
+        assert_eq!(contact.referral_id.to_string(), request.referral_id);
+        assert_eq!(contact.activity, ContactActivity::HomeVisit);
+        assert_eq!(contact.minutes, 45);
+        assert_eq!(contact.occurred_at, now() - TimeDelta::hours(2));
+        assert_eq!(contact.summary, request.summary);
+    }
+
+    #[test]
+    fn a_contact_without_a_time_happened_now() {
+        let mut request = valid_contact();
+        request.occurred_at = None;
+        assert_eq!(
+            NewContact::parse(&request, now()).unwrap().occurred_at,
+            now()
+        );
+    }
+
+    #[test]
+    fn every_contact_violation_is_reported_at_once() {
+        let request = LogContactRequest {
+            referral_id: String::new(),
+            activity: 0,
+            minutes: 0,
+            occurred_at: at(now() + TimeDelta::hours(1)),
+            summary: "x".repeat(MAX_TEXT + 1),
+            concern_raised: true,
+        };
+        assert_eq!(
+            contact_fields(&request),
+            [
+                "referral_id",
+                "activity",
+                "minutes",
+                "occurred_at",
+                "summary"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_referral_id_is_refused() {
+        let mut request = valid_contact();
+        request.referral_id = "not-a-uuid".into();
+        assert_eq!(contact_fields(&request), ["referral_id"]);
+    }
+
+    #[test]
+    fn an_unknown_or_unspecified_activity_is_refused() {
+        let mut request = valid_contact();
+        request.activity = ContactActivity::Unspecified as i32;
+        assert_eq!(contact_fields(&request), ["activity"]);
+        request.activity = 99;
+        assert_eq!(contact_fields(&request), ["activity"]);
+        request.activity = -1;
+        assert_eq!(contact_fields(&request), ["activity"]);
+    }
+
+    #[test]
+    fn minutes_must_be_between_1_and_600() {
+        let mut request = valid_contact();
+        for minutes in [0, -5, 601, i32::MAX] {
+            request.minutes = minutes;
+            assert_eq!(contact_fields(&request), ["minutes"], "{minutes} minutes");
+        }
+        for minutes in [1, 600] {
+            request.minutes = minutes;
+            assert!(
+                NewContact::parse(&request, now()).is_ok(),
+                "{minutes} minutes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_contact_more_than_five_minutes_ahead_is_refused() {
+        let mut request = valid_contact();
+        request.occurred_at = at(now() + FUTURE_TOLERANCE + TimeDelta::seconds(1));
+        assert_eq!(contact_fields(&request), ["occurred_at"]);
+        request.occurred_at = at(now() + FUTURE_TOLERANCE);
+        assert!(
+            NewContact::parse(&request, now()).is_ok(),
+            "a slightly fast clock is allowed"
+        );
+    }
+
+    #[test]
+    fn an_impossible_timestamp_is_refused() {
+        let mut request = valid_contact();
+        request.occurred_at = Some(Timestamp {
+            seconds: 0,
+            nanos: -1,
+        });
+        assert_eq!(contact_fields(&request), ["occurred_at"]);
+        request.occurred_at = Some(Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        });
+        assert_eq!(contact_fields(&request), ["occurred_at"]);
+    }
+
+    #[test]
+    fn a_summary_over_4000_characters_is_refused_and_an_empty_one_allowed() {
+        let mut request = valid_contact();
+        request.summary = "é".repeat(MAX_TEXT);
+        assert!(
+            NewContact::parse(&request, now()).is_ok(),
+            "characters, not bytes"
+        );
+        request.summary = "x".repeat(MAX_TEXT + 1);
+        assert_eq!(contact_fields(&request), ["summary"]);
+        request.summary.clear();
+        assert!(NewContact::parse(&request, now()).is_ok());
+    }
+
+    #[test]
+    fn a_complete_discharge_parses() {
+        let referral_id = Uuid::now_v7();
+        let order = DischargeOrder::parse(&DischargeRequest {
+            referral_id: referral_id.to_string(),
+            reason: "goals met".into(),
+        })
+        .unwrap();
+        assert_eq!(order.referral_id, referral_id);
+        assert_eq!(order.reason, "goals met");
+    }
+
+    #[test]
+    fn every_discharge_violation_is_reported_at_once() {
+        let request = DischargeRequest {
+            referral_id: "nope".into(),
+            reason: "   ".into(),
+        };
+        assert_eq!(discharge_fields(&request), ["referral_id", "reason"]);
+        let request = DischargeRequest {
+            referral_id: String::new(),
+            reason: "x".repeat(MAX_TEXT + 1),
+        };
+        assert_eq!(discharge_fields(&request), ["referral_id", "reason"]);
+    }
+
+    #[test]
+    fn coordinators_and_admins_act_on_any_case() {
+        for role in [Role::Coordinator, Role::Admin] {
+            let access = CaseAccess::of(&caller(role, None), CASE_WORKERS).unwrap();
+            assert_eq!(access, CaseAccess::AnyCase);
+            assert!(access.admits(&[]));
+            assert!(access.admits(&["m-1".into()]));
+            let access = CaseAccess::of(&caller(role, None), CASE_MANAGERS).unwrap();
+            assert_eq!(access, CaseAccess::AnyCase);
+        }
+    }
+
+    #[test]
+    fn a_mentor_acts_only_on_their_own_cases() {
+        let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1")), CASE_WORKERS).unwrap();
+        assert!(access.admits(&["m-2".into(), "m-1".into()]));
+        assert!(!access.admits(&["m-2".into()]));
+        assert!(!access.admits(&[]));
+    }
+
+    #[test]
+    fn another_mentors_case_looks_exactly_like_a_missing_one() {
+        let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1")), CASE_WORKERS).unwrap();
+        fn mentors(ids: &Vec<String>) -> &[String] {
+            ids
+        }
+        let others = access
+            .admit(Some(vec!["m-2".to_owned()]), mentors)
+            .unwrap_err();
+        let missing = access.admit(None, mentors).unwrap_err();
+        let (others, missing) = (tonic::Status::from(others), tonic::Status::from(missing));
+        assert_eq!(others.code(), tonic::Code::NotFound);
+        assert_eq!(
+            (others.code(), others.message()),
+            (missing.code(), missing.message())
+        );
+        assert!(access.admit(Some(vec!["m-1".to_owned()]), mentors).is_ok());
+    }
+
+    #[test]
+    fn other_roles_are_denied() {
+        for role in [Role::Referrer, Role::Service] {
+            let error = CaseAccess::of(&caller(role, None), CASE_WORKERS).unwrap_err();
+            assert_eq!(code(error), tonic::Code::PermissionDenied);
+        }
+    }
+
+    #[test]
+    fn mentors_may_not_discharge() {
+        let error = CaseAccess::of(&caller(Role::Mentor, Some("m-1")), CASE_MANAGERS).unwrap_err();
+        assert_eq!(code(error), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn a_mentor_token_without_a_mentor_id_is_denied() {
+        for mentor_id in [None, Some("")] {
+            let error = CaseAccess::of(&caller(Role::Mentor, mentor_id), CASE_WORKERS).unwrap_err();
+            assert_eq!(code(error), tonic::Code::PermissionDenied);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The `decisions` consumer: an accepted referral becomes a client waiting
+//! for a mentor pair, and the referrer learns the estimated start through
+//! `matching.awaiting_mentors`. Other decisions concern nobody here.
+
+use chrono::{Duration, Utc};
+use cpm_proto::Event as _;
+use cpm_proto::v1::{AssessmentDecided, Decision, MentorsAwaited};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
+use cpm_runtime::grpc::values::{from_timestamp, timestamp};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db::{self, NewWaitingClient};
+use crate::domain::estimated_wait_days;
+
+/// The events the `decisions` consumer listens to.
+pub const DECISION_EVENTS: &[&str] = &[AssessmentDecided::TYPE];
+
+pub struct Decisions;
+
+impl EventHandler for Decisions {
+    async fn handle(
+        &self,
+        connection: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let decided: AssessmentDecided = event.decode()?;
+        if decided.decision != Decision::Accept as i32 {
+            return Ok(());
+        }
+        let referral_id = Uuid::parse_str(&decided.referral_id).map_err(|_| {
+            HandlerError::Permanent(format!("bad referral id `{}`", decided.referral_id))
+        })?;
+        let area = decided.area.trim();
+        // Computed before the insert, the load counts the clients already
+        // waiting: the estimate is the wait of this newly accepted client.
+        let load = db::area_load(connection, area, Some(referral_id)).await?;
+        let days = estimated_wait_days(load.clients_waiting, load.free_mentor_places);
+        let now = Utc::now();
+        let estimated_start = now + Duration::days(i64::from(days));
+        let inserted = db::insert_waiting_client(
+            connection,
+            &NewWaitingClient {
+                referral_id,
+                agency_id: &decided.agency_id,
+                area,
+                vulnerabilities: decided.vulnerabilities.clone(),
+                client_gender: decided.client_gender,
+                accepted_at: decided
+                    .decided_at
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or(now),
+                estimated_start,
+            },
+        )
+        .await?;
+        if !inserted {
+            tracing::info!(%referral_id, "accepted client already waiting");
+            return Ok(());
+        }
+        outbox::enqueue(
+            connection,
+            crate::NAME,
+            &MentorsAwaited {
+                referral_id: referral_id.to_string(),
+                agency_id: decided.agency_id.clone(),
+                area: area.to_owned(),
+                estimated_start: Some(timestamp(estimated_start)),
+            },
+        )
+        .await?;
+        tracing::info!(%referral_id, estimated_days = days, "accepted client awaits mentors");
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! The `referrals` consumer: a submitted referral opens an assessment in its
+//! area's queue; a withdrawn one closes an assessment that is still open.
+//! Both effects are idempotent on their own (a referral has at most one
+//! assessment; only an OPEN assessment closes), on top of the inbox.
+
+use cpm_proto::Event;
+use cpm_proto::v1::{AssessmentOpened, AssessmentState, ReferralSubmitted, ReferralWithdrawn};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db;
+
+/// The events this consumer listens to.
+pub const REFERRAL_EVENTS: &[&str] = &[ReferralSubmitted::TYPE, ReferralWithdrawn::TYPE];
+
+pub struct ReferralEvents;
+
+fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value)
+        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
+}
+
+impl ReferralEvents {
+    async fn open_assessment(
+        connection: &mut PgConnection,
+        event: &ReferralSubmitted,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&event.referral_id)?;
+        let assessment_id = Uuid::now_v7();
+        let opened = db::insert_assessment(
+            connection,
+            &db::NewAssessmentRow {
+                assessment_id,
+                referral_id,
+                agency_id: &event.agency_id,
+                area: &event.area,
+                vulnerabilities: &event.vulnerabilities,
+                client_gender: event.client_gender,
+                state: AssessmentState::Open as i32,
+            },
+        )
+        .await?;
+        if !opened {
+            tracing::info!(%referral_id, "referral already has an assessment");
+            return Ok(());
+        }
+        outbox::enqueue(
+            connection,
+            crate::NAME,
+            &AssessmentOpened {
+                assessment_id: assessment_id.to_string(),
+                referral_id: referral_id.to_string(),
+                agency_id: event.agency_id.clone(),
+                area: event.area.clone(),
+            },
+        )
+        .await?;
+        tracing::info!(%referral_id, %assessment_id, "assessment opened");
+        Ok(())
+    }
+
+    async fn close_assessment(
+        connection: &mut PgConnection,
+        event: &ReferralWithdrawn,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&event.referral_id)?;
+        let closed = db::close_assessment_of_referral(
+            connection,
+            referral_id,
+            AssessmentState::Open as i32,
+            AssessmentState::Closed as i32,
+        )
+        .await?;
+        tracing::info!(%referral_id, closed, "referral withdrawn");
+        Ok(())
+    }
+}
+
+impl EventHandler for ReferralEvents {
+    async fn handle(
+        &self,
+        connection: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        match event.event_type() {
+            ReferralSubmitted::TYPE => Self::open_assessment(connection, &event.decode()?).await,
+            ReferralWithdrawn::TYPE => Self::close_assessment(connection, &event.decode()?).await,
+            other => Err(HandlerError::Permanent(format!(
+                "the referrals consumer does not handle {other}"
+            ))),
+        }
+    }
+}
