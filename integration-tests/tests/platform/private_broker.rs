@@ -65,12 +65,37 @@ impl PrivateRabbit {
             dir,
             server,
         };
-        rabbit.ctl(&["await_startup", "--timeout", "90"]);
+        rabbit.await_startup();
         rabbit
     }
 
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Waits until the node runs; before it registers with epmd,
+    /// `await_startup` fails at once, so it is retried.
+    fn await_startup(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !self.try_ctl(&["await_startup", "--timeout", "30"]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} did not start",
+                self.node
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn try_ctl(&self, args: &[&str]) -> bool {
+        Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
     }
 
     fn ctl(&self, args: &[&str]) {
@@ -96,7 +121,7 @@ impl PrivateRabbit {
 
     pub fn start_app(&self) {
         self.ctl(&["start_app"]);
-        self.ctl(&["await_startup", "--timeout", "60"]);
+        self.await_startup();
     }
 }
 
