@@ -24,6 +24,7 @@ pub use cpm::client::Authed;
 pub const CONSUMER_QUEUES: &[(&str, &str)] = &[
     ("referral-intake", "status"),
     ("risk-assessment", "referrals"),
+    ("risk-assessment", "engagement"),
     ("mentor-matching", "decisions"),
     ("contact-logging", "allocations"),
     ("notifications", "status"),

@@ -58,6 +58,34 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
         .unwrap();
     assert!(referral.discharged_at.is_some());
 
+    // The mentor's home visit asked a coordinator to review suitability.
+    let assessments =
+        cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient::new(
+            env.coordinator(&channel),
+        );
+    crate::harness::eventually(
+        std::time::Duration::from_secs(20),
+        "the home visit asks for a review",
+        || {
+            let mut assessments = assessments.clone();
+            let referral_id = report.referral_id.clone();
+            async move {
+                let assessment = assessments
+                    .get_assessment(cpm_proto::v1::GetAssessmentRequest {
+                        referral_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .assessment
+                    .unwrap();
+                assessment.open_reviews == 1
+            }
+        },
+    )
+    .await;
+
     // Another agency cannot see it.
     let mut other = ReferralIntakeServiceClient::new(env.referrer(&channel, "another-agency"));
     let error = other

@@ -23,10 +23,13 @@ pub struct AssessmentRow {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub rationale: Option<String>,
+    pub open_reviews: i32,
 }
 
 const ASSESSMENT_COLUMNS: &str = "assessment_id, referral_id, agency_id, area, vulnerabilities, \
-    client_gender, state, opened_at, decision, stage, reason, decided_by, decided_at, rationale";
+    client_gender, state, opened_at, decision, stage, reason, decided_by, decided_at, rationale, \
+    (SELECT count(*) FROM review_request r WHERE r.assessment_id = assessment.assessment_id \
+     AND r.resolved_at IS NULL)::integer AS open_reviews";
 
 /// One recorded check.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -224,4 +227,26 @@ pub async fn record_decision(
     .bind(row.state)
     .fetch_one(connection)
     .await
+}
+
+/// Asks for a review of the referral's assessment after a contact; false
+/// when the contact already asked, or the referral has no assessment.
+pub async fn request_review(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    contact_id: Uuid,
+    trigger: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO review_request (assessment_id, contact_id, trigger) \
+         SELECT assessment_id, $2, $3 FROM assessment WHERE referral_id = $1 \
+         ON CONFLICT (contact_id) DO NOTHING",
+    )
+    .bind(referral_id)
+    .bind(contact_id)
+    .bind(trigger)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }

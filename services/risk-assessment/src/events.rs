@@ -4,7 +4,10 @@
 //! assessment; only an OPEN assessment closes), on top of the inbox.
 
 use cpm_proto::Event;
-use cpm_proto::v1::{AssessmentOpened, AssessmentState, ReferralSubmitted, ReferralWithdrawn};
+use cpm_proto::v1::{
+    AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralSubmitted,
+    ReferralWithdrawn,
+};
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -90,5 +93,61 @@ impl EventHandler for ReferralEvents {
                 "the referrals consumer does not handle {other}"
             ))),
         }
+    }
+}
+
+/// The events the engagement consumer listens to.
+pub const ENGAGEMENT_EVENTS: &[&str] = &[ContactLogged::TYPE];
+
+/// The `engagement` consumer: every home visit and every raised concern asks
+/// a coordinator to review the client's suitability. The system only asks;
+/// a coordinator decides.
+pub struct EngagementEvents;
+
+/// Why a contact asks for a review, if it does.
+pub fn review_trigger(contact: &ContactLogged) -> Option<&'static str> {
+    if contact.concern_raised {
+        Some("concern_raised")
+    } else if contact.activity == ContactActivity::HomeVisit as i32 {
+        Some("home_visit")
+    } else {
+        None
+    }
+}
+
+impl EventHandler for EngagementEvents {
+    async fn handle(
+        &self,
+        connection: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let contact: ContactLogged = event.decode()?;
+        let Some(trigger) = review_trigger(&contact) else {
+            return Ok(());
+        };
+        let referral_id = referral_id(&contact.referral_id)?;
+        let contact_id = Uuid::parse_str(&contact.contact_id)
+            .map_err(|_| HandlerError::Permanent("bad contact id".into()))?;
+        let requested = db::request_review(connection, referral_id, contact_id, trigger).await?;
+        tracing::info!(%referral_id, trigger, requested, "review of suitability requested");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_visits_and_concerns_ask_for_a_review() {
+        let mut contact = ContactLogged {
+            activity: ContactActivity::Telephone as i32,
+            ..Default::default()
+        };
+        assert_eq!(review_trigger(&contact), None);
+        contact.activity = ContactActivity::HomeVisit as i32;
+        assert_eq!(review_trigger(&contact), Some("home_visit"));
+        contact.concern_raised = true;
+        assert_eq!(review_trigger(&contact), Some("concern_raised"));
     }
 }

@@ -81,6 +81,7 @@ fn to_proto(row: &AssessmentRow, latest_checks: &[CheckRow]) -> Assessment {
         decided_by: row.decided_by.clone().unwrap_or_default(),
         decided_at: optional_timestamp(row.decided_at),
         rationale: row.rationale.clone().unwrap_or_default(),
+        open_reviews: row.open_reviews,
     }
 }
 
@@ -297,6 +298,7 @@ mod tests {
             decided_by: None,
             decided_at: None,
             rationale: None,
+            open_reviews: 0,
         }
     }
 

@@ -57,6 +57,15 @@ pub async fn start(
         },
         Arc::new(events::ReferralEvents),
     );
+    context.spawn_consumer(
+        &pool,
+        ConsumerSpec {
+            service: NAME,
+            name: "engagement",
+            routing_keys: events::ENGAGEMENT_EVENTS.to_vec(),
+        },
+        Arc::new(events::EngagementEvents),
+    );
     let service = grpc::RiskAssessment::new(pool.clone());
     routes.add_service(RiskAssessmentServiceServer::with_interceptor(
         service,
