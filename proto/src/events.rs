@@ -35,4 +35,6 @@ events! {
     AllocationConfirmed => "allocation.confirmed",
     ContactLogged => "contact.logged",
     CaseDischarged => "case.discharged",
+    EngagementChanged => "engagement.changed",
+    ClientErased => "client.erased",
 }

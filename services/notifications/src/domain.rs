@@ -3,7 +3,8 @@
 use cpm_proto::Event;
 use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    MentorsAwaited, NotificationKind, ReferralStatus, ReferralSubmitted, ReferralWithdrawn,
+    EngagementAction, EngagementChanged, MentorsAwaited, NotificationKind, ReferralStatus,
+    ReferralSubmitted, ReferralWithdrawn,
 };
 use cpm_runtime::bus::{HandlerError, ReceivedEvent};
 use cpm_runtime::grpc::FieldViolations;
@@ -17,6 +18,7 @@ pub const NOTIFYING_EVENTS: &[&str] = &[
     MentorsAwaited::TYPE,
     AllocationConfirmed::TYPE,
     CaseDischarged::TYPE,
+    EngagementChanged::TYPE,
 ];
 
 /// What an agency is told about one event.
@@ -42,9 +44,9 @@ fn notice(agency_id: String, referral_id: String, status: ReferralStatus) -> Not
     }
 }
 
-/// The notice an event gives its referring agency.
-pub fn notice_for(event: &ReceivedEvent) -> Result<Notice, HandlerError> {
-    Ok(match event.event_type() {
+/// The notice an event gives its referring agency, if any.
+pub fn notice_for(event: &ReceivedEvent) -> Result<Option<Notice>, HandlerError> {
+    Ok(Some(match event.event_type() {
         ReferralSubmitted::TYPE => {
             let e: ReferralSubmitted = event.decode()?;
             notice(e.agency_id, e.referral_id, ReferralStatus::Received)
@@ -78,12 +80,19 @@ pub fn notice_for(event: &ReceivedEvent) -> Result<Notice, HandlerError> {
             let e: CaseDischarged = event.decode()?;
             notice(e.agency_id, e.referral_id, ReferralStatus::Discharged)
         }
+        EngagementChanged::TYPE => {
+            let e: EngagementChanged = event.decode()?;
+            if e.action != EngagementAction::End as i32 {
+                return Ok(None);
+            }
+            notice(e.agency_id, e.referral_id, ReferralStatus::NotTakenOn)
+        }
         other => {
             return Err(HandlerError::Permanent(format!(
                 "notifications do not handle {other}"
             )));
         }
-    })
+    }))
 }
 
 /// A webhook URL: absolute, HTTPS (plain HTTP only in development), no

@@ -16,7 +16,9 @@ impl EventHandler for NotificationWriter {
         connection: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let notice = notice_for(event)?;
+        let Some(notice) = notice_for(event)? else {
+            return Ok(());
+        };
         let referral_id = Uuid::parse_str(&notice.referral_id)
             .map_err(|_| HandlerError::Permanent("bad referral id".into()))?;
         if notice.agency_id.is_empty() {

@@ -5,7 +5,7 @@
 use cpm_proto::Event;
 use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    MentorsAwaited, ReferralStatus,
+    EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
 };
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
 use cpm_runtime::grpc::values::from_timestamp;
@@ -22,6 +22,7 @@ pub const STATUS_EVENTS: &[&str] = &[
     MentorsAwaited::TYPE,
     AllocationConfirmed::TYPE,
     CaseDischarged::TYPE,
+    EngagementChanged::TYPE,
 ];
 
 pub struct StatusProjection;
@@ -40,8 +41,9 @@ fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
 }
 
 impl StatusProjection {
-    fn status_change(event: &ReceivedEvent) -> Result<(Uuid, StatusChange), HandlerError> {
-        Ok(match event.event_type() {
+    /// The status change an event makes, if any.
+    fn status_change(event: &ReceivedEvent) -> Result<Option<(Uuid, StatusChange)>, HandlerError> {
+        Ok(Some(match event.event_type() {
             AssessmentOpened::TYPE => {
                 let e: AssessmentOpened = event.decode()?;
                 (
@@ -89,12 +91,27 @@ impl StatusProjection {
                     },
                 )
             }
+            EngagementChanged::TYPE => {
+                let e: EngagementChanged = event.decode()?;
+                if e.action != EngagementAction::End as i32 {
+                    // Continuing or pausing leaves the referrer's view as it is.
+                    return Ok(None);
+                }
+                (
+                    referral_id(&e.referral_id)?,
+                    StatusChange {
+                        not_taken_on_stage: Some(e.stage),
+                        not_taken_on_reason: Some(e.reason),
+                        ..change(ReferralStatus::NotTakenOn)
+                    },
+                )
+            }
             other => {
                 return Err(HandlerError::Permanent(format!(
                     "status projection does not handle {other}"
                 )));
             }
-        })
+        }))
     }
 }
 
@@ -104,7 +121,9 @@ impl EventHandler for StatusProjection {
         connection: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let (referral_id, status_change) = Self::status_change(event)?;
+        let Some((referral_id, status_change)) = Self::status_change(event)? else {
+            return Ok(());
+        };
         let advanced = db::advance_status(connection, referral_id, &status_change).await?;
         tracing::info!(%referral_id, status = status_change.status, advanced, "referral status projected");
         Ok(())
