@@ -9,7 +9,10 @@
 # installed (deploy/services.sh). Tests read CPM_TEST_DATABASE_URL (they
 # create and drop databases of their own on that server) and
 # CPM_TEST_AMQP_URL. buf runs through npx when npm is on the machine; a
-# machine without npm skips it with a note. Exits non-zero when anything fails.
+# machine without npm skips it with a note. The Python example agency client
+# (examples/python) is tested through a venv in .cpm/venv, exported to the
+# tests as CPM_PYTHON; without python3 (or network for pip) that test is
+# skipped with a note, never failed. Exits non-zero when anything fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +29,42 @@ if [ -d .sqlx ]; then
     # Compile-checked queries use the committed query metadata, no database.
     export SQLX_OFFLINE=true
 fi
+
+# Prepares .cpm/venv with the example client's requirements and exports
+# CPM_PYTHON. Every way this can fail is a skip with a note: the Rust test
+# that runs the example then says it did not run.
+cpm_python_example_env() {
+    local venv=.cpm/venv
+    if [ -n "${CPM_PYTHON:-}" ]; then
+        echo "Python example client: using CPM_PYTHON=$CPM_PYTHON as set by the caller"
+        return 0
+    fi
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        # Debian ships venv and ensurepip apart from python3.
+        _cpm_apt_install python3 python3-venv || true
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "Python example client: not tested (no python3, and it could not be installed)"
+        return 0
+    fi
+    if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+        if ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then
+            echo "Python example client: not tested (python3 -m venv failed; install python3-venv)"
+            return 0
+        fi
+    fi
+    if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r examples/python/requirements.txt >/dev/null 2>&1; then
+        CPM_PYTHON="$PWD/$venv/bin/python"
+        export CPM_PYTHON
+        echo "Python example client: tested with $CPM_PYTHON"
+    else
+        echo "Python example client: not tested (pip could not install examples/python/requirements.txt; no network?)"
+    fi
+}
+
+step "Python for the example agency client"
+cpm_python_example_env
 
 failed=()
 

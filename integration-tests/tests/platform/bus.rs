@@ -52,6 +52,7 @@ fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitte
         vulnerabilities: vec![],
         client_gender: 1,
         earlier_referral_id: String::new(),
+        ..Default::default()
     }
 }
 

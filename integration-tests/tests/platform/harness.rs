@@ -242,6 +242,7 @@ pub fn referral_request(area: &str) -> SubmitReferralRequest {
         vulnerabilities: vec![Vulnerability::VulnerableAndIsolated as i32],
         emergency_calls_last_12_months: 12,
         known_risks: String::new(),
+        ..Default::default()
     }
 }
 

@@ -3,7 +3,10 @@
 
 mod bus;
 mod harness;
+mod import;
 mod journey;
 mod private_broker;
+mod python_client;
 mod referral_intake;
 mod restart;
+mod risk_assessment;

@@ -183,6 +183,7 @@ async fn agencies_see_only_their_own_referrals() {
                 page_size: 2,
                 page_token: page_token.clone(),
                 status: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -216,10 +217,15 @@ async fn agencies_see_only_their_own_referrals() {
     let pool =
         cpm_runtime::db::pool(&env.settings.platform.database, referral_intake::SCHEMA).unwrap();
     let mut connection = pool.acquire().await.unwrap();
-    let other =
-        referral_intake::db::list_referrals(&mut connection, "agency-theirs", None, None, 100)
-            .await
-            .unwrap();
+    let other = referral_intake::db::list_referrals(
+        &mut connection,
+        "agency-theirs",
+        &Default::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(other.len(), 1);
     assert!(other.iter().all(|row| row.agency_id == "agency-theirs"));
     let id = uuid::Uuid::parse_str(&ids[0]).unwrap();
@@ -237,6 +243,7 @@ async fn agencies_see_only_their_own_referrals() {
             page_size: 9999,
             page_token: "garbage".into(),
             status: 99,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -392,6 +399,369 @@ async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
         .referral
         .unwrap();
     assert_eq!(still.status(), ReferralStatus::Withdrawn);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+fn admin(env: &TestEnv, channel: &tonic::transport::Channel) -> crate::harness::Authed {
+    cpm::client::authed(
+        channel,
+        &env.token("admin", cpm_runtime::auth::Role::Admin, None, None),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_registered_active_agencies_may_refer() {
+    use cpm_proto::v1::{
+        AgencyKind, ListAgenciesRequest, ReferrerRole, RegisterAgencyRequest,
+        RegisterReferrerRequest,
+    };
+    let mut env = TestEnv::new().await;
+    env.settings.referral_intake.auto_register_agencies = false;
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let mut referrer = ReferralIntakeServiceClient::new(env.referrer(&channel, "durham-police"));
+    let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
+
+    let status = referrer
+        .submit_referral(referral_request("Durham"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    let bad = admin
+        .register_agency(RegisterAgencyRequest {
+            agency_id: "Durham Police".into(),
+            name: " ".into(),
+            kind: 0,
+            active: true,
+        })
+        .await
+        .unwrap_err();
+    let fields: Vec<_> = bad
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["agency_id", "name", "kind"]);
+    let denied = referrer
+        .register_agency(RegisterAgencyRequest {
+            agency_id: "x".into(),
+            name: "x".into(),
+            kind: 1,
+            active: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    let register = |active| RegisterAgencyRequest {
+        agency_id: "durham-police".into(),
+        name: "Durham Constabulary neighbourhood team".into(),
+        kind: AgencyKind::Police as i32,
+        active,
+    };
+    admin.register_agency(register(true)).await.unwrap();
+    referrer
+        .submit_referral(referral_request("Durham"))
+        .await
+        .unwrap();
+    let referrer_id = admin
+        .register_referrer(RegisterReferrerRequest {
+            agency_id: "durham-police".into(),
+            subject: "referrer".into(),
+            name: "PC Example".into(),
+            role: ReferrerRole::Frontline as i32,
+            contact: "pc@police.example".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referrer_id;
+    assert!(!referrer_id.is_empty());
+    let unknown = admin
+        .register_referrer(RegisterReferrerRequest {
+            agency_id: "nobody".into(),
+            subject: "s".into(),
+            name: "n".into(),
+            role: ReferrerRole::Senior as i32,
+            contact: "c".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::FailedPrecondition);
+
+    admin.register_agency(register(false)).await.unwrap();
+    let suspended = referrer
+        .submit_referral(referral_request("Durham"))
+        .await
+        .unwrap_err();
+    assert_eq!(suspended.code(), tonic::Code::PermissionDenied);
+    let agencies = admin
+        .list_agencies(ListAgenciesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agencies;
+    assert_eq!(agencies.len(), 1);
+    assert!(!agencies[0].active);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_referral_form_round_trips_to_its_agency() {
+    use cpm_proto::v1::{CrimeType, Demand, KnownRisk, OtherProfessional};
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-form"));
+    let mut request = referral_request("Darlington");
+    request.victim_of = vec![
+        CrimeType::HarassmentOrStalking as i32,
+        CrimeType::Burglary as i32,
+    ];
+    request.perpetrator_of = vec![CrimeType::PublicOrder as i32];
+    request.known_risk_types = vec![KnownRisk::DogsOrAnimals as i32];
+    request.referrer_will_co_visit = true;
+    request.demand = Some(Demand {
+        police_calls: 9,
+        ambulance_calls: 2,
+        nhs_111_calls: 1,
+        other_calls: 0,
+        police_staff_hours: 31.5,
+        safeguarding_reports: 3,
+    });
+    request.other_professionals = vec![OtherProfessional {
+        role: "GP".into(),
+        organisation: "High Street Surgery".into(),
+        contact: "reception".into(),
+    }];
+    let referral_id = intake
+        .submit_referral(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+    let referral = intake
+        .get_referral(GetReferralRequest { referral_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    let details = referral.details.unwrap();
+    assert_eq!(details.victim_of, request.victim_of);
+    assert_eq!(details.perpetrator_of, request.perpetrator_of);
+    assert_eq!(details.known_risk_types, request.known_risk_types);
+    assert!(details.referrer_will_co_visit);
+    assert_eq!(details.demand, request.demand);
+    assert_eq!(details.other_professionals, request.other_professionals);
+    assert_eq!(details.reason, request.reason);
+    assert_eq!(details.referrer.unwrap().name, "PCSO Tester");
+
+    // A message over the size limit is refused before it is read.
+    let mut huge = referral_request("Darlington");
+    huge.desired_outcomes = "x".repeat(400 * 1024);
+    let status = intake.submit_referral(huge).await.unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Ok);
+    let pool = env.database().await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.referral").await,
+        1
+    );
+    pool.close().await;
+
+    // Date filters.
+    let future = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3600,
+        nanos: 0,
+    };
+    let listed = intake
+        .list_referrals(ListReferralsRequest {
+            submitted_from: Some(future),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referrals;
+    assert!(listed.is_empty());
+    let bad = intake
+        .list_referrals(ListReferralsRequest {
+            submitted_from: Some(future),
+            submitted_to: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad.get_details_bad_request().unwrap().field_violations[0].field,
+        "submitted_to"
+    );
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services() {
+    use cpm_proto::v1::{EraseClientRequest, ExportClientDataRequest};
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-erase"));
+    let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
+    let request = referral_request("Darlington");
+    let family_name = request.client.as_ref().unwrap().family_name.clone();
+    let first = intake
+        .submit_referral(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    let mut again = request.clone();
+    again.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let second = intake
+        .submit_referral(again)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(second.earlier_referral_id, first.referral_id);
+
+    // A subject access export holds everything, and is itself audited.
+    let denied = intake
+        .export_client_data(ExportClientDataRequest {
+            referral_id: first.referral_id.clone(),
+            reason: "sar".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let no_reason = admin
+        .export_client_data(ExportClientDataRequest {
+            referral_id: first.referral_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_reason.code(), tonic::Code::InvalidArgument);
+    let export = admin
+        .export_client_data(ExportClientDataRequest {
+            referral_id: second.referral_id.clone(),
+            reason: "SAR 2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .document_json;
+    let document: serde_json::Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(document["referrals"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        document["referrals"][0]["personal_details"]["family_name"],
+        family_name.as_str()
+    );
+    assert!(
+        document["access_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| {
+                entry["purpose"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("subject access request")
+            })
+    );
+
+    let erased = admin
+        .erase_client(EraseClientRequest {
+            referral_id: second.referral_id.clone(),
+            reason: "client request".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .erased_referral_ids;
+    assert_eq!(erased.len(), 2);
+    let read = intake
+        .get_referral(GetReferralRequest {
+            referral_id: first.referral_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert!(read.erased);
+    assert!(read.client.is_none() && read.details.is_none());
+
+    let pool = env.database().await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.client_record WHERE wrapped_data_key IS NOT NULL OR sealed_details IS NOT NULL").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM referral_intake.referral WHERE client_fingerprint IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    // No consumer runs here, so both `client.erased` events wait in the outbox.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'client.erased'"
+        )
+        .await,
+        2
+    );
+
+    // Erasing again changes nothing and tells nobody twice.
+    admin
+        .erase_client(EraseClientRequest {
+            referral_id: first.referral_id.clone(),
+            reason: "repeat".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'client.erased'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.erasure").await,
+        2
+    );
+
+    // The same person referred afresh is not linked to the erased past.
+    let mut fresh = request.clone();
+    fresh.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let third = intake
+        .submit_referral(fresh)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert!(third.earlier_referral_id.is_empty());
+    pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

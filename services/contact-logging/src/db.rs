@@ -209,3 +209,44 @@ pub async fn discharge_case_file(
     .fetch_optional(connection)
     .await
 }
+
+/// Remembers that support of a referral ended; a repeat changes nothing.
+pub async fn insert_ended_engagement(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    ended_by: &str,
+    ended_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ended_engagement (referral_id, ended_by, ended_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (referral_id) DO NOTHING",
+    )
+    .bind(referral_id)
+    .bind(ended_by)
+    .bind(ended_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Closes the referral's case file when it is in `open_state` and its
+/// engagement has ended; returns whether it closed now.
+pub async fn close_case_file_if_ended(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    open_state: i32,
+    closed_state: i32,
+) -> Result<bool, sqlx::Error> {
+    let closed = sqlx::query(
+        "UPDATE case_file SET state = $3, closed_at = ended.ended_at, closed_by = ended.ended_by \
+         FROM ended_engagement ended \
+         WHERE case_file.referral_id = $1 AND ended.referral_id = $1 AND case_file.state = $2",
+    )
+    .bind(referral_id)
+    .bind(open_state)
+    .bind(closed_state)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(closed == 1)
+}

@@ -1,9 +1,13 @@
-//! Opens a case file when an allocation is confirmed, in the consumer's
-//! inbox transaction. No event follows: referral intake already moves the
-//! referral's status on `allocation.confirmed` itself.
+//! The `allocations` consumer keeps case files, in the consumer's inbox
+//! transaction: a confirmed allocation opens one, and an ended engagement
+//! (`engagement.changed` END) closes it, so no contact can be logged any
+//! more. No event follows: referral intake moves the referral's status on
+//! both events itself. An ending is remembered even before the case file
+//! opens, so an allocation that arrives after it opens the file closed.
 
 use chrono::Utc;
-use cpm_proto::v1::{AllocationConfirmed, CaseState};
+use cpm_proto::Event as _;
+use cpm_proto::v1::{AllocationConfirmed, CaseState, EngagementAction, EngagementChanged};
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
@@ -11,18 +15,65 @@ use uuid::Uuid;
 
 use crate::db::{self, NewCaseFile};
 
-pub struct CaseFileOpener;
+/// The events the `allocations` consumer listens to.
+pub const CASE_FILE_EVENTS: &[&str] = &[AllocationConfirmed::TYPE, EngagementChanged::TYPE];
 
-impl EventHandler for CaseFileOpener {
+pub struct CaseFiles;
+
+fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value)
+        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
+}
+
+impl EventHandler for CaseFiles {
     async fn handle(
         &self,
         connection: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let allocation: AllocationConfirmed = event.decode()?;
-        let referral_id = Uuid::parse_str(&allocation.referral_id).map_err(|_| {
-            HandlerError::Permanent(format!("bad referral id `{}`", allocation.referral_id))
-        })?;
+        match event.event_type() {
+            AllocationConfirmed::TYPE => Self::open(connection, &event.decode()?).await,
+            EngagementChanged::TYPE => Self::close(connection, &event.decode()?).await,
+            other => Err(HandlerError::Permanent(format!(
+                "the allocations consumer does not handle {other}"
+            ))),
+        }
+    }
+}
+
+impl CaseFiles {
+    /// Closes the case file of a client whose support ended (not a
+    /// discharge: the referrer hears of it as not taken on).
+    async fn close(
+        connection: &mut PgConnection,
+        changed: &EngagementChanged,
+    ) -> Result<(), HandlerError> {
+        if changed.action != EngagementAction::End as i32 {
+            return Ok(());
+        }
+        let referral_id = referral_id(&changed.referral_id)?;
+        let ended_at = changed
+            .decided_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .unwrap_or_else(Utc::now);
+        db::insert_ended_engagement(connection, referral_id, &changed.decided_by, ended_at).await?;
+        let closed = db::close_case_file_if_ended(
+            connection,
+            referral_id,
+            CaseState::Open as i32,
+            CaseState::Closed as i32,
+        )
+        .await?;
+        tracing::info!(%referral_id, closed, "engagement ended");
+        Ok(())
+    }
+
+    async fn open(
+        connection: &mut PgConnection,
+        allocation: &AllocationConfirmed,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&allocation.referral_id)?;
         let case_file_id = Uuid::now_v7();
         let opened = db::insert_case_file(
             connection,
@@ -45,10 +96,18 @@ impl EventHandler for CaseFileOpener {
             return Ok(());
         }
         db::insert_case_mentors(connection, case_file_id, &allocation.mentor_ids).await?;
+        let closed = db::close_case_file_if_ended(
+            connection,
+            referral_id,
+            CaseState::Open as i32,
+            CaseState::Closed as i32,
+        )
+        .await?;
         tracing::info!(
             %referral_id,
             %case_file_id,
             mentors = allocation.mentor_ids.len(),
+            closed,
             "case file opened"
         );
         Ok(())

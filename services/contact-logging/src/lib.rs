@@ -1,13 +1,15 @@
 //! Contact logging: the case file of a client in support. A case file opens
 //! when an allocation is confirmed; the allocated mentors and the
 //! coordinators log contacts on it (one of nine activities and the minutes
-//! taken), and a coordinator discharges it, which tells the referrer.
+//! taken), and a coordinator discharges it, which tells the referrer. When a
+//! coordinator ends support after a re-assessment the case file closes.
 //!
 //! # Layout
 //! - [`domain`]: requests parsed and validated at the edge; the access rule.
 //! - [`db`]: action-named queries on the `contact_logging` schema.
 //! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService`.
-//! - [`events`]: the consumer that opens case files on `allocation.confirmed`.
+//! - [`events`]: the consumer that opens case files on `allocation.confirmed`
+//!   and closes them on an ended engagement.
 
 pub mod db;
 pub mod domain;
@@ -16,8 +18,6 @@ pub mod grpc;
 
 use std::sync::Arc;
 
-use cpm_proto::Event as _;
-use cpm_proto::v1::AllocationConfirmed;
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
 use cpm_runtime::service::{ServiceContext, StartedService};
@@ -39,7 +39,7 @@ pub struct Config {
     pub listen: String,
 }
 
-/// Migrates the schema, starts the relay and the case-file opener, and adds
+/// Migrates the schema, starts the relay and the case-file consumer, and adds
 /// the gRPC service to `routes`.
 pub async fn start(
     context: &ServiceContext,
@@ -53,9 +53,9 @@ pub async fn start(
         ConsumerSpec {
             service: NAME,
             name: "allocations",
-            routing_keys: vec![AllocationConfirmed::TYPE],
+            routing_keys: events::CASE_FILE_EVENTS.to_vec(),
         },
-        Arc::new(events::CaseFileOpener),
+        Arc::new(events::CaseFiles),
     );
     let service = grpc::ContactLogging::new(pool.clone());
     routes.add_service(ContactLoggingServiceServer::with_interceptor(

@@ -15,7 +15,7 @@ use cpm_proto::v1::{
     DischargeRequest, Gender, GetAssessmentRequest, GetReferralRequest, LivedExperience,
     LogContactRequest, NotificationKind, ProposeMatchesRequest, RecordCheckRequest, Referral,
     ReferralStatus, Referrer, ReferrerRole, RegisterMentorRequest, RegisterWebhookRequest,
-    SubmitReferralRequest, SubscribeRequest, Vulnerability,
+    RiskLevel, SubmitReferralRequest, SubscribeRequest, Vulnerability, WillWantCapacityScores,
 };
 use cpm_runtime::auth::{Authenticator, Role};
 use futures::StreamExt as _;
@@ -259,6 +259,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             ],
             emergency_calls_last_12_months: 38,
             known_risks: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -290,14 +291,25 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         CheckKind::RiskToVolunteers,
         CheckKind::WillWantCapacity,
     ] {
-        assessments
-            .record_check(RecordCheckRequest {
-                assessment_id: assessment.assessment_id.clone(),
-                kind: kind as i32,
-                satisfied: true,
-                notes: "checked on home visit".into(),
-            })
-            .await?;
+        let mut check = RecordCheckRequest {
+            assessment_id: assessment.assessment_id.clone(),
+            kind: kind as i32,
+            satisfied: true,
+            notes: "checked on home visit".into(),
+            ..Default::default()
+        };
+        match kind {
+            CheckKind::RiskToVolunteers => check.risk_level = RiskLevel::Low as i32,
+            CheckKind::WillWantCapacity => {
+                check.scores = Some(WillWantCapacityScores {
+                    will: 4,
+                    want: 5,
+                    capacity: 3,
+                })
+            }
+            _ => {}
+        }
+        assessments.record_check(check).await?;
     }
     let decided = assessments
         .decide(DecideRequest {

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod import;
 pub mod platform;
 pub mod settings;
 pub mod target;

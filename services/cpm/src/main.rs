@@ -66,6 +66,38 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         endpoint: String,
     },
+    /// Submits every row of a referrals CSV file as the agency, with a progress bar and a summary.
+    ///
+    /// The header row names the columns (any order, case-insensitive). Required: given_name,
+    /// family_name, date_of_birth (1979-04-01), gender (female, male, transgender, non_binary,
+    /// undisclosed), area, referrer_name, referrer_role (frontline, middle_manager, senior),
+    /// referrer_contact, reason, client_consented (yes, no, true, false). Optional:
+    /// idempotency_key, address, phone, safe_contact_instructions, desired_outcomes,
+    /// vulnerabilities (semicolon-separated, e.g. high_impact_user;alcohol_addiction),
+    /// emergency_calls_last_12_months, known_risks.
+    ///
+    /// A row without an idempotency_key gets one derived from the agency and the row, so running
+    /// the same file again replays rows instead of referring anyone twice. Rows are numbered as a
+    /// spreadsheet shows them (the header is row 1); messages and the report name the row, column
+    /// and problem, never a value. Exits non-zero when any row was not imported.
+    ///
+    /// DEVELOPMENT ONLY: the referrer token is minted with the configured shared signing key, as
+    /// `cpm token` does; a production platform accepts only its issuer's tokens.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// The agency the referrals come from (the token's agency_id claim).
+        #[arg(long)]
+        agency: String,
+        /// Writes each row's outcome (row, status, referral_id, errors) to this CSV file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Submissions in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +252,32 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 seen.join(" → ")
             );
             Ok(())
+        }
+        Command::Import {
+            file,
+            endpoint,
+            agency,
+            report,
+            concurrency,
+        } => {
+            let settings = load_settings(cli.config.as_ref())?;
+            let authenticator =
+                Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
+            let mut options =
+                cpm::import::ImportOptions::new(&file, &endpoint, &agency, authenticator);
+            options.report = report.clone();
+            options.concurrency = concurrency;
+            options.show_progress = true;
+            let summary = cpm::import::run(options).await.map_err(fail)?;
+            print!("{}", summary.render());
+            if let Some(report) = report {
+                println!("report written to {}", report.display());
+            }
+            if summary.all_succeeded() {
+                Ok(())
+            } else {
+                Err(ExitCode::FAILURE)
+            }
         }
     }
 }

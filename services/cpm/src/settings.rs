@@ -33,6 +33,14 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.platform.validate()?;
+        if self.platform.profile == cpm_runtime::config::Profile::Production
+            && self.referral_intake.auto_register_agencies
+        {
+            return Err(ConfigError::invalid(
+                "referral_intake.auto_register_agencies",
+                "production refuses referrals from unregistered agencies; set it to false",
+            ));
+        }
         for target in Target::ALL {
             let listen = self.listen_of(target);
             if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
@@ -84,6 +92,25 @@ mod tests {
             settings.listen_address(&[Target::ReferralIntake]),
             "0.0.0.0:50051"
         );
+    }
+
+    #[test]
+    fn production_refuses_auto_registered_agencies() {
+        use cpm_runtime::config::{Profile, Secret};
+        let mut settings = Settings::default();
+        settings.platform.profile = Profile::Production;
+        settings.platform.auth.hs256_secret = Secret::new("c2VjcmV0");
+        settings.platform.crypto.master_key = Secret::new("a2V5");
+        settings.platform.amqp.url = Secret::new("amqps://cpm:pw@broker:5671/cpm");
+        settings.platform.grpc.tls_cert_file = "cert.pem".into();
+        settings.platform.grpc.tls_key_file = "key.pem".into();
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("referral_intake.auto_register_agencies"),
+            "{message}"
+        );
+        settings.referral_intake.auto_register_agencies = false;
+        settings.validate().unwrap();
     }
 
     #[test]

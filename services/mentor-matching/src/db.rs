@@ -1,6 +1,7 @@
 //! Action-named queries on the `mentor_matching` schema. A mentor's current
 //! clients are counted from the active allocations naming them, never
-//! stored, so ending an allocation frees the place by itself.
+//! stored, so ending an allocation frees the place by itself. A client whose
+//! support ended is no longer known as waiting.
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::MentorStatus;
@@ -192,7 +193,8 @@ pub async fn fetch_waiting_client(
     referral_id: Uuid,
 ) -> Result<Option<WaitingClientRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WAITING_CLIENT_COLUMNS} FROM waiting_client WHERE referral_id = $1"
+        "SELECT {WAITING_CLIENT_COLUMNS} FROM waiting_client \
+         WHERE referral_id = $1 AND ended_at IS NULL"
     )))
     .bind(referral_id)
     .fetch_optional(connection)
@@ -205,7 +207,8 @@ pub async fn lock_waiting_client(
     referral_id: Uuid,
 ) -> Result<Option<WaitingClientRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WAITING_CLIENT_COLUMNS} FROM waiting_client WHERE referral_id = $1 FOR UPDATE"
+        "SELECT {WAITING_CLIENT_COLUMNS} FROM waiting_client \
+         WHERE referral_id = $1 AND ended_at IS NULL FOR UPDATE"
     )))
     .bind(referral_id)
     .fetch_optional(connection)
@@ -267,6 +270,7 @@ pub async fn area_load(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT \
            (SELECT count(*) FROM waiting_client WHERE area = $1 AND NOT allocated \
+              AND ended_at IS NULL \
               AND ($2::uuid IS NULL OR referral_id <> $2)) AS clients_waiting, \
            (SELECT COALESCE(sum(GREATEST(capacity - {CURRENT_CLIENTS}, 0)), 0)::bigint FROM mentor \
               WHERE area = $1 AND status = $3 AND safeguarding_trained) AS free_mentor_places"
@@ -276,4 +280,44 @@ pub async fn area_load(
     .bind(MentorStatus::Active as i32)
     .fetch_one(connection)
     .await
+}
+
+/// What ending a client's support changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndedSupport {
+    /// The client was known and had not ended before.
+    pub client_ended: bool,
+    /// An active allocation was ended, freeing its mentors' places.
+    pub allocation_ended: bool,
+}
+
+/// Ends a client's support: the client stops waiting and an active
+/// allocation stops counting against its mentors. Repeating it changes
+/// nothing.
+pub async fn end_support(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<EndedSupport, sqlx::Error> {
+    let client_ended = sqlx::query(
+        "UPDATE waiting_client SET ended_at = now() \
+         WHERE referral_id = $1 AND ended_at IS NULL",
+    )
+    .bind(referral_id)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected()
+        == 1;
+    let allocation_ended = sqlx::query(
+        "UPDATE allocation SET active = false, ended_at = now() \
+         WHERE referral_id = $1 AND active",
+    )
+    .bind(referral_id)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(EndedSupport {
+        client_ended,
+        allocation_ended,
+    })
 }

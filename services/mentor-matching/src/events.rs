@@ -1,10 +1,15 @@
 //! The `decisions` consumer: an accepted referral becomes a client waiting
 //! for a mentor pair, and the referrer learns the estimated start through
-//! `matching.awaiting_mentors`. Other decisions concern nobody here.
+//! `matching.awaiting_mentors`. Other decisions concern nobody here. When a
+//! coordinator ends support (`engagement.changed` END) the client stops
+//! waiting and the allocation ends, freeing both mentors' places. Both
+//! events share one queue, so an ending never overtakes its acceptance.
 
 use chrono::{Duration, Utc};
 use cpm_proto::Event as _;
-use cpm_proto::v1::{AssessmentDecided, Decision, MentorsAwaited};
+use cpm_proto::v1::{
+    AssessmentDecided, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
+};
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
 use sqlx::PgConnection;
@@ -14,9 +19,14 @@ use crate::db::{self, NewWaitingClient};
 use crate::domain::estimated_wait_days;
 
 /// The events the `decisions` consumer listens to.
-pub const DECISION_EVENTS: &[&str] = &[AssessmentDecided::TYPE];
+pub const DECISION_EVENTS: &[&str] = &[AssessmentDecided::TYPE, EngagementChanged::TYPE];
 
 pub struct Decisions;
+
+fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value)
+        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
+}
 
 impl EventHandler for Decisions {
     async fn handle(
@@ -24,13 +34,45 @@ impl EventHandler for Decisions {
         connection: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let decided: AssessmentDecided = event.decode()?;
+        match event.event_type() {
+            AssessmentDecided::TYPE => Self::accept(connection, &event.decode()?).await,
+            EngagementChanged::TYPE => Self::end_support(connection, &event.decode()?).await,
+            other => Err(HandlerError::Permanent(format!(
+                "the decisions consumer does not handle {other}"
+            ))),
+        }
+    }
+}
+
+impl Decisions {
+    /// Frees the mentors of a client whose support ended; continuing or
+    /// pausing keeps them allocated.
+    async fn end_support(
+        connection: &mut PgConnection,
+        changed: &EngagementChanged,
+    ) -> Result<(), HandlerError> {
+        if changed.action != EngagementAction::End as i32 {
+            return Ok(());
+        }
+        let referral_id = referral_id(&changed.referral_id)?;
+        let ended = db::end_support(connection, referral_id).await?;
+        tracing::info!(
+            %referral_id,
+            client_ended = ended.client_ended,
+            mentors_freed = ended.allocation_ended,
+            "support ended"
+        );
+        Ok(())
+    }
+
+    async fn accept(
+        connection: &mut PgConnection,
+        decided: &AssessmentDecided,
+    ) -> Result<(), HandlerError> {
         if decided.decision != Decision::Accept as i32 {
             return Ok(());
         }
-        let referral_id = Uuid::parse_str(&decided.referral_id).map_err(|_| {
-            HandlerError::Permanent(format!("bad referral id `{}`", decided.referral_id))
-        })?;
+        let referral_id = referral_id(&decided.referral_id)?;
         let area = decided.area.trim();
         // Computed before the insert, the load counts the clients already
         // waiting: the estimate is the wait of this newly accepted client.

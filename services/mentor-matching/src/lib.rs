@@ -8,7 +8,8 @@
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
 //! - [`grpc`]: the handlers of `cpm.v1.MentorMatchingService`.
-//! - [`events`]: the consumer that turns accepted referrals into waiting clients.
+//! - [`events`]: the consumer that turns accepted referrals into waiting
+//!   clients and frees the mentors of clients whose support ended.
 
 pub mod db;
 pub mod domain;

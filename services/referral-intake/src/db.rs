@@ -23,11 +23,26 @@ pub struct ReferralRow {
     pub not_taken_on_reason: Option<i32>,
     pub estimated_start: Option<DateTime<Utc>>,
     pub discharged_at: Option<DateTime<Utc>>,
+    pub emergency_calls_last_12_months: i32,
+    pub victim_of: Vec<i32>,
+    pub perpetrator_of: Vec<i32>,
+    pub known_risk_types: Vec<i32>,
+    pub referrer_will_co_visit: bool,
+    pub police_calls: Option<i32>,
+    pub ambulance_calls: Option<i32>,
+    pub nhs_111_calls: Option<i32>,
+    pub other_calls: Option<i32>,
+    pub police_staff_hours: Option<f64>,
+    pub safeguarding_reports: Option<i32>,
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 const REFERRAL_COLUMNS: &str = "referral_id, agency_id, request_hash, submitted_at, area, \
     client_gender, vulnerabilities, earlier_referral_id, status, status_changed_at, \
-    not_taken_on_stage, not_taken_on_reason, estimated_start, discharged_at";
+    not_taken_on_stage, not_taken_on_reason, estimated_start, discharged_at, \
+    emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
+    referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
+    police_staff_hours, safeguarding_reports, erased_at";
 
 /// What a new referral row holds.
 pub struct NewReferralRow<'a> {
@@ -44,6 +59,11 @@ pub struct NewReferralRow<'a> {
     pub earlier_referral_id: Option<Uuid>,
     pub status: i32,
     pub status_rank: i32,
+    pub victim_of: Vec<i32>,
+    pub perpetrator_of: Vec<i32>,
+    pub known_risk_types: Vec<i32>,
+    pub referrer_will_co_visit: bool,
+    pub demand: Option<cpm_proto::v1::Demand>,
 }
 
 /// Inserts a referral; false when the agency already used the idempotency key.
@@ -54,8 +74,11 @@ pub async fn insert_referral(
     let inserted = sqlx::query(
         "INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, submitted_by, \
          area, client_gender, vulnerabilities, emergency_calls_last_12_months, client_consented, \
-         client_fingerprint, earlier_referral_id, status, status_rank) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13) \
+         client_fingerprint, earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
+         known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, \
+         other_calls, police_staff_hours, safeguarding_reports) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $21, $22, $23) \
          ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING",
     )
     .bind(row.referral_id)
@@ -71,6 +94,16 @@ pub async fn insert_referral(
     .bind(row.earlier_referral_id)
     .bind(row.status)
     .bind(row.status_rank)
+    .bind(&row.victim_of)
+    .bind(&row.perpetrator_of)
+    .bind(&row.known_risk_types)
+    .bind(row.referrer_will_co_visit)
+    .bind(row.demand.map(|d| d.police_calls))
+    .bind(row.demand.map(|d| d.ambulance_calls))
+    .bind(row.demand.map(|d| d.nhs_111_calls))
+    .bind(row.demand.map(|d| d.other_calls))
+    .bind(row.demand.map(|d| d.police_staff_hours))
+    .bind(row.demand.map(|d| d.safeguarding_reports))
     .execute(connection)
     .await?
     .rows_affected();
@@ -171,10 +204,18 @@ pub async fn record_personal_data_access(
 }
 
 /// One page of an agency's referrals, newest first, after a keyset cursor.
+/// Which of an agency's referrals to list.
+#[derive(Debug, Default)]
+pub struct ReferralFilter {
+    pub status: Option<i32>,
+    pub submitted_from: Option<DateTime<Utc>>,
+    pub submitted_to: Option<DateTime<Utc>>,
+}
+
 pub async fn list_referrals(
     connection: &mut PgConnection,
     agency_id: &str,
-    status: Option<i32>,
+    filter: &ReferralFilter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<ReferralRow>, sqlx::Error> {
@@ -183,13 +224,17 @@ pub async fn list_referrals(
         "SELECT {REFERRAL_COLUMNS} FROM referral \
          WHERE agency_id = $1 AND ($2::integer IS NULL OR status = $2) \
            AND ($3::timestamptz IS NULL OR (submitted_at, referral_id) < ($3, $4)) \
+           AND ($6::timestamptz IS NULL OR submitted_at >= $6) \
+           AND ($7::timestamptz IS NULL OR submitted_at < $7) \
          ORDER BY submitted_at DESC, referral_id DESC LIMIT $5"
     )))
     .bind(agency_id)
-    .bind(status)
+    .bind(filter.status)
     .bind(after_time)
     .bind(after_id)
     .bind(limit)
+    .bind(filter.submitted_from)
+    .bind(filter.submitted_to)
     .fetch_all(connection)
     .await
 }
@@ -244,5 +289,175 @@ pub async fn lock_referral(
     .bind(referral_id)
     .bind(agency_id)
     .fetch_optional(connection)
+    .await
+}
+
+/// A registered agency.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AgencyRow {
+    pub agency_id: String,
+    pub name: String,
+    pub kind: i32,
+    pub active: bool,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Registers an agency, or updates its name, kind and whether it is active.
+pub async fn upsert_agency(
+    connection: &mut PgConnection,
+    agency_id: &str,
+    name: &str,
+    kind: i32,
+    active: bool,
+    registered_by: &str,
+) -> Result<AgencyRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO agency (agency_id, name, kind, active, registered_by) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (agency_id) DO UPDATE SET name = $2, kind = $3, active = $4 \
+         RETURNING agency_id, name, kind, active, registered_at",
+    )
+    .bind(agency_id)
+    .bind(name)
+    .bind(kind)
+    .bind(active)
+    .bind(registered_by)
+    .fetch_one(connection)
+    .await
+}
+
+/// Registers an agency seen for the first time (development mode only).
+pub async fn register_agency_if_missing(
+    connection: &mut PgConnection,
+    agency_id: &str,
+    kind: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agency (agency_id, name, kind, registered_by) VALUES ($1, $1, $2, 'auto-registration') \
+         ON CONFLICT (agency_id) DO NOTHING",
+    )
+    .bind(agency_id)
+    .bind(kind)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Whether an agency may refer: `None` when it is not registered.
+pub async fn agency_is_active(
+    connection: &mut PgConnection,
+    agency_id: &str,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT active FROM agency WHERE agency_id = $1")
+        .bind(agency_id)
+        .fetch_optional(connection)
+        .await
+}
+
+pub async fn list_agencies(connection: &mut PgConnection) -> Result<Vec<AgencyRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT agency_id, name, kind, active, registered_at FROM agency ORDER BY agency_id",
+    )
+    .fetch_all(connection)
+    .await
+}
+
+/// Registers a referrer (or updates their details); returns the referrer ID.
+pub async fn upsert_referrer(
+    connection: &mut PgConnection,
+    agency_id: &str,
+    subject: &str,
+    name: &str,
+    role: i32,
+    contact: &str,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO referrer (referrer_id, agency_id, subject, name, role, contact) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT ON CONSTRAINT referrer_subject DO UPDATE SET name = $4, role = $5, contact = $6 \
+         RETURNING referrer_id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(agency_id)
+    .bind(subject)
+    .bind(name)
+    .bind(role)
+    .bind(contact)
+    .fetch_one(connection)
+    .await
+}
+
+/// Every referral of the client who made `referral_id`, locked, oldest first;
+/// just that one when the client's fingerprint is already gone.
+pub async fn lock_referrals_of_client(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<Vec<ReferralRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REFERRAL_COLUMNS} FROM referral WHERE referral_id = $1 \
+            OR client_fingerprint = (SELECT client_fingerprint FROM referral WHERE referral_id = $1) \
+         ORDER BY submitted_at, referral_id FOR UPDATE"
+    )))
+    .bind(referral_id)
+    .fetch_all(connection)
+    .await
+}
+
+/// Destroys the data keys and sealed details of these referrals and their
+/// fingerprints; the ciphertext in backups becomes unreadable.
+pub async fn erase_client_records(
+    connection: &mut PgConnection,
+    referral_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE client_record SET wrapped_data_key = NULL, sealed_details = NULL, erased_at = now() \
+         WHERE referral_id = ANY($1)",
+    )
+    .bind(referral_ids)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "UPDATE referral SET client_fingerprint = NULL, erased_at = now() WHERE referral_id = ANY($1)",
+    )
+    .bind(referral_ids)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_erasure(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    erased_by: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO erasure (referral_id, erased_by, reason) VALUES ($1, $2, $3)")
+        .bind(referral_id)
+        .bind(erased_by)
+        .bind(reason)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// One entry of the personal data access log.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+pub struct AccessRow {
+    pub referral_id: Uuid,
+    pub accessed_by: String,
+    pub role: String,
+    pub purpose: String,
+    pub accessed_at: DateTime<Utc>,
+}
+
+pub async fn access_log(
+    connection: &mut PgConnection,
+    referral_ids: &[Uuid],
+) -> Result<Vec<AccessRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT referral_id, accessed_by, role, purpose, accessed_at FROM personal_data_access \
+         WHERE referral_id = ANY($1) ORDER BY accessed_at, access_id",
+    )
+    .bind(referral_ids)
+    .fetch_all(connection)
     .await
 }

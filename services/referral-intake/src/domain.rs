@@ -3,7 +3,8 @@
 
 use chrono::{Datelike as _, NaiveDate};
 use cpm_proto::v1::{
-    ClientIdentity, Gender, ReferralStatus, ReferrerRole, SubmitReferralRequest, Vulnerability,
+    ClientIdentity, CrimeType, Demand, Gender, KnownRisk, ReferralStatus, ReferrerRole,
+    SubmitReferralRequest, Vulnerability,
 };
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::values::{check_text, parse_enum};
@@ -31,7 +32,27 @@ pub struct SealedDetails {
     pub reason: String,
     pub desired_outcomes: String,
     pub known_risks: String,
+    #[serde(default)]
+    pub crime_other: String,
+    #[serde(default)]
+    pub vulnerability_other: String,
+    #[serde(default)]
+    pub other_professionals: Vec<Professional>,
 }
+
+/// A professional already involved; their contact details are personal
+/// data too, so they are sealed with the client's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Professional {
+    pub role: String,
+    pub organisation: String,
+    pub contact: String,
+}
+
+/// The most professionals one referral may name.
+pub const MAX_PROFESSIONALS: usize = 20;
+/// The most calls or reports a count may claim in a year.
+pub const MAX_COUNT: i32 = 100_000;
 
 /// A valid submission.
 #[derive(Clone, Debug)]
@@ -41,7 +62,67 @@ pub struct NewReferral {
     pub gender: Gender,
     pub vulnerabilities: Vec<Vulnerability>,
     pub emergency_calls_last_12_months: i32,
+    pub victim_of: Vec<CrimeType>,
+    pub perpetrator_of: Vec<CrimeType>,
+    pub known_risk_types: Vec<KnownRisk>,
+    pub referrer_will_co_visit: bool,
+    pub demand: Option<Demand>,
     pub details: SealedDetails,
+}
+
+/// Parses a repeated closed-list field: every entry known, duplicates dropped.
+fn parse_enum_list<E>(field: &str, values: &[i32], violations: &mut FieldViolations) -> Vec<E>
+where
+    E: TryFrom<i32> + PartialEq,
+{
+    let mut parsed = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        if let Some(item) = parse_enum::<E>(&format!("{field}[{index}]"), *value, violations)
+            && !parsed.contains(&item)
+        {
+            parsed.push(item);
+        }
+    }
+    parsed
+}
+
+fn check_count(field: &str, value: i32, violations: &mut FieldViolations) {
+    if value < 0 {
+        violations.add(field, "must not be negative");
+    } else if value > MAX_COUNT {
+        violations.add(field, "is implausibly high");
+    }
+}
+
+fn check_demand(demand: &Demand, total_calls: i32, violations: &mut FieldViolations) {
+    check_count("demand.police_calls", demand.police_calls, violations);
+    check_count("demand.ambulance_calls", demand.ambulance_calls, violations);
+    check_count("demand.nhs_111_calls", demand.nhs_111_calls, violations);
+    check_count("demand.other_calls", demand.other_calls, violations);
+    check_count(
+        "demand.safeguarding_reports",
+        demand.safeguarding_reports,
+        violations,
+    );
+    let hours = demand.police_staff_hours;
+    if !hours.is_finite() || hours < 0.0 {
+        violations.add(
+            "demand.police_staff_hours",
+            "must be a number of hours, not negative",
+        );
+    } else if hours > 100_000.0 {
+        violations.add("demand.police_staff_hours", "is implausibly high");
+    }
+    let by_service = i64::from(demand.police_calls)
+        + i64::from(demand.ambulance_calls)
+        + i64::from(demand.nhs_111_calls)
+        + i64::from(demand.other_calls);
+    if by_service > i64::from(total_calls) {
+        violations.add(
+            "emergency_calls_last_12_months",
+            "must be at least the calls counted by service in `demand`",
+        );
+    }
 }
 
 /// Whole years between `born` and `on`.
@@ -199,20 +280,97 @@ impl NewReferral {
                 "the client must know of and agree to the referral",
             );
         }
-        let mut vulnerabilities = Vec::new();
-        for (index, value) in request.vulnerabilities.iter().enumerate() {
-            let field = format!("vulnerabilities[{index}]");
-            if let Some(vulnerability) =
-                parse_enum::<Vulnerability>(&field, *value, &mut violations)
-                && !vulnerabilities.contains(&vulnerability)
-            {
-                vulnerabilities.push(vulnerability);
-            }
+        let vulnerabilities = parse_enum_list::<Vulnerability>(
+            "vulnerabilities",
+            &request.vulnerabilities,
+            &mut violations,
+        );
+        check_text(
+            "vulnerability_other",
+            &request.vulnerability_other,
+            false,
+            MAX_TEXT,
+            &mut violations,
+        );
+        check_count(
+            "emergency_calls_last_12_months",
+            request.emergency_calls_last_12_months,
+            &mut violations,
+        );
+        let victim_of =
+            parse_enum_list::<CrimeType>("victim_of", &request.victim_of, &mut violations);
+        let perpetrator_of = parse_enum_list::<CrimeType>(
+            "perpetrator_of",
+            &request.perpetrator_of,
+            &mut violations,
+        );
+        check_text(
+            "crime_other",
+            &request.crime_other,
+            false,
+            MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        if (victim_of.contains(&CrimeType::Other) || perpetrator_of.contains(&CrimeType::Other))
+            && request.crime_other.trim().is_empty()
+        {
+            violations.add("crime_other", "must say which crime when OTHER is chosen");
         }
-        if request.emergency_calls_last_12_months < 0 {
-            violations.add("emergency_calls_last_12_months", "must not be negative");
-        } else if request.emergency_calls_last_12_months > 100_000 {
-            violations.add("emergency_calls_last_12_months", "is implausibly high");
+        let known_risk_types = parse_enum_list::<KnownRisk>(
+            "known_risk_types",
+            &request.known_risk_types,
+            &mut violations,
+        );
+        if known_risk_types.contains(&KnownRisk::Other) && request.known_risks.trim().is_empty() {
+            violations.add("known_risks", "must describe the risk when OTHER is chosen");
+        }
+        if let Some(demand) = &request.demand {
+            check_demand(
+                demand,
+                request.emergency_calls_last_12_months,
+                &mut violations,
+            );
+        }
+        if request.other_professionals.len() > MAX_PROFESSIONALS {
+            violations.add(
+                "other_professionals",
+                format!("must list at most {MAX_PROFESSIONALS} professionals"),
+            );
+        }
+        let mut other_professionals = Vec::new();
+        for (index, professional) in request
+            .other_professionals
+            .iter()
+            .take(MAX_PROFESSIONALS)
+            .enumerate()
+        {
+            let field = |name: &str| format!("other_professionals[{index}].{name}");
+            check_text(
+                &field("role"),
+                &professional.role,
+                true,
+                MAX_SHORT_TEXT,
+                &mut violations,
+            );
+            check_text(
+                &field("organisation"),
+                &professional.organisation,
+                false,
+                MAX_SHORT_TEXT,
+                &mut violations,
+            );
+            check_text(
+                &field("contact"),
+                &professional.contact,
+                false,
+                MAX_SHORT_TEXT,
+                &mut violations,
+            );
+            other_professionals.push(Professional {
+                role: professional.role.trim().to_owned(),
+                organisation: professional.organisation.trim().to_owned(),
+                contact: professional.contact.trim().to_owned(),
+            });
         }
 
         if !violations.is_empty() {
@@ -224,6 +382,11 @@ impl NewReferral {
             gender: gender.expect("validated"),
             vulnerabilities,
             emergency_calls_last_12_months: request.emergency_calls_last_12_months,
+            victim_of,
+            perpetrator_of,
+            known_risk_types,
+            referrer_will_co_visit: request.referrer_will_co_visit,
+            demand: request.demand,
             details: SealedDetails {
                 given_name: client.given_name.trim().to_owned(),
                 family_name: client.family_name.trim().to_owned(),
@@ -237,6 +400,9 @@ impl NewReferral {
                 reason: request.reason.clone(),
                 desired_outcomes: request.desired_outcomes.clone(),
                 known_risks: request.known_risks.clone(),
+                crime_other: request.crime_other.trim().to_owned(),
+                vulnerability_other: request.vulnerability_other.clone(),
+                other_professionals,
             },
         })
     }
@@ -295,6 +461,7 @@ mod tests {
             vulnerabilities: vec![Vulnerability::HighImpactUser as i32],
             emergency_calls_last_12_months: 42,
             known_risks: String::new(),
+            ..Default::default()
         }
     }
 
@@ -369,6 +536,87 @@ mod tests {
         request.reason = "x".repeat(MAX_TEXT + 1);
         request.client.as_mut().unwrap().gender = 42;
         assert_eq!(fields(&request), ["client.gender", "reason"]);
+    }
+
+    #[test]
+    fn crime_types_risks_demand_and_professionals_are_checked() {
+        use cpm_proto::v1::OtherProfessional;
+        let mut request = valid_request();
+        request.victim_of = vec![CrimeType::Theft as i32, CrimeType::Other as i32, 77];
+        request.perpetrator_of = vec![0];
+        request.known_risk_types = vec![KnownRisk::Other as i32];
+        request.demand = Some(Demand {
+            police_calls: 45,
+            ambulance_calls: 3,
+            nhs_111_calls: -1,
+            other_calls: 0,
+            police_staff_hours: f64::NAN,
+            safeguarding_reports: 2,
+        });
+        request.other_professionals = vec![OtherProfessional {
+            role: String::new(),
+            organisation: "x".repeat(MAX_SHORT_TEXT + 1),
+            contact: String::new(),
+        }];
+        assert_eq!(
+            fields(&request),
+            [
+                "victim_of[2]",
+                "perpetrator_of[0]",
+                "crime_other",
+                "known_risks",
+                "demand.nhs_111_calls",
+                "demand.police_staff_hours",
+                "emergency_calls_last_12_months",
+                "other_professionals[0].role",
+                "other_professionals[0].organisation",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_form_parses_and_keeps_its_details() {
+        use cpm_proto::v1::OtherProfessional;
+        let mut request = valid_request();
+        request.victim_of = vec![
+            CrimeType::HarassmentOrStalking as i32,
+            CrimeType::HarassmentOrStalking as i32,
+        ];
+        request.perpetrator_of = vec![CrimeType::Other as i32];
+        request.crime_other = "fly-tipping".into();
+        request.known_risk_types = vec![KnownRisk::DogsOrAnimals as i32];
+        request.referrer_will_co_visit = true;
+        request.demand = Some(Demand {
+            police_calls: 30,
+            ambulance_calls: 10,
+            nhs_111_calls: 2,
+            other_calls: 0,
+            police_staff_hours: 61.5,
+            safeguarding_reports: 1,
+        });
+        request.other_professionals = vec![OtherProfessional {
+            role: "GP".into(),
+            organisation: "Surgery".into(),
+            contact: "reception".into(),
+        }];
+        let parsed = NewReferral::parse(&request, today()).unwrap();
+        assert_eq!(parsed.victim_of, [CrimeType::HarassmentOrStalking]);
+        assert!(parsed.referrer_will_co_visit);
+        assert_eq!(parsed.details.other_professionals[0].role, "GP");
+        assert_eq!(parsed.details.crime_other, "fly-tipping");
+    }
+
+    #[test]
+    fn too_many_professionals_are_refused() {
+        let mut request = valid_request();
+        request.other_professionals = vec![
+            cpm_proto::v1::OtherProfessional {
+                role: "GP".into(),
+                ..Default::default()
+            };
+            MAX_PROFESSIONALS + 1
+        ];
+        assert_eq!(fields(&request), ["other_professionals"]);
     }
 
     #[test]

@@ -7,81 +7,68 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
-    ClientIdentity, GetReferralRequest, GetReferralResponse, ListReferralsRequest,
-    ListReferralsResponse, Referral, ReferralStatus, ReferralSubmitted, ReferralWithdrawn,
-    SubmitReferralRequest, SubmitReferralResponse, WithdrawReferralRequest,
-    WithdrawReferralResponse,
+    Agency, AgencyKind, ClientIdentity, Demand, EraseClientRequest, EraseClientResponse,
+    ExportClientDataRequest, ExportClientDataResponse, GetReferralRequest, GetReferralResponse,
+    ListAgenciesRequest, ListAgenciesResponse, ListReferralsRequest, ListReferralsResponse,
+    OtherProfessional, Referral, ReferralDetails, ReferralStatus, ReferralSubmitted,
+    ReferralWithdrawn, Referrer, RegisterAgencyRequest, RegisterAgencyResponse,
+    RegisterReferrerRequest, RegisterReferrerResponse, SubmitReferralRequest,
+    SubmitReferralResponse, WithdrawReferralRequest, WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::outbox;
 use cpm_runtime::crypto::MasterKey;
-use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
+use cpm_runtime::grpc::values::{
+    check_text, from_timestamp, optional_timestamp, parse_enum, require_id, timestamp,
+};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::db::{self, ReferralRow, StatusChange};
 use crate::domain::{NewReferral, SealedDetails, can_withdraw, identity_key, status_rank};
+use crate::privacy::{self, ClientVault};
 
 pub struct ReferralIntake {
     pool: PgPool,
-    master_key: MasterKey,
+    vault: ClientVault,
+    /// Development only: an unknown agency is registered on its first referral.
+    auto_register_agencies: bool,
 }
 
 impl ReferralIntake {
-    pub fn new(pool: PgPool, master_key: MasterKey) -> Self {
-        Self { pool, master_key }
+    pub fn new(pool: PgPool, master_key: MasterKey, auto_register_agencies: bool) -> Self {
+        Self {
+            pool,
+            vault: ClientVault::new(master_key),
+            auto_register_agencies,
+        }
     }
 
-    fn seal(&self, referral_id: Uuid, details: &SealedDetails) -> (Vec<u8>, Vec<u8>) {
-        let (data_key, wrapped) = self.master_key.new_data_key();
-        let plaintext = serde_json::to_vec(details).expect("details serialise");
-        (wrapped, data_key.seal(&plaintext, referral_id.as_bytes()))
-    }
-
-    /// The client's identity, audited as read by `caller` for `purpose`;
-    /// `None` once erased.
-    async fn open_client(
+    /// Refuses agencies that are not registered or are suspended.
+    async fn check_agency(
         &self,
-        connection: &mut sqlx::PgConnection,
-        referral_id: Uuid,
-        caller: &Caller,
-        purpose: &str,
-    ) -> Result<Option<ClientIdentity>, ApiError> {
-        let Some((Some(wrapped), Some(sealed))) =
-            db::fetch_client_record(connection, referral_id).await?
-        else {
-            return Ok(None);
-        };
-        let details: SealedDetails = self
-            .master_key
-            .unwrap_data_key(&wrapped)
-            .and_then(|key| key.open(&sealed, referral_id.as_bytes()))
-            .map_err(|error| ApiError::Internal(error.into()))
-            .and_then(|plain| {
-                serde_json::from_slice(&plain).map_err(|error| ApiError::Internal(error.into()))
-            })?;
-        db::record_personal_data_access(
-            connection,
-            referral_id,
-            &caller.subject,
-            caller.role.as_str(),
-            purpose,
-        )
-        .await?;
-        Ok(Some(ClientIdentity {
-            given_name: details.given_name,
-            family_name: details.family_name,
-            date_of_birth: details.date_of_birth.to_string(),
-            gender: 0,
-            address: details.address,
-            area: String::new(),
-            phone: details.phone,
-            safe_contact_instructions: details.safe_contact_instructions,
-        }))
+        connection: &mut PgConnection,
+        agency_id: &str,
+    ) -> Result<(), ApiError> {
+        match db::agency_is_active(connection, agency_id).await? {
+            Some(true) => Ok(()),
+            Some(false) => Err(ApiError::PermissionDenied(format!(
+                "agency {agency_id} is suspended and cannot refer"
+            ))),
+            None if self.auto_register_agencies => {
+                tracing::warn!(%agency_id, "registering an unknown agency (development mode)");
+                db::register_agency_if_missing(connection, agency_id, AgencyKind::Other as i32)
+                    .await?;
+                Ok(())
+            }
+            None => Err(ApiError::PermissionDenied(format!(
+                "agency {agency_id} is not registered; ask the programme's admin"
+            ))),
+        }
     }
 }
 
@@ -91,12 +78,73 @@ fn request_hash(request: &SubmitReferralRequest) -> Vec<u8> {
     Sha256::digest(without_key.encode_to_vec()).to_vec()
 }
 
-fn to_proto(row: &ReferralRow, client: Option<ClientIdentity>) -> Referral {
-    let client = client.map(|mut client| {
-        client.gender = row.client_gender;
-        client.area = row.area.clone();
-        client
-    });
+fn demand_of(row: &ReferralRow) -> Option<Demand> {
+    let counts = [
+        row.police_calls,
+        row.ambulance_calls,
+        row.nhs_111_calls,
+        row.other_calls,
+        row.safeguarding_reports,
+    ];
+    if counts.iter().all(Option::is_none) && row.police_staff_hours.is_none() {
+        return None;
+    }
+    Some(Demand {
+        police_calls: row.police_calls.unwrap_or_default(),
+        ambulance_calls: row.ambulance_calls.unwrap_or_default(),
+        nhs_111_calls: row.nhs_111_calls.unwrap_or_default(),
+        other_calls: row.other_calls.unwrap_or_default(),
+        police_staff_hours: row.police_staff_hours.unwrap_or_default(),
+        safeguarding_reports: row.safeguarding_reports.unwrap_or_default(),
+    })
+}
+
+/// The referral as its agency sees it; identity and details only when
+/// `sealed` was opened (GetReferral, audited).
+fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>) -> Referral {
+    let (client, details) = match sealed {
+        Some(sealed) => (
+            Some(ClientIdentity {
+                given_name: sealed.given_name,
+                family_name: sealed.family_name,
+                date_of_birth: sealed.date_of_birth.to_string(),
+                gender: row.client_gender,
+                address: sealed.address,
+                area: row.area.clone(),
+                phone: sealed.phone,
+                safe_contact_instructions: sealed.safe_contact_instructions,
+            }),
+            Some(ReferralDetails {
+                referrer: Some(Referrer {
+                    name: sealed.referrer_name,
+                    role: sealed.referrer_role,
+                    contact: sealed.referrer_contact,
+                }),
+                reason: sealed.reason,
+                desired_outcomes: sealed.desired_outcomes,
+                vulnerabilities: row.vulnerabilities.clone(),
+                vulnerability_other: sealed.vulnerability_other,
+                victim_of: row.victim_of.clone(),
+                perpetrator_of: row.perpetrator_of.clone(),
+                crime_other: sealed.crime_other,
+                emergency_calls_last_12_months: row.emergency_calls_last_12_months,
+                demand: demand_of(row),
+                other_professionals: sealed
+                    .other_professionals
+                    .into_iter()
+                    .map(|p| OtherProfessional {
+                        role: p.role,
+                        organisation: p.organisation,
+                        contact: p.contact,
+                    })
+                    .collect(),
+                referrer_will_co_visit: row.referrer_will_co_visit,
+                known_risk_types: row.known_risk_types.clone(),
+                known_risks: sealed.known_risks,
+            }),
+        ),
+        None => (None, None),
+    };
     Referral {
         referral_id: row.referral_id.to_string(),
         agency_id: row.agency_id.clone(),
@@ -113,6 +161,33 @@ fn to_proto(row: &ReferralRow, client: Option<ClientIdentity>) -> Referral {
             .unwrap_or_default(),
         client,
         area: row.area.clone(),
+        details,
+        erased: row.erased_at.is_some(),
+    }
+}
+
+fn to_agency(row: db::AgencyRow) -> Agency {
+    Agency {
+        agency_id: row.agency_id,
+        name: row.name,
+        kind: row.kind,
+        active: row.active,
+        registered_at: Some(timestamp(row.registered_at)),
+    }
+}
+
+/// Agency IDs travel in tokens and URLs: short, lowercase, no spaces.
+fn check_agency_id(field: &str, agency_id: &str, violations: &mut FieldViolations) {
+    let valid = !agency_id.is_empty()
+        && agency_id.len() <= 64
+        && agency_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        violations.add(
+            field,
+            "must be 1 to 64 lowercase letters, digits, '-' or '_'",
+        );
     }
 }
 
@@ -161,11 +236,10 @@ impl ReferralIntakeService for ReferralIntake {
         let hash = request_hash(&request);
 
         let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        self.check_agency(&mut transaction, &agency_id).await?;
         let referral_id = Uuid::now_v7();
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id));
-        let fingerprint = self
-            .master_key
-            .fingerprint(&identity_key(&referral.details));
+        let fingerprint = self.vault.fingerprint(&identity_key(&referral.details));
         let earlier_referral_id = db::find_earlier_referral(&mut transaction, &fingerprint)
             .await
             .map_err(ApiError::from)?;
@@ -185,6 +259,15 @@ impl ReferralIntakeService for ReferralIntake {
                 earlier_referral_id,
                 status: ReferralStatus::Received as i32,
                 status_rank: status_rank(ReferralStatus::Received),
+                victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
+                perpetrator_of: referral.perpetrator_of.iter().map(|c| *c as i32).collect(),
+                known_risk_types: referral
+                    .known_risk_types
+                    .iter()
+                    .map(|r| *r as i32)
+                    .collect(),
+                referrer_will_co_visit: referral.referrer_will_co_visit,
+                demand: referral.demand,
             },
         )
         .await
@@ -215,7 +298,7 @@ impl ReferralIntakeService for ReferralIntake {
             }));
         }
 
-        let (wrapped, sealed) = self.seal(referral_id, &referral.details);
+        let (wrapped, sealed) = self.vault.seal(referral_id, &referral.details);
         db::insert_client_record(&mut transaction, referral_id, &wrapped, &sealed)
             .await
             .map_err(ApiError::from)?;
@@ -236,6 +319,9 @@ impl ReferralIntakeService for ReferralIntake {
                 earlier_referral_id: earlier_referral_id
                     .map(|id| id.to_string())
                     .unwrap_or_default(),
+                emergency_calls_last_12_months: row.emergency_calls_last_12_months,
+                referrer_will_co_visit: row.referrer_will_co_visit,
+                known_risk_types: row.known_risk_types.clone(),
             },
         )
         .await
@@ -264,12 +350,13 @@ impl ReferralIntakeService for ReferralIntake {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound("referral".into()))?;
-        let client = self
-            .open_client(&mut transaction, referral_id, &caller, "GetReferral")
+        let sealed = self
+            .vault
+            .open(&mut transaction, referral_id, &caller, "GetReferral")
             .await?;
         transaction.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(GetReferralResponse {
-            referral: Some(to_proto(&row, client)),
+            referral: Some(to_proto(&row, sealed)),
         }))
     }
 
@@ -303,6 +390,23 @@ impl ReferralIntakeService for ReferralIntake {
                 None
             }
         };
+        let mut instant = |field: &str, value: Option<&prost_types::Timestamp>| {
+            let parsed = value.map(from_timestamp);
+            if parsed == Some(None) {
+                violations.add(field, "is not a valid timestamp");
+            }
+            parsed.flatten()
+        };
+        let filter = db::ReferralFilter {
+            status,
+            submitted_from: instant("submitted_from", request.submitted_from.as_ref()),
+            submitted_to: instant("submitted_to", request.submitted_to.as_ref()),
+        };
+        if let (Some(from), Some(to)) = (filter.submitted_from, filter.submitted_to)
+            && from >= to
+        {
+            violations.add("submitted_to", "must be after submitted_from");
+        }
         violations.into_result()?;
         let page_size = if request.page_size == 0 {
             50
@@ -313,7 +417,7 @@ impl ReferralIntakeService for ReferralIntake {
         let mut rows = db::list_referrals(
             &mut connection,
             agency_id,
-            status,
+            &filter,
             after,
             i64::from(page_size) + 1,
         )
@@ -384,6 +488,181 @@ impl ReferralIntakeService for ReferralIntake {
             referral: Some(to_proto(&row, None)),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(agency_id = %request.get_ref().agency_id))]
+    async fn register_agency(
+        &self,
+        request: Request<RegisterAgencyRequest>,
+    ) -> Result<Response<RegisterAgencyResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        caller.require(&[Role::Admin])?;
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        check_agency_id("agency_id", &request.agency_id, &mut violations);
+        check_text(
+            "name",
+            &request.name,
+            true,
+            crate::domain::MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        parse_enum::<AgencyKind>("kind", request.kind, &mut violations);
+        violations.into_result()?;
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let row = db::upsert_agency(
+            &mut connection,
+            &request.agency_id,
+            request.name.trim(),
+            request.kind,
+            request.active,
+            &caller.subject,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        tracing::info!(active = row.active, "agency registered");
+        Ok(Response::new(RegisterAgencyResponse {
+            agency: Some(to_agency(row)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_agencies(
+        &self,
+        request: Request<ListAgenciesRequest>,
+    ) -> Result<Response<ListAgenciesResponse>, Status> {
+        Caller::of(&request)?.require(&[Role::Admin, Role::Coordinator])?;
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let rows = db::list_agencies(&mut connection)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(ListAgenciesResponse {
+            agencies: rows.into_iter().map(to_agency).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(agency_id = %request.get_ref().agency_id))]
+    async fn register_referrer(
+        &self,
+        request: Request<RegisterReferrerRequest>,
+    ) -> Result<Response<RegisterReferrerResponse>, Status> {
+        Caller::of(&request)?.require(&[Role::Admin])?;
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        check_agency_id("agency_id", &request.agency_id, &mut violations);
+        check_text(
+            "subject",
+            &request.subject,
+            true,
+            crate::domain::MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "name",
+            &request.name,
+            true,
+            crate::domain::MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        check_text(
+            "contact",
+            &request.contact,
+            true,
+            crate::domain::MAX_SHORT_TEXT,
+            &mut violations,
+        );
+        parse_enum::<cpm_proto::v1::ReferrerRole>("role", request.role, &mut violations);
+        violations.into_result()?;
+        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        if db::agency_is_active(&mut transaction, &request.agency_id)
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "agency {} is not registered",
+                request.agency_id
+            ))
+            .into());
+        }
+        let referrer_id = db::upsert_referrer(
+            &mut transaction,
+            &request.agency_id,
+            request.subject.trim(),
+            request.name.trim(),
+            request.role,
+            request.contact.trim(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        transaction.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(RegisterReferrerResponse {
+            referrer_id: referrer_id.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn erase_client(
+        &self,
+        request: Request<EraseClientRequest>,
+    ) -> Result<Response<EraseClientResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        caller.require(&[Role::Admin])?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let mut violations = FieldViolations::new();
+        check_text(
+            "reason",
+            &request.get_ref().reason,
+            true,
+            crate::domain::MAX_TEXT,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let erased = privacy::erase_client(
+            &mut transaction,
+            referral_id,
+            &caller,
+            &request.get_ref().reason,
+        )
+        .await?;
+        transaction.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(EraseClientResponse {
+            erased_referral_ids: erased.iter().map(Uuid::to_string).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn export_client_data(
+        &self,
+        request: Request<ExportClientDataRequest>,
+    ) -> Result<Response<ExportClientDataResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        caller.require(&[Role::Admin])?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let mut violations = FieldViolations::new();
+        check_text(
+            "reason",
+            &request.get_ref().reason,
+            true,
+            crate::domain::MAX_TEXT,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let document = privacy::export_client(
+            &mut transaction,
+            &self.vault,
+            referral_id,
+            &caller,
+            &request.get_ref().reason,
+        )
+        .await?;
+        transaction.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(ExportClientDataResponse {
+            document_json: serde_json::to_string_pretty(&document)
+                .map_err(|error| ApiError::Internal(error.into()))?,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +686,18 @@ mod tests {
             not_taken_on_reason: None,
             estimated_start: None,
             discharged_at: None,
+            emergency_calls_last_12_months: 0,
+            victim_of: vec![],
+            perpetrator_of: vec![],
+            known_risk_types: vec![],
+            referrer_will_co_visit: false,
+            police_calls: None,
+            ambulance_calls: None,
+            nhs_111_calls: None,
+            other_calls: None,
+            police_staff_hours: None,
+            safeguarding_reports: None,
+            erased_at: None,
         };
         let token = encode_page_token(&row);
         assert_eq!(

@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod privacy;
 
 use std::sync::Arc;
 
@@ -30,18 +31,33 @@ pub const SCHEMA: &str = "referral_intake";
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/referral-intake");
 
 /// This service's own settings (`[referral_intake]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Its own listen address when run as a single target; empty uses `grpc.listen`.
     pub listen: String,
+    /// Registers an unknown agency on its first referral. Development only:
+    /// the production profile refuses it.
+    pub auto_register_agencies: bool,
+    /// The largest request accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            auto_register_agencies: true,
+            max_request_bytes: 256 * 1024,
+        }
+    }
 }
 
 /// Migrates the schema, starts the relay and the status projection, and
 /// adds the gRPC service to `routes`.
 pub async fn start(
     context: &ServiceContext,
-    _config: &Config,
+    config: &Config,
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
@@ -55,9 +71,15 @@ pub async fn start(
         },
         Arc::new(events::StatusProjection),
     );
-    let service = grpc::ReferralIntake::new(pool.clone(), context.master_key.clone());
-    routes.add_service(ReferralIntakeServiceServer::with_interceptor(
-        service,
+    let service = grpc::ReferralIntake::new(
+        pool.clone(),
+        context.master_key.clone(),
+        config.auto_register_agencies,
+    );
+    let server = ReferralIntakeServiceServer::new(service)
+        .max_decoding_message_size(config.max_request_bytes);
+    routes.add_service(tonic::service::interceptor::InterceptedService::new(
+        server,
         context.auth.interceptor(),
     ));
     Ok(StartedService {

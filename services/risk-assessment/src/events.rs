@@ -3,16 +3,41 @@
 //! Both effects are idempotent on their own (a referral has at most one
 //! assessment; only an OPEN assessment closes), on top of the inbox.
 
+use chrono::Utc;
 use cpm_proto::Event;
 use cpm_proto::v1::{
     AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralSubmitted,
     ReferralWithdrawn,
 };
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
+use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db;
+
+/// The actor and role the audit trail names for this service's own changes.
+const SERVICE_ROLE: &str = "service";
+
+async fn audit(
+    connection: &mut PgConnection,
+    assessment_id: Uuid,
+    action: &str,
+    detail: &str,
+) -> Result<(), HandlerError> {
+    db::insert_audit(
+        connection,
+        &db::AuditEntry {
+            assessment_id,
+            actor: crate::NAME,
+            role: SERVICE_ROLE,
+            action,
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
 
 /// The events this consumer listens to.
 pub const REFERRAL_EVENTS: &[&str] = &[ReferralSubmitted::TYPE, ReferralWithdrawn::TYPE];
@@ -30,6 +55,11 @@ impl ReferralEvents {
         event: &ReferralSubmitted,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&event.referral_id)?;
+        let earlier_referral_id = if event.earlier_referral_id.is_empty() {
+            None
+        } else {
+            Some(self::referral_id(&event.earlier_referral_id)?)
+        };
         let assessment_id = Uuid::now_v7();
         let opened = db::insert_assessment(
             connection,
@@ -41,6 +71,12 @@ impl ReferralEvents {
                 vulnerabilities: &event.vulnerabilities,
                 client_gender: event.client_gender,
                 state: AssessmentState::Open as i32,
+                referred_at: event
+                    .submitted_at
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or_else(Utc::now),
+                earlier_referral_id,
             },
         )
         .await?;
@@ -56,6 +92,17 @@ impl ReferralEvents {
                 referral_id: referral_id.to_string(),
                 agency_id: event.agency_id.clone(),
                 area: event.area.clone(),
+            },
+        )
+        .await?;
+        audit(
+            connection,
+            assessment_id,
+            "opened",
+            if earlier_referral_id.is_some() {
+                "re-referral"
+            } else {
+                ""
             },
         )
         .await?;
@@ -75,7 +122,10 @@ impl ReferralEvents {
             AssessmentState::Closed as i32,
         )
         .await?;
-        tracing::info!(%referral_id, closed, "referral withdrawn");
+        if let Some(assessment_id) = closed {
+            audit(connection, assessment_id, "closed", "referral withdrawn").await?;
+        }
+        tracing::info!(%referral_id, closed = closed.is_some(), "referral withdrawn");
         Ok(())
     }
 }
@@ -129,7 +179,15 @@ impl EventHandler for EngagementEvents {
         let contact_id = Uuid::parse_str(&contact.contact_id)
             .map_err(|_| HandlerError::Permanent("bad contact id".into()))?;
         let requested = db::request_review(connection, referral_id, contact_id, trigger).await?;
-        tracing::info!(%referral_id, trigger, requested, "review of suitability requested");
+        if let Some(assessment_id) = requested {
+            audit(connection, assessment_id, "review_requested", trigger).await?;
+        }
+        tracing::info!(
+            %referral_id,
+            trigger,
+            requested = requested.is_some(),
+            "review of suitability requested"
+        );
         Ok(())
     }
 }

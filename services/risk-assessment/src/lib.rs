@@ -1,15 +1,23 @@
 //! Risk assessment: every submitted referral opens an assessment in its
-//! area's queue. Coordinators record the checks (adult at referral, risk to
-//! volunteers, will/want/capacity to change); the system recommends from
-//! them, and a named coordinator decides, with the stage and reason when a
-//! client is not taken on. Overriding the recommendation needs a rationale.
-//! The system never decides on its own.
+//! area's queue, aged in working days against the first-assessment target.
+//! Coordinators record the checks (adult at referral, risk to staff and
+//! volunteers, will/want/capacity to change, databases, professionals
+//! consulted, home visit); the system recommends from them, and a named
+//! coordinator decides, with the stage and reason when a client is not
+//! taken on. Overriding the recommendation needs a rationale. The system
+//! never decides on its own. After acceptance, logged home visits and
+//! raised concerns ask for a review; a coordinator re-assesses and
+//! continues, pauses or ends support (`engagement.changed`). Every change
+//! is written to the append-only `assessment_audit`.
 //!
 //! # Layout
-//! - [`domain`]: requests parsed at the edge; the recommendation and override rules.
-//! - [`db`]: action-named queries on the `risk_assessment` schema.
+//! - [`domain`]: requests parsed at the edge; the recommendation, override,
+//!   re-assessment and working-day rules.
+//! - [`db`]: action-named queries on the `risk_assessment` schema, the
+//!   history chain and the stats.
 //! - [`grpc`]: serves `cpm.v1.RiskAssessmentService`.
-//! - [`events`]: the consumer that opens and closes assessments from referral events.
+//! - [`events`]: the consumers that open and close assessments from
+//!   referral events and ask for reviews after contacts.
 
 pub mod db;
 pub mod domain;
@@ -32,20 +40,36 @@ pub const SCHEMA: &str = "risk_assessment";
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/risk-assessment");
 
 /// This service's own settings (`[risk_assessment]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Its own listen address when run as a single target; empty uses `grpc.listen`.
     pub listen: String,
+    /// Working days (Monday to Friday) from a referral to its first check
+    /// before the queue shows the assessment as overdue.
+    pub first_assessment_target_days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            first_assessment_target_days: domain::DEFAULT_FIRST_ASSESSMENT_TARGET_DAYS,
+        }
+    }
 }
 
 /// Migrates the schema, starts the relay and the referrals consumer, and
 /// adds the gRPC service to `routes`.
 pub async fn start(
     context: &ServiceContext,
-    _config: &Config,
+    config: &Config,
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
+    anyhow::ensure!(
+        config.first_assessment_target_days > 0,
+        "risk_assessment.first_assessment_target_days must be at least 1"
+    );
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
     context.spawn_relay(&pool, SCHEMA);
     context.spawn_consumer(
@@ -66,7 +90,7 @@ pub async fn start(
         },
         Arc::new(events::EngagementEvents),
     );
-    let service = grpc::RiskAssessment::new(pool.clone());
+    let service = grpc::RiskAssessment::new(pool.clone(), config.first_assessment_target_days);
     routes.add_service(RiskAssessmentServiceServer::with_interceptor(
         service,
         context.auth.interceptor(),

@@ -1,0 +1,904 @@
+//! SubmitReferral under concurrent load, measured in one run on one machine
+//! beside two references: pgbench running the same transaction straight
+//! against PostgreSQL (the database's ceiling for it) and a bare tonic
+//! server answering grpc.health.v1 Check (the ceiling of gRPC here).
+//! Prints a markdown table for docs/performance.md.
+//!
+//!     bash deploy/bench.sh
+//!     cargo bench -p integration-tests --bench intake_load -- --concurrency 8,32 --secs 10
+//!
+//! Settings (flag or environment variable, flags win):
+//!
+//! - `--concurrency` / `BENCH_CONCURRENCY`: comma-separated client counts (8,32)
+//! - `--secs` / `BENCH_SECS`: measured seconds per run (10)
+//! - `--warmup-secs` / `BENCH_WARMUP_SECS`: unmeasured seconds before each run (2)
+//! - `--pool` / `BENCH_POOL`: the service's database pool size (the platform default, 8)
+//! - `PGBENCH`: the pgbench binary (else the newest /usr/lib/postgresql/*/bin/pgbench, else PATH)
+//!
+//! Order: the platform (referral-intake only) is measured first at every
+//! concurrency, then stopped, so pgbench and the echo server each get the
+//! machine to themselves. A CHECKPOINT precedes every run.
+
+#[allow(dead_code)]
+#[path = "../tests/platform/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cpm::Target;
+use cpm_proto::Event as _;
+use cpm_proto::v1::ReferralSubmitted;
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use futures::future::BoxFuture;
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use harness::{Authed, TestEnv};
+
+const AGENCY: &str = "agency-bench";
+
+struct Options {
+    concurrency: Vec<usize>,
+    secs: u64,
+    warmup_secs: u64,
+    pool: u32,
+}
+
+impl Options {
+    fn read() -> anyhow::Result<Self> {
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        for (flag, var) in [
+            ("concurrency", "BENCH_CONCURRENCY"),
+            ("secs", "BENCH_SECS"),
+            ("warmup-secs", "BENCH_WARMUP_SECS"),
+            ("pool", "BENCH_POOL"),
+        ] {
+            if let Ok(value) = std::env::var(var) {
+                values.insert(flag, value);
+            }
+        }
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let Some(flag) = arg.strip_prefix("--") else {
+                continue;
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (flag.to_owned(), None),
+            };
+            // `cargo bench` passes `--bench` to every bench binary.
+            if name == "bench" {
+                continue;
+            }
+            let key = ["concurrency", "secs", "warmup-secs", "pool"]
+                .into_iter()
+                .find(|known| *known == name)
+                .ok_or_else(|| anyhow::anyhow!("unknown flag --{name}"))?;
+            let value = match value {
+                Some(value) => value,
+                None => args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--{name} needs a value"))?,
+            };
+            values.insert(key, value);
+        }
+        let get = |key: &str, default: &str| values.get(key).cloned().unwrap_or(default.into());
+        let concurrency = get("concurrency", "8,32")
+            .split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()?;
+        anyhow::ensure!(
+            !concurrency.is_empty() && concurrency.iter().all(|n| *n > 0),
+            "concurrency must list positive numbers"
+        );
+        Ok(Self {
+            concurrency,
+            secs: get("secs", "10").parse()?,
+            warmup_secs: get("warmup-secs", "2").parse()?,
+            pool: get(
+                "pool",
+                &cpm_runtime::config::DatabaseConfig::default()
+                    .max_connections
+                    .to_string(),
+            )
+            .parse()?,
+        })
+    }
+}
+
+// ------------------------------------------------------------ latencies ---
+
+#[derive(Clone, Copy, Default)]
+struct Latency {
+    mean: Duration,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let rank = (q * samples.len() as f64).ceil() as usize;
+            samples[rank.clamp(1, samples.len()) - 1]
+        };
+        let total: Duration = samples.iter().sum();
+        Some(Self {
+            mean: total / samples.len() as u32,
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: *samples.last().expect("not empty"),
+        })
+    }
+}
+
+// ------------------------------------------------------------------ CPU ---
+
+/// CPU time (clock ticks) by process group, read from /proc.
+#[derive(Clone, Copy, Default)]
+struct CpuSnapshot {
+    /// This process: gRPC clients, the platform (server, sqlx, relay) or the echo server.
+    bench: u64,
+    /// Children of this process that exited (pgbench).
+    bench_children: u64,
+    /// Every `postgres` process, plus exited backends reaped by the postmaster.
+    postgres: u64,
+    /// The Erlang VM and its helpers.
+    rabbitmq: u64,
+    /// The whole machine, busy ticks.
+    busy: u64,
+}
+
+fn stat_fields(text: &str) -> Option<(String, Vec<u64>)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let fields = text[close + 1..]
+        .split_whitespace()
+        .skip(1) // state
+        .map(|field| field.parse::<i64>().unwrap_or(0).max(0) as u64)
+        .collect();
+    Some((comm, fields))
+}
+
+/// utime, stime, cutime, cstime: fields 14 to 17, i.e. 11 to 14 after the state.
+fn times(fields: &[u64]) -> (u64, u64) {
+    let own = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    let children = fields.get(12).copied().unwrap_or(0) + fields.get(13).copied().unwrap_or(0);
+    (own, children)
+}
+
+fn cpu_snapshot() -> CpuSnapshot {
+    let mut snapshot = CpuSnapshot::default();
+    if let Ok(text) = std::fs::read_to_string("/proc/self/stat")
+        && let Some((_, fields)) = stat_fields(&text)
+    {
+        (snapshot.bench, snapshot.bench_children) = times(&fields);
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((comm, fields)) = stat_fields(&text) else {
+                continue;
+            };
+            let (own, children) = times(&fields);
+            if comm == "postgres" {
+                snapshot.postgres += own + children;
+            } else if comm.starts_with("beam")
+                || comm == "erl_child_setup"
+                || comm == "epmd"
+                || comm == "inet_gethost"
+            {
+                snapshot.rabbitmq += own + children;
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/stat")
+        && let Some(line) = text.lines().next()
+    {
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        snapshot.busy = fields.iter().take(8).sum::<u64>() - idle;
+    }
+    snapshot
+}
+
+/// CPU milliseconds per request by group, and machine utilisation.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    bench_ms: f64,
+    pgbench_ms: f64,
+    postgres_ms: f64,
+    rabbitmq_ms: f64,
+    other_ms: f64,
+    busy_percent: f64,
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_use(before: CpuSnapshot, after: CpuSnapshot, requests: u64, elapsed: Duration) -> CpuUse {
+    let tick_ms = 1000.0 / clock_ticks();
+    let per = |ticks: u64| ticks as f64 * tick_ms / requests.max(1) as f64;
+    let bench = after.bench.saturating_sub(before.bench);
+    let pgbench = after.bench_children.saturating_sub(before.bench_children);
+    let postgres = after.postgres.saturating_sub(before.postgres);
+    let rabbitmq = after.rabbitmq.saturating_sub(before.rabbitmq);
+    let busy = after.busy.saturating_sub(before.busy);
+    let other = busy.saturating_sub(bench + pgbench + postgres + rabbitmq);
+    CpuUse {
+        bench_ms: per(bench),
+        pgbench_ms: per(pgbench),
+        postgres_ms: per(postgres),
+        rabbitmq_ms: per(rabbitmq),
+        other_ms: per(other),
+        busy_percent: busy as f64 * tick_ms / (elapsed.as_secs_f64() * 1000.0 * cores() as f64)
+            * 100.0,
+    }
+}
+
+// ---------------------------------------------------------- measurement ---
+
+struct Measurement {
+    name: String,
+    concurrency: usize,
+    requests: u64,
+    per_second: f64,
+    errors: u64,
+    latency: Option<Latency>,
+    cpu: CpuUse,
+}
+
+type Call<C> = for<'a> fn(&'a mut C) -> BoxFuture<'a, Result<(), Status>>;
+
+/// Runs one task per client, each calling back to back, for the warm-up and
+/// then the window. A call counts when it completes inside the window.
+async fn hammer<C: Send + 'static>(
+    name: &str,
+    clients: Vec<C>,
+    call: Call<C>,
+    warmup: Duration,
+    window: Duration,
+) -> Measurement {
+    let concurrency = clients.len();
+    let start = Instant::now();
+    let from = start + warmup;
+    let until = from + window;
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let before = tokio::task::spawn_blocking(cpu_snapshot).await.unwrap();
+        tokio::time::sleep_until(until.into()).await;
+        let after = tokio::task::spawn_blocking(cpu_snapshot).await.unwrap();
+        (before, after)
+    });
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(1 << 14);
+                let mut errors = 0u64;
+                let mut first_error = None;
+                loop {
+                    let began = Instant::now();
+                    if began >= until {
+                        break;
+                    }
+                    let result = call(&mut client).await;
+                    let done = Instant::now();
+                    if done >= from && done < until {
+                        match result {
+                            Ok(()) => latencies.push(done - began),
+                            Err(status) => {
+                                errors += 1;
+                                first_error.get_or_insert(status);
+                            }
+                        }
+                    }
+                }
+                (latencies, errors, first_error)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (mut task_latencies, task_errors, first_error) = task.await.unwrap();
+        latencies.append(&mut task_latencies);
+        errors += task_errors;
+        if let Some(status) = first_error {
+            eprintln!("[bench] {name}: an error: {status}");
+        }
+    }
+    let (before, after) = sampler.await.unwrap();
+    let requests = latencies.len() as u64;
+    Measurement {
+        name: name.to_owned(),
+        concurrency,
+        requests,
+        per_second: requests as f64 / window.as_secs_f64(),
+        errors,
+        latency: Latency::of(latencies),
+        cpu: cpu_use(before, after, requests, window),
+    }
+}
+
+// ------------------------------------------------------- SubmitReferral ---
+
+fn submit(client: &mut ReferralIntakeServiceClient<Authed>) -> BoxFuture<'_, Result<(), Status>> {
+    Box::pin(async move {
+        client
+            .submit_referral(harness::referral_request("Northshire"))
+            .await
+            .map(drop)
+    })
+}
+
+async fn intake_clients(
+    env: &TestEnv,
+    endpoint: &str,
+    n: usize,
+) -> Vec<ReferralIntakeServiceClient<Authed>> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        // One HTTP/2 connection per client, as separate agencies' systems would have.
+        let channel = cpm::client::connect(endpoint).await.unwrap();
+        clients.push(ReferralIntakeServiceClient::new(
+            env.referrer(&channel, AGENCY),
+        ));
+    }
+    clients
+}
+
+/// The queue risk-assessment binds to `cpm.referral.submitted`, declared here
+/// because only referral-intake runs: without it every event would be
+/// unroutable and the relay would retry it instead of deleting it.
+async fn declare_downstream_queue(env: &TestEnv) -> anyhow::Result<()> {
+    let (connection, channel) = env.amqp_channel().await;
+    let topology =
+        cpm_runtime::bus::Topology::new(&env.namespace, env.settings.platform.amqp.delivery_limit);
+    topology
+        .declare_consumer_queue(
+            &channel,
+            &env.queue("risk-assessment", "referrals"),
+            &[ReferralSubmitted::TYPE],
+        )
+        .await?;
+    let _ = connection.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Registers the bench agency when the schema has an agency registry.
+async fn register_agency(pool: &sqlx::PgPool) {
+    let schema = referral_intake::SCHEMA;
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("{schema}.agency"))
+        .fetch_one(pool)
+        .await
+        .unwrap_or(None);
+    if exists.is_some() {
+        let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {schema}.agency (agency_id, name, kind, registered_by) \
+             VALUES ($1, 'Bench agency', 0, 'bench') ON CONFLICT DO NOTHING"
+        )))
+        .bind(AGENCY)
+        .execute(pool)
+        .await;
+        if let Err(error) = result {
+            eprintln!("[bench] registering the agency failed: {error}");
+        }
+    }
+}
+
+async fn checkpoint(pool: &sqlx::PgPool) {
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("[bench] CHECKPOINT failed: {error}");
+    }
+}
+
+/// Waits (bounded) until the relay has published every outbox row, so one
+/// run's backlog does not spill into the next.
+async fn drain_outbox(pool: &sqlx::PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}.outbox",
+            referral_intake::SCHEMA
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0);
+        if left == 0 || Instant::now() > deadline {
+            if left > 0 {
+                eprintln!("[bench] {left} outbox rows still unpublished");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// -------------------------------------------------------------- pgbench ---
+
+fn find_pgbench() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("PGBENCH") {
+        return Some(PathBuf::from(path));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse().ok()?;
+            let path = entry.path().join("bin/pgbench");
+            path.exists().then_some((version, path))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, path)) = versions.pop() {
+        return Some(path);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("pgbench"))
+            .find(|path| path.exists())
+    })
+}
+
+/// Byte sizes of what the service stored, so pgbench writes rows as large.
+struct RowSizes {
+    wrapped_data_key: i32,
+    sealed_details: i32,
+    envelope: i32,
+}
+
+async fn row_sizes(pool: &sqlx::PgPool) -> RowSizes {
+    let schema = referral_intake::SCHEMA;
+    let measured: Option<(Option<i32>, Option<i32>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT avg(length(wrapped_data_key))::int, avg(length(sealed_details))::int \
+         FROM {schema}.client_record"
+        )))
+        .fetch_one(pool)
+        .await
+        .ok();
+    let (wrapped, sealed) = measured.unwrap_or((None, None));
+    let event = ReferralSubmitted {
+        referral_id: uuid::Uuid::now_v7().to_string(),
+        agency_id: AGENCY.into(),
+        area: "Northshire".into(),
+        submitted_at: Some(cpm_runtime::grpc::values::timestamp(chrono::Utc::now())),
+        vulnerabilities: vec![1],
+        client_gender: 1,
+        ..Default::default()
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope(referral_intake::NAME, &event);
+    RowSizes {
+        wrapped_data_key: wrapped.unwrap_or(60),
+        sealed_details: sealed.unwrap_or(500),
+        envelope: envelope.encode_to_vec().len() as i32,
+    }
+}
+
+/// A random-looking bytea of exactly `len` bytes, computed per transaction.
+fn random_bytes_sql(len: i32) -> String {
+    let blocks = len.max(1).unsigned_abs().div_ceil(16);
+    format!("substr(decode(repeat(md5(random()::text), {blocks}), 'hex'), 1, {len})")
+}
+
+/// The pgbench script: the statements SubmitReferral runs, in its order,
+/// with values of the same types and sizes.
+fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
+    let fingerprint = "sha256(convert_to('bench|' || :n::text, 'UTF8'))";
+    let mut script = String::from(
+        "-- The transaction of SubmitReferral (services/referral-intake/src/grpc.rs).\n\
+         \\set n random(1, 1000000000000)\n\
+         BEGIN;\n",
+    );
+    if check_agency {
+        script.push_str(&format!(
+            "SELECT active FROM agency WHERE agency_id = '{AGENCY}';\n"
+        ));
+    }
+    script.push_str(&format!(
+        "SELECT referral_id FROM referral WHERE client_fingerprint = {fingerprint} \
+         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1;\n"
+    ));
+    script.push_str(&format!(
+        "INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, \
+         submitted_by, area, client_gender, vulnerabilities, emergency_calls_last_12_months, \
+         client_consented, client_fingerprint, earlier_referral_id, status, status_rank) \
+         VALUES (gen_random_uuid(), 'agency-pgbench', md5(random()::text), \
+         sha256(convert_to(random()::text, 'UTF8')), 'referrer', 'Northshire', 1, '{{1}}', 12, \
+         true, {fingerprint}, NULL, 1, 0) \
+         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING referral_id \\gset\n"
+    ));
+    script.push_str(&format!(
+        "INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
+         VALUES (:referral_id, {}, {});\n",
+        random_bytes_sql(sizes.wrapped_data_key),
+        random_bytes_sql(sizes.sealed_details),
+    ));
+    script.push_str(
+        "SELECT * FROM referral WHERE referral_id = :referral_id \
+         AND (NULL::text IS NULL OR agency_id = NULL::text);\n",
+    );
+    script.push_str(&format!(
+        "INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
+         VALUES (gen_random_uuid(), '{}', {}, '{{}}'::jsonb);\n",
+        ReferralSubmitted::TYPE,
+        random_bytes_sql(sizes.envelope),
+    ));
+    script.push_str(&format!(
+        "SELECT pg_notify('{}', '');\nEND;\n",
+        cpm_runtime::bus::outbox::notify_channel(referral_intake::SCHEMA)
+    ));
+    script
+}
+
+struct PgbenchRun {
+    measurement: Measurement,
+    statements: String,
+}
+
+async fn run_pgbench(
+    pgbench: &Path,
+    database_url: &str,
+    script: &Path,
+    log_dir: &Path,
+    n: usize,
+    options: &Options,
+) -> anyhow::Result<PgbenchRun> {
+    let threads = n.min(2);
+    let base = |secs: u64| {
+        let mut command = tokio::process::Command::new(pgbench);
+        command
+            .env(
+                "PGOPTIONS",
+                format!("-c search_path={}", referral_intake::SCHEMA),
+            )
+            .args(["-n", "-M", "prepared"])
+            .args(["-c", &n.to_string(), "-j", &threads.to_string()])
+            .args(["-T", &secs.to_string()]);
+        command
+    };
+    if options.warmup_secs > 0 {
+        let warmup = base(options.warmup_secs)
+            .arg("-f")
+            .arg(script)
+            .arg(database_url)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            warmup.status.success(),
+            "pgbench warm-up failed: {}",
+            String::from_utf8_lossy(&warmup.stderr)
+        );
+    }
+    let prefix = log_dir.join(format!("c{n}"));
+    let before = cpu_snapshot();
+    let started = Instant::now();
+    let output = base(options.secs)
+        .args(["-r", "-l", "--log-prefix"])
+        .arg(&prefix)
+        .arg("-f")
+        .arg(script)
+        .arg(database_url)
+        .current_dir(log_dir)
+        .output()
+        .await?;
+    let elapsed = started.elapsed();
+    let after = cpu_snapshot();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let number_after = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let tps = number_after("tps = ").ok_or_else(|| anyhow::anyhow!("no tps in:\n{stdout}"))?;
+    let failed = number_after("number of failed transactions: ").unwrap_or(0.0) as u64;
+    // Per-transaction log lines: client_id transaction_no time_us script_no epoch epoch_us.
+    let mut latencies = Vec::new();
+    let file_prefix = format!("c{n}.");
+    for entry in std::fs::read_dir(log_dir)?.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&file_prefix)
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path())?.lines() {
+            if let Some(micros) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                latencies.push(Duration::from_micros(micros));
+            }
+        }
+    }
+    let requests = latencies.len() as u64;
+    let statements = stdout
+        .split_once("statement latencies")
+        .map(|(_, rest)| format!("statement latencies{rest}"))
+        .unwrap_or_default();
+    Ok(PgbenchRun {
+        measurement: Measurement {
+            name: "pgbench, same transaction".into(),
+            concurrency: n,
+            requests,
+            per_second: tps,
+            errors: failed,
+            latency: Latency::of(latencies),
+            cpu: cpu_use(before, after, requests, elapsed),
+        },
+        statements,
+    })
+}
+
+// ----------------------------------------------------------------- echo ---
+
+fn check(
+    client: &mut HealthClient<tonic::transport::Channel>,
+) -> BoxFuture<'_, Result<(), Status>> {
+    Box::pin(async move {
+        client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(drop)
+    })
+}
+
+/// A tonic server with nothing but grpc.health.v1, on loopback.
+async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            })
+            .await;
+        // Keeps the reporter alive as long as the server.
+        drop(reporter);
+    });
+    Ok((format!("http://{address}"), stop))
+}
+
+// --------------------------------------------------------------- report ---
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2}", duration.as_secs_f64() * 1000.0)
+}
+
+fn print_table(measurements: &[Measurement]) {
+    println!(
+        "| measurement | clients | requests | req/s | mean ms | p50 ms | p90 ms | p99 ms | max ms | errors | \
+         CPU ms/req: this process | pgbench | postgres | rabbitmq | other | machine busy |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for m in measurements {
+        let latency = m.latency.unwrap_or_default();
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0}% |",
+            m.name,
+            m.concurrency,
+            m.requests,
+            m.per_second,
+            ms(latency.mean),
+            ms(latency.p50),
+            ms(latency.p90),
+            ms(latency.p99),
+            ms(latency.max),
+            m.errors,
+            m.cpu.bench_ms,
+            m.cpu.pgbench_ms,
+            m.cpu.postgres_ms,
+            m.cpu.rabbitmq_ms,
+            m.cpu.other_ms,
+            m.cpu.busy_percent,
+        );
+    }
+}
+
+fn print_ratios(measurements: &[Measurement], concurrency: &[usize]) {
+    let rate = |prefix: &str, n: usize| {
+        measurements
+            .iter()
+            .find(|m| m.name.starts_with(prefix) && m.concurrency == n)
+            .map(|m| m.per_second)
+    };
+    println!("| clients | SubmitReferral / pgbench | target ≥ 70% | SubmitReferral / echo |");
+    println!("|---:|---:|---|---:|");
+    for &n in concurrency {
+        let intake = rate("SubmitReferral", n);
+        let pg = intake.zip(rate("pgbench", n)).map(|(a, b)| a / b);
+        let echo = intake.zip(rate("tonic echo", n)).map(|(a, b)| a / b);
+        let percent = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{:.0}%", r * 100.0));
+        let verdict = pg.map_or("n/a", |r| if r >= 0.70 { "met" } else { "not met" });
+        println!("| {n} | {} | {verdict} | {} |", percent(pg), percent(echo));
+    }
+}
+
+// ----------------------------------------------------------------- main ---
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::read()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(options))
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let warmup = Duration::from_secs(options.warmup_secs);
+    let window = Duration::from_secs(options.secs);
+    let mut measurements = Vec::new();
+
+    let env = TestEnv::new().await;
+    let outcome = measure_all(&env, &options, warmup, window, &mut measurements).await;
+    env.cleanup().await;
+    let pgbench_statements = outcome?;
+
+    println!();
+    println!(
+        "## Results ({} cores, {} s measured after {} s warm-up per run, service pool {})",
+        cores(),
+        options.secs,
+        options.warmup_secs,
+        options.pool
+    );
+    println!();
+    print_table(&measurements);
+    println!();
+    print_ratios(&measurements, &options.concurrency);
+    for (n, statements) in pgbench_statements {
+        println!();
+        println!("pgbench per-statement latencies at {n} clients:");
+        println!();
+        println!("```");
+        print!("{statements}");
+        println!("```");
+    }
+    Ok(())
+}
+
+async fn measure_all(
+    env: &TestEnv,
+    options: &Options,
+    warmup: Duration,
+    window: Duration,
+    measurements: &mut Vec<Measurement>,
+) -> anyhow::Result<Vec<(usize, String)>> {
+    let admin = env.database().await;
+    declare_downstream_queue(env).await?;
+
+    // 1. The platform with referral-intake only, its pool at production size.
+    let mut settings = env.settings.clone();
+    settings.platform.database.max_connections = options.pool;
+    let platform = cpm::Platform::start(settings, &[Target::ReferralIntake]).await?;
+    let endpoint = platform.endpoint();
+    register_agency(&admin).await;
+    let check_agency = sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+        .bind(format!("{}.agency", referral_intake::SCHEMA))
+        .fetch_one(&admin)
+        .await?
+        .is_some();
+
+    eprintln!("[bench] warming up the platform");
+    let clients = intake_clients(env, &endpoint, 4).await;
+    let _ = hammer("warm-up", clients, submit, Duration::ZERO, warmup).await;
+
+    for &n in &options.concurrency {
+        drain_outbox(&admin).await;
+        checkpoint(&admin).await;
+        eprintln!("[bench] SubmitReferral, {n} clients");
+        let clients = intake_clients(env, &endpoint, n).await;
+        let m = hammer("SubmitReferral", clients, submit, warmup, window).await;
+        eprintln!("[bench]   {:.0} req/s, {} errors", m.per_second, m.errors);
+        measurements.push(m);
+    }
+    drain_outbox(&admin).await;
+    let sizes = row_sizes(&admin).await;
+    platform.stop().await?;
+
+    // 2. pgbench, the same transaction, against the same schema.
+    let mut statements = Vec::new();
+    match find_pgbench() {
+        None => eprintln!(
+            "[bench] pgbench not found: set PGBENCH or install PostgreSQL's server package"
+        ),
+        Some(pgbench) => {
+            let dir = std::env::temp_dir().join(format!("cpm-bench-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir)?;
+            let script_path = dir.join("submit_referral.sql");
+            let script = pgbench_script(&sizes, check_agency);
+            std::fs::write(&script_path, &script)?;
+            eprintln!("[bench] pgbench script:\n{script}");
+            for &n in &options.concurrency {
+                checkpoint(&admin).await;
+                eprintln!("[bench] pgbench, {n} clients");
+                match run_pgbench(&pgbench, &env.database_url, &script_path, &dir, n, options).await
+                {
+                    Ok(run) => {
+                        eprintln!("[bench]   {:.0} tps", run.measurement.per_second);
+                        measurements.push(run.measurement);
+                        statements.push((n, run.statements));
+                    }
+                    Err(error) => eprintln!("[bench] pgbench at {n} clients failed: {error:#}"),
+                }
+            }
+            println!(
+                "pgbench script (sizes: wrapped key {} B, sealed details {} B, envelope {} B):",
+                sizes.wrapped_data_key, sizes.sealed_details, sizes.envelope
+            );
+            println!();
+            println!("```sql");
+            print!("{script}");
+            println!("```");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    admin.close().await;
+
+    // 3. The bare tonic server.
+    let (echo, stop) = start_echo().await?;
+    for &n in &options.concurrency {
+        eprintln!("[bench] tonic echo, {n} clients");
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(HealthClient::new(cpm::client::connect(&echo).await?));
+        }
+        let m = hammer("tonic echo (health Check)", clients, check, warmup, window).await;
+        eprintln!("[bench]   {:.0} req/s", m.per_second);
+        measurements.push(m);
+    }
+    let _ = stop.send(());
+    Ok(statements)
+}

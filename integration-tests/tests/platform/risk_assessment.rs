@@ -1,0 +1,977 @@
+//! Risk assessment over gRPC: the age of the queue, richer checks, the
+//! override path, wrong-state calls, role refusals, the audit trail,
+//! re-assessment ending support (mentors freed, case file closed, referrer
+//! told), the history of a re-referred client and the outcome stats.
+
+use std::time::Duration;
+
+use cpm::Target;
+use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
+use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
+use cpm_proto::v1::{
+    Assessment, AssessmentStatsRequest, CaseState, CheckKind, ConfirmAllocationRequest,
+    ContactActivity, DecideRequest, Decision, EngagementAction, EstimateWaitRequest, Gender,
+    GetAssessmentRequest, GetCaseFileRequest, HomeVisit, ListQueueRequest, LivedExperience,
+    LogContactRequest, NonEngagementReason, NonEngagementStage, ProposeMatchesRequest,
+    ReassessRequest, RecordCheckRequest, ReferralStatus, ReferredTo, RegisterMentorRequest,
+    RiskLevel, WillWantCapacityScores,
+};
+use cpm_runtime::auth::Role;
+use cpm_runtime::grpc::values::timestamp;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+use crate::harness::{Authed, TestEnv, await_status, connect, eventually, referral_request};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type Assessments = RiskAssessmentServiceClient<Authed>;
+
+fn assessments(env: &TestEnv, channel: &Channel) -> Assessments {
+    RiskAssessmentServiceClient::new(env.coordinator(channel))
+}
+
+fn violations(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("field violations attached")
+        .field_violations
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect()
+}
+
+/// Submits a referral in `area` for `agency` and returns its ID.
+async fn submit(env: &TestEnv, channel: &Channel, agency: &str, area: &str) -> String {
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(channel, agency));
+    intake
+        .submit_referral(referral_request(area))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id
+}
+
+async fn try_assessment_of(client: &mut Assessments, referral_id: &str) -> Option<Assessment> {
+    client
+        .get_assessment(GetAssessmentRequest {
+            referral_id: referral_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .ok()
+        .and_then(|response| response.into_inner().assessment)
+}
+
+/// The referral's assessment, once `referral.submitted` has opened it.
+async fn assessment_of(client: &Assessments, referral_id: &str) -> Assessment {
+    eventually(WAIT, "the referral's assessment opens", || {
+        let mut client = client.clone();
+        async move { try_assessment_of(&mut client, referral_id).await.is_some() }
+    })
+    .await;
+    try_assessment_of(&mut client.clone(), referral_id)
+        .await
+        .unwrap()
+}
+
+async fn record(
+    client: &mut Assessments,
+    assessment_id: &str,
+    kind: CheckKind,
+    satisfied: bool,
+) -> Assessment {
+    client
+        .record_check(RecordCheckRequest {
+            assessment_id: assessment_id.to_owned(),
+            kind: kind as i32,
+            satisfied,
+            notes: "checked".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap()
+}
+
+/// Records the three required checks, satisfied, and accepts.
+async fn accept(client: &mut Assessments, assessment_id: &str) -> Assessment {
+    for kind in [
+        CheckKind::AdultAtReferral,
+        CheckKind::RiskToVolunteers,
+        CheckKind::WillWantCapacity,
+    ] {
+        record(client, assessment_id, kind, true).await;
+    }
+    client
+        .decide(DecideRequest {
+            assessment_id: assessment_id.to_owned(),
+            decision: Decision::Accept as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap()
+}
+
+async fn decline(
+    client: &mut Assessments,
+    assessment_id: &str,
+    stage: NonEngagementStage,
+    reason: NonEngagementReason,
+    referred_to: ReferredTo,
+) -> Assessment {
+    client
+        .decide(DecideRequest {
+            assessment_id: assessment_id.to_owned(),
+            decision: Decision::NotTakenOn as i32,
+            stage: stage as i32,
+            reason: reason as i32,
+            referred_to: referred_to as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_coordinators_and_admins_see_or_change_assessments() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::RiskAssessment]).await;
+    let channel = connect(&platform).await;
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    for caller in [
+        env.referrer(&channel, "agency-roles"),
+        env.mentor(&channel, &uuid::Uuid::now_v7().to_string()),
+    ] {
+        let mut client = RiskAssessmentServiceClient::new(caller);
+        let denied = [
+            client
+                .list_queue(ListQueueRequest::default())
+                .await
+                .unwrap_err(),
+            client
+                .get_assessment(GetAssessmentRequest {
+                    referral_id: referral_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+            client
+                .reassess(ReassessRequest {
+                    referral_id: referral_id.clone(),
+                    action: EngagementAction::End as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+            client
+                .assessment_stats(AssessmentStatsRequest::default())
+                .await
+                .unwrap_err(),
+        ];
+        for status in denied {
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        }
+    }
+    let mut anonymous = RiskAssessmentServiceClient::new(channel.clone());
+    assert_eq!(
+        anonymous
+            .list_queue(ListQueueRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    // An admin passes the role check (and then finds nothing).
+    let admin =
+        cpm::client::authed(&channel, &env.token("admin", Role::Admin, None, None)).unwrap();
+    let mut admin = RiskAssessmentServiceClient::new(admin);
+    assert_eq!(
+        admin
+            .reassess(ReassessRequest {
+                referral_id,
+                action: EngagementAction::Continue as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .await;
+    let channel = connect(&platform).await;
+    let area = format!("Queue-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let older = submit(&env, &channel, "agency-queue", &area).await;
+    let client = assessments(&env, &channel);
+    let older_assessment = assessment_of(&client, &older).await;
+    let newer = submit(&env, &channel, "agency-queue", &area).await;
+    assessment_of(&client, &newer).await;
+
+    // The older referral was made four weeks ago and never checked.
+    let pool = env.database().await;
+    sqlx::query(
+        "UPDATE risk_assessment.assessment SET referred_at = now() - interval '28 days' \
+         WHERE referral_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&older).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let queue = client
+        .clone()
+        .list_queue(ListQueueRequest {
+            area: area.clone(),
+            page_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessments;
+    let ids: Vec<&str> = queue.iter().map(|a| a.referral_id.as_str()).collect();
+    assert_eq!(ids, [older.as_str(), newer.as_str()], "oldest first");
+    assert_eq!(queue[0].working_days_open, 20);
+    assert!(queue[0].overdue);
+    assert!(queue[0].first_checked_at.is_none());
+    assert!(queue[1].working_days_open <= 1);
+    assert!(!queue[1].overdue);
+
+    // A first check stops the clock where it stands: still overdue, late.
+    let checked = record(
+        &mut client.clone(),
+        &older_assessment.assessment_id,
+        CheckKind::AdultAtReferral,
+        true,
+    )
+    .await;
+    assert!(checked.first_checked_at.is_some());
+    assert!(checked.overdue);
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_state_calls_are_refused_and_every_change_is_audited() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .await;
+    let channel = connect(&platform).await;
+    let referral_id = submit(&env, &channel, "agency-state", "Darlington").await;
+    let mut client = assessments(&env, &channel);
+    let assessment = assessment_of(&client, &referral_id).await;
+    let id = assessment.assessment_id.clone();
+
+    // An open assessment cannot be re-assessed.
+    let status = client
+        .reassess(ReassessRequest {
+            referral_id: referral_id.clone(),
+            action: EngagementAction::Continue as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+
+    // Accepting without the checks is refused.
+    let status = client
+        .decide(DecideRequest {
+            assessment_id: id.clone(),
+            decision: Decision::Accept as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("CHECK_KIND_ADULT_AT_REFERRAL"));
+
+    // Invalid details are all reported together.
+    let status = client
+        .record_check(RecordCheckRequest {
+            assessment_id: id.clone(),
+            kind: CheckKind::HomeVisit as i32,
+            satisfied: true,
+            risk_level: RiskLevel::Low as i32,
+            home_visit: Some(HomeVisit {
+                attended_by: vec!["coordinator a".into()],
+                referrer_co_visited: false,
+                phone_contact_first: false,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&status),
+        [
+            "risk_level",
+            "home_visit.attended_by",
+            "home_visit.phone_contact_first"
+        ]
+    );
+    // Referred on without saying to whom.
+    let status = client
+        .decide(DecideRequest {
+            assessment_id: id.clone(),
+            decision: Decision::NotTakenOn as i32,
+            stage: NonEngagementStage::InitialRiskAssessment as i32,
+            reason: NonEngagementReason::ReferredOn as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status), ["referred_to"]);
+
+    // The richer checks are recorded and shown.
+    client
+        .record_check(RecordCheckRequest {
+            assessment_id: id.clone(),
+            kind: CheckKind::DatabasesChecked as i32,
+            satisfied: true,
+            databases: vec!["police national computer".into(), "social care".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let shown = client
+        .record_check(RecordCheckRequest {
+            assessment_id: id.clone(),
+            kind: CheckKind::ProfessionalsConsulted as i32,
+            satisfied: true,
+            professionals: vec!["GP".into(), "community psychiatric nurse".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap();
+    let databases = shown
+        .checks
+        .iter()
+        .find(|check| check.kind() == CheckKind::DatabasesChecked)
+        .unwrap();
+    assert_eq!(databases.databases.len(), 2);
+    assert_eq!(databases.recorded_by, "coordinator");
+
+    let declined = decline(
+        &mut client,
+        &id,
+        NonEngagementStage::InitialRiskAssessment,
+        NonEngagementReason::ReferredOn,
+        ReferredTo::RestorativeIntervention,
+    )
+    .await;
+    assert_eq!(declined.referred_to(), ReferredTo::RestorativeIntervention);
+
+    // A decided assessment takes no more checks or decisions, and one not
+    // taken on is never re-assessed.
+    let status = client
+        .record_check(RecordCheckRequest {
+            assessment_id: id.clone(),
+            kind: CheckKind::AdultAtReferral as i32,
+            satisfied: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let status = client
+        .decide(DecideRequest {
+            assessment_id: id.clone(),
+            decision: Decision::NotTakenOn as i32,
+            stage: NonEngagementStage::HomeVisit as i32,
+            reason: NonEngagementReason::ClientDeclined as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let status = client
+        .reassess(ReassessRequest {
+            referral_id: referral_id.clone(),
+            action: EngagementAction::End as i32,
+            reason: NonEngagementReason::ClientDeclined as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+
+    // Opening, two checks and the decision are audited; refusals are not.
+    let pool = env.database().await;
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, actor FROM risk_assessment.assessment_audit \
+         WHERE assessment_id = $1 ORDER BY assessment_audit_id",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = actions.iter().map(|(action, _)| action.as_str()).collect();
+    assert_eq!(
+        names,
+        ["opened", "check_recorded", "check_recorded", "decided"]
+    );
+    assert_eq!(actions[0].1, "risk-assessment");
+    assert_eq!(actions[3].1, "coordinator");
+    let tampering = sqlx::query("DELETE FROM risk_assessment.assessment_audit")
+        .execute(&pool)
+        .await;
+    assert!(tampering.is_err(), "the audit trail is append-only");
+    let tampering = sqlx::query("UPDATE risk_assessment.assessment_audit SET actor = 'x'")
+        .execute(&pool)
+        .await;
+    assert!(tampering.is_err(), "the audit trail is append-only");
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overriding_a_recommendation_needs_a_rationale() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .await;
+    let channel = connect(&platform).await;
+    let referral_id = submit(&env, &channel, "agency-override", "Darlington").await;
+    let mut client = assessments(&env, &channel);
+    let id = assessment_of(&client, &referral_id).await.assessment_id;
+
+    record(&mut client, &id, CheckKind::AdultAtReferral, true).await;
+    // Marked satisfied, but a HIGH risk speaks against taking the client on.
+    client
+        .record_check(RecordCheckRequest {
+            assessment_id: id.clone(),
+            kind: CheckKind::RiskToVolunteers as i32,
+            satisfied: true,
+            risk_level: RiskLevel::High as i32,
+            notes: "volatile when drinking".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let scored = client
+        .record_check(RecordCheckRequest {
+            assessment_id: id.clone(),
+            kind: CheckKind::WillWantCapacity as i32,
+            satisfied: true,
+            scores: Some(WillWantCapacityScores {
+                will: 4,
+                want: 5,
+                capacity: 3,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap();
+    assert_eq!(scored.recommendation(), Decision::NotTakenOn);
+
+    let status = client
+        .decide(DecideRequest {
+            assessment_id: id.clone(),
+            decision: Decision::Accept as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status), ["rationale"]);
+    let accepted = client
+        .decide(DecideRequest {
+            assessment_id: id.clone(),
+            decision: Decision::Accept as i32,
+            rationale: "seen at home with two staff; the risk is managed in pairs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap();
+    assert_eq!(accepted.decision(), Decision::Accept);
+    assert_eq!(accepted.recommendation(), Decision::NotTakenOn);
+    assert_eq!(accepted.decided_by, "coordinator");
+
+    let pool = env.database().await;
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM risk_assessment.assessment_audit \
+         WHERE assessment_id = $1 AND action = 'decided'",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(detail.contains("overridden"), "{detail}");
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+async fn register_mentor(matching: &mut MentorMatchingServiceClient<Authed>, area: &str) -> String {
+    matching
+        .register_mentor(RegisterMentorRequest {
+            display_name: format!("Mentor {}", uuid::Uuid::new_v4().simple()),
+            gender: Gender::Female as i32,
+            area: area.to_owned(),
+            lived_experience: vec![LivedExperience::MentalHealth as i32],
+            safeguarding_trained: true,
+            capacity: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap()
+        .mentor_id
+}
+
+async fn free_places(matching: &MentorMatchingServiceClient<Authed>, area: &str) -> i32 {
+    matching
+        .clone()
+        .estimate_wait(EstimateWaitRequest {
+            area: area.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .free_mentor_places
+}
+
+async fn proposals(matching: &MentorMatchingServiceClient<Authed>, referral_id: &str) -> usize {
+    matching
+        .clone()
+        .propose_matches(ProposeMatchesRequest {
+            referral_id: referral_id.to_owned(),
+            limit: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposals
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer() {
+    let env = TestEnv::new().await;
+    let platform = env.start_all().await;
+    let channel = connect(&platform).await;
+    let area = format!("End-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let agency = "agency-end";
+    let mut matching = MentorMatchingServiceClient::new(env.coordinator(&channel));
+    register_mentor(&mut matching, &area).await;
+    register_mentor(&mut matching, &area).await;
+    assert_eq!(free_places(&matching, &area).await, 2);
+
+    // Two clients accepted; the first gets both mentors.
+    let mut client = assessments(&env, &channel);
+    let first = submit(&env, &channel, agency, &area).await;
+    let second = submit(&env, &channel, agency, &area).await;
+    let first_id = assessment_of(&client, &first).await.assessment_id;
+    let second_id = assessment_of(&client, &second).await.assessment_id;
+    accept(&mut client, &first_id).await;
+    accept(&mut client, &second_id).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, agency));
+    for referral_id in [&first, &second] {
+        await_status(
+            &mut intake,
+            referral_id,
+            ReferralStatus::AwaitingMentors,
+            WAIT,
+        )
+        .await;
+    }
+    let pair = matching
+        .propose_matches(ProposeMatchesRequest {
+            referral_id: first.clone(),
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposals
+        .remove(0)
+        .mentor_ids;
+    matching
+        .confirm_allocation(ConfirmAllocationRequest {
+            referral_id: first.clone(),
+            mentor_ids: pair,
+        })
+        .await
+        .unwrap();
+    await_status(&mut intake, &first, ReferralStatus::InSupport, WAIT).await;
+    assert_eq!(free_places(&matching, &area).await, 0);
+    assert_eq!(
+        proposals(&matching, &second).await,
+        0,
+        "both mentors are full"
+    );
+
+    // A home visit asks for a review; continuing resolves it.
+    let mut contacts = ContactLoggingServiceClient::new(env.coordinator(&channel));
+    eventually(WAIT, "the case file opens and takes a visit", || {
+        let mut contacts = contacts.clone();
+        let first = first.clone();
+        async move {
+            contacts
+                .log_contact(LogContactRequest {
+                    referral_id: first,
+                    activity: ContactActivity::HomeVisit as i32,
+                    minutes: 60,
+                    summary: "second visit".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    eventually(WAIT, "the visit asks for a review", || {
+        let mut client = client.clone();
+        let first = first.clone();
+        async move {
+            try_assessment_of(&mut client, &first)
+                .await
+                .is_some_and(|assessment| assessment.open_reviews == 1)
+        }
+    })
+    .await;
+    let continued = client
+        .reassess(ReassessRequest {
+            referral_id: first.clone(),
+            action: EngagementAction::Continue as i32,
+            rationale: "going well".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(continued.review.unwrap().resolved_requests, 1);
+    let assessment = continued.assessment.unwrap();
+    assert_eq!(assessment.open_reviews, 0);
+    assert_eq!(assessment.engagement(), EngagementAction::Continue);
+
+    // Ending support: stage defaults to DURING_ENGAGEMENT.
+    let ended = client
+        .reassess(ReassessRequest {
+            referral_id: first.clone(),
+            action: EngagementAction::End as i32,
+            reason: NonEngagementReason::RiskToVolunteers as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let review = ended.review.unwrap();
+    assert_eq!(review.stage(), NonEngagementStage::DuringEngagement);
+    assert_eq!(review.reviewed_by, "coordinator");
+    let assessment = ended.assessment.unwrap();
+    assert_eq!(assessment.reviews.len(), 2);
+    assert_eq!(assessment.engagement(), EngagementAction::End);
+
+    // The referrer sees the engagement ended, with its stage and reason.
+    let referral = await_status(&mut intake, &first, ReferralStatus::NotTakenOn, WAIT).await;
+    assert_eq!(
+        referral.not_taken_on_stage(),
+        NonEngagementStage::DuringEngagement
+    );
+    assert_eq!(
+        referral.not_taken_on_reason(),
+        NonEngagementReason::RiskToVolunteers
+    );
+    // The mentors are free again and can be proposed for the next client.
+    eventually(WAIT, "the mentors are freed", || {
+        let matching = matching.clone();
+        let area = area.clone();
+        async move { free_places(&matching, &area).await == 2 }
+    })
+    .await;
+    assert!(proposals(&matching, &second).await > 0);
+    // The case file is closed: no more contacts.
+    eventually(WAIT, "the case file closes", || {
+        let mut contacts = contacts.clone();
+        let first = first.clone();
+        async move {
+            contacts
+                .get_case_file(GetCaseFileRequest { referral_id: first })
+                .await
+                .unwrap()
+                .into_inner()
+                .case_file
+                .unwrap()
+                .state()
+                == CaseState::Closed
+        }
+    })
+    .await;
+    let status = contacts
+        .log_contact(LogContactRequest {
+            referral_id: first.clone(),
+            activity: ContactActivity::Telephone as i32,
+            minutes: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+
+    // Nothing follows an END.
+    for action in [EngagementAction::Continue, EngagementAction::End] {
+        let status = client
+            .reassess(ReassessRequest {
+                referral_id: first.clone(),
+                action: action as i32,
+                reason: if action == EngagementAction::End {
+                    NonEngagementReason::ClientDeclined as i32
+                } else {
+                    0
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    }
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_referred_client_shows_the_earlier_assessments() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-history"));
+    let request = referral_request("Darlington");
+    let first = intake
+        .submit_referral(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+    let mut client = assessments(&env, &channel);
+    let first_assessment = assessment_of(&client, &first).await;
+    assert!(first_assessment.history.is_empty());
+    assert!(first_assessment.earlier_referral_id.is_empty());
+    decline(
+        &mut client,
+        &first_assessment.assessment_id,
+        NonEngagementStage::HomeVisit,
+        NonEngagementReason::ReferredOn,
+        ReferredTo::Mediation,
+    )
+    .await;
+
+    let mut again = request.clone();
+    again.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let second = intake
+        .submit_referral(again)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+    let second_assessment = assessment_of(&client, &second).await;
+    assert_eq!(second_assessment.earlier_referral_id, first);
+    assert_eq!(second_assessment.history.len(), 1);
+    let earlier = &second_assessment.history[0];
+    assert_eq!(earlier.referral_id, first);
+    assert_eq!(earlier.assessment_id, first_assessment.assessment_id);
+    assert_eq!(earlier.decision(), Decision::NotTakenOn);
+    assert_eq!(earlier.stage(), NonEngagementStage::HomeVisit);
+    assert_eq!(earlier.reason(), NonEngagementReason::ReferredOn);
+    assert_eq!(earlier.referred_to(), ReferredTo::Mediation);
+    assert_eq!(earlier.decided_by, "coordinator");
+    assert!(earlier.decided_at.is_some());
+
+    // A third referral sees the whole chain, newest first.
+    decline(
+        &mut client,
+        &second_assessment.assessment_id,
+        NonEngagementStage::ClientDeclined,
+        NonEngagementReason::ClientDeclined,
+        ReferredTo::Unspecified,
+    )
+    .await;
+    let mut third = request.clone();
+    third.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let third = intake
+        .submit_referral(third)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+    let third_assessment = assessment_of(&client, &third).await;
+    let chain: Vec<&str> = third_assessment
+        .history
+        .iter()
+        .map(|earlier| earlier.referral_id.as_str())
+        .collect();
+    assert_eq!(chain, [second.as_str(), first.as_str()]);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_break_outcomes_down_by_stage_and_reason_with_times() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .await;
+    let channel = connect(&platform).await;
+    let area = format!("Stats-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut client = assessments(&env, &channel);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let referral_id = submit(&env, &channel, "agency-stats", &area).await;
+        ids.push(assessment_of(&client, &referral_id).await.assessment_id);
+    }
+    // Another area's referral is not counted.
+    let elsewhere = submit(&env, &channel, "agency-stats", "Elsewhere").await;
+    assessment_of(&client, &elsewhere).await;
+
+    accept(&mut client, &ids[0]).await;
+    for id in &ids[1..3] {
+        record(&mut client, id, CheckKind::WillWantCapacity, false).await;
+        decline(
+            &mut client,
+            id,
+            NonEngagementStage::InitialRiskAssessment,
+            NonEngagementReason::NoWillWantOrCapacity,
+            ReferredTo::Unspecified,
+        )
+        .await;
+    }
+    decline(
+        &mut client,
+        &ids[3],
+        NonEngagementStage::OtherProfessionalsAdvice,
+        NonEngagementReason::ReferredOn,
+        ReferredTo::RestorativeIntervention,
+    )
+    .await;
+    // ids[4] stays open.
+
+    let now = chrono::Utc::now();
+    let request = AssessmentStatsRequest {
+        from: Some(timestamp(now - chrono::Duration::hours(1))),
+        to: Some(timestamp(now + chrono::Duration::hours(1))),
+        area: area.clone(),
+    };
+    let stats = client
+        .assessment_stats(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.referrals, 5);
+    assert_eq!(stats.still_open, 1);
+    assert_eq!(stats.closed, 0);
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.not_taken_on, 3);
+    let outcomes: Vec<(NonEngagementStage, NonEngagementReason, ReferredTo, i32)> = stats
+        .outcomes
+        .iter()
+        .map(|outcome| {
+            (
+                outcome.stage(),
+                outcome.reason(),
+                outcome.referred_to(),
+                outcome.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                NonEngagementStage::InitialRiskAssessment,
+                NonEngagementReason::NoWillWantOrCapacity,
+                ReferredTo::Unspecified,
+                2
+            ),
+            (
+                NonEngagementStage::OtherProfessionalsAdvice,
+                NonEngagementReason::ReferredOn,
+                ReferredTo::RestorativeIntervention,
+                1
+            ),
+        ]
+    );
+    let to_first_check = stats.to_first_check.unwrap();
+    assert_eq!(to_first_check.count, 3, "the accepted one and two declined");
+    assert!(to_first_check.median_hours >= 0.0);
+    assert!(to_first_check.p90_hours >= to_first_check.median_hours);
+    let to_decision = stats.to_decision.unwrap();
+    assert_eq!(to_decision.count, 4);
+    assert!(to_decision.p90_hours >= to_decision.median_hours);
+    assert!(to_decision.p90_hours < 1.0, "decided within the test");
+
+    // Every area: the other referral counts too.
+    let everywhere = client
+        .assessment_stats(AssessmentStatsRequest {
+            area: String::new(),
+            ..request.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(everywhere.referrals, 6);
+    // A period before any referral is empty.
+    let before = client
+        .assessment_stats(AssessmentStatsRequest {
+            from: Some(timestamp(now - chrono::Duration::days(30))),
+            to: Some(timestamp(now - chrono::Duration::days(29))),
+            area,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.referrals, 0);
+    assert!(before.outcomes.is_empty());
+    assert_eq!(before.to_decision.unwrap().count, 0);
+    // A backwards period is refused.
+    let status = client
+        .assessment_stats(AssessmentStatsRequest {
+            from: request.to,
+            to: request.from,
+            area: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status), ["to"]);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
