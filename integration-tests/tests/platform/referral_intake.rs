@@ -765,3 +765,113 @@ async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services()
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
+    use cpm_runtime::config::Secret;
+    let mut env = TestEnv::new().await;
+    let old_key = env.settings.platform.crypto.master_key.clone();
+    let request = referral_request("Darlington");
+
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let first = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"))
+        .submit_referral(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    platform.stop().await.unwrap();
+
+    // A new master key, the old one kept to read what it wrapped.
+    let new_key = Secret::new(base64_key(9));
+    env.settings.platform.crypto.master_key = new_key.clone();
+    env.settings.platform.crypto.previous_master_keys = vec![old_key];
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"));
+    let read = intake
+        .get_referral(GetReferralRequest {
+            referral_id: first.referral_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert!(
+        read.client.is_some(),
+        "old records stay readable during the rotation"
+    );
+    let mut again = request.clone();
+    again.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let second = intake
+        .submit_referral(again)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(
+        second.earlier_referral_id, first.referral_id,
+        "linked across keys"
+    );
+
+    let pool =
+        cpm_runtime::db::pool(&env.settings.platform.database, referral_intake::SCHEMA).unwrap();
+    let keys = cpm_runtime::crypto::KeyRing::from_config(
+        env.settings.platform.crypto.master_key.expose(),
+        &[env.settings.platform.crypto.previous_master_keys[0].expose()],
+    )
+    .unwrap();
+    let mut reports = Vec::new();
+    let summary = referral_intake::privacy::rewrap_all(&pool, &keys, |done, total| {
+        reports.push((done, total))
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.rewrapped, 1);
+    assert_eq!(summary.already_current, 1);
+    assert_eq!(reports.last(), Some(&(2, 2)));
+    pool.close().await;
+    platform.stop().await.unwrap();
+
+    // The old key retired: everything still opens and still links.
+    env.settings.platform.crypto.previous_master_keys.clear();
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"));
+    for referral_id in [&first.referral_id, &second.referral_id] {
+        let read = intake
+            .get_referral(GetReferralRequest {
+                referral_id: referral_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .referral
+            .unwrap();
+        assert_eq!(
+            read.client.unwrap().family_name,
+            request.client.as_ref().unwrap().family_name
+        );
+    }
+    let mut third = request.clone();
+    third.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let third = intake
+        .submit_referral(third)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(third.earlier_referral_id, second.referral_id);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+fn base64_key(byte: u8) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}

@@ -127,13 +127,13 @@ pub async fn find_by_idempotency_key(
 /// The most recent earlier referral of the same client, from any agency.
 pub async fn find_earlier_referral(
     connection: &mut PgConnection,
-    client_fingerprint: &[u8],
+    client_fingerprints: &[Vec<u8>],
 ) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT referral_id FROM referral WHERE client_fingerprint = $1 \
+        "SELECT referral_id FROM referral WHERE client_fingerprint = ANY($1) \
          ORDER BY submitted_at DESC, referral_id DESC LIMIT 1",
     )
-    .bind(client_fingerprint)
+    .bind(client_fingerprints)
     .fetch_optional(connection)
     .await
 }
@@ -460,4 +460,58 @@ pub async fn access_log(
     .bind(referral_ids)
     .fetch_all(connection)
     .await
+}
+
+/// A client record still wrapped, for re-keying.
+#[derive(Debug, sqlx::FromRow)]
+pub struct WrappedRecord {
+    pub referral_id: Uuid,
+    pub wrapped_data_key: Vec<u8>,
+    pub sealed_details: Vec<u8>,
+}
+
+/// The next batch of unerased client records after `after`, locked.
+pub async fn lock_wrapped_records(
+    connection: &mut PgConnection,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<WrappedRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT referral_id, wrapped_data_key, sealed_details FROM client_record \
+         WHERE wrapped_data_key IS NOT NULL AND sealed_details IS NOT NULL AND referral_id > $1 \
+         ORDER BY referral_id LIMIT $2 FOR UPDATE",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+pub async fn count_wrapped_records(connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM client_record WHERE wrapped_data_key IS NOT NULL")
+        .fetch_one(connection)
+        .await
+}
+
+/// Stores a data key re-wrapped under the current master key, with the
+/// fingerprint recomputed under it.
+pub async fn store_rewrapped(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    wrapped_data_key: &[u8],
+    client_fingerprint: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE client_record SET wrapped_data_key = $2 WHERE referral_id = $1")
+        .bind(referral_id)
+        .bind(wrapped_data_key)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query(
+        "UPDATE referral SET client_fingerprint = $2 WHERE referral_id = $1 AND erased_at IS NULL",
+    )
+    .bind(referral_id)
+    .bind(client_fingerprint)
+    .execute(connection)
+    .await?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::outbox;
-use cpm_runtime::crypto::MasterKey;
+use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::values::{
     check_text, from_timestamp, optional_timestamp, parse_enum, require_id, timestamp,
 };
@@ -40,10 +40,10 @@ pub struct ReferralIntake {
 }
 
 impl ReferralIntake {
-    pub fn new(pool: PgPool, master_key: MasterKey, auto_register_agencies: bool) -> Self {
+    pub fn new(pool: PgPool, keys: KeyRing, auto_register_agencies: bool) -> Self {
         Self {
             pool,
-            vault: ClientVault::new(master_key),
+            vault: ClientVault::new(keys),
             auto_register_agencies,
         }
     }
@@ -239,10 +239,12 @@ impl ReferralIntakeService for ReferralIntake {
         self.check_agency(&mut transaction, &agency_id).await?;
         let referral_id = Uuid::now_v7();
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id));
-        let fingerprint = self.vault.fingerprint(&identity_key(&referral.details));
-        let earlier_referral_id = db::find_earlier_referral(&mut transaction, &fingerprint)
-            .await
-            .map_err(ApiError::from)?;
+        let identity = identity_key(&referral.details);
+        let fingerprint = self.vault.fingerprint(&identity);
+        let earlier_referral_id =
+            db::find_earlier_referral(&mut transaction, &self.vault.fingerprints(&identity))
+                .await
+                .map_err(ApiError::from)?;
         let inserted = db::insert_referral(
             &mut transaction,
             &db::NewReferralRow {

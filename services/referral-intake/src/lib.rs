@@ -73,7 +73,7 @@ pub async fn start(
     );
     let service = grpc::ReferralIntake::new(
         pool.clone(),
-        context.master_key.clone(),
+        context.keys.clone(),
         config.auto_register_agencies,
     );
     let server = ReferralIntakeServiceServer::new(service)

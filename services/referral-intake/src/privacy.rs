@@ -6,7 +6,7 @@
 use cpm_proto::v1::ClientErased;
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::outbox;
-use cpm_runtime::crypto::MasterKey;
+use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
 use serde_json::json;
@@ -16,26 +16,47 @@ use uuid::Uuid;
 use crate::db::{self, ReferralRow};
 use crate::domain::SealedDetails;
 
-/// Seals and opens client records with the master key.
+/// Seals and opens client records with the master keys.
 #[derive(Clone)]
 pub struct ClientVault {
-    master_key: MasterKey,
+    keys: KeyRing,
 }
 
 impl ClientVault {
-    pub fn new(master_key: MasterKey) -> Self {
-        Self { master_key }
+    pub fn new(keys: KeyRing) -> Self {
+        Self { keys }
     }
 
-    /// The keyed hash that links re-referrals of one client.
+    /// The keyed hash that links re-referrals of one client, under the current key.
     pub fn fingerprint(&self, identity_key: &str) -> Vec<u8> {
-        self.master_key.fingerprint(identity_key)
+        self.keys.fingerprint(identity_key)
+    }
+
+    /// The fingerprints under every key, so records not yet re-keyed still match.
+    pub fn fingerprints(&self, identity_key: &str) -> Vec<Vec<u8>> {
+        self.keys.fingerprints(identity_key)
+    }
+
+    fn decrypt(
+        &self,
+        referral_id: Uuid,
+        wrapped: &[u8],
+        sealed: &[u8],
+    ) -> Result<SealedDetails, ApiError> {
+        let (key, _) = self
+            .keys
+            .unwrap_data_key(wrapped)
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        let plain = key
+            .open(sealed, referral_id.as_bytes())
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        serde_json::from_slice(&plain).map_err(|error| ApiError::Internal(error.into()))
     }
 
     /// A fresh wrapped data key and the details sealed with it; the
     /// referral ID is bound in, so a record cannot be moved to another row.
     pub fn seal(&self, referral_id: Uuid, details: &SealedDetails) -> (Vec<u8>, Vec<u8>) {
-        let (data_key, wrapped) = self.master_key.new_data_key();
+        let (data_key, wrapped) = self.keys.new_data_key();
         let plaintext = serde_json::to_vec(details).expect("details serialise");
         (wrapped, data_key.seal(&plaintext, referral_id.as_bytes()))
     }
@@ -53,13 +74,7 @@ impl ClientVault {
         else {
             return Ok(None);
         };
-        let plain = self
-            .master_key
-            .unwrap_data_key(&wrapped)
-            .and_then(|key| key.open(&sealed, referral_id.as_bytes()))
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        let details =
-            serde_json::from_slice(&plain).map_err(|error| ApiError::Internal(error.into()))?;
+        let details = self.decrypt(referral_id, &wrapped, &sealed)?;
         db::record_personal_data_access(
             connection,
             referral_id,
@@ -149,4 +164,73 @@ pub async fn export_client(
         "referrals": documents,
         "access_log": access_log,
     }))
+}
+
+/// What a re-keying pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RewrapSummary {
+    pub rewrapped: u64,
+    pub already_current: u64,
+}
+
+/// Re-wraps every client data key still under a previous master key with
+/// the current one, and recomputes its fingerprint, in batches that each
+/// commit on their own (a stopped pass resumes where it left off).
+/// `on_progress(done, total)` reports after every batch.
+pub async fn rewrap_all(
+    pool: &sqlx::PgPool,
+    keys: &KeyRing,
+    mut on_progress: impl FnMut(u64, u64),
+) -> anyhow::Result<RewrapSummary> {
+    let vault = ClientVault::new(keys.clone());
+    let total = {
+        let mut connection = pool.acquire().await?;
+        db::count_wrapped_records(&mut connection).await? as u64
+    };
+    let mut summary = RewrapSummary::default();
+    let mut after = Uuid::nil();
+    loop {
+        let mut transaction = pool.begin().await?;
+        let batch = db::lock_wrapped_records(&mut transaction, after, 100).await?;
+        let Some(last) = batch.last() else {
+            transaction.commit().await?;
+            break;
+        };
+        after = last.referral_id;
+        for record in &batch {
+            let (_, current) = keys
+                .unwrap_data_key(&record.wrapped_data_key)
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "referral {} opens with no configured key",
+                        record.referral_id
+                    )
+                })?;
+            if current {
+                summary.already_current += 1;
+                continue;
+            }
+            let details = vault
+                .decrypt(
+                    record.referral_id,
+                    &record.wrapped_data_key,
+                    &record.sealed_details,
+                )
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let rewrapped = keys.rewrap(&record.wrapped_data_key)?;
+            let fingerprint = keys.fingerprint(&crate::domain::identity_key(&details));
+            db::store_rewrapped(
+                &mut transaction,
+                record.referral_id,
+                &rewrapped,
+                &fingerprint,
+            )
+            .await?;
+            summary.rewrapped += 1;
+        }
+        transaction.commit().await?;
+        on_progress(summary.rewrapped + summary.already_current, total);
+    }
+    tracing::info!(rewrapped = summary.rewrapped, "client data keys re-wrapped");
+    Ok(summary)
 }

@@ -186,6 +186,10 @@ pub struct CryptoConfig {
     /// 32 bytes, base64: wraps every client's data key. Empty in development:
     /// generated in `dev.keys_file`.
     pub master_key: Secret,
+    /// Master keys being rotated out: still unwrap data keys until
+    /// `cpm rewrap-keys` has re-wrapped them all with `master_key`.
+    /// In the environment, a comma-separated list.
+    pub previous_master_keys: Vec<Secret>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,7 +295,9 @@ where
         config::Environment::with_prefix("CPM")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true),
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("crypto.previous_master_keys"),
     );
     let merged = builder
         .build()

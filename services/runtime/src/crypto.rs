@@ -30,7 +30,19 @@ pub struct MasterKey {
 }
 
 /// A data key, in the clear only in memory.
-pub struct DataKey(Aes256Gcm);
+pub struct DataKey {
+    cipher: Aes256Gcm,
+    raw: [u8; 32],
+}
+
+impl DataKey {
+    fn from_raw(raw: [u8; 32]) -> Self {
+        Self {
+            cipher: Aes256Gcm::new(&raw.into()),
+            raw,
+        }
+    }
+}
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -94,13 +106,13 @@ impl MasterKey {
     pub fn new_data_key(&self) -> (DataKey, Vec<u8>) {
         let raw = random_bytes::<32>();
         let wrapped = seal(&self.cipher, &raw, b"cpm data key");
-        (DataKey(Aes256Gcm::new(&raw.into())), wrapped)
+        (DataKey::from_raw(raw), wrapped)
     }
 
     pub fn unwrap_data_key(&self, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
         let raw = open(&self.cipher, wrapped, b"cpm data key")?;
         let raw: [u8; 32] = raw.try_into().map_err(|_| CryptoError::Decrypt)?;
-        Ok(DataKey(Aes256Gcm::new(&raw.into())))
+        Ok(DataKey::from_raw(raw))
     }
 
     /// A keyed hash (HMAC-SHA256): equal inputs match without the input
@@ -113,12 +125,78 @@ impl MasterKey {
     }
 }
 
+/// The current master key and those being rotated out. New data keys are
+/// wrapped with the current one; unwrapping tries every key, so records
+/// stay readable while a rotation is under way.
+#[derive(Clone)]
+pub struct KeyRing {
+    current: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl KeyRing {
+    pub fn new(current: MasterKey, previous: Vec<MasterKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// Parses the configured keys (base64).
+    pub fn from_config(current: &str, previous: &[impl AsRef<str>]) -> Result<Self, CryptoError> {
+        Ok(Self {
+            current: MasterKey::from_base64(current)?,
+            previous: previous
+                .iter()
+                .map(|key| MasterKey::from_base64(key.as_ref()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    pub fn new_data_key(&self) -> (DataKey, Vec<u8>) {
+        self.current.new_data_key()
+    }
+
+    /// Unwraps with the current key, else a previous one; says whether the
+    /// current key was the one that worked.
+    pub fn unwrap_data_key(&self, wrapped: &[u8]) -> Result<(DataKey, bool), CryptoError> {
+        if let Ok(key) = self.current.unwrap_data_key(wrapped) {
+            return Ok((key, true));
+        }
+        self.previous
+            .iter()
+            .find_map(|master| master.unwrap_data_key(wrapped).ok())
+            .map(|key| (key, false))
+            .ok_or(CryptoError::Decrypt)
+    }
+
+    /// Re-wraps a data key under the current master key.
+    pub fn rewrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let (key, _) = self.unwrap_data_key(wrapped)?;
+        Ok(seal(&self.current.cipher, &key.raw, b"cpm data key"))
+    }
+
+    /// The fingerprint under the current key.
+    pub fn fingerprint(&self, normalised: &str) -> Vec<u8> {
+        self.current.fingerprint(normalised)
+    }
+
+    /// The fingerprint under every key, current first: matches records not yet re-keyed.
+    pub fn fingerprints(&self, normalised: &str) -> Vec<Vec<u8>> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|master| master.fingerprint(normalised))
+            .collect()
+    }
+}
+
 impl DataKey {
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        seal(&self.0, plaintext, aad)
+        seal(&self.cipher, plaintext, aad)
     }
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open(&self.0, sealed, aad)
+        open(&self.cipher, sealed, aad)
     }
 }
 
@@ -155,6 +233,31 @@ mod tests {
         let master = master();
         assert_eq!(master.fingerprint("a|b"), master.fingerprint("a|b"));
         assert_ne!(master.fingerprint("a|b"), master.fingerprint("a|c"));
+    }
+
+    #[test]
+    fn a_key_ring_reads_old_records_and_rewraps_them_under_the_new_key() {
+        let old = BASE64.encode([5u8; 32]);
+        let new = BASE64.encode([6u8; 32]);
+        let before = KeyRing::from_config(&old, &[] as &[&str]).unwrap();
+        let (key, wrapped) = before.new_data_key();
+        let sealed = key.seal(b"record", b"id");
+
+        let during = KeyRing::from_config(&new, &[old.as_str()]).unwrap();
+        let (_, current) = during.unwrap_data_key(&wrapped).unwrap();
+        assert!(!current, "the old key unwrapped it");
+        let rewrapped = during.rewrap(&wrapped).unwrap();
+
+        let after = KeyRing::from_config(&new, &[] as &[&str]).unwrap();
+        assert!(
+            after.unwrap_data_key(&wrapped).is_err(),
+            "the old wrapping is dead"
+        );
+        let (key, current) = after.unwrap_data_key(&rewrapped).unwrap();
+        assert!(current);
+        assert_eq!(key.open(&sealed, b"id").unwrap(), b"record");
+        assert_eq!(during.fingerprints("x").len(), 2);
+        assert_eq!(during.fingerprints("x")[1], before.fingerprint("x"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::bus::consumer::Consumer;
 use crate::bus::relay::Relay;
 use crate::bus::{Bus, ConsumerSpec, EventHandler};
 use crate::config::PlatformConfig;
-use crate::crypto::MasterKey;
+use crate::crypto::KeyRing;
 
 /// Shared by every service in one process.
 #[derive(Clone)]
@@ -26,7 +26,8 @@ pub struct ServiceContext {
     pub platform: Arc<PlatformConfig>,
     pub bus: Bus,
     pub auth: Authenticator,
-    pub master_key: MasterKey,
+    /// The master keys that wrap client data keys.
+    pub keys: KeyRing,
     /// Fires when the process is asked to stop.
     pub shutdown: Shutdown,
     /// Background work (relays, consumers, workers) waited for at shutdown.
@@ -46,12 +47,18 @@ pub struct StartedService {
 impl ServiceContext {
     pub fn new(platform: PlatformConfig, shutdown: Shutdown) -> anyhow::Result<Self> {
         let auth = Authenticator::from_config(&platform.auth)?;
-        let master_key = MasterKey::from_base64(platform.crypto.master_key.expose())?;
+        let previous: Vec<&str> = platform
+            .crypto
+            .previous_master_keys
+            .iter()
+            .map(|key| key.expose())
+            .collect();
+        let keys = KeyRing::from_config(platform.crypto.master_key.expose(), &previous)?;
         Ok(Self {
             bus: Bus::new(&platform.amqp),
             platform: Arc::new(platform),
             auth,
-            master_key,
+            keys,
             shutdown,
             tasks: TaskTracker::new(),
         })
