@@ -53,6 +53,9 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         ttl_hours: i64,
     },
+    /// Re-wraps every client data key still under a previous master key with
+    /// the current one (step 2 of a master key rotation; see docs/operations.md).
+    RewrapKeys,
     /// Exits 0 when the server (or one gRPC service) is SERVING.
     Health {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -86,6 +89,7 @@ enum Command {
     Import {
         /// The CSV file.
         file: PathBuf,
+        /// The platform's gRPC endpoint.
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         endpoint: String,
         /// The agency the referrals come from (the token's agency_id claim).
@@ -217,6 +221,38 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 )
                 .map_err(fail)?;
             println!("{token}");
+            Ok(())
+        }
+        Command::RewrapKeys => {
+            let settings = load_settings(cli.config.as_ref())?;
+            let crypto = &settings.platform.crypto;
+            let previous: Vec<&str> = crypto
+                .previous_master_keys
+                .iter()
+                .map(|key| key.expose())
+                .collect();
+            let keys =
+                cpm_runtime::crypto::KeyRing::from_config(crypto.master_key.expose(), &previous)
+                    .map_err(|error| fail(error.into()))?;
+            let pool = cpm_runtime::db::pool(&settings.platform.database, referral_intake::SCHEMA)
+                .map_err(|error| fail(error.into()))?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} client records ({eta} left)",
+                )
+                .expect("a valid template"),
+            );
+            let summary = referral_intake::privacy::rewrap_all(&pool, &keys, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await
+            .map_err(fail)?;
+            bar.finish();
+            println!(
+                "re-wrapped {} data keys; {} were already under the current key",
+                summary.rewrapped, summary.already_current
+            );
             Ok(())
         }
         Command::Health { endpoint, service } => {
