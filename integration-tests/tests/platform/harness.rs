@@ -20,16 +20,6 @@ use tonic::transport::Channel;
 
 pub use cpm::client::Authed;
 
-/// The consumer queues every platform declares, as `(service, consumer)`.
-pub const CONSUMER_QUEUES: &[(&str, &str)] = &[
-    ("referral-intake", "status"),
-    ("risk-assessment", "referrals"),
-    ("risk-assessment", "engagement"),
-    ("mentor-matching", "decisions"),
-    ("contact-logging", "allocations"),
-    ("notifications", "status"),
-];
-
 pub fn admin_database_url() -> String {
     std::env::var("CPM_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@localhost/postgres".into())
@@ -190,8 +180,8 @@ impl TestEnv {
         .await
         {
             if let Ok(channel) = connection.create_channel().await {
-                for (service, consumer) in CONSUMER_QUEUES {
-                    let queue = self.queue(service, consumer);
+                for spec in cpm::platform::all_consumers() {
+                    let queue = self.queue(spec.service, spec.name);
                     for name in [queue.clone(), format!("{queue}.dlq")] {
                         let _ = channel
                             .queue_delete(name.as_str().into(), QueueDeleteOptions::default())

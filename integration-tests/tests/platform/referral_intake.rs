@@ -138,13 +138,17 @@ async fn a_retry_returns_the_first_referral_and_a_reused_key_is_refused() {
         count(&pool, "SELECT count(*) FROM referral_intake.referral").await,
         1
     );
-    // No consumer runs in this test, so the one submitted event is still in the outbox.
+    // No consumer runs in this test: the one submitted event waits in risk-assessment's queue.
+    let queue = env.queue("risk-assessment", "referrals");
+    crate::harness::eventually(
+        Duration::from_secs(10),
+        "the event reaches the queue",
+        || async { env.queue_depth(&queue).await >= 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM referral_intake.outbox WHERE event_type = 'referral.submitted'"
-        )
-        .await,
+        env.queue_depth(&queue).await,
         1,
         "one submitted event for one referral"
     );

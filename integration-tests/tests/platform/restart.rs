@@ -152,3 +152,38 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
     others.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_before_its_consumer_ever_ran_waits_for_it() {
+    let env = TestEnv::new().await;
+    // Only intake runs; it declares every service's queue at start.
+    let intake_only = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&intake_only).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-early"));
+    let referral = intake
+        .submit_referral(referral_request("Early"))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    let queue = env.queue("risk-assessment", "referrals");
+    crate::harness::eventually(
+        Duration::from_secs(20),
+        "the event waits in risk-assessment's queue",
+        || async { env.queue_depth(&queue).await == 1 },
+    )
+    .await;
+
+    let assessment = env.start(&[Target::RiskAssessment]).await;
+    await_status(
+        &mut intake,
+        &referral.referral_id,
+        ReferralStatus::UnderAssessment,
+        Duration::from_secs(30),
+    )
+    .await;
+    assessment.stop().await.unwrap();
+    intake_only.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -39,6 +39,21 @@ pub struct Config {
     pub listen: String,
 }
 
+/// The queues this service consumes. Every process declares the queues of
+/// all services at start, so an event published before a consumer first
+/// runs waits in its queue instead of being lost.
+pub fn consumers() -> Vec<ConsumerSpec> {
+    vec![allocations_consumer()]
+}
+
+fn allocations_consumer() -> ConsumerSpec {
+    ConsumerSpec {
+        service: NAME,
+        name: "allocations",
+        routing_keys: events::CASE_FILE_EVENTS.to_vec(),
+    }
+}
+
 /// Migrates the schema, starts the relay and the case-file consumer, and adds
 /// the gRPC service to `routes`.
 pub async fn start(
@@ -48,15 +63,7 @@ pub async fn start(
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
     context.spawn_relay(&pool, SCHEMA);
-    context.spawn_consumer(
-        &pool,
-        ConsumerSpec {
-            service: NAME,
-            name: "allocations",
-            routing_keys: events::CASE_FILE_EVENTS.to_vec(),
-        },
-        Arc::new(events::CaseFiles),
-    );
+    context.spawn_consumer(&pool, allocations_consumer(), Arc::new(events::CaseFiles));
     let service = grpc::ContactLogging::new(pool.clone());
     routes.add_service(ContactLoggingServiceServer::with_interceptor(
         service,

@@ -61,6 +61,11 @@ impl Platform {
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!targets.is_empty(), "no target to run");
         let context = ServiceContext::new(settings.platform.clone(), shutdown.clone())?;
+        // Every queue of every service exists before any service publishes.
+        context
+            .bus
+            .declare_consumer_queues_when_ready(&all_consumers(), &shutdown)
+            .await?;
         let (mut routes, reporter) = cpm_runtime::grpc::server::base_routes().await?;
         let mut started = Vec::new();
         for target in targets {
@@ -125,6 +130,18 @@ impl Platform {
     }
 }
 
+/// The consumer queues of every service, whichever targets a process runs.
+pub fn all_consumers() -> Vec<cpm_runtime::bus::ConsumerSpec> {
+    [
+        referral_intake::consumers(),
+        risk_assessment::consumers(),
+        mentor_matching::consumers(),
+        contact_logging::consumers(),
+        notifications::consumers(),
+    ]
+    .concat()
+}
+
 /// The schema a target owns.
 pub fn schema_of(target: Target) -> &'static str {
     match target {
@@ -136,8 +153,12 @@ pub fn schema_of(target: Target) -> &'static str {
     }
 }
 
-/// Creates the database if needed and migrates each target's schema.
+/// Creates the database if needed, migrates each target's schema, and
+/// declares the broker's exchanges and queues.
 pub async fn migrate(settings: &Settings, targets: &[Target]) -> anyhow::Result<()> {
+    let bus = cpm_runtime::bus::Bus::new(&settings.platform.amqp);
+    bus.declare_consumer_queues(&all_consumers()).await?;
+    bus.close().await;
     cpm_runtime::db::ensure_database(settings.platform.database.url.expose()).await?;
     for target in targets {
         let pool = cpm_runtime::db::pool(&settings.platform.database, schema_of(*target))?;

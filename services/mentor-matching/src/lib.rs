@@ -40,6 +40,21 @@ pub struct Config {
     pub listen: String,
 }
 
+/// The queues this service consumes. Every process declares the queues of
+/// all services at start, so an event published before a consumer first
+/// runs waits in its queue instead of being lost.
+pub fn consumers() -> Vec<ConsumerSpec> {
+    vec![decisions_consumer()]
+}
+
+fn decisions_consumer() -> ConsumerSpec {
+    ConsumerSpec {
+        service: NAME,
+        name: "decisions",
+        routing_keys: events::DECISION_EVENTS.to_vec(),
+    }
+}
+
 /// Migrates the schema, starts the relay and the decisions consumer, and
 /// adds the gRPC service to `routes`.
 pub async fn start(
@@ -49,15 +64,7 @@ pub async fn start(
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
     context.spawn_relay(&pool, SCHEMA);
-    context.spawn_consumer(
-        &pool,
-        ConsumerSpec {
-            service: NAME,
-            name: "decisions",
-            routing_keys: events::DECISION_EVENTS.to_vec(),
-        },
-        Arc::new(events::Decisions),
-    );
+    context.spawn_consumer(&pool, decisions_consumer(), Arc::new(events::Decisions));
     let service = grpc::MentorMatching::new(pool.clone());
     routes.add_service(MentorMatchingServiceServer::with_interceptor(
         service,

@@ -58,6 +58,21 @@ impl Default for Config {
     }
 }
 
+/// The queues this service consumes. Every process declares the queues of
+/// all services at start, so an event published before a consumer first
+/// runs waits in its queue instead of being lost.
+pub fn consumers() -> Vec<ConsumerSpec> {
+    vec![status_consumer()]
+}
+
+fn status_consumer() -> ConsumerSpec {
+    ConsumerSpec {
+        service: NAME,
+        name: "status",
+        routing_keys: domain::NOTIFYING_EVENTS.to_vec(),
+    }
+}
+
 pub async fn start(
     context: &ServiceContext,
     config: &Config,
@@ -67,11 +82,7 @@ pub async fn start(
     context.spawn_relay(&pool, SCHEMA);
     context.spawn_consumer(
         &pool,
-        ConsumerSpec {
-            service: NAME,
-            name: "status",
-            routing_keys: domain::NOTIFYING_EVENTS.to_vec(),
-        },
+        status_consumer(),
         Arc::new(events::NotificationWriter),
     );
     // Wakes streams and the webhook worker when notifications commit.

@@ -53,6 +53,21 @@ impl Default for Config {
     }
 }
 
+/// The queues this service consumes. Every process declares the queues of
+/// all services at start, so an event published before a consumer first
+/// runs waits in its queue instead of being lost.
+pub fn consumers() -> Vec<ConsumerSpec> {
+    vec![status_consumer()]
+}
+
+fn status_consumer() -> ConsumerSpec {
+    ConsumerSpec {
+        service: NAME,
+        name: "status",
+        routing_keys: events::STATUS_EVENTS.to_vec(),
+    }
+}
+
 /// Migrates the schema, starts the relay and the status projection, and
 /// adds the gRPC service to `routes`.
 pub async fn start(
@@ -62,15 +77,7 @@ pub async fn start(
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
     context.spawn_relay(&pool, SCHEMA);
-    context.spawn_consumer(
-        &pool,
-        ConsumerSpec {
-            service: NAME,
-            name: "status",
-            routing_keys: events::STATUS_EVENTS.to_vec(),
-        },
-        Arc::new(events::StatusProjection),
-    );
+    context.spawn_consumer(&pool, status_consumer(), Arc::new(events::StatusProjection));
     let service = grpc::ReferralIntake::new(
         pool.clone(),
         context.keys.clone(),

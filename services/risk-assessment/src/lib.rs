@@ -59,6 +59,29 @@ impl Default for Config {
     }
 }
 
+/// The queues this service consumes. Every process declares the queues of
+/// all services at start, so an event published before a consumer first
+/// runs waits in its queue instead of being lost.
+pub fn consumers() -> Vec<ConsumerSpec> {
+    vec![referrals_consumer(), engagement_consumer()]
+}
+
+fn referrals_consumer() -> ConsumerSpec {
+    ConsumerSpec {
+        service: NAME,
+        name: "referrals",
+        routing_keys: events::REFERRAL_EVENTS.to_vec(),
+    }
+}
+
+fn engagement_consumer() -> ConsumerSpec {
+    ConsumerSpec {
+        service: NAME,
+        name: "engagement",
+        routing_keys: events::ENGAGEMENT_EVENTS.to_vec(),
+    }
+}
+
 /// Migrates the schema, starts the relay and the referrals consumer, and
 /// adds the gRPC service to `routes`.
 pub async fn start(
@@ -74,20 +97,12 @@ pub async fn start(
     context.spawn_relay(&pool, SCHEMA);
     context.spawn_consumer(
         &pool,
-        ConsumerSpec {
-            service: NAME,
-            name: "referrals",
-            routing_keys: events::REFERRAL_EVENTS.to_vec(),
-        },
+        referrals_consumer(),
         Arc::new(events::ReferralEvents),
     );
     context.spawn_consumer(
         &pool,
-        ConsumerSpec {
-            service: NAME,
-            name: "engagement",
-            routing_keys: events::ENGAGEMENT_EVENTS.to_vec(),
-        },
+        engagement_consumer(),
         Arc::new(events::EngagementEvents),
     );
     let service = grpc::RiskAssessment::new(pool.clone(), config.first_assessment_target_days);

@@ -124,6 +124,44 @@ impl Bus {
         }
     }
 
+    /// Declares the exchanges and every consumer queue in `specs`, with
+    /// their dead-letter queues and bindings.
+    pub async fn declare_consumer_queues(&self, specs: &[ConsumerSpec]) -> lapin::Result<()> {
+        let channel = self.channel().await?;
+        for spec in specs {
+            let queue = self.inner.topology.queue(spec.service, spec.name);
+            self.inner
+                .topology
+                .declare_consumer_queue(&channel, &queue, &spec.routing_keys)
+                .await?;
+        }
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// Declares the queues of `specs`, retrying with back-off until the
+    /// broker answers or `shutdown` fires.
+    pub async fn declare_consumer_queues_when_ready(
+        &self,
+        specs: &[ConsumerSpec],
+        shutdown: &crate::Shutdown,
+    ) -> anyhow::Result<()> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.declare_consumer_queues(specs).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot declare queues yet");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => anyhow::bail!("shut down while declaring queues"),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = next_delay(delay);
+        }
+    }
+
     /// Closes the connection at shutdown.
     pub async fn close(&self) {
         self.inner.publisher.lock().await.take();
