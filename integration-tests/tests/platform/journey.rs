@@ -176,3 +176,81 @@ mod tonic_reflection_client {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_client_leaves_no_free_text_in_any_service() {
+    use cpm_proto::v1::EraseClientRequest;
+    let env = TestEnv::new().await;
+    let platform = env.start_all().await;
+    let report = run(DemoOptions::new(
+        &platform.endpoint(),
+        env.authenticator.clone(),
+    ))
+    .await
+    .expect("the journey completes");
+    let channel = connect(&platform).await;
+    let admin = cpm::client::authed(
+        &channel,
+        &env.token("dpo", cpm_runtime::auth::Role::Admin, None, None),
+    )
+    .unwrap();
+    ReferralIntakeServiceClient::new(admin)
+        .erase_client(EraseClientRequest {
+            referral_id: report.referral_id.clone(),
+            reason: "client request".into(),
+        })
+        .await
+        .unwrap();
+
+    let pool = env.database().await;
+    let referral_id = uuid::Uuid::parse_str(&report.referral_id).unwrap();
+    let remaining = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(referral_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    crate::harness::eventually(std::time::Duration::from_secs(20), "every service drops its free text", || async {
+        remaining(
+            "SELECT count(*) FROM contact_logging.contact c JOIN contact_logging.case_file f USING (case_file_id) \
+             WHERE f.referral_id = $1 AND c.summary <> ''",
+        )
+        .await
+            + remaining(
+                "SELECT count(*) FROM contact_logging.case_file WHERE referral_id = $1 AND discharge_reason <> ''",
+            )
+            .await
+            + remaining(
+                "SELECT count(*) FROM risk_assessment.assessment_check c JOIN risk_assessment.assessment a \
+                 USING (assessment_id) WHERE a.referral_id = $1 AND c.notes <> ''",
+            )
+            .await
+            + remaining(
+                "SELECT count(*) FROM risk_assessment.assessment WHERE referral_id = $1 AND rationale IS NOT NULL",
+            )
+            .await
+            + remaining(
+                "SELECT count(*) FROM mentor_matching.waiting_client WHERE referral_id = $1 \
+                 AND (client_gender <> 0 OR cardinality(vulnerabilities) > 0)",
+            )
+            .await
+            == 0
+    })
+    .await;
+    // Counts and codes remain for the programme's statistics.
+    assert_eq!(
+        remaining(
+            "SELECT count(*) FROM contact_logging.contact c JOIN contact_logging.case_file f USING (case_file_id) \
+             WHERE f.referral_id = $1",
+        )
+        .await,
+        2
+    );
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -250,3 +250,28 @@ pub async fn close_case_file_if_ended(
     .rows_affected();
     Ok(closed == 1)
 }
+
+/// Drops the free text held about an erased client: contact summaries and
+/// the discharge reason. Activities, minutes and dates stay, as counts.
+/// Returns the rows changed.
+pub async fn forget_client_text(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let contacts = sqlx::query(
+        "UPDATE contact SET summary = '' WHERE summary <> '' AND case_file_id IN \
+         (SELECT case_file_id FROM case_file WHERE referral_id = $1)",
+    )
+    .bind(referral_id)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let case_files = sqlx::query(
+        "UPDATE case_file SET discharge_reason = '' WHERE discharge_reason <> '' AND referral_id = $1",
+    )
+    .bind(referral_id)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(contacts + case_files)
+}

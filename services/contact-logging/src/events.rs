@@ -7,7 +7,9 @@
 
 use chrono::Utc;
 use cpm_proto::Event as _;
-use cpm_proto::v1::{AllocationConfirmed, CaseState, EngagementAction, EngagementChanged};
+use cpm_proto::v1::{
+    AllocationConfirmed, CaseState, ClientErased, EngagementAction, EngagementChanged,
+};
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
@@ -16,7 +18,11 @@ use uuid::Uuid;
 use crate::db::{self, NewCaseFile};
 
 /// The events the `allocations` consumer listens to.
-pub const CASE_FILE_EVENTS: &[&str] = &[AllocationConfirmed::TYPE, EngagementChanged::TYPE];
+pub const CASE_FILE_EVENTS: &[&str] = &[
+    AllocationConfirmed::TYPE,
+    EngagementChanged::TYPE,
+    ClientErased::TYPE,
+];
 
 pub struct CaseFiles;
 
@@ -34,6 +40,13 @@ impl EventHandler for CaseFiles {
         match event.event_type() {
             AllocationConfirmed::TYPE => Self::open(connection, &event.decode()?).await,
             EngagementChanged::TYPE => Self::close(connection, &event.decode()?).await,
+            ClientErased::TYPE => {
+                let erased: ClientErased = event.decode()?;
+                let referral_id = referral_id(&erased.referral_id)?;
+                let forgotten = db::forget_client_text(connection, referral_id).await?;
+                tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
+                Ok(())
+            }
             other => Err(HandlerError::Permanent(format!(
                 "the allocations consumer does not handle {other}"
             ))),

@@ -321,3 +321,18 @@ pub async fn end_support(
         allocation_ended,
     })
 }
+
+/// Drops what matching held about an erased client beyond IDs: the
+/// vulnerabilities and gender it matched on. Returns the rows changed.
+pub async fn forget_client_categories(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE waiting_client SET vulnerabilities = '{}', client_gender = 0 WHERE referral_id = $1",
+    )
+    .bind(referral_id)
+    .execute(connection)
+    .await?
+    .rows_affected())
+}

@@ -8,7 +8,7 @@
 use chrono::{Duration, Utc};
 use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AssessmentDecided, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
+    AssessmentDecided, ClientErased, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
 };
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
@@ -19,7 +19,11 @@ use crate::db::{self, NewWaitingClient};
 use crate::domain::estimated_wait_days;
 
 /// The events the `decisions` consumer listens to.
-pub const DECISION_EVENTS: &[&str] = &[AssessmentDecided::TYPE, EngagementChanged::TYPE];
+pub const DECISION_EVENTS: &[&str] = &[
+    AssessmentDecided::TYPE,
+    EngagementChanged::TYPE,
+    ClientErased::TYPE,
+];
 
 pub struct Decisions;
 
@@ -37,6 +41,13 @@ impl EventHandler for Decisions {
         match event.event_type() {
             AssessmentDecided::TYPE => Self::accept(connection, &event.decode()?).await,
             EngagementChanged::TYPE => Self::end_support(connection, &event.decode()?).await,
+            ClientErased::TYPE => {
+                let erased: ClientErased = event.decode()?;
+                let referral_id = referral_id(&erased.referral_id)?;
+                let forgotten = db::forget_client_categories(connection, referral_id).await?;
+                tracing::info!(%referral_id, forgotten, "categories of an erased client dropped");
+                Ok(())
+            }
             other => Err(HandlerError::Permanent(format!(
                 "the decisions consumer does not handle {other}"
             ))),

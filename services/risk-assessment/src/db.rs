@@ -589,3 +589,27 @@ pub async fn stats_outcomes(
     .fetch_all(connection)
     .await
 }
+
+/// Drops the free text held about an erased client (check notes, decision
+/// and review rationales); codes, dates and who decided stay for the record.
+/// Returns the rows changed.
+pub async fn forget_client_text(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let mut changed = 0;
+    for statement in [
+        "UPDATE assessment_check SET notes = '' WHERE notes <> '' AND assessment_id IN \
+         (SELECT assessment_id FROM assessment WHERE referral_id = $1)",
+        "UPDATE assessment SET rationale = NULL WHERE rationale IS NOT NULL AND referral_id = $1",
+        "UPDATE review SET rationale = '' WHERE rationale <> '' AND assessment_id IN \
+         (SELECT assessment_id FROM assessment WHERE referral_id = $1)",
+    ] {
+        changed += sqlx::query(statement)
+            .bind(referral_id)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+    }
+    Ok(changed)
+}

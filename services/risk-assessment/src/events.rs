@@ -6,8 +6,8 @@
 use chrono::Utc;
 use cpm_proto::Event;
 use cpm_proto::v1::{
-    AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralSubmitted,
-    ReferralWithdrawn,
+    AssessmentOpened, AssessmentState, ClientErased, ContactActivity, ContactLogged,
+    ReferralSubmitted, ReferralWithdrawn,
 };
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
 use cpm_runtime::grpc::values::from_timestamp;
@@ -40,7 +40,11 @@ async fn audit(
 }
 
 /// The events this consumer listens to.
-pub const REFERRAL_EVENTS: &[&str] = &[ReferralSubmitted::TYPE, ReferralWithdrawn::TYPE];
+pub const REFERRAL_EVENTS: &[&str] = &[
+    ReferralSubmitted::TYPE,
+    ReferralWithdrawn::TYPE,
+    ClientErased::TYPE,
+];
 
 pub struct ReferralEvents;
 
@@ -139,6 +143,13 @@ impl EventHandler for ReferralEvents {
         match event.event_type() {
             ReferralSubmitted::TYPE => Self::open_assessment(connection, &event.decode()?).await,
             ReferralWithdrawn::TYPE => Self::close_assessment(connection, &event.decode()?).await,
+            ClientErased::TYPE => {
+                let erased: ClientErased = event.decode()?;
+                let referral_id = referral_id(&erased.referral_id)?;
+                let forgotten = db::forget_client_text(connection, referral_id).await?;
+                tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
+                Ok(())
+            }
             other => Err(HandlerError::Permanent(format!(
                 "the referrals consumer does not handle {other}"
             ))),
