@@ -10,7 +10,7 @@ use cpm_proto::Event as _;
 use cpm_proto::v1::{
     AllocationConfirmed, CaseState, ClientErased, EngagementAction, EngagementChanged,
 };
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -26,11 +26,6 @@ pub const CASE_FILE_EVENTS: &[&str] = &[
 
 pub struct CaseFiles;
 
-fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
-}
-
 impl EventHandler for CaseFiles {
     async fn handle(
         &self,
@@ -41,8 +36,7 @@ impl EventHandler for CaseFiles {
             AllocationConfirmed::TYPE => Self::open(connection, &event.decode()?).await,
             EngagementChanged::TYPE => Self::close(connection, &event.decode()?).await,
             ClientErased::TYPE => {
-                let erased: ClientErased = event.decode()?;
-                let referral_id = referral_id(&erased.referral_id)?;
+                let referral_id = referral_id(&event.decode::<ClientErased>()?.referral_id)?;
                 let forgotten = db::forget_client_text(connection, referral_id).await?;
                 tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
                 Ok(())

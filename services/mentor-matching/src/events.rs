@@ -10,10 +10,9 @@ use cpm_proto::Event as _;
 use cpm_proto::v1::{
     AssessmentDecided, ClientErased, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
 };
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox, referral_id};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::db::{self, NewWaitingClient};
 use crate::domain::estimated_wait_days;
@@ -27,11 +26,6 @@ pub const DECISION_EVENTS: &[&str] = &[
 
 pub struct Decisions;
 
-fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
-}
-
 impl EventHandler for Decisions {
     async fn handle(
         &self,
@@ -42,8 +36,7 @@ impl EventHandler for Decisions {
             AssessmentDecided::TYPE => Self::accept(connection, &event.decode()?).await,
             EngagementChanged::TYPE => Self::end_support(connection, &event.decode()?).await,
             ClientErased::TYPE => {
-                let erased: ClientErased = event.decode()?;
-                let referral_id = referral_id(&erased.referral_id)?;
+                let referral_id = referral_id(&event.decode::<ClientErased>()?.referral_id)?;
                 let forgotten = db::forget_client_categories(connection, referral_id).await?;
                 tracing::info!(%referral_id, forgotten, "categories of an erased client dropped");
                 Ok(())

@@ -1,7 +1,7 @@
 //! Turns referrer-visible events into notifications and pending webhook
 //! deliveries, in the consumer's inbox transaction.
 
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, referral_id};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,8 +19,7 @@ impl EventHandler for NotificationWriter {
         let Some(notice) = notice_for(event)? else {
             return Ok(());
         };
-        let referral_id = Uuid::parse_str(&notice.referral_id)
-            .map_err(|_| HandlerError::Permanent("bad referral id".into()))?;
+        let referral_id = referral_id(&notice.referral_id)?;
         if notice.agency_id.is_empty() {
             return Err(HandlerError::Permanent("event names no agency".into()));
         }

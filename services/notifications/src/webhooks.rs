@@ -98,24 +98,17 @@ impl WebhookWorker {
                 .json(&WebhookBody::from(delivery))
                 .send()
                 .await;
-            match result {
-                Ok(response) if response.status().is_success() => {
+            let failure = match result {
+                Ok(response) if response.status().is_success() => None,
+                Ok(response) => Some(format!("endpoint answered {}", response.status())),
+                Err(error) => Some(format!("request failed: {}", error.without_url())),
+            };
+            match failure {
+                None => {
                     db::mark_delivered(&mut transaction, delivery.delivery_id).await?;
                     tracing::info!(delivery_id = %delivery.delivery_id, "webhook delivered");
                 }
-                Ok(response) => {
-                    let error = format!("endpoint answered {}", response.status());
-                    tracing::warn!(delivery_id = %delivery.delivery_id, %error, "webhook attempt failed");
-                    db::mark_attempt_failed(
-                        &mut transaction,
-                        delivery.delivery_id,
-                        &error,
-                        self.max_attempts,
-                    )
-                    .await?;
-                }
-                Err(error) => {
-                    let error = format!("request failed: {}", error.without_url());
+                Some(error) => {
                     tracing::warn!(delivery_id = %delivery.delivery_id, %error, "webhook attempt failed");
                     db::mark_attempt_failed(
                         &mut transaction,

@@ -7,7 +7,7 @@ use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
     EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
 };
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -33,11 +33,6 @@ fn change(status: ReferralStatus) -> StatusChange {
         rank: status_rank(status),
         ..StatusChange::default()
     }
-}
-
-fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
 }
 
 impl StatusProjection {

@@ -19,7 +19,7 @@ use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::outbox;
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::values::{
-    check_text, from_timestamp, optional_timestamp, parse_enum, require_id, timestamp,
+    check_text, from_timestamp, optional_timestamp, parse_enum, parse_id, require_id, timestamp,
 };
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use prost::Message as _;
@@ -174,6 +174,28 @@ fn to_agency(row: db::AgencyRow) -> Agency {
         active: row.active,
         registered_at: Some(timestamp(row.registered_at)),
     }
+}
+
+/// The admin caller and the referral of an erasure or access request, which
+/// must say why.
+fn privacy_request<T>(
+    request: &Request<T>,
+    referral_id: &str,
+    reason: &str,
+) -> Result<(Caller, Uuid), Status> {
+    let caller = Caller::of(request)?.clone();
+    caller.require(&[Role::Admin])?;
+    let mut violations = FieldViolations::new();
+    let referral_id = parse_id("referral_id", referral_id, &mut violations);
+    check_text(
+        "reason",
+        reason,
+        true,
+        crate::domain::MAX_TEXT,
+        &mut violations,
+    );
+    violations.into_result()?;
+    Ok((caller, referral_id.expect("no violation means an id")))
 }
 
 /// Agency IDs travel in tokens and URLs: short, lowercase, no spaces.
@@ -607,18 +629,11 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<EraseClientRequest>,
     ) -> Result<Response<EraseClientResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Admin])?;
-        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut violations = FieldViolations::new();
-        check_text(
-            "reason",
+        let (caller, referral_id) = privacy_request(
+            &request,
+            &request.get_ref().referral_id,
             &request.get_ref().reason,
-            true,
-            crate::domain::MAX_TEXT,
-            &mut violations,
-        );
-        violations.into_result()?;
+        )?;
         let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
         let erased = privacy::erase_client(
             &mut transaction,
@@ -638,18 +653,11 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<ExportClientDataRequest>,
     ) -> Result<Response<ExportClientDataResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Admin])?;
-        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut violations = FieldViolations::new();
-        check_text(
-            "reason",
+        let (caller, referral_id) = privacy_request(
+            &request,
+            &request.get_ref().referral_id,
             &request.get_ref().reason,
-            true,
-            crate::domain::MAX_TEXT,
-            &mut violations,
-        );
-        violations.into_result()?;
+        )?;
         let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
         let document = privacy::export_client(
             &mut transaction,

@@ -9,7 +9,7 @@ use cpm_proto::v1::{
     AssessmentOpened, AssessmentState, ClientErased, ContactActivity, ContactLogged,
     ReferralSubmitted, ReferralWithdrawn,
 };
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox};
+use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -47,11 +47,6 @@ pub const REFERRAL_EVENTS: &[&str] = &[
 ];
 
 pub struct ReferralEvents;
-
-fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
-}
 
 impl ReferralEvents {
     async fn open_assessment(
@@ -144,8 +139,7 @@ impl EventHandler for ReferralEvents {
             ReferralSubmitted::TYPE => Self::open_assessment(connection, &event.decode()?).await,
             ReferralWithdrawn::TYPE => Self::close_assessment(connection, &event.decode()?).await,
             ClientErased::TYPE => {
-                let erased: ClientErased = event.decode()?;
-                let referral_id = referral_id(&erased.referral_id)?;
+                let referral_id = referral_id(&event.decode::<ClientErased>()?.referral_id)?;
                 let forgotten = db::forget_client_text(connection, referral_id).await?;
                 tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
                 Ok(())

@@ -64,6 +64,12 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// A referral ID carried by an event; a malformed one is a permanent failure.
+pub fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value)
+        .map_err(|_| HandlerError::Permanent(format!("bad referral id `{value}`")))
+}
+
 /// A delivered event, decoded from its envelope.
 #[derive(Debug)]
 pub struct ReceivedEvent {

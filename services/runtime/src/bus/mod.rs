@@ -22,7 +22,7 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use crate::config::AmqpConfig;
-pub use consumer::{ConsumerSpec, EventHandler, HandlerError, ReceivedEvent};
+pub use consumer::{ConsumerSpec, EventHandler, HandlerError, ReceivedEvent, referral_id};
 pub use topology::Topology;
 
 /// A service's connection to RabbitMQ, re-established on demand.
