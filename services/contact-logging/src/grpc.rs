@@ -110,9 +110,10 @@ impl ContactLoggingService for ContactLogging {
         )
         .await?;
         if case_state(&case_file) != CaseState::Open {
-            return Err(ApiError::FailedPrecondition(
-                "contacts can only be logged on an open case file".into(),
-            )
+            return Err(ApiError::FailedPrecondition(format!(
+                "the case file is {}; contacts can only be logged on an open case file",
+                case_state(&case_file).as_str_name()
+            ))
             .into());
         }
         let row = db::insert_contact(
@@ -196,9 +197,14 @@ impl ContactLoggingService for ContactLogging {
             CaseLock::Update,
         )
         .await?;
-        let not_open =
-            || ApiError::FailedPrecondition("the case file is already discharged".into());
-        if case_state(&case_file) != CaseState::Open {
+        let state = case_state(&case_file);
+        let not_open = || {
+            ApiError::FailedPrecondition(format!(
+                "the case file is {}; only an open case file can be discharged",
+                state.as_str_name()
+            ))
+        };
+        if state != CaseState::Open {
             return Err(not_open().into());
         }
         let discharged_at = db::discharge_case_file(
