@@ -451,6 +451,138 @@ async fn drain_outbox(pool: &sqlx::PgPool) {
     }
 }
 
+// ------------------------------------------------------ database probes ---
+
+/// Samples pg_stat_activity every 10 ms for `window` after `warmup`: how
+/// often each statement was running, a poor man's profile of database time.
+async fn sample_activity(
+    pool: sqlx::PgPool,
+    warmup: Duration,
+    window: Duration,
+) -> (u64, Vec<(String, u64)>) {
+    tokio::time::sleep(warmup).await;
+    let until = Instant::now() + window;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut samples = 0;
+    while Instant::now() < until {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT query, wait_event FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'active' \
+             AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        samples += 1;
+        for (query, wait) in rows {
+            let mut text: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            text.truncate(70);
+            let key = format!("{text} [{}]", wait.unwrap_or_else(|| "on CPU".into()));
+            *counts.entry(key).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+    counts.truncate(12);
+    (samples, counts)
+}
+
+/// Commits in the database and row activity on the outbox, cumulative.
+async fn database_counters(pool: &sqlx::PgPool) -> (i64, i64, i64, i64, i64) {
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(0);
+    let outbox: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT n_tup_del, n_dead_tup, coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0) \
+         FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname = $1",
+    )
+    .bind(referral_intake::SCHEMA)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_default();
+    (commits, outbox.0, outbox.1, outbox.2, outbox.3)
+}
+
+fn print_activity(title: &str, samples: u64, counts: &[(String, u64)]) {
+    println!();
+    println!(
+        "{title}: statements seen running in {samples} samples of pg_stat_activity (mean backends busy on each):"
+    );
+    println!();
+    println!("| statement [wait event] | mean active |");
+    println!("|---|---:|");
+    for (query, count) in counts {
+        println!(
+            "| `{}` | {:.2} |",
+            query.replace('|', "\\|"),
+            *count as f64 / samples.max(1) as f64
+        );
+    }
+}
+
+/// The plans PostgreSQL uses for the earlier-referral lookup, generic (what a
+/// long-lived prepared statement ends up with) and custom, on the table as
+/// the load left it.
+async fn explain_fingerprint_lookup(pool: &sqlx::PgPool) {
+    let Ok(mut connection) = pool.acquire().await else {
+        return;
+    };
+    let schema = referral_intake::SCHEMA;
+    let stats: Option<(i64, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT n_live_tup, last_autoanalyze FROM pg_stat_user_tables \
+         WHERE schemaname = $1 AND relname = 'referral'",
+    )
+    .bind(schema)
+    .fetch_optional(&mut *connection)
+    .await
+    .unwrap_or(None);
+    println!();
+    println!(
+        "Earlier-referral lookup on the referral table after the SubmitReferral runs (live rows, last autoanalyze): {stats:?}"
+    );
+    let statements = [
+        format!("SET search_path = {schema}"),
+        "PREPARE bench_lookup(bytea[]) AS SELECT referral_id FROM referral \
+         WHERE client_fingerprint = ANY($1) ORDER BY submitted_at DESC, referral_id DESC LIMIT 1"
+            .to_owned(),
+    ];
+    for statement in statements {
+        if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *connection)
+            .await
+        {
+            println!("(explain skipped: {error})");
+            return;
+        }
+    }
+    for mode in ["force_generic_plan", "force_custom_plan"] {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}")))
+            .execute(&mut *connection)
+            .await;
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_lookup(ARRAY[sha256('a'::bytea), sha256('b'::bytea)])",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap_or_default();
+        println!();
+        println!("{mode}:");
+        println!();
+        println!("```");
+        for line in plan {
+            println!("{line}");
+        }
+        println!("```");
+    }
+    let _ = sqlx::raw_sql("DEALLOCATE bench_lookup; RESET plan_cache_mode; RESET search_path")
+        .execute(&mut *connection)
+        .await;
+}
+
 // -------------------------------------------------------------- pgbench ---
 
 fn find_pgbench() -> Option<PathBuf> {
@@ -818,6 +950,8 @@ async fn measure_all(
 ) -> anyhow::Result<Vec<(usize, String)>> {
     let admin = env.database().await;
     declare_downstream_queue(env).await?;
+    let mut probes = Vec::new();
+    let mut activities = Vec::new();
 
     // 1. The platform with referral-intake only, its pool at production size.
     let mut settings = env.settings.clone();
@@ -840,11 +974,29 @@ async fn measure_all(
         checkpoint(&admin).await;
         eprintln!("[bench] SubmitReferral, {n} clients");
         let clients = intake_clients(env, &endpoint, n).await;
+        let probe = tokio::spawn(sample_activity(admin.clone(), warmup, window));
+        let before = database_counters(&admin).await;
         let m = hammer("SubmitReferral", clients, submit, warmup, window).await;
+        let after = database_counters(&admin).await;
+        let (samples, activity) = probe.await?;
         eprintln!("[bench]   {:.0} req/s, {} errors", m.per_second, m.errors);
+        let submitted =
+            m.requests.max(1) as f64 * (warmup + window).as_secs_f64() / window.as_secs_f64();
+        probes.push(format!(
+            "SubmitReferral at {n} clients (warm-up included in these counts): {:.2} commits per request; \
+             outbox rows deleted {}, dead outbox tuples at the end {}, outbox index scans {} \
+             fetching {} tuples",
+            (after.0 - before.0) as f64 / submitted,
+            after.1 - before.1,
+            after.2,
+            after.3 - before.3,
+            after.4 - before.4,
+        ));
+        activities.push((format!("SubmitReferral, {n} clients"), samples, activity));
         measurements.push(m);
     }
     drain_outbox(&admin).await;
+    explain_fingerprint_lookup(&admin).await;
     let sizes = row_sizes(&admin).await;
     platform.stop().await?;
 
@@ -864,8 +1016,21 @@ async fn measure_all(
             for &n in &options.concurrency {
                 checkpoint(&admin).await;
                 eprintln!("[bench] pgbench, {n} clients");
-                match run_pgbench(&pgbench, &env.database_url, &script_path, &dir, n, options).await
-                {
+                let probe = tokio::spawn(sample_activity(admin.clone(), warmup, window));
+                let before = database_counters(&admin).await;
+                let result =
+                    run_pgbench(&pgbench, &env.database_url, &script_path, &dir, n, options).await;
+                let after = database_counters(&admin).await;
+                let (samples, activity) = probe.await?;
+                if let Ok(run) = &result {
+                    let submitted = run.measurement.per_second * (warmup + window).as_secs_f64();
+                    probes.push(format!(
+                        "pgbench at {n} clients (warm-up included): {:.2} commits per transaction",
+                        (after.0 - before.0) as f64 / submitted.max(1.0),
+                    ));
+                }
+                activities.push((format!("pgbench, {n} clients"), samples, activity));
+                match result {
                     Ok(run) => {
                         eprintln!("[bench]   {:.0} tps", run.measurement.per_second);
                         measurements.push(run.measurement);
@@ -886,6 +1051,15 @@ async fn measure_all(
         }
     }
     admin.close().await;
+    println!();
+    println!("Database counters:");
+    println!();
+    for probe in &probes {
+        println!("- {probe}");
+    }
+    for (title, samples, activity) in &activities {
+        print_activity(title, *samples, activity);
+    }
 
     // 3. The bare tonic server.
     let (echo, stop) = start_echo().await?;

@@ -86,6 +86,20 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     )
     .await;
 
+    // The assessment starts from what the referrer reported, as codes and counts.
+    let assessment = assessments
+        .clone()
+        .get_assessment(cpm_proto::v1::GetAssessmentRequest {
+            referral_id: report.referral_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessment
+        .unwrap();
+    assert_eq!(assessment.emergency_calls_last_12_months, 38);
+
     // Another agency cannot see it.
     let mut other = ReferralIntakeServiceClient::new(env.referrer(&channel, "another-agency"));
     let error = other

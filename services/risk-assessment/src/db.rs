@@ -31,6 +31,9 @@ pub struct AssessmentRow {
     pub first_checked_at: Option<DateTime<Utc>>,
     /// The latest re-assessment's cpm.v1.EngagementAction.
     pub engagement: Option<i32>,
+    pub known_risk_types: Vec<i32>,
+    pub referrer_will_co_visit: bool,
+    pub emergency_calls_last_12_months: i32,
 }
 
 const ASSESSMENT_COLUMNS: &str = "assessment_id, referral_id, agency_id, area, vulnerabilities, \
@@ -41,7 +44,8 @@ const ASSESSMENT_COLUMNS: &str = "assessment_id, referral_id, agency_id, area, v
     (SELECT min(c.recorded_at) FROM assessment_check c \
      WHERE c.assessment_id = assessment.assessment_id) AS first_checked_at, \
     (SELECT v.action FROM review v WHERE v.assessment_id = assessment.assessment_id \
-     ORDER BY v.reviewed_at DESC, v.review_id DESC LIMIT 1) AS engagement";
+     ORDER BY v.reviewed_at DESC, v.review_id DESC LIMIT 1) AS engagement, \
+    known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months";
 
 /// One recorded check.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -78,6 +82,9 @@ pub struct NewAssessmentRow<'a> {
     pub state: i32,
     pub referred_at: DateTime<Utc>,
     pub earlier_referral_id: Option<Uuid>,
+    pub known_risk_types: &'a [i32],
+    pub referrer_will_co_visit: bool,
+    pub emergency_calls_last_12_months: i32,
 }
 
 /// Opens an assessment; false when the referral already has one.
@@ -87,8 +94,9 @@ pub async fn insert_assessment(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO assessment (assessment_id, referral_id, agency_id, area, vulnerabilities, \
-         client_gender, state, referred_at, earlier_referral_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         client_gender, state, referred_at, earlier_referral_id, known_risk_types, \
+         referrer_will_co_visit, emergency_calls_last_12_months) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT ON CONSTRAINT assessment_referral DO NOTHING",
     )
     .bind(row.assessment_id)
@@ -100,6 +108,9 @@ pub async fn insert_assessment(
     .bind(row.state)
     .bind(row.referred_at)
     .bind(row.earlier_referral_id)
+    .bind(row.known_risk_types)
+    .bind(row.referrer_will_co_visit)
+    .bind(row.emergency_calls_last_12_months)
     .execute(connection)
     .await?
     .rows_affected();

@@ -76,6 +76,9 @@ impl ReferralEvents {
                     .and_then(from_timestamp)
                     .unwrap_or_else(Utc::now),
                 earlier_referral_id,
+                known_risk_types: &event.known_risk_types,
+                referrer_will_co_visit: event.referrer_will_co_visit,
+                emergency_calls_last_12_months: event.emergency_calls_last_12_months,
             },
         )
         .await?;

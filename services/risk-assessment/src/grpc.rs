@@ -169,6 +169,9 @@ fn to_proto(row: &AssessmentRow, latest_checks: &[CheckRow], age_rule: AgeRule) 
             .map(|id| id.to_string())
             .unwrap_or_default(),
         history: Vec::new(),
+        known_risk_types: row.known_risk_types.clone(),
+        referrer_will_co_visit: row.referrer_will_co_visit,
+        emergency_calls_last_12_months: row.emergency_calls_last_12_months,
     }
 }
 
@@ -642,6 +645,9 @@ mod tests {
             referred_to: None,
             first_checked_at: None,
             engagement: None,
+            known_risk_types: vec![],
+            referrer_will_co_visit: false,
+            emergency_calls_last_12_months: 0,
         }
     }
 
