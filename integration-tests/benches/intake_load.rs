@@ -666,8 +666,11 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
         ));
     }
     script.push_str(&format!(
-        "SELECT referral_id FROM referral WHERE client_fingerprint = {fingerprint} \
-         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1;\n"
+        "SELECT latest.referral_id FROM unnest(ARRAY[{fingerprint}]) AS fingerprint (value) \
+         CROSS JOIN LATERAL (SELECT referral_id, submitted_at FROM referral \
+         WHERE client_fingerprint = fingerprint.value \
+         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS latest \
+         ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1;\n"
     ));
     script.push_str(&format!(
         "INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, \
@@ -676,7 +679,7 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
          VALUES (gen_random_uuid(), 'agency-pgbench', md5(random()::text), \
          sha256(convert_to(random()::text, 'UTF8')), 'referrer', 'Northshire', 1, '{{1}}', 12, \
          true, {fingerprint}, NULL, 1, 0) \
-         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING referral_id \\gset\n"
+         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING * \\gset\n"
     ));
     script.push_str(&format!(
         "INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
@@ -684,18 +687,12 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
         random_bytes_sql(sizes.wrapped_data_key),
         random_bytes_sql(sizes.sealed_details),
     ));
-    script.push_str(
-        "SELECT * FROM referral WHERE referral_id = :referral_id \
-         AND (NULL::text IS NULL OR agency_id = NULL::text);\n",
-    );
     script.push_str(&format!(
-        "INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
-         VALUES (gen_random_uuid(), '{}', {}, '{{}}'::jsonb);\n",
+        "WITH written AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
+         VALUES (gen_random_uuid(), '{}', {}, '{{}}'::jsonb) RETURNING 1) \
+         SELECT pg_notify('{}', '') FROM written;\nEND;\n",
         ReferralSubmitted::TYPE,
         random_bytes_sql(sizes.envelope),
-    ));
-    script.push_str(&format!(
-        "SELECT pg_notify('{}', '');\nEND;\n",
         cpm_runtime::bus::outbox::notify_channel(referral_intake::SCHEMA)
     ));
     script

@@ -66,12 +66,13 @@ pub struct NewReferralRow<'a> {
     pub demand: Option<cpm_proto::v1::Demand>,
 }
 
-/// Inserts a referral; false when the agency already used the idempotency key.
+/// Inserts a referral and returns it; `None` when the agency already used
+/// the idempotency key.
 pub async fn insert_referral(
     connection: &mut PgConnection,
     row: &NewReferralRow<'_>,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+) -> Result<Option<ReferralRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, submitted_by, \
          area, client_gender, vulnerabilities, emergency_calls_last_12_months, client_consented, \
          client_fingerprint, earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
@@ -79,8 +80,9 @@ pub async fn insert_referral(
          other_calls, police_staff_hours, safeguarding_reports) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, $17, \
          $18, $19, $20, $21, $22, $23) \
-         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING",
-    )
+         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
+         RETURNING {REFERRAL_COLUMNS}"
+    )))
     .bind(row.referral_id)
     .bind(row.agency_id)
     .bind(row.idempotency_key)
@@ -104,10 +106,8 @@ pub async fn insert_referral(
     .bind(row.demand.map(|d| d.other_calls))
     .bind(row.demand.map(|d| d.police_staff_hours))
     .bind(row.demand.map(|d| d.safeguarding_reports))
-    .execute(connection)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    .fetch_optional(connection)
+    .await
 }
 
 pub async fn find_by_idempotency_key(
@@ -129,9 +129,16 @@ pub async fn find_earlier_referral(
     connection: &mut PgConnection,
     client_fingerprints: &[Vec<u8>],
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    // One index probe per fingerprint (scalar `=`), so the plan never
+    // depends on how the planner guesses an array's selectivity.
     sqlx::query_scalar(
-        "SELECT referral_id FROM referral WHERE client_fingerprint = ANY($1) \
-         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1",
+        "SELECT latest.referral_id FROM unnest($1::bytea[]) AS fingerprint (value) \
+         CROSS JOIN LATERAL ( \
+             SELECT referral_id, submitted_at FROM referral \
+             WHERE client_fingerprint = fingerprint.value \
+             ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
+         ) AS latest \
+         ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1",
     )
     .bind(client_fingerprints)
     .fetch_optional(connection)

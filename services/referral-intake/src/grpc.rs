@@ -267,7 +267,7 @@ impl ReferralIntakeService for ReferralIntake {
             db::find_earlier_referral(&mut transaction, &self.vault.fingerprints(&identity))
                 .await
                 .map_err(ApiError::from)?;
-        let inserted = db::insert_referral(
+        let inserted_row = db::insert_referral(
             &mut transaction,
             &db::NewReferralRow {
                 referral_id,
@@ -297,7 +297,7 @@ impl ReferralIntakeService for ReferralIntake {
         .await
         .map_err(ApiError::from)?;
 
-        if !inserted {
+        let Some(row) = inserted_row else {
             // A retry: answer with the first referral, if it was the same request.
             transaction.rollback().await.map_err(ApiError::from)?;
             let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
@@ -320,16 +320,12 @@ impl ReferralIntakeService for ReferralIntake {
                 referral: Some(to_proto(&existing, None)),
                 replayed: true,
             }));
-        }
+        };
 
         let (wrapped, sealed) = self.vault.seal(referral_id, &referral.details);
         db::insert_client_record(&mut transaction, referral_id, &wrapped, &sealed)
             .await
             .map_err(ApiError::from)?;
-        let row = db::fetch_referral(&mut transaction, referral_id, None)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("inserted referral not found")))?;
         outbox::enqueue(
             &mut transaction,
             crate::NAME,

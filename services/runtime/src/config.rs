@@ -145,6 +145,9 @@ pub struct OutboxConfig {
     pub batch_size: u32,
     /// How long a publish waits for the broker's confirms.
     pub confirm_timeout_secs: u64,
+    /// After a wake-up, how long the relay waits for more commits so that
+    /// one batch (one confirm round, one delete) carries them all.
+    pub linger_ms: u64,
 }
 
 impl Default for OutboxConfig {
@@ -153,6 +156,7 @@ impl Default for OutboxConfig {
             poll_interval_ms: 1000,
             batch_size: 256,
             confirm_timeout_secs: 15,
+            linger_ms: 5,
         }
     }
 }

@@ -27,7 +27,11 @@ fn connect_options(config: &DatabaseConfig, schema: &str) -> Result<PgConnectOpt
 /// A pool whose connections live in `schema`. Connections open lazily, so
 /// the pool exists even while PostgreSQL is down and recovers by itself.
 pub fn pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sqlx::Error> {
+    // No ping before every acquire: a connection broken by a database
+    // restart fails its first query instead, which callers already treat as
+    // UNAVAILABLE (or a transient consumer failure) and retry.
     Ok(PgPoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .connect_lazy_with(connect_options(config, schema)?))

@@ -39,8 +39,14 @@ pub async fn enqueue<E: Event>(
     let event_id = Uuid::parse_str(&envelope.event_id).expect("a fresh UUIDv7");
     let trace_context =
         serde_json::to_value(crate::telemetry::current_context_headers()).unwrap_or_default();
+    // One round trip for the row and the wake-up. NOTIFY is delivered on
+    // commit, so the relay never wakes for a row it cannot see yet.
     sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, envelope, trace_context) VALUES ($1, $2, $3, $4)",
+        "WITH written AS ( \
+             INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
+             VALUES ($1, $2, $3, $4) RETURNING 1 \
+         ) \
+         SELECT pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), '') FROM written",
     )
     .bind(event_id)
     .bind(E::TYPE)
@@ -48,9 +54,5 @@ pub async fn enqueue<E: Event>(
     .bind(trace_context)
     .execute(&mut *connection)
     .await?;
-    // NOTIFY is delivered on commit, so the relay never wakes for a row it cannot see yet.
-    sqlx::query("SELECT pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), '')")
-        .execute(&mut *connection)
-        .await?;
     Ok(event_id)
 }

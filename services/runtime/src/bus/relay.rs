@@ -88,6 +88,11 @@ impl Relay {
                     if notified.is_err() {
                         listener = None;
                     }
+                    tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
+                    // The next batch takes whatever these wake-ups announced.
+                    if let Some(listener) = listener.as_mut() {
+                        while listener.next_buffered().is_some() {}
+                    }
                 }
             }
         }
