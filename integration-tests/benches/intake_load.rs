@@ -660,30 +660,30 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
          \\set n random(1, 1000000000000)\n\
          BEGIN;\n",
     );
-    if check_agency {
-        script.push_str(&format!(
-            "SELECT active FROM agency WHERE agency_id = '{AGENCY}';\n"
-        ));
-    }
+    let agency = if check_agency {
+        format!("(SELECT active FROM agency WHERE agency_id = '{AGENCY}')")
+    } else {
+        "NULL::boolean".to_owned()
+    };
     script.push_str(&format!(
-        "SELECT latest.referral_id FROM unnest(ARRAY[{fingerprint}]) AS fingerprint (value) \
+        "SELECT {agency} AS agency_active, \
+         (SELECT latest.referral_id FROM unnest(ARRAY[{fingerprint}]) AS fingerprint (value) \
          CROSS JOIN LATERAL (SELECT referral_id, submitted_at FROM referral \
          WHERE client_fingerprint = fingerprint.value \
          ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS latest \
-         ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1;\n"
+         ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) AS earlier_referral_id;\n"
     ));
     script.push_str(&format!(
-        "INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, \
+        "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, \
          submitted_by, area, client_gender, vulnerabilities, emergency_calls_last_12_months, \
          client_consented, client_fingerprint, earlier_referral_id, status, status_rank) \
          VALUES (gen_random_uuid(), 'agency-pgbench', md5(random()::text), \
          sha256(convert_to(random()::text, 'UTF8')), 'referrer', 'Northshire', 1, '{{1}}', 12, \
          true, {fingerprint}, NULL, 1, 0) \
-         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING * \\gset\n"
-    ));
-    script.push_str(&format!(
-        "INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
-         VALUES (:referral_id, {}, {});\n",
+         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING *), \
+         sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
+         SELECT referral_id, {}, {} FROM inserted) \
+         SELECT * FROM inserted;\n",
         random_bytes_sql(sizes.wrapped_data_key),
         random_bytes_sql(sizes.sealed_details),
     ));

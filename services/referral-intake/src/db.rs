@@ -66,14 +66,17 @@ pub struct NewReferralRow<'a> {
     pub demand: Option<cpm_proto::v1::Demand>,
 }
 
-/// Inserts a referral and returns it; `None` when the agency already used
-/// the idempotency key.
+/// Inserts a referral with its sealed client record, in one statement,
+/// and returns it; `None` (and nothing written) when the agency already
+/// used the idempotency key.
 pub async fn insert_referral(
     connection: &mut PgConnection,
     row: &NewReferralRow<'_>,
+    wrapped_data_key: &[u8],
+    sealed_details: &[u8],
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, submitted_by, \
+        "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, submitted_by, \
          area, client_gender, vulnerabilities, emergency_calls_last_12_months, client_consented, \
          client_fingerprint, earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
          known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, \
@@ -81,7 +84,10 @@ pub async fn insert_referral(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, $17, \
          $18, $19, $20, $21, $22, $23) \
          ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
-         RETURNING {REFERRAL_COLUMNS}"
+         RETURNING {REFERRAL_COLUMNS}), \
+         sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
+                    SELECT referral_id, $24, $25 FROM inserted) \
+         SELECT * FROM inserted"
     )))
     .bind(row.referral_id)
     .bind(row.agency_id)
@@ -106,6 +112,8 @@ pub async fn insert_referral(
     .bind(row.demand.map(|d| d.other_calls))
     .bind(row.demand.map(|d| d.police_staff_hours))
     .bind(row.demand.map(|d| d.safeguarding_reports))
+    .bind(wrapped_data_key)
+    .bind(sealed_details)
     .fetch_optional(connection)
     .await
 }
@@ -124,42 +132,37 @@ pub async fn find_by_idempotency_key(
     .await
 }
 
-/// The most recent earlier referral of the same client, from any agency.
-pub async fn find_earlier_referral(
-    connection: &mut PgConnection,
-    client_fingerprints: &[Vec<u8>],
-) -> Result<Option<Uuid>, sqlx::Error> {
-    // One index probe per fingerprint (scalar `=`), so the plan never
-    // depends on how the planner guesses an array's selectivity.
-    sqlx::query_scalar(
-        "SELECT latest.referral_id FROM unnest($1::bytea[]) AS fingerprint (value) \
-         CROSS JOIN LATERAL ( \
-             SELECT referral_id, submitted_at FROM referral \
-             WHERE client_fingerprint = fingerprint.value \
-             ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
-         ) AS latest \
-         ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1",
-    )
-    .bind(client_fingerprints)
-    .fetch_optional(connection)
-    .await
+/// What a submission needs to know first, in one round trip.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SubmissionContext {
+    /// `None` when the agency is not registered.
+    pub agency_active: Option<bool>,
+    /// The most recent earlier referral of the same client, from any agency.
+    pub earlier_referral_id: Option<Uuid>,
 }
 
-pub async fn insert_client_record(
+/// Whether the agency may refer, and the client's latest earlier referral.
+pub async fn submission_context(
     connection: &mut PgConnection,
-    referral_id: Uuid,
-    wrapped_data_key: &[u8],
-    sealed_details: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) VALUES ($1, $2, $3)",
+    agency_id: &str,
+    client_fingerprints: &[Vec<u8>],
+) -> Result<SubmissionContext, sqlx::Error> {
+    // One index probe per fingerprint (scalar `=`), so the plan never
+    // depends on how the planner guesses an array's selectivity.
+    sqlx::query_as(
+        "SELECT (SELECT active FROM agency WHERE agency_id = $1) AS agency_active, \
+                (SELECT latest.referral_id FROM unnest($2::bytea[]) AS fingerprint (value) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT referral_id, submitted_at FROM referral \
+                     WHERE client_fingerprint = fingerprint.value \
+                     ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
+                 ) AS latest \
+                 ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) AS earlier_referral_id",
     )
-    .bind(referral_id)
-    .bind(wrapped_data_key)
-    .bind(sealed_details)
-    .execute(connection)
-    .await?;
-    Ok(())
+    .bind(agency_id)
+    .bind(client_fingerprints)
+    .fetch_one(connection)
+    .await
 }
 
 /// A referral; with `agency_id` set, only when that agency made it.

@@ -48,13 +48,14 @@ impl ReferralIntake {
         }
     }
 
-    /// Refuses agencies that are not registered or are suspended.
+    /// Refuses agencies that are not registered (`active` is `None`) or are suspended.
     async fn check_agency(
         &self,
         connection: &mut PgConnection,
         agency_id: &str,
+        active: Option<bool>,
     ) -> Result<(), ApiError> {
-        match db::agency_is_active(connection, agency_id).await? {
+        match active {
             Some(true) => Ok(()),
             Some(false) => Err(ApiError::PermissionDenied(format!(
                 "agency {agency_id} is suspended and cannot refer"
@@ -257,16 +258,23 @@ impl ReferralIntakeService for ReferralIntake {
             .map_err(ApiError::InvalidArgument)?;
         let hash = request_hash(&request);
 
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
-        self.check_agency(&mut transaction, &agency_id).await?;
         let referral_id = Uuid::now_v7();
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id));
         let identity = identity_key(&referral.details);
         let fingerprint = self.vault.fingerprint(&identity);
-        let earlier_referral_id =
-            db::find_earlier_referral(&mut transaction, &self.vault.fingerprints(&identity))
-                .await
-                .map_err(ApiError::from)?;
+        let (wrapped, sealed) = self.vault.seal(referral_id, &referral.details);
+
+        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let context = db::submission_context(
+            &mut transaction,
+            &agency_id,
+            &self.vault.fingerprints(&identity),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        self.check_agency(&mut transaction, &agency_id, context.agency_active)
+            .await?;
+        let earlier_referral_id = context.earlier_referral_id;
         let inserted_row = db::insert_referral(
             &mut transaction,
             &db::NewReferralRow {
@@ -293,6 +301,8 @@ impl ReferralIntakeService for ReferralIntake {
                 referrer_will_co_visit: referral.referrer_will_co_visit,
                 demand: referral.demand,
             },
+            &wrapped,
+            &sealed,
         )
         .await
         .map_err(ApiError::from)?;
@@ -322,10 +332,6 @@ impl ReferralIntakeService for ReferralIntake {
             }));
         };
 
-        let (wrapped, sealed) = self.vault.seal(referral_id, &referral.details);
-        db::insert_client_record(&mut transaction, referral_id, &wrapped, &sealed)
-            .await
-            .map_err(ApiError::from)?;
         outbox::enqueue(
             &mut transaction,
             crate::NAME,
