@@ -147,22 +147,31 @@ pub async fn submission_context(
     agency_id: &str,
     client_fingerprints: &[Vec<u8>],
 ) -> Result<SubmissionContext, sqlx::Error> {
-    // One index probe per fingerprint (scalar `=`), so the plan never
-    // depends on how the planner guesses an array's selectivity.
-    sqlx::query_as(
-        "SELECT (SELECT active FROM agency WHERE agency_id = $1) AS agency_active, \
-                (SELECT latest.referral_id FROM unnest($2::bytea[]) AS fingerprint (value) \
-                 CROSS JOIN LATERAL ( \
-                     SELECT referral_id, submitted_at FROM referral \
-                     WHERE client_fingerprint = fingerprint.value \
-                     ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
-                 ) AS latest \
-                 ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) AS earlier_referral_id",
-    )
-    .bind(agency_id)
-    .bind(client_fingerprints)
-    .fetch_one(connection)
-    .await
+    // One index probe per fingerprint with a scalar `=`, so the plan never
+    // depends on how the planner guesses an array's size. With one master
+    // key (no rotation under way) the array is skipped altogether.
+    let query = match client_fingerprints {
+        [current] => sqlx::query_as(
+            "SELECT (SELECT active FROM agency WHERE agency_id = $1) AS agency_active, \
+                    (SELECT referral_id FROM referral WHERE client_fingerprint = $2 \
+                     ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS earlier_referral_id",
+        )
+        .bind(agency_id)
+        .bind(current),
+        all => sqlx::query_as(
+            "SELECT (SELECT active FROM agency WHERE agency_id = $1) AS agency_active, \
+                    (SELECT latest.referral_id FROM unnest($2::bytea[]) AS fingerprint (value) \
+                     CROSS JOIN LATERAL ( \
+                         SELECT referral_id, submitted_at FROM referral \
+                         WHERE client_fingerprint = fingerprint.value \
+                         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
+                     ) AS latest \
+                     ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) AS earlier_referral_id",
+        )
+        .bind(agency_id)
+        .bind(all),
+    };
+    query.fetch_one(connection).await
 }
 
 /// A referral; with `agency_id` set, only when that agency made it.
