@@ -667,11 +667,8 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
     };
     script.push_str(&format!(
         "SELECT {agency} AS agency_active, \
-         (SELECT latest.referral_id FROM unnest(ARRAY[{fingerprint}]) AS fingerprint (value) \
-         CROSS JOIN LATERAL (SELECT referral_id, submitted_at FROM referral \
-         WHERE client_fingerprint = fingerprint.value \
-         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS latest \
-         ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) AS earlier_referral_id;\n"
+         (SELECT referral_id FROM referral WHERE client_fingerprint = {fingerprint} \
+         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS earlier_referral_id;\n"
     ));
     script.push_str(&format!(
         "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, \

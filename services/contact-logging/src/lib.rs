@@ -62,7 +62,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(&pool, SCHEMA);
+    context.spawn_relay(SCHEMA)?;
     context.spawn_consumer(&pool, allocations_consumer(), Arc::new(events::CaseFiles));
     let service = grpc::ContactLogging::new(pool.clone());
     routes.add_service(ContactLoggingServiceServer::with_interceptor(

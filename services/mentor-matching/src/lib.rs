@@ -63,7 +63,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(&pool, SCHEMA);
+    context.spawn_relay(SCHEMA)?;
     context.spawn_consumer(&pool, decisions_consumer(), Arc::new(events::Decisions));
     let service = grpc::MentorMatching::new(pool.clone());
     routes.add_service(MentorMatchingServiceServer::with_interceptor(

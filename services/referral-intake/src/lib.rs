@@ -76,7 +76,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(&pool, SCHEMA);
+    context.spawn_relay(SCHEMA)?;
     context.spawn_consumer(&pool, status_consumer(), Arc::new(events::StatusProjection));
     let service = grpc::ReferralIntake::new(
         pool.clone(),

@@ -94,7 +94,7 @@ pub async fn start(
         "risk_assessment.first_assessment_target_days must be at least 1"
     );
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(&pool, SCHEMA);
+    context.spawn_relay(SCHEMA)?;
     context.spawn_consumer(
         &pool,
         referrals_consumer(),

@@ -80,15 +80,18 @@ impl ServiceContext {
         self.tasks.spawn(work);
     }
 
-    /// Starts the outbox relay of `schema`.
-    pub fn spawn_relay(&self, pool: &PgPool, schema: &str) {
-        let relay = Relay::new(
-            pool.clone(),
-            self.bus.clone(),
-            schema,
-            &self.platform.outbox,
-        );
+    /// Starts the outbox relay of `schema`, on connections of its own so
+    /// that publishing (which holds its batch's row locks until the broker
+    /// confirms) never waits for, or holds up, a request's connection.
+    pub fn spawn_relay(&self, schema: &str) -> anyhow::Result<()> {
+        let relay_database = crate::config::DatabaseConfig {
+            max_connections: 2,
+            ..self.platform.database.clone()
+        };
+        let pool = crate::db::pool(&relay_database, schema)?;
+        let relay = Relay::new(pool, self.bus.clone(), schema, &self.platform.outbox);
         self.spawn(relay.run(self.shutdown.clone()));
+        Ok(())
     }
 
     /// Starts a consumer applying `handler` to the events in `spec`.
