@@ -177,9 +177,10 @@ async fn a_poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
     env.cleanup().await;
 }
 
-/// Fails for ever on one referral's events, succeeds on the others.
+/// Fails on one referral's events until `fixed`, succeeds on the others.
 struct FailsOnOne {
     failing: String,
+    fixed: Arc<std::sync::atomic::AtomicBool>,
     applied: Arc<Mutex<Vec<String>>>,
 }
 
@@ -190,7 +191,9 @@ impl EventHandler for FailsOnOne {
         event: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let event: ReferralSubmitted = event.decode()?;
-        if event.referral_id == self.failing {
+        if event.referral_id == self.failing
+            && !self.fixed.load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Err(HandlerError::Transient("this one never works".into()));
         }
         self.applied.lock().unwrap().push(event.referral_id);
@@ -208,6 +211,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
         .unwrap();
     let bus = Bus::new(&env.settings.platform.amqp);
     let shutdown = cpm_runtime::Shutdown::new();
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let applied = Arc::new(Mutex::new(Vec::new()));
     let spec = ConsumerSpec {
         service: "bus-test",
@@ -220,6 +224,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
         spec,
         Arc::new(FailsOnOne {
             failing: "bad".into(),
+            fixed: fixed.clone(),
             applied: applied.clone(),
         }),
     );
@@ -278,6 +283,30 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
     .await;
     assert_eq!(env.queue_depth(&queue).await, 0);
     assert_eq!(*applied.lock().unwrap(), ["good-1", "good-2"]);
+
+    // Once the cause is fixed, an operator replays the dead letter
+    // (`cpm dead-letters --replay bus-test.flaky`) and it is applied.
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let spec = ConsumerSpec {
+        service: "bus-test",
+        name: "flaky",
+        routing_keys: vec!["referral.submitted"],
+    };
+    let counts = cpm_runtime::bus::dead_letters::count(&bus, std::slice::from_ref(&spec))
+        .await
+        .unwrap();
+    assert_eq!(counts[0].messages, 1);
+    let replayed = cpm_runtime::bus::dead_letters::replay(&bus, &spec, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    eventually(
+        Duration::from_secs(20),
+        "the replayed event is applied",
+        || async { applied.lock().unwrap().len() == 3 },
+    )
+    .await;
+    assert_eq!(env.queue_depth(&format!("{queue}.dlq")).await, 0);
     shutdown.cancel();
     consumer_task.await.unwrap();
     relay_task.await.unwrap();

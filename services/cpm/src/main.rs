@@ -56,6 +56,16 @@ enum Command {
     /// Re-wraps every client data key still under a previous master key with
     /// the current one (step 2 of a master key rotation; see docs/operations.md).
     RewrapKeys,
+    /// Lists every consumer's dead-letter queue with its depth, or with
+    /// `--replay <service>.<consumer>` moves its dead letters back to its
+    /// queue once the cause is fixed.
+    DeadLetters {
+        #[arg(long)]
+        replay: Option<String>,
+        /// Replay at most this many.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
     /// Exits 0 when the server (or one gRPC service) is SERVING.
     Health {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -253,6 +263,51 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 "re-wrapped {} data keys; {} were already under the current key",
                 summary.rewrapped, summary.already_current
             );
+            Ok(())
+        }
+        Command::DeadLetters { replay, limit } => {
+            let settings = load_settings(cli.config.as_ref())?;
+            let bus = cpm_runtime::bus::Bus::new(&settings.platform.amqp);
+            let consumers = cpm::platform::all_consumers();
+            let counts = cpm_runtime::bus::dead_letters::count(&bus, &consumers)
+                .await
+                .map_err(fail)?;
+            let Some(name) = replay else {
+                for count in &counts {
+                    println!(
+                        "{:<32} {:>8}  {}",
+                        count.consumer, count.messages, count.queue
+                    );
+                }
+                bus.close().await;
+                return Ok(());
+            };
+            let Some(spec) = consumers.iter().find(|spec| spec.inbox_name() == name) else {
+                let names: Vec<_> = consumers.iter().map(|spec| spec.inbox_name()).collect();
+                eprintln!(
+                    "cpm: unknown consumer `{name}`: expected one of {}",
+                    names.join(", ")
+                );
+                return Err(ExitCode::from(2));
+            };
+            let waiting = counts
+                .iter()
+                .find(|count| count.consumer == name)
+                .map_or(0, |count| count.messages as usize);
+            let bar = indicatif::ProgressBar::new(waiting.min(limit) as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} dead letters replayed",
+                )
+                .expect("a valid template"),
+            );
+            let moved = cpm_runtime::bus::dead_letters::replay(&bus, spec, limit, |moved| {
+                bar.set_position(moved as u64)
+            })
+            .await
+            .map_err(fail)?;
+            bar.finish();
+            println!("replayed {moved} dead-lettered events into {name}");
+            bus.close().await;
             Ok(())
         }
         Command::Health { endpoint, service } => {

@@ -10,6 +10,7 @@
 //! [`Bus`] owns the connection and re-opens it whenever it is lost.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod outbox;
 pub mod relay;
 pub mod topology;

@@ -1,0 +1,107 @@
+//! Dead-lettered events: how many wait, and replaying them once their cause
+//! is fixed. A replayed event goes back to the one consumer queue it died
+//! in (through the default exchange), not to every subscriber; the
+//! consumer's inbox makes a replay of an event it did apply harmless.
+
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+
+use super::topology::Topology;
+use super::{Bus, ConsumerSpec};
+
+/// A consumer's dead-letter queue and how many events wait in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub consumer: String,
+    pub queue: String,
+    pub messages: u32,
+}
+
+/// The depth of every consumer's dead-letter queue (declared if missing).
+pub async fn count(bus: &Bus, specs: &[ConsumerSpec]) -> anyhow::Result<Vec<DeadLetterCount>> {
+    bus.declare_consumer_queues(specs).await?;
+    let channel = bus.channel().await?;
+    let mut counts = Vec::new();
+    for spec in specs {
+        let queue = Topology::dead_letter_queue(&bus.topology().queue(spec.service, spec.name));
+        let declared = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        counts.push(DeadLetterCount {
+            consumer: spec.inbox_name(),
+            queue,
+            messages: declared.message_count(),
+        });
+    }
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(counts)
+}
+
+/// Moves up to `limit` events from `spec`'s dead-letter queue back to its
+/// queue, each confirmed by the broker before it leaves the dead-letter
+/// queue. Returns how many moved; `on_moved` is called after each.
+pub async fn replay(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    limit: usize,
+    mut on_moved: impl FnMut(usize),
+) -> anyhow::Result<usize> {
+    let queue = bus.topology().queue(spec.service, spec.name);
+    let dead_letter_queue = Topology::dead_letter_queue(&queue);
+    let channel = bus.channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let mut moved = 0;
+    while moved < limit {
+        let Some(message) = channel
+            .basic_get(
+                dead_letter_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await?
+        else {
+            break;
+        };
+        let delivery = message.delivery;
+        let confirmation = channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                delivery.properties.clone(),
+            )
+            .await?
+            .await?;
+        if !matches!(confirmation, Confirmation::Ack(None)) {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await?;
+            anyhow::bail!("the broker did not take the replayed event back into {queue}");
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        moved += 1;
+        on_moved(moved);
+    }
+    let _ = channel.close(200, "replayed".into()).await;
+    tracing::info!(%queue, moved, "dead-lettered events replayed");
+    Ok(moved)
+}
