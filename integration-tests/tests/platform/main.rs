@@ -10,3 +10,4 @@ mod python_client;
 mod referral_intake;
 mod restart;
 mod risk_assessment;
+mod tls;

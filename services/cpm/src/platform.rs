@@ -18,6 +18,7 @@ use crate::{Settings, Target};
 /// A running platform.
 pub struct Platform {
     local_addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -66,7 +67,7 @@ impl Platform {
             .bus
             .declare_consumer_queues_when_ready(&all_consumers(), &shutdown)
             .await?;
-        let (mut routes, reporter) = cpm_runtime::grpc::server::base_routes().await?;
+        let (mut routes, reporter, plain_health) = cpm_runtime::grpc::server::base_routes().await?;
         let mut started = Vec::new();
         for target in targets {
             started.push(start_target(*target, &settings, &context, &mut routes).await?);
@@ -78,6 +79,22 @@ impl Platform {
             .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, targets = ?targets.iter().map(|t| t.as_str()).collect::<Vec<_>>(), "serving gRPC");
+        let health_port = &settings.platform.grpc.health_listen;
+        let (health_addr, health_only) = if health_port.is_empty() {
+            (None, None)
+        } else {
+            let health_listener = TcpListener::bind(health_port.as_str())
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot listen on {health_port}: {error}"))?;
+            let health_addr = health_listener.local_addr()?;
+            tracing::info!(%health_addr, "serving plaintext health for probes");
+            let task = tokio::spawn(cpm_runtime::grpc::server::serve_health_only(
+                health_listener,
+                plain_health,
+                shutdown.clone(),
+            ));
+            (Some(health_addr), Some(task))
+        };
 
         let monitor = tokio::spawn(cpm_runtime::service::monitor_health(
             reporter,
@@ -92,6 +109,9 @@ impl Platform {
                 cpm_runtime::grpc::server::serve(listener, routes, &grpc, server_shutdown).await;
             context.drain(grpc.shutdown_timeout()).await;
             let _ = monitor.await;
+            if let Some(task) = health_only {
+                let _ = task.await;
+            }
             for service in &started {
                 service.pool.close().await;
             }
@@ -100,9 +120,15 @@ impl Platform {
         });
         Ok(Self {
             local_addr,
+            health_addr,
             shutdown,
             handle,
         })
+    }
+
+    /// The plaintext health-only listener, when `grpc.health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -72,6 +72,12 @@ pub struct GrpcConfig {
     /// PEM files; both set turns TLS on.
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// A CA certificate (PEM): when set with TLS, every client must present a
+    /// certificate it signed (mutual TLS).
+    pub tls_client_ca_file: String,
+    /// A plaintext listener serving only grpc.health.v1, for Kubernetes
+    /// probes when the main port requires client certificates. Empty: none.
+    pub health_listen: String,
 }
 
 impl Default for GrpcConfig {
@@ -81,6 +87,8 @@ impl Default for GrpcConfig {
             shutdown_timeout_secs: 10,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            tls_client_ca_file: String::new(),
+            health_listen: String::new(),
         }
     }
 }
@@ -329,6 +337,27 @@ impl PlatformConfig {
                     "`{}` is not an address like 0.0.0.0:50051",
                     self.grpc.listen
                 ),
+            ));
+        }
+        if !self.grpc.health_listen.is_empty()
+            && self
+                .grpc
+                .health_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(ConfigError::invalid(
+                "grpc.health_listen",
+                format!(
+                    "`{}` is not an address like 0.0.0.0:50052",
+                    self.grpc.health_listen
+                ),
+            ));
+        }
+        if !self.grpc.tls_client_ca_file.is_empty() && !self.grpc.tls_enabled() {
+            return Err(ConfigError::invalid(
+                "grpc.tls_client_ca_file",
+                "mutual TLS needs grpc.tls_cert_file and grpc.tls_key_file too",
             ));
         }
         if self.grpc.tls_cert_file.is_empty() != self.grpc.tls_key_file.is_empty() {

@@ -8,17 +8,25 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::RoutesBuilder;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Shutdown;
 use crate::config::GrpcConfig;
 
+/// The health service, as served by every listener of one process.
+pub type HealthService =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
 /// Routes with health and reflection added; the reporter starts NOT_SERVING
 /// for the whole server until [`crate::service`] finds the dependencies ready.
-pub async fn base_routes() -> anyhow::Result<(RoutesBuilder, HealthReporter)> {
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+pub async fn base_routes() -> anyhow::Result<(RoutesBuilder, HealthReporter, HealthService)> {
+    let reporter = HealthReporter::new();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+    );
+    let plain_health = health_service.clone();
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
@@ -35,7 +43,7 @@ pub async fn base_routes() -> anyhow::Result<(RoutesBuilder, HealthReporter)> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok((routes, reporter))
+    Ok((routes, reporter, plain_health))
 }
 
 fn tls(config: &GrpcConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
@@ -44,9 +52,12 @@ fn tls(config: &GrpcConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
     }
     let cert = std::fs::read(&config.tls_cert_file)?;
     let key = std::fs::read(&config.tls_key_file)?;
-    Ok(Some(
-        ServerTlsConfig::new().identity(Identity::from_pem(cert, key)),
-    ))
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if !config.tls_client_ca_file.is_empty() {
+        let ca = std::fs::read(&config.tls_client_ca_file)?;
+        tls = tls.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(Some(tls))
 }
 
 /// Serves `routes` on `listener` until `shutdown`; in-flight calls then get
@@ -82,4 +93,20 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Serves only grpc.health.v1, in plaintext, until `shutdown`: the probe
+/// port of a process whose main port requires client certificates.
+pub async fn serve_health_only(
+    listener: TcpListener,
+    health: HealthService,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await;
+        })
+        .await?;
+    Ok(())
 }
