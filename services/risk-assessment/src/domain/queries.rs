@@ -1,0 +1,233 @@
+//! Queries: requests that read assessments without changing them, namely
+//! looking one up, listing an area's queue and counting outcomes over a
+//! period. They are parsed here so the handlers get bounded, trimmed values
+//! and every violation is reported at once.
+
+use chrono::{DateTime, Utc};
+use cpm_proto::v1::{AssessmentStatsRequest, GetAssessmentRequest, ListQueueRequest};
+use cpm_runtime::grpc::FieldViolations;
+use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_id};
+use uuid::Uuid;
+
+use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+
+/// Which assessment a GetAssessment request names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssessmentLookup {
+    Assessment(Uuid),
+    Referral(Uuid),
+}
+
+impl AssessmentLookup {
+    /// Exactly one of `assessment_id` and `referral_id` must be given.
+    pub fn parse(request: &GetAssessmentRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let lookup = match (
+            request.assessment_id.is_empty(),
+            request.referral_id.is_empty(),
+        ) {
+            (true, true) => {
+                violations.add(
+                    "assessment_id",
+                    "one of assessment_id or referral_id is required",
+                );
+                None
+            }
+            (false, false) => {
+                violations.add("referral_id", "give assessment_id or referral_id, not both");
+                None
+            }
+            (false, true) => parse_id("assessment_id", &request.assessment_id, &mut violations)
+                .map(Self::Assessment),
+            (true, false) => {
+                parse_id("referral_id", &request.referral_id, &mut violations).map(Self::Referral)
+            }
+        };
+        match lookup {
+            Some(lookup) if violations.is_empty() => Ok(lookup),
+            _ => Err(violations),
+        }
+    }
+}
+
+/// A valid ListQueue request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueQuery {
+    /// `None` lists every area.
+    pub area: Option<String>,
+    pub page_size: i32,
+}
+
+impl QueueQuery {
+    pub fn parse(request: &ListQueueRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        if !(0..=MAX_PAGE_SIZE).contains(&request.page_size) {
+            violations.add(
+                "page_size",
+                format!("must be between 0 and {MAX_PAGE_SIZE}"),
+            );
+        }
+        check_text("area", &request.area, false, 200, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        let area = request.area.trim();
+        Ok(Self {
+            area: (!area.is_empty()).then(|| area.to_owned()),
+            page_size: if request.page_size == 0 {
+                DEFAULT_PAGE_SIZE
+            } else {
+                request.page_size
+            },
+        })
+    }
+}
+
+/// A valid AssessmentStats request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `None` counts every area.
+    pub area: Option<String>,
+}
+
+impl StatsQuery {
+    pub fn parse(request: &AssessmentStatsRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let mut bound = |field: &str, value: &Option<prost_types::Timestamp>| match value {
+            None => {
+                violations.add(field, "is required");
+                None
+            }
+            Some(value) => {
+                let parsed = from_timestamp(value);
+                if parsed.is_none() {
+                    violations.add(field, "is not a valid time");
+                }
+                parsed
+            }
+        };
+        let from = bound("from", &request.from);
+        let to = bound("to", &request.to);
+        if let (Some(from), Some(to)) = (from, to)
+            && to <= from
+        {
+            violations.add("to", "must be after from");
+        }
+        check_text("area", &request.area, false, 200, &mut violations);
+        match (from, to) {
+            (Some(from), Some(to)) if violations.is_empty() => {
+                let area = request.area.trim();
+                Ok(Self {
+                    from,
+                    to,
+                    area: (!area.is_empty()).then(|| area.to_owned()),
+                })
+            }
+            _ => Err(violations),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::test_support::fields;
+
+    #[test]
+    fn exactly_one_lookup_key_is_accepted() {
+        let id = Uuid::now_v7();
+        let by_assessment = GetAssessmentRequest {
+            assessment_id: id.to_string(),
+            referral_id: String::new(),
+        };
+        assert_eq!(
+            AssessmentLookup::parse(&by_assessment),
+            Ok(AssessmentLookup::Assessment(id))
+        );
+        let by_referral = GetAssessmentRequest {
+            assessment_id: String::new(),
+            referral_id: id.to_string(),
+        };
+        assert_eq!(
+            AssessmentLookup::parse(&by_referral),
+            Ok(AssessmentLookup::Referral(id))
+        );
+        let neither = GetAssessmentRequest::default();
+        assert_eq!(
+            fields(AssessmentLookup::parse(&neither).unwrap_err()),
+            ["assessment_id"]
+        );
+        let both = GetAssessmentRequest {
+            assessment_id: id.to_string(),
+            referral_id: id.to_string(),
+        };
+        assert_eq!(
+            fields(AssessmentLookup::parse(&both).unwrap_err()),
+            ["referral_id"]
+        );
+        let malformed = GetAssessmentRequest {
+            assessment_id: String::new(),
+            referral_id: "x".into(),
+        };
+        assert_eq!(
+            fields(AssessmentLookup::parse(&malformed).unwrap_err()),
+            ["referral_id"]
+        );
+    }
+
+    #[test]
+    fn queue_pages_default_to_fifty_and_stop_at_five_hundred() {
+        let query = QueueQuery::parse(&ListQueueRequest::default()).unwrap();
+        assert_eq!(
+            query,
+            QueueQuery {
+                area: None,
+                page_size: DEFAULT_PAGE_SIZE
+            }
+        );
+        let query = QueueQuery::parse(&ListQueueRequest {
+            area: " Darlington ".into(),
+            page_size: 500,
+        })
+        .unwrap();
+        assert_eq!(query.area.as_deref(), Some("Darlington"));
+        for page_size in [-1, 501] {
+            let request = ListQueueRequest {
+                area: String::new(),
+                page_size,
+            };
+            assert_eq!(
+                fields(QueueQuery::parse(&request).unwrap_err()),
+                ["page_size"]
+            );
+        }
+    }
+
+    #[test]
+    fn stats_need_a_period_that_runs_forwards() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let query = StatsQuery::parse(&AssessmentStatsRequest {
+            from: at(1_700_000_000),
+            to: at(1_710_000_000),
+            area: " Darlington ".into(),
+        })
+        .unwrap();
+        assert_eq!(query.area.as_deref(), Some("Darlington"));
+        assert!(query.from < query.to);
+        assert_eq!(
+            fields(StatsQuery::parse(&AssessmentStatsRequest::default()).unwrap_err()),
+            ["from", "to"]
+        );
+        let backwards = AssessmentStatsRequest {
+            from: at(1_710_000_000),
+            to: at(1_700_000_000),
+            area: "x".repeat(201),
+        };
+        assert_eq!(
+            fields(StatsQuery::parse(&backwards).unwrap_err()),
+            ["to", "area"]
+        );
+    }
+}
