@@ -19,7 +19,7 @@ use lapin::types::FieldTable;
 use prost::Message as _;
 use sqlx::PgConnection;
 
-use crate::harness::{TestEnv, await_status, connect, eventually, referral_request};
+use crate::harness::{TestEnv, await_status, connect, eventually, referral_request, submit};
 
 async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
     let (connection, channel) = env.amqp_channel().await;
@@ -151,13 +151,7 @@ async fn a_poison_message_is_dead_lettered_and_the_queue_keeps_flowing() {
     .await;
 
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-p"));
-    let referral = intake
-        .submit_referral(referral_request("Darlington"))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let referral = submit(&mut intake, referral_request("Darlington")).await;
     await_status(
         &mut intake,
         &referral.referral_id,

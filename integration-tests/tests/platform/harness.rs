@@ -236,6 +236,36 @@ pub fn referral_request(area: &str) -> SubmitReferralRequest {
     }
 }
 
+/// Submits a referral the service must accept, and returns it.
+pub async fn submit(
+    client: &mut ReferralIntakeServiceClient<Authed>,
+    request: SubmitReferralRequest,
+) -> Referral {
+    client
+        .submit_referral(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+}
+
+/// Reads a referral the caller must be able to see.
+pub async fn fetch_referral(
+    client: &mut ReferralIntakeServiceClient<Authed>,
+    referral_id: &str,
+) -> Referral {
+    client
+        .get_referral(GetReferralRequest {
+            referral_id: referral_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+}
+
 /// Polls GetReferral until `wanted` (or fails after `timeout`).
 pub async fn await_status(
     client: &mut ReferralIntakeServiceClient<Authed>,

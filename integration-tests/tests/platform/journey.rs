@@ -5,7 +5,7 @@ use cpm_proto::v1::GetReferralRequest;
 use cpm_proto::v1::ReferralStatus;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 
-use crate::harness::{TestEnv, connect};
+use crate::harness::{TestEnv, connect, fetch_referral};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_referral_travels_from_agency_to_discharge_notice() {
@@ -47,15 +47,7 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     // The discharge date is recorded for the referrer.
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, &report.agency_id));
-    let referral = intake
-        .get_referral(GetReferralRequest {
-            referral_id: report.referral_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let referral = fetch_referral(&mut intake, &report.referral_id).await;
     assert!(referral.discharged_at.is_some());
 
     // The mentor's home visit asked a coordinator to review suitability.

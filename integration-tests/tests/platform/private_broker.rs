@@ -11,7 +11,7 @@ use std::time::Duration;
 use cpm_proto::v1::ReferralStatus;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 
-use crate::harness::{TestEnv, await_status, connect, eventually, referral_request};
+use crate::harness::{TestEnv, await_status, connect, eventually, referral_request, submit};
 
 const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
 
@@ -150,13 +150,7 @@ async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_retur
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-outage"));
 
-    let before = intake
-        .submit_referral(referral_request("Durham"))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let before = submit(&mut intake, referral_request("Durham")).await;
     await_status(
         &mut intake,
         &before.referral_id,
@@ -167,13 +161,7 @@ async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_retur
 
     rabbit.stop_app();
     // Intake keeps taking referrals: the event waits in the outbox.
-    let during = intake
-        .submit_referral(referral_request("Durham"))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let during = submit(&mut intake, referral_request("Durham")).await;
     let pool = env.database().await;
     eventually(
         Duration::from_secs(10),

@@ -10,7 +10,7 @@ use cpm_proto::v1::{
 };
 use tonic_types::StatusExt as _;
 
-use crate::harness::{TestEnv, await_status, connect, referral_request};
+use crate::harness::{TestEnv, await_status, connect, fetch_referral, referral_request, submit};
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -166,15 +166,7 @@ async fn agencies_see_only_their_own_referrals() {
     let mut theirs = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-theirs"));
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(
-            mine.submit_referral(referral_request("A"))
-                .await
-                .unwrap()
-                .into_inner()
-                .referral
-                .unwrap()
-                .referral_id,
-        );
+        ids.push(submit(&mut mine, referral_request("A")).await.referral_id);
     }
     theirs.submit_referral(referral_request("B")).await.unwrap();
 
@@ -271,13 +263,7 @@ async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-enc"));
     let request = referral_request("Darlington");
     let family_name = request.client.as_ref().unwrap().family_name.clone();
-    let referral = intake
-        .submit_referral(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let referral = submit(&mut intake, request).await;
     assert!(
         referral.client.is_none(),
         "a submission's answer does not echo personal data"
@@ -308,15 +294,7 @@ async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
         );
     }
 
-    let read = intake
-        .get_referral(GetReferralRequest {
-            referral_id: referral.referral_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let read = fetch_referral(&mut intake, &referral.referral_id).await;
     let client = read.client.unwrap();
     assert_eq!(client.family_name, family_name);
     assert_eq!(client.date_of_birth, "1975-06-30");
@@ -342,24 +320,12 @@ async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-re"));
     let first_request = referral_request("Darlington");
-    let first = intake
-        .submit_referral(first_request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let first = submit(&mut intake, first_request.clone()).await;
     assert!(first.earlier_referral_id.is_empty());
     let mut again = first_request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
     again.client.as_mut().unwrap().given_name = "  ROBIN ".into();
-    let second = intake
-        .submit_referral(again)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let second = submit(&mut intake, again).await;
     assert_eq!(
         second.earlier_referral_id, first.referral_id,
         "the referrer is told of the earlier referral"
@@ -393,15 +359,7 @@ async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     // A late event does not move a final status back.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = intake
-        .get_referral(GetReferralRequest {
-            referral_id: second.referral_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let still = fetch_referral(&mut intake, &second.referral_id).await;
     assert_eq!(still.status(), ReferralStatus::Withdrawn);
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -544,14 +502,7 @@ async fn the_full_referral_form_round_trips_to_its_agency() {
         organisation: "High Street Surgery".into(),
         contact: "reception".into(),
     }];
-    let referral_id = intake
-        .submit_referral(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .referral_id;
+    let referral_id = submit(&mut intake, request.clone()).await.referral_id;
     let referral = intake
         .get_referral(GetReferralRequest { referral_id })
         .await
@@ -625,22 +576,10 @@ async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services()
     let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
     let request = referral_request("Darlington");
     let family_name = request.client.as_ref().unwrap().family_name.clone();
-    let first = intake
-        .submit_referral(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let first = submit(&mut intake, request.clone()).await;
     let mut again = request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
-    let second = intake
-        .submit_referral(again)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let second = submit(&mut intake, again).await;
     assert_eq!(second.earlier_referral_id, first.referral_id);
 
     // A subject access export holds everything, and is itself audited.
@@ -698,15 +637,7 @@ async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services()
         .into_inner()
         .erased_referral_ids;
     assert_eq!(erased.len(), 2);
-    let read = intake
-        .get_referral(GetReferralRequest {
-            referral_id: first.referral_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let read = fetch_referral(&mut intake, &first.referral_id).await;
     assert!(read.erased);
     assert!(read.client.is_none() && read.details.is_none());
 
@@ -750,13 +681,7 @@ async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services()
     // The same person referred afresh is not linked to the erased past.
     let mut fresh = request.clone();
     fresh.idempotency_key = uuid::Uuid::new_v4().to_string();
-    let third = intake
-        .submit_referral(fresh)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let third = submit(&mut intake, fresh).await;
     assert!(third.earlier_referral_id.is_empty());
     pool.close().await;
     platform.stop().await.unwrap();
@@ -788,28 +713,14 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     let platform = env.start(&[Target::ReferralIntake]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"));
-    let read = intake
-        .get_referral(GetReferralRequest {
-            referral_id: first.referral_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let read = fetch_referral(&mut intake, &first.referral_id).await;
     assert!(
         read.client.is_some(),
         "old records stay readable during the rotation"
     );
     let mut again = request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
-    let second = intake
-        .submit_referral(again)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let second = submit(&mut intake, again).await;
     assert_eq!(
         second.earlier_referral_id, first.referral_id,
         "linked across keys"
@@ -840,15 +751,7 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"));
     for referral_id in [&first.referral_id, &second.referral_id] {
-        let read = intake
-            .get_referral(GetReferralRequest {
-                referral_id: referral_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .referral
-            .unwrap();
+        let read = fetch_referral(&mut intake, referral_id).await;
         assert_eq!(
             read.client.unwrap().family_name,
             request.client.as_ref().unwrap().family_name
@@ -856,13 +759,7 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     }
     let mut third = request.clone();
     third.idempotency_key = uuid::Uuid::new_v4().to_string();
-    let third = intake
-        .submit_referral(third)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let third = submit(&mut intake, third).await;
     assert_eq!(third.earlier_referral_id, second.referral_id);
     platform.stop().await.unwrap();
     env.cleanup().await;

@@ -5,10 +5,10 @@ use std::time::Duration;
 use cpm::{Platform, Settings, Target};
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
-use cpm_proto::v1::{GetReferralRequest, ListQueueRequest, ReferralStatus};
+use cpm_proto::v1::{ListQueueRequest, ReferralStatus};
 use tokio::sync::oneshot;
 
-use crate::harness::{TestEnv, await_status, connect, referral_request};
+use crate::harness::{TestEnv, await_status, connect, fetch_referral, referral_request, submit};
 
 /// A service in its own runtime on its own thread: `kill` drops that
 /// runtime with no graceful shutdown, as a SIGKILL would.
@@ -71,13 +71,7 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
     })
     .await
     .unwrap();
-    let first = intake
-        .submit_referral(referral_request("Restart"))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let first = submit(&mut intake, referral_request("Restart")).await;
     await_status(
         &mut intake,
         &first.referral_id,
@@ -89,23 +83,9 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
     tokio::task::spawn_blocking(move || assessment.kill())
         .await
         .unwrap();
-    let second = intake
-        .submit_referral(referral_request("Restart"))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let second = submit(&mut intake, referral_request("Restart")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let waiting = intake
-        .get_referral(GetReferralRequest {
-            referral_id: second.referral_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let waiting = fetch_referral(&mut intake, &second.referral_id).await;
     assert_eq!(
         waiting.status(),
         ReferralStatus::Received,
@@ -160,13 +140,7 @@ async fn an_event_published_before_its_consumer_ever_ran_waits_for_it() {
     let intake_only = env.start(&[Target::ReferralIntake]).await;
     let channel = connect(&intake_only).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-early"));
-    let referral = intake
-        .submit_referral(referral_request("Early"))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let referral = submit(&mut intake, referral_request("Early")).await;
     let queue = env.queue("risk-assessment", "referrals");
     crate::harness::eventually(
         Duration::from_secs(20),

@@ -47,13 +47,8 @@ fn violations(status: &tonic::Status) -> Vec<String> {
 /// Submits a referral in `area` for `agency` and returns its ID.
 async fn submit(env: &TestEnv, channel: &Channel, agency: &str, area: &str) -> String {
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(channel, agency));
-    intake
-        .submit_referral(referral_request(area))
+    crate::harness::submit(&mut intake, referral_request(area))
         .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
         .referral_id
 }
 
@@ -771,13 +766,8 @@ async fn a_re_referred_client_shows_the_earlier_assessments() {
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-history"));
     let request = referral_request("Darlington");
-    let first = intake
-        .submit_referral(request.clone())
+    let first = crate::harness::submit(&mut intake, request.clone())
         .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
         .referral_id;
     let mut client = assessments(&env, &channel);
     let first_assessment = assessment_of(&client, &first).await;
@@ -794,14 +784,7 @@ async fn a_re_referred_client_shows_the_earlier_assessments() {
 
     let mut again = request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
-    let second = intake
-        .submit_referral(again)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .referral_id;
+    let second = crate::harness::submit(&mut intake, again).await.referral_id;
     let second_assessment = assessment_of(&client, &second).await;
     assert_eq!(second_assessment.earlier_referral_id, first);
     assert_eq!(second_assessment.history.len(), 1);
@@ -826,14 +809,7 @@ async fn a_re_referred_client_shows_the_earlier_assessments() {
     .await;
     let mut third = request.clone();
     third.idempotency_key = uuid::Uuid::new_v4().to_string();
-    let third = intake
-        .submit_referral(third)
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .referral_id;
+    let third = crate::harness::submit(&mut intake, third).await.referral_id;
     let third_assessment = assessment_of(&client, &third).await;
     let chain: Vec<&str> = third_assessment
         .history
