@@ -40,7 +40,7 @@ async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
         .await
         .unwrap();
     assert!(confirmation.is_ack());
-    let _ = connection.close(200, "done".into()).await;
+    crate::harness::close_quietly(connection).await;
 }
 
 fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitted {
@@ -133,7 +133,7 @@ async fn publish_ok(env: &TestEnv, body: &[u8]) -> bool {
         Ok(confirm) => matches!(confirm.await, Ok(lapin::Confirmation::Ack(None))),
         Err(_) => false,
     };
-    let _ = connection.close(200, "done".into()).await;
+    crate::harness::close_quietly(connection).await;
     routed
 }
 
@@ -249,7 +249,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
                 )
                 .await
                 .is_ok();
-            let _ = connection.close(200, "done".into()).await;
+            crate::harness::close_quietly(connection).await;
             exists
         },
     )
@@ -286,13 +286,16 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
         name: "flaky",
         routing_keys: vec!["referral.submitted"],
     };
-    let counts = cpm_runtime::bus::dead_letters::count(&bus, std::slice::from_ref(&spec))
+    // The operator's command runs apart from the service, on its own connection.
+    let operator = Bus::new(&env.settings.platform.amqp);
+    let counts = cpm_runtime::bus::dead_letters::count(&operator, std::slice::from_ref(&spec))
         .await
         .unwrap();
     assert_eq!(counts[0].messages, 1);
-    let replayed = cpm_runtime::bus::dead_letters::replay(&bus, &spec, 100, |_| {})
+    let replayed = cpm_runtime::bus::dead_letters::replay(&operator, &spec, 100, |_| {})
         .await
         .unwrap();
+    operator.close().await;
     assert_eq!(replayed, 1);
     eventually(
         Duration::from_secs(20),
@@ -312,7 +315,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
             .queue_delete(name.as_str().into(), Default::default())
             .await;
     }
-    let _ = connection.close(200, "done".into()).await;
+    crate::harness::close_quietly(connection).await;
     env.cleanup().await;
 }
 
@@ -412,7 +415,7 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     let _ = channel
         .queue_delete(counter_queue.as_str().into(), Default::default())
         .await;
-    let _ = connection.close(200, "done".into()).await;
+    crate::harness::close_quietly(connection).await;
     pool.close().await;
     env.cleanup().await;
 }

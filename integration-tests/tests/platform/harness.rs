@@ -166,7 +166,7 @@ impl TestEnv {
             )
             .await
             .unwrap();
-        let _ = connection.close(200, "done".into()).await;
+        close_quietly(connection).await;
         declared.message_count()
     }
 
@@ -197,7 +197,7 @@ impl TestEnv {
                         .await;
                 }
             }
-            let _ = connection.close(200, "cleanup".into()).await;
+            close_quietly(connection).await;
         }
     }
 }
@@ -264,6 +264,13 @@ pub async fn fetch_referral(
         .into_inner()
         .referral
         .unwrap()
+}
+
+/// Closes a test's broker connection, giving up after a few seconds: a
+/// connection the broker already dropped may never answer.
+pub async fn close_quietly(connection: lapin::Connection) {
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), connection.close(200, "done".into())).await;
 }
 
 /// Polls GetReferral until `wanted` (or fails after `timeout`).

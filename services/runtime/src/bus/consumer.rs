@@ -208,7 +208,12 @@ impl<H: EventHandler> Consumer<H> {
                 biased;
                 () = shutdown.cancelled() => {
                     // Unacknowledged prefetched deliveries return to the queue.
-                    let _ = channel.close(200, "shutdown".into()).await;
+                    // A channel the broker already dropped may never answer.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        channel.close(200, "shutdown".into()),
+                    )
+                    .await;
                     return Ok(());
                 }
                 next = consumer.next() => next,

@@ -3,14 +3,45 @@
 //! in (through the default exchange), not to every subscriber; the
 //! consumer's inbox makes a replay of an event it did apply harmless.
 
-use lapin::Confirmation;
+use std::time::Duration;
+
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
 
 use super::topology::Topology;
 use super::{Bus, ConsumerSpec};
+
+/// How long one broker step of a replay may take before the replay fails.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The properties of a dead letter without the headers the broker added
+/// when it died (`x-death`, `x-delivery-count`, ...): a replayed event
+/// starts afresh, with its delivery limit counted from zero.
+fn fresh_properties(properties: &BasicProperties) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(old) = properties.headers() {
+        for (key, value) in old {
+            if !key.as_str().starts_with("x-") {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// One broker step, failing instead of waiting for ever on a lost connection.
+async fn step<T>(
+    what: &str,
+    future: impl std::future::Future<Output = lapin::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| anyhow::anyhow!("the broker did not answer {what} within {STEP_TIMEOUT:?}"))?
+        .map_err(Into::into)
+}
 
 /// A consumer's dead-letter queue and how many events wait in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,18 +95,21 @@ pub async fn replay(
         .await?;
     let mut moved = 0;
     while moved < limit {
-        let Some(message) = channel
-            .basic_get(
+        let Some(message) = step(
+            "a get from the dead-letter queue",
+            channel.basic_get(
                 dead_letter_queue.as_str().into(),
                 BasicGetOptions::default(),
-            )
-            .await?
+            ),
+        )
+        .await?
         else {
             break;
         };
         let delivery = message.delivery;
-        let confirmation = channel
-            .basic_publish(
+        let confirm = step(
+            "a publish",
+            channel.basic_publish(
                 "".into(),
                 queue.as_str().into(),
                 BasicPublishOptions {
@@ -83,10 +117,11 @@ pub async fn replay(
                     ..BasicPublishOptions::default()
                 },
                 &delivery.data,
-                delivery.properties.clone(),
-            )
-            .await?
-            .await?;
+                fresh_properties(&delivery.properties),
+            ),
+        )
+        .await?;
+        let confirmation = step("a publisher confirm", confirm).await?;
         if !matches!(confirmation, Confirmation::Ack(None)) {
             delivery
                 .acker
@@ -101,7 +136,7 @@ pub async fn replay(
         moved += 1;
         on_moved(moved);
     }
-    let _ = channel.close(200, "replayed".into()).await;
+    let _ = tokio::time::timeout(STEP_TIMEOUT, channel.close(200, "replayed".into())).await;
     tracing::info!(%queue, moved, "dead-lettered events replayed");
     Ok(moved)
 }

@@ -167,7 +167,12 @@ impl Bus {
     pub async fn close(&self) {
         self.inner.publisher.lock().await.take();
         if let Some(connection) = self.inner.connection.lock().await.take() {
-            let _ = connection.close(200, "shutdown".into()).await;
+            // A connection the broker already dropped may never answer the close.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                connection.close(200, "shutdown".into()),
+            )
+            .await;
         }
     }
 }
