@@ -201,6 +201,19 @@ impl RiskAssessment {
         assessment.reviews = reviews.iter().map(review_to_proto).collect();
         Ok(assessment)
     }
+
+    /// The assessment read again inside the transaction that just changed it,
+    /// so derived fields (first check, recommendation, reviews) include the change.
+    async fn reload_assessment(
+        &self,
+        connection: &mut PgConnection,
+        assessment_id: Uuid,
+    ) -> Result<Assessment, ApiError> {
+        let row = db::fetch_assessment(connection, assessment_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
+        self.load_assessment(connection, &row).await
+    }
 }
 
 /// Appends the caller's change to the audit trail.
@@ -355,11 +368,9 @@ impl RiskAssessmentService for RiskAssessment {
         .await?;
         // Re-read after the insert, so the first check time and the
         // recommendation include this check.
-        let row = db::fetch_assessment(&mut transaction, check.assessment_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
-        let assessment = self.load_assessment(&mut transaction, &row).await?;
+        let assessment = self
+            .reload_assessment(&mut transaction, check.assessment_id)
+            .await?;
         transaction.commit().await.map_err(ApiError::from)?;
         tracing::info!(
             kind = check.kind.as_str_name(),
@@ -536,11 +547,9 @@ impl RiskAssessmentService for RiskAssessment {
             ),
         )
         .await?;
-        let row = db::fetch_assessment(&mut transaction, row.assessment_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
-        let assessment = self.load_assessment(&mut transaction, &row).await?;
+        let assessment = self
+            .reload_assessment(&mut transaction, row.assessment_id)
+            .await?;
         transaction.commit().await.map_err(ApiError::from)?;
         tracing::info!(
             action = reassessment.action.as_str_name(),
