@@ -41,9 +41,7 @@ impl EventHandler for CaseFiles {
                 tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
                 Ok(())
             }
-            other => Err(HandlerError::Permanent(format!(
-                "the allocations consumer does not handle {other}"
-            ))),
+            other => Err(HandlerError::unexpected("the allocations consumer", other)),
         }
     }
 }

@@ -41,9 +41,7 @@ impl EventHandler for Decisions {
                 tracing::info!(%referral_id, forgotten, "categories of an erased client dropped");
                 Ok(())
             }
-            other => Err(HandlerError::Permanent(format!(
-                "the decisions consumer does not handle {other}"
-            ))),
+            other => Err(HandlerError::unexpected("the decisions consumer", other)),
         }
     }
 }

@@ -88,9 +88,7 @@ pub fn notice_for(event: &ReceivedEvent) -> Result<Option<Notice>, HandlerError>
             notice(e.agency_id, e.referral_id, ReferralStatus::NotTakenOn)
         }
         other => {
-            return Err(HandlerError::Permanent(format!(
-                "notifications do not handle {other}"
-            )));
+            return Err(HandlerError::unexpected("notifications", other));
         }
     }))
 }

@@ -102,9 +102,7 @@ impl StatusProjection {
                 )
             }
             other => {
-                return Err(HandlerError::Permanent(format!(
-                    "status projection does not handle {other}"
-                )));
+                return Err(HandlerError::unexpected("status projection", other));
             }
         }))
     }

@@ -147,9 +147,7 @@ impl EventHandler for ReferralEvents {
                 tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
                 Ok(())
             }
-            other => Err(HandlerError::Permanent(format!(
-                "the referrals consumer does not handle {other}"
-            ))),
+            other => Err(HandlerError::unexpected("the referrals consumer", other)),
         }
     }
 }

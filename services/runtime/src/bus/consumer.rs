@@ -58,6 +58,14 @@ pub enum HandlerError {
     Transient(String),
 }
 
+impl HandlerError {
+    /// An event type the handler was not written for: a binding and a
+    /// handler disagree, and retrying cannot fix that.
+    pub fn unexpected(handler: &str, event_type: &str) -> Self {
+        HandlerError::Permanent(format!("{handler} does not handle {event_type}"))
+    }
+}
+
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
         HandlerError::Transient(error.to_string())
