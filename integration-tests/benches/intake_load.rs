@@ -656,9 +656,8 @@ fn random_bytes_sql(len: i32) -> String {
 fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
     let fingerprint = "sha256(convert_to('bench|' || :n::text, 'UTF8'))";
     let mut script = String::from(
-        "-- The transaction of SubmitReferral (services/referral-intake/src/grpc.rs).\n\
-         \\set n random(1, 1000000000000)\n\
-         BEGIN;\n",
+        "-- The statements of SubmitReferral (services/referral-intake/src/db.rs).\n\
+         \\set n random(1, 1000000000000)\n",
     );
     let agency = if check_agency {
         format!("(SELECT active FROM agency WHERE agency_id = '{AGENCY}')")
@@ -679,15 +678,13 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
          true, {fingerprint}, NULL, 1, 0) \
          ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING *), \
          sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
-         SELECT referral_id, {}, {} FROM inserted) \
+         SELECT referral_id, {}, {} FROM inserted), \
+         announced AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
+         SELECT gen_random_uuid(), '{}', {}, '{{}}'::jsonb FROM inserted \
+         RETURNING pg_notify('{}', '')) \
          SELECT * FROM inserted;\n",
         random_bytes_sql(sizes.wrapped_data_key),
         random_bytes_sql(sizes.sealed_details),
-    ));
-    script.push_str(&format!(
-        "WITH written AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
-         VALUES (gen_random_uuid(), '{}', {}, '{{}}'::jsonb) RETURNING 1) \
-         SELECT pg_notify('{}', '') FROM written;\nEND;\n",
         ReferralSubmitted::TYPE,
         random_bytes_sql(sizes.envelope),
         cpm_runtime::bus::outbox::notify_channel(referral_intake::SCHEMA)

@@ -2,7 +2,10 @@
 //! serves an agency filters by its agency ID here, in SQL, so no handler can
 //! forget to.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
+use cpm_runtime::bus::outbox::OutboxRow;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -64,58 +67,74 @@ pub struct NewReferralRow<'a> {
     pub known_risk_types: Vec<i32>,
     pub referrer_will_co_visit: bool,
     pub demand: Option<cpm_proto::v1::Demand>,
+    /// Also the event's: set here rather than by the database, so both agree.
+    pub submitted_at: DateTime<Utc>,
 }
 
-/// Inserts a referral with its sealed client record, in one statement,
-/// and returns it; `None` (and nothing written) when the agency already
-/// used the idempotency key.
+/// Inserts a referral with its sealed client record and its
+/// `referral.submitted` event, in one statement (so atomic without an
+/// explicit transaction, and one round trip), and returns it; `None` (and
+/// nothing written) when the agency already used the idempotency key.
 pub async fn insert_referral(
     connection: &mut PgConnection,
     row: &NewReferralRow<'_>,
     wrapped_data_key: &[u8],
     sealed_details: &[u8],
+    event: &OutboxRow,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, submitted_by, \
-         area, client_gender, vulnerabilities, emergency_calls_last_12_months, client_consented, \
-         client_fingerprint, earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
-         known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, \
-         other_calls, police_staff_hours, safeguarding_reports) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23) \
-         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
-         RETURNING {REFERRAL_COLUMNS}), \
-         sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
-                    SELECT referral_id, $24, $25 FROM inserted) \
-         SELECT * FROM inserted"
-    )))
-    .bind(row.referral_id)
-    .bind(row.agency_id)
-    .bind(row.idempotency_key)
-    .bind(row.request_hash)
-    .bind(row.submitted_by)
-    .bind(row.area)
-    .bind(row.client_gender)
-    .bind(&row.vulnerabilities)
-    .bind(row.emergency_calls_last_12_months)
-    .bind(row.client_fingerprint)
-    .bind(row.earlier_referral_id)
-    .bind(row.status)
-    .bind(row.status_rank)
-    .bind(&row.victim_of)
-    .bind(&row.perpetrator_of)
-    .bind(&row.known_risk_types)
-    .bind(row.referrer_will_co_visit)
-    .bind(row.demand.map(|d| d.police_calls))
-    .bind(row.demand.map(|d| d.ambulance_calls))
-    .bind(row.demand.map(|d| d.nhs_111_calls))
-    .bind(row.demand.map(|d| d.other_calls))
-    .bind(row.demand.map(|d| d.police_staff_hours))
-    .bind(row.demand.map(|d| d.safeguarding_reports))
-    .bind(wrapped_data_key)
-    .bind(sealed_details)
-    .fetch_optional(connection)
-    .await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, \
+             request_hash, submitted_by, area, client_gender, vulnerabilities, \
+             emergency_calls_last_12_months, client_consented, client_fingerprint, \
+             earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
+             known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, \
+             nhs_111_calls, other_calls, police_staff_hours, safeguarding_reports, \
+             submitted_at, status_changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, $22, $23, $24, $24) \
+             ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
+             RETURNING {REFERRAL_COLUMNS}), \
+             sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
+                        SELECT referral_id, $25, $26 FROM inserted), \
+             {} \
+             SELECT * FROM inserted",
+            OutboxRow::cte("announced", "inserted", 27)
+        )
+    });
+    sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(row.referral_id)
+        .bind(row.agency_id)
+        .bind(row.idempotency_key)
+        .bind(row.request_hash)
+        .bind(row.submitted_by)
+        .bind(row.area)
+        .bind(row.client_gender)
+        .bind(&row.vulnerabilities)
+        .bind(row.emergency_calls_last_12_months)
+        .bind(row.client_fingerprint)
+        .bind(row.earlier_referral_id)
+        .bind(row.status)
+        .bind(row.status_rank)
+        .bind(&row.victim_of)
+        .bind(&row.perpetrator_of)
+        .bind(&row.known_risk_types)
+        .bind(row.referrer_will_co_visit)
+        .bind(row.demand.map(|d| d.police_calls))
+        .bind(row.demand.map(|d| d.ambulance_calls))
+        .bind(row.demand.map(|d| d.nhs_111_calls))
+        .bind(row.demand.map(|d| d.other_calls))
+        .bind(row.demand.map(|d| d.police_staff_hours))
+        .bind(row.demand.map(|d| d.safeguarding_reports))
+        .bind(row.submitted_at)
+        .bind(wrapped_data_key)
+        .bind(sealed_details)
+        .bind(event.event_id)
+        .bind(event.event_type)
+        .bind(&event.envelope)
+        .bind(&event.trace_context)
+        .fetch_optional(connection)
+        .await
 }
 
 pub async fn find_by_idempotency_key(

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
     Agency, AgencyKind, ClientIdentity, Demand, EraseClientRequest, EraseClientResponse,
@@ -16,7 +16,7 @@ use cpm_proto::v1::{
     SubmitReferralResponse, WithdrawReferralRequest, WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox;
+use cpm_runtime::bus::outbox::{self, OutboxRow};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::values::{
     check_text, from_timestamp, optional_timestamp, parse_enum, parse_id, require_id, timestamp,
@@ -264,53 +264,66 @@ impl ReferralIntakeService for ReferralIntake {
         let fingerprint = self.vault.fingerprint(&identity);
         let (wrapped, sealed) = self.vault.seal(referral_id, &referral.details);
 
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
-        let context = db::submission_context(
-            &mut transaction,
-            &agency_id,
-            &self.vault.fingerprints(&identity),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        self.check_agency(&mut transaction, &agency_id, context.agency_active)
+        // Two round trips and no explicit transaction: the lookup, then one
+        // statement writing the referral, its sealed record and its event.
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let context =
+            db::submission_context(&mut connection, &agency_id, &self.vault.fingerprints(&identity))
+                .await
+                .map_err(ApiError::from)?;
+        self.check_agency(&mut connection, &agency_id, context.agency_active)
             .await?;
         let earlier_referral_id = context.earlier_referral_id;
-        let inserted_row = db::insert_referral(
-            &mut transaction,
-            &db::NewReferralRow {
-                referral_id,
-                agency_id: &agency_id,
-                idempotency_key: &referral.idempotency_key,
-                request_hash: &hash,
-                submitted_by: &caller.subject,
-                area: &referral.area,
-                client_gender: referral.gender as i32,
-                vulnerabilities: referral.vulnerabilities.iter().map(|v| *v as i32).collect(),
-                emergency_calls_last_12_months: referral.emergency_calls_last_12_months,
-                client_fingerprint: &fingerprint,
-                earlier_referral_id,
-                status: ReferralStatus::Received as i32,
-                status_rank: status_rank(ReferralStatus::Received),
-                victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
-                perpetrator_of: referral.perpetrator_of.iter().map(|c| *c as i32).collect(),
-                known_risk_types: referral
-                    .known_risk_types
-                    .iter()
-                    .map(|r| *r as i32)
-                    .collect(),
-                referrer_will_co_visit: referral.referrer_will_co_visit,
-                demand: referral.demand,
+        let new_row = db::NewReferralRow {
+            referral_id,
+            agency_id: &agency_id,
+            idempotency_key: &referral.idempotency_key,
+            request_hash: &hash,
+            submitted_by: &caller.subject,
+            area: &referral.area,
+            client_gender: referral.gender as i32,
+            vulnerabilities: referral.vulnerabilities.iter().map(|v| *v as i32).collect(),
+            emergency_calls_last_12_months: referral.emergency_calls_last_12_months,
+            client_fingerprint: &fingerprint,
+            earlier_referral_id,
+            status: ReferralStatus::Received as i32,
+            status_rank: status_rank(ReferralStatus::Received),
+            victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
+            perpetrator_of: referral.perpetrator_of.iter().map(|c| *c as i32).collect(),
+            known_risk_types: referral
+                .known_risk_types
+                .iter()
+                .map(|r| *r as i32)
+                .collect(),
+            referrer_will_co_visit: referral.referrer_will_co_visit,
+            demand: referral.demand,
+            // PostgreSQL keeps microseconds.
+            submitted_at: Utc::now().trunc_subsecs(6),
+        };
+        let event = OutboxRow::new(
+            crate::NAME,
+            &ReferralSubmitted {
+                referral_id: referral_id.to_string(),
+                agency_id: agency_id.clone(),
+                area: referral.area.clone(),
+                submitted_at: Some(timestamp(new_row.submitted_at)),
+                vulnerabilities: new_row.vulnerabilities.clone(),
+                client_gender: new_row.client_gender,
+                earlier_referral_id: earlier_referral_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                emergency_calls_last_12_months: new_row.emergency_calls_last_12_months,
+                referrer_will_co_visit: new_row.referrer_will_co_visit,
+                known_risk_types: new_row.known_risk_types.clone(),
             },
-            &wrapped,
-            &sealed,
-        )
-        .await
-        .map_err(ApiError::from)?;
+        );
+        let inserted_row =
+            db::insert_referral(&mut connection, &new_row, &wrapped, &sealed, &event)
+                .await
+                .map_err(ApiError::from)?;
 
         let Some(row) = inserted_row else {
             // A retry: answer with the first referral, if it was the same request.
-            transaction.rollback().await.map_err(ApiError::from)?;
-            let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
             let existing =
                 db::find_by_idempotency_key(&mut connection, &agency_id, &referral.idempotency_key)
                     .await
@@ -331,28 +344,6 @@ impl ReferralIntakeService for ReferralIntake {
                 replayed: true,
             }));
         };
-
-        outbox::enqueue(
-            &mut transaction,
-            crate::NAME,
-            &ReferralSubmitted {
-                referral_id: referral_id.to_string(),
-                agency_id: agency_id.clone(),
-                area: referral.area.clone(),
-                submitted_at: Some(timestamp(row.submitted_at)),
-                vulnerabilities: row.vulnerabilities.clone(),
-                client_gender: row.client_gender,
-                earlier_referral_id: earlier_referral_id
-                    .map(|id| id.to_string())
-                    .unwrap_or_default(),
-                emergency_calls_last_12_months: row.emergency_calls_last_12_months,
-                referrer_will_co_visit: row.referrer_will_co_visit,
-                known_risk_types: row.known_risk_types.clone(),
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        transaction.commit().await.map_err(ApiError::from)?;
         tracing::info!(
             re_referral = earlier_referral_id.is_some(),
             "referral submitted"

@@ -1,5 +1,7 @@
 //! Writing events: in the caller's transaction, never straight to the broker.
 
+use std::sync::LazyLock;
+
 use cpm_proto::Event;
 use cpm_proto::v1::EventEnvelope;
 use prost::Message as _;
@@ -27,6 +29,49 @@ pub fn envelope<E: Event>(producer: &str, event: &E) -> EventEnvelope {
     }
 }
 
+/// An event ready for the outbox, built before the statement that writes
+/// it. A service whose change is a single statement can then write its rows
+/// and the event together ([`OutboxRow::cte`]): one round trip, atomic
+/// without an explicit transaction.
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub envelope: Vec<u8>,
+    pub trace_context: serde_json::Value,
+}
+
+impl OutboxRow {
+    /// Wraps `event`, carrying the current trace context to its consumers.
+    pub fn new<E: Event>(producer: &str, event: &E) -> Self {
+        let envelope = envelope(producer, event);
+        Self {
+            event_id: Uuid::parse_str(&envelope.event_id).expect("a fresh UUIDv7"),
+            event_type: E::TYPE,
+            envelope: envelope.encode_to_vec(),
+            trace_context: serde_json::to_value(crate::telemetry::current_context_headers())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A data-modifying CTE `name` that writes the row bound at parameters
+    /// `$first` to `$first + 3` (event ID, type, envelope, trace context, in
+    /// that order) once for each row of `source`, so nothing is written when
+    /// `source` is empty. It wakes the schema's relay when the transaction
+    /// commits: NOTIFY is delivered on commit, so the relay never wakes for
+    /// a row it cannot see yet.
+    pub fn cte(name: &str, source: &str, first: usize) -> String {
+        format!(
+            "{name} AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
+             SELECT ${}, ${}, ${}, ${} FROM {source} \
+             RETURNING pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), ''))",
+            first,
+            first + 1,
+            first + 2,
+            first + 3
+        )
+    }
+}
+
 /// Adds `event` to the outbox of the connection's schema, inside the
 /// caller's transaction, and wakes the relay once that transaction commits.
 /// Returns the event ID.
@@ -35,24 +80,19 @@ pub async fn enqueue<E: Event>(
     producer: &str,
     event: &E,
 ) -> Result<Uuid, sqlx::Error> {
-    let envelope = envelope(producer, event);
-    let event_id = Uuid::parse_str(&envelope.event_id).expect("a fresh UUIDv7");
-    let trace_context =
-        serde_json::to_value(crate::telemetry::current_context_headers()).unwrap_or_default();
-    // One round trip for the row and the wake-up. NOTIFY is delivered on
-    // commit, so the relay never wakes for a row it cannot see yet.
-    sqlx::query(
-        "WITH written AS ( \
-             INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
-             VALUES ($1, $2, $3, $4) RETURNING 1 \
-         ) \
-         SELECT pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), '') FROM written",
-    )
-    .bind(event_id)
-    .bind(E::TYPE)
-    .bind(envelope.encode_to_vec())
-    .bind(trace_context)
-    .execute(&mut *connection)
-    .await?;
-    Ok(event_id)
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH {} SELECT 1",
+            OutboxRow::cte("written", "(SELECT) AS one", 1)
+        )
+    });
+    let row = OutboxRow::new(producer, event);
+    sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(row.event_id)
+        .bind(row.event_type)
+        .bind(&row.envelope)
+        .bind(&row.trace_context)
+        .execute(&mut *connection)
+        .await?;
+    Ok(row.event_id)
 }
