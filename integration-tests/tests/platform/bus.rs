@@ -43,6 +43,36 @@ async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
     crate::harness::close_quietly(connection).await;
 }
 
+/// A plain durable queue bound to `referral.submitted`, for counting what
+/// the relay publishes.
+async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &str) -> String {
+    let bus = Bus::new(&env.settings.platform.amqp);
+    bus.topology().declare_exchanges(channel).await.unwrap();
+    let queue = format!("{}.{name}", env.namespace);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            bus.topology().events_exchange().as_str().into(),
+            "referral.submitted".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue
+}
+
 fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitted {
     ReferralSubmitted {
         referral_id: referral_id.into(),
@@ -328,32 +358,8 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
         .await
         .unwrap();
 
-    // A plain queue that counts what arrives.
     let (connection, channel) = env.amqp_channel().await;
-    let bus = Bus::new(&env.settings.platform.amqp);
-    bus.topology().declare_exchanges(&channel).await.unwrap();
-    let counter_queue = format!("{}.relay-counter", env.namespace);
-    channel
-        .queue_declare(
-            counter_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            counter_queue.as_str().into(),
-            bus.topology().events_exchange().as_str().into(),
-            "referral.submitted".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let counter_queue = declare_counter_queue(&env, &channel, "relay-counter").await;
 
     const EVENTS: usize = 600;
     let mut transaction = pool.begin().await.unwrap();
@@ -414,6 +420,86 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     assert_eq!(seen.len(), EVENTS);
     let _ = channel
         .queue_delete(counter_queue.as_str().into(), Default::default())
+        .await;
+    crate::harness::close_quietly(connection).await;
+    pool.close().await;
+    env.cleanup().await;
+}
+
+/// With polling an hour apart, only NOTIFY can make the relay publish: once
+/// idle, after a burst that it works through without listening, and once
+/// idle again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
+    let env = TestEnv::new().await;
+    let schema = "relay_wake";
+    let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
+    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
+        .await
+        .unwrap();
+    let (connection, channel) = env.amqp_channel().await;
+    let queue = declare_counter_queue(&env, &channel, "relay-wake").await;
+
+    let mut outbox = env.settings.platform.outbox.clone();
+    outbox.poll_interval_ms = 3_600_000;
+    let shutdown = cpm_runtime::Shutdown::new();
+    let relay = Relay::new(
+        pool.clone(),
+        Bus::new(&env.settings.platform.amqp),
+        schema,
+        &outbox,
+    );
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let listening = || async {
+        let last: Vec<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'idle' AND query LIKE 'LISTEN %relay_wake%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        !last.is_empty()
+    };
+    let enqueue = |n: usize| {
+        let pool = pool.clone();
+        async move {
+            let mut transaction = pool.begin().await.unwrap();
+            cpm_runtime::bus::outbox::enqueue(
+                &mut transaction,
+                "test",
+                &submitted(&format!("r-{n}"), "a", "x"),
+            )
+            .await
+            .unwrap();
+            transaction.commit().await.unwrap();
+        }
+    };
+
+    eventually(Duration::from_secs(20), "the relay listens", listening).await;
+    enqueue(0).await;
+    eventually(Duration::from_secs(20), "the first event is published", || async {
+        env.queue_depth(&queue).await == 1
+    })
+    .await;
+
+    const BURST: usize = 300;
+    futures::future::join_all((1..=BURST).map(enqueue)).await;
+    eventually(Duration::from_secs(30), "the burst is published", || async {
+        env.queue_depth(&queue).await == 1 + BURST as u32
+    })
+    .await;
+
+    eventually(Duration::from_secs(20), "the relay listens again", listening).await;
+    enqueue(BURST + 1).await;
+    eventually(Duration::from_secs(20), "the last event is published", || async {
+        env.queue_depth(&queue).await == 2 + BURST as u32
+    })
+    .await;
+
+    shutdown.cancel();
+    relay_task.await.unwrap();
+    let _ = channel
+        .queue_delete(queue.as_str().into(), Default::default())
         .await;
     crate::harness::close_quietly(connection).await;
     pool.close().await;

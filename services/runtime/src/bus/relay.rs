@@ -48,21 +48,43 @@ impl Relay {
     }
 
     /// Publishes until `shutdown`, then flushes what is due once more.
+    ///
+    /// Idle, the relay LISTENs and sleeps until a NOTIFY or the poll. Busy,
+    /// it UNLISTENs and takes a batch every `linger_ms` until one comes back
+    /// empty: under load the NOTIFY of every commit would otherwise wake the
+    /// listening backend and this process once per event, for nothing. On
+    /// the way back to idle it LISTENs *before* the last look at the outbox,
+    /// so a row committed in between is either seen or announced.
     pub async fn run(self, shutdown: Shutdown) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
-        let mut listener: Option<PgListener> = None;
+        let linger = Duration::from_millis(self.config.linger_ms);
+        let mut listener = Listener::default();
         let mut error_delay = Duration::from_millis(100);
+        let mut busy = false;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            if listener.is_none() {
-                listener = self.listen().await;
+            if !busy {
+                listener.listen(&self.pool, &self.schema).await;
             }
             match self.publish_due_batch().await {
                 Ok(outcome) => {
                     error_delay = Duration::from_millis(100);
                     if outcome.published + outcome.deferred == self.config.batch_size as usize {
+                        continue;
+                    }
+                    if busy {
+                        if outcome.published == 0 {
+                            // Idle again: listen, then look once more.
+                            busy = false;
+                            continue;
+                        }
+                        // Still busy: gather the next batch's commits.
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(linger) => {}
+                        }
                         continue;
                     }
                 }
@@ -79,19 +101,14 @@ impl Relay {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(poll) => {}
-                notified = async {
-                    match listener.as_mut() {
-                        Some(listener) => listener.recv().await.map(drop),
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if notified.is_err() {
-                        listener = None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
-                    // The next batch takes whatever these wake-ups announced.
-                    if let Some(listener) = listener.as_mut() {
-                        while listener.next_buffered().is_some() {}
+                notified = listener.recv() => {
+                    if notified {
+                        busy = true;
+                        listener.unlisten(&self.schema).await;
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(linger) => {}
+                        }
                     }
                 }
             }
@@ -104,15 +121,6 @@ impl Relay {
             tracing::warn!(schema = %self.schema, %error, "final outbox flush timed out");
         }
         tracing::debug!(schema = %self.schema, "outbox relay stopped");
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener
-            .listen(&super::outbox::notify_channel(&self.schema))
-            .await
-            .ok()?;
-        Some(listener)
     }
 
     /// Publishes one batch of due rows. Rows the broker confirmed are
@@ -209,5 +217,74 @@ impl Relay {
             published: sent.len(),
             deferred: deferred.len(),
         })
+    }
+}
+
+/// The relay's LISTEN connection. Its failures are logged and leave the
+/// relay on polling until the next attempt.
+#[derive(Default)]
+struct Listener {
+    inner: Option<PgListener>,
+    listening: bool,
+}
+
+impl Listener {
+    /// LISTENs (connecting first if needed) and forgets notifications that
+    /// arrived before: the caller looks at the outbox next.
+    async fn listen(&mut self, pool: &PgPool, schema: &str) {
+        if self.listening {
+            return;
+        }
+        if self.inner.is_none() {
+            match PgListener::connect_with(pool).await {
+                Ok(listener) => self.inner = Some(listener),
+                Err(error) => {
+                    tracing::debug!(%schema, %error, "outbox listener could not connect; polling");
+                    return;
+                }
+            }
+        }
+        let Some(listener) = self.inner.as_mut() else {
+            return;
+        };
+        match listener.listen(&super::outbox::notify_channel(schema)).await {
+            Ok(()) => {
+                self.listening = true;
+                while listener.next_buffered().is_some() {}
+            }
+            Err(error) => {
+                tracing::debug!(%schema, %error, "LISTEN failed; polling");
+                self.inner = None;
+            }
+        }
+    }
+
+    /// Stops the wake-ups while the relay is busy anyway.
+    async fn unlisten(&mut self, schema: &str) {
+        self.listening = false;
+        if let Some(listener) = self.inner.as_mut()
+            && let Err(error) = listener
+                .unlisten(&super::outbox::notify_channel(schema))
+                .await
+        {
+            tracing::debug!(%schema, %error, "UNLISTEN failed; reconnecting later");
+            self.inner = None;
+        }
+    }
+
+    /// Waits for a notification: `true` for one, `false` when the
+    /// connection failed. Never returns while not listening.
+    async fn recv(&mut self) -> bool {
+        match self.inner.as_mut() {
+            Some(listener) if self.listening => match listener.recv().await {
+                Ok(_) => true,
+                Err(_) => {
+                    self.inner = None;
+                    self.listening = false;
+                    false
+                }
+            },
+            _ => std::future::pending().await,
+        }
     }
 }
