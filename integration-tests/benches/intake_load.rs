@@ -676,7 +676,7 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
          VALUES (gen_random_uuid(), 'agency-pgbench', md5(random()::text), \
          sha256(convert_to(random()::text, 'UTF8')), 'referrer', 'Northshire', 1, '{{1}}', 12, \
          true, {fingerprint}, NULL, 1, 0) \
-         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING *), \
+         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING referral_id), \
          sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
          SELECT referral_id, {}, {} FROM inserted), \
          announced AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \

@@ -502,14 +502,25 @@ async fn the_full_referral_form_round_trips_to_its_agency() {
         organisation: "High Street Surgery".into(),
         contact: "reception".into(),
     }];
-    let referral_id = submit(&mut intake, request.clone()).await.referral_id;
+    let submitted = submit(&mut intake, request.clone()).await;
     let referral = intake
-        .get_referral(GetReferralRequest { referral_id })
+        .get_referral(GetReferralRequest {
+            referral_id: submitted.referral_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
         .referral
         .unwrap();
+    // SubmitReferral answers with the row as stored, without reading it back.
+    assert_eq!(
+        submitted,
+        cpm_proto::v1::Referral {
+            client: None,
+            details: None,
+            ..referral.clone()
+        }
+    );
     let details = referral.details.unwrap();
     assert_eq!(details.victim_of, request.victim_of);
     assert_eq!(details.perpetrator_of, request.perpetrator_of);

@@ -71,10 +71,46 @@ pub struct NewReferralRow<'a> {
     pub submitted_at: DateTime<Utc>,
 }
 
+impl NewReferralRow<'_> {
+    /// The row as [`insert_referral`] stores it.
+    fn stored(&self) -> ReferralRow {
+        let demand = self.demand;
+        ReferralRow {
+            referral_id: self.referral_id,
+            agency_id: self.agency_id.to_owned(),
+            request_hash: self.request_hash.to_vec(),
+            submitted_at: self.submitted_at,
+            area: self.area.to_owned(),
+            client_gender: self.client_gender,
+            vulnerabilities: self.vulnerabilities.clone(),
+            earlier_referral_id: self.earlier_referral_id,
+            status: self.status,
+            status_changed_at: self.submitted_at,
+            not_taken_on_stage: None,
+            not_taken_on_reason: None,
+            estimated_start: None,
+            discharged_at: None,
+            emergency_calls_last_12_months: self.emergency_calls_last_12_months,
+            victim_of: self.victim_of.clone(),
+            perpetrator_of: self.perpetrator_of.clone(),
+            known_risk_types: self.known_risk_types.clone(),
+            referrer_will_co_visit: self.referrer_will_co_visit,
+            police_calls: demand.map(|d| d.police_calls),
+            ambulance_calls: demand.map(|d| d.ambulance_calls),
+            nhs_111_calls: demand.map(|d| d.nhs_111_calls),
+            other_calls: demand.map(|d| d.other_calls),
+            police_staff_hours: demand.map(|d| d.police_staff_hours),
+            safeguarding_reports: demand.map(|d| d.safeguarding_reports),
+            erased_at: None,
+        }
+    }
+}
+
 /// Inserts a referral with its sealed client record and its
 /// `referral.submitted` event, in one statement (so atomic without an
-/// explicit transaction, and one round trip), and returns it; `None` (and
-/// nothing written) when the agency already used the idempotency key.
+/// explicit transaction, and one round trip), and returns it as stored;
+/// `None` (and nothing written) when the agency already used the
+/// idempotency key.
 pub async fn insert_referral(
     connection: &mut PgConnection,
     row: &NewReferralRow<'_>,
@@ -94,7 +130,7 @@ pub async fn insert_referral(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, \
              $17, $18, $19, $20, $21, $22, $23, $24, $24) \
              ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
-             RETURNING {REFERRAL_COLUMNS}), \
+             RETURNING referral_id), \
              sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
                         SELECT referral_id, $25, $26 FROM inserted), \
              {} \
@@ -102,7 +138,7 @@ pub async fn insert_referral(
             OutboxRow::cte("announced", "inserted", 27)
         )
     });
-    sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+    let inserted: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(row.referral_id)
         .bind(row.agency_id)
         .bind(row.idempotency_key)
@@ -134,7 +170,9 @@ pub async fn insert_referral(
         .bind(&event.envelope)
         .bind(&event.trace_context)
         .fetch_optional(connection)
-        .await
+        .await?;
+    // Every column is known already: nothing to read back.
+    Ok(inserted.map(|_| row.stored()))
 }
 
 pub async fn find_by_idempotency_key(
