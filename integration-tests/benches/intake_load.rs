@@ -34,7 +34,6 @@ use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use futures::future::BoxFuture;
 use prost::Message as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -824,9 +823,12 @@ async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(health)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stopped.await;
-            })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
             .await;
         // Keeps the reporter alive as long as the server.
         drop(reporter);

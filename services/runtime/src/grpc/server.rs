@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::RoutesBuilder;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -81,7 +80,7 @@ pub async fn serve(
     let signal = shutdown.clone();
     let server = builder
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             signal.cancelled().await;
         });
     tokio::pin!(server);
@@ -95,6 +94,12 @@ pub async fn serve(
     }
 }
 
+/// Accepted connections with Nagle's algorithm off, as `Server::serve`
+/// would set them: a small response must not wait for the peer's delayed ACK.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves only grpc.health.v1, in plaintext, until `shutdown`: the probe
 /// port of a process whose main port requires client certificates.
 pub async fn serve_health_only(
@@ -104,7 +109,7 @@ pub async fn serve_health_only(
 ) -> anyhow::Result<()> {
     Server::builder()
         .add_service(health)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.cancelled().await;
         })
         .await?;
