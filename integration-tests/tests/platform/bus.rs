@@ -477,23 +477,34 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
 
     eventually(Duration::from_secs(20), "the relay listens", listening).await;
     enqueue(0).await;
-    eventually(Duration::from_secs(20), "the first event is published", || async {
-        env.queue_depth(&queue).await == 1
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the first event is published",
+        || async { env.queue_depth(&queue).await == 1 },
+    )
     .await;
 
     const BURST: usize = 300;
     futures::future::join_all((1..=BURST).map(enqueue)).await;
-    eventually(Duration::from_secs(30), "the burst is published", || async {
-        env.queue_depth(&queue).await == 1 + BURST as u32
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the burst is published",
+        || async { env.queue_depth(&queue).await == 1 + BURST as u32 },
+    )
     .await;
 
-    eventually(Duration::from_secs(20), "the relay listens again", listening).await;
+    eventually(
+        Duration::from_secs(20),
+        "the relay listens again",
+        listening,
+    )
+    .await;
     enqueue(BURST + 1).await;
-    eventually(Duration::from_secs(20), "the last event is published", || async {
-        env.queue_depth(&queue).await == 2 + BURST as u32
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the last event is published",
+        || async { env.queue_depth(&queue).await == 2 + BURST as u32 },
+    )
     .await;
 
     shutdown.cancel();

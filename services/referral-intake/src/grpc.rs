@@ -267,10 +267,13 @@ impl ReferralIntakeService for ReferralIntake {
         // Two round trips and no explicit transaction: the lookup, then one
         // statement writing the referral, its sealed record and its event.
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let context =
-            db::submission_context(&mut connection, &agency_id, &self.vault.fingerprints(&identity))
-                .await
-                .map_err(ApiError::from)?;
+        let context = db::submission_context(
+            &mut connection,
+            &agency_id,
+            &self.vault.fingerprints(&identity),
+        )
+        .await
+        .map_err(ApiError::from)?;
         self.check_agency(&mut connection, &agency_id, context.agency_active)
             .await?;
         let earlier_referral_id = context.earlier_referral_id;

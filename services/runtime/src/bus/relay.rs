@@ -252,7 +252,10 @@ impl Listener {
         let Some(listener) = self.inner.as_mut() else {
             return;
         };
-        match listener.listen(&super::outbox::notify_channel(schema)).await {
+        match listener
+            .listen(&super::outbox::notify_channel(schema))
+            .await
+        {
             Ok(()) => {
                 self.listening = true;
                 while listener.next_buffered().is_some() {}
