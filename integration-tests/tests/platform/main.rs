@@ -11,3 +11,4 @@ mod referral_intake;
 mod restart;
 mod risk_assessment;
 mod tls;
+mod warm_connections;

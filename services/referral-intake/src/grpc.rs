@@ -18,6 +18,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::outbox::{self, OutboxRow};
 use cpm_runtime::crypto::KeyRing;
+use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::values::{
     check_text, from_timestamp, optional_timestamp, parse_enum, parse_id, require_id, timestamp,
 };
@@ -34,6 +35,8 @@ use crate::privacy::{self, ClientVault};
 
 pub struct ReferralIntake {
     pool: PgPool,
+    /// SubmitReferral's connections, kept between submissions.
+    warm: WarmPool,
     vault: ClientVault,
     /// Development only: an unknown agency is registered on its first referral.
     auto_register_agencies: bool,
@@ -42,6 +45,7 @@ pub struct ReferralIntake {
 impl ReferralIntake {
     pub fn new(pool: PgPool, keys: KeyRing, auto_register_agencies: bool) -> Self {
         Self {
+            warm: WarmPool::new(pool.clone()),
             pool,
             vault: ClientVault::new(keys),
             auto_register_agencies,
@@ -266,7 +270,8 @@ impl ReferralIntakeService for ReferralIntake {
 
         // Two round trips and no explicit transaction: the lookup, then one
         // statement writing the referral, its sealed record and its event.
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        // The connection is released warm only once both completed.
+        let mut connection = self.warm.acquire().await.map_err(ApiError::from)?;
         let context = db::submission_context(
             &mut connection,
             &agency_id,
@@ -334,6 +339,7 @@ impl ReferralIntakeService for ReferralIntake {
                     .ok_or_else(|| {
                         ApiError::Internal(anyhow::anyhow!("idempotency row vanished"))
                     })?;
+            connection.release();
             if existing.request_hash != hash {
                 let mut violations = FieldViolations::new();
                 violations.add(
@@ -347,6 +353,7 @@ impl ReferralIntakeService for ReferralIntake {
                 replayed: true,
             }));
         };
+        connection.release();
         tracing::info!(
             re_referral = earlier_referral_id.is_some(),
             "referral submitted"

@@ -2,6 +2,8 @@
 //! tables. A service's pool sets `search_path` to its schema; its migrations
 //! run there after the shared event bus tables.
 
+pub mod warm;
+
 use std::str::FromStr as _;
 use std::time::Duration;
 
