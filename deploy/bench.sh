@@ -6,6 +6,7 @@
 #   bash deploy/bench.sh                                  # 8 and 32 clients, 10 s each
 #   bash deploy/bench.sh --concurrency 4,16 --secs 20     # arguments go to the bench
 #   BENCH_POOL=32 bash deploy/bench.sh                    # the service's pool size
+#   bash deploy/bench.sh --rounds 5                       # five whole runs, ratios and their median
 #
 # PostgreSQL and RabbitMQ are reused when they already run, else started or
 # installed (deploy/services.sh). pgbench ships with the PostgreSQL server
