@@ -4,8 +4,9 @@
 //! Several replicas may run it: each batch locks its rows with
 //! `FOR UPDATE SKIP LOCKED`, so a row is published by one relay at a time.
 //! No "last id sent" is tracked, since transactions commit out of id order.
-//! A NOTIFY from [`super::outbox::enqueue`] wakes the relay; polling is the
-//! fallback when a notification is missed or the listener is down.
+//! The NOTIFY of every outbox write ([`super::outbox`]) wakes an idle relay;
+//! polling is the fallback when a notification is missed or the listener is
+//! down.
 
 use std::collections::HashMap;
 use std::time::Duration;

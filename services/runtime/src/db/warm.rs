@@ -11,7 +11,10 @@
 //! Other users of the pool are never starved for long: the cache holds at
 //! most `max_connections - 1` connections, gives a connection straight back
 //! to the pool while one of its own callers waits for the pool, and hands
-//! back every connection idle for longer than [`MAX_IDLE`].
+//! back every connection idle for longer than [`MAX_IDLE`]. Every
+//! connection also goes back through sqlx once it has been warm for
+//! [`MAX_WARM`], so sqlx's own checks (its test, `max_lifetime`) still see
+//! it regularly under steady load.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,6 +25,15 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 /// How long a connection may sit in the cache before it goes back to the pool.
 pub const MAX_IDLE: Duration = Duration::from_millis(100);
+/// How long a connection may go from request to request without sqlx.
+pub const MAX_WARM: Duration = Duration::from_secs(60);
+
+/// A cached connection: when it left sqlx, and since when it is idle.
+struct Idle {
+    connection: PoolConnection<Postgres>,
+    taken: Instant,
+    since: Instant,
+}
 
 /// A pool's front for one hot path. Cloning shares the cache.
 #[derive(Clone)]
@@ -31,7 +43,7 @@ pub struct WarmPool {
 
 struct Shared {
     pool: PgPool,
-    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
     capacity: usize,
     /// Callers of [`WarmPool::acquire`] waiting for the pool.
     waiting: AtomicUsize,
@@ -55,16 +67,17 @@ impl WarmPool {
     /// The most recently released warm connection, else one from the pool.
     pub async fn acquire(&self) -> Result<WarmConnection, sqlx::Error> {
         let cached = self.shared.lock_idle().pop();
-        let connection = match cached {
-            Some((connection, _)) => connection,
+        let (connection, taken) = match cached {
+            Some(idle) => (idle.connection, idle.taken),
             None => {
                 let _waiting = Waiting::count(&self.shared.waiting);
-                self.shared.pool.acquire().await?
+                (self.shared.pool.acquire().await?, Instant::now())
             }
         };
         Ok(WarmConnection {
             connection: Some(connection),
             shared: self.shared.clone(),
+            taken,
             clean: false,
         })
     }
@@ -76,7 +89,7 @@ impl WarmPool {
 }
 
 impl Shared {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A panic while holding this lock leaves a valid Vec behind.
         self.idle
             .lock()
@@ -105,6 +118,8 @@ impl Drop for Waiting<'_> {
 pub struct WarmConnection {
     connection: Option<PoolConnection<Postgres>>,
     shared: Arc<Shared>,
+    /// When it left sqlx's pool.
+    taken: Instant,
     clean: bool,
 }
 
@@ -137,10 +152,18 @@ impl Drop for WarmConnection {
             return;
         };
         let shared = &self.shared;
-        if self.clean && !shared.pool.is_closed() && shared.waiting.load(Ordering::SeqCst) == 0 {
+        if self.clean
+            && self.taken.elapsed() < MAX_WARM
+            && !shared.pool.is_closed()
+            && shared.waiting.load(Ordering::SeqCst) == 0
+        {
             let mut idle = shared.lock_idle();
             if idle.len() < shared.capacity {
-                idle.push((connection, Instant::now()));
+                idle.push(Idle {
+                    connection,
+                    taken: self.taken,
+                    since: Instant::now(),
+                });
                 return;
             }
         }
@@ -163,7 +186,7 @@ async fn hand_back_idle(shared: Weak<Shared>) {
             let now = Instant::now();
             let (stale, fresh) = idle
                 .drain(..)
-                .partition(|(_, since)| closing || now.duration_since(*since) > MAX_IDLE);
+                .partition(|idle| closing || now.duration_since(idle.since) > MAX_IDLE);
             *idle = fresh;
             stale
         };
