@@ -141,7 +141,7 @@ impl Relay {
         }
         let channel = self.bus.publisher().await?;
         let exchange = self.bus.topology().events_exchange();
-        let messages: Vec<(String, Vec<u8>, BasicProperties)> = rows
+        let mut messages: Vec<(String, Vec<u8>, BasicProperties)> = rows
             .iter()
             .map(|row| {
                 let event_id: uuid::Uuid = row.get("event_id");
@@ -165,18 +165,20 @@ impl Relay {
         // All at once: each publish resolves only when lapin's I/O thread has
         // written it, so publishing one by one would cost a hand-over and a
         // write per event. Together they go out in a few writes, in order.
-        let pending = try_join_all(messages.iter().map(|(event_type, envelope, properties)| {
-            channel.basic_publish(
-                exchange.as_str().into(),
-                event_type.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                envelope,
-                properties.clone(),
-            )
-        }))
+        let pending = try_join_all(messages.iter_mut().map(
+            |(event_type, envelope, properties)| {
+                channel.basic_publish(
+                    exchange.as_str().into(),
+                    event_type.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    envelope,
+                    std::mem::take(properties),
+                )
+            },
+        ))
         .await?;
         let confirmations = tokio::time::timeout(
             Duration::from_secs(self.config.confirm_timeout_secs),
