@@ -43,6 +43,15 @@ async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
     crate::harness::close_quietly(connection).await;
 }
 
+/// A pool on `schema`, which holds the event bus tables (outbox, inbox) alone.
+async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
+    let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
+    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
+        .await
+        .unwrap();
+    pool
+}
+
 /// A plain durable queue bound to `referral.submitted`, for counting what
 /// the relay publishes.
 async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &str) -> String {
@@ -229,10 +238,7 @@ impl EventHandler for FailsOnOne {
 async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_delivery_limit() {
     let env = TestEnv::new().await;
     let schema = "bus_test";
-    let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
-    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
-        .await
-        .unwrap();
+    let pool = bus_tables(&env, schema).await;
     let bus = Bus::new(&env.settings.platform.amqp);
     let shutdown = cpm_runtime::Shutdown::new();
     let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -353,10 +359,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
 async fn several_relays_publish_each_outbox_row_exactly_once() {
     let env = TestEnv::new().await;
     let schema = "relay_test";
-    let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
-    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
-        .await
-        .unwrap();
+    let pool = bus_tables(&env, schema).await;
 
     let (connection, channel) = env.amqp_channel().await;
     let counter_queue = declare_counter_queue(&env, &channel, "relay-counter").await;
@@ -433,10 +436,7 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
 async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     let env = TestEnv::new().await;
     let schema = "relay_wake";
-    let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
-    cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
-        .await
-        .unwrap();
+    let pool = bus_tables(&env, schema).await;
     let (connection, channel) = env.amqp_channel().await;
     let queue = declare_counter_queue(&env, &channel, "relay-wake").await;
 
