@@ -144,11 +144,12 @@ impl Relay {
         let mut messages: Vec<(String, Vec<u8>, BasicProperties)> = rows
             .iter()
             .map(|row| {
-                let event_id: uuid::Uuid = row.get("event_id");
-                let event_type: String = row.get("event_type");
-                let envelope: Vec<u8> = row.get("envelope");
+                // By position, in the SELECT's order: no column lookup by name.
+                let event_id: uuid::Uuid = row.get(1);
+                let event_type: String = row.get(2);
+                let envelope: Vec<u8> = row.get(3);
                 let trace_context: sqlx::types::Json<HashMap<String, String>> =
-                    row.try_get("trace_context").unwrap_or_default();
+                    row.try_get(4).unwrap_or_default();
                 let mut headers = FieldTable::default();
                 for (key, value) in trace_context.0 {
                     headers.insert(key.into(), AMQPValue::LongString(value.into()));
@@ -190,7 +191,7 @@ impl Relay {
         let mut sent = Vec::new();
         let mut deferred = Vec::new();
         for (row, confirmation) in rows.iter().zip(confirmations) {
-            let outbox_id: i64 = row.get("outbox_id");
+            let outbox_id: i64 = row.get(0);
             match confirmation? {
                 Confirmation::Ack(None) => sent.push(outbox_id),
                 Confirmation::Ack(Some(returned)) => {
