@@ -656,7 +656,8 @@ fn random_bytes_sql(len: i32) -> String {
 }
 
 /// The pgbench script: the statements SubmitReferral runs, in its order,
-/// with values of the same types and sizes.
+/// with values of the same types and sizes. Like SubmitReferral, it raises
+/// no NOTIFY (the service wakes its relay in-process).
 fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
     let fingerprint = "sha256(convert_to('bench|' || :n::text, 'UTF8'))";
     let mut script = String::from(
@@ -684,14 +685,12 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
          sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
          SELECT referral_id, {}, {} FROM inserted), \
          announced AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
-         SELECT gen_random_uuid(), '{}', {}, '{{}}'::jsonb FROM inserted \
-         RETURNING pg_notify('{}', '')) \
+         SELECT gen_random_uuid(), '{}', {}, '{{}}'::jsonb FROM inserted) \
          SELECT * FROM inserted;\n",
         random_bytes_sql(sizes.wrapped_data_key),
         random_bytes_sql(sizes.sealed_details),
         ReferralSubmitted::TYPE,
         random_bytes_sql(sizes.envelope),
-        cpm_runtime::bus::outbox::notify_channel(referral_intake::SCHEMA)
     ));
     script
 }

@@ -9,6 +9,7 @@ use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{ListQueueRequest, ReferralStatus, ReferralSubmitted};
 use cpm_runtime::bus::consumer::Consumer;
+use cpm_runtime::bus::outbox::{OutboxRow, Wake};
 use cpm_runtime::bus::relay::Relay;
 use cpm_runtime::bus::{Bus, ConsumerSpec, EventHandler, HandlerError, ReceivedEvent};
 use lapin::BasicProperties;
@@ -50,6 +51,19 @@ async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
         .await
         .unwrap();
     pool
+}
+
+/// Whether a relay on `schema` sits idle in LISTEN on this test's database.
+async fn relay_listens(pool: &sqlx::PgPool, schema: &str) -> bool {
+    let listening: Vec<String> = sqlx::query_scalar(
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
+         AND state = 'idle' AND query LIKE 'LISTEN %' || $1 || '%'",
+    )
+    .bind(cpm_runtime::bus::outbox::notify_channel(schema))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    !listening.is_empty()
 }
 
 /// A plain durable queue bound to `referral.submitted`, for counting what
@@ -450,16 +464,7 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
         &outbox,
     );
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    let listening = || async {
-        let last: Vec<String> = sqlx::query_scalar(
-            "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
-             AND state = 'idle' AND query LIKE 'LISTEN %relay_wake%'",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        !last.is_empty()
-    };
+    let listening = || relay_listens(&pool, schema);
     let enqueue = |n: usize| {
         let pool = pool.clone();
         async move {
@@ -504,6 +509,69 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
         Duration::from_secs(20),
         "the last event is published",
         || async { env.queue_depth(&queue).await == 2 + BURST as u32 },
+    )
+    .await;
+
+    shutdown.cancel();
+    relay_task.await.unwrap();
+    let _ = channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+    crate::harness::close_quietly(connection).await;
+    pool.close().await;
+    env.cleanup().await;
+}
+
+/// A write that skips the NOTIFY (`Wake::ByCaller`, SubmitReferral's hot
+/// path) is published once its process wakes the relay, and not before:
+/// polling is an hour apart and the idle relay is listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_notify_is_published_when_its_process_wakes_the_relay() {
+    let env = TestEnv::new().await;
+    let schema = "relay_waker";
+    let pool = bus_tables(&env, schema).await;
+    let (connection, channel) = env.amqp_channel().await;
+    let queue = declare_counter_queue(&env, &channel, "relay-waker").await;
+    let mut outbox = env.settings.platform.outbox.clone();
+    outbox.poll_interval_ms = 3_600_000;
+    let shutdown = cpm_runtime::Shutdown::new();
+    let relay = Relay::new(
+        pool.clone(),
+        Bus::new(&env.settings.platform.amqp),
+        schema,
+        &outbox,
+    );
+    let waker = relay.waker();
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    eventually(Duration::from_secs(20), "the relay listens", || {
+        relay_listens(&pool, schema)
+    })
+    .await;
+
+    let row = OutboxRow::new("test", &submitted("r-1", "a", "x"));
+    let sql = format!(
+        "WITH {} SELECT 1",
+        OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::ByCaller)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(row.event_id)
+        .bind(row.event_type)
+        .bind(&row.envelope)
+        .bind(&row.trace_context)
+        .execute(&pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        env.queue_depth(&queue).await,
+        0,
+        "without a NOTIFY or a wake-up the idle relay has not looked"
+    );
+    waker.wake();
+    eventually(
+        Duration::from_secs(20),
+        "the event is published after the wake-up",
+        || async { env.queue_depth(&queue).await == 1 },
     )
     .await;
 

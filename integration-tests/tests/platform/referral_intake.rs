@@ -10,7 +10,9 @@ use cpm_proto::v1::{
 };
 use tonic_types::StatusExt as _;
 
-use crate::harness::{TestEnv, await_status, connect, fetch_referral, referral_request, submit};
+use crate::harness::{
+    TestEnv, await_status, connect, eventually, fetch_referral, referral_request, submit,
+};
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -58,6 +60,49 @@ async fn bad_input_gets_every_field_violation_and_stores_nothing() {
         0
     );
     pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// SubmitReferral raises no NOTIFY (its commits would take PostgreSQL's
+/// cluster-wide notify lock one at a time); it wakes the relay of its own
+/// process instead. With polling an hour apart, each event still leaves
+/// at once, whether the relay was idle or busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_wakes_the_relay_of_its_process() {
+    let mut env = TestEnv::new().await;
+    env.settings.platform.outbox.poll_interval_ms = 3_600_000;
+    let platform = env.start(&[Target::ReferralIntake]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-w"));
+    let queue = env.queue("risk-assessment", "referrals");
+    let mut listener = sqlx::postgres::PgListener::connect(&env.database_url)
+        .await
+        .unwrap();
+    listener
+        .listen(&cpm_runtime::bus::outbox::notify_channel(
+            referral_intake::SCHEMA,
+        ))
+        .await
+        .unwrap();
+    for (n, area) in ["Hartlepool", "Redcar", "Stockton"].into_iter().enumerate() {
+        submit(&mut intake, referral_request(area)).await;
+        eventually(
+            Duration::from_secs(20),
+            "the referral.submitted event is published",
+            || async { env.queue_depth(&queue).await == n as u32 + 1 },
+        )
+        .await;
+        // Let the relay go idle again before the next one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let woken_by_notify = tokio::time::timeout(Duration::from_millis(200), listener.recv()).await;
+    assert!(
+        woken_by_notify.is_err(),
+        "SubmitReferral raised a NOTIFY: {woken_by_notify:?}"
+    );
+    listener.unlisten_all().await.unwrap();
+    drop(listener);
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

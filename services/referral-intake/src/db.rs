@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use cpm_runtime::bus::outbox::OutboxRow;
+use cpm_runtime::bus::outbox::{OutboxRow, Wake};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -110,7 +110,8 @@ impl NewReferralRow<'_> {
 /// `referral.submitted` event, in one statement (so atomic without an
 /// explicit transaction, and one round trip), and returns it as stored;
 /// `None` (and nothing written) when the agency already used the
-/// idempotency key.
+/// idempotency key. Run it in autocommit, then wake the relay: the
+/// statement raises no NOTIFY.
 pub async fn insert_referral(
     connection: &mut PgConnection,
     row: &NewReferralRow<'_>,
@@ -135,7 +136,8 @@ pub async fn insert_referral(
                         SELECT referral_id, $25, $26 FROM inserted), \
              {} \
              SELECT * FROM inserted",
-            OutboxRow::cte("announced", "inserted", 27)
+            // No NOTIFY: the caller wakes its relay once this has committed.
+            OutboxRow::cte("announced", "inserted", 27, Wake::ByCaller)
         )
     });
     let inserted: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.as_str()))

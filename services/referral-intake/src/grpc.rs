@@ -17,6 +17,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::outbox::{self, OutboxRow};
+use cpm_runtime::bus::relay::RelayWaker;
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::values::{
@@ -38,16 +39,25 @@ pub struct ReferralIntake {
     /// SubmitReferral's connections, kept between submissions.
     warm: WarmPool,
     vault: ClientVault,
+    /// Wakes this process's relay after a submission, which skips the
+    /// NOTIFY and its cluster-wide commit lock.
+    relay: RelayWaker,
     /// Development only: an unknown agency is registered on its first referral.
     auto_register_agencies: bool,
 }
 
 impl ReferralIntake {
-    pub fn new(pool: PgPool, keys: KeyRing, auto_register_agencies: bool) -> Self {
+    pub fn new(
+        pool: PgPool,
+        keys: KeyRing,
+        relay: RelayWaker,
+        auto_register_agencies: bool,
+    ) -> Self {
         Self {
             warm: WarmPool::new(pool.clone()),
             pool,
             vault: ClientVault::new(keys),
+            relay,
             auto_register_agencies,
         }
     }
@@ -358,6 +368,8 @@ impl ReferralIntakeService for ReferralIntake {
             }));
         };
         connection.release();
+        // The statement has committed: the relay can see the event now.
+        self.relay.wake();
         tracing::info!(
             re_referral = earlier_referral_id.is_some(),
             "referral submitted"

@@ -76,11 +76,12 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(SCHEMA)?;
+    let relay = context.spawn_relay(SCHEMA)?;
     context.spawn_consumer(&pool, status_consumer(), Arc::new(events::StatusProjection));
     let service = grpc::ReferralIntake::new(
         pool.clone(),
         context.keys.clone(),
+        relay,
         config.auto_register_agencies,
     );
     let server = ReferralIntakeServiceServer::new(service)

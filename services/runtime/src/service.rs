@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 use crate::Shutdown;
 use crate::auth::Authenticator;
 use crate::bus::consumer::Consumer;
-use crate::bus::relay::Relay;
+use crate::bus::relay::{Relay, RelayWaker};
 use crate::bus::{Bus, ConsumerSpec, EventHandler};
 use crate::config::PlatformConfig;
 use crate::crypto::KeyRing;
@@ -83,15 +83,17 @@ impl ServiceContext {
     /// Starts the outbox relay of `schema`, on connections of its own so
     /// that publishing (which holds its batch's row locks until the broker
     /// confirms) never waits for, or holds up, a request's connection.
-    pub fn spawn_relay(&self, schema: &str) -> anyhow::Result<()> {
+    /// Returns the waker for writes that skip the NOTIFY.
+    pub fn spawn_relay(&self, schema: &str) -> anyhow::Result<RelayWaker> {
         let relay_database = crate::config::DatabaseConfig {
             max_connections: 2,
             ..self.platform.database.clone()
         };
         let pool = crate::db::pool(&relay_database, schema)?;
         let relay = Relay::new(pool, self.bus.clone(), schema, &self.platform.outbox);
+        let waker = relay.waker();
         self.spawn(relay.run(self.shutdown.clone()));
-        Ok(())
+        Ok(waker)
     }
 
     /// Starts a consumer applying `handler` to the events in `spec`.

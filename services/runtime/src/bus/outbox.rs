@@ -56,20 +56,38 @@ impl OutboxRow {
     /// A data-modifying CTE `name` that writes the row bound at parameters
     /// `$first` to `$first + 3` (event ID, type, envelope, trace context, in
     /// that order) once for each row of `source`, so nothing is written when
-    /// `source` is empty. It wakes the schema's relay when the transaction
-    /// commits: NOTIFY is delivered on commit, so the relay never wakes for
-    /// a row it cannot see yet.
-    pub fn cte(name: &str, source: &str, first: usize) -> String {
+    /// `source` is empty. `wake` says how the schema's relay learns of it.
+    pub fn cte(name: &str, source: &str, first: usize, wake: Wake) -> String {
+        let returning = match wake {
+            Wake::OnCommit => {
+                " RETURNING pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), '')"
+            }
+            Wake::ByCaller => "",
+        };
         format!(
             "{name} AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
-             SELECT ${}, ${}, ${}, ${} FROM {source} \
-             RETURNING pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), ''))",
+             SELECT ${}, ${}, ${}, ${} FROM {source}{returning})",
             first,
             first + 1,
             first + 2,
             first + 3
         )
     }
+}
+
+/// How the relay learns of a new outbox row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// NOTIFY, delivered when the transaction commits, so the relay never
+    /// wakes for a row it cannot see yet. For writes inside a transaction
+    /// the caller commits later. Every NOTIFYing commit takes PostgreSQL's
+    /// cluster-wide notify lock and holds it through its WAL flush, so such
+    /// commits happen one at a time.
+    OnCommit,
+    /// No NOTIFY: the caller runs the statement in autocommit and then calls
+    /// [`super::relay::RelayWaker::wake`] on the relay of its own process.
+    /// For hot paths, whose commits then group-commit freely.
+    ByCaller,
 }
 
 /// Adds `event` to the outbox of the connection's schema, inside the
@@ -83,7 +101,7 @@ pub async fn enqueue<E: Event>(
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH {} SELECT 1",
-            OutboxRow::cte("written", "(SELECT) AS one", 1)
+            OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::OnCommit)
         )
     });
     let row = OutboxRow::new(producer, event);

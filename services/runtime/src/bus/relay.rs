@@ -4,11 +4,14 @@
 //! Several replicas may run it: each batch locks its rows with
 //! `FOR UPDATE SKIP LOCKED`, so a row is published by one relay at a time.
 //! No "last id sent" is tracked, since transactions commit out of id order.
-//! The NOTIFY of every outbox write ([`super::outbox`]) wakes an idle relay;
-//! polling is the fallback when a notification is missed or the listener is
-//! down.
+//! An idle relay wakes on the NOTIFY of an outbox write made in a
+//! transaction ([`super::outbox::Wake::OnCommit`]), or on its
+//! [`RelayWaker`] from a hot path in its own process that skipped the
+//! NOTIFY ([`super::outbox::Wake::ByCaller`]). Polling is the fallback when
+//! a wake-up is missed, the listener is down or the writing process died.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, try_join_all};
@@ -17,6 +20,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row as _};
+use tokio::sync::Notify;
 
 use super::{Bus, next_delay};
 use crate::Shutdown;
@@ -30,12 +34,25 @@ pub struct BatchOutcome {
     pub deferred: usize,
 }
 
+/// Wakes the relay of the same process, in place of a NOTIFY.
+#[derive(Clone, Debug, Default)]
+pub struct RelayWaker(Arc<Notify>);
+
+impl RelayWaker {
+    /// Call after the write has committed: the relay may look at once. A
+    /// wake-up while the relay is busy is kept for its next idle moment.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
     bus: Bus,
     schema: String,
     config: OutboxConfig,
+    waker: RelayWaker,
 }
 
 impl Relay {
@@ -45,17 +62,24 @@ impl Relay {
             bus,
             schema: schema.to_owned(),
             config: config.clone(),
+            waker: RelayWaker::default(),
         }
+    }
+
+    /// The handle that wakes this relay from its own process.
+    pub fn waker(&self) -> RelayWaker {
+        self.waker.clone()
     }
 
     /// Publishes until `shutdown`, then flushes what is due once more.
     ///
-    /// Idle, the relay LISTENs and sleeps until a NOTIFY or the poll. Busy,
-    /// it UNLISTENs and takes a batch every `linger_ms` until one comes back
-    /// empty: under load the NOTIFY of every commit would otherwise wake the
-    /// listening backend and this process once per event, for nothing. On
-    /// the way back to idle it LISTENs *before* the last look at the outbox,
-    /// so a row committed in between is either seen or announced.
+    /// Idle, the relay LISTENs and sleeps until a NOTIFY, its waker or the
+    /// poll. Busy, it UNLISTENs and takes a batch every `linger_ms` until one
+    /// comes back empty: under load the NOTIFY of every commit would
+    /// otherwise wake the listening backend and this process once per event,
+    /// for nothing. On the way back to idle it LISTENs *before* the last look
+    /// at the outbox, so a row committed in between is either seen or
+    /// announced; a waker call in between is kept until the relay waits.
     pub async fn run(self, shutdown: Shutdown) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let linger = Duration::from_millis(self.config.linger_ms);
@@ -105,12 +129,15 @@ impl Relay {
                 notified = listener.recv() => {
                     if notified {
                         busy = true;
-                        listener.unlisten(&self.schema).await;
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(linger) => {}
-                        }
                     }
+                }
+                () = self.waker.0.notified() => busy = true,
+            }
+            if busy {
+                listener.unlisten(&self.schema).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(linger) => {}
                 }
             }
         }
@@ -273,7 +300,9 @@ impl Listener {
 
     /// Stops the wake-ups while the relay is busy anyway.
     async fn unlisten(&mut self, schema: &str) {
-        self.listening = false;
+        if !std::mem::replace(&mut self.listening, false) {
+            return;
+        }
         if let Some(listener) = self.inner.as_mut()
             && let Err(error) = listener
                 .unlisten(&super::outbox::notify_channel(schema))
