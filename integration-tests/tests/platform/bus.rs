@@ -10,7 +10,7 @@ use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{ListQueueRequest, ReferralStatus, ReferralSubmitted};
 use cpm_runtime::bus::consumer::Consumer;
 use cpm_runtime::bus::outbox::{OutboxRow, Wake};
-use cpm_runtime::bus::relay::Relay;
+use cpm_runtime::bus::relay::{Relay, RelayWaker};
 use cpm_runtime::bus::{Bus, ConsumerSpec, EventHandler, HandlerError, ReceivedEvent};
 use lapin::BasicProperties;
 use lapin::options::{
@@ -443,6 +443,59 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     env.cleanup().await;
 }
 
+/// A relay on a schema of its own whose polling is an hour apart, so that
+/// only wake-ups (NOTIFY or its waker) make it publish, with a queue
+/// counting what it publishes.
+struct WakeOnlyRelay {
+    pool: sqlx::PgPool,
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+    waker: RelayWaker,
+    shutdown: cpm_runtime::Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WakeOnlyRelay {
+    async fn start(env: &TestEnv, schema: &str) -> Self {
+        let pool = bus_tables(env, schema).await;
+        let (connection, channel) = env.amqp_channel().await;
+        let queue = declare_counter_queue(env, &channel, schema).await;
+        let mut outbox = env.settings.platform.outbox.clone();
+        outbox.poll_interval_ms = 3_600_000;
+        let shutdown = cpm_runtime::Shutdown::new();
+        let relay = Relay::new(
+            pool.clone(),
+            Bus::new(&env.settings.platform.amqp),
+            schema,
+            &outbox,
+        );
+        let waker = relay.waker();
+        let task = tokio::spawn(relay.run(shutdown.clone()));
+        Self {
+            pool,
+            connection,
+            channel,
+            queue,
+            waker,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self, env: TestEnv) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), Default::default())
+            .await;
+        crate::harness::close_quietly(self.connection).await;
+        self.pool.close().await;
+        env.cleanup().await;
+    }
+}
+
 /// With polling an hour apart, only NOTIFY can make the relay publish: once
 /// idle, after a burst that it works through without listening, and once
 /// idle again.
@@ -450,21 +503,9 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
 async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     let env = TestEnv::new().await;
     let schema = "relay_wake";
-    let pool = bus_tables(&env, schema).await;
-    let (connection, channel) = env.amqp_channel().await;
-    let queue = declare_counter_queue(&env, &channel, "relay-wake").await;
-
-    let mut outbox = env.settings.platform.outbox.clone();
-    outbox.poll_interval_ms = 3_600_000;
-    let shutdown = cpm_runtime::Shutdown::new();
-    let relay = Relay::new(
-        pool.clone(),
-        Bus::new(&env.settings.platform.amqp),
-        schema,
-        &outbox,
-    );
-    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    let listening = || relay_listens(&pool, schema);
+    let relay = WakeOnlyRelay::start(&env, schema).await;
+    let (pool, queue) = (&relay.pool, &relay.queue);
+    let listening = || relay_listens(pool, schema);
     let enqueue = |n: usize| {
         let pool = pool.clone();
         async move {
@@ -485,7 +526,7 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     eventually(
         Duration::from_secs(20),
         "the first event is published",
-        || async { env.queue_depth(&queue).await == 1 },
+        || async { env.queue_depth(queue).await == 1 },
     )
     .await;
 
@@ -494,7 +535,7 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     eventually(
         Duration::from_secs(30),
         "the burst is published",
-        || async { env.queue_depth(&queue).await == 1 + BURST as u32 },
+        || async { env.queue_depth(queue).await == 1 + BURST as u32 },
     )
     .await;
 
@@ -508,18 +549,10 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     eventually(
         Duration::from_secs(20),
         "the last event is published",
-        || async { env.queue_depth(&queue).await == 2 + BURST as u32 },
+        || async { env.queue_depth(queue).await == 2 + BURST as u32 },
     )
     .await;
-
-    shutdown.cancel();
-    relay_task.await.unwrap();
-    let _ = channel
-        .queue_delete(queue.as_str().into(), Default::default())
-        .await;
-    crate::harness::close_quietly(connection).await;
-    pool.close().await;
-    env.cleanup().await;
+    relay.stop(env).await;
 }
 
 /// A write that skips the NOTIFY (`Wake::ByCaller`, SubmitReferral's hot
@@ -529,22 +562,10 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
 async fn a_write_without_notify_is_published_when_its_process_wakes_the_relay() {
     let env = TestEnv::new().await;
     let schema = "relay_waker";
-    let pool = bus_tables(&env, schema).await;
-    let (connection, channel) = env.amqp_channel().await;
-    let queue = declare_counter_queue(&env, &channel, "relay-waker").await;
-    let mut outbox = env.settings.platform.outbox.clone();
-    outbox.poll_interval_ms = 3_600_000;
-    let shutdown = cpm_runtime::Shutdown::new();
-    let relay = Relay::new(
-        pool.clone(),
-        Bus::new(&env.settings.platform.amqp),
-        schema,
-        &outbox,
-    );
-    let waker = relay.waker();
-    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = WakeOnlyRelay::start(&env, schema).await;
+    let (pool, queue) = (&relay.pool, &relay.queue);
     eventually(Duration::from_secs(20), "the relay listens", || {
-        relay_listens(&pool, schema)
+        relay_listens(pool, schema)
     })
     .await;
 
@@ -558,29 +579,21 @@ async fn a_write_without_notify_is_published_when_its_process_wakes_the_relay() 
         .bind(row.event_type)
         .bind(&row.envelope)
         .bind(&row.trace_context)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        env.queue_depth(&queue).await,
+        env.queue_depth(queue).await,
         0,
         "without a NOTIFY or a wake-up the idle relay has not looked"
     );
-    waker.wake();
+    relay.waker.wake();
     eventually(
         Duration::from_secs(20),
         "the event is published after the wake-up",
-        || async { env.queue_depth(&queue).await == 1 },
+        || async { env.queue_depth(queue).await == 1 },
     )
     .await;
-
-    shutdown.cancel();
-    relay_task.await.unwrap();
-    let _ = channel
-        .queue_delete(queue.as_str().into(), Default::default())
-        .await;
-    crate::harness::close_quietly(connection).await;
-    pool.close().await;
-    env.cleanup().await;
+    relay.stop(env).await;
 }
