@@ -307,9 +307,14 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
 
     let mut transaction = pool.begin().await.unwrap();
     for id in ["good-1", "bad", "good-2"] {
-        cpm_runtime::bus::outbox::enqueue(&mut transaction, "test", &submitted(id, "a", "x"))
-            .await
-            .unwrap();
+        cpm_runtime::bus::outbox::enqueue(
+            &mut transaction,
+            "test",
+            &submitted(id, "a", "x"),
+            Wake::OnCommit,
+        )
+        .await
+        .unwrap();
     }
     transaction.commit().await.unwrap();
 
@@ -385,6 +390,7 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
             &mut transaction,
             "test",
             &submitted(&format!("r-{n}"), "a", "x"),
+            Wake::OnCommit,
         )
         .await
         .unwrap();
@@ -514,6 +520,7 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
                 &mut transaction,
                 "test",
                 &submitted(&format!("r-{n}"), "a", "x"),
+                Wake::OnCommit,
             )
             .await
             .unwrap();

@@ -9,7 +9,10 @@ use crate::harness::{TestEnv, connect, fetch_referral};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_referral_travels_from_agency_to_discharge_notice() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // Polling an hour apart: every event of the journey must wake its relay,
+    // by NOTIFY or in-process, or the journey stalls.
+    env.settings.platform.outbox.poll_interval_ms = 3_600_000;
     let platform = env.start_all().await;
     let report = run(DemoOptions::new(
         &platform.endpoint(),

@@ -11,7 +11,7 @@ use cpm_proto::v1::{
     ListContactsResponse, LogContactRequest, LogContactResponse,
 };
 use cpm_runtime::auth::Caller;
-use cpm_runtime::bus::outbox;
+use cpm_runtime::bus::outbox::{self, Wake};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
 use sqlx::{PgConnection, PgPool};
@@ -144,6 +144,7 @@ impl ContactLoggingService for ContactLogging {
                 occurred_at: Some(timestamp(row.occurred_at)),
                 concern_raised: row.concern_raised,
             },
+            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;
@@ -228,6 +229,7 @@ impl ContactLoggingService for ContactLogging {
                 discharged_at: Some(timestamp(discharged_at)),
                 discharged_by: caller.subject.clone(),
             },
+            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

@@ -63,7 +63,12 @@ pub async fn start(
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
     context.spawn_relay(SCHEMA)?;
-    context.spawn_consumer(&pool, allocations_consumer(), Arc::new(events::CaseFiles));
+    context.spawn_consumer(
+        &pool,
+        allocations_consumer(),
+        Arc::new(events::CaseFiles),
+        None,
+    );
     let service = grpc::ContactLogging::new(pool.clone());
     routes.add_service(ContactLoggingServiceServer::with_interceptor(
         service,

@@ -10,6 +10,7 @@ use cpm_proto::Event as _;
 use cpm_proto::v1::{
     AssessmentDecided, ClientErased, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
 };
+use cpm_runtime::bus::outbox::Wake;
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox, referral_id};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
 use sqlx::PgConnection;
@@ -112,6 +113,7 @@ impl Decisions {
                 area: area.to_owned(),
                 estimated_start: Some(timestamp(estimated_start)),
             },
+            Wake::ByCaller,
         )
         .await?;
         tracing::info!(%referral_id, estimated_days = days, "accepted client awaits mentors");

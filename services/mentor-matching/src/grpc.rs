@@ -11,7 +11,7 @@ use cpm_proto::v1::{
     ProposeMatchesResponse, RegisterMentorRequest, RegisterMentorResponse, Vulnerability,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox;
+use cpm_runtime::bus::outbox::{self, Wake};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
 use sqlx::PgPool;
@@ -253,6 +253,7 @@ impl MentorMatchingService for MentorMatching {
                 confirmed_by: caller.subject.clone(),
                 confirmed_at: Some(timestamp(confirmed_at)),
             },
+            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

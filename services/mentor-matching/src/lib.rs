@@ -63,8 +63,14 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(SCHEMA)?;
-    context.spawn_consumer(&pool, decisions_consumer(), Arc::new(events::Decisions));
+    let relay = context.spawn_relay(SCHEMA)?;
+    // Its handler writes events without a NOTIFY.
+    context.spawn_consumer(
+        &pool,
+        decisions_consumer(),
+        Arc::new(events::Decisions),
+        Some(&relay),
+    );
     let service = grpc::MentorMatching::new(pool.clone());
     routes.add_service(MentorMatchingServiceServer::with_interceptor(
         service,

@@ -84,6 +84,7 @@ pub async fn start(
         &pool,
         status_consumer(),
         Arc::new(events::NotificationWriter),
+        None,
     );
     // Wakes streams and the webhook worker when notifications commit.
     let (wake_sender, wake) = watch::channel(0u64);

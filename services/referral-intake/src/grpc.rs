@@ -16,7 +16,7 @@ use cpm_proto::v1::{
     SubmitReferralResponse, WithdrawReferralRequest, WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox::{self, OutboxRow};
+use cpm_runtime::bus::outbox::{self, OutboxRow, Wake};
 use cpm_runtime::bus::relay::RelayWaker;
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
@@ -519,6 +519,7 @@ impl ReferralIntakeService for ReferralIntake {
                 agency_id: agency_id.clone(),
                 withdrawn_at: Some(timestamp(Utc::now())),
             },
+            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

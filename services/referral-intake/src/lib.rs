@@ -77,7 +77,12 @@ pub async fn start(
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
     let relay = context.spawn_relay(SCHEMA)?;
-    context.spawn_consumer(&pool, status_consumer(), Arc::new(events::StatusProjection));
+    context.spawn_consumer(
+        &pool,
+        status_consumer(),
+        Arc::new(events::StatusProjection),
+        None,
+    );
     let service = grpc::ReferralIntake::new(
         pool.clone(),
         context.keys.clone(),

@@ -5,7 +5,7 @@
 
 use cpm_proto::v1::ClientErased;
 use cpm_runtime::auth::Caller;
-use cpm_runtime::bus::outbox;
+use cpm_runtime::bus::outbox::{self, Wake};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
@@ -114,6 +114,7 @@ pub async fn erase_client(
                 agency_id: referral.agency_id.clone(),
                 erased_at: Some(timestamp(now)),
             },
+            Wake::OnCommit,
         )
         .await?;
     }

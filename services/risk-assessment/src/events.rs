@@ -9,6 +9,7 @@ use cpm_proto::v1::{
     AssessmentOpened, AssessmentState, ClientErased, ContactActivity, ContactLogged,
     ReferralSubmitted, ReferralWithdrawn,
 };
+use cpm_runtime::bus::outbox::Wake;
 use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
@@ -95,6 +96,7 @@ impl ReferralEvents {
                 agency_id: event.agency_id.clone(),
                 area: event.area.clone(),
             },
+            Wake::ByCaller,
         )
         .await?;
         audit(

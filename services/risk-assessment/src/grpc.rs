@@ -14,7 +14,7 @@ use cpm_proto::v1::{
     Review, RiskLevel, WillWantCapacityScores,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox;
+use cpm_runtime::bus::outbox::{self, Wake};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use sqlx::{PgConnection, PgPool};
@@ -447,6 +447,7 @@ impl RiskAssessmentService for RiskAssessment {
                 vulnerabilities: decided.vulnerabilities.clone(),
                 client_gender: decided.client_gender,
             },
+            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;
@@ -533,6 +534,7 @@ impl RiskAssessmentService for RiskAssessment {
                 decided_by: caller.subject.clone(),
                 decided_at: Some(timestamp(review.reviewed_at)),
             },
+            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

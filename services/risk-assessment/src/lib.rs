@@ -94,16 +94,19 @@ pub async fn start(
         "risk_assessment.first_assessment_target_days must be at least 1"
     );
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(SCHEMA)?;
+    let relay = context.spawn_relay(SCHEMA)?;
+    // Opening an assessment writes `assessment.opened` without a NOTIFY.
     context.spawn_consumer(
         &pool,
         referrals_consumer(),
         Arc::new(events::ReferralEvents),
+        Some(&relay),
     );
     context.spawn_consumer(
         &pool,
         engagement_consumer(),
         Arc::new(events::EngagementEvents),
+        None,
     );
     let service = grpc::RiskAssessment::new(pool.clone(), config.first_assessment_target_days);
     routes.add_service(RiskAssessmentServiceServer::with_interceptor(

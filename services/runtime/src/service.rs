@@ -96,14 +96,20 @@ impl ServiceContext {
         Ok(waker)
     }
 
-    /// Starts a consumer applying `handler` to the events in `spec`.
+    /// Starts a consumer applying `handler` to the events in `spec`. A
+    /// handler that writes outbox rows names its service's `relay`, woken
+    /// after each applied event in place of a NOTIFY.
     pub fn spawn_consumer<H: EventHandler>(
         &self,
         pool: &PgPool,
         spec: ConsumerSpec,
         handler: Arc<H>,
+        relay: Option<&RelayWaker>,
     ) {
-        let consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, handler);
+        let mut consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, handler);
+        if let Some(relay) = relay {
+            consumer = consumer.waking(relay.clone());
+        }
         self.spawn(consumer.run(self.shutdown.clone()));
     }
 

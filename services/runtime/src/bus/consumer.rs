@@ -26,6 +26,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::relay::RelayWaker;
 use super::{Bus, next_delay};
 use crate::Shutdown;
 
@@ -123,6 +124,9 @@ pub struct Consumer<H> {
     bus: Bus,
     spec: ConsumerSpec,
     handler: Arc<H>,
+    /// Woken after each applied event: the handler's outbox rows skip the
+    /// NOTIFY ([`super::outbox::Wake::ByCaller`]).
+    relay: Option<RelayWaker>,
 }
 
 /// What became of one delivery.
@@ -169,7 +173,16 @@ impl<H: EventHandler> Consumer<H> {
             bus,
             spec,
             handler,
+            relay: None,
         }
+    }
+
+    /// Wakes `relay` after each event applied, once its transaction has
+    /// committed. For handlers that write outbox rows with
+    /// [`super::outbox::Wake::ByCaller`].
+    pub fn waking(mut self, relay: RelayWaker) -> Self {
+        self.relay = Some(relay);
+        self
     }
 
     /// Consumes until `shutdown`, reconnecting whenever the channel is lost.
@@ -329,6 +342,9 @@ impl<H: EventHandler> Consumer<H> {
         }
         self.handler.handle(&mut transaction, event).await?;
         transaction.commit().await?;
+        if let Some(relay) = &self.relay {
+            relay.wake();
+        }
         Ok(true)
     }
 }

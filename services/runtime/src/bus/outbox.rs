@@ -84,28 +84,41 @@ pub enum Wake {
     /// cluster-wide notify lock and holds it through its WAL flush, so such
     /// commits happen one at a time.
     OnCommit,
-    /// No NOTIFY: the caller runs the statement in autocommit and then calls
-    /// [`super::relay::RelayWaker::wake`] on the relay of its own process.
-    /// For hot paths, whose commits then group-commit freely.
+    /// No NOTIFY: once the write has committed, the writer calls
+    /// [`super::relay::RelayWaker::wake`] on the relay of its own process
+    /// (SubmitReferral after its autocommit statement; the consumer
+    /// framework after each applied event, see `Consumer::waking`). For
+    /// hot paths, whose commits then group-commit freely.
     ByCaller,
 }
 
 /// Adds `event` to the outbox of the connection's schema, inside the
-/// caller's transaction, and wakes the relay once that transaction commits.
-/// Returns the event ID.
+/// caller's transaction; `wake` says how the relay learns of it once that
+/// transaction commits. Returns the event ID.
 pub async fn enqueue<E: Event>(
     connection: &mut PgConnection,
     producer: &str,
     event: &E,
+    wake: Wake,
 ) -> Result<Uuid, sqlx::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
+    static NOTIFYING: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH {} SELECT 1",
             OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::OnCommit)
         )
     });
+    static QUIET: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH {} SELECT 1",
+            OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::ByCaller)
+        )
+    });
+    let sql = match wake {
+        Wake::OnCommit => NOTIFYING.as_str(),
+        Wake::ByCaller => QUIET.as_str(),
+    };
     let row = OutboxRow::new(producer, event);
-    sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(row.event_id)
         .bind(row.event_type)
         .bind(&row.envelope)
