@@ -2,13 +2,16 @@
 //! over TCP. One binary, one module per concern.
 
 mod bus;
+mod flow;
 mod harness;
 mod import;
 mod journey;
 mod private_broker;
+mod processes;
 mod python_client;
 mod referral_intake;
 mod restart;
 mod risk_assessment;
+mod steady_flow;
 mod tls;
 mod warm_connections;

@@ -4,12 +4,14 @@
 //! `cpm health` and the integration tests.
 //!
 //! # Layout
+//! - [`cli`]: the `cpm` command line (the binary's `main` is one call into it).
 //! - [`target`]: the `Target` enum (`all` or a comma list of services).
 //! - [`settings`]: the root configuration.
 //! - [`platform`]: starts the selected services on one listener and stops them gracefully.
 //! - [`client`]: authenticated gRPC clients.
 //! - [`demo`]: walks one referral through all five services.
 
+pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod import;

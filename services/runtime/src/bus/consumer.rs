@@ -248,6 +248,12 @@ impl<H: EventHandler> Consumer<H> {
         }
     }
 
+    /// Applies one delivery and settles it with the broker, all inside the
+    /// delivery's span. The span is attached with `instrument`, never held
+    /// entered across an await: an entered guard stays on the stack of
+    /// whichever worker thread the task was polled on, and tracing's
+    /// registry then hands that span to unrelated tasks as their parent,
+    /// until it closes under them and they panic (issue 9).
     async fn process(&self, delivery: Delivery) -> anyhow::Result<()> {
         let span = tracing::info_span!(
             "consume",
@@ -257,14 +263,23 @@ impl<H: EventHandler> Consumer<H> {
             referral_id = tracing::field::Empty,
         );
         crate::telemetry::set_parent_from(&span, &header_map(&delivery));
-        let outcome = self.apply(&delivery).instrument(span.clone()).await;
-        let _entered = span.enter();
+        async {
+            let outcome = self.apply(&delivery).await;
+            self.settle(&delivery, outcome).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Acknowledges, requeues (after a pause that grows with the delivery
+    /// count) or dead-letters a delivery according to its outcome.
+    async fn settle(&self, delivery: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
         match outcome {
             Outcome::Applied | Outcome::Duplicate => {
                 delivery.acker.ack(BasicAckOptions::default()).await?;
             }
             Outcome::Requeue => {
-                let count = delivery_count(&delivery);
+                let count = delivery_count(delivery);
                 tokio::time::sleep(
                     Duration::from_millis(200 * u64::from(count + 1)).min(Duration::from_secs(2)),
                 )

@@ -1,0 +1,161 @@
+//! The `cpm` binary run as a child process, as operations run it: its own
+//! runtime, the production log set-up (JSON lines on stderr, the global
+//! tracing subscriber installed), stopped by SIGTERM or killed by SIGKILL.
+//! In-process platforms in the other tests install no subscriber, so only a
+//! child process can show what tracing does to a busy server.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use cpm::{Settings, Target};
+use tokio::process::{Child, Command};
+
+use crate::harness::TestEnv;
+
+/// The `cpm` program, built from the same `cpm::cli::main` as the real binary.
+const CPM: &str = env!("CARGO_BIN_EXE_cpm-under-test");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `cpm serve` child process. Killed (SIGKILL) when dropped, so a
+/// failing test leaves nothing running.
+pub struct CpmProcess {
+    child: Option<Child>,
+    pub endpoint: String,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+impl CpmProcess {
+    /// Starts `cpm serve --target <targets>` with `env`'s settings on a
+    /// port of its own, and waits until its health check answers SERVING.
+    pub async fn serve(env: &TestEnv, targets: &[Target]) -> Self {
+        Self::serve_with(env.settings.clone(), targets).await
+    }
+
+    pub async fn serve_with(mut settings: Settings, targets: &[Target]) -> Self {
+        let port = free_port();
+        settings.platform.grpc.listen = format!("127.0.0.1:{port}");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir();
+        let config = dir.join(format!("cpm-test-{id}.toml"));
+        let log = dir.join(format!("cpm-test-{id}.log"));
+        std::fs::write(&config, toml::to_string(&settings).unwrap()).unwrap();
+        let target_list: Vec<&str> = targets.iter().map(|target| target.as_str()).collect();
+        let child = Command::new(CPM)
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--target", &target_list.join(",")])
+            .env("RUST_LOG", "info")
+            .env("CPM__TELEMETRY__LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cpm starts");
+        let mut process = Self {
+            child: Some(child),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+            config,
+        };
+        process.await_serving(Duration::from_secs(60)).await;
+        process
+    }
+
+    async fn await_serving(&mut self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let serving = cpm::client::health(&self.endpoint, "")
+                .await
+                .is_ok_and(|status| {
+                    status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                });
+            if serving {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "cpm exited with {status} before serving:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cpm at {} not SERVING within {timeout:?}:\n{}",
+                self.endpoint,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id().expect("still running")
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test when the log holds a panic, quoting the first one.
+    pub fn assert_no_panic(&self) {
+        let log = self.log_text();
+        if let Some(at) = log.find("panicked") {
+            let start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let excerpt: String = log[start..].chars().take(2000).collect();
+            panic!("cpm at {} panicked:\n{excerpt}", self.endpoint);
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (at most `timeout`). The log stays
+    /// readable afterwards.
+    pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        signal(self.pid(), "TERM");
+        let mut child = self.child.take().unwrap();
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                let _ = child.kill().await;
+                panic!(
+                    "cpm did not stop within {timeout:?} of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for CpmProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_file(&self.config);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("cpm log kept at {}", self.log.display());
+        }
+    }
+}
+
+/// Sends a signal with the `kill` command (no unsafe code in tests).
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}

@@ -1,0 +1,95 @@
+//! The platform under a steady flow, as agencies use it: a thousand
+//! referrals at more than fifty a second through the real `cpm` binary,
+//! every one reaching UNDER_ASSESSMENT and the referrer's webhook and
+//! stream exactly once, with no panic in the log (issue 9: a span held
+//! across an await stopped the platform after about twenty referrals, and
+//! no single-referral test could see it).
+
+use std::time::Duration;
+
+use cpm::Target;
+use cpm_proto::v1::ReferralStatus;
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+
+use crate::flow::{ListeningAgency, assert_all_in_status, submit_at_rate};
+use crate::harness::TestEnv;
+use crate::processes::CpmProcess;
+
+pub const REFERRALS: usize = 1_000;
+/// Paced a little above the 50 a second the flow must sustain.
+pub const PER_SECOND: u32 = 60;
+/// How long the pipeline may take to catch up after the last submission.
+pub const CATCH_UP: Duration = Duration::from_secs(180);
+
+/// Runs the flow against an intake endpoint and a notifications endpoint
+/// (the same one when a process runs every service), then checks it.
+async fn flow_through(env: &TestEnv, intake: &str, notifications: &str, agency: &str) {
+    let notifications_channel = cpm::client::connect(notifications).await.unwrap();
+    let listening = ListeningAgency::start(env, &notifications_channel, agency).await;
+    let intake_channel = cpm::client::connect(intake).await.unwrap();
+    let client = ReferralIntakeServiceClient::new(env.referrer(&intake_channel, agency));
+
+    let (referrals, rate) = submit_at_rate(&client, REFERRALS, PER_SECOND, "Flow").await;
+    assert!(rate >= 50.0, "submitted at only {rate:.1} a second");
+    listening
+        .await_notices(&referrals, ReferralStatus::UnderAssessment, CATCH_UP)
+        .await;
+    assert_all_in_status(&client, &referrals, ReferralStatus::UnderAssessment).await;
+    // Anything sent twice would arrive within the webhook worker's poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    listening.assert_exactly_once(&referrals, ReferralStatus::Received);
+    listening.assert_exactly_once(&referrals, ReferralStatus::UnderAssessment);
+    assert_eq!(
+        listening.stream_reopened(),
+        0,
+        "the notification stream ended under a steady flow"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_running_every_service_takes_a_thousand_referrals_at_fifty_a_second() {
+    let env = TestEnv::new().await;
+    let mut platform = CpmProcess::serve(&env, &Target::ALL).await;
+    flow_through(
+        &env,
+        &platform.endpoint,
+        &platform.endpoint,
+        "agency-flow-one",
+    )
+    .await;
+    platform.assert_no_panic();
+    let exit = platform.terminate(Duration::from_secs(30)).await;
+    assert!(exit.success(), "cpm exited with {exit}");
+    platform.assert_no_panic();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_one_per_service_take_a_thousand_referrals_at_fifty_a_second() {
+    let env = TestEnv::new().await;
+    let mut processes = Vec::new();
+    for target in Target::ALL {
+        processes.push((target, CpmProcess::serve(&env, &[target]).await));
+    }
+    let endpoint_of = |wanted: Target| {
+        processes
+            .iter()
+            .find(|(target, _)| *target == wanted)
+            .map(|(_, process)| process.endpoint.clone())
+            .unwrap()
+    };
+    flow_through(
+        &env,
+        &endpoint_of(Target::ReferralIntake),
+        &endpoint_of(Target::Notifications),
+        "agency-flow-five",
+    )
+    .await;
+    for (target, process) in &mut processes {
+        process.assert_no_panic();
+        let exit = process.terminate(Duration::from_secs(30)).await;
+        assert!(exit.success(), "{target} exited with {exit}");
+        process.assert_no_panic();
+    }
+    env.cleanup().await;
+}
