@@ -13,5 +13,6 @@ mod referral_intake;
 mod restart;
 mod risk_assessment;
 mod steady_flow;
+mod supervision;
 mod tls;
 mod warm_connections;

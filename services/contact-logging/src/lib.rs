@@ -62,7 +62,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(SCHEMA)?;
+    context.spawn_relay(NAME, SCHEMA)?;
     context.spawn_consumer(
         &pool,
         allocations_consumer(),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use cpm_runtime::Shutdown;
 use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::supervisor::Supervisor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -20,6 +21,7 @@ pub struct Platform {
     local_addr: SocketAddr,
     health_addr: Option<SocketAddr>,
     shutdown: Shutdown,
+    supervisor: Supervisor,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -96,19 +98,14 @@ impl Platform {
             (Some(health_addr), Some(task))
         };
 
-        let monitor = tokio::spawn(cpm_runtime::service::monitor_health(
-            reporter,
-            started.clone(),
-            context.bus.clone(),
-            shutdown.clone(),
-        ));
+        context.spawn_health_monitor(reporter, started.clone());
+        let supervisor = context.supervisor.clone();
         let grpc = settings.platform.grpc.clone();
         let server_shutdown = shutdown.clone();
         let handle = tokio::spawn(async move {
             let served =
                 cpm_runtime::grpc::server::serve(listener, routes, &grpc, server_shutdown).await;
             context.drain(grpc.shutdown_timeout()).await;
-            let _ = monitor.await;
             if let Some(task) = health_only {
                 let _ = task.await;
             }
@@ -116,12 +113,16 @@ impl Platform {
                 service.pool.close().await;
             }
             tracing::info!("platform stopped");
+            if let Some(task) = context.supervisor.gave_up_on() {
+                anyhow::bail!("background task {task} kept failing and could not be kept alive");
+            }
             served
         });
         Ok(Self {
             local_addr,
             health_addr,
             shutdown,
+            supervisor,
             handle,
         })
     }
@@ -140,6 +141,11 @@ impl Platform {
         format!("http://127.0.0.1:{}", self.local_addr.port())
     }
 
+    /// The supervisor of the platform's background tasks.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
     pub fn shutdown_token(&self) -> Shutdown {
         self.shutdown.clone()
     }
@@ -150,7 +156,8 @@ impl Platform {
         self.wait().await
     }
 
-    /// Waits until the platform stops (after its shutdown token fires).
+    /// Waits until the platform stops (after its shutdown token fires, or
+    /// its supervisor gives up on a task: then an error naming it).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.handle.await?
     }

@@ -63,7 +63,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    let relay = context.spawn_relay(SCHEMA)?;
+    let relay = context.spawn_relay(NAME, SCHEMA)?;
     // Its handler writes events without a NOTIFY.
     context.spawn_consumer(
         &pool,

@@ -3,6 +3,8 @@
 //! nothing of another agency is ever visible.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsService;
@@ -13,6 +15,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
+use cpm_runtime::supervisor::{Supervisor, TaskSpec};
 use futures::Stream;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
@@ -26,6 +29,8 @@ pub struct Notifications {
     pool: PgPool,
     wake: watch::Receiver<u64>,
     shutdown: cpm_runtime::Shutdown,
+    /// Runs each stream's pump, restarting it where it stopped if it fails.
+    supervisor: Supervisor,
     allow_plain_http: bool,
 }
 
@@ -33,13 +38,14 @@ impl Notifications {
     pub fn new(
         pool: PgPool,
         wake: watch::Receiver<u64>,
-        shutdown: cpm_runtime::Shutdown,
+        context: &cpm_runtime::service::ServiceContext,
         allow_plain_http: bool,
     ) -> Self {
         Self {
             pool,
             wake,
-            shutdown,
+            shutdown: context.shutdown.clone(),
+            supervisor: context.supervisor.clone(),
             allow_plain_http,
         }
     }
@@ -58,19 +64,22 @@ fn to_proto(row: &NotificationRow) -> Notification {
 }
 
 /// Sends notifications after `cursor` until the client leaves or the server
-/// stops; wakes on commits, and polls in case a wake-up was missed.
+/// stops; wakes on commits, and polls in case a wake-up was missed. The
+/// cursor advances with each notification handed to the stream, so a pump
+/// restarted by the supervisor carries on where this one stopped.
 async fn pump(
     pool: PgPool,
     agency_id: String,
-    mut cursor: i64,
+    cursor: Arc<AtomicI64>,
     mut wake: watch::Receiver<u64>,
     shutdown: cpm_runtime::Shutdown,
     sender: mpsc::Sender<Result<SubscribeResponse, Status>>,
-) {
+) -> anyhow::Result<()> {
     loop {
+        let after = cursor.load(Ordering::SeqCst);
         let rows = match pool.acquire().await {
             Ok(mut connection) => {
-                db::notifications_after(&mut connection, &agency_id, cursor, 100).await
+                db::notifications_after(&mut connection, &agency_id, after, 100).await
             }
             Err(error) => Err(error),
         };
@@ -78,13 +87,13 @@ async fn pump(
             Ok(rows) => {
                 let full = rows.len() == 100;
                 for row in rows {
-                    cursor = row.sequence;
                     let message = SubscribeResponse {
                         notification: Some(to_proto(&row)),
                     };
                     if sender.send(Ok(message)).await.is_err() {
-                        return;
+                        return Ok(());
                     }
+                    cursor.store(row.sequence, Ordering::SeqCst);
                 }
                 if full {
                     continue;
@@ -97,9 +106,9 @@ async fn pump(
         tokio::select! {
             () = shutdown.cancelled() => {
                 let _ = sender.send(Err(Status::unavailable("server shutting down; resubscribe after the last sequence"))).await;
-                return;
+                return Ok(());
             }
-            () = sender.closed() => return,
+            () = sender.closed() => return Ok(()),
             _ = wake.changed() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
@@ -127,14 +136,21 @@ impl NotificationsService for Notifications {
             return Err(ApiError::InvalidArgument(violations).into());
         }
         let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(pump(
-            self.pool.clone(),
-            agency_id,
-            after,
-            self.wake.clone(),
-            self.shutdown.clone(),
-            sender,
-        ));
+        let cursor = Arc::new(AtomicI64::new(after));
+        let (pool, wake, shutdown) = (self.pool.clone(), self.wake.clone(), self.shutdown.clone());
+        self.supervisor.spawn(
+            TaskSpec::per_client(crate::NAME, format!("{}.stream", crate::NAME)),
+            move || {
+                pump(
+                    pool.clone(),
+                    agency_id.clone(),
+                    cursor.clone(),
+                    wake.clone(),
+                    shutdown.clone(),
+                    sender.clone(),
+                )
+            },
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
 use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::supervisor::TaskSpec;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
@@ -79,7 +80,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(SCHEMA)?;
+    context.spawn_relay(NAME, SCHEMA)?;
     context.spawn_consumer(
         &pool,
         status_consumer(),
@@ -88,21 +89,27 @@ pub async fn start(
     );
     // Wakes streams and the webhook worker when notifications commit.
     let (wake_sender, wake) = watch::channel(0u64);
-    context.spawn(listen_for_commits(
-        pool.clone(),
-        wake_sender,
-        context.shutdown.clone(),
-    ));
-    let worker = webhooks::WebhookWorker::new(pool.clone(), config)?;
-    context.spawn(worker.run(wake.clone(), context.shutdown.clone()));
+    let wake_sender = Arc::new(wake_sender);
+    let (listen_pool, shutdown) = (pool.clone(), context.shutdown.clone());
+    context.spawn(
+        TaskSpec::essential(NAME, format!("{NAME}.commit-listener")),
+        move || listen_for_commits(listen_pool.clone(), wake_sender.clone(), shutdown.clone()),
+    );
+    let worker = Arc::new(webhooks::WebhookWorker::new(pool.clone(), config)?);
+    let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
+    context.spawn(
+        TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
+        move || {
+            let (worker, wake, shutdown) = (worker.clone(), worker_wake.clone(), shutdown.clone());
+            async move {
+                worker.run(wake, shutdown).await;
+                Ok(())
+            }
+        },
+    );
 
     let allow_plain_http = context.platform.profile == cpm_runtime::config::Profile::Development;
-    let service = grpc::Notifications::new(
-        pool.clone(),
-        wake,
-        context.shutdown.clone(),
-        allow_plain_http,
-    );
+    let service = grpc::Notifications::new(pool.clone(), wake, context, allow_plain_http);
     routes.add_service(NotificationsServiceServer::with_interceptor(
         service,
         context.auth.interceptor(),
@@ -122,9 +129,9 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// also poll, so a missed wake-up only delays them.
 async fn listen_for_commits(
     pool: sqlx::PgPool,
-    wake: watch::Sender<u64>,
+    wake: Arc<watch::Sender<u64>>,
     shutdown: cpm_runtime::Shutdown,
-) {
+) -> anyhow::Result<()> {
     while !shutdown.is_cancelled() {
         let listener = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
@@ -149,4 +156,5 @@ async fn listen_for_commits(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    Ok(())
 }

@@ -76,7 +76,7 @@ pub async fn start(
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<StartedService> {
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    let relay = context.spawn_relay(SCHEMA)?;
+    let relay = context.spawn_relay(NAME, SCHEMA)?;
     context.spawn_consumer(
         &pool,
         status_consumer(),

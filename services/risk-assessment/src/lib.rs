@@ -94,7 +94,7 @@ pub async fn start(
         "risk_assessment.first_assessment_target_days must be at least 1"
     );
     let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    let relay = context.spawn_relay(SCHEMA)?;
+    let relay = context.spawn_relay(NAME, SCHEMA)?;
     // Opening an assessment writes `assessment.opened` without a NOTIFY.
     context.spawn_consumer(
         &pool,

@@ -59,6 +59,7 @@ pub struct PlatformConfig {
     pub auth: AuthConfig,
     pub crypto: CryptoConfig,
     pub telemetry: TelemetryConfig,
+    pub supervision: crate::supervisor::SupervisionConfig,
     pub dev: DevConfig,
 }
 
@@ -330,6 +331,7 @@ impl PlatformConfig {
     /// Checks what can be checked without connecting anywhere. Production
     /// refuses what is only safe on a laptop.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.supervision.validate()?;
         if self.grpc.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "grpc.listen",

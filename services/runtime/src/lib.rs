@@ -12,6 +12,7 @@
 //! - [`crypto`]: envelope encryption of personal data and keyed hashes.
 //! - [`grpc`]: server bootstrap (health, reflection, graceful shutdown) and error mapping.
 //! - [`service`]: what a service needs to start, and what it hands back.
+//! - [`supervisor`]: background tasks restarted when they fail, and the health they report.
 
 pub mod auth;
 pub mod bus;
@@ -21,6 +22,7 @@ pub mod db;
 pub mod dev_keys;
 pub mod grpc;
 pub mod service;
+pub mod supervisor;
 pub mod telemetry;
 
 pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -19,6 +18,7 @@ use crate::bus::relay::{Relay, RelayWaker};
 use crate::bus::{Bus, ConsumerSpec, EventHandler};
 use crate::config::PlatformConfig;
 use crate::crypto::KeyRing;
+use crate::supervisor::{Lifetime, Supervisor, TaskSpec};
 
 /// Shared by every service in one process.
 #[derive(Clone)]
@@ -30,8 +30,9 @@ pub struct ServiceContext {
     pub keys: KeyRing,
     /// Fires when the process is asked to stop.
     pub shutdown: Shutdown,
-    /// Background work (relays, consumers, workers) waited for at shutdown.
-    pub tasks: TaskTracker,
+    /// Runs background work (relays, consumers, workers), restarts it when
+    /// it fails, and waits for it at shutdown.
+    pub supervisor: Supervisor,
 }
 
 /// A started service, for health reporting.
@@ -56,11 +57,11 @@ impl ServiceContext {
         let keys = KeyRing::from_config(platform.crypto.master_key.expose(), &previous)?;
         Ok(Self {
             bus: Bus::new(&platform.amqp),
+            supervisor: Supervisor::new(platform.supervision.clone(), shutdown.clone()),
             platform: Arc::new(platform),
             auth,
             keys,
             shutdown,
-            tasks: TaskTracker::new(),
         })
     }
 
@@ -72,19 +73,21 @@ impl ServiceContext {
         Ok(pool)
     }
 
-    /// Runs `work` in the background until shutdown; it is awaited at exit.
-    pub fn spawn<F>(&self, work: F)
+    /// Runs the future `start` makes under the supervisor: made afresh
+    /// whenever it fails, until shutdown. See [`crate::supervisor`].
+    pub fn spawn<F, Fut>(&self, spec: TaskSpec, start: F)
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        self.tasks.spawn(work);
+        self.supervisor.spawn(spec, start);
     }
 
-    /// Starts the outbox relay of `schema`, on connections of its own so
-    /// that publishing (which holds its batch's row locks until the broker
-    /// confirms) never waits for, or holds up, a request's connection.
-    /// Returns the waker for writes that skip the NOTIFY.
-    pub fn spawn_relay(&self, schema: &str) -> anyhow::Result<RelayWaker> {
+    /// Starts the outbox relay of `service`'s `schema`, on connections of
+    /// its own so that publishing (which holds its batch's row locks until
+    /// the broker confirms) never waits for, or holds up, a request's
+    /// connection. Returns the waker for writes that skip the NOTIFY.
+    pub fn spawn_relay(&self, service: &'static str, schema: &str) -> anyhow::Result<RelayWaker> {
         let relay_database = crate::config::DatabaseConfig {
             max_connections: 2,
             ..self.platform.database.clone()
@@ -92,7 +95,17 @@ impl ServiceContext {
         let pool = crate::db::pool(&relay_database, schema)?;
         let relay = Relay::new(pool, self.bus.clone(), schema, &self.platform.outbox);
         let waker = relay.waker();
-        self.spawn(relay.run(self.shutdown.clone()));
+        let shutdown = self.shutdown.clone();
+        self.spawn(
+            TaskSpec::essential(service, format!("{service}.relay")),
+            move || {
+                let (relay, shutdown) = (relay.clone(), shutdown.clone());
+                async move {
+                    relay.run(shutdown).await;
+                    Ok(())
+                }
+            },
+        );
         Ok(waker)
     }
 
@@ -106,37 +119,71 @@ impl ServiceContext {
         handler: Arc<H>,
         relay: Option<&RelayWaker>,
     ) {
+        let task = TaskSpec::essential(spec.service, format!("{}.consumer", spec.inbox_name()));
         let mut consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, handler);
         if let Some(relay) = relay {
             consumer = consumer.waking(relay.clone());
         }
-        self.spawn(consumer.run(self.shutdown.clone()));
+        let shutdown = self.shutdown.clone();
+        self.spawn(task, move || {
+            let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+            async move {
+                consumer.run(shutdown).await;
+                Ok(())
+            }
+        });
+    }
+
+    /// Starts the health monitor of `services` under the supervisor.
+    pub fn spawn_health_monitor(&self, reporter: HealthReporter, services: Vec<StartedService>) {
+        let (bus, supervisor, shutdown) = (
+            self.bus.clone(),
+            self.supervisor.clone(),
+            self.shutdown.clone(),
+        );
+        let spec = TaskSpec {
+            name: "health-monitor".into(),
+            service: "",
+            essential: false,
+            lifetime: Lifetime::UntilShutdown,
+        };
+        self.spawn(spec, move || {
+            let monitor = monitor_health(
+                reporter.clone(),
+                services.clone(),
+                bus.clone(),
+                supervisor.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                monitor.await;
+                Ok(())
+            }
+        });
     }
 
     /// Waits for background work after shutdown, at most `timeout`, then
     /// closes the broker connection.
     pub async fn drain(&self, timeout: Duration) {
-        self.tasks.close();
-        if tokio::time::timeout(timeout, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background work did not stop in time");
-        }
+        self.supervisor.drain(timeout).await;
         self.bus.close().await;
     }
 }
 
-/// Keeps health current: a service is SERVING while its database answers
-/// and the broker is connected; the whole server ("") while all are. At
+/// Keeps health current: a service is SERVING while its database answers,
+/// the broker is connected and every essential background task of it runs
+/// (a task being restarted turns it NOT_SERVING at once); the whole server
+/// ("") while all are. At
 /// shutdown everything turns NOT_SERVING first, so load balancers stop
 /// sending work before the server stops taking it.
 pub async fn monitor_health(
     reporter: HealthReporter,
     services: Vec<StartedService>,
     bus: Bus,
+    supervisor: Supervisor,
     shutdown: Shutdown,
 ) {
+    let mut task_changes = supervisor.changes();
     loop {
         let broker_up = bus.is_connected().await;
         let mut all_up = broker_up;
@@ -147,7 +194,7 @@ pub async fn monitor_health(
             )
             .await
             .is_ok_and(|result| result.is_ok());
-            let up = database_up && broker_up;
+            let up = database_up && broker_up && supervisor.service_up(service.name);
             all_up &= up;
             let status = if up {
                 ServingStatus::Serving
@@ -164,6 +211,7 @@ pub async fn monitor_health(
         reporter.set_service_status("", status).await;
         tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = task_changes.changed() => {}
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }

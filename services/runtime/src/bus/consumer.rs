@@ -118,7 +118,8 @@ pub trait EventHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Runs one consumer until shutdown.
+/// Runs one consumer until shutdown. Clones share the handler; the
+/// supervisor starts a clone afresh after a failure.
 pub struct Consumer<H> {
     pool: PgPool,
     bus: Bus,
@@ -127,6 +128,18 @@ pub struct Consumer<H> {
     /// Woken after each applied event: the handler's outbox rows skip the
     /// NOTIFY ([`super::outbox::Wake::ByCaller`]).
     relay: Option<RelayWaker>,
+}
+
+impl<H> Clone for Consumer<H> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            bus: self.bus.clone(),
+            spec: self.spec.clone(),
+            handler: self.handler.clone(),
+            relay: self.relay.clone(),
+        }
+    }
 }
 
 /// What became of one delivery.
