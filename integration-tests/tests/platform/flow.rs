@@ -237,6 +237,39 @@ pub async fn submit_at_rate(
     (ids, rate)
 }
 
+/// Submits at `per_second` until `stop` fires, each submission in its own
+/// task; returns the IDs of those accepted (a refused or unanswered one is
+/// the caller's to retry, as an agency would, and is left out here).
+pub async fn submit_until_stopped(
+    client: &ReferralIntakeServiceClient<Authed>,
+    per_second: u32,
+    area: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<String> {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
+    let mut submissions = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let mut client = client.clone();
+        let request = referral_request(area);
+        submissions.spawn(async move {
+            client
+                .submit_referral(request)
+                .await
+                .ok()
+                .map(|response| response.into_inner().referral.unwrap().referral_id)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = submissions.join_next().await {
+        ids.extend(id.unwrap());
+    }
+    ids
+}
+
 async fn submit_until_accepted(
     client: &mut ReferralIntakeServiceClient<Authed>,
     request: SubmitReferralRequest,

@@ -3,6 +3,7 @@
 
 mod bus;
 mod flow;
+mod graceful_shutdown;
 mod harness;
 mod import;
 mod journey;

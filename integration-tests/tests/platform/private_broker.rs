@@ -27,6 +27,7 @@ fn free_port() -> u16 {
 pub struct PrivateRabbit {
     node: String,
     port: u16,
+    dist_port: u16,
     dir: PathBuf,
     server: Child,
 }
@@ -44,9 +45,22 @@ impl PrivateRabbit {
         std::fs::write(dir.join("enabled_plugins"), "[].").unwrap();
         let port = free_port();
         let dist_port = free_port();
-        let server = Command::new(format!("{RABBITMQ_BIN}/rabbitmq-server"))
-            .current_dir(&dir)
-            .env("RABBITMQ_NODENAME", &node)
+        let server = Self::launch(&node, port, dist_port, &dir);
+        let rabbit = Self {
+            node,
+            port,
+            dist_port,
+            dir,
+            server,
+        };
+        rabbit.await_startup();
+        rabbit
+    }
+
+    fn launch(node: &str, port: u16, dist_port: u16, dir: &std::path::Path) -> Child {
+        Command::new(format!("{RABBITMQ_BIN}/rabbitmq-server"))
+            .current_dir(dir)
+            .env("RABBITMQ_NODENAME", node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", port.to_string())
             .env("RABBITMQ_DIST_PORT", dist_port.to_string())
@@ -58,15 +72,59 @@ impl PrivateRabbit {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("rabbitmq-server starts");
-        let rabbit = Self {
-            node,
-            port,
-            dir,
-            server,
-        };
-        rabbit.await_startup();
-        rabbit
+            .expect("rabbitmq-server starts")
+    }
+
+    /// SIGKILL to the node's Erlang VM (its PID file names it): no clean
+    /// close of anything.
+    pub fn kill(&mut self) {
+        let pid =
+            std::fs::read_to_string(self.dir.join("pid")).expect("the node wrote its PID file");
+        crate::processes::signal(pid.trim().parse().expect("a PID"), "KILL");
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} still listens after SIGKILL",
+                self.node
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the node again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.server = Self::launch(&self.node, self.port, self.dist_port, &self.dir);
+        self.await_startup();
+    }
+
+    /// Consumers on each queue whose name starts with `prefix`.
+    pub fn consumers(&self, prefix: &str) -> Vec<(String, u32)> {
+        let output = Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
+            .arg("-n")
+            .arg(&self.node)
+            .args([
+                "list_queues",
+                "name",
+                "consumers",
+                "--quiet",
+                "--no-table-headers",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .expect("rabbitmqctl runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let name = fields.next()?;
+                let consumers = fields.next()?.parse().ok()?;
+                name.starts_with(prefix)
+                    .then(|| (name.to_owned(), consumers))
+            })
+            .collect()
     }
 
     pub fn url(&self) -> String {
@@ -205,6 +263,76 @@ async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_retur
     assert_eq!(left, 0, "the outbox drained");
     pool.close().await;
     platform.stop().await.unwrap();
+    env.cleanup().await;
+    drop(rabbit);
+}
+
+/// RabbitMQ killed with SIGKILL and started again in the middle of a steady
+/// flow: every consumer of every service is consuming again within 30 s of
+/// the node's return, and every referral arrives, none twice (issue 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_come_back_within_thirty_seconds_of_a_killed_broker_and_nothing_is_lost() {
+    use crate::flow::{ListeningAgency, assert_all_in_status, submit_at_rate};
+    use crate::processes::CpmProcess;
+    use crate::steady_flow::{CATCH_UP, PER_SECOND, REFERRALS};
+
+    let mut rabbit = tokio::task::spawn_blocking(PrivateRabbit::start)
+        .await
+        .unwrap();
+    let env = TestEnv::with_amqp_url(&rabbit.url()).await;
+    let mut platform = CpmProcess::serve(&env, &cpm::Target::ALL).await;
+    let channel = cpm::client::connect(&platform.endpoint).await.unwrap();
+    let agency = "agency-broker-kill";
+    let listening = ListeningAgency::start(&env, &channel, agency).await;
+    let client = ReferralIntakeServiceClient::new(env.referrer(&channel, agency));
+    let flow = tokio::spawn({
+        let client = client.clone();
+        async move { submit_at_rate(&client, REFERRALS, PER_SECOND, "BrokerKill").await }
+    });
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut rabbit = tokio::task::spawn_blocking(move || {
+        rabbit.kill();
+        std::thread::sleep(Duration::from_secs(3));
+        rabbit.restart();
+        rabbit
+    })
+    .await
+    .unwrap();
+    let back = tokio::time::Instant::now();
+    let expected = cpm::platform::all_consumers().len();
+    let prefix = format!("{}.", env.namespace);
+    loop {
+        let consumers = rabbit.consumers(&prefix);
+        let consuming = consumers
+            .iter()
+            .filter(|(name, count)| !name.ends_with(".dlq") && *count > 0)
+            .count();
+        if consuming == expected {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "30 s after the broker returned, {consuming} of {expected} queues have a consumer: {consumers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let consuming_after = back.elapsed();
+
+    let (referrals, rate) = flow.await.unwrap();
+    assert!(rate >= 50.0, "submitted at only {rate:.1} a second");
+    listening
+        .await_notices(&referrals, ReferralStatus::UnderAssessment, CATCH_UP)
+        .await;
+    assert_all_in_status(&client, &referrals, ReferralStatus::UnderAssessment).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    listening.assert_exactly_once(&referrals, ReferralStatus::Received);
+    listening.assert_exactly_once(&referrals, ReferralStatus::UnderAssessment);
+    eprintln!("every consumer was consuming {consuming_after:?} after the broker returned");
+
+    let exit = platform.terminate(Duration::from_secs(30)).await;
+    assert!(exit.success(), "cpm exited with {exit}");
+    platform.assert_no_panic();
     env.cleanup().await;
     drop(rabbit);
 }

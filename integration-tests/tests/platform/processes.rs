@@ -41,8 +41,13 @@ impl CpmProcess {
         Self::serve_with(env.settings.clone(), targets).await
     }
 
-    pub async fn serve_with(mut settings: Settings, targets: &[Target]) -> Self {
-        let port = free_port();
+    pub async fn serve_with(settings: Settings, targets: &[Target]) -> Self {
+        Self::serve_on(settings, targets, free_port()).await
+    }
+
+    /// The same on a given port: a process started again where its
+    /// predecessor listened, so clients reconnect to it as to a restarted pod.
+    pub async fn serve_on(mut settings: Settings, targets: &[Target], port: u16) -> Self {
         settings.platform.grpc.listen = format!("127.0.0.1:{port}");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir();
