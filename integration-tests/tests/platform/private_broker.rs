@@ -291,7 +291,7 @@ async fn consumers_come_back_within_thirty_seconds_of_a_killed_broker_and_nothin
     });
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut rabbit = tokio::task::spawn_blocking(move || {
+    let rabbit = tokio::task::spawn_blocking(move || {
         rabbit.kill();
         std::thread::sleep(Duration::from_secs(3));
         rabbit.restart();
