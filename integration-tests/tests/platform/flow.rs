@@ -18,6 +18,14 @@ use tonic::transport::Channel;
 
 use crate::harness::{Authed, TestEnv, referral_request};
 
+/// Flow tests take turns: each loads both of the machine's cores with a
+/// thousand referrals, and two at once would measure the machine, not the
+/// platform.
+pub async fn take_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// What one channel (webhook or stream) has heard.
 #[derive(Default)]
 pub struct Heard {
@@ -100,20 +108,29 @@ impl ListeningAgency {
         let heard = webhook.clone();
         let app = axum::Router::new().route(
             "/hook",
-            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-                let heard = heard.clone();
-                async move {
-                    let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
-                    let status = ReferralStatus::from_str_name(&text("status"))
-                        .unwrap_or(ReferralStatus::Unspecified);
-                    heard.lock().unwrap().record(
-                        text("notification_id"),
-                        text("referral_id"),
-                        status,
-                    );
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap,
+                      axum::Json(body): axum::Json<serde_json::Value>| {
+                    let heard = heard.clone();
+                    async move {
+                        let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+                        // Receivers deduplicate by the Standard Webhooks ID.
+                        let webhook_id = headers
+                            .get("webhook-id")
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        assert_eq!(webhook_id, text("notification_id"));
+                        let status = ReferralStatus::from_str_name(&text("status"))
+                            .unwrap_or(ReferralStatus::Unspecified);
+                        heard
+                            .lock()
+                            .unwrap()
+                            .record(webhook_id, text("referral_id"), status);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());

@@ -16,6 +16,7 @@ use crate::processes::{CpmProcess, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_a_flow_of_submissions_exits_zero_every_time_and_loses_nothing() {
+    let _turn = crate::flow::take_turn().await;
     let env = TestEnv::new().await;
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");

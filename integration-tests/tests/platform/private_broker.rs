@@ -100,8 +100,9 @@ impl PrivateRabbit {
         self.await_startup();
     }
 
-    /// Consumers on each queue whose name starts with `prefix`.
-    pub fn consumers(&self, prefix: &str) -> Vec<(String, u32)> {
+    /// Consumers on each queue whose name starts with `prefix`, or what
+    /// rabbitmqctl said when it could not list them.
+    pub fn consumers(&self, prefix: &str) -> Result<Vec<(String, u32)>, String> {
         let output = Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
             .arg("-n")
             .arg(&self.node)
@@ -112,10 +113,12 @@ impl PrivateRabbit {
                 "--quiet",
                 "--no-table-headers",
             ])
-            .stderr(Stdio::null())
             .output()
             .expect("rabbitmqctl runs");
-        String::from_utf8_lossy(&output.stdout)
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
@@ -124,7 +127,7 @@ impl PrivateRabbit {
                 name.starts_with(prefix)
                     .then(|| (name.to_owned(), consumers))
             })
-            .collect()
+            .collect())
     }
 
     pub fn url(&self) -> String {
@@ -276,6 +279,7 @@ async fn consumers_come_back_within_thirty_seconds_of_a_killed_broker_and_nothin
     use crate::processes::CpmProcess;
     use crate::steady_flow::{CATCH_UP, PER_SECOND, REFERRALS};
 
+    let _turn = crate::flow::take_turn().await;
     let mut rabbit = tokio::task::spawn_blocking(PrivateRabbit::start)
         .await
         .unwrap();
@@ -306,6 +310,7 @@ async fn consumers_come_back_within_thirty_seconds_of_a_killed_broker_and_nothin
         let consumers = rabbit.consumers(&prefix);
         let consuming = consumers
             .iter()
+            .flatten()
             .filter(|(name, count)| !name.ends_with(".dlq") && *count > 0)
             .count();
         if consuming == expected {

@@ -48,6 +48,7 @@ async fn flow_through(env: &TestEnv, intake: &str, notifications: &str, agency: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_running_every_service_takes_a_thousand_referrals_at_fifty_a_second() {
+    let _turn = crate::flow::take_turn().await;
     let env = TestEnv::new().await;
     let mut platform = CpmProcess::serve(&env, &Target::ALL).await;
     flow_through(
@@ -66,6 +67,7 @@ async fn one_process_running_every_service_takes_a_thousand_referrals_at_fifty_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_processes_one_per_service_take_a_thousand_referrals_at_fifty_a_second() {
+    let _turn = crate::flow::take_turn().await;
     let env = TestEnv::new().await;
     let mut processes = Vec::new();
     for target in Target::ALL {

@@ -91,6 +91,9 @@ impl WebhookWorker {
             let result = self
                 .client
                 .post(&delivery.url)
+                // The Standard Webhooks ID header, for receivers to
+                // deduplicate by: delivery is at least once.
+                .header("webhook-id", delivery.notification_id.to_string())
                 .header(
                     "x-cpm-notification-id",
                     delivery.notification_id.to_string(),
