@@ -313,6 +313,10 @@ async fn consumers_come_back_within_thirty_seconds_of_a_killed_broker_and_nothin
             .flatten()
             .filter(|(name, count)| !name.ends_with(".dlq") && *count > 0)
             .count();
+        eprintln!(
+            "{:?} after the broker returned: {consuming} of {expected} consuming",
+            back.elapsed()
+        );
         if consuming == expected {
             break;
         }

@@ -55,7 +55,16 @@ impl CpmProcess {
         let log = dir.join(format!("cpm-test-{id}.log"));
         std::fs::write(&config, toml::to_string(&settings).unwrap()).unwrap();
         let target_list: Vec<&str> = targets.iter().map(|target| target.as_str()).collect();
-        let child = Command::new(CPM)
+        let mut command = Command::new(CPM);
+        // The test's file is the whole configuration: `CPM__…` variables
+        // exported by deploy/services.sh would override it and point the
+        // child at the shared database and broker.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("CPM__") || name == "CPM_CONFIG" {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .arg("--config")
             .arg(&config)
             .args(["serve", "--target", &target_list.join(",")])
