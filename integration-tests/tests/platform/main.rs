@@ -7,6 +7,7 @@ mod graceful_shutdown;
 mod harness;
 mod import;
 mod journey;
+mod no_configuration;
 mod private_broker;
 mod processes;
 mod python_client;

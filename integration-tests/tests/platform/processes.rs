@@ -31,7 +31,7 @@ pub struct CpmProcess {
     child: Option<Child>,
     pub endpoint: String,
     log: PathBuf,
-    config: PathBuf,
+    config: Option<PathBuf>,
 }
 
 impl CpmProcess {
@@ -50,13 +50,38 @@ impl CpmProcess {
     pub async fn serve_on(mut settings: Settings, targets: &[Target], port: u16) -> Self {
         settings.platform.grpc.listen = format!("127.0.0.1:{port}");
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let dir = std::env::temp_dir();
-        let config = dir.join(format!("cpm-test-{id}.toml"));
-        let log = dir.join(format!("cpm-test-{id}.log"));
+        let config = std::env::temp_dir().join(format!("cpm-test-{id}.toml"));
         std::fs::write(&config, toml::to_string(&settings).unwrap()).unwrap();
         let target_list: Vec<&str> = targets.iter().map(|target| target.as_str()).collect();
         let mut command = Command::new(CPM);
-        // The test's file is the whole configuration: `CPM__…` variables
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--target", &target_list.join(",")]);
+        Self::launch(command, port, Some(config), &[]).await
+    }
+
+    /// `cpm serve` with no configuration file in `dir`, and only the
+    /// variables in `env`: as someone trying it out would start it.
+    pub async fn serve_unconfigured(
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+        port: u16,
+    ) -> Self {
+        let mut command = Command::new(CPM);
+        command.current_dir(dir).arg("serve");
+        Self::launch(command, port, None, env).await
+    }
+
+    async fn launch(
+        mut command: Command,
+        port: u16,
+        config: Option<PathBuf>,
+        env: &[(&str, String)],
+    ) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let log = std::env::temp_dir().join(format!("cpm-test-{id}.log"));
+        // The test says the whole configuration: `CPM__…` variables
         // exported by deploy/services.sh would override it and point the
         // child at the shared database and broker.
         for (name, _) in std::env::vars() {
@@ -64,10 +89,8 @@ impl CpmProcess {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().map(|(name, value)| (*name, value.as_str())));
         let child = command
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", "--target", &target_list.join(",")])
             .env("RUST_LOG", "info")
             .env("CPM__TELEMETRY__LOG_FORMAT", "json")
             .stdin(Stdio::null())
@@ -155,7 +178,9 @@ impl Drop for CpmProcess {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
         }
-        let _ = std::fs::remove_file(&self.config);
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_file(config);
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
         } else {

@@ -64,6 +64,21 @@ impl Platform {
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!targets.is_empty(), "no target to run");
         let context = ServiceContext::new(settings.platform.clone(), shutdown.clone())?;
+        if settings.platform.profile == cpm_runtime::config::Profile::Development {
+            // `cpm serve` with no configuration works on a stock install;
+            // production databases are created by their operators.
+            if let Err(error) =
+                cpm_runtime::db::ensure_database(settings.platform.database.url.expose()).await
+            {
+                match error
+                    .downcast_ref::<sqlx::Error>()
+                    .and_then(cpm_runtime::db::refusal)
+                {
+                    Some(explanation) => anyhow::bail!(explanation),
+                    None => tracing::warn!(%error, "could not create the database; waiting for it"),
+                }
+            }
+        }
         // Every queue of every service exists before any service publishes.
         context
             .bus

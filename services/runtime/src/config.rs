@@ -115,7 +115,8 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: Secret::new("postgres://localhost/cpm"),
+            // `postgres` is the one role every stock PostgreSQL install has.
+            url: Secret::new("postgres://postgres@localhost/cpm"),
             max_connections: 8,
             acquire_timeout_secs: 5,
         }

@@ -73,6 +73,9 @@ pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyh
         match sqlx::query("SELECT 1").execute(pool).await {
             Ok(_) => return Ok(()),
             Err(error) => {
+                if let Some(explanation) = refusal(&error) {
+                    anyhow::bail!(explanation);
+                }
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable");
             }
         }
@@ -82,6 +85,26 @@ pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyh
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// A refusal that waiting cannot cure (no such role, a wrong password, no
+/// such database), explained in one line that names the key to set.
+pub fn refusal(error: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(database) = error else {
+        return None;
+    };
+    let what = match database.code().as_deref() {
+        Some("28000" | "28P01") => {
+            "PostgreSQL refused the role or password in database.url; set CPM__DATABASE__URL \
+             (or database.url in cpm.toml) to a role that exists, e.g. postgres://postgres@localhost/cpm"
+        }
+        Some("3D000") => {
+            "the database named in database.url does not exist; run `cpm migrate` to create it, \
+             or set CPM__DATABASE__URL"
+        }
+        _ => return None,
+    };
+    Some(format!("{what} ({})", database.message()))
 }
 
 /// Creates a database when it does not exist, connecting to `postgres` on the
