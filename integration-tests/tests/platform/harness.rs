@@ -36,12 +36,14 @@ fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// One test's private database and broker namespace.
+/// One test's private database and broker namespace, removed when the
+/// test ends, pass or fail: by [`TestEnv::cleanup`], or else on drop.
 pub struct TestEnv {
     pub settings: Settings,
     pub authenticator: Authenticator,
     pub database_url: String,
     pub namespace: String,
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -79,6 +81,7 @@ impl TestEnv {
             settings,
             authenticator,
             database_url,
+            cleaned: false,
         }
     }
 
@@ -171,35 +174,70 @@ impl TestEnv {
     }
 
     /// Drops the database and deletes the namespace's queues and exchanges.
-    pub async fn cleanup(self) {
-        let _ = cpm_runtime::db::drop_database(&self.database_url).await;
-        if let Ok(connection) = lapin::Connection::connect(
-            self.settings.platform.amqp.url.expose(),
-            lapin::ConnectionProperties::default(),
+    pub async fn cleanup(mut self) {
+        remove_resources(
+            self.database_url.clone(),
+            self.settings.platform.amqp.url.expose().to_owned(),
+            self.namespace.clone(),
         )
-        .await
-        {
-            if let Ok(channel) = connection.create_channel().await {
-                for spec in cpm::platform::all_consumers() {
-                    let queue = self.queue(spec.service, spec.name);
-                    for name in [queue.clone(), format!("{queue}.dlq")] {
-                        let _ = channel
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                for exchange in ["events", "dead-letter"] {
-                    let _ = channel
-                        .exchange_delete(
-                            format!("{}.{exchange}", self.namespace).as_str().into(),
-                            ExchangeDeleteOptions::default(),
-                        )
-                        .await;
-                }
+        .await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestEnv {
+    /// A test that failed before its `cleanup` still leaves nothing behind:
+    /// the database is dropped (with FORCE, whatever still holds it) and the
+    /// broker namespace deleted, from a runtime of its own since the test's
+    /// may be unwinding.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let database_url = self.database_url.clone();
+        let amqp_url = self.settings.platform.amqp.url.expose().to_owned();
+        let namespace = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(remove_resources(database_url, amqp_url, namespace));
+        })
+        .join();
+    }
+}
+
+/// Removes one test's database and broker namespace, as far as they exist.
+async fn remove_resources(database_url: String, amqp_url: String, namespace: String) {
+    let _ = cpm_runtime::db::drop_database(&database_url).await;
+    let Ok(Ok(connection)) = tokio::time::timeout(
+        Duration::from_secs(10),
+        lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default()),
+    )
+    .await
+    else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        for spec in cpm::platform::all_consumers() {
+            let queue = format!("{namespace}.{}.{}", spec.service, spec.name);
+            for name in [queue.clone(), format!("{queue}.dlq")] {
+                let _ = channel
+                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await;
             }
-            close_quietly(connection).await;
+        }
+        for exchange in ["events", "dead-letter"] {
+            let _ = channel
+                .exchange_delete(
+                    format!("{namespace}.{exchange}").as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
         }
     }
+    close_quietly(connection).await;
 }
 
 pub async fn connect(platform: &Platform) -> Channel {

@@ -16,5 +16,6 @@ mod restart;
 mod risk_assessment;
 mod steady_flow;
 mod supervision;
+mod test_env;
 mod tls;
 mod warm_connections;
