@@ -1004,7 +1004,7 @@ async fn measure_all(
     // 1. The platform with referral-intake only, its pool at production size.
     let mut settings = env.settings.clone();
     settings.platform.database.max_connections = options.pool;
-    let platform = cpm::Platform::start(settings, &[Target::ReferralIntake]).await?;
+    let platform = cpm::Platform::start(settings, &[Target::REFERRAL_INTAKE]).await?;
     let endpoint = platform.endpoint();
     register_agency(&admin).await;
     let check_agency = sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")

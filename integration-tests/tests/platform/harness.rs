@@ -70,7 +70,7 @@ impl TestEnv {
         settings.platform.outbox.poll_interval_ms = 200;
         settings.platform.auth.hs256_secret = Secret::new(random_key());
         settings.platform.crypto.master_key = Secret::new(random_key());
-        settings.notifications.webhook_poll_interval_ms = 200;
+        settings.set("notifications.webhook_poll_interval_ms", 200);
         settings.validate().expect("test settings are valid");
         cpm_runtime::db::ensure_database(&database_url)
             .await

@@ -68,7 +68,7 @@ fn errors_of(summary: &ImportSummary, row: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_submits_good_rows_reports_bad_ones_and_a_rerun_replays_them() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let dir = scratch_dir();
     let file = dir.join("referrals.csv");
     let report = dir.join("report.csv");
@@ -159,7 +159,7 @@ async fn an_import_submits_good_rows_reports_bad_ones_and_a_rerun_replays_them()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_header_fails_the_import_before_anything_is_sent() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let dir = scratch_dir();
     let file = dir.join("referrals.csv");
     let report = dir.join("report.csv");
@@ -184,7 +184,7 @@ async fn an_unusable_header_fails_the_import_before_anything_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_file_in_deploy_examples_imports_cleanly() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let dir = scratch_dir();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/referrals.csv");
     let summary = cpm::import::run(options(

@@ -50,7 +50,7 @@ async fn a_database_role_that_does_not_exist_stops_the_start_with_one_line() {
         Secret::new(format!("{scheme}://no_such_role_cpm@{host_and_database}"));
     let started = tokio::time::timeout(
         Duration::from_secs(20),
-        Platform::start(settings, &[Target::ReferralIntake]),
+        Platform::start(settings, &[Target::REFERRAL_INTAKE]),
     )
     .await
     .expect("the start gives up at once instead of retrying");

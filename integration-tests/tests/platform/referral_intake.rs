@@ -24,7 +24,7 @@ async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_every_field_violation_and_stores_nothing() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-v"));
     let mut request = referral_request("Darlington");
@@ -72,7 +72,7 @@ async fn bad_input_gets_every_field_violation_and_stores_nothing() {
 async fn a_submission_wakes_the_relay_of_its_process() {
     let mut env = TestEnv::new().await;
     env.settings.platform.outbox.poll_interval_ms = 3_600_000;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-w"));
     let queue = env.queue("risk-assessment", "referrals");
@@ -110,7 +110,7 @@ async fn a_submission_wakes_the_relay_of_its_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_a_valid_token_or_with_the_wrong_role_are_refused() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut anonymous = ReferralIntakeServiceClient::new(channel.clone());
     let status = anonymous
@@ -144,7 +144,7 @@ async fn calls_without_a_valid_token_or_with_the_wrong_role_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_returns_the_first_referral_and_a_reused_key_is_refused() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-i"));
     let request = referral_request("Darlington");
@@ -205,7 +205,7 @@ async fn a_retry_returns_the_first_referral_and_a_reused_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agencies_see_only_their_own_referrals() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut mine = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-mine"));
     let mut theirs = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-theirs"));
@@ -303,7 +303,7 @@ async fn agencies_see_only_their_own_referrals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-enc"));
     let request = referral_request("Darlington");
@@ -425,8 +425,9 @@ async fn only_registered_active_agencies_may_refer() {
         RegisterReferrerRequest,
     };
     let mut env = TestEnv::new().await;
-    env.settings.referral_intake.auto_register_agencies = false;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    env.settings
+        .set("referral_intake.auto_register_agencies", false);
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut referrer = ReferralIntakeServiceClient::new(env.referrer(&channel, "durham-police"));
     let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
@@ -523,7 +524,7 @@ async fn only_registered_active_agencies_may_refer() {
 async fn the_full_referral_form_round_trips_to_its_agency() {
     use cpm_proto::v1::{CrimeType, Demand, KnownRisk, OtherProfessional};
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-form"));
     let mut request = referral_request("Darlington");
@@ -626,7 +627,7 @@ async fn the_full_referral_form_round_trips_to_its_agency() {
 async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services() {
     use cpm_proto::v1::{EraseClientRequest, ExportClientDataRequest};
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-erase"));
     let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
@@ -751,7 +752,7 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     let old_key = env.settings.platform.crypto.master_key.clone();
     let request = referral_request("Darlington");
 
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let first = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"))
         .submit_referral(request.clone())
@@ -766,7 +767,7 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     let new_key = Secret::new(base64_key(9));
     env.settings.platform.crypto.master_key = new_key.clone();
     env.settings.platform.crypto.previous_master_keys = vec![old_key];
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"));
     let read = fetch_referral(&mut intake, &first.referral_id).await;
@@ -803,7 +804,7 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
 
     // The old key retired: everything still opens and still links.
     env.settings.platform.crypto.previous_master_keys.clear();
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-keys"));
     for referral_id in [&first.referral_id, &second.referral_id] {

@@ -56,10 +56,10 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
     let env = TestEnv::new().await;
     let others = env
         .start(&[
-            Target::ReferralIntake,
-            Target::MentorMatching,
-            Target::ContactLogging,
-            Target::Notifications,
+            Target::REFERRAL_INTAKE,
+            Target::MENTOR_MATCHING,
+            Target::CONTACT_LOGGING,
+            Target::NOTIFICATIONS,
         ])
         .await;
     let channel = connect(&others).await;
@@ -67,7 +67,7 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
 
     let settings = env.settings.clone();
     let assessment = tokio::task::spawn_blocking(move || {
-        Killable::start(settings, vec![Target::RiskAssessment])
+        Killable::start(settings, vec![Target::RISK_ASSESSMENT])
     })
     .await
     .unwrap();
@@ -94,7 +94,7 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
 
     let settings = env.settings.clone();
     let restarted = tokio::task::spawn_blocking(move || {
-        Killable::start(settings, vec![Target::RiskAssessment])
+        Killable::start(settings, vec![Target::RISK_ASSESSMENT])
     })
     .await
     .unwrap();
@@ -137,7 +137,7 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
 async fn an_event_published_before_its_consumer_ever_ran_waits_for_it() {
     let env = TestEnv::new().await;
     // Only intake runs; it declares every service's queue at start.
-    let intake_only = env.start(&[Target::ReferralIntake]).await;
+    let intake_only = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&intake_only).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-early"));
     let referral = submit(&mut intake, referral_request("Early")).await;
@@ -149,7 +149,7 @@ async fn an_event_published_before_its_consumer_ever_ran_waits_for_it() {
     )
     .await;
 
-    let assessment = env.start(&[Target::RiskAssessment]).await;
+    let assessment = env.start(&[Target::RISK_ASSESSMENT]).await;
     await_status(
         &mut intake,
         &referral.referral_id,

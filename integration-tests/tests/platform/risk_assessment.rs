@@ -144,7 +144,7 @@ async fn decline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_coordinators_and_admins_see_or_change_assessments() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::RiskAssessment]).await;
+    let platform = env.start(&[Target::RISK_ASSESSMENT]).await;
     let channel = connect(&platform).await;
     let referral_id = uuid::Uuid::now_v7().to_string();
     for caller in [
@@ -214,7 +214,7 @@ async fn only_coordinators_and_admins_see_or_change_assessments() {
 async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
     let env = TestEnv::new().await;
     let platform = env
-        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
     let area = format!("Queue-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -271,7 +271,7 @@ async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
 async fn wrong_state_calls_are_refused_and_every_change_is_audited() {
     let env = TestEnv::new().await;
     let platform = env
-        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
     let referral_id = submit(&env, &channel, "agency-state", "Darlington").await;
@@ -449,7 +449,7 @@ async fn wrong_state_calls_are_refused_and_every_change_is_audited() {
 async fn overriding_a_recommendation_needs_a_rationale() {
     let env = TestEnv::new().await;
     let platform = env
-        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
     let referral_id = submit(&env, &channel, "agency-override", "Darlington").await;
@@ -761,7 +761,7 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
 async fn a_re_referred_client_shows_the_earlier_assessments() {
     let env = TestEnv::new().await;
     let platform = env
-        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-history"));
@@ -825,7 +825,7 @@ async fn a_re_referred_client_shows_the_earlier_assessments() {
 async fn stats_break_outcomes_down_by_stage_and_reason_with_times() {
     let env = TestEnv::new().await;
     let platform = env
-        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
     let area = format!("Stats-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

@@ -82,8 +82,8 @@ async fn five_processes_one_per_service_take_a_thousand_referrals_at_fifty_a_sec
     };
     flow_through(
         &env,
-        &endpoint_of(Target::ReferralIntake),
-        &endpoint_of(Target::Notifications),
+        &endpoint_of(Target::REFERRAL_INTAKE),
+        &endpoint_of(Target::NOTIFICATIONS),
         "agency-flow-five",
     )
     .await;

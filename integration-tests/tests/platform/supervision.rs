@@ -30,7 +30,7 @@ async fn a_panicking_task_is_restarted_and_its_service_is_not_serving_meanwhile(
     // Long enough between restarts for a health check to see the gap.
     env.settings.platform.supervision.restart_backoff_ms = 3_000;
     let platform = env
-        .start(&[Target::ReferralIntake, Target::RiskAssessment])
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let endpoint = platform.endpoint();
     eventually(Duration::from_secs(10), "intake is SERVING", || async {
@@ -95,7 +95,7 @@ async fn a_task_that_cannot_be_kept_alive_stops_the_platform_with_an_error() {
     env.settings.platform.supervision.restart_backoff_ms = 10;
     env.settings.platform.supervision.max_backoff_ms = 20;
     env.settings.platform.supervision.max_restarts = 3;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     platform.supervisor().spawn(
         TaskSpec::essential("referral-intake", "referral-intake.doomed"),
         || async { anyhow::bail!("the database schema is gone") },

@@ -11,7 +11,7 @@ use crate::harness::{TestEnv, close_quietly};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_test_leaves_no_database_and_no_queues_behind() {
     let env = TestEnv::new().await;
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     platform.stop().await.unwrap();
     let database = env
         .database_url

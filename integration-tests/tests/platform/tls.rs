@@ -88,7 +88,7 @@ async fn mutual_tls_admits_only_clients_with_certificates_and_probes_use_the_pla
     env.settings.platform.grpc.tls_client_ca_file = pki.path("ca.pem");
     env.settings.platform.grpc.health_listen = "127.0.0.1:0".into();
     env.settings.validate().unwrap();
-    let platform = env.start(&[Target::ReferralIntake]).await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let port = platform.local_addr().port();
 
     // With a certificate from the programme's CA: calls go through.

@@ -6,43 +6,55 @@
 //! opens, so an allocation that arrives after it opens the file closed.
 
 use chrono::Utc;
-use cpm_proto::Event as _;
-use cpm_proto::v1::{
-    AllocationConfirmed, CaseState, ClientErased, EngagementAction, EngagementChanged,
-};
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, referral_id};
+use cpm_proto::v1::{AllocationConfirmed, CaseState, EngagementAction, EngagementChanged};
+use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{self, NewCaseFile};
 
-/// The events the `allocations` consumer listens to.
-pub const CASE_FILE_EVENTS: &[&str] = &[
-    AllocationConfirmed::TYPE,
-    EngagementChanged::TYPE,
-    ClientErased::TYPE,
-];
+/// The `allocations` consumer's routes.
+pub fn allocations() -> Router<CaseFiles> {
+    Router::new(crate::NAME, "allocations", CaseFiles)
+        .on::<AllocationConfirmed>()
+        .on::<EngagementChanged>()
+        .on_erasure()
+}
 
 pub struct CaseFiles;
 
-impl EventHandler for CaseFiles {
-    async fn handle(
+impl On<AllocationConfirmed> for CaseFiles {
+    async fn on(
         &self,
         connection: &mut PgConnection,
-        event: &ReceivedEvent,
+        allocation: AllocationConfirmed,
+        _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        match event.event_type() {
-            AllocationConfirmed::TYPE => Self::open(connection, &event.decode()?).await,
-            EngagementChanged::TYPE => Self::close(connection, &event.decode()?).await,
-            ClientErased::TYPE => {
-                let referral_id = referral_id(&event.decode::<ClientErased>()?.referral_id)?;
-                let forgotten = db::forget_client_text(connection, referral_id).await?;
-                tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
-                Ok(())
-            }
-            other => Err(HandlerError::unexpected("the allocations consumer", other)),
-        }
+        Self::open(connection, &allocation).await
+    }
+}
+
+impl On<EngagementChanged> for CaseFiles {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        changed: EngagementChanged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        Self::close(connection, &changed).await
+    }
+}
+
+impl Forget for CaseFiles {
+    const WHAT: &'static str = "free text";
+
+    async fn forget(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+    ) -> Result<u64, HandlerError> {
+        Ok(db::forget_client_text(connection, referral_id).await?)
     }
 }
 

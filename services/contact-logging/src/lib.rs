@@ -5,6 +5,8 @@
 //! coordinator ends support after a re-assessment the case file closes.
 //!
 //! # Layout
+//! - this file: `Config` (its own section) and `Descriptor`, the service as the
+//!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: requests parsed and validated at the edge; the access rule.
 //! - [`db`]: action-named queries on the `contact_logging` schema.
 //! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService`.
@@ -16,12 +18,13 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 
-use std::sync::Arc;
-
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
-use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
 /// The target name and the producer name in events.
@@ -29,7 +32,7 @@ pub const NAME: &str = "contact-logging";
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "contact_logging";
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/contact-logging");
+static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/contact-logging");
 
 /// This service's own settings (`[contact_logging]`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -39,49 +42,46 @@ pub struct Config {
     pub listen: String,
 }
 
-/// The queues this service consumes. Every process declares the queues of
-/// all services at start, so an event published before a consumer first
-/// runs waits in its queue instead of being lost.
-pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![allocations_consumer()]
-}
+/// Contact logging as the binary registers it.
+pub struct Descriptor;
 
-fn allocations_consumer() -> ConsumerSpec {
-    ConsumerSpec {
-        service: NAME,
-        name: "allocations",
-        routing_keys: events::CASE_FILE_EVENTS.to_vec(),
+/// The binary's handle on this service.
+pub static SERVICE: Registered<Descriptor> = Registered::new();
+
+impl Service for Descriptor {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "case files, contacts, discharge";
+    const SCHEMA: &'static str = SCHEMA;
+    const GRPC_NAME: &'static str = "cpm.v1.ContactLoggingService";
+    type Config = Config;
+
+    fn migrations() -> &'static Migrator {
+        &MIGRATIONS
     }
-}
 
-/// Migrates the schema, starts the relay and the case-file consumer, and adds
-/// the gRPC service to `routes`.
-pub async fn start(
-    context: &ServiceContext,
-    _config: &Config,
-    routes: &mut RoutesBuilder,
-) -> anyhow::Result<StartedService> {
-    let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(NAME, SCHEMA)?;
-    context.spawn_consumer(
-        &pool,
-        allocations_consumer(),
-        Arc::new(events::CaseFiles),
-        None,
-    );
-    let service = grpc::ContactLogging::new(pool.clone());
-    routes.add_service(ContactLoggingServiceServer::with_interceptor(
-        service,
-        context.auth.interceptor(),
-    ));
-    Ok(StartedService {
-        name: NAME,
-        grpc_name: "cpm.v1.ContactLoggingService",
-        pool,
-    })
-}
+    fn consumers() -> Vec<ConsumerSpec> {
+        vec![events::allocations().spec()]
+    }
 
-/// Migrates this service's schema without starting it (`cpm migrate`).
-pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    cpm_runtime::db::migrate(pool, SCHEMA, &MIGRATIONS).await
+    fn listen(config: &Config) -> &str {
+        &config.listen
+    }
+
+    /// Starts the relay and the case-file consumer, and adds the gRPC
+    /// service to `routes`.
+    async fn start(
+        context: &ServiceContext,
+        pool: PgPool,
+        _config: Config,
+        routes: &mut RoutesBuilder,
+    ) -> anyhow::Result<()> {
+        context.spawn_relay(NAME, SCHEMA)?;
+        context.spawn_consumer(&pool, events::allocations(), None);
+        let service = grpc::ContactLogging::new(pool);
+        routes.add_service(ContactLoggingServiceServer::with_interceptor(
+            service,
+            context.auth.interceptor(),
+        ));
+        Ok(())
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the `cpm` command line (the binary's `main` is one call into it).
-//! - [`target`]: the `Target` enum (`all` or a comma list of services).
+//! - [`registry`]: every service the binary runs, and `Target`, one of them: the only per-service list.
 //! - [`settings`]: the root configuration.
 //! - [`platform`]: starts the selected services on one listener and stops them gracefully.
 //! - [`client`]: authenticated gRPC clients.
@@ -16,9 +16,9 @@ pub mod client;
 pub mod demo;
 pub mod import;
 pub mod platform;
+pub mod registry;
 pub mod settings;
-pub mod target;
 
 pub use platform::Platform;
+pub use registry::Target;
 pub use settings::Settings;
-pub use target::Target;

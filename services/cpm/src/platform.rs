@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use cpm_runtime::Shutdown;
-use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::service::ServiceContext;
 use cpm_runtime::supervisor::Supervisor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -23,31 +23,6 @@ pub struct Platform {
     shutdown: Shutdown,
     supervisor: Supervisor,
     handle: JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_target(
-    target: Target,
-    settings: &Settings,
-    context: &ServiceContext,
-    routes: &mut tonic::service::RoutesBuilder,
-) -> anyhow::Result<StartedService> {
-    match target {
-        Target::ReferralIntake => {
-            referral_intake::start(context, &settings.referral_intake, routes).await
-        }
-        Target::RiskAssessment => {
-            risk_assessment::start(context, &settings.risk_assessment, routes).await
-        }
-        Target::MentorMatching => {
-            mentor_matching::start(context, &settings.mentor_matching, routes).await
-        }
-        Target::ContactLogging => {
-            contact_logging::start(context, &settings.contact_logging, routes).await
-        }
-        Target::Notifications => {
-            notifications::start(context, &settings.notifications, routes).await
-        }
-    }
 }
 
 impl Platform {
@@ -87,11 +62,17 @@ impl Platform {
         let (mut routes, reporter, plain_health) = cpm_runtime::grpc::server::base_routes().await?;
         let mut started = Vec::new();
         for target in targets {
-            started.push(start_target(*target, &settings, &context, &mut routes).await?);
+            let section = settings.section(*target);
+            started.push(
+                target
+                    .service()
+                    .start(&context, section, &mut routes)
+                    .await?,
+            );
             tracing::info!(target = %target, "service started");
         }
         let address = settings.listen_address(targets);
-        let listener = TcpListener::bind(address)
+        let listener = TcpListener::bind(address.as_str())
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
         let local_addr = listener.local_addr()?;
@@ -180,25 +161,15 @@ impl Platform {
 
 /// The consumer queues of every service, whichever targets a process runs.
 pub fn all_consumers() -> Vec<cpm_runtime::bus::ConsumerSpec> {
-    [
-        referral_intake::consumers(),
-        risk_assessment::consumers(),
-        mentor_matching::consumers(),
-        contact_logging::consumers(),
-        notifications::consumers(),
-    ]
-    .concat()
+    Target::ALL
+        .iter()
+        .flat_map(|target| target.service().consumers())
+        .collect()
 }
 
 /// The schema a target owns.
 pub fn schema_of(target: Target) -> &'static str {
-    match target {
-        Target::ReferralIntake => referral_intake::SCHEMA,
-        Target::RiskAssessment => risk_assessment::SCHEMA,
-        Target::MentorMatching => mentor_matching::SCHEMA,
-        Target::ContactLogging => contact_logging::SCHEMA,
-        Target::Notifications => notifications::SCHEMA,
-    }
+    target.service().schema()
 }
 
 /// Creates the database if needed, migrates each target's schema, and
@@ -209,14 +180,9 @@ pub async fn migrate(settings: &Settings, targets: &[Target]) -> anyhow::Result<
     bus.close().await;
     cpm_runtime::db::ensure_database(settings.platform.database.url.expose()).await?;
     for target in targets {
-        let pool = cpm_runtime::db::pool(&settings.platform.database, schema_of(*target))?;
-        match target {
-            Target::ReferralIntake => referral_intake::migrate(&pool).await?,
-            Target::RiskAssessment => risk_assessment::migrate(&pool).await?,
-            Target::MentorMatching => mentor_matching::migrate(&pool).await?,
-            Target::ContactLogging => contact_logging::migrate(&pool).await?,
-            Target::Notifications => notifications::migrate(&pool).await?,
-        }
+        let service = target.service();
+        let pool = cpm_runtime::db::pool(&settings.platform.database, service.schema())?;
+        cpm_runtime::db::migrate(&pool, service.schema(), service.migrations()).await?;
         pool.close().await;
     }
     Ok(())

@@ -1,76 +1,99 @@
 //! The root configuration: the shared platform settings plus one section per
-//! service (`[referral_intake]`, `[risk_assessment]`, ...).
+//! registered service (`[referral_intake]`, `[risk_assessment]`, ...), each
+//! parsed and checked by its own service.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use cpm_runtime::config::{ConfigError, PlatformConfig};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Target;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Settings {
     #[serde(flatten)]
     pub platform: PlatformConfig,
-    pub referral_intake: referral_intake::Config,
-    pub risk_assessment: risk_assessment::Config,
-    pub mentor_matching: mentor_matching::Config,
-    pub contact_logging: contact_logging::Config,
-    pub notifications: notifications::Config,
+    /// Each service's own section as written (defaults fill the rest), keyed
+    /// by section name; see [`Settings::set`].
+    #[serde(flatten)]
+    pub services: BTreeMap<String, toml::Table>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            platform: PlatformConfig::default(),
+            services: Target::ALL
+                .iter()
+                .map(|target| (target.service().section(), toml::Table::new()))
+                .collect(),
+        }
+    }
 }
 
 impl Settings {
     /// Loads defaults → file → environment, fills development keys when the
-    /// profile allows it, and validates.
+    /// profile allows it, and validates every service's section too.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut settings: Settings = cpm_runtime::config::load(file)?;
+        let sections: Vec<String> = Target::ALL
+            .iter()
+            .map(|target| target.service().section())
+            .collect();
+        let (platform, services) =
+            cpm_runtime::config::load_with_sections::<PlatformConfig>(file, &sections)?;
+        let mut settings = Settings { platform, services };
         cpm_runtime::dev_keys::fill_missing(&mut settings.platform)
             .map_err(|error| ConfigError::Load(format!("development keys: {error:#}")))?;
         settings.validate()?;
         Ok(settings)
     }
 
+    /// Checks the platform settings and every registered service's section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.platform.validate()?;
-        if self.platform.profile == cpm_runtime::config::Profile::Production
-            && self.referral_intake.auto_register_agencies
-        {
-            return Err(ConfigError::invalid(
-                "referral_intake.auto_register_agencies",
-                "production refuses referrals from unregistered agencies; set it to false",
-            ));
-        }
         for target in Target::ALL {
-            let listen = self.listen_of(target);
-            if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
-                let key = format!("{}.listen", target.as_str().replace('-', "_"));
-                return Err(ConfigError::invalid(
-                    &key,
-                    format!("`{listen}` is not an address like 0.0.0.0:50052"),
-                ));
-            }
+            target
+                .service()
+                .check(self.section(target), &self.platform)?;
         }
         Ok(())
     }
 
+    /// A service's section as written (empty when nobody wrote one).
+    pub fn section(&self, target: Target) -> &toml::Table {
+        static EMPTY: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
+        self.services
+            .get(&target.service().section())
+            .unwrap_or_else(|| EMPTY.get_or_init(toml::Table::new))
+    }
+
+    /// Sets one key of a service's section, e.g.
+    /// `set("notifications.webhook_poll_interval_ms", 200)`.
+    pub fn set(&mut self, key: &str, value: impl Into<toml::Value>) {
+        let (section, field) = key
+            .split_once('.')
+            .unwrap_or_else(|| panic!("`{key}` is not section.field"));
+        self.services
+            .entry(section.to_owned())
+            .or_default()
+            .insert(field.to_owned(), value.into());
+    }
+
     /// A service's own listen address; empty when it uses `grpc.listen`.
-    pub fn listen_of(&self, target: Target) -> &str {
-        match target {
-            Target::ReferralIntake => &self.referral_intake.listen,
-            Target::RiskAssessment => &self.risk_assessment.listen,
-            Target::MentorMatching => &self.mentor_matching.listen,
-            Target::ContactLogging => &self.contact_logging.listen,
-            Target::Notifications => &self.notifications.listen,
-        }
+    pub fn listen_of(&self, target: Target) -> String {
+        target
+            .service()
+            .check(self.section(target), &self.platform)
+            .unwrap_or_default()
     }
 
     /// Where a process running `targets` listens: a single target's own
     /// address when it has one, else the shared `grpc.listen`.
-    pub fn listen_address(&self, targets: &[Target]) -> &str {
+    pub fn listen_address(&self, targets: &[Target]) -> String {
         match targets {
             [only] if !self.listen_of(*only).is_empty() => self.listen_of(*only),
-            _ => &self.platform.grpc.listen,
+            _ => self.platform.grpc.listen.clone(),
         }
     }
 }
@@ -82,14 +105,14 @@ mod tests {
     #[test]
     fn a_single_target_may_have_its_own_address() {
         let mut settings = Settings::default();
-        settings.risk_assessment.listen = "127.0.0.1:50052".into();
+        settings.set("risk_assessment.listen", "127.0.0.1:50052");
         assert_eq!(
-            settings.listen_address(&[Target::RiskAssessment]),
+            settings.listen_address(&[Target::RISK_ASSESSMENT]),
             "127.0.0.1:50052"
         );
         assert_eq!(settings.listen_address(&Target::ALL), "0.0.0.0:50051");
         assert_eq!(
-            settings.listen_address(&[Target::ReferralIntake]),
+            settings.listen_address(&[Target::REFERRAL_INTAKE]),
             "0.0.0.0:50051"
         );
     }
@@ -109,19 +132,61 @@ mod tests {
             message.contains("referral_intake.auto_register_agencies"),
             "{message}"
         );
-        settings.referral_intake.auto_register_agencies = false;
+        settings.set("referral_intake.auto_register_agencies", false);
         settings.validate().unwrap();
     }
 
     #[test]
     fn a_bad_service_address_names_its_key() {
         let mut settings = Settings::default();
-        settings.mentor_matching.listen = "somewhere".into();
+        settings.set("mentor_matching.listen", "somewhere");
         let message = settings.validate().unwrap_err().to_string();
         assert!(message.contains("mentor_matching.listen"), "{message}");
         assert!(
             message.contains("CPM__MENTOR_MATCHING__LISTEN"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_service_key_of_the_wrong_type_is_refused_before_anything_starts() {
+        let mut settings = Settings::default();
+        settings.set("risk_assessment.first_assessment_target_days", "soon");
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(message.contains("risk_assessment"), "{message}");
+        let mut settings = Settings::default();
+        settings.set("risk_assessment.first_assessment_target_days", 0);
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("risk_assessment.first_assessment_target_days"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn service_sections_come_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("cpm-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cpm.toml");
+        let keys = dir.join("keys.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[dev]\nkeys_file = {:?}\n[notifications]\nwebhook_poll_interval_ms = 250\n\
+                 [risk_assessment]\nlisten = \"127.0.0.1:50060\"\n",
+                keys.display().to_string()
+            ),
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(
+            settings.section(Target::NOTIFICATIONS)["webhook_poll_interval_ms"].as_integer(),
+            Some(250)
+        );
+        assert_eq!(
+            settings.listen_of(Target::RISK_ASSESSMENT),
+            "127.0.0.1:50060"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

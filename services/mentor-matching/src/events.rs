@@ -6,44 +6,58 @@
 //! events share one queue, so an ending never overtakes its acceptance.
 
 use chrono::{Duration, Utc};
-use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AssessmentDecided, ClientErased, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
+    AssessmentDecided, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
 };
 use cpm_runtime::bus::outbox::Wake;
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox, referral_id};
+use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, outbox, referral_id};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
 use sqlx::PgConnection;
 
 use crate::db::{self, NewWaitingClient};
 use crate::domain::estimated_wait_days;
 
-/// The events the `decisions` consumer listens to.
-pub const DECISION_EVENTS: &[&str] = &[
-    AssessmentDecided::TYPE,
-    EngagementChanged::TYPE,
-    ClientErased::TYPE,
-];
+/// The `decisions` consumer's routes.
+pub fn decisions() -> Router<Decisions> {
+    Router::new(crate::NAME, "decisions", Decisions)
+        .on::<AssessmentDecided>()
+        .on::<EngagementChanged>()
+        .on_erasure()
+}
 
 pub struct Decisions;
 
-impl EventHandler for Decisions {
-    async fn handle(
+impl On<AssessmentDecided> for Decisions {
+    async fn on(
         &self,
         connection: &mut PgConnection,
-        event: &ReceivedEvent,
+        decided: AssessmentDecided,
+        _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        match event.event_type() {
-            AssessmentDecided::TYPE => Self::accept(connection, &event.decode()?).await,
-            EngagementChanged::TYPE => Self::end_support(connection, &event.decode()?).await,
-            ClientErased::TYPE => {
-                let referral_id = referral_id(&event.decode::<ClientErased>()?.referral_id)?;
-                let forgotten = db::forget_client_categories(connection, referral_id).await?;
-                tracing::info!(%referral_id, forgotten, "categories of an erased client dropped");
-                Ok(())
-            }
-            other => Err(HandlerError::unexpected("the decisions consumer", other)),
-        }
+        Self::accept(connection, &decided).await
+    }
+}
+
+impl On<EngagementChanged> for Decisions {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        changed: EngagementChanged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        Self::end_support(connection, &changed).await
+    }
+}
+
+impl Forget for Decisions {
+    const WHAT: &'static str = "categories";
+
+    async fn forget(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: uuid::Uuid,
+    ) -> Result<u64, HandlerError> {
+        Ok(db::forget_client_categories(connection, referral_id).await?)
     }
 }
 

@@ -4,6 +4,8 @@
 //! coordinator confirms one, which is announced as `allocation.confirmed`.
 //!
 //! # Layout
+//! - this file: `Config` (its own section) and `Descriptor`, the service as the
+//!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: requests parsed at the edge; mentor availability; the wait rule.
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
@@ -17,12 +19,13 @@ pub mod events;
 pub mod grpc;
 pub mod matching;
 
-use std::sync::Arc;
-
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
-use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
 /// The target name and the producer name in events.
@@ -30,7 +33,7 @@ pub const NAME: &str = "mentor-matching";
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "mentor_matching";
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/mentor-matching");
+static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/mentor-matching");
 
 /// This service's own settings (`[mentor_matching]`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -40,50 +43,47 @@ pub struct Config {
     pub listen: String,
 }
 
-/// The queues this service consumes. Every process declares the queues of
-/// all services at start, so an event published before a consumer first
-/// runs waits in its queue instead of being lost.
-pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![decisions_consumer()]
-}
+/// Mentor matching as the binary registers it.
+pub struct Descriptor;
 
-fn decisions_consumer() -> ConsumerSpec {
-    ConsumerSpec {
-        service: NAME,
-        name: "decisions",
-        routing_keys: events::DECISION_EVENTS.to_vec(),
+/// The binary's handle on this service.
+pub static SERVICE: Registered<Descriptor> = Registered::new();
+
+impl Service for Descriptor {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "mentor register, proposed pairs, allocations, waits";
+    const SCHEMA: &'static str = SCHEMA;
+    const GRPC_NAME: &'static str = "cpm.v1.MentorMatchingService";
+    type Config = Config;
+
+    fn migrations() -> &'static Migrator {
+        &MIGRATIONS
     }
-}
 
-/// Migrates the schema, starts the relay and the decisions consumer, and
-/// adds the gRPC service to `routes`.
-pub async fn start(
-    context: &ServiceContext,
-    _config: &Config,
-    routes: &mut RoutesBuilder,
-) -> anyhow::Result<StartedService> {
-    let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    let relay = context.spawn_relay(NAME, SCHEMA)?;
-    // Its handler writes events without a NOTIFY.
-    context.spawn_consumer(
-        &pool,
-        decisions_consumer(),
-        Arc::new(events::Decisions),
-        Some(&relay),
-    );
-    let service = grpc::MentorMatching::new(pool.clone());
-    routes.add_service(MentorMatchingServiceServer::with_interceptor(
-        service,
-        context.auth.interceptor(),
-    ));
-    Ok(StartedService {
-        name: NAME,
-        grpc_name: "cpm.v1.MentorMatchingService",
-        pool,
-    })
-}
+    fn consumers() -> Vec<ConsumerSpec> {
+        vec![events::decisions().spec()]
+    }
 
-/// Migrates this service's schema without starting it (`cpm migrate`).
-pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    cpm_runtime::db::migrate(pool, SCHEMA, &MIGRATIONS).await
+    fn listen(config: &Config) -> &str {
+        &config.listen
+    }
+
+    /// Starts the relay and the decisions consumer, and adds the gRPC
+    /// service to `routes`.
+    async fn start(
+        context: &ServiceContext,
+        pool: PgPool,
+        _config: Config,
+        routes: &mut RoutesBuilder,
+    ) -> anyhow::Result<()> {
+        let relay = context.spawn_relay(NAME, SCHEMA)?;
+        // Its handler writes events without a NOTIFY.
+        context.spawn_consumer(&pool, events::decisions(), Some(&relay));
+        let service = grpc::MentorMatching::new(pool);
+        routes.add_service(MentorMatchingServiceServer::with_interceptor(
+            service,
+            context.auth.interceptor(),
+        ));
+        Ok(())
+    }
 }

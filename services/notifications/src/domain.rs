@@ -1,25 +1,9 @@
-//! Which events an agency hears about, and which webhook URLs are accepted.
+//! What an agency is told of a status, and which webhook URLs are accepted.
+//! Which events notify is the `status` consumer's route list
+//! ([`crate::events::status_notices`]).
 
-use cpm_proto::Event;
-use cpm_proto::v1::{
-    AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    EngagementAction, EngagementChanged, MentorsAwaited, NotificationKind, ReferralStatus,
-    ReferralSubmitted, ReferralWithdrawn,
-};
-use cpm_runtime::bus::{HandlerError, ReceivedEvent};
+use cpm_proto::v1::{NotificationKind, ReferralStatus};
 use cpm_runtime::grpc::FieldViolations;
-
-/// Every referrer-visible status event.
-pub const NOTIFYING_EVENTS: &[&str] = &[
-    ReferralSubmitted::TYPE,
-    ReferralWithdrawn::TYPE,
-    AssessmentOpened::TYPE,
-    AssessmentDecided::TYPE,
-    MentorsAwaited::TYPE,
-    AllocationConfirmed::TYPE,
-    CaseDischarged::TYPE,
-    EngagementChanged::TYPE,
-];
 
 /// What an agency is told about one event.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,7 +14,8 @@ pub struct Notice {
     pub status: ReferralStatus,
 }
 
-fn notice(agency_id: String, referral_id: String, status: ReferralStatus) -> Notice {
+/// The notice of `status` for its referring agency.
+pub fn notice(agency_id: String, referral_id: String, status: ReferralStatus) -> Notice {
     let kind = if status == ReferralStatus::Discharged {
         NotificationKind::Discharged
     } else {
@@ -42,55 +27,6 @@ fn notice(agency_id: String, referral_id: String, status: ReferralStatus) -> Not
         kind,
         status,
     }
-}
-
-/// The notice an event gives its referring agency, if any.
-pub fn notice_for(event: &ReceivedEvent) -> Result<Option<Notice>, HandlerError> {
-    Ok(Some(match event.event_type() {
-        ReferralSubmitted::TYPE => {
-            let e: ReferralSubmitted = event.decode()?;
-            notice(e.agency_id, e.referral_id, ReferralStatus::Received)
-        }
-        ReferralWithdrawn::TYPE => {
-            let e: ReferralWithdrawn = event.decode()?;
-            notice(e.agency_id, e.referral_id, ReferralStatus::Withdrawn)
-        }
-        AssessmentOpened::TYPE => {
-            let e: AssessmentOpened = event.decode()?;
-            notice(e.agency_id, e.referral_id, ReferralStatus::UnderAssessment)
-        }
-        AssessmentDecided::TYPE => {
-            let e: AssessmentDecided = event.decode()?;
-            let status = if e.decision == Decision::Accept as i32 {
-                ReferralStatus::Accepted
-            } else {
-                ReferralStatus::NotTakenOn
-            };
-            notice(e.agency_id, e.referral_id, status)
-        }
-        MentorsAwaited::TYPE => {
-            let e: MentorsAwaited = event.decode()?;
-            notice(e.agency_id, e.referral_id, ReferralStatus::AwaitingMentors)
-        }
-        AllocationConfirmed::TYPE => {
-            let e: AllocationConfirmed = event.decode()?;
-            notice(e.agency_id, e.referral_id, ReferralStatus::InSupport)
-        }
-        CaseDischarged::TYPE => {
-            let e: CaseDischarged = event.decode()?;
-            notice(e.agency_id, e.referral_id, ReferralStatus::Discharged)
-        }
-        EngagementChanged::TYPE => {
-            let e: EngagementChanged = event.decode()?;
-            if e.action != EngagementAction::End as i32 {
-                return Ok(None);
-            }
-            notice(e.agency_id, e.referral_id, ReferralStatus::NotTakenOn)
-        }
-        other => {
-            return Err(HandlerError::unexpected("notifications", other));
-        }
-    }))
 }
 
 /// A webhook URL: absolute, HTTPS (plain HTTP only in development), no

@@ -4,7 +4,9 @@
 //! the agency's webhooks with retries.
 //!
 //! # Layout
-//! - [`domain`]: which events notify, and webhook URL rules.
+//! - this file: `Config` (its own section) and `Descriptor`, the service as the
+//!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
+//! - [`domain`]: the notice of a status, and webhook URL rules.
 //! - [`db`]: action-named queries on the `notifications` schema.
 //! - [`events`]: the consumer that turns events into notifications and deliveries.
 //! - [`webhooks`]: the delivery worker.
@@ -21,16 +23,19 @@ use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
-use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::service::ServiceContext;
 use cpm_runtime::supervisor::TaskSpec;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
 
 pub const NAME: &str = "notifications";
 pub const SCHEMA: &str = "notifications";
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/notifications");
+static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/notifications");
 
 /// The NOTIFY channel raised when notifications are committed.
 pub const NOTIFY_CHANNEL: &str = "cpm_notifications";
@@ -59,70 +64,72 @@ impl Default for Config {
     }
 }
 
-/// The queues this service consumes. Every process declares the queues of
-/// all services at start, so an event published before a consumer first
-/// runs waits in its queue instead of being lost.
-pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![status_consumer()]
-}
+/// Notifications as the binary registers it.
+pub struct Descriptor;
 
-fn status_consumer() -> ConsumerSpec {
-    ConsumerSpec {
-        service: NAME,
-        name: "status",
-        routing_keys: domain::NOTIFYING_EVENTS.to_vec(),
+/// The binary's handle on this service.
+pub static SERVICE: Registered<Descriptor> = Registered::new();
+
+impl Service for Descriptor {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "tells referring agencies: gRPC stream and webhooks";
+    const SCHEMA: &'static str = SCHEMA;
+    const GRPC_NAME: &'static str = "cpm.v1.NotificationsService";
+    type Config = Config;
+
+    fn migrations() -> &'static Migrator {
+        &MIGRATIONS
     }
-}
 
-pub async fn start(
-    context: &ServiceContext,
-    config: &Config,
-    routes: &mut RoutesBuilder,
-) -> anyhow::Result<StartedService> {
-    let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    context.spawn_relay(NAME, SCHEMA)?;
-    context.spawn_consumer(
-        &pool,
-        status_consumer(),
-        Arc::new(events::NotificationWriter),
-        None,
-    );
-    // Wakes streams and the webhook worker when notifications commit.
-    let (wake_sender, wake) = watch::channel(0u64);
-    let wake_sender = Arc::new(wake_sender);
-    let (listen_pool, shutdown) = (pool.clone(), context.shutdown.clone());
-    context.spawn(
-        TaskSpec::essential(NAME, format!("{NAME}.commit-listener")),
-        move || listen_for_commits(listen_pool.clone(), wake_sender.clone(), shutdown.clone()),
-    );
-    let worker = Arc::new(webhooks::WebhookWorker::new(pool.clone(), config)?);
-    let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
-    context.spawn(
-        TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
-        move || {
-            let (worker, wake, shutdown) = (worker.clone(), worker_wake.clone(), shutdown.clone());
-            async move {
-                worker.run(wake, shutdown).await;
-                Ok(())
-            }
-        },
-    );
+    fn consumers() -> Vec<ConsumerSpec> {
+        vec![events::status_notices().spec()]
+    }
 
-    let allow_plain_http = context.platform.profile == cpm_runtime::config::Profile::Development;
-    let service = grpc::Notifications::new(pool.clone(), wake, context, allow_plain_http);
-    routes.add_service(NotificationsServiceServer::with_interceptor(
-        service,
-        context.auth.interceptor(),
-    ));
-    Ok(StartedService {
-        name: NAME,
-        grpc_name: "cpm.v1.NotificationsService",
-        pool,
-    })
-}
+    fn listen(config: &Config) -> &str {
+        &config.listen
+    }
 
-pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    cpm_runtime::db::migrate(pool, SCHEMA, &MIGRATIONS).await
+    /// Starts the relay, the consumer, the commit listener and the webhook
+    /// worker, and adds the gRPC service to `routes`.
+    async fn start(
+        context: &ServiceContext,
+        pool: PgPool,
+        config: Config,
+        routes: &mut RoutesBuilder,
+    ) -> anyhow::Result<()> {
+        context.spawn_relay(NAME, SCHEMA)?;
+        context.spawn_consumer(&pool, events::status_notices(), None);
+        // Wakes streams and the webhook worker when notifications commit.
+        let (wake_sender, wake) = watch::channel(0u64);
+        let wake_sender = Arc::new(wake_sender);
+        let (listen_pool, shutdown) = (pool.clone(), context.shutdown.clone());
+        context.spawn(
+            TaskSpec::essential(NAME, format!("{NAME}.commit-listener")),
+            move || listen_for_commits(listen_pool.clone(), wake_sender.clone(), shutdown.clone()),
+        );
+        let worker = Arc::new(webhooks::WebhookWorker::new(pool.clone(), &config)?);
+        let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
+        context.spawn(
+            TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
+            move || {
+                let (worker, wake, shutdown) =
+                    (worker.clone(), worker_wake.clone(), shutdown.clone());
+                async move {
+                    worker.run(wake, shutdown).await;
+                    Ok(())
+                }
+            },
+        );
+
+        let allow_plain_http =
+            context.platform.profile == cpm_runtime::config::Profile::Development;
+        let service = grpc::Notifications::new(pool, wake, context, allow_plain_http);
+        routes.add_service(NotificationsServiceServer::with_interceptor(
+            service,
+            context.auth.interceptor(),
+        ));
+        Ok(())
+    }
 }
 
 /// Bumps `wake` on every NOTIFY; re-listens after a lost connection. Readers

@@ -2,28 +2,27 @@
 //! its agency sees it. Each handler only advances the status (see
 //! [`crate::domain::status_rank`]), so late or repeated events are harmless.
 
-use cpm_proto::Event;
 use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
     EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
 };
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, referral_id};
+use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::db::{self, StatusChange};
 use crate::domain::status_rank;
 
-/// The events this projection listens to.
-pub const STATUS_EVENTS: &[&str] = &[
-    AssessmentOpened::TYPE,
-    AssessmentDecided::TYPE,
-    MentorsAwaited::TYPE,
-    AllocationConfirmed::TYPE,
-    CaseDischarged::TYPE,
-    EngagementChanged::TYPE,
-];
+/// The status projection's routes.
+pub fn status_projection() -> Router<StatusProjection> {
+    Router::new(crate::NAME, "status", StatusProjection)
+        .on::<AssessmentOpened>()
+        .on::<AssessmentDecided>()
+        .on::<MentorsAwaited>()
+        .on::<AllocationConfirmed>()
+        .on::<CaseDischarged>()
+        .on::<EngagementChanged>()
+}
 
 pub struct StatusProjection;
 
@@ -35,90 +34,116 @@ fn change(status: ReferralStatus) -> StatusChange {
     }
 }
 
-impl StatusProjection {
-    /// The status change an event makes, if any.
-    fn status_change(event: &ReceivedEvent) -> Result<Option<(Uuid, StatusChange)>, HandlerError> {
-        Ok(Some(match event.event_type() {
-            AssessmentOpened::TYPE => {
-                let e: AssessmentOpened = event.decode()?;
-                (
-                    referral_id(&e.referral_id)?,
-                    change(ReferralStatus::UnderAssessment),
-                )
-            }
-            AssessmentDecided::TYPE => {
-                let e: AssessmentDecided = event.decode()?;
-                let status_change = if e.decision == Decision::Accept as i32 {
-                    change(ReferralStatus::Accepted)
-                } else {
-                    StatusChange {
-                        not_taken_on_stage: Some(e.stage),
-                        not_taken_on_reason: Some(e.reason),
-                        ..change(ReferralStatus::NotTakenOn)
-                    }
-                };
-                (referral_id(&e.referral_id)?, status_change)
-            }
-            MentorsAwaited::TYPE => {
-                let e: MentorsAwaited = event.decode()?;
-                (
-                    referral_id(&e.referral_id)?,
-                    StatusChange {
-                        estimated_start: e.estimated_start.as_ref().and_then(from_timestamp),
-                        ..change(ReferralStatus::AwaitingMentors)
-                    },
-                )
-            }
-            AllocationConfirmed::TYPE => {
-                let e: AllocationConfirmed = event.decode()?;
-                (
-                    referral_id(&e.referral_id)?,
-                    change(ReferralStatus::InSupport),
-                )
-            }
-            CaseDischarged::TYPE => {
-                let e: CaseDischarged = event.decode()?;
-                (
-                    referral_id(&e.referral_id)?,
-                    StatusChange {
-                        discharged_at: e.discharged_at.as_ref().and_then(from_timestamp),
-                        ..change(ReferralStatus::Discharged)
-                    },
-                )
-            }
-            EngagementChanged::TYPE => {
-                let e: EngagementChanged = event.decode()?;
-                if e.action != EngagementAction::End as i32 {
-                    // Continuing or pausing leaves the referrer's view as it is.
-                    return Ok(None);
-                }
-                (
-                    referral_id(&e.referral_id)?,
-                    StatusChange {
-                        not_taken_on_stage: Some(e.stage),
-                        not_taken_on_reason: Some(e.reason),
-                        ..change(ReferralStatus::NotTakenOn)
-                    },
-                )
-            }
-            other => {
-                return Err(HandlerError::unexpected("status projection", other));
-            }
-        }))
+/// Moves the referral's status forward to `change`, if it is ahead.
+async fn project(
+    connection: &mut PgConnection,
+    referral: &str,
+    change: StatusChange,
+) -> Result<(), HandlerError> {
+    let referral_id = referral_id(referral)?;
+    let advanced = db::advance_status(connection, referral_id, &change).await?;
+    tracing::info!(%referral_id, status = change.status, advanced, "referral status projected");
+    Ok(())
+}
+
+impl On<AssessmentOpened> for StatusProjection {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        e: AssessmentOpened,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        project(
+            connection,
+            &e.referral_id,
+            change(ReferralStatus::UnderAssessment),
+        )
+        .await
     }
 }
 
-impl EventHandler for StatusProjection {
-    async fn handle(
+impl On<AssessmentDecided> for StatusProjection {
+    async fn on(
         &self,
         connection: &mut PgConnection,
-        event: &ReceivedEvent,
+        e: AssessmentDecided,
+        _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let Some((referral_id, status_change)) = Self::status_change(event)? else {
-            return Ok(());
+        let status_change = if e.decision == Decision::Accept as i32 {
+            change(ReferralStatus::Accepted)
+        } else {
+            StatusChange {
+                not_taken_on_stage: Some(e.stage),
+                not_taken_on_reason: Some(e.reason),
+                ..change(ReferralStatus::NotTakenOn)
+            }
         };
-        let advanced = db::advance_status(connection, referral_id, &status_change).await?;
-        tracing::info!(%referral_id, status = status_change.status, advanced, "referral status projected");
-        Ok(())
+        project(connection, &e.referral_id, status_change).await
+    }
+}
+
+impl On<MentorsAwaited> for StatusProjection {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        e: MentorsAwaited,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let status_change = StatusChange {
+            estimated_start: e.estimated_start.as_ref().and_then(from_timestamp),
+            ..change(ReferralStatus::AwaitingMentors)
+        };
+        project(connection, &e.referral_id, status_change).await
+    }
+}
+
+impl On<AllocationConfirmed> for StatusProjection {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        e: AllocationConfirmed,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        project(
+            connection,
+            &e.referral_id,
+            change(ReferralStatus::InSupport),
+        )
+        .await
+    }
+}
+
+impl On<CaseDischarged> for StatusProjection {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        e: CaseDischarged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let status_change = StatusChange {
+            discharged_at: e.discharged_at.as_ref().and_then(from_timestamp),
+            ..change(ReferralStatus::Discharged)
+        };
+        project(connection, &e.referral_id, status_change).await
+    }
+}
+
+impl On<EngagementChanged> for StatusProjection {
+    async fn on(
+        &self,
+        connection: &mut PgConnection,
+        e: EngagementChanged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if e.action != EngagementAction::End as i32 {
+            // Continuing or pausing leaves the referrer's view as it is.
+            return Ok(());
+        }
+        let status_change = StatusChange {
+            not_taken_on_stage: Some(e.stage),
+            not_taken_on_reason: Some(e.reason),
+            ..change(ReferralStatus::NotTakenOn)
+        };
+        project(connection, &e.referral_id, status_change).await
     }
 }

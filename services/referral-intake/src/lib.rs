@@ -4,6 +4,8 @@
 //! of the services downstream.
 //!
 //! # Layout
+//! - this file: `Config` (its own section) and `Descriptor`, the service as the
+//!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: a submission parsed and validated at the edge; status ranks.
 //! - [`db`]: action-named queries on the `referral_intake` schema.
 //! - [`grpc`]: serves `cpm.v1.ReferralIntakeService`.
@@ -15,12 +17,14 @@ pub mod events;
 pub mod grpc;
 pub mod privacy;
 
-use std::sync::Arc;
-
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
-use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::config::{ConfigError, PlatformConfig, Profile};
+use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
 /// The target name and the producer name in events.
@@ -28,7 +32,7 @@ pub const NAME: &str = "referral-intake";
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "referral_intake";
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/referral-intake");
+static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/referral-intake");
 
 /// This service's own settings (`[referral_intake]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,56 +57,63 @@ impl Default for Config {
     }
 }
 
-/// The queues this service consumes. Every process declares the queues of
-/// all services at start, so an event published before a consumer first
-/// runs waits in its queue instead of being lost.
-pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![status_consumer()]
-}
+/// Referral intake as the binary registers it.
+pub struct Descriptor;
 
-fn status_consumer() -> ConsumerSpec {
-    ConsumerSpec {
-        service: NAME,
-        name: "status",
-        routing_keys: events::STATUS_EVENTS.to_vec(),
+/// The binary's handle on this service.
+pub static SERVICE: Registered<Descriptor> = Registered::new();
+
+impl Service for Descriptor {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "agencies submit and follow referrals; client personal data";
+    const SCHEMA: &'static str = SCHEMA;
+    const GRPC_NAME: &'static str = "cpm.v1.ReferralIntakeService";
+    type Config = Config;
+
+    fn migrations() -> &'static Migrator {
+        &MIGRATIONS
     }
-}
 
-/// Migrates the schema, starts the relay and the status projection, and
-/// adds the gRPC service to `routes`.
-pub async fn start(
-    context: &ServiceContext,
-    config: &Config,
-    routes: &mut RoutesBuilder,
-) -> anyhow::Result<StartedService> {
-    let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    let relay = context.spawn_relay(NAME, SCHEMA)?;
-    context.spawn_consumer(
-        &pool,
-        status_consumer(),
-        Arc::new(events::StatusProjection),
-        None,
-    );
-    let service = grpc::ReferralIntake::new(
-        pool.clone(),
-        context.keys.clone(),
-        relay,
-        config.auto_register_agencies,
-    );
-    let server = ReferralIntakeServiceServer::new(service)
-        .max_decoding_message_size(config.max_request_bytes);
-    routes.add_service(tonic::service::interceptor::InterceptedService::new(
-        server,
-        context.auth.interceptor(),
-    ));
-    Ok(StartedService {
-        name: NAME,
-        grpc_name: "cpm.v1.ReferralIntakeService",
-        pool,
-    })
-}
+    fn consumers() -> Vec<ConsumerSpec> {
+        vec![events::status_projection().spec()]
+    }
 
-/// Migrates this service's schema without starting it (`cpm migrate`).
-pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    cpm_runtime::db::migrate(pool, SCHEMA, &MIGRATIONS).await
+    fn listen(config: &Config) -> &str {
+        &config.listen
+    }
+
+    fn validate(config: &Config, platform: &PlatformConfig) -> Result<(), ConfigError> {
+        if platform.profile == Profile::Production && config.auto_register_agencies {
+            return Err(ConfigError::invalid(
+                "referral_intake.auto_register_agencies",
+                "production refuses referrals from unregistered agencies; set it to false",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the relay and the status projection, and adds the gRPC
+    /// service to `routes`.
+    async fn start(
+        context: &ServiceContext,
+        pool: PgPool,
+        config: Config,
+        routes: &mut RoutesBuilder,
+    ) -> anyhow::Result<()> {
+        let relay = context.spawn_relay(NAME, SCHEMA)?;
+        context.spawn_consumer(&pool, events::status_projection(), None);
+        let service = grpc::ReferralIntake::new(
+            pool,
+            context.keys.clone(),
+            relay,
+            config.auto_register_agencies,
+        );
+        let server = ReferralIntakeServiceServer::new(service)
+            .max_decoding_message_size(config.max_request_bytes);
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            server,
+            context.auth.interceptor(),
+        ));
+        Ok(())
+    }
 }

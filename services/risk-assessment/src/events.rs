@@ -4,13 +4,12 @@
 //! assessment; only an OPEN assessment closes), on top of the inbox.
 
 use chrono::Utc;
-use cpm_proto::Event;
 use cpm_proto::v1::{
-    AssessmentOpened, AssessmentState, ClientErased, ContactActivity, ContactLogged,
-    ReferralSubmitted, ReferralWithdrawn,
+    AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralSubmitted,
+    ReferralWithdrawn,
 };
 use cpm_runtime::bus::outbox::Wake;
-use cpm_runtime::bus::{EventHandler, HandlerError, ReceivedEvent, outbox, referral_id};
+use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, outbox, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -40,19 +39,23 @@ async fn audit(
     Ok(())
 }
 
-/// The events this consumer listens to.
-pub const REFERRAL_EVENTS: &[&str] = &[
-    ReferralSubmitted::TYPE,
-    ReferralWithdrawn::TYPE,
-    ClientErased::TYPE,
-];
+/// The `referrals` consumer's routes.
+pub fn referrals() -> Router<ReferralEvents> {
+    Router::new(crate::NAME, "referrals", ReferralEvents)
+        .on::<ReferralSubmitted>()
+        .on::<ReferralWithdrawn>()
+        .on_erasure()
+}
 
 pub struct ReferralEvents;
 
-impl ReferralEvents {
-    async fn open_assessment(
+impl On<ReferralSubmitted> for ReferralEvents {
+    /// Opens the referral's assessment in its area's queue.
+    async fn on(
+        &self,
         connection: &mut PgConnection,
-        event: &ReferralSubmitted,
+        event: ReferralSubmitted,
+        _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&event.referral_id)?;
         let earlier_referral_id = if event.earlier_referral_id.is_empty() {
@@ -113,10 +116,15 @@ impl ReferralEvents {
         tracing::info!(%referral_id, %assessment_id, "assessment opened");
         Ok(())
     }
+}
 
-    async fn close_assessment(
+impl On<ReferralWithdrawn> for ReferralEvents {
+    /// Closes the referral's assessment while it is still open.
+    async fn on(
+        &self,
         connection: &mut PgConnection,
-        event: &ReferralWithdrawn,
+        event: ReferralWithdrawn,
+        _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&event.referral_id)?;
         let closed = db::close_assessment_of_referral(
@@ -134,28 +142,22 @@ impl ReferralEvents {
     }
 }
 
-impl EventHandler for ReferralEvents {
-    async fn handle(
+impl Forget for ReferralEvents {
+    const WHAT: &'static str = "free text";
+
+    async fn forget(
         &self,
         connection: &mut PgConnection,
-        event: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        match event.event_type() {
-            ReferralSubmitted::TYPE => Self::open_assessment(connection, &event.decode()?).await,
-            ReferralWithdrawn::TYPE => Self::close_assessment(connection, &event.decode()?).await,
-            ClientErased::TYPE => {
-                let referral_id = referral_id(&event.decode::<ClientErased>()?.referral_id)?;
-                let forgotten = db::forget_client_text(connection, referral_id).await?;
-                tracing::info!(%referral_id, forgotten, "free text about an erased client dropped");
-                Ok(())
-            }
-            other => Err(HandlerError::unexpected("the referrals consumer", other)),
-        }
+        referral_id: Uuid,
+    ) -> Result<u64, HandlerError> {
+        Ok(db::forget_client_text(connection, referral_id).await?)
     }
 }
 
-/// The events the engagement consumer listens to.
-pub const ENGAGEMENT_EVENTS: &[&str] = &[ContactLogged::TYPE];
+/// The `engagement` consumer's routes.
+pub fn engagement() -> Router<EngagementEvents> {
+    Router::new(crate::NAME, "engagement", EngagementEvents).on::<ContactLogged>()
+}
 
 /// The `engagement` consumer: every home visit and every raised concern asks
 /// a coordinator to review the client's suitability. The system only asks;
@@ -173,13 +175,13 @@ pub fn review_trigger(contact: &ContactLogged) -> Option<&'static str> {
     }
 }
 
-impl EventHandler for EngagementEvents {
-    async fn handle(
+impl On<ContactLogged> for EngagementEvents {
+    async fn on(
         &self,
         connection: &mut PgConnection,
-        event: &ReceivedEvent,
+        contact: ContactLogged,
+        _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let contact: ContactLogged = event.decode()?;
         let Some(trigger) = review_trigger(&contact) else {
             return Ok(());
         };

@@ -11,6 +11,8 @@
 //! is written to the append-only `assessment_audit`.
 //!
 //! # Layout
+//! - this file: `Config` (its own section) and `Descriptor`, the service as the
+//!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: requests parsed at the edge; the recommendation, override,
 //!   re-assessment and working-day rules.
 //! - [`db`]: action-named queries on the `risk_assessment` schema, the
@@ -24,12 +26,14 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 
-use std::sync::Arc;
-
 use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentServiceServer;
 use cpm_runtime::bus::ConsumerSpec;
-use cpm_runtime::service::{ServiceContext, StartedService};
+use cpm_runtime::config::{ConfigError, PlatformConfig};
+use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
 /// The target name and the producer name in events.
@@ -37,7 +41,7 @@ pub const NAME: &str = "risk-assessment";
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "risk_assessment";
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/risk-assessment");
+static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/risk-assessment");
 
 /// This service's own settings (`[risk_assessment]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,68 +63,57 @@ impl Default for Config {
     }
 }
 
-/// The queues this service consumes. Every process declares the queues of
-/// all services at start, so an event published before a consumer first
-/// runs waits in its queue instead of being lost.
-pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![referrals_consumer(), engagement_consumer()]
-}
+/// Risk assessment as the binary registers it.
+pub struct Descriptor;
 
-fn referrals_consumer() -> ConsumerSpec {
-    ConsumerSpec {
-        service: NAME,
-        name: "referrals",
-        routing_keys: events::REFERRAL_EVENTS.to_vec(),
+/// The binary's handle on this service.
+pub static SERVICE: Registered<Descriptor> = Registered::new();
+
+impl Service for Descriptor {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "checks and decisions by named coordinators";
+    const SCHEMA: &'static str = SCHEMA;
+    const GRPC_NAME: &'static str = "cpm.v1.RiskAssessmentService";
+    type Config = Config;
+
+    fn migrations() -> &'static Migrator {
+        &MIGRATIONS
     }
-}
 
-fn engagement_consumer() -> ConsumerSpec {
-    ConsumerSpec {
-        service: NAME,
-        name: "engagement",
-        routing_keys: events::ENGAGEMENT_EVENTS.to_vec(),
+    fn consumers() -> Vec<ConsumerSpec> {
+        vec![events::referrals().spec(), events::engagement().spec()]
     }
-}
 
-/// Migrates the schema, starts the relay and the referrals consumer, and
-/// adds the gRPC service to `routes`.
-pub async fn start(
-    context: &ServiceContext,
-    config: &Config,
-    routes: &mut RoutesBuilder,
-) -> anyhow::Result<StartedService> {
-    anyhow::ensure!(
-        config.first_assessment_target_days > 0,
-        "risk_assessment.first_assessment_target_days must be at least 1"
-    );
-    let pool = context.database(SCHEMA, &MIGRATIONS).await?;
-    let relay = context.spawn_relay(NAME, SCHEMA)?;
-    // Opening an assessment writes `assessment.opened` without a NOTIFY.
-    context.spawn_consumer(
-        &pool,
-        referrals_consumer(),
-        Arc::new(events::ReferralEvents),
-        Some(&relay),
-    );
-    context.spawn_consumer(
-        &pool,
-        engagement_consumer(),
-        Arc::new(events::EngagementEvents),
-        None,
-    );
-    let service = grpc::RiskAssessment::new(pool.clone(), config.first_assessment_target_days);
-    routes.add_service(RiskAssessmentServiceServer::with_interceptor(
-        service,
-        context.auth.interceptor(),
-    ));
-    Ok(StartedService {
-        name: NAME,
-        grpc_name: "cpm.v1.RiskAssessmentService",
-        pool,
-    })
-}
+    fn listen(config: &Config) -> &str {
+        &config.listen
+    }
 
-/// Migrates this service's schema without starting it (`cpm migrate`).
-pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    cpm_runtime::db::migrate(pool, SCHEMA, &MIGRATIONS).await
+    fn validate(config: &Config, _platform: &PlatformConfig) -> Result<(), ConfigError> {
+        if config.first_assessment_target_days == 0 {
+            return Err(ConfigError::invalid(
+                "risk_assessment.first_assessment_target_days",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the relay and the consumers, and adds the gRPC service to `routes`.
+    async fn start(
+        context: &ServiceContext,
+        pool: PgPool,
+        config: Config,
+        routes: &mut RoutesBuilder,
+    ) -> anyhow::Result<()> {
+        let relay = context.spawn_relay(NAME, SCHEMA)?;
+        // Opening an assessment writes `assessment.opened` without a NOTIFY.
+        context.spawn_consumer(&pool, events::referrals(), Some(&relay));
+        context.spawn_consumer(&pool, events::engagement(), None);
+        let service = grpc::RiskAssessment::new(pool, config.first_assessment_target_days);
+        routes.add_service(RiskAssessmentServiceServer::with_interceptor(
+            service,
+            context.auth.interceptor(),
+        ));
+        Ok(())
+    }
 }

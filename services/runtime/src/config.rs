@@ -293,6 +293,37 @@ pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
+    let merged = merged::<T>(file)?;
+    deserialize(merged)
+}
+
+/// Loads `T` as [`load`] does, together with the named sections that `T`
+/// does not hold (each service's own), as TOML tables; a section nobody
+/// wrote is an empty table, so its service's defaults apply.
+pub fn load_with_sections<T>(
+    file: Option<&Path>,
+    sections: &[String],
+) -> Result<(T, std::collections::BTreeMap<String, toml::Table>), ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let merged = merged::<T>(file)?;
+    let mut tables = std::collections::BTreeMap::new();
+    for name in sections {
+        let table = match merged.get::<toml::Table>(name) {
+            Ok(table) => table,
+            Err(config::ConfigError::NotFound(_)) => toml::Table::new(),
+            Err(error) => return Err(ConfigError::invalid(name, error.to_string())),
+        };
+        tables.insert(name.clone(), table);
+    }
+    Ok((deserialize(merged)?, tables))
+}
+
+fn merged<T>(file: Option<&Path>) -> Result<config::Config, ConfigError>
+where
+    T: Serialize + Default,
+{
     let defaults = config::Config::try_from(&T::default())
         .map_err(|error| ConfigError::Load(error.to_string()))?;
     let mut builder = config::Config::builder().add_source(defaults);
@@ -313,9 +344,12 @@ where
             .list_separator(",")
             .with_list_parse_key("crypto.previous_master_keys"),
     );
-    let merged = builder
+    builder
         .build()
-        .map_err(|error| ConfigError::Load(error.to_string()))?;
+        .map_err(|error| ConfigError::Load(error.to_string()))
+}
+
+fn deserialize<T: DeserializeOwned>(merged: config::Config) -> Result<T, ConfigError> {
     merged.try_deserialize().map_err(|error| {
         let message = error.to_string();
         match message.split_once("for key `") {

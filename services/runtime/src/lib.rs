@@ -11,6 +11,7 @@
 //! - [`auth`]: JWT bearer tokens, roles and the caller of a request.
 //! - [`crypto`]: envelope encryption of personal data and keyed hashes.
 //! - [`grpc`]: server bootstrap (health, reflection, graceful shutdown) and error mapping.
+//! - [`descriptor`]: what a service is (names, schema, migrations, config section, consumers, start), for the binary's one registry.
 //! - [`service`]: what a service needs to start, and what it hands back.
 //! - [`supervisor`]: background tasks restarted when they fail, and the health they report.
 
@@ -19,6 +20,7 @@ pub mod bus;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod descriptor;
 pub mod dev_keys;
 pub mod grpc;
 pub mod service;

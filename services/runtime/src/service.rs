@@ -15,7 +15,7 @@ use crate::Shutdown;
 use crate::auth::Authenticator;
 use crate::bus::consumer::Consumer;
 use crate::bus::relay::{Relay, RelayWaker};
-use crate::bus::{Bus, ConsumerSpec, EventHandler};
+use crate::bus::{Bus, Router};
 use crate::config::PlatformConfig;
 use crate::crypto::KeyRing;
 use crate::supervisor::{Lifetime, Supervisor, TaskSpec};
@@ -109,18 +109,18 @@ impl ServiceContext {
         Ok(waker)
     }
 
-    /// Starts a consumer applying `handler` to the events in `spec`. A
-    /// handler that writes outbox rows names its service's `relay`, woken
-    /// after each applied event in place of a NOTIFY.
-    pub fn spawn_consumer<H: EventHandler>(
+    /// Starts a consumer applying `router` to its events. A router whose
+    /// handlers write outbox rows names its service's `relay`, woken after
+    /// each applied event in place of a NOTIFY.
+    pub fn spawn_consumer<S: Send + Sync + 'static>(
         &self,
         pool: &PgPool,
-        spec: ConsumerSpec,
-        handler: Arc<H>,
+        router: Router<S>,
         relay: Option<&RelayWaker>,
     ) {
+        let spec = router.spec();
         let task = TaskSpec::essential(spec.service, format!("{}.consumer", spec.inbox_name()));
-        let mut consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, handler);
+        let mut consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, Arc::new(router));
         if let Some(relay) = relay {
             consumer = consumer.waking(relay.clone());
         }

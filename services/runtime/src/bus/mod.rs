@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod outbox;
 pub mod relay;
+pub mod router;
 pub mod topology;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::sync::Mutex;
 
 use crate::config::AmqpConfig;
 pub use consumer::{ConsumerSpec, EventHandler, HandlerError, ReceivedEvent, referral_id};
+pub use router::{Forget, On, Router};
 pub use topology::Topology;
 
 /// A service's connection to RabbitMQ, re-established on demand.
