@@ -9,16 +9,17 @@ use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{ListQueueRequest, ReferralStatus, ReferralSubmitted};
 use cpm_runtime::bus::consumer::Consumer;
-use cpm_runtime::bus::outbox::{OutboxRow, Wake};
+use cpm_runtime::bus::outbox::OutboxRow;
 use cpm_runtime::bus::relay::{Relay, RelayWaker};
-use cpm_runtime::bus::{Bus, ConsumerSpec, EventHandler, HandlerError, ReceivedEvent};
+use cpm_runtime::bus::{
+    Bus, ConsumerSpec, EventHandler, HandlerError, ReceivedEvent, ServiceHandle, Tx,
+};
 use lapin::BasicProperties;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use prost::Message as _;
-use sqlx::PgConnection;
 
 use crate::harness::{TestEnv, await_status, connect, eventually, referral_request, submit};
 
@@ -51,19 +52,6 @@ async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
         .await
         .unwrap();
     pool
-}
-
-/// Whether a relay on `schema` sits idle in LISTEN on this test's database.
-async fn relay_listens(pool: &sqlx::PgPool, schema: &str) -> bool {
-    let listening: Vec<String> = sqlx::query_scalar(
-        "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
-         AND state = 'idle' AND query LIKE 'LISTEN %' || $1 || '%'",
-    )
-    .bind(cpm_runtime::bus::outbox::notify_channel(schema))
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    !listening.is_empty()
 }
 
 /// A plain durable queue bound to `referral.submitted`, for counting what
@@ -232,11 +220,7 @@ struct FailsOnOne {
 }
 
 impl EventHandler for FailsOnOne {
-    async fn handle(
-        &self,
-        _: &mut PgConnection,
-        event: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, _: &mut Tx, event: &ReceivedEvent) -> Result<(), HandlerError> {
         let event: ReferralSubmitted = event.decode()?;
         if event.referral_id == self.failing
             && !self.fixed.load(std::sync::atomic::Ordering::SeqCst)
@@ -262,8 +246,15 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
         name: "flaky",
         routing_keys: vec!["referral.submitted"],
     };
-    let consumer = Consumer::new(
+    let relay = Relay::new(
         pool.clone(),
+        bus.clone(),
+        schema,
+        &env.settings.platform.outbox,
+    );
+    let handle = ServiceHandle::new(pool.clone(), relay.waker());
+    let consumer = Consumer::new(
+        handle.clone(),
         bus.clone(),
         spec,
         Arc::new(FailsOnOne {
@@ -273,15 +264,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
         }),
     );
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
-    let relay_task = tokio::spawn(
-        Relay::new(
-            pool.clone(),
-            bus.clone(),
-            schema,
-            &env.settings.platform.outbox,
-        )
-        .run(shutdown.clone()),
-    );
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     let queue = env.queue("bus-test", "flaky");
     eventually(
         Duration::from_secs(20),
@@ -305,16 +288,11 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
     )
     .await;
 
-    let mut transaction = pool.begin().await.unwrap();
+    let mut transaction = handle.begin().await.unwrap();
     for id in ["good-1", "bad", "good-2"] {
-        cpm_runtime::bus::outbox::enqueue(
-            &mut transaction,
-            "test",
-            &submitted(id, "a", "x"),
-            Wake::OnCommit,
-        )
-        .await
-        .unwrap();
+        cpm_runtime::bus::outbox::enqueue(&mut transaction, "test", &submitted(id, "a", "x"))
+            .await
+            .unwrap();
     }
     transaction.commit().await.unwrap();
 
@@ -384,13 +362,14 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     let counter_queue = declare_counter_queue(&env, &channel, "relay-counter").await;
 
     const EVENTS: usize = 600;
-    let mut transaction = pool.begin().await.unwrap();
+    // Written before any relay runs: they find the rows by polling.
+    let handle = ServiceHandle::new(pool.clone(), RelayWaker::default());
+    let mut transaction = handle.begin().await.unwrap();
     for n in 0..EVENTS {
         cpm_runtime::bus::outbox::enqueue(
             &mut transaction,
             "test",
             &submitted(&format!("r-{n}"), "a", "x"),
-            Wake::OnCommit,
         )
         .await
         .unwrap();
@@ -450,8 +429,7 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
 }
 
 /// A relay on a schema of its own whose polling is an hour apart, so that
-/// only wake-ups (NOTIFY or its waker) make it publish, with a queue
-/// counting what it publishes.
+/// only its waker makes it publish, with a queue counting what it publishes.
 struct WakeOnlyRelay {
     pool: sqlx::PgPool,
     connection: lapin::Connection,
@@ -502,25 +480,24 @@ impl WakeOnlyRelay {
     }
 }
 
-/// With polling an hour apart, only NOTIFY can make the relay publish: once
-/// idle, after a burst that it works through without listening, and once
-/// idle again.
+/// With polling an hour apart, only the commit of a handle's transaction
+/// can make the relay publish: once idle, through a burst that it works
+/// through in batches, and once idle again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
+async fn every_commit_of_a_handles_transaction_wakes_the_relay_before_and_after_a_busy_spell() {
     let env = TestEnv::new().await;
     let schema = "relay_wake";
     let relay = WakeOnlyRelay::start(&env, schema).await;
-    let (pool, queue) = (&relay.pool, &relay.queue);
-    let listening = || relay_listens(pool, schema);
+    let handle = ServiceHandle::new(relay.pool.clone(), relay.waker.clone());
+    let queue = &relay.queue;
     let enqueue = |n: usize| {
-        let pool = pool.clone();
+        let handle = handle.clone();
         async move {
-            let mut transaction = pool.begin().await.unwrap();
+            let mut transaction = handle.begin().await.unwrap();
             cpm_runtime::bus::outbox::enqueue(
                 &mut transaction,
                 "test",
                 &submitted(&format!("r-{n}"), "a", "x"),
-                Wake::OnCommit,
             )
             .await
             .unwrap();
@@ -528,7 +505,6 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
         }
     };
 
-    eventually(Duration::from_secs(20), "the relay listens", listening).await;
     enqueue(0).await;
     eventually(
         Duration::from_secs(20),
@@ -546,12 +522,7 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     )
     .await;
 
-    eventually(
-        Duration::from_secs(20),
-        "the relay listens again",
-        listening,
-    )
-    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     enqueue(BURST + 1).await;
     eventually(
         Duration::from_secs(20),
@@ -562,24 +533,21 @@ async fn the_relay_is_woken_by_commits_before_and_after_a_busy_spell() {
     relay.stop(env).await;
 }
 
-/// A write that skips the NOTIFY (`Wake::ByCaller`, SubmitReferral's hot
-/// path) is published once its process wakes the relay, and not before:
-/// polling is an hour apart and the idle relay is listening.
+/// A single autocommit statement's event (SubmitReferral's hot path) is
+/// published once its writer wakes the relay, and not before: polling is
+/// an hour apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_without_notify_is_published_when_its_process_wakes_the_relay() {
+async fn a_single_statements_event_is_published_when_its_writer_wakes_the_relay() {
     let env = TestEnv::new().await;
     let schema = "relay_waker";
     let relay = WakeOnlyRelay::start(&env, schema).await;
     let (pool, queue) = (&relay.pool, &relay.queue);
-    eventually(Duration::from_secs(20), "the relay listens", || {
-        relay_listens(pool, schema)
-    })
-    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let row = OutboxRow::new("test", &submitted("r-1", "a", "x"));
     let sql = format!(
         "WITH {} SELECT 1",
-        OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::ByCaller)
+        OutboxRow::cte("written", "(SELECT) AS one", 1)
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(row.event_id)
@@ -593,7 +561,7 @@ async fn a_write_without_notify_is_published_when_its_process_wakes_the_relay() 
     assert_eq!(
         env.queue_depth(queue).await,
         0,
-        "without a NOTIFY or a wake-up the idle relay has not looked"
+        "without a wake-up the idle relay has not looked"
     );
     relay.waker.wake();
     eventually(

@@ -79,12 +79,8 @@ async fn a_submission_wakes_the_relay_of_its_process() {
     let mut listener = sqlx::postgres::PgListener::connect(&env.database_url)
         .await
         .unwrap();
-    listener
-        .listen(&cpm_runtime::bus::outbox::notify_channel(
-            referral_intake::SCHEMA,
-        ))
-        .await
-        .unwrap();
+    // The channel outbox writes once notified on.
+    listener.listen("cpm_outbox_referral_intake").await.unwrap();
     for (n, area) in ["Hartlepool", "Redcar", "Stockton"].into_iter().enumerate() {
         submit(&mut intake, referral_request(area)).await;
         eventually(

@@ -7,9 +7,8 @@
 
 use chrono::Utc;
 use cpm_proto::v1::{AllocationConfirmed, CaseState, EngagementAction, EngagementChanged};
-use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, referral_id};
+use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{self, NewCaseFile};
@@ -27,7 +26,7 @@ pub struct CaseFiles;
 impl On<AllocationConfirmed> for CaseFiles {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         allocation: AllocationConfirmed,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -38,7 +37,7 @@ impl On<AllocationConfirmed> for CaseFiles {
 impl On<EngagementChanged> for CaseFiles {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         changed: EngagementChanged,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -49,11 +48,7 @@ impl On<EngagementChanged> for CaseFiles {
 impl Forget for CaseFiles {
     const WHAT: &'static str = "free text";
 
-    async fn forget(
-        &self,
-        connection: &mut PgConnection,
-        referral_id: Uuid,
-    ) -> Result<u64, HandlerError> {
+    async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
         Ok(db::forget_client_text(connection, referral_id).await?)
     }
 }
@@ -61,10 +56,7 @@ impl Forget for CaseFiles {
 impl CaseFiles {
     /// Closes the case file of a client whose support ended (not a
     /// discharge: the referrer hears of it as not taken on).
-    async fn close(
-        connection: &mut PgConnection,
-        changed: &EngagementChanged,
-    ) -> Result<(), HandlerError> {
+    async fn close(connection: &mut Tx, changed: &EngagementChanged) -> Result<(), HandlerError> {
         if changed.action != EngagementAction::End as i32 {
             return Ok(());
         }
@@ -87,7 +79,7 @@ impl CaseFiles {
     }
 
     async fn open(
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         allocation: &AllocationConfirmed,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&allocation.referral_id)?;

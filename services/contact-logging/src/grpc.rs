@@ -11,7 +11,7 @@ use cpm_proto::v1::{
     ListContactsResponse, LogContactRequest, LogContactResponse,
 };
 use cpm_runtime::auth::Caller;
-use cpm_runtime::bus::outbox::{self, Wake};
+use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
 use sqlx::{PgConnection, PgPool};
@@ -22,12 +22,16 @@ use crate::db::{self, CaseFileRow, CaseLock, ContactRow};
 use crate::domain::{CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact};
 
 pub struct ContactLogging {
+    handle: ServiceHandle,
     pool: PgPool,
 }
 
 impl ContactLogging {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(handle: ServiceHandle) -> Self {
+        Self {
+            pool: handle.pool().clone(),
+            handle,
+        }
     }
 
     /// The case file of `referral_id` when `access` admits it, locked as `lock` says.
@@ -101,7 +105,7 @@ impl ContactLoggingService for ContactLogging {
         let contact =
             NewContact::parse(request.get_ref(), Utc::now()).map_err(ApiError::InvalidArgument)?;
 
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let case_file = Self::admitted_case_file(
             &mut transaction,
             &access,
@@ -144,7 +148,6 @@ impl ContactLoggingService for ContactLogging {
                 occurred_at: Some(timestamp(row.occurred_at)),
                 concern_raised: row.concern_raised,
             },
-            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;
@@ -168,7 +171,7 @@ impl ContactLoggingService for ContactLogging {
     ) -> Result<Response<ListContactsResponse>, Status> {
         let access = CaseAccess::of(Caller::of(&request)?, CASE_WORKERS)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let case_file =
             Self::admitted_case_file(&mut transaction, &access, referral_id, CaseLock::None)
                 .await?;
@@ -190,7 +193,7 @@ impl ContactLoggingService for ContactLogging {
         let access = CaseAccess::of(&caller, CASE_MANAGERS)?;
         let order = DischargeOrder::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
 
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let case_file = Self::admitted_case_file(
             &mut transaction,
             &access,
@@ -229,7 +232,6 @@ impl ContactLoggingService for ContactLogging {
                 discharged_at: Some(timestamp(discharged_at)),
                 discharged_by: caller.subject.clone(),
             },
-            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

@@ -19,11 +19,10 @@ pub mod events;
 pub mod grpc;
 
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
-use cpm_runtime::bus::ConsumerSpec;
+use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
@@ -67,17 +66,16 @@ impl Service for Descriptor {
         &config.listen
     }
 
-    /// Starts the relay and the case-file consumer, and adds the gRPC
+    /// Starts the case-file consumer, and adds the gRPC
     /// service to `routes`.
     async fn start(
         context: &ServiceContext,
-        pool: PgPool,
+        handle: ServiceHandle,
         _config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
-        context.spawn_relay(NAME, SCHEMA)?;
-        context.spawn_consumer(&pool, events::allocations(), None);
-        let service = grpc::ContactLogging::new(pool);
+        context.spawn_consumer(&handle, events::allocations());
+        let service = grpc::ContactLogging::new(handle);
         routes.add_service(ContactLoggingServiceServer::with_interceptor(
             service,
             context.auth.interceptor(),

@@ -9,10 +9,8 @@ use chrono::{Duration, Utc};
 use cpm_proto::v1::{
     AssessmentDecided, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
 };
-use cpm_runtime::bus::outbox::Wake;
-use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, outbox, referral_id};
+use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outbox, referral_id};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
-use sqlx::PgConnection;
 
 use crate::db::{self, NewWaitingClient};
 use crate::domain::estimated_wait_days;
@@ -30,7 +28,7 @@ pub struct Decisions;
 impl On<AssessmentDecided> for Decisions {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         decided: AssessmentDecided,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -41,7 +39,7 @@ impl On<AssessmentDecided> for Decisions {
 impl On<EngagementChanged> for Decisions {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         changed: EngagementChanged,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -54,7 +52,7 @@ impl Forget for Decisions {
 
     async fn forget(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         referral_id: uuid::Uuid,
     ) -> Result<u64, HandlerError> {
         Ok(db::forget_client_categories(connection, referral_id).await?)
@@ -65,7 +63,7 @@ impl Decisions {
     /// Frees the mentors of a client whose support ended; continuing or
     /// pausing keeps them allocated.
     async fn end_support(
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         changed: &EngagementChanged,
     ) -> Result<(), HandlerError> {
         if changed.action != EngagementAction::End as i32 {
@@ -82,10 +80,7 @@ impl Decisions {
         Ok(())
     }
 
-    async fn accept(
-        connection: &mut PgConnection,
-        decided: &AssessmentDecided,
-    ) -> Result<(), HandlerError> {
+    async fn accept(connection: &mut Tx, decided: &AssessmentDecided) -> Result<(), HandlerError> {
         if decided.decision != Decision::Accept as i32 {
             return Ok(());
         }
@@ -127,7 +122,6 @@ impl Decisions {
                 area: area.to_owned(),
                 estimated_start: Some(timestamp(estimated_start)),
             },
-            Wake::ByCaller,
         )
         .await?;
         tracing::info!(%referral_id, estimated_days = days, "accepted client awaits mentors");

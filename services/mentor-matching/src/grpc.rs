@@ -11,7 +11,7 @@ use cpm_proto::v1::{
     ProposeMatchesResponse, RegisterMentorRequest, RegisterMentorResponse, Vulnerability,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox::{self, Wake};
+use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
 use sqlx::PgPool;
@@ -29,12 +29,16 @@ use crate::matching::{self, Candidate, ClientNeeds};
 const STAFF: &[Role] = &[Role::Coordinator, Role::Admin];
 
 pub struct MentorMatching {
+    handle: ServiceHandle,
     pool: PgPool,
 }
 
 impl MentorMatching {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(handle: ServiceHandle) -> Self {
+        Self {
+            pool: handle.pool().clone(),
+            handle,
+        }
     }
 }
 
@@ -193,7 +197,7 @@ impl MentorMatchingService for MentorMatching {
             NewAllocation::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mentor_ids = allocation.mentor_ids;
 
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let client = db::lock_waiting_client(&mut transaction, allocation.referral_id)
             .await
             .map_err(ApiError::from)?
@@ -253,7 +257,6 @@ impl MentorMatchingService for MentorMatching {
                 confirmed_by: caller.subject.clone(),
                 confirmed_at: Some(timestamp(confirmed_at)),
             },
-            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

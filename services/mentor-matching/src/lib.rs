@@ -20,11 +20,10 @@ pub mod grpc;
 pub mod matching;
 
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingServiceServer;
-use cpm_runtime::bus::ConsumerSpec;
+use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
@@ -68,18 +67,16 @@ impl Service for Descriptor {
         &config.listen
     }
 
-    /// Starts the relay and the decisions consumer, and adds the gRPC
+    /// Starts the decisions consumer, and adds the gRPC
     /// service to `routes`.
     async fn start(
         context: &ServiceContext,
-        pool: PgPool,
+        handle: ServiceHandle,
         _config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
-        let relay = context.spawn_relay(NAME, SCHEMA)?;
-        // Its handler writes events without a NOTIFY.
-        context.spawn_consumer(&pool, events::decisions(), Some(&relay));
-        let service = grpc::MentorMatching::new(pool);
+        context.spawn_consumer(&handle, events::decisions());
+        let service = grpc::MentorMatching::new(handle);
         routes.add_service(MentorMatchingServiceServer::with_interceptor(
             service,
             context.auth.interceptor(),

@@ -7,8 +7,7 @@ use cpm_proto::v1::{
     EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus, ReferralSubmitted,
     ReferralWithdrawn,
 };
-use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, referral_id};
-use sqlx::PgConnection;
+use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use uuid::Uuid;
 
 use crate::db::{self, NotificationRow};
@@ -32,7 +31,7 @@ pub struct NotificationWriter;
 impl NotificationWriter {
     /// Records `notice` and a pending delivery per webhook of its agency.
     async fn write(
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         notice: Notice,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -65,7 +64,7 @@ macro_rules! notify_of {
         impl On<$event> for NotificationWriter {
             async fn on(
                 &self,
-                connection: &mut PgConnection,
+                connection: &mut Tx,
                 e: $event,
                 received: &ReceivedEvent,
             ) -> Result<(), HandlerError> {
@@ -87,7 +86,7 @@ notify_of! {
 impl On<AssessmentDecided> for NotificationWriter {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: AssessmentDecided,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -108,7 +107,7 @@ impl On<AssessmentDecided> for NotificationWriter {
 impl On<EngagementChanged> for NotificationWriter {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: EngagementChanged,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {

@@ -22,12 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
-use cpm_runtime::bus::ConsumerSpec;
+use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::service::ServiceContext;
 use cpm_runtime::supervisor::TaskSpec;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
@@ -89,16 +88,16 @@ impl Service for Descriptor {
         &config.listen
     }
 
-    /// Starts the relay, the consumer, the commit listener and the webhook
+    /// Starts the consumer, the commit listener and the webhook
     /// worker, and adds the gRPC service to `routes`.
     async fn start(
         context: &ServiceContext,
-        pool: PgPool,
+        handle: ServiceHandle,
         config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
-        context.spawn_relay(NAME, SCHEMA)?;
-        context.spawn_consumer(&pool, events::status_notices(), None);
+        context.spawn_consumer(&handle, events::status_notices());
+        let pool = handle.pool().clone();
         // Wakes streams and the webhook worker when notifications commit.
         let (wake_sender, wake) = watch::channel(0u64);
         let wake_sender = Arc::new(wake_sender);

@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use cpm_runtime::bus::outbox::{OutboxRow, Wake};
+use cpm_runtime::bus::outbox::OutboxRow;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -137,7 +137,7 @@ pub async fn insert_referral(
              {} \
              SELECT * FROM inserted",
             // No NOTIFY: the caller wakes its relay once this has committed.
-            OutboxRow::cte("announced", "inserted", 27, Wake::ByCaller)
+            OutboxRow::cte("announced", "inserted", 27)
         )
     });
     let inserted: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.as_str()))

@@ -6,9 +6,8 @@ use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
     EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
 };
-use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, referral_id};
+use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
-use sqlx::PgConnection;
 
 use crate::db::{self, StatusChange};
 use crate::domain::status_rank;
@@ -36,7 +35,7 @@ fn change(status: ReferralStatus) -> StatusChange {
 
 /// Moves the referral's status forward to `change`, if it is ahead.
 async fn project(
-    connection: &mut PgConnection,
+    connection: &mut Tx,
     referral: &str,
     change: StatusChange,
 ) -> Result<(), HandlerError> {
@@ -49,7 +48,7 @@ async fn project(
 impl On<AssessmentOpened> for StatusProjection {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: AssessmentOpened,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -65,7 +64,7 @@ impl On<AssessmentOpened> for StatusProjection {
 impl On<AssessmentDecided> for StatusProjection {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: AssessmentDecided,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -85,7 +84,7 @@ impl On<AssessmentDecided> for StatusProjection {
 impl On<MentorsAwaited> for StatusProjection {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: MentorsAwaited,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -100,7 +99,7 @@ impl On<MentorsAwaited> for StatusProjection {
 impl On<AllocationConfirmed> for StatusProjection {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: AllocationConfirmed,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -116,7 +115,7 @@ impl On<AllocationConfirmed> for StatusProjection {
 impl On<CaseDischarged> for StatusProjection {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: CaseDischarged,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -131,7 +130,7 @@ impl On<CaseDischarged> for StatusProjection {
 impl On<EngagementChanged> for StatusProjection {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         e: EngagementChanged,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {

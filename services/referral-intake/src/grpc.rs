@@ -16,8 +16,8 @@ use cpm_proto::v1::{
     SubmitReferralResponse, WithdrawReferralRequest, WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox::{self, OutboxRow, Wake};
-use cpm_runtime::bus::relay::RelayWaker;
+use cpm_runtime::bus::ServiceHandle;
+use cpm_runtime::bus::outbox::{self, OutboxRow};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::values::{
@@ -35,29 +35,23 @@ use crate::domain::{NewReferral, SealedDetails, can_withdraw, identity_key, stat
 use crate::privacy::{self, ClientVault};
 
 pub struct ReferralIntake {
+    /// The pool, and the relay woken after each write of events.
+    handle: ServiceHandle,
     pool: PgPool,
     /// SubmitReferral's connections, kept between submissions.
     warm: WarmPool,
     vault: ClientVault,
-    /// Wakes this process's relay after a submission, which skips the
-    /// NOTIFY and its cluster-wide commit lock.
-    relay: RelayWaker,
     /// Development only: an unknown agency is registered on its first referral.
     auto_register_agencies: bool,
 }
 
 impl ReferralIntake {
-    pub fn new(
-        pool: PgPool,
-        keys: KeyRing,
-        relay: RelayWaker,
-        auto_register_agencies: bool,
-    ) -> Self {
+    pub fn new(handle: ServiceHandle, keys: KeyRing, auto_register_agencies: bool) -> Self {
         Self {
-            warm: WarmPool::new(pool.clone()),
-            pool,
+            warm: WarmPool::new(handle.pool().clone()),
+            pool: handle.pool().clone(),
+            handle,
             vault: ClientVault::new(keys),
-            relay,
             auto_register_agencies,
         }
     }
@@ -369,7 +363,7 @@ impl ReferralIntakeService for ReferralIntake {
         };
         connection.release();
         // The statement has committed: the relay can see the event now.
-        self.relay.wake();
+        self.handle.wake();
         tracing::info!(
             re_referral = earlier_referral_id.is_some(),
             "referral submitted"
@@ -388,7 +382,7 @@ impl ReferralIntakeService for ReferralIntake {
         let caller = Caller::of(&request)?.clone();
         let scope = agency_scope(&caller)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let row = db::fetch_referral(&mut transaction, referral_id, scope)
             .await
             .map_err(ApiError::from)?
@@ -487,7 +481,7 @@ impl ReferralIntakeService for ReferralIntake {
         caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?.to_owned();
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let row = db::lock_referral(&mut transaction, referral_id, &agency_id)
             .await
             .map_err(ApiError::from)?
@@ -519,7 +513,6 @@ impl ReferralIntakeService for ReferralIntake {
                 agency_id: agency_id.clone(),
                 withdrawn_at: Some(timestamp(Utc::now())),
             },
-            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;
@@ -616,7 +609,7 @@ impl ReferralIntakeService for ReferralIntake {
         );
         parse_enum::<cpm_proto::v1::ReferrerRole>("role", request.role, &mut violations);
         violations.into_result()?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         if db::agency_is_active(&mut transaction, &request.agency_id)
             .await
             .map_err(ApiError::from)?
@@ -654,7 +647,7 @@ impl ReferralIntakeService for ReferralIntake {
             &request.get_ref().referral_id,
             &request.get_ref().reason,
         )?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let erased = privacy::erase_client(
             &mut transaction,
             referral_id,
@@ -678,7 +671,7 @@ impl ReferralIntakeService for ReferralIntake {
             &request.get_ref().referral_id,
             &request.get_ref().reason,
         )?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let document = privacy::export_client(
             &mut transaction,
             &self.vault,

@@ -18,12 +18,11 @@ pub mod grpc;
 pub mod privacy;
 
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeServiceServer;
-use cpm_runtime::bus::ConsumerSpec;
+use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::config::{ConfigError, PlatformConfig, Profile};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
@@ -92,22 +91,17 @@ impl Service for Descriptor {
         Ok(())
     }
 
-    /// Starts the relay and the status projection, and adds the gRPC
+    /// Starts the status projection, and adds the gRPC
     /// service to `routes`.
     async fn start(
         context: &ServiceContext,
-        pool: PgPool,
+        handle: ServiceHandle,
         config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
-        let relay = context.spawn_relay(NAME, SCHEMA)?;
-        context.spawn_consumer(&pool, events::status_projection(), None);
-        let service = grpc::ReferralIntake::new(
-            pool,
-            context.keys.clone(),
-            relay,
-            config.auto_register_agencies,
-        );
+        context.spawn_consumer(&handle, events::status_projection());
+        let service =
+            grpc::ReferralIntake::new(handle, context.keys.clone(), config.auto_register_agencies);
         let server = ReferralIntakeServiceServer::new(service)
             .max_decoding_message_size(config.max_request_bytes);
         routes.add_service(tonic::service::interceptor::InterceptedService::new(

@@ -5,7 +5,7 @@
 
 use cpm_proto::v1::ClientErased;
 use cpm_runtime::auth::Caller;
-use cpm_runtime::bus::outbox::{self, Wake};
+use cpm_runtime::bus::{Tx, outbox};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
@@ -91,7 +91,7 @@ impl ClientVault {
 /// referral of theirs, and tells the other services. Erasing again changes
 /// nothing and sends nothing.
 pub async fn erase_client(
-    connection: &mut PgConnection,
+    connection: &mut Tx,
     referral_id: Uuid,
     caller: &Caller,
     reason: &str,
@@ -114,7 +114,6 @@ pub async fn erase_client(
                 agency_id: referral.agency_id.clone(),
                 erased_at: Some(timestamp(now)),
             },
-            Wake::OnCommit,
         )
         .await?;
     }

@@ -8,10 +8,8 @@ use cpm_proto::v1::{
     AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralSubmitted,
     ReferralWithdrawn,
 };
-use cpm_runtime::bus::outbox::Wake;
-use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, outbox, referral_id};
+use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outbox, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db;
@@ -20,7 +18,7 @@ use crate::db;
 const SERVICE_ROLE: &str = "service";
 
 async fn audit(
-    connection: &mut PgConnection,
+    connection: &mut Tx,
     assessment_id: Uuid,
     action: &str,
     detail: &str,
@@ -53,7 +51,7 @@ impl On<ReferralSubmitted> for ReferralEvents {
     /// Opens the referral's assessment in its area's queue.
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         event: ReferralSubmitted,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -99,7 +97,6 @@ impl On<ReferralSubmitted> for ReferralEvents {
                 agency_id: event.agency_id.clone(),
                 area: event.area.clone(),
             },
-            Wake::ByCaller,
         )
         .await?;
         audit(
@@ -122,7 +119,7 @@ impl On<ReferralWithdrawn> for ReferralEvents {
     /// Closes the referral's assessment while it is still open.
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         event: ReferralWithdrawn,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -145,11 +142,7 @@ impl On<ReferralWithdrawn> for ReferralEvents {
 impl Forget for ReferralEvents {
     const WHAT: &'static str = "free text";
 
-    async fn forget(
-        &self,
-        connection: &mut PgConnection,
-        referral_id: Uuid,
-    ) -> Result<u64, HandlerError> {
+    async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
         Ok(db::forget_client_text(connection, referral_id).await?)
     }
 }
@@ -178,7 +171,7 @@ pub fn review_trigger(contact: &ContactLogged) -> Option<&'static str> {
 impl On<ContactLogged> for EngagementEvents {
     async fn on(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut Tx,
         contact: ContactLogged,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {

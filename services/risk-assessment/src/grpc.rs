@@ -14,7 +14,7 @@ use cpm_proto::v1::{
     Review, RiskLevel, WillWantCapacityScores,
 };
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::bus::outbox::{self, Wake};
+use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use sqlx::{PgConnection, PgPool};
@@ -31,14 +31,16 @@ use crate::domain::{
 const ASSESSORS: &[Role] = &[Role::Coordinator, Role::Admin];
 
 pub struct RiskAssessment {
+    handle: ServiceHandle,
     pool: PgPool,
     age_rule: AgeRule,
 }
 
 impl RiskAssessment {
-    pub fn new(pool: PgPool, first_assessment_target_days: u32) -> Self {
+    pub fn new(handle: ServiceHandle, first_assessment_target_days: u32) -> Self {
         Self {
-            pool,
+            pool: handle.pool().clone(),
+            handle,
             age_rule: AgeRule {
                 target_working_days: i64::from(first_assessment_target_days),
             },
@@ -324,7 +326,7 @@ impl RiskAssessmentService for RiskAssessment {
         let caller = Caller::of(&request)?.clone();
         caller.require(ASSESSORS)?;
         let check = NewCheck::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         lock_open_assessment(&mut transaction, check.assessment_id, "record checks").await?;
         let visit = check.home_visit.as_ref();
         db::insert_check(
@@ -391,7 +393,7 @@ impl RiskAssessmentService for RiskAssessment {
         let caller = Caller::of(&request)?.clone();
         caller.require(ASSESSORS)?;
         let decision = NewDecision::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let row =
             lock_open_assessment(&mut transaction, decision.assessment_id, "be decided").await?;
         let checks = db::latest_checks(&mut transaction, &[row.assessment_id])
@@ -447,7 +449,6 @@ impl RiskAssessmentService for RiskAssessment {
                 vulnerabilities: decided.vulnerabilities.clone(),
                 client_gender: decided.client_gender,
             },
-            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;
@@ -488,7 +489,7 @@ impl RiskAssessmentService for RiskAssessment {
         caller.require(ASSESSORS)?;
         let reassessment =
             NewReassessment::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut transaction = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let row = db::lock_assessment_of_referral(&mut transaction, reassessment.referral_id)
             .await
             .map_err(ApiError::from)?
@@ -534,7 +535,6 @@ impl RiskAssessmentService for RiskAssessment {
                 decided_by: caller.subject.clone(),
                 decided_at: Some(timestamp(review.reviewed_at)),
             },
-            Wake::OnCommit,
         )
         .await
         .map_err(ApiError::from)?;

@@ -27,12 +27,11 @@ pub mod events;
 pub mod grpc;
 
 use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentServiceServer;
-use cpm_runtime::bus::ConsumerSpec;
+use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::config::{ConfigError, PlatformConfig};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
@@ -98,18 +97,16 @@ impl Service for Descriptor {
         Ok(())
     }
 
-    /// Starts the relay and the consumers, and adds the gRPC service to `routes`.
+    /// Starts the consumers, and adds the gRPC service to `routes`.
     async fn start(
         context: &ServiceContext,
-        pool: PgPool,
+        handle: ServiceHandle,
         config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
-        let relay = context.spawn_relay(NAME, SCHEMA)?;
-        // Opening an assessment writes `assessment.opened` without a NOTIFY.
-        context.spawn_consumer(&pool, events::referrals(), Some(&relay));
-        context.spawn_consumer(&pool, events::engagement(), None);
-        let service = grpc::RiskAssessment::new(pool, config.first_assessment_target_days);
+        context.spawn_consumer(&handle, events::referrals());
+        context.spawn_consumer(&handle, events::engagement());
+        let service = grpc::RiskAssessment::new(handle, config.first_assessment_target_days);
         routes.add_service(RiskAssessmentServiceServer::with_interceptor(
             service,
             context.auth.interceptor(),

@@ -12,11 +12,11 @@ use std::marker::PhantomData;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
 use crate::bus::ConsumerSpec;
+use crate::bus::outbox::ServiceHandle;
 use crate::config::{ConfigError, PlatformConfig};
 use crate::service::{ServiceContext, StartedService};
 
@@ -50,10 +50,11 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Starts its background work and adds its gRPC service to `routes`;
-    /// `pool` is on its schema, already migrated.
+    /// `handle` holds its pool (on its schema, already migrated) and wakes
+    /// its relay, already running, after every write of events.
     fn start(
         context: &ServiceContext,
-        pool: PgPool,
+        handle: ServiceHandle,
         config: Self::Config,
         routes: &mut RoutesBuilder,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -157,7 +158,8 @@ impl<S: Service> ServiceDescriptor for Registered<S> {
             self.check(section, &context.platform)?;
             let config = self.config(section)?;
             let pool = context.database(S::SCHEMA, S::migrations()).await?;
-            S::start(context, pool.clone(), config, routes).await?;
+            let handle = context.service_handle(S::NAME, S::SCHEMA, pool.clone())?;
+            S::start(context, handle, config, routes).await?;
             Ok(StartedService {
                 name: S::NAME,
                 grpc_name: S::GRPC_NAME,

@@ -14,7 +14,8 @@ use tonic_health::server::HealthReporter;
 use crate::Shutdown;
 use crate::auth::Authenticator;
 use crate::bus::consumer::Consumer;
-use crate::bus::relay::{Relay, RelayWaker};
+use crate::bus::outbox::ServiceHandle;
+use crate::bus::relay::Relay;
 use crate::bus::{Bus, Router};
 use crate::config::PlatformConfig;
 use crate::crypto::KeyRing;
@@ -86,14 +87,20 @@ impl ServiceContext {
     /// Starts the outbox relay of `service`'s `schema`, on connections of
     /// its own so that publishing (which holds its batch's row locks until
     /// the broker confirms) never waits for, or holds up, a request's
-    /// connection. Returns the waker for writes that skip the NOTIFY.
-    pub fn spawn_relay(&self, service: &'static str, schema: &str) -> anyhow::Result<RelayWaker> {
+    /// connection, and returns the service's handle on `pool`, whose writes
+    /// wake that relay.
+    pub fn service_handle(
+        &self,
+        service: &'static str,
+        schema: &str,
+        pool: PgPool,
+    ) -> anyhow::Result<ServiceHandle> {
         let relay_database = crate::config::DatabaseConfig {
             max_connections: 2,
             ..self.platform.database.clone()
         };
-        let pool = crate::db::pool(&relay_database, schema)?;
-        let relay = Relay::new(pool, self.bus.clone(), schema, &self.platform.outbox);
+        let relay_pool = crate::db::pool(&relay_database, schema)?;
+        let relay = Relay::new(relay_pool, self.bus.clone(), schema, &self.platform.outbox);
         let waker = relay.waker();
         let shutdown = self.shutdown.clone();
         self.spawn(
@@ -106,24 +113,20 @@ impl ServiceContext {
                 }
             },
         );
-        Ok(waker)
+        Ok(ServiceHandle::new(pool, waker))
     }
 
-    /// Starts a consumer applying `router` to its events. A router whose
-    /// handlers write outbox rows names its service's `relay`, woken after
-    /// each applied event in place of a NOTIFY.
+    /// Starts a consumer applying `router` to its events, each in a
+    /// transaction of `handle` (so the events it writes are published as
+    /// soon as it commits).
     pub fn spawn_consumer<S: Send + Sync + 'static>(
         &self,
-        pool: &PgPool,
+        handle: &ServiceHandle,
         router: Router<S>,
-        relay: Option<&RelayWaker>,
     ) {
         let spec = router.spec();
         let task = TaskSpec::essential(spec.service, format!("{}.consumer", spec.inbox_name()));
-        let mut consumer = Consumer::new(pool.clone(), self.bus.clone(), spec, Arc::new(router));
-        if let Some(relay) = relay {
-            consumer = consumer.waking(relay.clone());
-        }
+        let consumer = Consumer::new(handle.clone(), self.bus.clone(), spec, Arc::new(router));
         let shutdown = self.shutdown.clone();
         self.spawn(task, move || {
             let (consumer, shutdown) = (consumer.clone(), shutdown.clone());

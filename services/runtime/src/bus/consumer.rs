@@ -22,11 +22,11 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use prost::Message as _;
-use sqlx::{PgConnection, PgPool};
+
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::relay::RelayWaker;
+use super::outbox::{ServiceHandle, Tx};
 use super::{Bus, next_delay};
 use crate::Shutdown;
 
@@ -109,11 +109,12 @@ impl ReceivedEvent {
 
 /// A service's reaction to events. Runs inside the transaction that records
 /// the event in the inbox; whatever it writes (outbox rows included) commits
-/// or rolls back with it.
+/// or rolls back with it, and events it wrote are published as soon as it
+/// commits.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle(
         &self,
-        connection: &mut PgConnection,
+        tx: &mut Tx,
         event: &ReceivedEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
@@ -121,23 +122,21 @@ pub trait EventHandler: Send + Sync + 'static {
 /// Runs one consumer until shutdown. Clones share the handler; the
 /// supervisor starts a clone afresh after a failure.
 pub struct Consumer<H> {
-    pool: PgPool,
+    /// The service's pool and relay: each event is applied in a
+    /// transaction of it.
+    handle: ServiceHandle,
     bus: Bus,
     spec: ConsumerSpec,
     handler: Arc<H>,
-    /// Woken after each applied event: the handler's outbox rows skip the
-    /// NOTIFY ([`super::outbox::Wake::ByCaller`]).
-    relay: Option<RelayWaker>,
 }
 
 impl<H> Clone for Consumer<H> {
     fn clone(&self) -> Self {
         Self {
-            pool: self.pool.clone(),
+            handle: self.handle.clone(),
             bus: self.bus.clone(),
             spec: self.spec.clone(),
             handler: self.handler.clone(),
-            relay: self.relay.clone(),
         }
     }
 }
@@ -180,22 +179,13 @@ fn delivery_count(delivery: &Delivery) -> u32 {
 }
 
 impl<H: EventHandler> Consumer<H> {
-    pub fn new(pool: PgPool, bus: Bus, spec: ConsumerSpec, handler: Arc<H>) -> Self {
+    pub fn new(handle: ServiceHandle, bus: Bus, spec: ConsumerSpec, handler: Arc<H>) -> Self {
         Self {
-            pool,
+            handle,
             bus,
             spec,
             handler,
-            relay: None,
         }
-    }
-
-    /// Wakes `relay` after each event applied, once its transaction has
-    /// committed. For handlers that write outbox rows with
-    /// [`super::outbox::Wake::ByCaller`].
-    pub fn waking(mut self, relay: RelayWaker) -> Self {
-        self.relay = Some(relay);
-        self
     }
 
     /// Consumes until `shutdown`, reconnecting whenever the channel is lost.
@@ -354,7 +344,7 @@ impl<H: EventHandler> Consumer<H> {
 
     /// True when applied now, false when the inbox shows it was applied before.
     async fn apply_once(&self, event: &ReceivedEvent) -> Result<bool, HandlerError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.handle.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
@@ -370,9 +360,6 @@ impl<H: EventHandler> Consumer<H> {
         }
         self.handler.handle(&mut transaction, event).await?;
         transaction.commit().await?;
-        if let Some(relay) = &self.relay {
-            relay.wake();
-        }
         Ok(true)
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 
 use crate::config::AmqpConfig;
 pub use consumer::{ConsumerSpec, EventHandler, HandlerError, ReceivedEvent, referral_id};
+pub use outbox::{ServiceHandle, Tx};
 pub use router::{Forget, On, Router};
 pub use topology::Topology;
 

@@ -1,16 +1,91 @@
-//! Writing events: in the caller's transaction, never straight to the broker.
+//! Writing events: in the writer's transaction, never straight to the
+//! broker. Every write wakes the relay of its own process once it has
+//! committed: [`Tx::commit`] does it for transactions, the writer of a
+//! single autocommit statement calls [`ServiceHandle::wake`]. No write
+//! raises a NOTIFY: every NOTIFYing commit takes PostgreSQL's cluster-wide
+//! notify lock through its WAL flush, and no other process needs to hear,
+//! since any relay publishes any row of its schema and polling covers a
+//! writer that died between its commit and its wake-up.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::LazyLock;
 
 use cpm_proto::Event;
 use cpm_proto::v1::EventEnvelope;
 use prost::Message as _;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-/// The NOTIFY channel that wakes the relay of the schema `schema`.
-pub fn notify_channel(schema: &str) -> String {
-    format!("cpm_outbox_{schema}").replace('-', "_")
+use super::relay::RelayWaker;
+
+/// A service's way to its data and its events: its pool and the relay of
+/// its own process, woken after every write that carried events.
+#[derive(Clone, Debug)]
+pub struct ServiceHandle {
+    pool: PgPool,
+    relay: RelayWaker,
+}
+
+impl ServiceHandle {
+    pub fn new(pool: PgPool, relay: RelayWaker) -> Self {
+        Self { pool, relay }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A transaction whose events are published as soon as it commits.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(Tx {
+            transaction: self.pool.begin().await?,
+            relay: self.relay.clone(),
+            wrote_events: false,
+        })
+    }
+
+    /// For a single autocommit statement that wrote outbox rows
+    /// ([`OutboxRow::cte`]): call once it has returned.
+    pub fn wake(&self) {
+        self.relay.wake();
+    }
+}
+
+/// A transaction of a [`ServiceHandle`]: the only place [`enqueue`] writes
+/// to, so no event can be written without its relay being woken. Derefs to
+/// the connection, for queries.
+pub struct Tx {
+    transaction: Transaction<'static, Postgres>,
+    relay: RelayWaker,
+    wrote_events: bool,
+}
+
+impl Tx {
+    /// Commits, then wakes the relay when events were written.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.transaction.commit().await?;
+        if self.wrote_events {
+            self.relay.wake();
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.transaction.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.transaction
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.transaction
+    }
 }
 
 /// Wraps an event in its envelope.
@@ -56,17 +131,12 @@ impl OutboxRow {
     /// A data-modifying CTE `name` that writes the row bound at parameters
     /// `$first` to `$first + 3` (event ID, type, envelope, trace context, in
     /// that order) once for each row of `source`, so nothing is written when
-    /// `source` is empty. `wake` says how the schema's relay learns of it.
-    pub fn cte(name: &str, source: &str, first: usize, wake: Wake) -> String {
-        let returning = match wake {
-            Wake::OnCommit => {
-                " RETURNING pg_notify('cpm_outbox_' || replace(current_schema(), '-', '_'), '')"
-            }
-            Wake::ByCaller => "",
-        };
+    /// `source` is empty. The writer wakes its relay once the statement has
+    /// committed ([`ServiceHandle::wake`]).
+    pub fn cte(name: &str, source: &str, first: usize) -> String {
         format!(
             "{name} AS (INSERT INTO outbox (event_id, event_type, envelope, trace_context) \
-             SELECT ${}, ${}, ${}, ${} FROM {source}{returning})",
+             SELECT ${}, ${}, ${}, ${} FROM {source})",
             first,
             first + 1,
             first + 2,
@@ -75,55 +145,27 @@ impl OutboxRow {
     }
 }
 
-/// How the relay learns of a new outbox row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wake {
-    /// NOTIFY, delivered when the transaction commits, so the relay never
-    /// wakes for a row it cannot see yet. For writes inside a transaction
-    /// the caller commits later. Every NOTIFYing commit takes PostgreSQL's
-    /// cluster-wide notify lock and holds it through its WAL flush, so such
-    /// commits happen one at a time.
-    OnCommit,
-    /// No NOTIFY: once the write has committed, the writer calls
-    /// [`super::relay::RelayWaker::wake`] on the relay of its own process
-    /// (SubmitReferral after its autocommit statement; the consumer
-    /// framework after each applied event, see `Consumer::waking`). For
-    /// hot paths, whose commits then group-commit freely.
-    ByCaller,
-}
-
-/// Adds `event` to the outbox of the connection's schema, inside the
-/// caller's transaction; `wake` says how the relay learns of it once that
-/// transaction commits. Returns the event ID.
+/// Adds `event` to the outbox of the transaction's schema; the relay is
+/// woken when `tx` commits. Returns the event ID.
 pub async fn enqueue<E: Event>(
-    connection: &mut PgConnection,
+    tx: &mut Tx,
     producer: &str,
     event: &E,
-    wake: Wake,
 ) -> Result<Uuid, sqlx::Error> {
-    static NOTIFYING: LazyLock<String> = LazyLock::new(|| {
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH {} SELECT 1",
-            OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::OnCommit)
+            OutboxRow::cte("written", "(SELECT) AS one", 1)
         )
     });
-    static QUIET: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH {} SELECT 1",
-            OutboxRow::cte("written", "(SELECT) AS one", 1, Wake::ByCaller)
-        )
-    });
-    let sql = match wake {
-        Wake::OnCommit => NOTIFYING.as_str(),
-        Wake::ByCaller => QUIET.as_str(),
-    };
     let row = OutboxRow::new(producer, event);
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(sqlx::AssertSqlSafe(INSERT.as_str()))
         .bind(row.event_id)
         .bind(row.event_type)
         .bind(&row.envelope)
         .bind(&row.trace_context)
-        .execute(&mut *connection)
+        .execute(&mut **tx)
         .await?;
+    tx.wrote_events = true;
     Ok(row.event_id)
 }

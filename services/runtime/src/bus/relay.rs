@@ -4,11 +4,10 @@
 //! Several replicas may run it: each batch locks its rows with
 //! `FOR UPDATE SKIP LOCKED`, so a row is published by one relay at a time.
 //! No "last id sent" is tracked, since transactions commit out of id order.
-//! An idle relay wakes on the NOTIFY of an outbox write made in a
-//! transaction ([`super::outbox::Wake::OnCommit`]), or on its
-//! [`RelayWaker`] from a hot path in its own process that skipped the
-//! NOTIFY ([`super::outbox::Wake::ByCaller`]). Polling is the fallback when
-//! a wake-up is missed, the listener is down or the writing process died.
+//! An idle relay wakes on its [`RelayWaker`], which every outbox write of
+//! its own process calls once it has committed (see [`super::outbox`]).
+//! Polling is the fallback for a writing process that died between its
+//! commit and its wake-up (any relay publishes any row of its schema).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +17,6 @@ use futures::future::{join_all, try_join_all};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row as _};
 use tokio::sync::Notify;
 
@@ -73,25 +71,18 @@ impl Relay {
 
     /// Publishes until `shutdown`, then flushes what is due once more.
     ///
-    /// Idle, the relay LISTENs and sleeps until a NOTIFY, its waker or the
-    /// poll. Busy, it UNLISTENs and takes a batch every `linger_ms` until one
-    /// comes back empty: under load the NOTIFY of every commit would
-    /// otherwise wake the listening backend and this process once per event,
-    /// for nothing. On the way back to idle it LISTENs *before* the last look
-    /// at the outbox, so a row committed in between is either seen or
-    /// announced; a waker call in between is kept until the relay waits.
+    /// Idle, the relay sleeps until its waker or the poll. Woken, it lingers
+    /// `linger_ms` to gather the commits of a burst, then takes a batch
+    /// every `linger_ms` until one comes back empty. A wake-up while it is
+    /// busy is kept until it waits again, so no write is left behind.
     pub async fn run(self, shutdown: Shutdown) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let linger = Duration::from_millis(self.config.linger_ms);
-        let mut listener = Listener::default();
         let mut error_delay = Duration::from_millis(100);
         let mut busy = false;
         loop {
             if shutdown.is_cancelled() {
                 break;
-            }
-            if !busy {
-                listener.listen(&self.pool, &self.schema).await;
             }
             match self.publish_due_batch().await {
                 Ok(outcome) => {
@@ -101,7 +92,6 @@ impl Relay {
                     }
                     if busy {
                         if outcome.published == 0 {
-                            // Idle again: listen, then look once more.
                             busy = false;
                             continue;
                         }
@@ -126,15 +116,9 @@ impl Relay {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(poll) => {}
-                notified = listener.recv() => {
-                    if notified {
-                        busy = true;
-                    }
-                }
                 () = self.waker.0.notified() => busy = true,
             }
             if busy {
-                listener.unlisten(&self.schema).await;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(linger) => {}
@@ -253,79 +237,5 @@ impl Relay {
             published: sent.len(),
             deferred: deferred.len(),
         })
-    }
-}
-
-/// The relay's LISTEN connection. Its failures are logged and leave the
-/// relay on polling until the next attempt.
-#[derive(Default)]
-struct Listener {
-    inner: Option<PgListener>,
-    listening: bool,
-}
-
-impl Listener {
-    /// LISTENs (connecting first if needed) and forgets notifications that
-    /// arrived before: the caller looks at the outbox next.
-    async fn listen(&mut self, pool: &PgPool, schema: &str) {
-        if self.listening {
-            return;
-        }
-        if self.inner.is_none() {
-            match PgListener::connect_with(pool).await {
-                Ok(listener) => self.inner = Some(listener),
-                Err(error) => {
-                    tracing::debug!(%schema, %error, "outbox listener could not connect; polling");
-                    return;
-                }
-            }
-        }
-        let Some(listener) = self.inner.as_mut() else {
-            return;
-        };
-        match listener
-            .listen(&super::outbox::notify_channel(schema))
-            .await
-        {
-            Ok(()) => {
-                self.listening = true;
-                while listener.next_buffered().is_some() {}
-            }
-            Err(error) => {
-                tracing::debug!(%schema, %error, "LISTEN failed; polling");
-                self.inner = None;
-            }
-        }
-    }
-
-    /// Stops the wake-ups while the relay is busy anyway.
-    async fn unlisten(&mut self, schema: &str) {
-        if !std::mem::replace(&mut self.listening, false) {
-            return;
-        }
-        if let Some(listener) = self.inner.as_mut()
-            && let Err(error) = listener
-                .unlisten(&super::outbox::notify_channel(schema))
-                .await
-        {
-            tracing::debug!(%schema, %error, "UNLISTEN failed; reconnecting later");
-            self.inner = None;
-        }
-    }
-
-    /// Waits for a notification: `true` for one, `false` when the
-    /// connection failed. Never returns while not listening.
-    async fn recv(&mut self) -> bool {
-        match self.inner.as_mut() {
-            Some(listener) if self.listening => match listener.recv().await {
-                Ok(_) => true,
-                Err(_) => {
-                    self.inner = None;
-                    self.listening = false;
-                    false
-                }
-            },
-            _ => std::future::pending().await,
-        }
     }
 }

@@ -14,10 +14,10 @@ use std::future::Future;
 use cpm_proto::Event;
 use cpm_proto::v1::ClientErased;
 use futures::future::BoxFuture;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::consumer::{ConsumerSpec, EventHandler, HandlerError, ReceivedEvent, referral_id};
+use super::outbox::Tx;
 
 /// A handler of events of type `E`.
 pub trait On<E: Event>: Send + Sync + 'static {
@@ -25,7 +25,7 @@ pub trait On<E: Event>: Send + Sync + 'static {
     /// [`EventHandler`]); `received` has its envelope and delivery count.
     fn on(
         &self,
-        connection: &mut PgConnection,
+        tx: &mut Tx,
         event: E,
         received: &ReceivedEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
@@ -41,16 +41,13 @@ pub trait Forget: Send + Sync + 'static {
     /// returns how many rows changed.
     fn forget(
         &self,
-        connection: &mut PgConnection,
+        tx: &mut Tx,
         referral_id: Uuid,
     ) -> impl Future<Output = Result<u64, HandlerError>> + Send;
 }
 
-type Dispatch<S> = for<'a> fn(
-    &'a S,
-    &'a mut PgConnection,
-    &'a ReceivedEvent,
-) -> BoxFuture<'a, Result<(), HandlerError>>;
+type Dispatch<S> =
+    for<'a> fn(&'a S, &'a mut Tx, &'a ReceivedEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
 
 struct Route<S> {
     event_type: &'static str,
@@ -67,7 +64,7 @@ pub struct Router<S> {
 
 fn dispatch<'a, S, E>(
     state: &'a S,
-    connection: &'a mut PgConnection,
+    tx: &'a mut Tx,
     received: &'a ReceivedEvent,
 ) -> BoxFuture<'a, Result<(), HandlerError>>
 where
@@ -76,18 +73,18 @@ where
 {
     Box::pin(async move {
         let event = received.decode::<E>()?;
-        state.on(connection, event, received).await
+        state.on(tx, event, received).await
     })
 }
 
 fn dispatch_erasure<'a, S: Forget>(
     state: &'a S,
-    connection: &'a mut PgConnection,
+    tx: &'a mut Tx,
     received: &'a ReceivedEvent,
 ) -> BoxFuture<'a, Result<(), HandlerError>> {
     Box::pin(async move {
         let referral_id = referral_id(&received.decode::<ClientErased>()?.referral_id)?;
-        let forgotten = state.forget(connection, referral_id).await?;
+        let forgotten = state.forget(tx, referral_id).await?;
         tracing::info!(%referral_id, forgotten, what = S::WHAT, "an erased client's data dropped");
         Ok(())
     })
@@ -150,11 +147,7 @@ impl<S: Send + Sync + 'static> Router<S> {
 }
 
 impl<S: Send + Sync + 'static> EventHandler for Router<S> {
-    async fn handle(
-        &self,
-        connection: &mut PgConnection,
-        event: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Tx, event: &ReceivedEvent) -> Result<(), HandlerError> {
         let Some(route) = self
             .routes
             .iter()
@@ -165,7 +158,7 @@ impl<S: Send + Sync + 'static> EventHandler for Router<S> {
                 event.event_type(),
             ));
         };
-        (route.dispatch)(&self.state, connection, event).await
+        (route.dispatch)(&self.state, tx, event).await
     }
 }
 
@@ -180,7 +173,7 @@ mod tests {
     impl On<ReferralSubmitted> for Handler {
         async fn on(
             &self,
-            _: &mut PgConnection,
+            _: &mut Tx,
             _: ReferralSubmitted,
             _: &ReceivedEvent,
         ) -> Result<(), HandlerError> {
@@ -191,7 +184,7 @@ mod tests {
     impl On<ReferralWithdrawn> for Handler {
         async fn on(
             &self,
-            _: &mut PgConnection,
+            _: &mut Tx,
             _: ReferralWithdrawn,
             _: &ReceivedEvent,
         ) -> Result<(), HandlerError> {
@@ -202,7 +195,7 @@ mod tests {
     impl Forget for Handler {
         const WHAT: &'static str = "everything";
 
-        async fn forget(&self, _: &mut PgConnection, _: Uuid) -> Result<u64, HandlerError> {
+        async fn forget(&self, _: &mut Tx, _: Uuid) -> Result<u64, HandlerError> {
             Ok(0)
         }
     }
