@@ -29,6 +29,7 @@ macro_rules! events {
 events! {
     ReferralSubmitted => "referral.submitted",
     ReferralWithdrawn => "referral.withdrawn",
+    ReferralStatusChanged => "referral.status_changed",
     AssessmentOpened => "assessment.opened",
     AssessmentDecided => "assessment.decided",
     MentorsAwaited => "matching.awaiting_mentors",
@@ -37,4 +38,45 @@ events! {
     CaseDischarged => "case.discharged",
     EngagementChanged => "engagement.changed",
     ClientErased => "client.erased",
+}
+
+/// The order of a referral's statuses as its referrer sees them: a status
+/// only ever moves to a higher rank. The three ends share the top rank, so
+/// none replaces another.
+pub fn status_rank(status: v1::ReferralStatus) -> i32 {
+    use v1::ReferralStatus;
+    match status {
+        ReferralStatus::Unspecified => -1,
+        ReferralStatus::Received => 0,
+        ReferralStatus::UnderAssessment => 1,
+        ReferralStatus::Accepted => 2,
+        ReferralStatus::AwaitingMentors => 3,
+        ReferralStatus::InSupport => 4,
+        ReferralStatus::Discharged | ReferralStatus::NotTakenOn | ReferralStatus::Withdrawn => 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::ReferralStatus;
+
+    #[test]
+    fn statuses_rank_along_the_journey_and_the_ends_are_final() {
+        let journey = [
+            ReferralStatus::Received,
+            ReferralStatus::UnderAssessment,
+            ReferralStatus::Accepted,
+            ReferralStatus::AwaitingMentors,
+            ReferralStatus::InSupport,
+            ReferralStatus::Discharged,
+        ];
+        for pair in journey.windows(2) {
+            assert!(status_rank(pair[0]) < status_rank(pair[1]), "{pair:?}");
+        }
+        assert_eq!(
+            status_rank(ReferralStatus::NotTakenOn),
+            status_rank(ReferralStatus::Withdrawn)
+        );
+    }
 }

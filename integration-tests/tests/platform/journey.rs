@@ -27,7 +27,7 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     assert_eq!(seen.last(), Some(&ReferralStatus::Discharged));
     let ranks: Vec<i32> = seen
         .iter()
-        .map(|s| referral_intake::domain::status_rank(*s))
+        .map(|s| cpm_proto::status_rank(*s))
         .collect();
     assert!(
         ranks.windows(2).all(|w| w[0] < w[1]),

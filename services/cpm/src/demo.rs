@@ -73,7 +73,7 @@ struct Journey {
 }
 
 fn rank(status: ReferralStatus) -> i32 {
-    referral_intake::domain::status_rank(status)
+    cpm_proto::status_rank(status)
 }
 
 impl Journey {

@@ -408,20 +408,8 @@ impl NewReferral {
     }
 }
 
-/// How far along the journey a status is. A projection only moves to a
-/// higher rank, so events arriving out of order never move a status back;
-/// final statuses share the top rank.
-pub fn status_rank(status: ReferralStatus) -> i32 {
-    match status {
-        ReferralStatus::Unspecified => -1,
-        ReferralStatus::Received => 0,
-        ReferralStatus::UnderAssessment => 1,
-        ReferralStatus::Accepted => 2,
-        ReferralStatus::AwaitingMentors => 3,
-        ReferralStatus::InSupport => 4,
-        ReferralStatus::Discharged | ReferralStatus::NotTakenOn | ReferralStatus::Withdrawn => 10,
-    }
-}
+/// The order of statuses lives in the contracts crate.
+pub use cpm_proto::status_rank;
 
 /// Statuses from which an agency may still withdraw.
 pub fn can_withdraw(status: ReferralStatus) -> bool {
