@@ -459,6 +459,8 @@ pub async fn earlier_assessments(
     connection: &mut PgConnection,
     earlier_referral_id: Uuid,
 ) -> Result<Vec<EarlierAssessmentRow>, sqlx::Error> {
+    // `?`: the LEFT JOINs' columns are NULL without a review, which sqlx's
+    // inference misses for some of them (an Option field compiles anyway).
     sqlx::query_as!(
         EarlierAssessmentRow,
         "WITH RECURSIVE chain (referral_id, depth) AS ( \
@@ -469,8 +471,8 @@ pub async fn earlier_assessments(
            WHERE a.earlier_referral_id IS NOT NULL AND chain.depth < $2) \
          SELECT a.assessment_id, a.referral_id, a.area, a.state, a.opened_at, a.decision, \
            a.stage, a.reason, a.referred_to, a.decided_by, a.decided_at, \
-           last_review.action AS engagement, ended.stage AS ended_stage, \
-           ended.reason AS ended_reason, ended.reviewed_at AS ended_at \
+           last_review.action AS \"engagement?\", ended.stage AS \"ended_stage?\", \
+           ended.reason AS \"ended_reason?\", ended.reviewed_at AS \"ended_at?\" \
          FROM chain JOIN risk_assessment.assessment a ON a.referral_id = chain.referral_id \
          LEFT JOIN LATERAL (SELECT v.action FROM risk_assessment.review v \
            WHERE v.assessment_id = a.assessment_id \
