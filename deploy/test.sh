@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deploy/test.sh: the whole test suite against a real PostgreSQL and RabbitMQ.
 #
-#   bash deploy/test.sh                  # clippy, every crate's tests, then buf lint
+#   bash deploy/test.sh                  # clippy, .sqlx/ check, every crate's tests, buf lint
 #   bash deploy/test.sh -- --nocapture   # arguments go to cargo test
 #   CPM_SKIP_BUF=1 bash deploy/test.sh   # without buf lint
 #
@@ -12,7 +12,10 @@
 # machine without npm skips it with a note. The Python example agency client
 # (examples/python) is tested through a venv in .cpm/venv, exported to the
 # tests as CPM_PYTHON; without python3 (or network for pip) that test is
-# skipped with a note, never failed. Exits non-zero when anything fails.
+# skipped with a note, never failed. The committed query metadata (.sqlx/)
+# is checked against a scratch database migrated by `cpm migrate`, with the
+# sqlx-cli of Cargo.lock's sqlx (installed with cargo when missing, about
+# 3 minutes). Exits non-zero when anything fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -66,6 +69,56 @@ cpm_python_example_env() {
 step "Python for the example agency client"
 cpm_python_example_env
 
+# Makes `cargo sqlx` the sqlx-cli of the sqlx version in Cargo.lock,
+# installing it when missing or another version.
+cpm_sqlx_cli() {
+    local version installed
+    version=$(awk '$0 == "name = \"sqlx\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+    if [ -z "$version" ]; then
+        echo "sqlx-cli: no sqlx package in Cargo.lock" >&2
+        return 1
+    fi
+    installed=$(cargo sqlx --version 2>/dev/null || true)
+    if [ "${installed##* }" = "$version" ]; then
+        return 0
+    fi
+    echo "sqlx-cli: installing $version (found: ${installed:-none}); this takes about 3 minutes"
+    cargo install sqlx-cli --locked --version "$version" \
+        --no-default-features --features postgres,rustls
+}
+
+# Regenerates the query metadata of every query! against a scratch database
+# with every schema migrated, and compares it with the committed .sqlx/:
+# fails when a query or a migration changed without `cargo sqlx prepare`,
+# or when .sqlx/ holds a query no longer in the code. Drops the database.
+cpm_sqlx_check() {
+    local name="cpm_sqlx_check_$$" base url log ok=1
+    cpm_sqlx_cli || return 1
+    # CPM_TEST_DATABASE_URL names the postgres database; swap in our own.
+    base=${CPM_TEST_DATABASE_URL%%\?*}
+    url="${base%/*}/$name${CPM_TEST_DATABASE_URL:${#base}}"
+    log=$(mktemp)
+    # cpm migrate creates the database. Built with SQLX_OFFLINE, so a query
+    # missing from .sqlx/ already stops it here.
+    if ! CPM__DATABASE__URL="$url" cargo run --locked --quiet -p cpm -- migrate; then
+        echo "sqlx: could not build cpm or migrate the scratch database $name" >&2
+        ok=0
+    elif ! cargo sqlx prepare --workspace --check --database-url "$url" \
+        -- --all-targets --locked 2>&1 | tee "$log"; then
+        ok=0
+    elif grep -q 'unused queries' "$log"; then
+        echo "sqlx: .sqlx/ holds queries the code no longer has" >&2
+        ok=0
+    fi
+    cargo sqlx database drop -y --database-url "$url" >/dev/null 2>&1 ||
+        echo "sqlx: could not drop the scratch database $name" >&2
+    rm -f "$log"
+    if [ "$ok" -eq 0 ]; then
+        echo "sqlx: regenerate with: DATABASE_URL=<a database migrated by cpm migrate> cargo sqlx prepare --workspace -- --all-targets" >&2
+        return 1
+    fi
+}
+
 failed=()
 
 step "cargo clippy --workspace --all-targets --locked -- -D warnings"
@@ -75,6 +128,16 @@ if cargo clippy --workspace --all-targets --locked -- -D warnings; then
     echo "cargo clippy: passed"
 else
     failed+=("cargo clippy")
+fi
+
+step "cargo sqlx prepare --workspace --check (.sqlx/ matches the queries)"
+# prepare touches the workspace crates' sources so that every query! expands
+# again: cargo test then rebuilds those crates even on an unchanged tree.
+sqlx_started=$SECONDS
+if cpm_sqlx_check; then
+    echo "sqlx prepare --check: passed ($((SECONDS - sqlx_started)) s)"
+else
+    failed+=("sqlx prepare --check")
 fi
 
 step "cargo test --workspace --locked $*"

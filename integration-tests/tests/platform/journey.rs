@@ -25,10 +25,7 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     let seen = &report.statuses_seen;
     assert_eq!(seen.first(), Some(&ReferralStatus::Received));
     assert_eq!(seen.last(), Some(&ReferralStatus::Discharged));
-    let ranks: Vec<i32> = seen
-        .iter()
-        .map(|s| cpm_proto::status_rank(*s))
-        .collect();
+    let ranks: Vec<i32> = seen.iter().map(|s| cpm_proto::status_rank(*s)).collect();
     assert!(
         ranks.windows(2).all(|w| w[0] < w[1]),
         "statuses moved backwards: {seen:?}"

@@ -36,9 +36,6 @@ pub struct ContactRow {
     pub logged_at: DateTime<Utc>,
 }
 
-const CONTACT_COLUMNS: &str = "contact_id, case_file_id, activity, minutes, occurred_at, \
-    logged_by, logged_by_role, summary, concern_raised, logged_at";
-
 /// How a read case file row is locked until the transaction ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaseLock {
@@ -50,14 +47,26 @@ pub enum CaseLock {
     Update,
 }
 
-impl CaseLock {
-    fn clause(self) -> &'static str {
-        match self {
-            CaseLock::None => "",
-            CaseLock::Share => "FOR SHARE OF case_file",
-            CaseLock::Update => "FOR UPDATE OF case_file",
-        }
-    }
+/// `query_as!` into [`CaseFileRow`]: the case file of referral `$1`,
+/// then `$lock` (a string literal: the locking clause or nothing).
+macro_rules! case_file_of_referral {
+    ($lock:literal, $referral_id:expr) => {
+        sqlx::query_as!(
+            CaseFileRow,
+            "SELECT case_file.case_file_id, referral_id, agency_id, area, state, opened_at, \
+               discharged_at, discharged_by, discharge_reason, \
+               ARRAY(SELECT mentor_id FROM contact_logging.case_mentor \
+                     WHERE case_mentor.case_file_id = case_file.case_file_id ORDER BY mentor_id) \
+                 AS \"mentor_ids!\", \
+               (SELECT count(*) FROM contact_logging.contact \
+                WHERE contact.case_file_id = case_file.case_file_id) AS \"contacts!\", \
+               (SELECT COALESCE(sum(minutes), 0)::bigint FROM contact_logging.contact \
+                WHERE contact.case_file_id = case_file.case_file_id) AS \"minutes!\" \
+             FROM contact_logging.case_file WHERE referral_id = $1 "
+                + $lock,
+            $referral_id
+        )
+    };
 }
 
 /// What a new case file holds.
@@ -75,17 +84,18 @@ pub async fn insert_case_file(
     connection: &mut PgConnection,
     case_file: &NewCaseFile<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO case_file (case_file_id, referral_id, agency_id, area, state, opened_at) \
+    let inserted = sqlx::query!(
+        "INSERT INTO contact_logging.case_file (case_file_id, referral_id, agency_id, area, \
+         state, opened_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (referral_id) DO NOTHING",
+        case_file.case_file_id,
+        case_file.referral_id,
+        case_file.agency_id,
+        case_file.area,
+        case_file.state,
+        case_file.opened_at,
     )
-    .bind(case_file.case_file_id)
-    .bind(case_file.referral_id)
-    .bind(case_file.agency_id)
-    .bind(case_file.area)
-    .bind(case_file.state)
-    .bind(case_file.opened_at)
     .execute(connection)
     .await?
     .rows_affected();
@@ -98,13 +108,13 @@ pub async fn insert_case_mentors(
     case_file_id: Uuid,
     mentor_ids: &[String],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO case_mentor (case_file_id, mentor_id) \
+    sqlx::query!(
+        "INSERT INTO contact_logging.case_mentor (case_file_id, mentor_id) \
          SELECT $1, mentor_id FROM unnest($2::text[]) AS mentor_id WHERE mentor_id <> '' \
          ON CONFLICT DO NOTHING",
+        case_file_id,
+        mentor_ids
     )
-    .bind(case_file_id)
-    .bind(mentor_ids)
     .execute(connection)
     .await?;
     Ok(())
@@ -116,22 +126,23 @@ pub async fn fetch_case_file(
     referral_id: Uuid,
     lock: CaseLock,
 ) -> Result<Option<CaseFileRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT case_file.case_file_id, referral_id, agency_id, area, state, opened_at, \
-           discharged_at, discharged_by, discharge_reason, \
-           ARRAY(SELECT mentor_id FROM case_mentor \
-                 WHERE case_mentor.case_file_id = case_file.case_file_id ORDER BY mentor_id) \
-             AS mentor_ids, \
-           (SELECT count(*) FROM contact \
-            WHERE contact.case_file_id = case_file.case_file_id) AS contacts, \
-           (SELECT COALESCE(sum(minutes), 0)::bigint FROM contact \
-            WHERE contact.case_file_id = case_file.case_file_id) AS minutes \
-         FROM case_file WHERE referral_id = $1 {}",
-        lock.clause()
-    )))
-    .bind(referral_id)
-    .fetch_optional(connection)
-    .await
+    match lock {
+        CaseLock::None => {
+            case_file_of_referral!("", referral_id)
+                .fetch_optional(connection)
+                .await
+        }
+        CaseLock::Share => {
+            case_file_of_referral!("FOR SHARE OF case_file", referral_id)
+                .fetch_optional(connection)
+                .await
+        }
+        CaseLock::Update => {
+            case_file_of_referral!("FOR UPDATE OF case_file", referral_id)
+                .fetch_optional(connection)
+                .await
+        }
+    }
 }
 
 /// What a new contact row holds.
@@ -152,21 +163,23 @@ pub async fn insert_contact(
     connection: &mut PgConnection,
     contact: &NewContactRow<'_>,
 ) -> Result<ContactRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO contact (contact_id, case_file_id, activity, minutes, occurred_at, \
-         logged_by, logged_by_role, summary, concern_raised) \
+    sqlx::query_as!(
+        ContactRow,
+        "INSERT INTO contact_logging.contact (contact_id, case_file_id, activity, minutes, \
+         occurred_at, logged_by, logged_by_role, summary, concern_raised) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         RETURNING {CONTACT_COLUMNS}"
-    )))
-    .bind(contact.contact_id)
-    .bind(contact.case_file_id)
-    .bind(contact.activity)
-    .bind(contact.minutes)
-    .bind(contact.occurred_at)
-    .bind(contact.logged_by)
-    .bind(contact.logged_by_role)
-    .bind(contact.summary)
-    .bind(contact.concern_raised)
+         RETURNING contact_id, case_file_id, activity, minutes, occurred_at, \
+         logged_by, logged_by_role, summary, concern_raised, logged_at",
+        contact.contact_id,
+        contact.case_file_id,
+        contact.activity,
+        contact.minutes,
+        contact.occurred_at,
+        contact.logged_by,
+        contact.logged_by_role,
+        contact.summary,
+        contact.concern_raised,
+    )
     .fetch_one(connection)
     .await
 }
@@ -176,11 +189,14 @@ pub async fn list_contacts(
     connection: &mut PgConnection,
     case_file_id: Uuid,
 ) -> Result<Vec<ContactRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CONTACT_COLUMNS} FROM contact WHERE case_file_id = $1 \
-         ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC"
-    )))
-    .bind(case_file_id)
+    sqlx::query_as!(
+        ContactRow,
+        "SELECT contact_id, case_file_id, activity, minutes, occurred_at, \
+         logged_by, logged_by_role, summary, concern_raised, logged_at \
+         FROM contact_logging.contact WHERE case_file_id = $1 \
+         ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC",
+        case_file_id
+    )
     .fetch_all(connection)
     .await
 }
@@ -195,17 +211,18 @@ pub async fn discharge_case_file(
     discharged_by: &str,
     reason: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE case_file SET state = $3, discharged_at = now(), discharged_by = $4, \
-         discharge_reason = $5 \
+    // The column is nullable, but this statement has just set it.
+    sqlx::query_scalar!(
+        "UPDATE contact_logging.case_file SET state = $3, discharged_at = now(), \
+         discharged_by = $4, discharge_reason = $5 \
          WHERE case_file_id = $1 AND state = $2 \
-         RETURNING discharged_at",
+         RETURNING discharged_at AS \"discharged_at!\"",
+        case_file_id,
+        open_state,
+        discharged_state,
+        discharged_by,
+        reason
     )
-    .bind(case_file_id)
-    .bind(open_state)
-    .bind(discharged_state)
-    .bind(discharged_by)
-    .bind(reason)
     .fetch_optional(connection)
     .await
 }
@@ -217,13 +234,14 @@ pub async fn insert_ended_engagement(
     ended_by: &str,
     ended_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO ended_engagement (referral_id, ended_by, ended_at) VALUES ($1, $2, $3) \
+    sqlx::query!(
+        "INSERT INTO contact_logging.ended_engagement (referral_id, ended_by, ended_at) \
+         VALUES ($1, $2, $3) \
          ON CONFLICT (referral_id) DO NOTHING",
+        referral_id,
+        ended_by,
+        ended_at
     )
-    .bind(referral_id)
-    .bind(ended_by)
-    .bind(ended_at)
     .execute(connection)
     .await?;
     Ok(())
@@ -237,14 +255,15 @@ pub async fn close_case_file_if_ended(
     open_state: i32,
     closed_state: i32,
 ) -> Result<bool, sqlx::Error> {
-    let closed = sqlx::query(
-        "UPDATE case_file SET state = $3, closed_at = ended.ended_at, closed_by = ended.ended_by \
-         FROM ended_engagement ended \
+    let closed = sqlx::query!(
+        "UPDATE contact_logging.case_file \
+         SET state = $3, closed_at = ended.ended_at, closed_by = ended.ended_by \
+         FROM contact_logging.ended_engagement ended \
          WHERE case_file.referral_id = $1 AND ended.referral_id = $1 AND case_file.state = $2",
+        referral_id,
+        open_state,
+        closed_state
     )
-    .bind(referral_id)
-    .bind(open_state)
-    .bind(closed_state)
     .execute(connection)
     .await?
     .rows_affected();
@@ -258,18 +277,19 @@ pub async fn forget_client_text(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    let contacts = sqlx::query(
-        "UPDATE contact SET summary = '' WHERE summary <> '' AND case_file_id IN \
-         (SELECT case_file_id FROM case_file WHERE referral_id = $1)",
+    let contacts = sqlx::query!(
+        "UPDATE contact_logging.contact SET summary = '' WHERE summary <> '' AND case_file_id IN \
+         (SELECT case_file_id FROM contact_logging.case_file WHERE referral_id = $1)",
+        referral_id
     )
-    .bind(referral_id)
     .execute(&mut *connection)
     .await?
     .rows_affected();
-    let case_files = sqlx::query(
-        "UPDATE case_file SET discharge_reason = '' WHERE discharge_reason <> '' AND referral_id = $1",
+    let case_files = sqlx::query!(
+        "UPDATE contact_logging.case_file SET discharge_reason = '' \
+         WHERE discharge_reason <> '' AND referral_id = $1",
+        referral_id
     )
-    .bind(referral_id)
     .execute(connection)
     .await?
     .rows_affected();

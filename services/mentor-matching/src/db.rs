@@ -8,14 +8,27 @@ use cpm_proto::v1::MentorStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// The number of active allocations of the `mentor` row in scope.
-const CURRENT_CLIENTS: &str = "(SELECT count(*) FROM allocation_mentor \
-    JOIN allocation ON allocation.allocation_id = allocation_mentor.allocation_id \
-    WHERE allocation_mentor.mentor_id = mentor.mentor_id AND allocation.active)::integer";
-
-const MENTOR_COLUMNS: &str = "mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
-    mentor.lived_experience, mentor.safeguarding_trained, mentor.status, mentor.capacity, \
-    mentor.trained_on";
+/// `query_as!` into [`MentorRow`]: `$before` (a string literal), the
+/// columns of the `mentor` row in scope with its current clients (the
+/// number of its active allocations), then `$after`.
+macro_rules! mentors {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            MentorRow,
+            $before
+                + " mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
+                mentor.lived_experience, mentor.safeguarding_trained, mentor.status, \
+                mentor.capacity, mentor.trained_on, \
+                (SELECT count(*) FROM mentor_matching.allocation_mentor \
+                 JOIN mentor_matching.allocation \
+                   ON allocation.allocation_id = allocation_mentor.allocation_id \
+                 WHERE allocation_mentor.mentor_id = mentor.mentor_id \
+                   AND allocation.active)::integer AS \"current_clients!\" "
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 /// A mentor with their current number of clients.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -50,21 +63,24 @@ pub async fn insert_mentor(
     connection: &mut PgConnection,
     row: &NewMentorRow<'_>,
 ) -> Result<MentorRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO mentor (mentor_id, display_name, gender, area, lived_experience, \
-         safeguarding_trained, status, capacity, registered_by) \
+    sqlx::query_as!(
+        MentorRow,
+        "INSERT INTO mentor_matching.mentor (mentor_id, display_name, gender, area, \
+         lived_experience, safeguarding_trained, status, capacity, registered_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         RETURNING {MENTOR_COLUMNS}, 0 AS current_clients"
-    )))
-    .bind(row.mentor_id)
-    .bind(row.display_name)
-    .bind(row.gender)
-    .bind(row.area)
-    .bind(&row.lived_experience)
-    .bind(row.safeguarding_trained)
-    .bind(row.status)
-    .bind(row.capacity)
-    .bind(row.registered_by)
+         RETURNING mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
+         mentor.lived_experience, mentor.safeguarding_trained, mentor.status, mentor.capacity, \
+         mentor.trained_on, 0 AS \"current_clients!\"",
+        row.mentor_id,
+        row.display_name,
+        row.gender,
+        row.area,
+        &row.lived_experience,
+        row.safeguarding_trained,
+        row.status,
+        row.capacity,
+        row.registered_by,
+    )
     .fetch_one(connection)
     .await
 }
@@ -74,24 +90,38 @@ pub async fn list_mentors(
     connection: &mut PgConnection,
     area: Option<&str>,
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MENTOR_COLUMNS}, {CURRENT_CLIENTS} AS current_clients FROM mentor \
+    mentors!(
+        "SELECT",
+        "FROM mentor_matching.mentor \
          WHERE ($1::text IS NULL OR area = $1) \
-         ORDER BY display_name, mentor_id"
-    )))
-    .bind(area)
+         ORDER BY display_name, mentor_id",
+        area
+    )
     .fetch_all(connection)
     .await
 }
 
 /// Mentors who may be proposed: active, safeguarding-trained and below capacity.
 pub async fn list_candidates(connection: &mut PgConnection) -> Result<Vec<MentorRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM (SELECT {MENTOR_COLUMNS}, {CURRENT_CLIENTS} AS current_clients FROM mentor \
-         WHERE status = $1 AND safeguarding_trained) AS candidate \
-         WHERE current_clients < capacity ORDER BY mentor_id"
-    )))
-    .bind(MentorStatus::Active as i32)
+    // The count is named for the outer query, so it cannot carry the
+    // non-NULL override of `mentors!`: the outer list restates the columns.
+    sqlx::query_as!(
+        MentorRow,
+        "SELECT mentor_id, display_name, gender, area, lived_experience, safeguarding_trained, \
+           status, capacity, trained_on, current_clients AS \"current_clients!\" \
+         FROM (SELECT mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
+           mentor.lived_experience, mentor.safeguarding_trained, mentor.status, \
+           mentor.capacity, mentor.trained_on, \
+           (SELECT count(*) FROM mentor_matching.allocation_mentor \
+            JOIN mentor_matching.allocation \
+              ON allocation.allocation_id = allocation_mentor.allocation_id \
+            WHERE allocation_mentor.mentor_id = mentor.mentor_id \
+              AND allocation.active)::integer AS current_clients \
+           FROM mentor_matching.mentor \
+           WHERE status = $1 AND safeguarding_trained) AS candidate \
+         WHERE current_clients < capacity ORDER BY mentor_id",
+        MentorStatus::Active as i32
+    )
     .fetch_all(connection)
     .await
 }
@@ -103,10 +133,11 @@ pub async fn lock_mentors(
     connection: &mut PgConnection,
     mentor_ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT mentor_id FROM mentor WHERE mentor_id = ANY($1) ORDER BY mentor_id FOR UPDATE",
+    sqlx::query_scalar!(
+        "SELECT mentor_id FROM mentor_matching.mentor WHERE mentor_id = ANY($1) \
+         ORDER BY mentor_id FOR UPDATE",
+        mentor_ids
     )
-    .bind(mentor_ids)
     .fetch_all(connection)
     .await
 }
@@ -116,11 +147,11 @@ pub async fn fetch_mentors(
     connection: &mut PgConnection,
     mentor_ids: &[Uuid],
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MENTOR_COLUMNS}, {CURRENT_CLIENTS} AS current_clients FROM mentor \
-         WHERE mentor_id = ANY($1) ORDER BY mentor_id"
-    )))
-    .bind(mentor_ids)
+    mentors!(
+        "SELECT",
+        "FROM mentor_matching.mentor WHERE mentor_id = ANY($1) ORDER BY mentor_id",
+        mentor_ids
+    )
     .fetch_all(connection)
     .await
 }
@@ -130,11 +161,13 @@ pub async fn set_mentors_status(
     mentor_ids: &[Uuid],
     status: MentorStatus,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE mentor SET status = $2 WHERE mentor_id = ANY($1)")
-        .bind(mentor_ids)
-        .bind(status as i32)
-        .execute(connection)
-        .await?;
+    sqlx::query!(
+        "UPDATE mentor_matching.mentor SET status = $2 WHERE mentor_id = ANY($1)",
+        mentor_ids,
+        status as i32
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
@@ -150,9 +183,6 @@ pub struct WaitingClientRow {
     pub estimated_start: DateTime<Utc>,
     pub allocated: bool,
 }
-
-const WAITING_CLIENT_COLUMNS: &str = "referral_id, agency_id, area, vulnerabilities, \
-    client_gender, accepted_at, estimated_start, allocated";
 
 /// What a newly accepted client's row holds.
 pub struct NewWaitingClient<'a> {
@@ -170,18 +200,19 @@ pub async fn insert_waiting_client(
     connection: &mut PgConnection,
     row: &NewWaitingClient<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO waiting_client (referral_id, agency_id, area, vulnerabilities, client_gender, \
-         accepted_at, estimated_start) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+    let inserted = sqlx::query!(
+        "INSERT INTO mentor_matching.waiting_client (referral_id, agency_id, area, \
+         vulnerabilities, client_gender, accepted_at, estimated_start) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (referral_id) DO NOTHING",
+        row.referral_id,
+        row.agency_id,
+        row.area,
+        &row.vulnerabilities,
+        row.client_gender,
+        row.accepted_at,
+        row.estimated_start,
     )
-    .bind(row.referral_id)
-    .bind(row.agency_id)
-    .bind(row.area)
-    .bind(&row.vulnerabilities)
-    .bind(row.client_gender)
-    .bind(row.accepted_at)
-    .bind(row.estimated_start)
     .execute(connection)
     .await?
     .rows_affected();
@@ -192,11 +223,14 @@ pub async fn fetch_waiting_client(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Option<WaitingClientRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WAITING_CLIENT_COLUMNS} FROM waiting_client \
-         WHERE referral_id = $1 AND ended_at IS NULL"
-    )))
-    .bind(referral_id)
+    sqlx::query_as!(
+        WaitingClientRow,
+        "SELECT referral_id, agency_id, area, vulnerabilities, client_gender, accepted_at, \
+           estimated_start, allocated \
+         FROM mentor_matching.waiting_client \
+         WHERE referral_id = $1 AND ended_at IS NULL",
+        referral_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -206,11 +240,14 @@ pub async fn lock_waiting_client(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Option<WaitingClientRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WAITING_CLIENT_COLUMNS} FROM waiting_client \
-         WHERE referral_id = $1 AND ended_at IS NULL FOR UPDATE"
-    )))
-    .bind(referral_id)
+    sqlx::query_as!(
+        WaitingClientRow,
+        "SELECT referral_id, agency_id, area, vulnerabilities, client_gender, accepted_at, \
+           estimated_start, allocated \
+         FROM mentor_matching.waiting_client \
+         WHERE referral_id = $1 AND ended_at IS NULL FOR UPDATE",
+        referral_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -219,10 +256,12 @@ pub async fn mark_client_allocated(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE waiting_client SET allocated = true WHERE referral_id = $1")
-        .bind(referral_id)
-        .execute(connection)
-        .await?;
+    sqlx::query!(
+        "UPDATE mentor_matching.waiting_client SET allocated = true WHERE referral_id = $1",
+        referral_id
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
@@ -234,20 +273,21 @@ pub async fn insert_allocation(
     mentor_ids: &[Uuid],
     confirmed_by: &str,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
-    let confirmed_at = sqlx::query_scalar(
-        "INSERT INTO allocation (allocation_id, referral_id, confirmed_by) VALUES ($1, $2, $3) \
-         RETURNING confirmed_at",
+    let confirmed_at = sqlx::query_scalar!(
+        "INSERT INTO mentor_matching.allocation (allocation_id, referral_id, confirmed_by) \
+         VALUES ($1, $2, $3) RETURNING confirmed_at",
+        allocation_id,
+        referral_id,
+        confirmed_by
     )
-    .bind(allocation_id)
-    .bind(referral_id)
-    .bind(confirmed_by)
     .fetch_one(&mut *connection)
     .await?;
-    sqlx::query(
-        "INSERT INTO allocation_mentor (allocation_id, mentor_id) SELECT $1, unnest($2::uuid[])",
+    sqlx::query!(
+        "INSERT INTO mentor_matching.allocation_mentor (allocation_id, mentor_id) \
+         SELECT $1, unnest($2::uuid[])",
+        allocation_id,
+        mentor_ids
     )
-    .bind(allocation_id)
-    .bind(mentor_ids)
     .execute(&mut *connection)
     .await?;
     Ok(confirmed_at)
@@ -267,17 +307,26 @@ pub async fn area_load(
     area: &str,
     excluded_referral: Option<Uuid>,
 ) -> Result<AreaLoad, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        AreaLoad,
         "SELECT \
-           (SELECT count(*) FROM waiting_client WHERE area = $1 AND NOT allocated \
+           (SELECT count(*) FROM mentor_matching.waiting_client \
+            WHERE area = $1 AND NOT allocated \
               AND ended_at IS NULL \
-              AND ($2::uuid IS NULL OR referral_id <> $2)) AS clients_waiting, \
-           (SELECT COALESCE(sum(GREATEST(capacity - {CURRENT_CLIENTS}, 0)), 0)::bigint FROM mentor \
-              WHERE area = $1 AND status = $3 AND safeguarding_trained) AS free_mentor_places"
-    )))
-    .bind(area)
-    .bind(excluded_referral)
-    .bind(MentorStatus::Active as i32)
+              AND ($2::uuid IS NULL OR referral_id <> $2)) AS \"clients_waiting!\", \
+           (SELECT COALESCE(sum(GREATEST(capacity - \
+              (SELECT count(*) FROM mentor_matching.allocation_mentor \
+               JOIN mentor_matching.allocation \
+                 ON allocation.allocation_id = allocation_mentor.allocation_id \
+               WHERE allocation_mentor.mentor_id = mentor.mentor_id \
+                 AND allocation.active)::integer, 0)), 0)::bigint \
+            FROM mentor_matching.mentor \
+            WHERE area = $1 AND status = $3 AND safeguarding_trained) \
+             AS \"free_mentor_places!\"",
+        area,
+        excluded_referral,
+        MentorStatus::Active as i32
+    )
     .fetch_one(connection)
     .await
 }
@@ -298,20 +347,20 @@ pub async fn end_support(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<EndedSupport, sqlx::Error> {
-    let client_ended = sqlx::query(
-        "UPDATE waiting_client SET ended_at = now() \
+    let client_ended = sqlx::query!(
+        "UPDATE mentor_matching.waiting_client SET ended_at = now() \
          WHERE referral_id = $1 AND ended_at IS NULL",
+        referral_id
     )
-    .bind(referral_id)
     .execute(&mut *connection)
     .await?
     .rows_affected()
         == 1;
-    let allocation_ended = sqlx::query(
-        "UPDATE allocation SET active = false, ended_at = now() \
+    let allocation_ended = sqlx::query!(
+        "UPDATE mentor_matching.allocation SET active = false, ended_at = now() \
          WHERE referral_id = $1 AND active",
+        referral_id
     )
-    .bind(referral_id)
     .execute(&mut *connection)
     .await?
     .rows_affected()
@@ -328,10 +377,11 @@ pub async fn forget_client_categories(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE waiting_client SET vulnerabilities = '{}', client_gender = 0 WHERE referral_id = $1",
+    Ok(sqlx::query!(
+        "UPDATE mentor_matching.waiting_client SET vulnerabilities = '{}', client_gender = 0 \
+         WHERE referral_id = $1",
+        referral_id
     )
-    .bind(referral_id)
     .execute(connection)
     .await?
     .rows_affected())

@@ -54,12 +54,12 @@ pub async fn next_sequence(
     connection: &mut PgConnection,
     agency_id: &str,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO agency_sequence (agency_id, last_sequence) VALUES ($1, 1) \
+    sqlx::query_scalar!(
+        "INSERT INTO notifications.agency_sequence (agency_id, last_sequence) VALUES ($1, 1) \
          ON CONFLICT (agency_id) DO UPDATE SET last_sequence = agency_sequence.last_sequence + 1 \
          RETURNING last_sequence",
+        agency_id
     )
-    .bind(agency_id)
     .fetch_one(connection)
     .await
 }
@@ -69,18 +69,19 @@ pub async fn insert_notification(
     row: &NotificationRow,
     event_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO notification (notification_id, agency_id, sequence, referral_id, kind, status, event_id, created_at) \
+    sqlx::query!(
+        "INSERT INTO notifications.notification (notification_id, agency_id, sequence, \
+         referral_id, kind, status, event_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        row.notification_id,
+        &row.agency_id,
+        row.sequence,
+        row.referral_id,
+        row.kind,
+        row.status,
+        event_id,
+        row.created_at,
     )
-    .bind(row.notification_id)
-    .bind(&row.agency_id)
-    .bind(row.sequence)
-    .bind(row.referral_id)
-    .bind(row.kind)
-    .bind(row.status)
-    .bind(event_id)
-    .bind(row.created_at)
     .execute(connection)
     .await?;
     Ok(())
@@ -92,13 +93,14 @@ pub async fn insert_deliveries(
     agency_id: &str,
     notification_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "INSERT INTO delivery (delivery_id, webhook_id, notification_id, state) \
-         SELECT gen_random_uuid(), webhook_id, $2, 1 FROM webhook WHERE agency_id = $1 AND active \
+    Ok(sqlx::query!(
+        "INSERT INTO notifications.delivery (delivery_id, webhook_id, notification_id, state) \
+         SELECT gen_random_uuid(), webhook_id, $2, 1 FROM notifications.webhook \
+         WHERE agency_id = $1 AND active \
          ON CONFLICT (webhook_id, notification_id) DO NOTHING",
+        agency_id,
+        notification_id
     )
-    .bind(agency_id)
-    .bind(notification_id)
     .execute(connection)
     .await?
     .rows_affected())
@@ -106,8 +108,7 @@ pub async fn insert_deliveries(
 
 /// Raises the NOTIFY that wakes streams and the webhook worker at commit.
 pub async fn notify_committed(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(crate::NOTIFY_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", crate::NOTIFY_CHANNEL)
         .execute(connection)
         .await?;
     Ok(())
@@ -119,13 +120,15 @@ pub async fn notifications_after(
     after_sequence: i64,
     limit: i64,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        NotificationRow,
         "SELECT notification_id, agency_id, sequence, referral_id, kind, status, created_at \
-         FROM notification WHERE agency_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+         FROM notifications.notification WHERE agency_id = $1 AND sequence > $2 \
+         ORDER BY sequence LIMIT $3",
+        agency_id,
+        after_sequence,
+        limit
     )
-    .bind(agency_id)
-    .bind(after_sequence)
-    .bind(limit)
     .fetch_all(connection)
     .await
 }
@@ -137,15 +140,17 @@ pub async fn upsert_webhook(
     url: &str,
     created_by: &str,
 ) -> Result<WebhookRow, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO webhook (webhook_id, agency_id, url, created_by) VALUES ($1, $2, $3, $4) \
+    sqlx::query_as!(
+        WebhookRow,
+        "INSERT INTO notifications.webhook (webhook_id, agency_id, url, created_by) \
+         VALUES ($1, $2, $3, $4) \
          ON CONFLICT (agency_id, url) DO UPDATE SET active = true \
          RETURNING webhook_id, url, created_at",
+        Uuid::now_v7(),
+        agency_id,
+        url,
+        created_by
     )
-    .bind(Uuid::now_v7())
-    .bind(agency_id)
-    .bind(url)
-    .bind(created_by)
     .fetch_one(connection)
     .await
 }
@@ -155,14 +160,15 @@ pub async fn list_deliveries(
     agency_id: &str,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeliveryRow,
         "SELECT d.delivery_id, d.webhook_id, d.notification_id, d.state, d.attempts, \
                 d.last_attempt_at, d.last_error \
-         FROM delivery d JOIN webhook w USING (webhook_id) \
+         FROM notifications.delivery d JOIN notifications.webhook w USING (webhook_id) \
          WHERE w.agency_id = $1 ORDER BY d.notification_id DESC, d.delivery_id LIMIT $2",
+        agency_id,
+        limit
     )
-    .bind(agency_id)
-    .bind(limit)
     .fetch_all(connection)
     .await
 }
@@ -172,14 +178,16 @@ pub async fn lock_due_deliveries(
     connection: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<DueDelivery>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DueDelivery,
         "SELECT d.delivery_id, d.attempts, w.url, n.notification_id, n.agency_id, n.sequence, \
                 n.referral_id, n.kind, n.status, n.created_at \
-         FROM delivery d JOIN webhook w USING (webhook_id) JOIN notification n USING (notification_id) \
+         FROM notifications.delivery d JOIN notifications.webhook w USING (webhook_id) \
+           JOIN notifications.notification n USING (notification_id) \
          WHERE d.state = 1 AND d.next_attempt_at <= now() \
          ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
+        limit
     )
-    .bind(limit)
     .fetch_all(connection)
     .await
 }
@@ -188,11 +196,12 @@ pub async fn mark_delivered(
     connection: &mut PgConnection,
     delivery_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE delivery SET state = 2, attempts = attempts + 1, last_attempt_at = now(), last_error = NULL \
+    sqlx::query!(
+        "UPDATE notifications.delivery \
+         SET state = 2, attempts = attempts + 1, last_attempt_at = now(), last_error = NULL \
          WHERE delivery_id = $1",
+        delivery_id
     )
-    .bind(delivery_id)
     .execute(connection)
     .await?;
     Ok(())
@@ -205,15 +214,16 @@ pub async fn mark_attempt_failed(
     error: &str,
     max_attempts: i32,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE delivery SET attempts = attempts + 1, last_attempt_at = now(), last_error = $2, \
+    sqlx::query!(
+        "UPDATE notifications.delivery \
+         SET attempts = attempts + 1, last_attempt_at = now(), last_error = $2, \
          state = CASE WHEN attempts + 1 >= $3 THEN 3 ELSE 1 END, \
          next_attempt_at = now() + least(power(2, attempts), 300) * interval '1 second' \
          WHERE delivery_id = $1",
+        delivery_id,
+        error,
+        max_attempts
     )
-    .bind(delivery_id)
-    .bind(error)
-    .bind(max_attempts)
     .execute(connection)
     .await?;
     Ok(())

@@ -2,8 +2,6 @@
 //! serves an agency filters by its agency ID here, in SQL, so no handler can
 //! forget to.
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use cpm_runtime::bus::outbox::OutboxRow;
 use sqlx::PgConnection;
@@ -40,12 +38,23 @@ pub struct ReferralRow {
     pub erased_at: Option<DateTime<Utc>>,
 }
 
-const REFERRAL_COLUMNS: &str = "referral_id, agency_id, request_hash, submitted_at, area, \
-    client_gender, vulnerabilities, earlier_referral_id, status, status_changed_at, \
-    not_taken_on_stage, not_taken_on_reason, estimated_start, discharged_at, \
-    emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
-    referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
-    police_staff_hours, safeguarding_reports, erased_at";
+/// `query_as!` into [`ReferralRow`]: its columns from `referral`, then
+/// `$rest` (a string literal: the `WHERE` clause and what follows).
+macro_rules! select_referrals {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            ReferralRow,
+            "SELECT referral_id, agency_id, request_hash, submitted_at, area, \
+             client_gender, vulnerabilities, earlier_referral_id, status, status_changed_at, \
+             not_taken_on_stage, not_taken_on_reason, estimated_start, discharged_at, \
+             emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
+             referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
+             police_staff_hours, safeguarding_reports, erased_at \
+             FROM referral_intake.referral " + $rest
+            $(, $arg)*
+        )
+    };
+}
 
 /// What a new referral row holds.
 pub struct NewReferralRow<'a> {
@@ -119,60 +128,59 @@ pub async fn insert_referral(
     sealed_details: &[u8],
     event: &OutboxRow,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, \
-             request_hash, submitted_by, area, client_gender, vulnerabilities, \
-             emergency_calls_last_12_months, client_consented, client_fingerprint, \
-             earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
-             known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, \
-             nhs_111_calls, other_calls, police_staff_hours, safeguarding_reports, \
-             submitted_at, status_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, $21, $22, $23, $24, $24) \
-             ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
-             RETURNING referral_id), \
-             sealed AS (INSERT INTO client_record (referral_id, wrapped_data_key, sealed_details) \
-                        SELECT referral_id, $25, $26 FROM inserted), \
-             {} \
-             SELECT * FROM inserted",
-            // No NOTIFY: the caller wakes its relay once this has committed.
-            OutboxRow::cte("announced", "inserted", 27)
-        )
-    });
-    let inserted: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.as_str()))
-        .bind(row.referral_id)
-        .bind(row.agency_id)
-        .bind(row.idempotency_key)
-        .bind(row.request_hash)
-        .bind(row.submitted_by)
-        .bind(row.area)
-        .bind(row.client_gender)
-        .bind(&row.vulnerabilities)
-        .bind(row.emergency_calls_last_12_months)
-        .bind(row.client_fingerprint)
-        .bind(row.earlier_referral_id)
-        .bind(row.status)
-        .bind(row.status_rank)
-        .bind(&row.victim_of)
-        .bind(&row.perpetrator_of)
-        .bind(&row.known_risk_types)
-        .bind(row.referrer_will_co_visit)
-        .bind(row.demand.map(|d| d.police_calls))
-        .bind(row.demand.map(|d| d.ambulance_calls))
-        .bind(row.demand.map(|d| d.nhs_111_calls))
-        .bind(row.demand.map(|d| d.other_calls))
-        .bind(row.demand.map(|d| d.police_staff_hours))
-        .bind(row.demand.map(|d| d.safeguarding_reports))
-        .bind(row.submitted_at)
-        .bind(wrapped_data_key)
-        .bind(sealed_details)
-        .bind(event.event_id)
-        .bind(event.event_type)
-        .bind(&event.envelope)
-        .bind(&event.trace_context)
-        .fetch_optional(connection)
-        .await?;
+    // The last CTE is what `OutboxRow::cte("announced", "inserted", 27)`
+    // writes, spelled out so the statement is checked. The caller wakes its
+    // relay once this has committed.
+    let inserted = sqlx::query_scalar!(
+        "WITH inserted AS (INSERT INTO referral_intake.referral (referral_id, agency_id, \
+         idempotency_key, request_hash, submitted_by, area, client_gender, vulnerabilities, \
+         emergency_calls_last_12_months, client_consented, client_fingerprint, \
+         earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
+         known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, \
+         nhs_111_calls, other_calls, police_staff_hours, safeguarding_reports, \
+         submitted_at, status_changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, \
+         $17, $18, $19, $20, $21, $22, $23, $24, $24) \
+         ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
+         RETURNING referral_id), \
+         sealed AS (INSERT INTO referral_intake.client_record (referral_id, wrapped_data_key, \
+                    sealed_details) SELECT referral_id, $25, $26 FROM inserted), \
+         announced AS (INSERT INTO referral_intake.outbox (event_id, event_type, envelope, \
+                       trace_context) SELECT $27, $28, $29, $30 FROM inserted) \
+         SELECT referral_id AS \"referral_id!\" FROM inserted",
+        row.referral_id,
+        row.agency_id,
+        row.idempotency_key,
+        row.request_hash,
+        row.submitted_by,
+        row.area,
+        row.client_gender,
+        &row.vulnerabilities,
+        row.emergency_calls_last_12_months,
+        row.client_fingerprint,
+        row.earlier_referral_id,
+        row.status,
+        row.status_rank,
+        &row.victim_of,
+        &row.perpetrator_of,
+        &row.known_risk_types,
+        row.referrer_will_co_visit,
+        row.demand.map(|d| d.police_calls),
+        row.demand.map(|d| d.ambulance_calls),
+        row.demand.map(|d| d.nhs_111_calls),
+        row.demand.map(|d| d.other_calls),
+        row.demand.map(|d| d.police_staff_hours),
+        row.demand.map(|d| d.safeguarding_reports),
+        row.submitted_at,
+        wrapped_data_key,
+        sealed_details,
+        event.event_id,
+        event.event_type,
+        &event.envelope,
+        &event.trace_context,
+    )
+    .fetch_optional(connection)
+    .await?;
     // Every column is known already: nothing to read back.
     Ok(inserted.map(|_| row.stored()))
 }
@@ -182,11 +190,11 @@ pub async fn find_by_idempotency_key(
     agency_id: &str,
     idempotency_key: &str,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REFERRAL_COLUMNS} FROM referral WHERE agency_id = $1 AND idempotency_key = $2"
-    )))
-    .bind(agency_id)
-    .bind(idempotency_key)
+    select_referrals!(
+        "WHERE agency_id = $1 AND idempotency_key = $2",
+        agency_id,
+        idempotency_key
+    )
     .fetch_optional(connection)
     .await
 }
@@ -209,28 +217,40 @@ pub async fn submission_context(
     // One index probe per fingerprint with a scalar `=`, so the plan never
     // depends on how the planner guesses an array's size. With one master
     // key (no rotation under way) the array is skipped altogether.
-    let query = match client_fingerprints {
-        [current] => sqlx::query_as(
-            "SELECT (SELECT active FROM agency WHERE agency_id = $1) AS agency_active, \
-                    (SELECT referral_id FROM referral WHERE client_fingerprint = $2 \
-                     ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS earlier_referral_id",
-        )
-        .bind(agency_id)
-        .bind(current),
-        all => sqlx::query_as(
-            "SELECT (SELECT active FROM agency WHERE agency_id = $1) AS agency_active, \
-                    (SELECT latest.referral_id FROM unnest($2::bytea[]) AS fingerprint (value) \
-                     CROSS JOIN LATERAL ( \
-                         SELECT referral_id, submitted_at FROM referral \
-                         WHERE client_fingerprint = fingerprint.value \
-                         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
-                     ) AS latest \
-                     ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) AS earlier_referral_id",
-        )
-        .bind(agency_id)
-        .bind(all),
-    };
-    query.fetch_one(connection).await
+    match client_fingerprints {
+        [current] => {
+            sqlx::query_as!(
+                SubmissionContext,
+                "SELECT (SELECT active FROM referral_intake.agency WHERE agency_id = $1) \
+                   AS agency_active, \
+                 (SELECT referral_id FROM referral_intake.referral WHERE client_fingerprint = $2 \
+                  ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS earlier_referral_id",
+                agency_id,
+                current,
+            )
+            .fetch_one(connection)
+            .await
+        }
+        all => {
+            sqlx::query_as!(
+                SubmissionContext,
+                "SELECT (SELECT active FROM referral_intake.agency WHERE agency_id = $1) \
+                   AS agency_active, \
+                 (SELECT latest.referral_id FROM unnest($2::bytea[]) AS fingerprint (value) \
+                  CROSS JOIN LATERAL ( \
+                      SELECT referral_id, submitted_at FROM referral_intake.referral \
+                      WHERE client_fingerprint = fingerprint.value \
+                      ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
+                  ) AS latest \
+                  ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) \
+                   AS earlier_referral_id",
+                agency_id,
+                all,
+            )
+            .fetch_one(connection)
+            .await
+        }
+    }
 }
 
 /// A referral; with `agency_id` set, only when that agency made it.
@@ -239,12 +259,11 @@ pub async fn fetch_referral(
     referral_id: Uuid,
     agency_id: Option<&str>,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REFERRAL_COLUMNS} FROM referral \
-         WHERE referral_id = $1 AND ($2::text IS NULL OR agency_id = $2)"
-    )))
-    .bind(referral_id)
-    .bind(agency_id)
+    select_referrals!(
+        "WHERE referral_id = $1 AND ($2::text IS NULL OR agency_id = $2)",
+        referral_id,
+        agency_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -254,12 +273,14 @@ pub async fn fetch_client_record(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT wrapped_data_key, sealed_details FROM client_record WHERE referral_id = $1",
+    let record = sqlx::query!(
+        "SELECT wrapped_data_key, sealed_details FROM referral_intake.client_record \
+         WHERE referral_id = $1",
+        referral_id
     )
-    .bind(referral_id)
     .fetch_optional(connection)
-    .await
+    .await?;
+    Ok(record.map(|record| (record.wrapped_data_key, record.sealed_details)))
 }
 
 pub async fn record_personal_data_access(
@@ -269,13 +290,14 @@ pub async fn record_personal_data_access(
     role: &str,
     purpose: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO personal_data_access (referral_id, accessed_by, role, purpose) VALUES ($1, $2, $3, $4)",
+    sqlx::query!(
+        "INSERT INTO referral_intake.personal_data_access (referral_id, accessed_by, role, purpose) \
+         VALUES ($1, $2, $3, $4)",
+        referral_id,
+        accessed_by,
+        role,
+        purpose
     )
-    .bind(referral_id)
-    .bind(accessed_by)
-    .bind(role)
-    .bind(purpose)
     .execute(connection)
     .await?;
     Ok(())
@@ -298,21 +320,20 @@ pub async fn list_referrals(
     limit: i64,
 ) -> Result<Vec<ReferralRow>, sqlx::Error> {
     let (after_time, after_id) = after.unzip();
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REFERRAL_COLUMNS} FROM referral \
-         WHERE agency_id = $1 AND ($2::integer IS NULL OR status = $2) \
+    select_referrals!(
+        "WHERE agency_id = $1 AND ($2::integer IS NULL OR status = $2) \
            AND ($3::timestamptz IS NULL OR (submitted_at, referral_id) < ($3, $4)) \
            AND ($6::timestamptz IS NULL OR submitted_at >= $6) \
            AND ($7::timestamptz IS NULL OR submitted_at < $7) \
-         ORDER BY submitted_at DESC, referral_id DESC LIMIT $5"
-    )))
-    .bind(agency_id)
-    .bind(filter.status)
-    .bind(after_time)
-    .bind(after_id)
-    .bind(limit)
-    .bind(filter.submitted_from)
-    .bind(filter.submitted_to)
+         ORDER BY submitted_at DESC, referral_id DESC LIMIT $5",
+        agency_id,
+        filter.status,
+        after_time,
+        after_id,
+        limit,
+        filter.submitted_from,
+        filter.submitted_to,
+    )
     .fetch_all(connection)
     .await
 }
@@ -334,21 +355,22 @@ pub async fn advance_status(
     referral_id: Uuid,
     change: &StatusChange,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE referral SET status = $2, status_rank = $3, status_changed_at = now(), \
+    let updated = sqlx::query!(
+        "UPDATE referral_intake.referral SET status = $2, status_rank = $3, \
+         status_changed_at = now(), \
          not_taken_on_stage = COALESCE($4, not_taken_on_stage), \
          not_taken_on_reason = COALESCE($5, not_taken_on_reason), \
          estimated_start = COALESCE($6, estimated_start), \
          discharged_at = COALESCE($7, discharged_at) \
          WHERE referral_id = $1 AND status_rank < $3",
+        referral_id,
+        change.status,
+        change.rank,
+        change.not_taken_on_stage,
+        change.not_taken_on_reason,
+        change.estimated_start,
+        change.discharged_at,
     )
-    .bind(referral_id)
-    .bind(change.status)
-    .bind(change.rank)
-    .bind(change.not_taken_on_stage)
-    .bind(change.not_taken_on_reason)
-    .bind(change.estimated_start)
-    .bind(change.discharged_at)
     .execute(connection)
     .await?
     .rows_affected();
@@ -361,11 +383,11 @@ pub async fn lock_referral(
     referral_id: Uuid,
     agency_id: &str,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REFERRAL_COLUMNS} FROM referral WHERE referral_id = $1 AND agency_id = $2 FOR UPDATE"
-    )))
-    .bind(referral_id)
-    .bind(agency_id)
+    select_referrals!(
+        "WHERE referral_id = $1 AND agency_id = $2 FOR UPDATE",
+        referral_id,
+        agency_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -389,16 +411,18 @@ pub async fn upsert_agency(
     active: bool,
     registered_by: &str,
 ) -> Result<AgencyRow, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO agency (agency_id, name, kind, active, registered_by) VALUES ($1, $2, $3, $4, $5) \
+    sqlx::query_as!(
+        AgencyRow,
+        "INSERT INTO referral_intake.agency (agency_id, name, kind, active, registered_by) \
+         VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (agency_id) DO UPDATE SET name = $2, kind = $3, active = $4 \
          RETURNING agency_id, name, kind, active, registered_at",
+        agency_id,
+        name,
+        kind,
+        active,
+        registered_by
     )
-    .bind(agency_id)
-    .bind(name)
-    .bind(kind)
-    .bind(active)
-    .bind(registered_by)
     .fetch_one(connection)
     .await
 }
@@ -409,12 +433,13 @@ pub async fn register_agency_if_missing(
     agency_id: &str,
     kind: i32,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO agency (agency_id, name, kind, registered_by) VALUES ($1, $1, $2, 'auto-registration') \
+    sqlx::query!(
+        "INSERT INTO referral_intake.agency (agency_id, name, kind, registered_by) \
+         VALUES ($1, $1, $2, 'auto-registration') \
          ON CONFLICT (agency_id) DO NOTHING",
+        agency_id,
+        kind
     )
-    .bind(agency_id)
-    .bind(kind)
     .execute(connection)
     .await?;
     Ok(())
@@ -425,15 +450,19 @@ pub async fn agency_is_active(
     connection: &mut PgConnection,
     agency_id: &str,
 ) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar("SELECT active FROM agency WHERE agency_id = $1")
-        .bind(agency_id)
-        .fetch_optional(connection)
-        .await
+    sqlx::query_scalar!(
+        "SELECT active FROM referral_intake.agency WHERE agency_id = $1",
+        agency_id
+    )
+    .fetch_optional(connection)
+    .await
 }
 
 pub async fn list_agencies(connection: &mut PgConnection) -> Result<Vec<AgencyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT agency_id, name, kind, active, registered_at FROM agency ORDER BY agency_id",
+    sqlx::query_as!(
+        AgencyRow,
+        "SELECT agency_id, name, kind, active, registered_at FROM referral_intake.agency \
+         ORDER BY agency_id"
     )
     .fetch_all(connection)
     .await
@@ -448,18 +477,18 @@ pub async fn upsert_referrer(
     role: i32,
     contact: &str,
 ) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO referrer (referrer_id, agency_id, subject, name, role, contact) \
+    sqlx::query_scalar!(
+        "INSERT INTO referral_intake.referrer (referrer_id, agency_id, subject, name, role, contact) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT ON CONSTRAINT referrer_subject DO UPDATE SET name = $4, role = $5, contact = $6 \
          RETURNING referrer_id",
+        Uuid::now_v7(),
+        agency_id,
+        subject,
+        name,
+        role,
+        contact
     )
-    .bind(Uuid::now_v7())
-    .bind(agency_id)
-    .bind(subject)
-    .bind(name)
-    .bind(role)
-    .bind(contact)
     .fetch_one(connection)
     .await
 }
@@ -470,12 +499,13 @@ pub async fn lock_referrals_of_client(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Vec<ReferralRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REFERRAL_COLUMNS} FROM referral WHERE referral_id = $1 \
-            OR client_fingerprint = (SELECT client_fingerprint FROM referral WHERE referral_id = $1) \
-         ORDER BY submitted_at, referral_id FOR UPDATE"
-    )))
-    .bind(referral_id)
+    select_referrals!(
+        "WHERE referral_id = $1 \
+            OR client_fingerprint = (SELECT client_fingerprint FROM referral_intake.referral \
+                                     WHERE referral_id = $1) \
+         ORDER BY submitted_at, referral_id FOR UPDATE",
+        referral_id
+    )
     .fetch_all(connection)
     .await
 }
@@ -486,17 +516,19 @@ pub async fn erase_client_records(
     connection: &mut PgConnection,
     referral_ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE client_record SET wrapped_data_key = NULL, sealed_details = NULL, erased_at = now() \
+    sqlx::query!(
+        "UPDATE referral_intake.client_record \
+         SET wrapped_data_key = NULL, sealed_details = NULL, erased_at = now() \
          WHERE referral_id = ANY($1)",
+        referral_ids
     )
-    .bind(referral_ids)
     .execute(&mut *connection)
     .await?;
-    sqlx::query(
-        "UPDATE referral SET client_fingerprint = NULL, erased_at = now() WHERE referral_id = ANY($1)",
+    sqlx::query!(
+        "UPDATE referral_intake.referral SET client_fingerprint = NULL, erased_at = now() \
+         WHERE referral_id = ANY($1)",
+        referral_ids
     )
-    .bind(referral_ids)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -508,12 +540,14 @@ pub async fn record_erasure(
     erased_by: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO erasure (referral_id, erased_by, reason) VALUES ($1, $2, $3)")
-        .bind(referral_id)
-        .bind(erased_by)
-        .bind(reason)
-        .execute(connection)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO referral_intake.erasure (referral_id, erased_by, reason) VALUES ($1, $2, $3)",
+        referral_id,
+        erased_by,
+        reason
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
@@ -531,11 +565,13 @@ pub async fn access_log(
     connection: &mut PgConnection,
     referral_ids: &[Uuid],
 ) -> Result<Vec<AccessRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT referral_id, accessed_by, role, purpose, accessed_at FROM personal_data_access \
+    sqlx::query_as!(
+        AccessRow,
+        "SELECT referral_id, accessed_by, role, purpose, accessed_at \
+         FROM referral_intake.personal_data_access \
          WHERE referral_id = ANY($1) ORDER BY accessed_at, access_id",
+        referral_ids
     )
-    .bind(referral_ids)
     .fetch_all(connection)
     .await
 }
@@ -554,21 +590,28 @@ pub async fn lock_wrapped_records(
     after: Uuid,
     limit: i64,
 ) -> Result<Vec<WrappedRecord>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT referral_id, wrapped_data_key, sealed_details FROM client_record \
+    // Both columns are nullable; the WHERE clause rules NULL out here.
+    sqlx::query_as!(
+        WrappedRecord,
+        "SELECT referral_id, wrapped_data_key AS \"wrapped_data_key!\", \
+           sealed_details AS \"sealed_details!\" \
+         FROM referral_intake.client_record \
          WHERE wrapped_data_key IS NOT NULL AND sealed_details IS NOT NULL AND referral_id > $1 \
          ORDER BY referral_id LIMIT $2 FOR UPDATE",
+        after,
+        limit
     )
-    .bind(after)
-    .bind(limit)
     .fetch_all(connection)
     .await
 }
 
 pub async fn count_wrapped_records(connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM client_record WHERE wrapped_data_key IS NOT NULL")
-        .fetch_one(connection)
-        .await
+    sqlx::query_scalar!(
+        "SELECT count(*) AS \"count!\" FROM referral_intake.client_record \
+         WHERE wrapped_data_key IS NOT NULL"
+    )
+    .fetch_one(connection)
+    .await
 }
 
 /// Stores a data key re-wrapped under the current master key, with the
@@ -579,16 +622,19 @@ pub async fn store_rewrapped(
     wrapped_data_key: &[u8],
     client_fingerprint: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE client_record SET wrapped_data_key = $2 WHERE referral_id = $1")
-        .bind(referral_id)
-        .bind(wrapped_data_key)
-        .execute(&mut *connection)
-        .await?;
-    sqlx::query(
-        "UPDATE referral SET client_fingerprint = $2 WHERE referral_id = $1 AND erased_at IS NULL",
+    sqlx::query!(
+        "UPDATE referral_intake.client_record SET wrapped_data_key = $2 WHERE referral_id = $1",
+        referral_id,
+        wrapped_data_key
     )
-    .bind(referral_id)
-    .bind(client_fingerprint)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "UPDATE referral_intake.referral SET client_fingerprint = $2 \
+         WHERE referral_id = $1 AND erased_at IS NULL",
+        referral_id,
+        client_fingerprint
+    )
     .execute(connection)
     .await?;
     Ok(())

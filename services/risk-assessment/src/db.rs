@@ -36,16 +36,31 @@ pub struct AssessmentRow {
     pub emergency_calls_last_12_months: i32,
 }
 
-const ASSESSMENT_COLUMNS: &str = "assessment_id, referral_id, agency_id, area, vulnerabilities, \
-    client_gender, state, opened_at, decision, stage, reason, decided_by, decided_at, rationale, \
-    (SELECT count(*) FROM review_request r WHERE r.assessment_id = assessment.assessment_id \
-     AND r.resolved_at IS NULL)::integer AS open_reviews, \
-    referred_at, earlier_referral_id, referred_to, \
-    (SELECT min(c.recorded_at) FROM assessment_check c \
-     WHERE c.assessment_id = assessment.assessment_id) AS first_checked_at, \
-    (SELECT v.action FROM review v WHERE v.assessment_id = assessment.assessment_id \
-     ORDER BY v.reviewed_at DESC, v.review_id DESC LIMIT 1) AS engagement, \
-    known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months";
+/// `query_as!` into [`AssessmentRow`]: `$before` (string literal), the
+/// row's columns of the `assessment` row in scope, then `$after`.
+macro_rules! assessments {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            AssessmentRow,
+            $before
+                + " assessment_id, referral_id, agency_id, area, vulnerabilities, \
+                client_gender, state, opened_at, decision, stage, reason, decided_by, decided_at, \
+                rationale, \
+                (SELECT count(*) FROM risk_assessment.review_request r \
+                 WHERE r.assessment_id = assessment.assessment_id \
+                 AND r.resolved_at IS NULL)::integer AS \"open_reviews!\", \
+                referred_at, earlier_referral_id, referred_to, \
+                (SELECT min(c.recorded_at) FROM risk_assessment.assessment_check c \
+                 WHERE c.assessment_id = assessment.assessment_id) AS first_checked_at, \
+                (SELECT v.action FROM risk_assessment.review v \
+                 WHERE v.assessment_id = assessment.assessment_id \
+                 ORDER BY v.reviewed_at DESC, v.review_id DESC LIMIT 1) AS engagement, \
+                known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months "
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 /// One recorded check.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -66,10 +81,6 @@ pub struct CheckRow {
     pub referrer_co_visited: Option<bool>,
     pub phone_contact_first: Option<bool>,
 }
-
-const CHECK_COLUMNS: &str = "assessment_id, kind, satisfied, notes, recorded_by, recorded_at, \
-    risk_level, will_score, want_score, capacity_score, databases, professionals, \
-    visit_attended_by, referrer_co_visited, phone_contact_first";
 
 /// What a new assessment holds.
 pub struct NewAssessmentRow<'a> {
@@ -92,25 +103,25 @@ pub async fn insert_assessment(
     connection: &mut PgConnection,
     row: &NewAssessmentRow<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO assessment (assessment_id, referral_id, agency_id, area, vulnerabilities, \
-         client_gender, state, referred_at, earlier_referral_id, known_risk_types, \
-         referrer_will_co_visit, emergency_calls_last_12_months) \
+    let inserted = sqlx::query!(
+        "INSERT INTO risk_assessment.assessment (assessment_id, referral_id, agency_id, area, \
+         vulnerabilities, client_gender, state, referred_at, earlier_referral_id, \
+         known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT ON CONSTRAINT assessment_referral DO NOTHING",
+        row.assessment_id,
+        row.referral_id,
+        row.agency_id,
+        row.area,
+        row.vulnerabilities,
+        row.client_gender,
+        row.state,
+        row.referred_at,
+        row.earlier_referral_id,
+        row.known_risk_types,
+        row.referrer_will_co_visit,
+        row.emergency_calls_last_12_months,
     )
-    .bind(row.assessment_id)
-    .bind(row.referral_id)
-    .bind(row.agency_id)
-    .bind(row.area)
-    .bind(row.vulnerabilities)
-    .bind(row.client_gender)
-    .bind(row.state)
-    .bind(row.referred_at)
-    .bind(row.earlier_referral_id)
-    .bind(row.known_risk_types)
-    .bind(row.referrer_will_co_visit)
-    .bind(row.emergency_calls_last_12_months)
     .execute(connection)
     .await?
     .rows_affected();
@@ -125,13 +136,14 @@ pub async fn close_assessment_of_referral(
     from_state: i32,
     to_state: i32,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE assessment SET state = $3, closed_at = now() WHERE referral_id = $1 AND state = $2 \
+    sqlx::query_scalar!(
+        "UPDATE risk_assessment.assessment SET state = $3, closed_at = now() \
+         WHERE referral_id = $1 AND state = $2 \
          RETURNING assessment_id",
+        referral_id,
+        from_state,
+        to_state
     )
-    .bind(referral_id)
-    .bind(from_state)
-    .bind(to_state)
     .fetch_optional(connection)
     .await
 }
@@ -143,14 +155,15 @@ pub async fn list_assessments_in_state(
     area: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AssessmentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ASSESSMENT_COLUMNS} FROM assessment \
+    assessments!(
+        "SELECT",
+        "FROM risk_assessment.assessment \
          WHERE state = $1 AND ($2::text IS NULL OR area = $2) \
-         ORDER BY opened_at, assessment_id LIMIT $3"
-    )))
-    .bind(state)
-    .bind(area)
-    .bind(limit)
+         ORDER BY opened_at, assessment_id LIMIT $3",
+        state,
+        area,
+        limit
+    )
     .fetch_all(connection)
     .await
 }
@@ -159,10 +172,11 @@ pub async fn fetch_assessment(
     connection: &mut PgConnection,
     assessment_id: Uuid,
 ) -> Result<Option<AssessmentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ASSESSMENT_COLUMNS} FROM assessment WHERE assessment_id = $1"
-    )))
-    .bind(assessment_id)
+    assessments!(
+        "SELECT",
+        "FROM risk_assessment.assessment WHERE assessment_id = $1",
+        assessment_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -171,10 +185,11 @@ pub async fn fetch_assessment_of_referral(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Option<AssessmentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ASSESSMENT_COLUMNS} FROM assessment WHERE referral_id = $1"
-    )))
-    .bind(referral_id)
+    assessments!(
+        "SELECT",
+        "FROM risk_assessment.assessment WHERE referral_id = $1",
+        referral_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -184,10 +199,11 @@ pub async fn lock_assessment(
     connection: &mut PgConnection,
     assessment_id: Uuid,
 ) -> Result<Option<AssessmentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ASSESSMENT_COLUMNS} FROM assessment WHERE assessment_id = $1 FOR UPDATE"
-    )))
-    .bind(assessment_id)
+    assessments!(
+        "SELECT",
+        "FROM risk_assessment.assessment WHERE assessment_id = $1 FOR UPDATE",
+        assessment_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -197,10 +213,11 @@ pub async fn lock_assessment_of_referral(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Option<AssessmentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ASSESSMENT_COLUMNS} FROM assessment WHERE referral_id = $1 FOR UPDATE"
-    )))
-    .bind(referral_id)
+    assessments!(
+        "SELECT",
+        "FROM risk_assessment.assessment WHERE referral_id = $1 FOR UPDATE",
+        referral_id
+    )
     .fetch_optional(connection)
     .await
 }
@@ -227,26 +244,26 @@ pub async fn insert_check(
     connection: &mut PgConnection,
     row: &NewCheckRow<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO assessment_check (assessment_id, kind, satisfied, notes, recorded_by, \
-         risk_level, will_score, want_score, capacity_score, databases, professionals, \
-         visit_attended_by, referrer_co_visited, phone_contact_first) \
+    sqlx::query!(
+        "INSERT INTO risk_assessment.assessment_check (assessment_id, kind, satisfied, notes, \
+         recorded_by, risk_level, will_score, want_score, capacity_score, databases, \
+         professionals, visit_attended_by, referrer_co_visited, phone_contact_first) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        row.assessment_id,
+        row.kind,
+        row.satisfied,
+        row.notes,
+        row.recorded_by,
+        row.risk_level,
+        row.scores.map(|scores| scores.0),
+        row.scores.map(|scores| scores.1),
+        row.scores.map(|scores| scores.2),
+        row.databases,
+        row.professionals,
+        row.visit_attended_by,
+        row.referrer_co_visited,
+        row.phone_contact_first,
     )
-    .bind(row.assessment_id)
-    .bind(row.kind)
-    .bind(row.satisfied)
-    .bind(row.notes)
-    .bind(row.recorded_by)
-    .bind(row.risk_level)
-    .bind(row.scores.map(|scores| scores.0))
-    .bind(row.scores.map(|scores| scores.1))
-    .bind(row.scores.map(|scores| scores.2))
-    .bind(row.databases)
-    .bind(row.professionals)
-    .bind(row.visit_attended_by)
-    .bind(row.referrer_co_visited)
-    .bind(row.phone_contact_first)
     .execute(connection)
     .await?;
     Ok(())
@@ -258,12 +275,15 @@ pub async fn latest_checks(
     connection: &mut PgConnection,
     assessment_ids: &[Uuid],
 ) -> Result<Vec<CheckRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT DISTINCT ON (assessment_id, kind) {CHECK_COLUMNS} \
-         FROM assessment_check WHERE assessment_id = ANY($1) \
-         ORDER BY assessment_id, kind, recorded_at DESC, assessment_check_id DESC"
-    )))
-    .bind(assessment_ids)
+    sqlx::query_as!(
+        CheckRow,
+        "SELECT DISTINCT ON (assessment_id, kind) assessment_id, kind, satisfied, notes, \
+           recorded_by, recorded_at, risk_level, will_score, want_score, capacity_score, \
+           databases, professionals, visit_attended_by, referrer_co_visited, phone_contact_first \
+         FROM risk_assessment.assessment_check WHERE assessment_id = ANY($1) \
+         ORDER BY assessment_id, kind, recorded_at DESC, assessment_check_id DESC",
+        assessment_ids
+    )
     .fetch_all(connection)
     .await
 }
@@ -285,19 +305,20 @@ pub async fn record_decision(
     assessment_id: Uuid,
     row: &DecisionRow<'_>,
 ) -> Result<AssessmentRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE assessment SET decision = $2, stage = $3, reason = $4, decided_by = $5, \
-         decided_at = now(), rationale = $6, state = $7, referred_to = $8 \
-         WHERE assessment_id = $1 RETURNING {ASSESSMENT_COLUMNS}"
-    )))
-    .bind(assessment_id)
-    .bind(row.decision)
-    .bind(row.stage)
-    .bind(row.reason)
-    .bind(row.decided_by)
-    .bind(row.rationale)
-    .bind(row.state)
-    .bind(row.referred_to)
+    assessments!(
+        "UPDATE risk_assessment.assessment SET decision = $2, stage = $3, reason = $4, \
+         decided_by = $5, decided_at = now(), rationale = $6, state = $7, referred_to = $8 \
+         WHERE assessment_id = $1 RETURNING",
+        "",
+        assessment_id,
+        row.decision,
+        row.stage,
+        row.reason,
+        row.decided_by,
+        row.rationale,
+        row.state,
+        row.referred_to,
+    )
     .fetch_one(connection)
     .await
 }
@@ -311,14 +332,14 @@ pub async fn request_review(
     contact_id: Uuid,
     trigger: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO review_request (assessment_id, contact_id, trigger) \
-         SELECT assessment_id, $2, $3 FROM assessment WHERE referral_id = $1 \
+    sqlx::query_scalar!(
+        "INSERT INTO risk_assessment.review_request (assessment_id, contact_id, trigger) \
+         SELECT assessment_id, $2, $3 FROM risk_assessment.assessment WHERE referral_id = $1 \
          ON CONFLICT (contact_id) DO NOTHING RETURNING assessment_id",
+        referral_id,
+        contact_id,
+        trigger
     )
-    .bind(referral_id)
-    .bind(contact_id)
-    .bind(trigger)
     .fetch_optional(connection)
     .await
 }
@@ -329,12 +350,12 @@ pub async fn resolve_review_requests(
     assessment_id: Uuid,
     resolved_by: &str,
 ) -> Result<i32, sqlx::Error> {
-    let resolved = sqlx::query(
-        "UPDATE review_request SET resolved_at = now(), resolved_by = $2 \
+    let resolved = sqlx::query!(
+        "UPDATE risk_assessment.review_request SET resolved_at = now(), resolved_by = $2 \
          WHERE assessment_id = $1 AND resolved_at IS NULL",
+        assessment_id,
+        resolved_by
     )
-    .bind(assessment_id)
-    .bind(resolved_by)
     .execute(connection)
     .await?
     .rows_affected();
@@ -355,9 +376,6 @@ pub struct ReviewRow {
     pub resolved_requests: i32,
 }
 
-const REVIEW_COLUMNS: &str = "assessment_id, action, stage, reason, referred_to, rationale, \
-    reviewed_by, reviewed_at, resolved_requests";
-
 /// What a re-assessment records.
 pub struct NewReviewRow<'a> {
     pub assessment_id: Uuid,
@@ -375,19 +393,21 @@ pub async fn insert_review(
     connection: &mut PgConnection,
     row: &NewReviewRow<'_>,
 ) -> Result<ReviewRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO review (assessment_id, action, stage, reason, referred_to, rationale, \
-         reviewed_by, resolved_requests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         RETURNING {REVIEW_COLUMNS}"
-    )))
-    .bind(row.assessment_id)
-    .bind(row.action)
-    .bind(row.stage)
-    .bind(row.reason)
-    .bind(row.referred_to)
-    .bind(row.rationale)
-    .bind(row.reviewed_by)
-    .bind(row.resolved_requests)
+    sqlx::query_as!(
+        ReviewRow,
+        "INSERT INTO risk_assessment.review (assessment_id, action, stage, reason, referred_to, \
+         rationale, reviewed_by, resolved_requests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         RETURNING assessment_id, action, stage, reason, referred_to, rationale, \
+         reviewed_by, reviewed_at, resolved_requests",
+        row.assessment_id,
+        row.action,
+        row.stage,
+        row.reason,
+        row.referred_to,
+        row.rationale,
+        row.reviewed_by,
+        row.resolved_requests,
+    )
     .fetch_one(connection)
     .await
 }
@@ -397,11 +417,14 @@ pub async fn list_reviews(
     connection: &mut PgConnection,
     assessment_id: Uuid,
 ) -> Result<Vec<ReviewRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REVIEW_COLUMNS} FROM review WHERE assessment_id = $1 \
-         ORDER BY reviewed_at, review_id"
-    )))
-    .bind(assessment_id)
+    sqlx::query_as!(
+        ReviewRow,
+        "SELECT assessment_id, action, stage, reason, referred_to, rationale, \
+         reviewed_by, reviewed_at, resolved_requests \
+         FROM risk_assessment.review WHERE assessment_id = $1 \
+         ORDER BY reviewed_at, review_id",
+        assessment_id
+    )
     .fetch_all(connection)
     .await
 }
@@ -436,26 +459,30 @@ pub async fn earlier_assessments(
     connection: &mut PgConnection,
     earlier_referral_id: Uuid,
 ) -> Result<Vec<EarlierAssessmentRow>, sqlx::Error> {
-    sqlx::query_as(
+    // `?`: the LEFT JOINs' columns are NULL without a review, which sqlx's
+    // inference misses for some of them (an Option field compiles anyway).
+    sqlx::query_as!(
+        EarlierAssessmentRow,
         "WITH RECURSIVE chain (referral_id, depth) AS ( \
            SELECT $1::uuid, 1 \
            UNION ALL \
-           SELECT a.earlier_referral_id, chain.depth + 1 FROM assessment a \
+           SELECT a.earlier_referral_id, chain.depth + 1 FROM risk_assessment.assessment a \
            JOIN chain ON a.referral_id = chain.referral_id \
            WHERE a.earlier_referral_id IS NOT NULL AND chain.depth < $2) \
          SELECT a.assessment_id, a.referral_id, a.area, a.state, a.opened_at, a.decision, \
            a.stage, a.reason, a.referred_to, a.decided_by, a.decided_at, \
-           last_review.action AS engagement, ended.stage AS ended_stage, \
-           ended.reason AS ended_reason, ended.reviewed_at AS ended_at \
-         FROM chain JOIN assessment a ON a.referral_id = chain.referral_id \
-         LEFT JOIN LATERAL (SELECT v.action FROM review v \
+           last_review.action AS \"engagement?\", ended.stage AS \"ended_stage?\", \
+           ended.reason AS \"ended_reason?\", ended.reviewed_at AS \"ended_at?\" \
+         FROM chain JOIN risk_assessment.assessment a ON a.referral_id = chain.referral_id \
+         LEFT JOIN LATERAL (SELECT v.action FROM risk_assessment.review v \
            WHERE v.assessment_id = a.assessment_id \
            ORDER BY v.reviewed_at DESC, v.review_id DESC LIMIT 1) AS last_review ON true \
-         LEFT JOIN review ended ON ended.assessment_id = a.assessment_id AND ended.stage IS NOT NULL \
+         LEFT JOIN risk_assessment.review ended \
+           ON ended.assessment_id = a.assessment_id AND ended.stage IS NOT NULL \
          ORDER BY chain.depth",
+        earlier_referral_id,
+        MAX_HISTORY
     )
-    .bind(earlier_referral_id)
-    .bind(MAX_HISTORY)
     .fetch_all(connection)
     .await
 }
@@ -474,31 +501,45 @@ pub async fn insert_audit(
     connection: &mut PgConnection,
     entry: &AuditEntry<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO assessment_audit (assessment_id, actor, role, action, detail) \
+    sqlx::query!(
+        "INSERT INTO risk_assessment.assessment_audit (assessment_id, actor, role, action, detail) \
          VALUES ($1, $2, $3, $4, $5)",
+        entry.assessment_id,
+        entry.actor,
+        entry.role,
+        entry.action,
+        entry.detail
     )
-    .bind(entry.assessment_id)
-    .bind(entry.actor)
-    .bind(entry.role)
-    .bind(entry.action)
-    .bind(entry.detail)
     .execute(connection)
     .await?;
     Ok(())
 }
 
-/// The referrals of a period (and an area) as stats count them: each
+/// `query_as!` into `$record` over `cohort`, the referrals of a period
+/// (from `$1` to `$2`, in area `$3` when not NULL) as stats count them: each
 /// assessment with its first check and, when support ended, the ending.
-const STATS_COHORT: &str = "WITH cohort AS ( \
-    SELECT a.state, a.decision, a.stage, a.reason, a.referred_to, a.referred_at, a.decided_at, \
-      (SELECT min(c.recorded_at) FROM assessment_check c \
-       WHERE c.assessment_id = a.assessment_id) AS first_checked_at, \
-      ended.stage AS ended_stage, ended.reason AS ended_reason, \
-      ended.referred_to AS ended_referred_to \
-    FROM assessment a \
-    LEFT JOIN review ended ON ended.assessment_id = a.assessment_id AND ended.stage IS NOT NULL \
-    WHERE a.referred_at >= $1 AND a.referred_at < $2 AND ($3::text IS NULL OR a.area = $3))";
+/// `$rest` (a string literal) follows the CTE.
+macro_rules! stats_of_cohort {
+    ($record:path, $rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $record,
+            "WITH cohort AS ( \
+               SELECT a.state, a.decision, a.stage, a.reason, a.referred_to, a.referred_at, \
+                 a.decided_at, \
+                 (SELECT min(c.recorded_at) FROM risk_assessment.assessment_check c \
+                  WHERE c.assessment_id = a.assessment_id) AS first_checked_at, \
+                 ended.stage AS ended_stage, ended.reason AS ended_reason, \
+                 ended.referred_to AS ended_referred_to \
+               FROM risk_assessment.assessment a \
+               LEFT JOIN risk_assessment.review ended \
+                 ON ended.assessment_id = a.assessment_id AND ended.stage IS NOT NULL \
+               WHERE a.referred_at >= $1 AND a.referred_at < $2 \
+                 AND ($3::text IS NULL OR a.area = $3))"
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
 
 /// The totals and the time distributions of a period.
 #[derive(Clone, Debug, Default, sqlx::FromRow)]
@@ -531,35 +572,37 @@ pub async fn stats_totals(
     area: Option<&str>,
     codes: &StatsCodes,
 ) -> Result<StatsTotalsRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{STATS_COHORT} SELECT count(*) AS referrals, \
-           count(*) FILTER (WHERE state = $4) AS still_open, \
-           count(*) FILTER (WHERE state = $5) AS closed, \
-           count(*) FILTER (WHERE decision = $6 AND ended_stage IS NULL) AS accepted, \
-           count(*) FILTER (WHERE decision = $7 OR ended_stage IS NOT NULL) AS not_taken_on, \
-           count(first_checked_at) AS first_checked, \
+    stats_of_cohort!(
+        StatsTotalsRow,
+        " SELECT count(*) AS \"referrals!\", \
+           count(*) FILTER (WHERE state = $4) AS \"still_open!\", \
+           count(*) FILTER (WHERE state = $5) AS \"closed!\", \
+           count(*) FILTER (WHERE decision = $6 AND ended_stage IS NULL) AS \"accepted!\", \
+           count(*) FILTER (WHERE decision = $7 OR ended_stage IS NOT NULL) \
+             AS \"not_taken_on!\", \
+           count(first_checked_at) AS \"first_checked!\", \
            percentile_cont(0.5) WITHIN GROUP (ORDER BY \
              (extract(epoch FROM first_checked_at - referred_at) / 3600)::double precision) \
              AS first_check_median_hours, \
            percentile_cont(0.9) WITHIN GROUP (ORDER BY \
              (extract(epoch FROM first_checked_at - referred_at) / 3600)::double precision) \
              AS first_check_p90_hours, \
-           count(decided_at) AS decided, \
+           count(decided_at) AS \"decided!\", \
            percentile_cont(0.5) WITHIN GROUP (ORDER BY \
              (extract(epoch FROM decided_at - referred_at) / 3600)::double precision) \
              AS decision_median_hours, \
            percentile_cont(0.9) WITHIN GROUP (ORDER BY \
              (extract(epoch FROM decided_at - referred_at) / 3600)::double precision) \
              AS decision_p90_hours \
-         FROM cohort"
-    )))
-    .bind(from)
-    .bind(to)
-    .bind(area)
-    .bind(codes.open)
-    .bind(codes.closed)
-    .bind(codes.accept)
-    .bind(codes.not_taken_on)
+         FROM cohort",
+        from,
+        to,
+        area,
+        codes.open,
+        codes.closed,
+        codes.accept,
+        codes.not_taken_on,
+    )
     .fetch_one(connection)
     .await
 }
@@ -582,21 +625,22 @@ pub async fn stats_outcomes(
     area: Option<&str>,
     not_taken_on: i32,
 ) -> Result<Vec<OutcomeCountRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{STATS_COHORT}, outcome AS ( \
+    stats_of_cohort!(
+        OutcomeCountRow,
+        ", outcome AS ( \
            SELECT CASE WHEN ended_stage IS NOT NULL THEN ended_stage ELSE stage END AS stage, \
              CASE WHEN ended_stage IS NOT NULL THEN ended_reason ELSE reason END AS reason, \
              CASE WHEN ended_stage IS NOT NULL THEN ended_referred_to ELSE referred_to END \
                AS referred_to \
            FROM cohort WHERE decision = $4 OR ended_stage IS NOT NULL) \
-         SELECT COALESCE(stage, 0) AS stage, COALESCE(reason, 0) AS reason, \
-           COALESCE(referred_to, 0) AS referred_to, count(*) AS count \
-         FROM outcome GROUP BY 1, 2, 3 ORDER BY count DESC, 1, 2, 3"
-    )))
-    .bind(from)
-    .bind(to)
-    .bind(area)
-    .bind(not_taken_on)
+         SELECT COALESCE(stage, 0) AS \"stage!\", COALESCE(reason, 0) AS \"reason!\", \
+           COALESCE(referred_to, 0) AS \"referred_to!\", count(*) AS \"count!\" \
+         FROM outcome GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
+        from,
+        to,
+        area,
+        not_taken_on,
+    )
     .fetch_all(connection)
     .await
 }
@@ -608,19 +652,30 @@ pub async fn forget_client_text(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    let mut changed = 0;
-    for statement in [
-        "UPDATE assessment_check SET notes = '' WHERE notes <> '' AND assessment_id IN \
-         (SELECT assessment_id FROM assessment WHERE referral_id = $1)",
-        "UPDATE assessment SET rationale = NULL WHERE rationale IS NOT NULL AND referral_id = $1",
-        "UPDATE review SET rationale = '' WHERE rationale <> '' AND assessment_id IN \
-         (SELECT assessment_id FROM assessment WHERE referral_id = $1)",
-    ] {
-        changed += sqlx::query(statement)
-            .bind(referral_id)
-            .execute(&mut *connection)
-            .await?
-            .rows_affected();
-    }
-    Ok(changed)
+    let checks = sqlx::query!(
+        "UPDATE risk_assessment.assessment_check SET notes = '' \
+         WHERE notes <> '' AND assessment_id IN \
+         (SELECT assessment_id FROM risk_assessment.assessment WHERE referral_id = $1)",
+        referral_id
+    )
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let assessments = sqlx::query!(
+        "UPDATE risk_assessment.assessment SET rationale = NULL \
+         WHERE rationale IS NOT NULL AND referral_id = $1",
+        referral_id
+    )
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let reviews = sqlx::query!(
+        "UPDATE risk_assessment.review SET rationale = '' WHERE rationale <> '' AND assessment_id IN \
+         (SELECT assessment_id FROM risk_assessment.assessment WHERE referral_id = $1)",
+        referral_id
+    )
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    Ok(checks + assessments + reviews)
 }

@@ -70,7 +70,7 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> anyhow:
 pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match sqlx::query("SELECT 1").execute(pool).await {
+        match sqlx::query_scalar!("SELECT 1 AS one").fetch_one(pool).await {
             Ok(_) => return Ok(()),
             Err(error) => {
                 if let Some(explanation) = refusal(&error) {
@@ -121,13 +121,15 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         "database name `{name}` must be letters, digits, '_' or '-'"
     );
     let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS \"exists!\"",
+        &name
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
         // A concurrent creator wins the race harmlessly.
+        // Dynamic: the database name is known only at run time (checked above).
         if let Err(error) = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
@@ -152,6 +154,7 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no database in url"))?
         .to_owned();
     let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
+    // Dynamic: the database name is known only at run time.
     sqlx::query(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
     )))

@@ -193,7 +193,7 @@ pub async fn monitor_health(
         for service in &services {
             let database_up = tokio::time::timeout(
                 Duration::from_secs(2),
-                sqlx::query("SELECT 1").execute(&service.pool),
+                sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&service.pool),
             )
             .await
             .is_ok_and(|result| result.is_ok());

@@ -345,6 +345,7 @@ impl<H: EventHandler> Consumer<H> {
     /// True when applied now, false when the inbox shows it was applied before.
     async fn apply_once(&self, event: &ReceivedEvent) -> Result<bool, HandlerError> {
         let mut transaction = self.handle.begin().await?;
+        // Dynamic: every schema has an inbox; search_path picks the consumer's.
         let inserted = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",

@@ -106,8 +106,9 @@ pub fn envelope<E: Event>(producer: &str, event: &E) -> EventEnvelope {
 
 /// An event ready for the outbox, built before the statement that writes
 /// it. A service whose change is a single statement can then write its rows
-/// and the event together ([`OutboxRow::cte`]): one round trip, atomic
-/// without an explicit transaction.
+/// and the event together ([`OutboxRow::cte`], or the same CTE spelled out
+/// against `<schema>.outbox` in a compile-checked query): one round trip,
+/// atomic without an explicit transaction.
 pub struct OutboxRow {
     pub event_id: Uuid,
     pub event_type: &'static str,
@@ -159,6 +160,7 @@ pub async fn enqueue<E: Event>(
         )
     });
     let row = OutboxRow::new(producer, event);
+    // Dynamic: every schema has an outbox; search_path picks the caller's.
     sqlx::query(sqlx::AssertSqlSafe(INSERT.as_str()))
         .bind(row.event_id)
         .bind(row.event_type)

@@ -139,6 +139,7 @@ impl Relay {
     /// deleted; unroutable or refused ones wait with back-off.
     pub async fn publish_due_batch(&self) -> anyhow::Result<BatchOutcome> {
         let mut transaction = self.pool.begin().await?;
+        // Dynamic, as below: every schema has an outbox; search_path picks this relay's.
         let rows = sqlx::query(
             "SELECT outbox_id, event_id, event_type, envelope, trace_context FROM outbox \
              WHERE next_attempt_at <= now() ORDER BY outbox_id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -215,6 +216,7 @@ impl Relay {
             }
         }
         if !sent.is_empty() {
+            // Dynamic: the outbox of this relay's schema, through search_path.
             sqlx::query("DELETE FROM outbox WHERE outbox_id = ANY($1)")
                 .bind(&sent)
                 .execute(&mut *transaction)
@@ -222,6 +224,7 @@ impl Relay {
         }
         for (outbox_id, error) in &deferred {
             tracing::warn!(schema = %self.schema, outbox_id, %error, "event not delivered, will retry");
+            // Dynamic: the outbox of this relay's schema, through search_path.
             sqlx::query(
                 "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, \
                  next_attempt_at = now() + least(power(2, publish_attempts), 60) * interval '1 second' \
