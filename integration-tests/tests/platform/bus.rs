@@ -23,7 +23,7 @@ use prost::Message as _;
 
 use crate::harness::{TestEnv, await_status, connect, eventually, referral_request, submit};
 
-async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
+pub async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
     let (connection, channel) = env.amqp_channel().await;
     channel.confirm_select(Default::default()).await.unwrap();
     let confirmation = channel

@@ -8,6 +8,7 @@ mod harness;
 mod import;
 mod journey;
 mod no_configuration;
+mod notifications;
 mod private_broker;
 mod processes;
 mod python_client;

@@ -1,29 +1,18 @@
-//! Turns referrer-visible events into notifications and pending webhook
-//! deliveries, in the consumer's inbox transaction: one route per event
-//! type, each saying which status its agency is told of.
+//! Turns referral intake's `referral.status_changed` into notifications and
+//! pending webhook deliveries, in the consumer's inbox transaction. Which
+//! event moves a referral to which status is referral intake's rule alone.
 
-use cpm_proto::v1::{
-    AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus, ReferralSubmitted,
-    ReferralWithdrawn,
-};
+use cpm_proto::v1::ReferralStatusChanged;
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use uuid::Uuid;
 
 use crate::db::{self, NotificationRow};
 use crate::domain::{Notice, notice};
 
-/// The `status` consumer's routes: every referrer-visible status event.
+/// The `status` consumer's routes: referral intake's announcements of the
+/// referrer-visible status, its only input.
 pub fn status_notices() -> Router<NotificationWriter> {
-    Router::new(crate::NAME, "status", NotificationWriter)
-        .on::<ReferralSubmitted>()
-        .on::<ReferralWithdrawn>()
-        .on::<AssessmentOpened>()
-        .on::<AssessmentDecided>()
-        .on::<MentorsAwaited>()
-        .on::<AllocationConfirmed>()
-        .on::<CaseDischarged>()
-        .on::<EngagementChanged>()
+    Router::new(crate::NAME, "status", NotificationWriter).on::<ReferralStatusChanged>()
 }
 
 pub struct NotificationWriter;
@@ -58,64 +47,19 @@ impl NotificationWriter {
     }
 }
 
-/// `impl On<Event>` writing the notice of a fixed status.
-macro_rules! notify_of {
-    ($($event:ty => $status:expr),* $(,)?) => {$(
-        impl On<$event> for NotificationWriter {
-            async fn on(
-                &self,
-                connection: &mut Tx,
-                e: $event,
-                received: &ReceivedEvent,
-            ) -> Result<(), HandlerError> {
-                Self::write(connection, notice(e.agency_id, e.referral_id, $status), received).await
-            }
-        }
-    )*};
-}
-
-notify_of! {
-    ReferralSubmitted => ReferralStatus::Received,
-    ReferralWithdrawn => ReferralStatus::Withdrawn,
-    AssessmentOpened => ReferralStatus::UnderAssessment,
-    MentorsAwaited => ReferralStatus::AwaitingMentors,
-    AllocationConfirmed => ReferralStatus::InSupport,
-    CaseDischarged => ReferralStatus::Discharged,
-}
-
-impl On<AssessmentDecided> for NotificationWriter {
+impl On<ReferralStatusChanged> for NotificationWriter {
     async fn on(
         &self,
         connection: &mut Tx,
-        e: AssessmentDecided,
+        e: ReferralStatusChanged,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let status = if e.decision == Decision::Accept as i32 {
-            ReferralStatus::Accepted
-        } else {
-            ReferralStatus::NotTakenOn
-        };
+        let status = e.status();
         Self::write(
             connection,
             notice(e.agency_id, e.referral_id, status),
             received,
         )
         .await
-    }
-}
-
-impl On<EngagementChanged> for NotificationWriter {
-    async fn on(
-        &self,
-        connection: &mut Tx,
-        e: EngagementChanged,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        if e.action != EngagementAction::End as i32 {
-            // Continuing or pausing leaves the referrer's view as it is.
-            return Ok(());
-        }
-        let notice = notice(e.agency_id, e.referral_id, ReferralStatus::NotTakenOn);
-        Self::write(connection, notice, received).await
     }
 }

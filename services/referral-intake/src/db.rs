@@ -349,20 +349,32 @@ pub struct StatusChange {
     pub discharged_at: Option<DateTime<Utc>>,
 }
 
-/// Applies a change only when it moves the status forward. Returns whether it did.
+/// The status a referral left, and its agency, when a change moved it.
+#[derive(Debug)]
+pub struct Advanced {
+    pub previous_status: i32,
+    pub agency_id: String,
+}
+
+/// Applies a change only when it moves the status forward. Returns what
+/// it left when it did.
 pub async fn advance_status(
     connection: &mut PgConnection,
     referral_id: Uuid,
     change: &StatusChange,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query!(
-        "UPDATE referral_intake.referral SET status = $2, status_rank = $3, \
+) -> Result<Option<Advanced>, sqlx::Error> {
+    sqlx::query_as!(
+        Advanced,
+        "UPDATE referral_intake.referral AS r SET status = $2, status_rank = $3, \
          status_changed_at = now(), \
-         not_taken_on_stage = COALESCE($4, not_taken_on_stage), \
-         not_taken_on_reason = COALESCE($5, not_taken_on_reason), \
-         estimated_start = COALESCE($6, estimated_start), \
-         discharged_at = COALESCE($7, discharged_at) \
-         WHERE referral_id = $1 AND status_rank < $3",
+         not_taken_on_stage = COALESCE($4, r.not_taken_on_stage), \
+         not_taken_on_reason = COALESCE($5, r.not_taken_on_reason), \
+         estimated_start = COALESCE($6, r.estimated_start), \
+         discharged_at = COALESCE($7, r.discharged_at) \
+         FROM (SELECT referral_id, status FROM referral_intake.referral \
+               WHERE referral_id = $1 FOR UPDATE) AS before \
+         WHERE r.referral_id = before.referral_id AND r.status_rank < $3 \
+         RETURNING before.status AS \"previous_status!\", r.agency_id",
         referral_id,
         change.status,
         change.rank,
@@ -371,10 +383,8 @@ pub async fn advance_status(
         change.estimated_start,
         change.discharged_at,
     )
-    .execute(connection)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    .fetch_optional(connection)
+    .await
 }
 
 /// Locks a referral of `agency_id` for a state change.

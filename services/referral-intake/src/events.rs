@@ -1,20 +1,23 @@
 //! The status projection: downstream events move a referral's status as
-//! its agency sees it. Each handler only advances the status (see
-//! [`crate::domain::status_rank`]), so late or repeated events are harmless.
+//! its agency sees it, and each move is announced ([`crate::status`]). Each
+//! handler only advances the status (see [`cpm_proto::status_rank`]), so
+//! late or repeated events change nothing and announce nothing.
 
 use cpm_proto::v1::{
     AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
+    EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus, ReferralSubmitted,
 };
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 
-use crate::db::{self, StatusChange};
+use crate::db::StatusChange;
 use crate::domain::status_rank;
+use crate::status;
 
 /// The status projection's routes.
 pub fn status_projection() -> Router<StatusProjection> {
     Router::new(crate::NAME, "status", StatusProjection)
+        .on::<ReferralSubmitted>()
         .on::<AssessmentOpened>()
         .on::<AssessmentDecided>()
         .on::<MentorsAwaited>()
@@ -33,16 +36,40 @@ fn change(status: ReferralStatus) -> StatusChange {
     }
 }
 
-/// Moves the referral's status forward to `change`, if it is ahead.
+/// Moves the referral's status forward to `change`, if it is ahead, and
+/// announces it.
 async fn project(
     connection: &mut Tx,
     referral: &str,
     change: StatusChange,
 ) -> Result<(), HandlerError> {
     let referral_id = referral_id(referral)?;
-    let advanced = db::advance_status(connection, referral_id, &change).await?;
+    let advanced = status::advance(connection, referral_id, &change).await?;
     tracing::info!(%referral_id, status = change.status, advanced, "referral status projected");
     Ok(())
+}
+
+impl On<ReferralSubmitted> for StatusProjection {
+    /// A submission is RECEIVED as it is written (SubmitReferral's one
+    /// statement stays as lean as it is); it is announced from here.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: ReferralSubmitted,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&e.referral_id)?;
+        let received = change(ReferralStatus::Received);
+        status::announce(
+            connection,
+            referral_id,
+            &e.agency_id,
+            ReferralStatus::Unspecified,
+            &received,
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 impl On<AssessmentOpened> for StatusProjection {

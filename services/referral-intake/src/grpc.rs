@@ -494,7 +494,7 @@ impl ReferralIntakeService for ReferralIntake {
             ))
             .into());
         }
-        db::advance_status(
+        crate::status::advance(
             &mut transaction,
             referral_id,
             &StatusChange {

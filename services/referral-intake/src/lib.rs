@@ -9,13 +9,15 @@
 //! - [`domain`]: a submission parsed and validated at the edge; status ranks.
 //! - [`db`]: action-named queries on the `referral_intake` schema.
 //! - [`grpc`]: serves `cpm.v1.ReferralIntakeService`.
-//! - [`events`]: the status projection fed by downstream events.
+//! - [`status`]: the referrer-visible status, moved forward only and announced as `referral.status_changed`.
+//! - [`events`]: the status projection fed by its own and downstream events.
 
 pub mod db;
 pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod privacy;
+pub mod status;
 
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};

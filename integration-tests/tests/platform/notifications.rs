@@ -1,0 +1,75 @@
+//! Notifications hear of a referral's status from referral intake alone
+//! (`referral.status_changed`): a late or repeated downstream event, which
+//! cannot move the status, tells the referrer nothing, and a withdrawal is
+//! told once.
+
+use std::time::Duration;
+
+use cpm::Target;
+use cpm_proto::Event as _;
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::{AssessmentOpened, ReferralStatus, WithdrawReferralRequest};
+use prost::Message as _;
+
+use crate::bus::publish_raw;
+use crate::flow::ListeningAgency;
+use crate::harness::{TestEnv, connect, fetch_referral, referral_request, submit};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_status_event_tells_the_referrer_nothing_and_a_withdrawal_is_told_once() {
+    let env = TestEnv::new().await;
+    let platform = env.start_all().await;
+    let channel = connect(&platform).await;
+    let agency = "agency-notices";
+    let listening = ListeningAgency::start(&env, &channel, agency).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, agency));
+
+    let referral = submit(&mut intake, referral_request("Notices")).await;
+    let ids = vec![referral.referral_id.clone()];
+    listening
+        .await_notices(
+            &ids,
+            ReferralStatus::UnderAssessment,
+            Duration::from_secs(30),
+        )
+        .await;
+
+    // The same status again, as a late duplicate from downstream with an
+    // event ID of its own (so the inbox does not absorb it).
+    let again = AssessmentOpened {
+        assessment_id: uuid::Uuid::now_v7().to_string(),
+        referral_id: referral.referral_id.clone(),
+        agency_id: agency.into(),
+        area: "Notices".into(),
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("risk-assessment", &again);
+    publish_raw(&env, AssessmentOpened::TYPE, &envelope.encode_to_vec()).await;
+
+    intake
+        .withdraw_referral(WithdrawReferralRequest {
+            referral_id: referral.referral_id.clone(),
+            reason: "moved away".into(),
+        })
+        .await
+        .unwrap();
+    listening
+        .await_notices(&ids, ReferralStatus::Withdrawn, Duration::from_secs(30))
+        .await;
+    // Anything the duplicate caused would have arrived by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for status in [
+        ReferralStatus::Received,
+        ReferralStatus::UnderAssessment,
+        ReferralStatus::Withdrawn,
+    ] {
+        listening.assert_exactly_once(&ids, status);
+    }
+    assert_eq!(
+        fetch_referral(&mut intake, &referral.referral_id)
+            .await
+            .status(),
+        ReferralStatus::Withdrawn
+    );
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
