@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use cpm::Target;
 use cpm_proto::Event as _;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{AssessmentOpened, ReferralStatus, WithdrawReferralRequest};
