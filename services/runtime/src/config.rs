@@ -20,26 +20,44 @@ pub enum Profile {
     Production,
 }
 
-/// A secret string: kept out of `Debug` output and logs.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret string: held in a `secrecy::SecretString` (zeroed when
+/// dropped, never in `Debug` output or logs) and read only through
+/// [`Secret::expose`]. It serialises as its value, for the configuration
+/// files that tests and tools write.
+#[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(secrecy::SecretString::from(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret as _;
+        self.0.expose_secret()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
+        f.write_str(if self.is_empty() {
             "\"\""
         } else {
             "\"[redacted]\""
@@ -528,6 +546,21 @@ mod tests {
     fn secrets_are_redacted_in_debug_output() {
         let secret = Secret::new("hunter2");
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_secret_reads_and_writes_as_its_value() {
+        #[derive(Serialize, Deserialize)]
+        struct Holder {
+            key: Secret,
+        }
+        let holder: Holder = toml::from_str("key = \"hunter2\"").unwrap();
+        assert_eq!(holder.key.expose(), "hunter2");
+        assert_eq!(
+            toml::to_string(&holder).unwrap().trim(),
+            "key = \"hunter2\""
+        );
+        assert_eq!(holder.key, Secret::new("hunter2"));
     }
 
     #[test]
