@@ -306,6 +306,27 @@ async fn submit_until_accepted(
     }
 }
 
+/// The end of a flow test: the pace held, every referral reached
+/// UNDER_ASSESSMENT within `catch_up`, and both channels told each of them
+/// RECEIVED and UNDER_ASSESSMENT exactly once.
+pub async fn assert_flow_arrived(
+    listening: &ListeningAgency,
+    client: &ReferralIntakeServiceClient<Authed>,
+    referrals: &[String],
+    rate: f64,
+    catch_up: Duration,
+) {
+    assert!(rate >= 50.0, "submitted at only {rate:.1} a second");
+    listening
+        .await_notices(referrals, ReferralStatus::UnderAssessment, catch_up)
+        .await;
+    assert_all_in_status(client, referrals, ReferralStatus::UnderAssessment).await;
+    // Anything sent twice would arrive within the webhook worker's poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    listening.assert_exactly_once(referrals, ReferralStatus::Received);
+    listening.assert_exactly_once(referrals, ReferralStatus::UnderAssessment);
+}
+
 /// Fails unless GetReferral shows every one of `referrals` in `status`.
 pub async fn assert_all_in_status(
     client: &ReferralIntakeServiceClient<Authed>,
