@@ -138,6 +138,7 @@ async fn listen_for_commits(
     wake: Arc<watch::Sender<u64>>,
     shutdown: cpm_runtime::Shutdown,
 ) -> anyhow::Result<()> {
+    let mut delays = cpm_runtime::retry::reconnect();
     while !shutdown.is_cancelled() {
         let listener = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
@@ -157,9 +158,10 @@ async fn listen_for_commits(
                 }
             }
         }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(delay) => {}
         }
     }
     Ok(())

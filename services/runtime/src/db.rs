@@ -68,7 +68,7 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> anyhow:
 /// Waits until PostgreSQL answers, retrying with back-off, or gives up when
 /// `shutdown` fires.
 pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = crate::retry::reconnect();
     loop {
         match sqlx::query_scalar!("SELECT 1 AS one").fetch_one(pool).await {
             Ok(_) => return Ok(()),
@@ -76,14 +76,14 @@ pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyh
                 if let Some(explanation) = refusal(&error) {
                     anyhow::bail!(explanation);
                 }
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable");
+                tokio::select! {
+                    () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for the database"),
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for the database"),
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

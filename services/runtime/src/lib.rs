@@ -12,6 +12,7 @@
 //! - [`crypto`]: envelope encryption of personal data and keyed hashes.
 //! - [`grpc`]: server bootstrap (health, reflection, graceful shutdown) and error mapping.
 //! - [`descriptor`]: what a service is (names, schema, migrations, config section, consumers, start), for the binary's one registry.
+//! - [`retry`]: the one back-off policy (exponential, with jitter) of every retry loop.
 //! - [`service`]: what a service needs to start, and what it hands back.
 //! - [`supervisor`]: background tasks restarted when they fail, and the health they report.
 
@@ -23,6 +24,7 @@ pub mod db;
 pub mod descriptor;
 pub mod dev_keys;
 pub mod grpc;
+pub mod retry;
 pub mod service;
 pub mod supervisor;
 pub mod telemetry;

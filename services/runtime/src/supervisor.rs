@@ -280,9 +280,14 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let config = &inner.config;
-    let first_backoff = Duration::from_millis(config.restart_backoff_ms);
     let window = Duration::from_secs(config.restart_window_secs);
-    let mut backoff = first_backoff;
+    let restarts = || {
+        crate::retry::backoff(
+            Duration::from_millis(config.restart_backoff_ms),
+            Duration::from_millis(config.max_backoff_ms),
+        )
+    };
+    let mut delays = restarts();
     let mut recent: VecDeque<Instant> = VecDeque::new();
     loop {
         let started = Instant::now();
@@ -300,7 +305,7 @@ where
         let now = Instant::now();
         if now.duration_since(started) >= window {
             // It had run well for a whole window: a fresh failure.
-            backoff = first_backoff;
+            delays = restarts();
         }
         recent.retain(|at| now.duration_since(*at) < window);
         recent.push_back(now);
@@ -321,6 +326,9 @@ where
             inner.shutdown.cancel();
             break;
         }
+        let backoff = delays
+            .next()
+            .unwrap_or(Duration::from_millis(config.max_backoff_ms));
         tracing::error!(
             task = %spec.name,
             service = spec.service,
@@ -332,7 +340,6 @@ where
             () = inner.shutdown.cancelled() => break,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_millis(config.max_backoff_ms));
         inner.set_up(id, true);
     }
     inner.remove(id);

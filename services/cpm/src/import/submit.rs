@@ -45,6 +45,8 @@ async fn submit(
     request: SubmitReferralRequest,
 ) -> RowOutcome {
     let mut attempt = 1;
+    let mut delays =
+        cpm_runtime::retry::backoff(Duration::from_millis(250), Duration::from_secs(4));
     loop {
         let outcome = |status, referral_id, errors| RowOutcome {
             row,
@@ -67,7 +69,8 @@ async fn submit(
                 return outcome(status, referral_id, Vec::new());
             }
             Err(status) if retryable(status.code()) && attempt < ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                let pause = delays.next().unwrap_or(Duration::from_secs(4));
+                tokio::time::sleep(pause).await;
                 attempt += 1;
             }
             Err(status) if status.code() == tonic::Code::InvalidArgument => {

@@ -26,8 +26,8 @@ use prost::Message as _;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::Bus;
 use super::outbox::{ServiceHandle, Tx};
-use super::{Bus, next_delay};
 use crate::Shutdown;
 
 /// What a consumer listens to.
@@ -192,8 +192,9 @@ impl<H: EventHandler> Consumer<H> {
     /// A delivery being handled when shutdown comes is finished first.
     pub async fn run(self, shutdown: Shutdown) {
         let queue = self.bus.topology().queue(self.spec.service, self.spec.name);
-        let mut delay = Duration::from_millis(200);
+        let mut delays = crate::retry::reconnect();
         while !shutdown.is_cancelled() {
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
             match self.consume(&queue, &shutdown).await {
                 Ok(()) => break,
                 Err(error) => {
@@ -204,7 +205,6 @@ impl<H: EventHandler> Consumer<H> {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = next_delay(delay);
         }
         tracing::debug!(%queue, "consumer stopped");
     }
@@ -282,11 +282,14 @@ impl<H: EventHandler> Consumer<H> {
                 delivery.acker.ack(BasicAckOptions::default()).await?;
             }
             Outcome::Requeue => {
-                let count = delivery_count(delivery);
-                tokio::time::sleep(
-                    Duration::from_millis(200 * u64::from(count + 1)).min(Duration::from_secs(2)),
-                )
-                .await;
+                // The pause grows with the delivery count, so a failing
+                // event does not spin while its cause lasts.
+                let count = delivery_count(delivery) as usize;
+                let pause =
+                    crate::retry::backoff(Duration::from_millis(200), Duration::from_secs(2))
+                        .nth(count)
+                        .unwrap_or(Duration::from_secs(2));
+                tokio::time::sleep(pause).await;
                 delivery
                     .acker
                     .nack(BasicNackOptions {

@@ -112,20 +112,9 @@ impl Bus {
 
     /// Connects with back-off until it works or `shutdown` fires.
     pub async fn wait_until_connected(&self, shutdown: &crate::Shutdown) -> anyhow::Result<()> {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.publisher().await {
-                Ok(_) => return Ok(()),
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "rabbitmq not reachable");
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for rabbitmq"),
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        crate::retry::until_ok("rabbitmq", shutdown, || self.publisher())
+            .await
+            .map(|_| ())
     }
 
     /// Declares the exchanges and every consumer queue in `specs`, with
@@ -150,20 +139,10 @@ impl Bus {
         specs: &[ConsumerSpec],
         shutdown: &crate::Shutdown,
     ) -> anyhow::Result<()> {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.declare_consumer_queues(specs).await {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot declare queues yet");
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => anyhow::bail!("shut down while declaring queues"),
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = next_delay(delay);
-        }
+        crate::retry::until_ok("rabbitmq (declaring queues)", shutdown, || {
+            self.declare_consumer_queues(specs)
+        })
+        .await
     }
 
     /// Closes the connection at shutdown.
@@ -178,9 +157,4 @@ impl Bus {
             .await;
         }
     }
-}
-
-/// Exponential back-off between reconnection attempts.
-pub(crate) fn next_delay(delay: Duration) -> Duration {
-    (delay * 2).min(Duration::from_secs(5))
 }

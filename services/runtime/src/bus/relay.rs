@@ -20,7 +20,7 @@ use lapin::{BasicProperties, Confirmation};
 use sqlx::{PgPool, Row as _};
 use tokio::sync::Notify;
 
-use super::{Bus, next_delay};
+use super::Bus;
 use crate::Shutdown;
 use crate::config::OutboxConfig;
 
@@ -42,6 +42,12 @@ impl RelayWaker {
     pub fn wake(&self) {
         self.0.notify_one();
     }
+}
+
+/// The pauses after failed batches: from 100 ms up to 5 s, afresh after a
+/// batch that worked.
+fn relay_errors() -> impl Iterator<Item = Duration> + Send {
+    crate::retry::backoff(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 #[derive(Clone)]
@@ -78,7 +84,7 @@ impl Relay {
     pub async fn run(self, shutdown: Shutdown) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let linger = Duration::from_millis(self.config.linger_ms);
-        let mut error_delay = Duration::from_millis(100);
+        let mut error_delays = relay_errors();
         let mut busy = false;
         loop {
             if shutdown.is_cancelled() {
@@ -86,7 +92,7 @@ impl Relay {
             }
             match self.publish_due_batch().await {
                 Ok(outcome) => {
-                    error_delay = Duration::from_millis(100);
+                    error_delays = relay_errors();
                     if outcome.published + outcome.deferred == self.config.batch_size as usize {
                         continue;
                     }
@@ -105,11 +111,11 @@ impl Relay {
                 }
                 Err(error) => {
                     tracing::warn!(schema = %self.schema, %error, "outbox relay failed, retrying");
+                    let delay = error_delays.next().unwrap_or(Duration::from_secs(5));
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(error_delay) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    error_delay = next_delay(error_delay);
                     continue;
                 }
             }
