@@ -356,3 +356,16 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The fields named by an INVALID_ARGUMENT's field violations, in order.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("field violations attached")
+        .field_violations
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect()
+}

@@ -2,11 +2,13 @@
 //! over TCP. One binary, one module per concern.
 
 mod bus;
+mod contact_logging;
 mod flow;
 mod graceful_shutdown;
 mod harness;
 mod import;
 mod journey;
+mod mentor_matching;
 mod no_configuration;
 mod notifications;
 mod private_broker;
