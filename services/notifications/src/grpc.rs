@@ -188,15 +188,12 @@ impl NotificationsService for Notifications {
         let caller = Caller::of(&request)?;
         caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?;
-        let page_size = request.get_ref().page_size;
-        if !(0..=500).contains(&page_size) {
-            let mut violations = FieldViolations::new();
-            violations.add("page_size", "must be between 1 and 500");
-            return Err(ApiError::InvalidArgument(violations).into());
-        }
-        let limit = if page_size == 0 { 50 } else { page_size };
+        let mut violations = FieldViolations::new();
+        let limit =
+            cpm_runtime::grpc::page::page_size(request.get_ref().page_size, &mut violations);
+        violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = db::list_deliveries(&mut connection, agency_id, i64::from(limit))
+        let rows = db::list_deliveries(&mut connection, agency_id, limit)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(ListDeliveriesResponse {

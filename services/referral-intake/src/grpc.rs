@@ -2,8 +2,6 @@
 //! their own referrals. A referrer's token names its agency; another
 //! agency's referral answers NOT_FOUND, exactly as a missing one does.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
@@ -20,6 +18,7 @@ use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::bus::outbox::{self, OutboxRow};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
+use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{
     check_text, from_timestamp, optional_timestamp, parse_enum, parse_id, require_id, timestamp,
 };
@@ -238,21 +237,28 @@ fn agency_scope(caller: &Caller) -> Result<Option<&str>, Status> {
     }
 }
 
+/// A page token: where the last referral shown sorts (submission time, ID).
 fn encode_page_token(row: &ReferralRow) -> String {
-    BASE64.encode(format!(
-        "{}|{}",
-        row.submitted_at.timestamp_micros(),
-        row.referral_id
-    ))
+    page::encode_token(&[
+        &row.submitted_at.timestamp_micros().to_string(),
+        &row.referral_id.to_string(),
+    ])
 }
 
-fn decode_page_token(token: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let text = String::from_utf8(BASE64.decode(token).ok()?).ok()?;
-    let (micros, id) = text.split_once('|')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+fn decode_page_token(
+    token: &str,
+    violations: &mut FieldViolations,
+) -> Option<(DateTime<Utc>, Uuid)> {
+    let parts = page::decode_token(token, 2, violations)?;
+    let cursor = parts[0]
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .zip(Uuid::parse_str(&parts[1]).ok());
+    if cursor.is_none() {
+        violations.add("page_token", "is not a token this service issued");
+    }
+    cursor
 }
 
 #[tonic::async_trait]
@@ -407,18 +413,8 @@ impl ReferralIntakeService for ReferralIntake {
         let agency_id = caller.agency()?;
         let request = request.get_ref();
         let mut violations = FieldViolations::new();
-        if !(0..=500).contains(&request.page_size) {
-            violations.add("page_size", "must be between 1 and 500");
-        }
-        let after = if request.page_token.is_empty() {
-            None
-        } else {
-            let cursor = decode_page_token(&request.page_token);
-            if cursor.is_none() {
-                violations.add("page_token", "is not a token this service issued");
-            }
-            cursor
-        };
+        let page_size = page::page_size(request.page_size, &mut violations);
+        let after = decode_page_token(&request.page_token, &mut violations);
         let status = match request.status {
             0 => None,
             value if ReferralStatus::try_from(value).is_ok() => Some(value),
@@ -445,27 +441,12 @@ impl ReferralIntakeService for ReferralIntake {
             violations.add("submitted_to", "must be after submitted_from");
         }
         violations.into_result()?;
-        let page_size = if request.page_size == 0 {
-            50
-        } else {
-            request.page_size
-        };
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let mut rows = db::list_referrals(
-            &mut connection,
-            agency_id,
-            &filter,
-            after,
-            i64::from(page_size) + 1,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let next_page_token = if rows.len() > page_size as usize {
-            rows.truncate(page_size as usize);
-            rows.last().map(encode_page_token).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let mut rows =
+            db::list_referrals(&mut connection, agency_id, &filter, after, page_size + 1)
+                .await
+                .map_err(ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, page_size, encode_page_token);
         Ok(Response::new(ListReferralsResponse {
             referrals: rows.iter().map(|row| to_proto(row, None)).collect(),
             next_page_token,
@@ -723,11 +704,18 @@ mod tests {
             erased_at: None,
         };
         let token = encode_page_token(&row);
+        let mut violations = FieldViolations::new();
         assert_eq!(
-            decode_page_token(&token),
+            decode_page_token(&token, &mut violations),
             Some((row.submitted_at, row.referral_id))
         );
-        assert_eq!(decode_page_token("garbage"), None);
+        assert!(violations.is_empty());
+        assert_eq!(decode_page_token("garbage", &mut violations), None);
+        assert_eq!(
+            decode_page_token(&page::encode_token(&["soon", "x"]), &mut violations),
+            None
+        );
+        assert_eq!(violations.fields().count(), 2);
     }
 
     #[test]

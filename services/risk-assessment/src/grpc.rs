@@ -273,7 +273,7 @@ impl RiskAssessmentService for RiskAssessment {
             &mut connection,
             AssessmentState::Open as i32,
             query.area.as_deref(),
-            i64::from(query.page_size),
+            query.page_size,
         )
         .await
         .map_err(ApiError::from)?;

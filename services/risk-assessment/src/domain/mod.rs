@@ -27,10 +27,6 @@ pub use queries::{AssessmentLookup, QueueQuery, StatsQuery};
 
 /// Longest free text accepted in one field.
 pub const MAX_TEXT: usize = 4000;
-/// Queue page size when the request leaves it at 0.
-pub const DEFAULT_PAGE_SIZE: i32 = 50;
-/// Largest queue page a caller may ask for.
-pub const MAX_PAGE_SIZE: i32 = 500;
 /// The checks that must all be recorded before a client can be accepted.
 pub const REQUIRED_CHECKS: [CheckKind; 3] = [
     CheckKind::AdultAtReferral,

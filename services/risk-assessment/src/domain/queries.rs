@@ -6,10 +6,9 @@
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{AssessmentStatsRequest, GetAssessmentRequest, ListQueueRequest};
 use cpm_runtime::grpc::FieldViolations;
+use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_id};
 use uuid::Uuid;
-
-use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 /// Which assessment a GetAssessment request names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,18 +54,13 @@ impl AssessmentLookup {
 pub struct QueueQuery {
     /// `None` lists every area.
     pub area: Option<String>,
-    pub page_size: i32,
+    pub page_size: i64,
 }
 
 impl QueueQuery {
     pub fn parse(request: &ListQueueRequest) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
-        if !(0..=MAX_PAGE_SIZE).contains(&request.page_size) {
-            violations.add(
-                "page_size",
-                format!("must be between 0 and {MAX_PAGE_SIZE}"),
-            );
-        }
+        let page_size = page::page_size(request.page_size, &mut violations);
         check_text("area", &request.area, false, 200, &mut violations);
         if !violations.is_empty() {
             return Err(violations);
@@ -74,11 +68,7 @@ impl QueueQuery {
         let area = request.area.trim();
         Ok(Self {
             area: (!area.is_empty()).then(|| area.to_owned()),
-            page_size: if request.page_size == 0 {
-                DEFAULT_PAGE_SIZE
-            } else {
-                request.page_size
-            },
+            page_size,
         })
     }
 }
@@ -184,7 +174,7 @@ mod tests {
             query,
             QueueQuery {
                 area: None,
-                page_size: DEFAULT_PAGE_SIZE
+                page_size: i64::from(page::DEFAULT_PAGE_SIZE)
             }
         );
         let query = QueueQuery::parse(&ListQueueRequest {

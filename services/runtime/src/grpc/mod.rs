@@ -2,6 +2,7 @@
 //! to statuses.
 
 pub mod errors;
+pub mod page;
 pub mod server;
 pub mod values;
 
