@@ -21,8 +21,8 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::Role;
 use cpm_runtime::grpc::values::timestamp;
 use tonic::transport::Channel;
-use tonic_types::StatusExt as _;
 
+use crate::harness::violated_fields as violations;
 use crate::harness::{Authed, TestEnv, await_status, connect, eventually, referral_request};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,17 +31,6 @@ type Assessments = RiskAssessmentServiceClient<Authed>;
 
 fn assessments(env: &TestEnv, channel: &Channel) -> Assessments {
     RiskAssessmentServiceClient::new(env.coordinator(channel))
-}
-
-fn violations(status: &tonic::Status) -> Vec<String> {
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("field violations attached")
-        .field_violations
-        .into_iter()
-        .map(|violation| violation.field)
-        .collect()
 }
 
 /// Submits a referral in `area` for `agency` and returns its ID.
