@@ -103,6 +103,7 @@ async fn queue_length(env: &TestEnv, channel: &tonic::transport::Channel, area: 
         .list_queue(ListQueueRequest {
             area: area.into(),
             page_size: 100,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -3,9 +3,17 @@
 
 use cpm::Target;
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
-use cpm_proto::v1::{ContactActivity, GetCaseFileRequest, LogContactRequest};
+use std::time::Duration;
 
-use crate::harness::{TestEnv, connect, violated_fields};
+use cpm_proto::Event as _;
+use cpm_proto::v1::{
+    AllocationConfirmed, ContactActivity, GetCaseFileRequest, ListContactsRequest,
+    LogContactRequest,
+};
+use prost::Message as _;
+
+use crate::bus::publish_raw;
+use crate::harness::{TestEnv, connect, eventually, violated_fields};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_contact_names_every_field_and_an_unopened_case_file_is_not_found() {
@@ -67,6 +75,83 @@ async fn a_bad_contact_names_every_field_and_an_unopened_case_file_is_not_found(
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_one() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::CONTACT_LOGGING]).await;
+    let channel = connect(&platform).await;
+    let mut contacts = ContactLoggingServiceClient::new(env.coordinator(&channel));
+
+    // A case file opens when an allocation is confirmed.
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    let allocation = AllocationConfirmed {
+        allocation_id: uuid::Uuid::now_v7().to_string(),
+        referral_id: referral_id.clone(),
+        agency_id: "agency-pages".into(),
+        area: "Pages".into(),
+        mentor_ids: vec![
+            uuid::Uuid::now_v7().to_string(),
+            uuid::Uuid::now_v7().to_string(),
+        ],
+        ..Default::default()
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &allocation);
+    publish_raw(&env, AllocationConfirmed::TYPE, &envelope.encode_to_vec()).await;
+    eventually(Duration::from_secs(20), "the case file opens", || {
+        let mut contacts = contacts.clone();
+        let referral_id = referral_id.clone();
+        async move {
+            contacts
+                .get_case_file(GetCaseFileRequest { referral_id })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+
+    let mut logged = Vec::new();
+    for minutes in [10, 20, 30, 40, 50] {
+        let contact = contacts
+            .log_contact(LogContactRequest {
+                referral_id: referral_id.clone(),
+                activity: ContactActivity::Telephone as i32,
+                minutes,
+                ..LogContactRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .contact
+            .unwrap();
+        logged.push(contact.contact_id);
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = contacts
+            .list_contacts(ListContactsRequest {
+                referral_id: referral_id.clone(),
+                page_size: 2,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        seen.extend(page.contacts.into_iter().map(|contact| contact.contact_id));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    logged.reverse();
+    assert_eq!(seen, logged, "newest first, each once");
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -6,8 +6,11 @@
 use std::time::Duration;
 
 use cpm_proto::Event as _;
+use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
-use cpm_proto::v1::{AssessmentOpened, ReferralStatus, WithdrawReferralRequest};
+use cpm_proto::v1::{
+    AssessmentOpened, ListDeliveriesRequest, ReferralStatus, WithdrawReferralRequest,
+};
 use prost::Message as _;
 
 use crate::bus::publish_raw;
@@ -69,6 +72,34 @@ async fn a_repeated_status_event_tells_the_referrer_nothing_and_a_withdrawal_is_
             .status(),
         ReferralStatus::Withdrawn
     );
+
+    // The agency's deliveries page newest first, two at a time.
+    let mut notifications = NotificationsServiceClient::new(env.referrer(&channel, agency));
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = notifications
+            .list_deliveries(ListDeliveriesRequest {
+                page_size: 2,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.deliveries.into_iter().map(|d| d.notification_id));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "RECEIVED, UNDER_ASSESSMENT, WITHDRAWN: {seen:?}"
+    );
+    let mut newest_first = seen.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, newest_first);
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

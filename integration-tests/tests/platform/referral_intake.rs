@@ -505,13 +505,42 @@ async fn only_registered_active_agencies_may_refer() {
         .unwrap_err();
     assert_eq!(suspended.code(), tonic::Code::PermissionDenied);
     let agencies = admin
-        .list_agencies(ListAgenciesRequest {})
+        .list_agencies(ListAgenciesRequest::default())
         .await
         .unwrap()
         .into_inner()
         .agencies;
     assert_eq!(agencies.len(), 1);
     assert!(!agencies[0].active);
+
+    // The register pages by agency ID, without skipping or repeating one.
+    for id in ["a-one", "b-two", "c-three"] {
+        admin
+            .register_agency(RegisterAgencyRequest {
+                agency_id: id.into(),
+                ..register(true)
+            })
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_agencies(ListAgenciesRequest {
+                page_size: 3,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.agencies.into_iter().map(|agency| agency.agency_id));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["a-one", "b-two", "c-three", "durham-police"]);
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -112,6 +112,7 @@ async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {
         .list_queue(ListQueueRequest {
             area: "Restart".into(),
             page_size: 50,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -228,6 +228,7 @@ async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
         .list_queue(ListQueueRequest {
             area: area.clone(),
             page_size: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -235,6 +236,30 @@ async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
         .assessments;
     let ids: Vec<&str> = queue.iter().map(|a| a.referral_id.as_str()).collect();
     assert_eq!(ids, [older.as_str(), newer.as_str()], "oldest first");
+    // One to a page: the token carries on after the oldest.
+    let first = client
+        .clone()
+        .list_queue(ListQueueRequest {
+            area: area.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.assessments[0].referral_id, older);
+    let second = client
+        .clone()
+        .list_queue(ListQueueRequest {
+            area: area.clone(),
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.assessments[0].referral_id, newer);
+    assert!(second.next_page_token.is_empty(), "the last page");
     assert_eq!(queue[0].working_days_open, 20);
     assert!(queue[0].overdue);
     assert!(queue[0].first_checked_at.is_none());

@@ -99,7 +99,7 @@ async fn mutual_tls_admits_only_clients_with_certificates_and_probes_use_the_pla
     )
     .unwrap();
     ReferralIntakeServiceClient::new(admin)
-        .list_agencies(ListAgenciesRequest {})
+        .list_agencies(ListAgenciesRequest::default())
         .await
         .unwrap();
 
@@ -113,7 +113,7 @@ async fn mutual_tls_admits_only_clients_with_certificates_and_probes_use_the_pla
             )
             .unwrap();
             ReferralIntakeServiceClient::new(admin)
-                .list_agencies(ListAgenciesRequest {})
+                .list_agencies(ListAgenciesRequest::default())
                 .await
                 .is_err()
         }

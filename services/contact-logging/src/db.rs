@@ -188,14 +188,21 @@ pub async fn insert_contact(
 pub async fn list_contacts(
     connection: &mut PgConnection,
     case_file_id: Uuid,
+    after: Option<(DateTime<Utc>, DateTime<Utc>, Uuid)>,
+    limit: i64,
 ) -> Result<Vec<ContactRow>, sqlx::Error> {
     sqlx::query_as!(
         ContactRow,
         "SELECT contact_id, case_file_id, activity, minutes, occurred_at, \
          logged_by, logged_by_role, summary, concern_raised, logged_at \
          FROM contact_logging.contact WHERE case_file_id = $1 \
-         ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC",
-        case_file_id
+         AND ($2::timestamptz IS NULL OR (occurred_at, logged_at, contact_id) < ($2, $3, $4)) \
+         ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC LIMIT $5",
+        case_file_id,
+        after.map(|(occurred, _, _)| occurred),
+        after.map(|(_, logged, _)| logged),
+        after.map(|(_, _, id)| id),
+        limit
     )
     .fetch_all(connection)
     .await

@@ -3,7 +3,7 @@
 //! applies [`CaseAccess`]: a mentor reaches only the cases they are
 //! allocated to, and another case answers NOT_FOUND as a missing one does.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingService;
 use cpm_proto::v1::{
     CaseDischarged, CaseFile, CaseState, Contact, ContactLogged, DischargeRequest,
@@ -12,8 +12,9 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
-use cpm_runtime::grpc::ApiError;
+use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
+use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -76,6 +77,24 @@ fn contact_to_proto(row: &ContactRow) -> Contact {
         summary: row.summary.clone(),
         concern_raised: row.concern_raised,
     }
+}
+
+/// Where the last contact shown sorts: when it happened, when it was
+/// logged, its ID (newest first).
+fn decode_contact_token(
+    token: &str,
+    violations: &mut FieldViolations,
+) -> Option<(DateTime<Utc>, DateTime<Utc>, Uuid)> {
+    let parts = page::decode_token(token, 3, violations)?;
+    let instant = |part: &str| part.parse().ok().and_then(DateTime::from_timestamp_micros);
+    let cursor = instant(&parts[0])
+        .zip(instant(&parts[1]))
+        .zip(Uuid::parse_str(&parts[2]).ok())
+        .map(|((occurred, logged), id)| (occurred, logged, id));
+    if cursor.is_none() {
+        violations.add("page_token", "is not a token this service issued");
+    }
+    cursor
 }
 
 #[tonic::async_trait]
@@ -171,16 +190,33 @@ impl ContactLoggingService for ContactLogging {
     ) -> Result<Response<ListContactsResponse>, Status> {
         let access = CaseAccess::of(Caller::of(&request)?, CASE_WORKERS)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let mut violations = FieldViolations::new();
+        let page_size = page::page_size(request.get_ref().page_size, &mut violations);
+        let after = decode_contact_token(&request.get_ref().page_token, &mut violations);
+        violations.into_result()?;
         let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let case_file =
             Self::admitted_case_file(&mut transaction, &access, referral_id, CaseLock::None)
                 .await?;
-        let rows = db::list_contacts(&mut transaction, case_file.case_file_id)
-            .await
-            .map_err(ApiError::from)?;
+        let mut rows = db::list_contacts(
+            &mut transaction,
+            case_file.case_file_id,
+            after,
+            page_size + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
         transaction.commit().await.map_err(ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, page_size, |row| {
+            page::encode_token(&[
+                &row.occurred_at.timestamp_micros().to_string(),
+                &row.logged_at.timestamp_micros().to_string(),
+                &row.contact_id.to_string(),
+            ])
+        });
         Ok(Response::new(ListContactsResponse {
             contacts: rows.iter().map(contact_to_proto).collect(),
+            next_page_token,
         }))
     }
 

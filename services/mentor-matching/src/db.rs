@@ -89,13 +89,19 @@ pub async fn insert_mentor(
 pub async fn list_mentors(
     connection: &mut PgConnection,
     area: Option<&str>,
+    after: Option<(&str, Uuid)>,
+    limit: i64,
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
     mentors!(
         "SELECT",
         "FROM mentor_matching.mentor \
          WHERE ($1::text IS NULL OR area = $1) \
-         ORDER BY display_name, mentor_id",
-        area
+         AND ($2::text IS NULL OR (display_name, mentor_id) > ($2, $3)) \
+         ORDER BY display_name, mentor_id LIMIT $4",
+        area,
+        after.map(|(name, _)| name),
+        after.map(|(_, id)| id),
+        limit
     )
     .fetch_all(connection)
     .await

@@ -314,14 +314,19 @@ mod tests {
 
     #[test]
     fn the_area_filter_is_optional_but_bounded() {
-        let all = ListMentorsRequest { area: "  ".into() };
+        let all = ListMentorsRequest {
+            area: "  ".into(),
+            ..Default::default()
+        };
         assert_eq!(parse_area_filter(&all).unwrap(), None);
         let one = ListMentorsRequest {
             area: " Durham ".into(),
+            ..Default::default()
         };
         assert_eq!(parse_area_filter(&one).unwrap().as_deref(), Some("Durham"));
         let long = ListMentorsRequest {
             area: "z".repeat(MAX_SHORT_TEXT + 1),
+            ..Default::default()
         };
         assert_eq!(fields(parse_area_filter(&long).unwrap_err()), ["area"]);
     }

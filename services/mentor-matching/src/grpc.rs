@@ -12,8 +12,9 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::{ServiceHandle, outbox};
-use cpm_runtime::grpc::ApiError;
+use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::timestamp;
+use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -125,13 +126,30 @@ impl MentorMatchingService for MentorMatching {
         request: Request<ListMentorsRequest>,
     ) -> Result<Response<ListMentorsResponse>, Status> {
         Caller::of(&request)?.require(STAFF)?;
-        let area = parse_area_filter(request.get_ref()).map_err(ApiError::InvalidArgument)?;
+        let request = request.get_ref();
+        let area = parse_area_filter(request).map_err(ApiError::InvalidArgument)?;
+        let mut violations = FieldViolations::new();
+        let page_size = page::page_size(request.page_size, &mut violations);
+        // Where the last mentor shown sorts: display name, then ID.
+        let after = page::decode_token(&request.page_token, 2, &mut violations).and_then(|parts| {
+            let id = Uuid::parse_str(&parts[1]).ok();
+            if id.is_none() {
+                violations.add("page_token", "is not a token this service issued");
+            }
+            id.map(|id| (parts[0].clone(), id))
+        });
+        violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = db::list_mentors(&mut connection, area.as_deref())
+        let after = after.as_ref().map(|(name, id)| (name.as_str(), *id));
+        let mut rows = db::list_mentors(&mut connection, area.as_deref(), after, page_size + 1)
             .await
             .map_err(ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, page_size, |row| {
+            page::encode_token(&[&row.display_name, &row.mentor_id.to_string()])
+        });
         Ok(Response::new(ListMentorsResponse {
             mentors: rows.iter().map(to_proto).collect(),
+            next_page_token,
         }))
     }
 

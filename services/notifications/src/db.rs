@@ -158,6 +158,7 @@ pub async fn upsert_webhook(
 pub async fn list_deliveries(
     connection: &mut PgConnection,
     agency_id: &str,
+    after: Option<(Uuid, Uuid)>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     sqlx::query_as!(
@@ -165,8 +166,12 @@ pub async fn list_deliveries(
         "SELECT d.delivery_id, d.webhook_id, d.notification_id, d.state, d.attempts, \
                 d.last_attempt_at, d.last_error \
          FROM notifications.delivery d JOIN notifications.webhook w USING (webhook_id) \
-         WHERE w.agency_id = $1 ORDER BY d.notification_id DESC, d.delivery_id LIMIT $2",
+         WHERE w.agency_id = $1 \
+         AND ($2::uuid IS NULL OR (d.notification_id, d.delivery_id) < ($2, $3)) \
+         ORDER BY d.notification_id DESC, d.delivery_id DESC LIMIT $4",
         agency_id,
+        after.map(|(notification, _)| notification),
+        after.map(|(_, delivery)| delivery),
         limit
     )
     .fetch_all(connection)

@@ -13,6 +13,7 @@ use cpm_proto::v1::{
     RegisterWebhookResponse, SubscribeRequest, SubscribeResponse, Webhook,
 };
 use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use cpm_runtime::supervisor::{Supervisor, TaskSpec};
@@ -21,6 +22,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::db::{self, NotificationRow};
 use crate::domain::check_webhook_url;
@@ -189,14 +191,33 @@ impl NotificationsService for Notifications {
         caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?;
         let mut violations = FieldViolations::new();
-        let limit =
-            cpm_runtime::grpc::page::page_size(request.get_ref().page_size, &mut violations);
+        let limit = page::page_size(request.get_ref().page_size, &mut violations);
+        // Where the last delivery shown sorts: its notification, then itself
+        // (newest first).
+        let after = page::decode_token(&request.get_ref().page_token, 2, &mut violations).and_then(
+            |parts| {
+                let ids = Uuid::parse_str(&parts[0])
+                    .ok()
+                    .zip(Uuid::parse_str(&parts[1]).ok());
+                if ids.is_none() {
+                    violations.add("page_token", "is not a token this service issued");
+                }
+                ids
+            },
+        );
         violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = db::list_deliveries(&mut connection, agency_id, limit)
+        let mut rows = db::list_deliveries(&mut connection, agency_id, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, limit, |row| {
+            page::encode_token(&[
+                &row.notification_id.to_string(),
+                &row.delivery_id.to_string(),
+            ])
+        });
         Ok(Response::new(ListDeliveriesResponse {
+            next_page_token,
             deliveries: rows
                 .into_iter()
                 .map(|row| Delivery {

@@ -468,11 +468,17 @@ pub async fn agency_is_active(
     .await
 }
 
-pub async fn list_agencies(connection: &mut PgConnection) -> Result<Vec<AgencyRow>, sqlx::Error> {
+pub async fn list_agencies(
+    connection: &mut PgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AgencyRow>, sqlx::Error> {
     sqlx::query_as!(
         AgencyRow,
         "SELECT agency_id, name, kind, active, registered_at FROM referral_intake.agency \
-         ORDER BY agency_id"
+         WHERE ($1::text IS NULL OR agency_id > $1) ORDER BY agency_id LIMIT $2",
+        after,
+        limit
     )
     .fetch_all(connection)
     .await

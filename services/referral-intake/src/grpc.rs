@@ -2,7 +2,7 @@
 //! their own referrals. A referrer's token names its agency; another
 //! agency's referral answers NOT_FOUND, exactly as a missing one does.
 
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{SubsecRound as _, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
     Agency, AgencyKind, ClientIdentity, Demand, EraseClientRequest, EraseClientResponse,
@@ -239,26 +239,7 @@ fn agency_scope(caller: &Caller) -> Result<Option<&str>, Status> {
 
 /// A page token: where the last referral shown sorts (submission time, ID).
 fn encode_page_token(row: &ReferralRow) -> String {
-    page::encode_token(&[
-        &row.submitted_at.timestamp_micros().to_string(),
-        &row.referral_id.to_string(),
-    ])
-}
-
-fn decode_page_token(
-    token: &str,
-    violations: &mut FieldViolations,
-) -> Option<(DateTime<Utc>, Uuid)> {
-    let parts = page::decode_token(token, 2, violations)?;
-    let cursor = parts[0]
-        .parse()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .zip(Uuid::parse_str(&parts[1]).ok());
-    if cursor.is_none() {
-        violations.add("page_token", "is not a token this service issued");
-    }
-    cursor
+    page::time_and_id_token(row.submitted_at, row.referral_id)
 }
 
 #[tonic::async_trait]
@@ -414,7 +395,7 @@ impl ReferralIntakeService for ReferralIntake {
         let request = request.get_ref();
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
-        let after = decode_page_token(&request.page_token, &mut violations);
+        let after = page::time_and_id(&request.page_token, &mut violations);
         let status = match request.status {
             0 => None,
             value if ReferralStatus::try_from(value).is_ok() => Some(value),
@@ -549,12 +530,22 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<ListAgenciesRequest>,
     ) -> Result<Response<ListAgenciesResponse>, Status> {
         Caller::of(&request)?.require(&[Role::Admin, Role::Coordinator])?;
+        let request = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let page_size = page::page_size(request.page_size, &mut violations);
+        let after = page::decode_token(&request.page_token, 1, &mut violations);
+        violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = db::list_agencies(&mut connection)
+        let after = after.as_ref().map(|parts| parts[0].as_str());
+        let mut rows = db::list_agencies(&mut connection, after, page_size + 1)
             .await
             .map_err(ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, page_size, |row| {
+            page::encode_token(&[&row.agency_id])
+        });
         Ok(Response::new(ListAgenciesResponse {
             agencies: rows.into_iter().map(to_agency).collect(),
+            next_page_token,
         }))
     }
 
@@ -679,7 +670,7 @@ mod tests {
             referral_id: Uuid::now_v7(),
             agency_id: "a".into(),
             request_hash: vec![],
-            submitted_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            submitted_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
             area: "x".into(),
             client_gender: 1,
             vulnerabilities: vec![],
@@ -706,13 +697,13 @@ mod tests {
         let token = encode_page_token(&row);
         let mut violations = FieldViolations::new();
         assert_eq!(
-            decode_page_token(&token, &mut violations),
+            page::time_and_id(&token, &mut violations),
             Some((row.submitted_at, row.referral_id))
         );
         assert!(violations.is_empty());
-        assert_eq!(decode_page_token("garbage", &mut violations), None);
+        assert_eq!(page::time_and_id("garbage", &mut violations), None);
         assert_eq!(
-            decode_page_token(&page::encode_token(&["soon", "x"]), &mut violations),
+            page::time_and_id(&page::encode_token(&["soon", "x"]), &mut violations),
             None
         );
         assert_eq!(violations.fields().count(), 2);

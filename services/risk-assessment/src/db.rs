@@ -153,15 +153,19 @@ pub async fn list_assessments_in_state(
     connection: &mut PgConnection,
     state: i32,
     area: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<AssessmentRow>, sqlx::Error> {
     assessments!(
         "SELECT",
         "FROM risk_assessment.assessment \
          WHERE state = $1 AND ($2::text IS NULL OR area = $2) \
-         ORDER BY opened_at, assessment_id LIMIT $3",
+         AND ($3::timestamptz IS NULL OR (opened_at, assessment_id) > ($3, $4)) \
+         ORDER BY opened_at, assessment_id LIMIT $5",
         state,
         area,
+        after.map(|(at, _)| at),
+        after.map(|(_, id)| id),
         limit
     )
     .fetch_all(connection)

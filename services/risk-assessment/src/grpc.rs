@@ -16,6 +16,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
+use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
@@ -269,14 +270,18 @@ impl RiskAssessmentService for RiskAssessment {
         Caller::of(&request)?.require(ASSESSORS)?;
         let query = QueueQuery::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = db::list_assessments_in_state(
+        let mut rows = db::list_assessments_in_state(
             &mut connection,
             AssessmentState::Open as i32,
             query.area.as_deref(),
-            query.page_size,
+            query.after,
+            query.page_size + 1,
         )
         .await
         .map_err(ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, query.page_size, |row| {
+            page::time_and_id_token(row.opened_at, row.assessment_id)
+        });
         let ids: Vec<Uuid> = rows.iter().map(|row| row.assessment_id).collect();
         let checks = db::latest_checks(&mut connection, &ids)
             .await
@@ -286,6 +291,7 @@ impl RiskAssessmentService for RiskAssessment {
                 .iter()
                 .map(|row| to_proto(row, &checks, self.age_rule))
                 .collect(),
+            next_page_token,
         }))
     }
 

@@ -55,12 +55,15 @@ pub struct QueueQuery {
     /// `None` lists every area.
     pub area: Option<String>,
     pub page_size: i64,
+    /// Where the last assessment shown sorts (opened, ID): the queue is oldest first.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
 impl QueueQuery {
     pub fn parse(request: &ListQueueRequest) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
+        let after = page::time_and_id(&request.page_token, &mut violations);
         check_text("area", &request.area, false, 200, &mut violations);
         if !violations.is_empty() {
             return Err(violations);
@@ -69,6 +72,7 @@ impl QueueQuery {
         Ok(Self {
             area: (!area.is_empty()).then(|| area.to_owned()),
             page_size,
+            after,
         })
     }
 }
@@ -174,12 +178,14 @@ mod tests {
             query,
             QueueQuery {
                 area: None,
-                page_size: i64::from(page::DEFAULT_PAGE_SIZE)
+                page_size: i64::from(page::DEFAULT_PAGE_SIZE),
+                after: None,
             }
         );
         let query = QueueQuery::parse(&ListQueueRequest {
             area: " Darlington ".into(),
             page_size: 500,
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(query.area.as_deref(), Some("Darlington"));
@@ -187,6 +193,7 @@ mod tests {
             let request = ListQueueRequest {
                 area: String::new(),
                 page_size,
+                ..Default::default()
             };
             assert_eq!(
                 fields(QueueQuery::parse(&request).unwrap_err()),
