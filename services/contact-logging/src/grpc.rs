@@ -85,16 +85,14 @@ fn decode_contact_token(
     token: &str,
     violations: &mut FieldViolations,
 ) -> Option<(DateTime<Utc>, DateTime<Utc>, Uuid)> {
-    let parts = page::decode_token(token, 3, violations)?;
-    let instant = |part: &str| part.parse().ok().and_then(DateTime::from_timestamp_micros);
-    let cursor = instant(&parts[0])
-        .zip(instant(&parts[1]))
-        .zip(Uuid::parse_str(&parts[2]).ok())
-        .map(|((occurred, logged), id)| (occurred, logged, id));
-    if cursor.is_none() {
-        violations.add("page_token", "is not a token this service issued");
-    }
-    cursor
+    page::decode_cursor(token, violations, |parts| match parts {
+        [occurred, logged, id] => Some((
+            page::parse_instant(occurred)?,
+            page::parse_instant(logged)?,
+            page::parse_id(id)?,
+        )),
+        _ => None,
+    })
 }
 
 #[tonic::async_trait]
@@ -209,8 +207,8 @@ impl ContactLoggingService for ContactLogging {
         transaction.commit().await.map_err(ApiError::from)?;
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {
             page::encode_token(&[
-                &row.occurred_at.timestamp_micros().to_string(),
-                &row.logged_at.timestamp_micros().to_string(),
+                &page::instant_part(row.occurred_at),
+                &page::instant_part(row.logged_at),
                 &row.contact_id.to_string(),
             ])
         });

@@ -131,13 +131,11 @@ impl MentorMatchingService for MentorMatching {
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
         // Where the last mentor shown sorts: display name, then ID.
-        let after = page::decode_token(&request.page_token, 2, &mut violations).and_then(|parts| {
-            let id = Uuid::parse_str(&parts[1]).ok();
-            if id.is_none() {
-                violations.add("page_token", "is not a token this service issued");
-            }
-            id.map(|id| (parts[0].clone(), id))
-        });
+        let after =
+            page::decode_cursor(&request.page_token, &mut violations, |parts| match parts {
+                [name, id] => Some((name.to_string(), page::parse_id(id)?)),
+                _ => None,
+            });
         violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let after = after.as_ref().map(|(name, id)| (name.as_str(), *id));

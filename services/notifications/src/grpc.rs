@@ -22,7 +22,6 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::db::{self, NotificationRow};
 use crate::domain::check_webhook_url;
@@ -194,17 +193,17 @@ impl NotificationsService for Notifications {
         let limit = page::page_size(request.get_ref().page_size, &mut violations);
         // Where the last delivery shown sorts: its notification, then itself
         // (newest first).
-        let after = page::decode_token(&request.get_ref().page_token, 2, &mut violations).and_then(
-            |parts| {
-                let ids = Uuid::parse_str(&parts[0])
-                    .ok()
-                    .zip(Uuid::parse_str(&parts[1]).ok());
-                if ids.is_none() {
-                    violations.add("page_token", "is not a token this service issued");
-                }
-                ids
-            },
-        );
+        let after =
+            page::decode_cursor(
+                &request.get_ref().page_token,
+                &mut violations,
+                |parts| match parts {
+                    [notification, delivery] => {
+                        Some((page::parse_id(notification)?, page::parse_id(delivery)?))
+                    }
+                    _ => None,
+                },
+            );
         violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let mut rows = db::list_deliveries(&mut connection, agency_id, after, limit + 1)

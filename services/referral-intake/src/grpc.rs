@@ -533,11 +533,14 @@ impl ReferralIntakeService for ReferralIntake {
         let request = request.get_ref();
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
-        let after = page::decode_token(&request.page_token, 1, &mut violations);
+        let after =
+            page::decode_cursor(&request.page_token, &mut violations, |parts| match parts {
+                [agency_id] => Some(agency_id.to_string()),
+                _ => None,
+            });
         violations.into_result()?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let after = after.as_ref().map(|parts| parts[0].as_str());
-        let mut rows = db::list_agencies(&mut connection, after, page_size + 1)
+        let mut rows = db::list_agencies(&mut connection, after.as_deref(), page_size + 1)
             .await
             .map_err(ApiError::from)?;
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {

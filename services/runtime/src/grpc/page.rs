@@ -32,46 +32,55 @@ pub fn encode_token(parts: &[&str]) -> String {
     BASE64.encode(parts.join("|"))
 }
 
-/// The parts of a token this service issued with `count` parts; `None` for
-/// no token, and a violation of `page_token` for one it did not issue.
-pub fn decode_token(
+/// The cursor in `token`, read from its parts by `parse`; `None` for no
+/// token, and a violation of `page_token` for one this service did not
+/// issue (undecodable, or parts `parse` refuses).
+pub fn decode_cursor<T>(
     token: &str,
-    count: usize,
     violations: &mut FieldViolations,
-) -> Option<Vec<String>> {
+    parse: impl FnOnce(&[&str]) -> Option<T>,
+) -> Option<T> {
     if token.is_empty() {
         return None;
     }
-    let parts = BASE64
+    let cursor = BASE64
         .decode(token)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .map(|text| text.split('|').map(str::to_owned).collect::<Vec<_>>())
-        .filter(|parts| parts.len() == count);
-    if parts.is_none() {
+        .and_then(|text| parse(&text.split('|').collect::<Vec<_>>()));
+    if cursor.is_none() {
         violations.add("page_token", "is not a token this service issued");
     }
-    parts
+    cursor
+}
+
+/// A time as a cursor part (microseconds, as PostgreSQL keeps it).
+pub fn instant_part(at: DateTime<Utc>) -> String {
+    at.timestamp_micros().to_string()
+}
+
+/// The time of an [`instant_part`].
+pub fn parse_instant(part: &str) -> Option<DateTime<Utc>> {
+    part.parse().ok().and_then(DateTime::from_timestamp_micros)
+}
+
+/// An ID cursor part.
+pub fn parse_id(part: &str) -> Option<Uuid> {
+    Uuid::parse_str(part).ok()
 }
 
 /// The token of a cursor that sorts by a time, then an ID.
 pub fn time_and_id_token(at: DateTime<Utc>, id: Uuid) -> String {
-    encode_token(&[&at.timestamp_micros().to_string(), &id.to_string()])
+    encode_token(&[&instant_part(at), &id.to_string()])
 }
 
 /// The cursor of a [`time_and_id_token`]; `None` for no token, and a
 /// violation of `page_token` for one this service did not issue.
 pub fn time_and_id(token: &str, violations: &mut FieldViolations) -> Option<(DateTime<Utc>, Uuid)> {
-    let parts = decode_token(token, 2, violations)?;
-    let cursor = parts[0]
-        .parse()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .zip(Uuid::parse_str(&parts[1]).ok());
-    if cursor.is_none() {
-        violations.add("page_token", "is not a token this service issued");
-    }
-    cursor
+    decode_cursor(token, violations, |parts| match parts {
+        [at, id] => Some((parse_instant(at)?, parse_id(id)?)),
+        _ => None,
+    })
 }
 
 /// Cuts `rows`, fetched with a limit of `size + 1`, to the page, and gives
@@ -104,16 +113,20 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_a_foreign_one_is_refused() {
         let mut violations = FieldViolations::new();
+        let pair = |parts: &[&str]| match parts {
+            [a, b] => Some((a.to_string(), b.to_string())),
+            _ => None,
+        };
         let token = encode_token(&["1700000000", "abc"]);
         assert_eq!(
-            decode_token(&token, 2, &mut violations),
-            Some(vec!["1700000000".to_owned(), "abc".to_owned()])
+            decode_cursor(&token, &mut violations, pair),
+            Some(("1700000000".to_owned(), "abc".to_owned()))
         );
-        assert_eq!(decode_token("", 2, &mut violations), None);
+        assert_eq!(decode_cursor("", &mut violations, pair), None);
         assert!(violations.is_empty());
-        assert_eq!(decode_token("%%%", 2, &mut violations), None);
+        assert_eq!(decode_cursor("%%%", &mut violations, pair), None);
         assert_eq!(
-            decode_token(&encode_token(&["one"]), 2, &mut violations),
+            decode_cursor(&encode_token(&["one"]), &mut violations, pair),
             None
         );
         assert_eq!(violations.fields().count(), 2);
