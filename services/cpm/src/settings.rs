@@ -91,9 +91,14 @@ impl Settings {
     /// Where a process running `targets` listens: a single target's own
     /// address when it has one, else the shared `grpc.listen`.
     pub fn listen_address(&self, targets: &[Target]) -> String {
-        match targets {
-            [only] if !self.listen_of(*only).is_empty() => self.listen_of(*only),
-            _ => self.platform.grpc.listen.clone(),
+        let own = match targets {
+            [only] => self.listen_of(*only),
+            _ => String::new(),
+        };
+        if own.is_empty() {
+            self.platform.grpc.listen.clone()
+        } else {
+            own
         }
     }
 }

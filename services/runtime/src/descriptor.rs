@@ -103,11 +103,26 @@ impl<S> Default for Registered<S> {
 }
 
 impl<S: Service> Registered<S> {
-    fn config(&self, section: &toml::Table) -> Result<S::Config, ConfigError> {
-        let key = self.section();
-        toml::Value::Table(section.clone())
+    /// Its section parsed and checked: the one place both happen.
+    fn checked(
+        &self,
+        section: &toml::Table,
+        platform: &PlatformConfig,
+    ) -> Result<S::Config, ConfigError> {
+        let config = toml::Value::Table(section.clone())
             .try_into::<S::Config>()
-            .map_err(|error| ConfigError::invalid(&key, error.message().trim().to_owned()))
+            .map_err(|error| {
+                ConfigError::invalid(&self.section(), error.message().trim().to_owned())
+            })?;
+        let listen = S::listen(&config);
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                &format!("{}.listen", self.section()),
+                format!("`{listen}` is not an address like 0.0.0.0:50052"),
+            ));
+        }
+        S::validate(&config, platform)?;
+        Ok(config)
     }
 }
 
@@ -136,16 +151,8 @@ impl<S: Service> ServiceDescriptor for Registered<S> {
         section: &toml::Table,
         platform: &PlatformConfig,
     ) -> Result<String, ConfigError> {
-        let config = self.config(section)?;
-        let listen = S::listen(&config);
-        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::invalid(
-                &format!("{}.listen", self.section()),
-                format!("`{listen}` is not an address like 0.0.0.0:50052"),
-            ));
-        }
-        S::validate(&config, platform)?;
-        Ok(listen.to_owned())
+        let config = self.checked(section, platform)?;
+        Ok(S::listen(&config).to_owned())
     }
 
     fn start<'a>(
@@ -155,8 +162,7 @@ impl<S: Service> ServiceDescriptor for Registered<S> {
         routes: &'a mut RoutesBuilder,
     ) -> BoxFuture<'a, anyhow::Result<StartedService>> {
         Box::pin(async move {
-            self.check(section, &context.platform)?;
-            let config = self.config(section)?;
+            let config = self.checked(section, &context.platform)?;
             let pool = context.database(S::SCHEMA, S::migrations()).await?;
             let handle = context.service_handle(S::NAME, S::SCHEMA, pool.clone())?;
             S::start(context, handle, config, routes).await?;

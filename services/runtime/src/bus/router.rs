@@ -139,11 +139,6 @@ impl<S: Send + Sync + 'static> Router<S> {
             routing_keys: self.event_types(),
         }
     }
-
-    /// The shared state, for tests.
-    pub fn state(&self) -> &S {
-        &self.state
-    }
 }
 
 impl<S: Send + Sync + 'static> EventHandler for Router<S> {
