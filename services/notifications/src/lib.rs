@@ -19,7 +19,6 @@ pub mod grpc;
 pub mod webhooks;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
@@ -158,7 +157,7 @@ async fn listen_for_commits(
                 }
             }
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let delay = delays.next_pause();
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(delay) => {}

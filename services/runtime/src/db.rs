@@ -76,7 +76,7 @@ pub async fn wait_until_ready(pool: &PgPool, shutdown: &crate::Shutdown) -> anyh
                 if let Some(explanation) = refusal(&error) {
                     anyhow::bail!(explanation);
                 }
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                let delay = delays.next_pause();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable");
                 tokio::select! {
                     () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for the database"),

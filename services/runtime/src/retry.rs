@@ -11,20 +11,42 @@ use backon::BackoffBuilder as _;
 
 use crate::Shutdown;
 
+/// Pauses that never run out: from `first`, doubling up to `max`, each with
+/// jitter.
+pub struct Backoff {
+    delays: backon::ExponentialBackoff,
+    max: Duration,
+}
+
+impl Backoff {
+    /// The pause before the next attempt.
+    pub fn next_pause(&mut self) -> Duration {
+        self.delays.next().unwrap_or(self.max)
+    }
+
+    /// The pause after `failures` failures (0: the first pause).
+    pub fn pause_after(mut self, failures: usize) -> Duration {
+        for _ in 0..failures {
+            self.next_pause();
+        }
+        self.next_pause()
+    }
+}
+
 /// Pauses from `first`, doubling up to `max`, each with jitter, for ever.
-pub fn backoff(first: Duration, max: Duration) -> impl Iterator<Item = Duration> + Send {
-    let mut delays = backon::ExponentialBuilder::default()
+pub fn backoff(first: Duration, max: Duration) -> Backoff {
+    let delays = backon::ExponentialBuilder::default()
         .with_min_delay(first)
         .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build();
-    std::iter::from_fn(move || Some(delays.next().unwrap_or(max)))
+    Backoff { delays, max }
 }
 
 /// The pauses between attempts to reach a dependency (database, broker):
 /// from 200 ms up to 5 s.
-pub fn reconnect() -> impl Iterator<Item = Duration> + Send {
+pub fn reconnect() -> Backoff {
     backoff(Duration::from_millis(200), Duration::from_secs(5))
 }
 
@@ -46,7 +68,7 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let delay = delays.next_pause();
         tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} not reachable yet");
         tokio::select! {
             () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
@@ -61,9 +83,8 @@ mod tests {
 
     #[test]
     fn pauses_grow_with_jitter_and_stay_within_the_ceiling() {
-        let delays: Vec<_> = backoff(Duration::from_millis(100), Duration::from_secs(1))
-            .take(12)
-            .collect();
+        let mut pauses = backoff(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (0..12).map(|_| pauses.next_pause()).collect();
         assert!(delays[0] >= Duration::from_millis(100));
         assert!(
             delays.iter().all(|d| *d <= Duration::from_secs(2)),

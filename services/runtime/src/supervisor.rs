@@ -326,9 +326,7 @@ where
             inner.shutdown.cancel();
             break;
         }
-        let backoff = delays
-            .next()
-            .unwrap_or(Duration::from_millis(config.max_backoff_ms));
+        let backoff = delays.next_pause();
         tracing::error!(
             task = %spec.name,
             service = spec.service,

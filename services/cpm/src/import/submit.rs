@@ -69,7 +69,7 @@ async fn submit(
                 return outcome(status, referral_id, Vec::new());
             }
             Err(status) if retryable(status.code()) && attempt < ATTEMPTS => {
-                let pause = delays.next().unwrap_or(Duration::from_secs(4));
+                let pause = delays.next_pause();
                 tokio::time::sleep(pause).await;
                 attempt += 1;
             }

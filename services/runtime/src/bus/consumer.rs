@@ -194,7 +194,7 @@ impl<H: EventHandler> Consumer<H> {
         let queue = self.bus.topology().queue(self.spec.service, self.spec.name);
         let mut delays = crate::retry::reconnect();
         while !shutdown.is_cancelled() {
-            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            let delay = delays.next_pause();
             match self.consume(&queue, &shutdown).await {
                 Ok(()) => break,
                 Err(error) => {
@@ -287,8 +287,7 @@ impl<H: EventHandler> Consumer<H> {
                 let count = delivery_count(delivery) as usize;
                 let pause =
                     crate::retry::backoff(Duration::from_millis(200), Duration::from_secs(2))
-                        .nth(count)
-                        .unwrap_or(Duration::from_secs(2));
+                        .pause_after(count);
                 tokio::time::sleep(pause).await;
                 delivery
                     .acker

@@ -46,7 +46,7 @@ impl RelayWaker {
 
 /// The pauses after failed batches: from 100 ms up to 5 s, afresh after a
 /// batch that worked.
-fn relay_errors() -> impl Iterator<Item = Duration> + Send {
+fn relay_errors() -> crate::retry::Backoff {
     crate::retry::backoff(Duration::from_millis(100), Duration::from_secs(5))
 }
 
@@ -84,7 +84,8 @@ impl Relay {
     pub async fn run(self, shutdown: Shutdown) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let linger = Duration::from_millis(self.config.linger_ms);
-        let mut error_delays = relay_errors();
+        // Only while batches fail; a batch that works forgets them.
+        let mut error_delays: Option<crate::retry::Backoff> = None;
         let mut busy = false;
         loop {
             if shutdown.is_cancelled() {
@@ -92,7 +93,7 @@ impl Relay {
             }
             match self.publish_due_batch().await {
                 Ok(outcome) => {
-                    error_delays = relay_errors();
+                    error_delays = None;
                     if outcome.published + outcome.deferred == self.config.batch_size as usize {
                         continue;
                     }
@@ -111,7 +112,7 @@ impl Relay {
                 }
                 Err(error) => {
                     tracing::warn!(schema = %self.schema, %error, "outbox relay failed, retrying");
-                    let delay = error_delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = error_delays.get_or_insert_with(relay_errors).next_pause();
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}
