@@ -107,16 +107,9 @@ impl Service for Descriptor {
         );
         let worker = Arc::new(webhooks::WebhookWorker::new(pool.clone(), &config)?);
         let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
-        context.spawn(
+        context.spawn_loop(
             TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
-            move || {
-                let (worker, wake, shutdown) =
-                    (worker.clone(), worker_wake.clone(), shutdown.clone());
-                async move {
-                    worker.run(wake, shutdown).await;
-                    Ok(())
-                }
-            },
+            move || worker.clone().run(worker_wake.clone(), shutdown.clone()),
         );
 
         let allow_plain_http =

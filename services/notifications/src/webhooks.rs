@@ -63,7 +63,11 @@ impl WebhookWorker {
         })
     }
 
-    pub async fn run(&self, mut wake: watch::Receiver<u64>, shutdown: cpm_runtime::Shutdown) {
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        mut wake: watch::Receiver<u64>,
+        shutdown: cpm_runtime::Shutdown,
+    ) {
         loop {
             let busy = match self.deliver_due_batch().await {
                 Ok(count) => count > 0,

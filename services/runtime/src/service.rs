@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tonic_health::ServingStatus;
@@ -84,6 +85,17 @@ impl ServiceContext {
         self.supervisor.spawn(spec, start);
     }
 
+    /// The same for a loop that handles its own errors and returns only at
+    /// shutdown (a relay, a consumer, a worker): returning earlier, or
+    /// panicking, is the failure the supervisor restarts it for.
+    pub fn spawn_loop<F, Fut>(&self, spec: TaskSpec, mut start: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(spec, move || start().map(|()| Ok(())));
+    }
+
     /// Starts the outbox relay of `service`'s `schema`, on connections of
     /// its own so that publishing (which holds its batch's row locks until
     /// the broker confirms) never waits for, or holds up, a request's
@@ -103,15 +115,9 @@ impl ServiceContext {
         let relay = Relay::new(relay_pool, self.bus.clone(), schema, &self.platform.outbox);
         let waker = relay.waker();
         let shutdown = self.shutdown.clone();
-        self.spawn(
+        self.spawn_loop(
             TaskSpec::essential(service, format!("{service}.relay")),
-            move || {
-                let (relay, shutdown) = (relay.clone(), shutdown.clone());
-                async move {
-                    relay.run(shutdown).await;
-                    Ok(())
-                }
-            },
+            move || relay.clone().run(shutdown.clone()),
         );
         Ok(ServiceHandle::new(pool, waker))
     }
@@ -128,13 +134,7 @@ impl ServiceContext {
         let task = TaskSpec::essential(spec.service, format!("{}.consumer", spec.inbox_name()));
         let consumer = Consumer::new(handle.clone(), self.bus.clone(), spec, Arc::new(router));
         let shutdown = self.shutdown.clone();
-        self.spawn(task, move || {
-            let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
-            async move {
-                consumer.run(shutdown).await;
-                Ok(())
-            }
-        });
+        self.spawn_loop(task, move || consumer.clone().run(shutdown.clone()));
     }
 
     /// Starts the health monitor of `services` under the supervisor.
@@ -150,18 +150,14 @@ impl ServiceContext {
             essential: false,
             lifetime: Lifetime::UntilShutdown,
         };
-        self.spawn(spec, move || {
-            let monitor = monitor_health(
+        self.spawn_loop(spec, move || {
+            monitor_health(
                 reporter.clone(),
                 services.clone(),
                 bus.clone(),
                 supervisor.clone(),
                 shutdown.clone(),
-            );
-            async move {
-                monitor.await;
-                Ok(())
-            }
+            )
         });
     }
 
