@@ -30,58 +30,6 @@ impl On<AllocationConfirmed> for CaseFiles {
         allocation: AllocationConfirmed,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        Self::open(connection, &allocation).await
-    }
-}
-
-impl On<EngagementChanged> for CaseFiles {
-    async fn on(
-        &self,
-        connection: &mut Tx,
-        changed: EngagementChanged,
-        _: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        Self::close(connection, &changed).await
-    }
-}
-
-impl Forget for CaseFiles {
-    const WHAT: &'static str = "free text";
-
-    async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
-        Ok(db::forget_client_text(connection, referral_id).await?)
-    }
-}
-
-impl CaseFiles {
-    /// Closes the case file of a client whose support ended (not a
-    /// discharge: the referrer hears of it as not taken on).
-    async fn close(connection: &mut Tx, changed: &EngagementChanged) -> Result<(), HandlerError> {
-        if changed.action != EngagementAction::End as i32 {
-            return Ok(());
-        }
-        let referral_id = referral_id(&changed.referral_id)?;
-        let ended_at = changed
-            .decided_at
-            .as_ref()
-            .and_then(from_timestamp)
-            .unwrap_or_else(Utc::now);
-        db::insert_ended_engagement(connection, referral_id, &changed.decided_by, ended_at).await?;
-        let closed = db::close_case_file_if_ended(
-            connection,
-            referral_id,
-            CaseState::Open as i32,
-            CaseState::Closed as i32,
-        )
-        .await?;
-        tracing::info!(%referral_id, closed, "engagement ended");
-        Ok(())
-    }
-
-    async fn open(
-        connection: &mut Tx,
-        allocation: &AllocationConfirmed,
-    ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&allocation.referral_id)?;
         let case_file_id = Uuid::now_v7();
         let opened = db::insert_case_file(
@@ -120,5 +68,44 @@ impl CaseFiles {
             "case file opened"
         );
         Ok(())
+    }
+}
+
+impl On<EngagementChanged> for CaseFiles {
+    /// Closes the case file of a client whose support ended (not a
+    /// discharge: the referrer hears of it as not taken on).
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        changed: EngagementChanged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if changed.action != EngagementAction::End as i32 {
+            return Ok(());
+        }
+        let referral_id = referral_id(&changed.referral_id)?;
+        let ended_at = changed
+            .decided_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .unwrap_or_else(Utc::now);
+        db::insert_ended_engagement(connection, referral_id, &changed.decided_by, ended_at).await?;
+        let closed = db::close_case_file_if_ended(
+            connection,
+            referral_id,
+            CaseState::Open as i32,
+            CaseState::Closed as i32,
+        )
+        .await?;
+        tracing::info!(%referral_id, closed, "engagement ended");
+        Ok(())
+    }
+}
+
+impl Forget for CaseFiles {
+    const WHAT: &'static str = "free text";
+
+    async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
+        Ok(db::forget_client_text(connection, referral_id).await?)
     }
 }

@@ -32,55 +32,6 @@ impl On<AssessmentDecided> for Decisions {
         decided: AssessmentDecided,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        Self::accept(connection, &decided).await
-    }
-}
-
-impl On<EngagementChanged> for Decisions {
-    async fn on(
-        &self,
-        connection: &mut Tx,
-        changed: EngagementChanged,
-        _: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        Self::end_support(connection, &changed).await
-    }
-}
-
-impl Forget for Decisions {
-    const WHAT: &'static str = "categories";
-
-    async fn forget(
-        &self,
-        connection: &mut Tx,
-        referral_id: uuid::Uuid,
-    ) -> Result<u64, HandlerError> {
-        Ok(db::forget_client_categories(connection, referral_id).await?)
-    }
-}
-
-impl Decisions {
-    /// Frees the mentors of a client whose support ended; continuing or
-    /// pausing keeps them allocated.
-    async fn end_support(
-        connection: &mut Tx,
-        changed: &EngagementChanged,
-    ) -> Result<(), HandlerError> {
-        if changed.action != EngagementAction::End as i32 {
-            return Ok(());
-        }
-        let referral_id = referral_id(&changed.referral_id)?;
-        let ended = db::end_support(connection, referral_id).await?;
-        tracing::info!(
-            %referral_id,
-            client_ended = ended.client_ended,
-            mentors_freed = ended.allocation_ended,
-            "support ended"
-        );
-        Ok(())
-    }
-
-    async fn accept(connection: &mut Tx, decided: &AssessmentDecided) -> Result<(), HandlerError> {
         if decided.decision != Decision::Accept as i32 {
             return Ok(());
         }
@@ -126,5 +77,41 @@ impl Decisions {
         .await?;
         tracing::info!(%referral_id, estimated_days = days, "accepted client awaits mentors");
         Ok(())
+    }
+}
+
+impl On<EngagementChanged> for Decisions {
+    /// Frees the mentors of a client whose support ended; continuing or
+    /// pausing keeps them allocated.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        changed: EngagementChanged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if changed.action != EngagementAction::End as i32 {
+            return Ok(());
+        }
+        let referral_id = referral_id(&changed.referral_id)?;
+        let ended = db::end_support(connection, referral_id).await?;
+        tracing::info!(
+            %referral_id,
+            client_ended = ended.client_ended,
+            mentors_freed = ended.allocation_ended,
+            "support ended"
+        );
+        Ok(())
+    }
+}
+
+impl Forget for Decisions {
+    const WHAT: &'static str = "categories";
+
+    async fn forget(
+        &self,
+        connection: &mut Tx,
+        referral_id: uuid::Uuid,
+    ) -> Result<u64, HandlerError> {
+        Ok(db::forget_client_categories(connection, referral_id).await?)
     }
 }
