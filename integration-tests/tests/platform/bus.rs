@@ -267,26 +267,9 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     let queue = env.queue("bus-test", "flaky");
-    eventually(
-        Duration::from_secs(20),
-        "the consumer queue exists",
-        || async {
-            let (connection, channel) = env.amqp_channel().await;
-            let exists = channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .is_ok();
-            crate::harness::close_quietly(connection).await;
-            exists
-        },
-    )
+    eventually(Duration::from_secs(20), "the consumer queue exists", || {
+        env.queue_exists(&queue)
+    })
     .await;
 
     let mut transaction = handle.begin().await.unwrap();

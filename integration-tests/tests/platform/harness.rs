@@ -155,22 +155,17 @@ impl TestEnv {
         format!("{}.{service}.{consumer}", self.namespace)
     }
 
-    /// Messages ready in a queue (passive declare).
+    /// Messages ready in a queue that must exist.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let (connection, channel) = self.amqp_channel().await;
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        ready_messages(self.settings.platform.amqp.url.expose(), queue)
             .await
-            .unwrap();
-        close_quietly(connection).await;
-        declared.message_count()
+            .unwrap_or_else(|| panic!("queue {queue} does not exist"))
+    }
+
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        ready_messages(self.settings.platform.amqp.url.expose(), queue)
+            .await
+            .is_some()
     }
 
     /// Drops the database and deletes the namespace's queues and exchanges.
@@ -206,6 +201,28 @@ impl Drop for TestEnv {
         })
         .join();
     }
+}
+
+/// Messages ready in `queue` on the broker at `amqp` (a passive declare), or
+/// `None` when the queue does not exist.
+pub async fn ready_messages(amqp: &str, queue: &str) -> Option<u32> {
+    let connection = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok();
+    close_quietly(connection).await;
+    declared.map(|queue| queue.message_count())
 }
 
 /// Removes one test's database and broker namespace, as far as they exist.

@@ -3,10 +3,8 @@
 
 use cpm::Target;
 use futures::FutureExt as _;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 
-use crate::harness::{TestEnv, close_quietly};
+use crate::harness::{TestEnv, ready_messages};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_test_leaves_no_database_and_no_queues_behind() {
@@ -40,20 +38,8 @@ async fn a_failing_test_leaves_no_database_and_no_queues_behind() {
     assert_eq!(left, 0, "database {database} was left behind");
     admin.close().await;
 
-    let connection = lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let passive = channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    assert!(passive.is_err(), "queue {queue} was left behind");
-    close_quietly(connection).await;
+    assert!(
+        ready_messages(&amqp, &queue).await.is_none(),
+        "queue {queue} was left behind"
+    );
 }
