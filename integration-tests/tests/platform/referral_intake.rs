@@ -12,6 +12,7 @@ use tonic_types::StatusExt as _;
 
 use crate::harness::{
     TestEnv, await_status, connect, eventually, fetch_referral, referral_request, submit,
+    violated_fields,
 };
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
@@ -34,13 +35,7 @@ async fn bad_input_gets_every_field_violation_and_stores_nothing() {
     request.emergency_calls_last_12_months = -3;
     let status = intake.submit_referral(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .expect("field violations attached")
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
+    let fields = violated_fields(&status);
     assert_eq!(
         fields,
         [
@@ -284,13 +279,7 @@ async fn agencies_see_only_their_own_referrals() {
         })
         .await
         .unwrap_err();
-    let fields: Vec<_> = bad
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
+    let fields = violated_fields(&bad);
     assert_eq!(fields, ["page_size", "page_token", "status"]);
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -443,13 +432,7 @@ async fn only_registered_active_agencies_may_refer() {
         })
         .await
         .unwrap_err();
-    let fields: Vec<_> = bad
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
+    let fields = violated_fields(&bad);
     assert_eq!(fields, ["agency_id", "name", "kind"]);
     let denied = referrer
         .register_agency(RegisterAgencyRequest {
