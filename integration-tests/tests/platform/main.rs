@@ -1,6 +1,7 @@
 //! End-to-end tests through real PostgreSQL, real RabbitMQ and real gRPC
 //! over TCP. One binary, one module per concern.
 
+mod access;
 mod bus;
 mod contact_logging;
 mod flow;

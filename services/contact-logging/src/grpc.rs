@@ -12,6 +12,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
@@ -21,6 +22,15 @@ use uuid::Uuid;
 
 use crate::db::{self, CaseFileRow, CaseLock, ContactRow};
 use crate::domain::{CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact};
+
+/// Mentors and staff work in case files; only staff discharge. Which case
+/// files a mentor may touch is [`CaseAccess`]'s to say.
+pub static ACCESS: AccessTable = AccessTable::new(&[
+    ("GetCaseFile", CASE_WORKERS),
+    ("LogContact", CASE_WORKERS),
+    ("ListContacts", CASE_WORKERS),
+    ("Discharge", CASE_MANAGERS),
+]);
 
 pub struct ContactLogging {
     handle: ServiceHandle,

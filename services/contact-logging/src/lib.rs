@@ -21,6 +21,7 @@ pub mod grpc;
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
@@ -58,6 +59,10 @@ impl Service for Descriptor {
         &MIGRATIONS
     }
 
+    fn access() -> &'static AccessTable {
+        &grpc::ACCESS
+    }
+
     fn consumers() -> Vec<ConsumerSpec> {
         vec![events::allocations().spec()]
     }
@@ -76,9 +81,9 @@ impl Service for Descriptor {
     ) -> anyhow::Result<()> {
         context.spawn_consumer(&handle, events::allocations());
         let service = grpc::ContactLogging::new(handle);
-        routes.add_service(ContactLoggingServiceServer::with_interceptor(
-            service,
-            context.auth.interceptor(),
+        routes.add_service(Self::guard(
+            context,
+            ContactLoggingServiceServer::new(service),
         ));
         Ok(())
     }

@@ -164,4 +164,36 @@ mod tests {
         sections.dedup();
         assert_eq!(sections.len(), Target::ALL.len());
     }
+
+    /// Every RPC of every service has a row in its access table, and no row
+    /// names an RPC that does not exist: a forgotten row would refuse
+    /// everyone, a stale one would hide a renamed method.
+    #[test]
+    fn every_access_table_names_exactly_its_services_methods() {
+        use prost::Message as _;
+        let descriptors =
+            prost_types::FileDescriptorSet::decode(cpm_proto::FILE_DESCRIPTOR_SET).unwrap();
+        for target in Target::ALL {
+            let service = target.service();
+            let (package, name) = service.grpc_name().rsplit_once('.').unwrap();
+            let mut declared: Vec<String> = descriptors
+                .file
+                .iter()
+                .filter(|file| file.package() == package)
+                .flat_map(|file| &file.service)
+                .filter(|candidate| candidate.name() == name)
+                .flat_map(|candidate| &candidate.method)
+                .map(|method| method.name().to_owned())
+                .collect();
+            let mut tabled: Vec<String> = service.access().methods().map(str::to_owned).collect();
+            declared.sort();
+            tabled.sort();
+            assert!(
+                !declared.is_empty(),
+                "{} has no methods",
+                service.grpc_name()
+            );
+            assert_eq!(tabled, declared, "{}", service.name());
+        }
+    }
 }

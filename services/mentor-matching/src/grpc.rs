@@ -12,6 +12,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
@@ -26,8 +27,17 @@ use crate::domain::{
 };
 use crate::matching::{self, Candidate, ClientNeeds};
 
-/// The people who run the register and allocate.
-const STAFF: &[Role] = &[Role::Coordinator, Role::Admin];
+/// Staff run the register and allocate; referrers may ask about waits.
+pub static ACCESS: AccessTable = AccessTable::new(&[
+    ("RegisterMentor", STAFF),
+    ("ListMentors", STAFF),
+    ("ProposeMatches", STAFF),
+    ("ConfirmAllocation", STAFF),
+    (
+        "EstimateWait",
+        &[Role::Coordinator, Role::Admin, Role::Referrer],
+    ),
+]);
 
 pub struct MentorMatching {
     handle: ServiceHandle,
@@ -90,7 +100,6 @@ impl MentorMatchingService for MentorMatching {
         request: Request<RegisterMentorRequest>,
     ) -> Result<Response<RegisterMentorResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(STAFF)?;
         let mentor = NewMentor::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mentor_id = Uuid::now_v7();
         tracing::Span::current().record("mentor_id", tracing::field::display(mentor_id));
@@ -125,7 +134,6 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ListMentorsRequest>,
     ) -> Result<Response<ListMentorsResponse>, Status> {
-        Caller::of(&request)?.require(STAFF)?;
         let request = request.get_ref();
         let area = parse_area_filter(request).map_err(ApiError::InvalidArgument)?;
         let mut violations = FieldViolations::new();
@@ -156,7 +164,6 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ProposeMatchesRequest>,
     ) -> Result<Response<ProposeMatchesResponse>, Status> {
-        Caller::of(&request)?.require(STAFF)?;
         let query = ProposalQuery::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let client = db::fetch_waiting_client(&mut connection, query.referral_id)
@@ -208,7 +215,6 @@ impl MentorMatchingService for MentorMatching {
         request: Request<ConfirmAllocationRequest>,
     ) -> Result<Response<ConfirmAllocationResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(STAFF)?;
         let allocation =
             NewAllocation::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mentor_ids = allocation.mentor_ids;
@@ -294,7 +300,6 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<EstimateWaitRequest>,
     ) -> Result<Response<EstimateWaitResponse>, Status> {
-        Caller::of(&request)?.require(&[Role::Coordinator, Role::Admin, Role::Referrer])?;
         let area = parse_wait_area(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let load = db::area_load(&mut connection, &area, None)

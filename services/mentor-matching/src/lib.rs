@@ -22,6 +22,7 @@ pub mod matching;
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
@@ -59,6 +60,10 @@ impl Service for Descriptor {
         &MIGRATIONS
     }
 
+    fn access() -> &'static AccessTable {
+        &grpc::ACCESS
+    }
+
     fn consumers() -> Vec<ConsumerSpec> {
         vec![events::decisions().spec()]
     }
@@ -77,9 +82,9 @@ impl Service for Descriptor {
     ) -> anyhow::Result<()> {
         context.spawn_consumer(&handle, events::decisions());
         let service = grpc::MentorMatching::new(handle);
-        routes.add_service(MentorMatchingServiceServer::with_interceptor(
-            service,
-            context.auth.interceptor(),
+        routes.add_service(Self::guard(
+            context,
+            MentorMatchingServiceServer::new(service),
         ));
         Ok(())
     }

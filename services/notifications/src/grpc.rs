@@ -13,6 +13,7 @@ use cpm_proto::v1::{
     RegisterWebhookResponse, SubscribeRequest, SubscribeResponse, Webhook,
 };
 use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
@@ -25,6 +26,13 @@ use tonic::{Request, Response, Status};
 
 use crate::db::{self, NotificationRow};
 use crate::domain::check_webhook_url;
+
+/// Notifications are addressed to agencies: only their referrers subscribe.
+pub static ACCESS: AccessTable = AccessTable::new(&[
+    ("Subscribe", &[Role::Referrer]),
+    ("RegisterWebhook", &[Role::Referrer]),
+    ("ListDeliveries", &[Role::Referrer]),
+]);
 
 pub struct Notifications {
     pool: PgPool,
@@ -128,7 +136,6 @@ impl NotificationsService for Notifications {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = Caller::of(&request)?;
-        caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?.to_owned();
         let after = request.get_ref().after_sequence;
         if after < 0 {
@@ -161,7 +168,6 @@ impl NotificationsService for Notifications {
         request: Request<RegisterWebhookRequest>,
     ) -> Result<Response<RegisterWebhookResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?;
         let url = request.get_ref().url.trim();
         let mut violations = FieldViolations::new();
@@ -187,7 +193,6 @@ impl NotificationsService for Notifications {
         request: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
         let caller = Caller::of(&request)?;
-        caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?;
         let mut violations = FieldViolations::new();
         let limit = page::page_size(request.get_ref().page_size, &mut violations);

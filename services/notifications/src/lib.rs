@@ -23,6 +23,7 @@ use std::sync::Arc;
 use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
 use cpm_runtime::supervisor::TaskSpec;
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,10 @@ impl Service for Descriptor {
         &MIGRATIONS
     }
 
+    fn access() -> &'static AccessTable {
+        &grpc::ACCESS
+    }
+
     fn consumers() -> Vec<ConsumerSpec> {
         vec![events::status_notices().spec()]
     }
@@ -115,9 +120,9 @@ impl Service for Descriptor {
         let allow_plain_http =
             context.platform.profile == cpm_runtime::config::Profile::Development;
         let service = grpc::Notifications::new(pool, wake, context, allow_plain_http);
-        routes.add_service(NotificationsServiceServer::with_interceptor(
-            service,
-            context.auth.interceptor(),
+        routes.add_service(Self::guard(
+            context,
+            NotificationsServiceServer::new(service),
         ));
         Ok(())
     }

@@ -18,6 +18,7 @@ use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::bus::outbox::{self, OutboxRow};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
+use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{
     check_text, from_timestamp, optional_timestamp, parse_enum, parse_id, require_id, timestamp,
@@ -32,6 +33,23 @@ use uuid::Uuid;
 use crate::db::{self, ReferralRow, StatusChange};
 use crate::domain::{NewReferral, SealedDetails, can_withdraw, identity_key, status_rank};
 use crate::privacy::{self, ClientVault};
+
+/// Referrers submit and follow their agency's referrals; staff read them;
+/// admins keep the agency register and answer data-protection requests.
+pub static ACCESS: AccessTable = AccessTable::new(&[
+    ("SubmitReferral", &[Role::Referrer]),
+    (
+        "GetReferral",
+        &[Role::Referrer, Role::Coordinator, Role::Admin],
+    ),
+    ("ListReferrals", &[Role::Referrer]),
+    ("WithdrawReferral", &[Role::Referrer]),
+    ("RegisterAgency", &[Role::Admin]),
+    ("ListAgencies", STAFF),
+    ("RegisterReferrer", &[Role::Admin]),
+    ("EraseClient", &[Role::Admin]),
+    ("ExportClientData", &[Role::Admin]),
+]);
 
 pub struct ReferralIntake {
     /// The pool, and the relay woken after each write of events.
@@ -196,7 +214,6 @@ fn privacy_request<T>(
     reason: &str,
 ) -> Result<(Caller, Uuid), Status> {
     let caller = Caller::of(request)?.clone();
-    caller.require(&[Role::Admin])?;
     let mut violations = FieldViolations::new();
     let referral_id = parse_id("referral_id", referral_id, &mut violations);
     check_text(
@@ -250,7 +267,6 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<SubmitReferralRequest>,
     ) -> Result<Response<SubmitReferralResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?.to_owned();
         let mut request = request.into_inner();
         let referral = NewReferral::parse(&request, Utc::now().date_naive())
@@ -390,7 +406,6 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<ListReferralsRequest>,
     ) -> Result<Response<ListReferralsResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?;
         let request = request.get_ref();
         let mut violations = FieldViolations::new();
@@ -440,7 +455,6 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<WithdrawReferralRequest>,
     ) -> Result<Response<WithdrawReferralResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Referrer])?;
         let agency_id = caller.agency()?.to_owned();
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
         let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
@@ -494,7 +508,6 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<RegisterAgencyRequest>,
     ) -> Result<Response<RegisterAgencyResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(&[Role::Admin])?;
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         check_agency_id("agency_id", &request.agency_id, &mut violations);
@@ -529,7 +542,6 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<ListAgenciesRequest>,
     ) -> Result<Response<ListAgenciesResponse>, Status> {
-        Caller::of(&request)?.require(&[Role::Admin, Role::Coordinator])?;
         let request = request.get_ref();
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
@@ -557,7 +569,6 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<RegisterReferrerRequest>,
     ) -> Result<Response<RegisterReferrerResponse>, Status> {
-        Caller::of(&request)?.require(&[Role::Admin])?;
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         check_agency_id("agency_id", &request.agency_id, &mut violations);

@@ -23,6 +23,7 @@ use cpm_proto::v1::referral_intake_service_server::ReferralIntakeServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::config::{ConfigError, PlatformConfig, Profile};
 use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
@@ -75,6 +76,10 @@ impl Service for Descriptor {
         &MIGRATIONS
     }
 
+    fn access() -> &'static AccessTable {
+        &grpc::ACCESS
+    }
+
     fn consumers() -> Vec<ConsumerSpec> {
         vec![events::status_projection().spec()]
     }
@@ -106,10 +111,7 @@ impl Service for Descriptor {
             grpc::ReferralIntake::new(handle, context.keys.clone(), config.auto_register_agencies);
         let server = ReferralIntakeServiceServer::new(service)
             .max_decoding_message_size(config.max_request_bytes);
-        routes.add_service(tonic::service::interceptor::InterceptedService::new(
-            server,
-            context.auth.interceptor(),
-        ));
+        routes.add_service(Self::guard(context, server));
         Ok(())
     }
 }

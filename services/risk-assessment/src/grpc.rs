@@ -13,9 +13,10 @@ use cpm_proto::v1::{
     OutcomeCount, ReassessRequest, ReassessResponse, RecordCheckRequest, RecordCheckResponse,
     Review, RiskLevel, WillWantCapacityScores,
 };
-use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
+use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
 use sqlx::{PgConnection, PgPool};
@@ -28,8 +29,15 @@ use crate::domain::{
     StatsQuery, check_override, check_reassessable, missing_checks, recommend,
 };
 
-/// The roles that assess referrals.
-const ASSESSORS: &[Role] = &[Role::Coordinator, Role::Admin];
+/// Only staff assess referrals.
+pub static ACCESS: AccessTable = AccessTable::new(&[
+    ("ListQueue", STAFF),
+    ("GetAssessment", STAFF),
+    ("RecordCheck", STAFF),
+    ("Decide", STAFF),
+    ("Reassess", STAFF),
+    ("AssessmentStats", STAFF),
+]);
 
 pub struct RiskAssessment {
     handle: ServiceHandle,
@@ -267,7 +275,6 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
-        Caller::of(&request)?.require(ASSESSORS)?;
         let query = QueueQuery::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let mut rows = db::list_assessments_in_state(
@@ -300,7 +307,6 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<GetAssessmentRequest>,
     ) -> Result<Response<GetAssessmentResponse>, Status> {
-        Caller::of(&request)?.require(ASSESSORS)?;
         let lookup =
             AssessmentLookup::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
@@ -330,7 +336,6 @@ impl RiskAssessmentService for RiskAssessment {
         request: Request<RecordCheckRequest>,
     ) -> Result<Response<RecordCheckResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(ASSESSORS)?;
         let check = NewCheck::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         lock_open_assessment(&mut transaction, check.assessment_id, "record checks").await?;
@@ -397,7 +402,6 @@ impl RiskAssessmentService for RiskAssessment {
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(ASSESSORS)?;
         let decision = NewDecision::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
         let row =
@@ -492,7 +496,6 @@ impl RiskAssessmentService for RiskAssessment {
         request: Request<ReassessRequest>,
     ) -> Result<Response<ReassessResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
-        caller.require(ASSESSORS)?;
         let reassessment =
             NewReassessment::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
@@ -575,7 +578,6 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<AssessmentStatsRequest>,
     ) -> Result<Response<AssessmentStatsResponse>, Status> {
-        Caller::of(&request)?.require(ASSESSORS)?;
         let query = StatsQuery::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
         let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
         let area = query.area.as_deref();

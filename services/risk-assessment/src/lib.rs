@@ -30,6 +30,7 @@ use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
 use cpm_runtime::config::{ConfigError, PlatformConfig};
 use cpm_runtime::descriptor::{Registered, Service};
+use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
@@ -79,6 +80,10 @@ impl Service for Descriptor {
         &MIGRATIONS
     }
 
+    fn access() -> &'static AccessTable {
+        &grpc::ACCESS
+    }
+
     fn consumers() -> Vec<ConsumerSpec> {
         vec![events::referrals().spec(), events::engagement().spec()]
     }
@@ -107,9 +112,9 @@ impl Service for Descriptor {
         context.spawn_consumer(&handle, events::referrals());
         context.spawn_consumer(&handle, events::engagement());
         let service = grpc::RiskAssessment::new(handle, config.first_assessment_target_days);
-        routes.add_service(RiskAssessmentServiceServer::with_interceptor(
-            service,
-            context.auth.interceptor(),
+        routes.add_service(Self::guard(
+            context,
+            RiskAssessmentServiceServer::new(service),
         ));
         Ok(())
     }

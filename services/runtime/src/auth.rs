@@ -1,6 +1,7 @@
 //! Every caller is known: a JWT bearer token names the subject, the role and
-//! the agency or mentor the caller acts for. The interceptor rejects calls
-//! without a valid token and hands the [`Caller`] to the handler.
+//! the agency or mentor the caller acts for. [`crate::grpc::access::Guarded`]
+//! rejects calls without a valid token, or from a role the service's access
+//! table does not name, and hands the [`Caller`] to the handler.
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,24 +94,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller the interceptor attached to a request.
+    /// The caller the guard attached to a request.
     pub fn of<T>(request: &Request<T>) -> Result<&Caller, Status> {
         request
             .extensions()
             .get::<Caller>()
             .ok_or_else(|| Status::unauthenticated("a bearer token is required"))
-    }
-
-    /// Fails with PERMISSION_DENIED unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), Status> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(format!(
-                "role {} may not do this",
-                self.role
-            )))
-        }
     }
 
     /// The agency a referrer acts for.
@@ -233,25 +222,17 @@ impl Authenticator {
         })
     }
 
-    /// A tonic interceptor: `Authorization: Bearer <token>` or UNAUTHENTICATED.
-    pub fn interceptor(
-        &self,
-    ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-        let authenticator = self.clone();
-        move |mut request: Request<()>| {
-            let header = request
-                .metadata()
-                .get("authorization")
-                .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
-            let token = header
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            let caller = authenticator.verify(token.trim())?;
-            request.extensions_mut().insert(caller);
-            Ok(request)
-        }
+    /// The caller an `Authorization: Bearer <token>` header names, or UNAUTHENTICATED.
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+        self.verify(token.trim())
     }
 }
 
@@ -268,14 +249,12 @@ mod tests {
         .unwrap()
     }
 
-    fn request_with(header: Option<&str>) -> Request<()> {
-        let mut request = Request::new(());
+    fn headers_with(header: Option<&str>) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
         if let Some(value) = header {
-            request
-                .metadata_mut()
-                .insert("authorization", value.parse().unwrap());
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
         }
-        request
+        headers
     }
 
     #[test]
@@ -290,8 +269,9 @@ mod tests {
                 chrono::Duration::hours(1),
             )
             .unwrap();
-        let request = auth.interceptor()(request_with(Some(&format!("Bearer {token}")))).unwrap();
-        let caller = Caller::of(&request).unwrap();
+        let caller = auth
+            .authenticate(&headers_with(Some(&format!("Bearer {token}"))))
+            .unwrap();
         assert_eq!(caller.role, Role::Referrer);
         assert_eq!(caller.agency().unwrap(), "agency-a");
     }
@@ -299,8 +279,8 @@ mod tests {
     #[test]
     fn missing_malformed_expired_and_foreign_tokens_are_unauthenticated() {
         let auth = authenticator();
-        let intercept = auth.interceptor();
-        let code = |header: Option<&str>| intercept(request_with(header)).unwrap_err().code();
+        let code =
+            |header: Option<&str>| auth.authenticate(&headers_with(header)).unwrap_err().code();
         assert_eq!(code(None), tonic::Code::Unauthenticated);
         assert_eq!(code(Some("Basic abc")), tonic::Code::Unauthenticated);
         assert_eq!(
@@ -350,18 +330,10 @@ mod tests {
     }
 
     #[test]
-    fn roles_are_enforced() {
-        let caller = Caller {
-            subject: "m".into(),
-            role: Role::Mentor,
-            agency_id: None,
-            mentor_id: Some("m-1".into()),
-        };
-        assert!(caller.require(&[Role::Mentor]).is_ok());
-        assert_eq!(
-            caller.require(&[Role::Coordinator]).unwrap_err().code(),
-            tonic::Code::PermissionDenied
-        );
+    fn roles_parse_from_their_names_only() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
         assert!("nobody".parse::<Role>().is_err());
     }
 }

@@ -18,6 +18,7 @@ use tonic::service::RoutesBuilder;
 use crate::bus::ConsumerSpec;
 use crate::bus::outbox::ServiceHandle;
 use crate::config::{ConfigError, PlatformConfig};
+use crate::grpc::access::{AccessTable, Guarded};
 use crate::service::{ServiceContext, StartedService};
 
 /// One service, as its crate writes it.
@@ -34,6 +35,15 @@ pub trait Service: Send + Sync + 'static {
     type Config: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
 
     fn migrations() -> &'static Migrator;
+
+    /// Which roles may call which of its RPCs.
+    fn access() -> &'static AccessTable;
+
+    /// Its generated gRPC server behind authentication and [`Self::access`]:
+    /// how `start` adds it to the routes.
+    fn guard<G>(context: &ServiceContext, server: G) -> Guarded<G> {
+        Guarded::new(server, context.auth.clone(), Self::access())
+    }
 
     /// The queues it consumes. Every process declares every service's
     /// queues at start, so an event published before its consumer first
@@ -67,6 +77,7 @@ pub trait ServiceDescriptor: Send + Sync + 'static {
     fn schema(&self) -> &'static str;
     fn grpc_name(&self) -> &'static str;
     fn migrations(&self) -> &'static Migrator;
+    fn access(&self) -> &'static AccessTable;
     fn consumers(&self) -> Vec<ConsumerSpec>;
     /// Its configuration section's key: the name with `_` for `-`.
     fn section(&self) -> String {
@@ -141,6 +152,9 @@ impl<S: Service> ServiceDescriptor for Registered<S> {
     }
     fn migrations(&self) -> &'static Migrator {
         S::migrations()
+    }
+    fn access(&self) -> &'static AccessTable {
+        S::access()
     }
     fn consumers(&self) -> Vec<ConsumerSpec> {
         S::consumers()

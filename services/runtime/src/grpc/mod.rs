@@ -1,6 +1,7 @@
 //! gRPC: the server every service runs in, and the one mapping from errors
 //! to statuses.
 
+pub mod access;
 pub mod errors;
 pub mod page;
 pub mod server;
