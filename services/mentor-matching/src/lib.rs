@@ -9,10 +9,12 @@
 //! - [`domain`]: requests parsed at the edge; mentor availability; the wait rule.
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
-//! - [`grpc`]: the handlers of `cpm.v1.MentorMatchingService`.
+//! - [`commands`]: one function per use case, with [`commands::MatchingError`].
+//! - [`grpc`]: the handlers of `cpm.v1.MentorMatchingService` and its access table.
 //! - [`events`]: the consumer that turns accepted referrals into waiting
 //!   clients and frees the mentors of clients whose support ended.
 
+pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;

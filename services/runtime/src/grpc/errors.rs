@@ -1,6 +1,7 @@
-//! One error type for every service's handlers, mapped once to
-//! `tonic::Status`. Internal causes are logged with the trace ID and never
-//! leaked to callers.
+//! The one mapping from errors to `tonic::Status`. Each service's commands
+//! return a typed error of their own, which says which [`ApiError`] kind it
+//! is; this module turns that into a status. Internal causes are logged with
+//! the trace ID and never leaked to callers.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
@@ -73,6 +74,19 @@ impl From<sqlx::Error> for ApiError {
         } else {
             ApiError::Internal(error.into())
         }
+    }
+}
+
+impl From<FieldViolations> for ApiError {
+    fn from(violations: FieldViolations) -> Self {
+        ApiError::InvalidArgument(violations)
+    }
+}
+
+/// So a handler answers a parser's violations with `?`.
+impl From<FieldViolations> for Status {
+    fn from(violations: FieldViolations) -> Self {
+        ApiError::InvalidArgument(violations).into()
     }
 }
 
