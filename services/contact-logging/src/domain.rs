@@ -5,9 +5,11 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use cpm_proto::v1::{ContactActivity, DischargeRequest, LogContactRequest};
 use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_enum, parse_id};
-use cpm_runtime::grpc::{ApiError, FieldViolations};
 use uuid::Uuid;
+
+use crate::commands::CaseError;
 
 /// Longest free text accepted in one field.
 pub const MAX_TEXT: usize = 4000;
@@ -108,8 +110,8 @@ impl DischargeOrder {
 
 /// Which case files a caller may act on: the access rule every RPC applies.
 ///
-/// The role is checked before anything is read, so a caller of the wrong
-/// role learns nothing. A mentor is limited to the cases they are allocated
+/// Which roles may call at all is the access table's to say, checked before
+/// anything is read. A mentor is limited to the cases they are allocated
 /// to; any other case answers NOT_FOUND, exactly as a missing one does, so
 /// its existence is not revealed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,26 +123,18 @@ pub enum CaseAccess {
 }
 
 impl CaseAccess {
-    /// The access of `caller` for a call open to `allowed` roles;
-    /// PERMISSION_DENIED for any other role, or a mentor token without a mentor ID.
-    pub fn of(caller: &Caller, allowed: &[Role]) -> Result<Self, ApiError> {
-        if !allowed.contains(&caller.role) {
-            return Err(ApiError::PermissionDenied(format!(
-                "role {} may not do this",
-                caller.role
-            )));
-        }
+    /// The access of `caller`: denied to a role that works on no case
+    /// file, or a mentor token without a mentor ID.
+    pub fn of(caller: &Caller) -> Result<Self, CaseError> {
         match caller.role {
             Role::Coordinator | Role::Admin => Ok(Self::AnyCase),
             Role::Mentor => match caller.mentor_id.as_deref() {
                 Some(mentor_id) if !mentor_id.is_empty() => {
                     Ok(Self::AllocatedMentor(mentor_id.to_owned()))
                 }
-                _ => Err(ApiError::PermissionDenied(
-                    "the token names no mentor".into(),
-                )),
+                _ => Err(CaseError::Denied("the token names no mentor".into())),
             },
-            other => Err(ApiError::PermissionDenied(format!(
+            other => Err(CaseError::Denied(format!(
                 "role {other} may not act on case files"
             ))),
         }
@@ -160,10 +154,10 @@ impl CaseAccess {
         &self,
         case_file: Option<T>,
         mentor_ids: impl Fn(&T) -> &[String],
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, CaseError> {
         match case_file {
             Some(case_file) if self.admits(mentor_ids(&case_file)) => Ok(case_file),
-            _ => Err(ApiError::NotFound("case file".into())),
+            _ => Err(CaseError::NotFound),
         }
     }
 }
@@ -219,7 +213,7 @@ mod tests {
         }
     }
 
-    fn code(error: ApiError) -> tonic::Code {
+    fn code(error: CaseError) -> tonic::Code {
         tonic::Status::from(error).code()
     }
 
@@ -370,18 +364,16 @@ mod tests {
     #[test]
     fn coordinators_and_admins_act_on_any_case() {
         for role in [Role::Coordinator, Role::Admin] {
-            let access = CaseAccess::of(&caller(role, None), CASE_WORKERS).unwrap();
+            let access = CaseAccess::of(&caller(role, None)).unwrap();
             assert_eq!(access, CaseAccess::AnyCase);
             assert!(access.admits(&[]));
             assert!(access.admits(&["m-1".into()]));
-            let access = CaseAccess::of(&caller(role, None), CASE_MANAGERS).unwrap();
-            assert_eq!(access, CaseAccess::AnyCase);
         }
     }
 
     #[test]
     fn a_mentor_acts_only_on_their_own_cases() {
-        let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1")), CASE_WORKERS).unwrap();
+        let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1"))).unwrap();
         assert!(access.admits(&["m-2".into(), "m-1".into()]));
         assert!(!access.admits(&["m-2".into()]));
         assert!(!access.admits(&[]));
@@ -389,7 +381,7 @@ mod tests {
 
     #[test]
     fn another_mentors_case_looks_exactly_like_a_missing_one() {
-        let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1")), CASE_WORKERS).unwrap();
+        let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1"))).unwrap();
         fn mentors(ids: &Vec<String>) -> &[String] {
             ids
         }
@@ -409,21 +401,15 @@ mod tests {
     #[test]
     fn other_roles_are_denied() {
         for role in [Role::Referrer, Role::Service] {
-            let error = CaseAccess::of(&caller(role, None), CASE_WORKERS).unwrap_err();
+            let error = CaseAccess::of(&caller(role, None)).unwrap_err();
             assert_eq!(code(error), tonic::Code::PermissionDenied);
         }
     }
 
     #[test]
-    fn mentors_may_not_discharge() {
-        let error = CaseAccess::of(&caller(Role::Mentor, Some("m-1")), CASE_MANAGERS).unwrap_err();
-        assert_eq!(code(error), tonic::Code::PermissionDenied);
-    }
-
-    #[test]
     fn a_mentor_token_without_a_mentor_id_is_denied() {
         for mentor_id in [None, Some("")] {
-            let error = CaseAccess::of(&caller(Role::Mentor, mentor_id), CASE_WORKERS).unwrap_err();
+            let error = CaseAccess::of(&caller(Role::Mentor, mentor_id)).unwrap_err();
             assert_eq!(code(error), tonic::Code::PermissionDenied);
         }
     }

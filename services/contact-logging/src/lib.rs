@@ -9,10 +9,12 @@
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: requests parsed and validated at the edge; the access rule.
 //! - [`db`]: action-named queries on the `contact_logging` schema.
-//! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService`.
+//! - [`commands`]: one function per use case, with [`commands::CaseError`].
+//! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService` and its access table.
 //! - [`events`]: the consumer that opens case files on `allocation.confirmed`
 //!   and closes them on an ended engagement.
 
+pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;

@@ -13,10 +13,10 @@ use cpm_proto::v1::{
     RegisterWebhookResponse, SubscribeRequest, SubscribeResponse, Webhook,
 };
 use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
-use cpm_runtime::grpc::{ApiError, FieldViolations};
 use cpm_runtime::supervisor::{Supervisor, TaskSpec};
 use futures::Stream;
 use sqlx::PgPool;
@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::db::{self, NotificationRow};
+use crate::commands;
+use crate::db::NotificationRow;
 use crate::domain::check_webhook_url;
 
 /// Notifications are addressed to agencies: only their referrers subscribe.
@@ -86,13 +87,7 @@ async fn pump(
 ) -> anyhow::Result<()> {
     loop {
         let after = cursor.load(Ordering::SeqCst);
-        let rows = match pool.acquire().await {
-            Ok(mut connection) => {
-                db::notifications_after(&mut connection, &agency_id, after, 100).await
-            }
-            Err(error) => Err(error),
-        };
-        match rows {
+        match commands::notifications_after(&pool, &agency_id, after, 100).await {
             Ok(rows) => {
                 let full = rows.len() == 100;
                 for row in rows {
@@ -141,7 +136,7 @@ impl NotificationsService for Notifications {
         if after < 0 {
             let mut violations = FieldViolations::new();
             violations.add("after_sequence", "must not be negative");
-            return Err(ApiError::InvalidArgument(violations).into());
+            return Err(violations.into());
         }
         let (sender, receiver) = mpsc::channel(64);
         let cursor = Arc::new(AtomicI64::new(after));
@@ -167,17 +162,13 @@ impl NotificationsService for Notifications {
         &self,
         request: Request<RegisterWebhookRequest>,
     ) -> Result<Response<RegisterWebhookResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
+        let caller = Caller::of(&request)?;
         let agency_id = caller.agency()?;
         let url = request.get_ref().url.trim();
         let mut violations = FieldViolations::new();
         check_webhook_url(url, self.allow_plain_http, &mut violations);
         violations.into_result()?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let row = db::upsert_webhook(&mut connection, agency_id, url, &caller.subject)
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(webhook_id = %row.webhook_id, "webhook registered");
+        let row = commands::register_webhook(&self.pool, caller, agency_id, url).await?;
         Ok(Response::new(RegisterWebhookResponse {
             webhook: Some(Webhook {
                 webhook_id: row.webhook_id.to_string(),
@@ -210,10 +201,7 @@ impl NotificationsService for Notifications {
                 },
             );
         violations.into_result()?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let mut rows = db::list_deliveries(&mut connection, agency_id, after, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let mut rows = commands::list_deliveries(&self.pool, agency_id, after, limit + 1).await?;
         let next_page_token = page::finish_page(&mut rows, limit, |row| {
             page::encode_token(&[
                 &row.notification_id.to_string(),

@@ -10,8 +10,11 @@
 //! - [`db`]: action-named queries on the `notifications` schema.
 //! - [`events`]: the consumer that turns events into notifications and deliveries.
 //! - [`webhooks`]: the delivery worker.
-//! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook, ListDeliveries).
+//! - [`commands`]: one function per use case, with [`commands::NoticeError`].
+//! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook,
+//!   ListDeliveries) and its access table.
 
+pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;

@@ -1,0 +1,231 @@
+//! What contact logging does, one function per use case: each takes who
+//! asks (as a [`CaseAccess`]) and the parsed request, does its work in one
+//! transaction, and answers with rows or a [`CaseError`]. `grpc.rs` keeps
+//! tokens, parsing and messages.
+
+use chrono::{DateTime, Utc};
+use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged};
+use cpm_runtime::auth::Caller;
+use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::grpc::ApiError;
+use cpm_runtime::grpc::values::timestamp;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db::{self, CaseFileRow, CaseLock, ContactRow};
+use crate::domain::{CaseAccess, DischargeOrder, NewContact};
+
+/// Why a use case of contact logging did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// Missing, or not the caller's: the two look the same.
+    #[error("case file")]
+    NotFound,
+    #[error("{0}")]
+    Denied(String),
+    #[error(
+        "the case file is {}; contacts can only be logged on an open case file",
+        .0.as_str_name()
+    )]
+    ClosedToContacts(CaseState),
+    #[error(
+        "the case file is {}; only an open case file can be discharged",
+        .0.as_str_name()
+    )]
+    NotOpenToDischarge(CaseState),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<CaseError> for ApiError {
+    fn from(error: CaseError) -> Self {
+        match error {
+            CaseError::NotFound => ApiError::NotFound(error.to_string()),
+            CaseError::Denied(message) => ApiError::PermissionDenied(message),
+            CaseError::ClosedToContacts(_) | CaseError::NotOpenToDischarge(_) => {
+                ApiError::FailedPrecondition(error.to_string())
+            }
+            CaseError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<CaseError> for tonic::Status {
+    fn from(error: CaseError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+fn case_state(row: &CaseFileRow) -> CaseState {
+    CaseState::try_from(row.state).unwrap_or_default()
+}
+
+/// The case file of `referral_id` when `access` admits it, locked as `lock` says.
+async fn admitted_case_file(
+    connection: &mut PgConnection,
+    access: &CaseAccess,
+    referral_id: Uuid,
+    lock: CaseLock,
+) -> Result<CaseFileRow, CaseError> {
+    let case_file = db::fetch_case_file(connection, referral_id, lock).await?;
+    access.admit(case_file, |row| &row.mentor_ids)
+}
+
+/// The case file of a referral.
+pub async fn case_file(
+    handle: &ServiceHandle,
+    access: &CaseAccess,
+    referral_id: Uuid,
+) -> Result<CaseFileRow, CaseError> {
+    let mut connection = handle.pool().acquire().await?;
+    admitted_case_file(&mut connection, access, referral_id, CaseLock::None).await
+}
+
+/// Logs a contact on an open case file, and announces it.
+pub async fn log_contact(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    access: &CaseAccess,
+    contact: &NewContact,
+) -> Result<ContactRow, CaseError> {
+    let mut transaction = handle.begin().await?;
+    let case_file = admitted_case_file(
+        &mut transaction,
+        access,
+        contact.referral_id,
+        CaseLock::Share,
+    )
+    .await?;
+    if case_state(&case_file) != CaseState::Open {
+        return Err(CaseError::ClosedToContacts(case_state(&case_file)));
+    }
+    let row = db::insert_contact(
+        &mut transaction,
+        &db::NewContactRow {
+            contact_id: Uuid::now_v7(),
+            case_file_id: case_file.case_file_id,
+            activity: contact.activity as i32,
+            minutes: contact.minutes,
+            occurred_at: contact.occurred_at,
+            logged_by: &caller.subject,
+            logged_by_role: caller.role.as_str(),
+            summary: &contact.summary,
+            concern_raised: contact.concern_raised,
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut transaction,
+        crate::NAME,
+        &ContactLogged {
+            contact_id: row.contact_id.to_string(),
+            referral_id: case_file.referral_id.to_string(),
+            case_file_id: case_file.case_file_id.to_string(),
+            activity: row.activity,
+            minutes: row.minutes,
+            occurred_at: Some(timestamp(row.occurred_at)),
+            concern_raised: row.concern_raised,
+        },
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(
+        contact_id = %row.contact_id,
+        activity = contact.activity.as_str_name(),
+        minutes = row.minutes,
+        concern_raised = row.concern_raised,
+        "contact logged"
+    );
+    Ok(row)
+}
+
+/// One page of a case file's contacts, newest first, after `after`
+/// (when it happened, when it was logged, its ID); `limit` rows at most.
+pub async fn list_contacts(
+    handle: &ServiceHandle,
+    access: &CaseAccess,
+    referral_id: Uuid,
+    after: Option<(DateTime<Utc>, DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ContactRow>, CaseError> {
+    let mut transaction = handle.begin().await?;
+    let case_file =
+        admitted_case_file(&mut transaction, access, referral_id, CaseLock::None).await?;
+    let rows = db::list_contacts(&mut transaction, case_file.case_file_id, after, limit).await?;
+    transaction.commit().await?;
+    Ok(rows)
+}
+
+/// Closes an open case file, and announces the discharge.
+pub async fn discharge(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    access: &CaseAccess,
+    order: &DischargeOrder,
+) -> Result<CaseFileRow, CaseError> {
+    let mut transaction = handle.begin().await?;
+    let case_file = admitted_case_file(
+        &mut transaction,
+        access,
+        order.referral_id,
+        CaseLock::Update,
+    )
+    .await?;
+    let state = case_state(&case_file);
+    if state != CaseState::Open {
+        return Err(CaseError::NotOpenToDischarge(state));
+    }
+    let discharged_at = db::discharge_case_file(
+        &mut transaction,
+        case_file.case_file_id,
+        CaseState::Open as i32,
+        CaseState::Discharged as i32,
+        &caller.subject,
+        &order.reason,
+    )
+    .await?
+    .ok_or(CaseError::NotOpenToDischarge(state))?;
+    outbox::enqueue(
+        &mut transaction,
+        crate::NAME,
+        &CaseDischarged {
+            case_file_id: case_file.case_file_id.to_string(),
+            referral_id: case_file.referral_id.to_string(),
+            agency_id: case_file.agency_id.clone(),
+            discharged_at: Some(timestamp(discharged_at)),
+            discharged_by: caller.subject.clone(),
+        },
+    )
+    .await?;
+    let row =
+        admitted_case_file(&mut transaction, access, order.referral_id, CaseLock::None).await?;
+    transaction.commit().await?;
+    tracing::info!(case_file_id = %row.case_file_id, "case discharged");
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn errors_map_to_the_status_a_caller_can_act_on() {
+        let status = |error: CaseError| tonic::Status::from(error);
+        assert_eq!(status(CaseError::NotFound).code(), Code::NotFound);
+        assert_eq!(status(CaseError::NotFound).message(), "case file not found");
+        assert_eq!(
+            status(CaseError::Denied("no".into())).code(),
+            Code::PermissionDenied
+        );
+        let closed = status(CaseError::ClosedToContacts(CaseState::Discharged));
+        assert_eq!(closed.code(), Code::FailedPrecondition);
+        assert_eq!(
+            closed.message(),
+            "the case file is CASE_STATE_DISCHARGED; contacts can only be logged on an open case file"
+        );
+        let discharged = status(CaseError::NotOpenToDischarge(CaseState::Discharged));
+        assert_eq!(discharged.code(), Code::FailedPrecondition);
+        assert!(discharged.message().contains("only an open case file"));
+    }
+}
