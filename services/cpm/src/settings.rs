@@ -115,10 +115,10 @@ mod tests {
             settings.listen_address(&[Target::RISK_ASSESSMENT]),
             "127.0.0.1:50052"
         );
-        assert_eq!(settings.listen_address(&Target::ALL), "0.0.0.0:50051");
+        assert_eq!(settings.listen_address(&Target::ALL), "127.0.0.1:50051");
         assert_eq!(
             settings.listen_address(&[Target::REFERRAL_INTAKE]),
-            "0.0.0.0:50051"
+            "127.0.0.1:50051"
         );
     }
 
@@ -127,9 +127,11 @@ mod tests {
         use cpm_runtime::config::{Profile, Secret};
         let mut settings = Settings::default();
         settings.platform.profile = Profile::Production;
-        settings.platform.auth.hs256_secret = Secret::new("c2VjcmV0");
+        settings.platform.auth.rs256_public_key_file = "issuer.pem".into();
+        settings.platform.auth.issuer = "https://login.example.org".into();
         settings.platform.crypto.master_key = Secret::new("a2V5");
         settings.platform.amqp.url = Secret::new("amqps://cpm:pw@broker:5671/cpm");
+        settings.platform.database.url = Secret::new("postgres://cpm@db/cpm?sslmode=require");
         settings.platform.grpc.tls_cert_file = "cert.pem".into();
         settings.platform.grpc.tls_key_file = "key.pem".into();
         let message = settings.validate().unwrap_err().to_string();

@@ -10,8 +10,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Where the platform runs. Production refuses development keys, default
-/// broker credentials and plaintext gRPC.
+/// Where the platform runs. Development is for a laptop: generated keys,
+/// loopback only. Production refuses what is only safe there: development
+/// keys, shared-secret tokens, the development issuer, default or missing
+/// broker credentials, and plaintext gRPC, AMQP and PostgreSQL (the last
+/// three each unless [`AllowConfig`] says so by name).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
@@ -79,6 +82,22 @@ pub struct PlatformConfig {
     pub telemetry: TelemetryConfig,
     pub supervision: crate::supervisor::SupervisionConfig,
     pub dev: DevConfig,
+    pub allow: AllowConfig,
+}
+
+/// Exceptions to production's refusals, each named, for a deployment that
+/// knowingly accepts the risk (say, a broker on the same host). All off.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AllowConfig {
+    /// Verify HS256 tokens signed with `auth.hs256_secret`: anyone holding
+    /// the secret can mint any token, an admin's included.
+    pub shared_secret_tokens: bool,
+    /// A plain `amqp://` broker URL: events cross the network unencrypted.
+    pub plaintext_amqp: bool,
+    /// A PostgreSQL URL without `sslmode=require` (or `verify-ca`,
+    /// `verify-full`): queries and ciphertext cross the network unencrypted.
+    pub plaintext_database: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,7 +121,9 @@ pub struct GrpcConfig {
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0:50051".into(),
+            // Loopback unless told otherwise: a development server's keys
+            // and auto-registered agencies are not for a network.
+            listen: "127.0.0.1:50051".into(),
             shutdown_timeout_secs: 10,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
@@ -466,33 +487,95 @@ impl PlatformConfig {
             ));
         }
         if self.profile == Profile::Production {
-            if self.auth.hs256_secret.is_empty() && self.auth.rs256_public_key_file.is_empty() {
-                return Err(ConfigError::invalid(
-                    "auth.rs256_public_key_file",
-                    "production needs the token issuer's key; development keys are refused",
-                ));
-            }
-            if self.crypto.master_key.is_empty() {
-                return Err(ConfigError::invalid(
-                    "crypto.master_key",
-                    "production needs a master key; development keys are refused",
-                ));
-            }
-            if amqp.contains("guest:guest@") {
-                return Err(ConfigError::invalid(
-                    "amqp.url",
-                    "production refuses the default guest credentials",
-                ));
-            }
-            if !self.grpc.tls_enabled() {
-                return Err(ConfigError::invalid(
-                    "grpc.tls_cert_file",
-                    "production refuses plaintext gRPC: set grpc.tls_cert_file and grpc.tls_key_file",
-                ));
-            }
+            self.refuse_weak_production_settings()?;
         }
         Ok(())
     }
+}
+
+impl PlatformConfig {
+    /// Production's refusals, each naming the key to change.
+    fn refuse_weak_production_settings(&self) -> Result<(), ConfigError> {
+        let refuse = |key: &str, why: &str| Err(ConfigError::invalid(key, why.to_owned()));
+        let auth = &self.auth;
+        if auth.rs256_public_key_file.is_empty() {
+            if auth.hs256_secret.is_empty() {
+                return refuse(
+                    "auth.rs256_public_key_file",
+                    "production needs the token issuer's key; development keys are refused",
+                );
+            }
+            if !self.allow.shared_secret_tokens {
+                return refuse(
+                    "auth.rs256_public_key_file",
+                    "production refuses HS256 shared-secret tokens (whoever holds the secret can mint an admin's token): set the issuer's RS256 public key, or allow.shared_secret_tokens = true",
+                );
+            }
+        }
+        if auth.issuer == AuthConfig::default().issuer {
+            return refuse(
+                "auth.issuer",
+                "production refuses the development issuer `cpm-dev`: name your token issuer",
+            );
+        }
+        if self.crypto.master_key.is_empty() {
+            return refuse(
+                "crypto.master_key",
+                "production needs a master key; development keys are refused",
+            );
+        }
+        let amqp = self.amqp.url.expose();
+        let credentials = amqp
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(userinfo, _)| userinfo);
+        match credentials {
+            None => {
+                return refuse(
+                    "amqp.url",
+                    "production needs broker credentials in the URL (without them the client logs in as guest)",
+                );
+            }
+            Some(userinfo) if userinfo == "guest" || userinfo.starts_with("guest:") => {
+                return refuse(
+                    "amqp.url",
+                    "production refuses the default guest credentials",
+                );
+            }
+            Some(_) => {}
+        }
+        if amqp.starts_with("amqp://") && !self.allow.plaintext_amqp {
+            return refuse(
+                "amqp.url",
+                "production refuses plaintext AMQP: use amqps://, or allow.plaintext_amqp = true",
+            );
+        }
+        if !database_requires_tls(self.database.url.expose()) && !self.allow.plaintext_database {
+            return refuse(
+                "database.url",
+                "production refuses PostgreSQL without TLS: add sslmode=require (or verify-ca, verify-full), or allow.plaintext_database = true",
+            );
+        }
+        if !self.grpc.tls_enabled() {
+            return refuse(
+                "grpc.tls_cert_file",
+                "production refuses plaintext gRPC: set grpc.tls_cert_file and grpc.tls_key_file",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether a PostgreSQL URL insists on TLS.
+fn database_requires_tls(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            matches!(
+                pair,
+                "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"
+            )
+        })
+    })
 }
 
 #[cfg(test)]
@@ -522,24 +605,87 @@ mod tests {
         assert!(message.contains("CPM__GRPC__LISTEN"), "{message}");
     }
 
-    #[test]
-    fn production_refuses_development_keys_and_default_credentials() {
+    /// A production configuration every refusal lets through.
+    fn strong_production() -> PlatformConfig {
         let mut config = PlatformConfig {
             profile: Profile::Production,
             ..PlatformConfig::default()
         };
-        let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("auth."), "{message}");
-        config.auth.hs256_secret = Secret::new("c2VjcmV0");
+        config.auth.rs256_public_key_file = "issuer.pem".into();
+        config.auth.issuer = "https://login.example.org".into();
         config.crypto.master_key = Secret::new("a2V5");
-        let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("amqp.url"), "{message}");
         config.amqp.url = Secret::new("amqps://cpm:pw@broker:5671/cpm");
-        let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("plaintext"), "{message}");
+        config.database.url =
+            Secret::new("postgres://cpm:pw@db/cpm?sslmode=verify-full&application_name=cpm");
         config.grpc.tls_cert_file = "cert.pem".into();
         config.grpc.tls_key_file = "key.pem".into();
+        config
+    }
+
+    #[test]
+    fn a_strong_production_configuration_passes() {
+        strong_production().validate().unwrap();
+    }
+
+    #[test]
+    fn production_refuses_each_weak_setting_naming_its_key() {
+        type Weaken = fn(&mut PlatformConfig);
+        let cases: [(&str, Weaken); 10] = [
+            ("auth.rs256_public_key_file", |c| {
+                c.auth.rs256_public_key_file.clear();
+            }),
+            ("allow.shared_secret_tokens", |c| {
+                c.auth.rs256_public_key_file.clear();
+                c.auth.hs256_secret = Secret::new("c2VjcmV0");
+            }),
+            ("auth.issuer", |c| c.auth.issuer = "cpm-dev".into()),
+            ("crypto.master_key", |c| {
+                c.crypto.master_key = Secret::default()
+            }),
+            ("amqp.url", |c| {
+                c.amqp.url = Secret::new("amqps://broker:5671/cpm");
+            }),
+            ("guest", |c| {
+                c.amqp.url = Secret::new("amqps://guest:guest@broker:5671/cpm");
+            }),
+            ("allow.plaintext_amqp", |c| {
+                c.amqp.url = Secret::new("amqp://cpm:pw@broker:5672/cpm");
+            }),
+            ("allow.plaintext_database", |c| {
+                c.database.url = Secret::new("postgres://cpm:pw@db/cpm");
+            }),
+            ("allow.plaintext_database", |c| {
+                c.database.url = Secret::new("postgres://cpm:pw@db/cpm?sslmode=prefer");
+            }),
+            ("grpc.tls_cert_file", |c| c.grpc.tls_key_file.clear()),
+        ];
+        for (named, weaken) in cases {
+            let mut config = strong_production();
+            weaken(&mut config);
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(named), "expected {named}: {message}");
+        }
+    }
+
+    #[test]
+    fn production_lets_a_named_exception_through() {
+        let mut config = strong_production();
+        config.auth.rs256_public_key_file.clear();
+        config.auth.hs256_secret = Secret::new("c2VjcmV0");
+        config.amqp.url = Secret::new("amqp://cpm:pw@localhost:5672/cpm");
+        config.database.url = Secret::new("postgres://cpm:pw@localhost/cpm");
+        config.allow = AllowConfig {
+            shared_secret_tokens: true,
+            plaintext_amqp: true,
+            plaintext_database: true,
+        };
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn development_listens_on_loopback_by_default() {
+        let listen: std::net::SocketAddr = PlatformConfig::default().grpc.listen.parse().unwrap();
+        assert!(listen.ip().is_loopback(), "{listen}");
     }
 
     #[test]

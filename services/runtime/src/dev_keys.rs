@@ -23,9 +23,18 @@ fn random_key() -> String {
     BASE64.encode(bytes)
 }
 
+/// The keys in `path`, made on first use. The file is the owner's alone
+/// (0600): it holds the key that mints any token and the one that opens
+/// every client record. One found readable by others is narrowed first.
 fn load_or_create(path: &Path) -> anyhow::Result<DevKeys> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return Ok(toml::from_str(&text)?);
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(keys_file = %path.display(), "development keys file was readable by others; made 0600");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        return Ok(toml::from_str(&std::fs::read_to_string(path)?)?);
     }
     let keys = DevKeys {
         hs256_secret: random_key(),
@@ -34,7 +43,12 @@ fn load_or_create(path: &Path) -> anyhow::Result<DevKeys> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, toml::to_string(&keys)?)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(toml::to_string(&keys)?.as_bytes())?;
     Ok(keys)
 }
 
@@ -82,6 +96,29 @@ mod tests {
         fill_missing(&mut second).unwrap();
         assert_eq!(first.crypto.master_key, second.crypto.master_key);
         assert_eq!(first.auth.hs256_secret, second.auth.hs256_secret);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_keys_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("cpm-dev-keys-{}", uuid::Uuid::new_v4()));
+        let mut config = PlatformConfig::default();
+        config.dev.keys_file = dir.join("keys.toml");
+        fill_missing(&mut config).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&config.dev.keys_file), 0o600);
+        // A file left world-readable by an older version is narrowed.
+        std::fs::set_permissions(
+            &config.dev.keys_file,
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let mut again = PlatformConfig::default();
+        again.dev.keys_file = config.dev.keys_file.clone();
+        fill_missing(&mut again).unwrap();
+        assert_eq!(mode(&config.dev.keys_file), 0o600);
+        assert_eq!(again.crypto.master_key, config.crypto.master_key);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
