@@ -3,12 +3,14 @@
 //! rejects calls without a valid token, or from a role the service's access
 //! table does not name, and hands the [`Caller`] to the handler.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
@@ -79,9 +81,19 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mentor_id: Option<String>,
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub exp: i64,
     pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+}
+
+/// `aud` as RFC 7519 allows it: one audience or several.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The authenticated caller of a request.
@@ -124,18 +136,66 @@ pub struct Authenticator {
 }
 
 struct AuthenticatorInner {
-    decoding: DecodingKey,
+    keys: VerifyingKeys,
     encoding: Option<EncodingKey>,
-    validation: Validation,
     issuer: String,
     audience: String,
+    max_lifetime_secs: i64,
 }
+
+/// The keys tokens are checked against, each with the validation of its
+/// algorithm.
+enum VerifyingKeys {
+    /// One key: a token's `kid`, if any, is not consulted.
+    Single(Box<(DecodingKey, Validation)>),
+    /// A key set: a token must name one of its keys in `kid`.
+    ByKid(HashMap<String, (DecodingKey, Validation)>),
+}
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY_SECS: u64 = 30;
 
 impl Authenticator {
     pub fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
-        let (decoding, encoding, algorithm) = if !config.rs256_public_key_file.is_empty() {
+        let validation = |algorithm: Algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.set_issuer(&[config.issuer.as_str()]);
+            validation.set_audience(&[config.audience.as_str()]);
+            validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+            validation.validate_nbf = true;
+            validation.leeway = LEEWAY_SECS;
+            validation
+        };
+        let (keys, encoding) = if !config.jwks_file.is_empty() {
+            let text = std::fs::read_to_string(&config.jwks_file)?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|error| anyhow::anyhow!("auth.jwks_file is not a JWK set: {error}"))?;
+            let mut keys = HashMap::new();
+            for jwk in &set.keys {
+                let kid =
+                    jwk.common.key_id.clone().ok_or_else(|| {
+                        anyhow::anyhow!("auth.jwks_file: every key needs a `kid`")
+                    })?;
+                let algorithm = jwk
+                    .common
+                    .key_algorithm
+                    .and_then(|algorithm| Algorithm::try_from(algorithm).ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("auth.jwks_file: key {kid} names no usable `alg`")
+                    })?;
+                keys.insert(kid, (DecodingKey::from_jwk(jwk)?, validation(algorithm)));
+            }
+            anyhow::ensure!(!keys.is_empty(), "auth.jwks_file holds no keys");
+            (VerifyingKeys::ByKid(keys), None)
+        } else if !config.rs256_public_key_file.is_empty() {
             let pem = std::fs::read(&config.rs256_public_key_file)?;
-            (DecodingKey::from_rsa_pem(&pem)?, None, Algorithm::RS256)
+            (
+                VerifyingKeys::Single(Box::new((
+                    DecodingKey::from_rsa_pem(&pem)?,
+                    validation(Algorithm::RS256),
+                ))),
+                None,
+            )
         } else {
             let secret = BASE64
                 .decode(config.hs256_secret.expose())
@@ -145,22 +205,21 @@ impl Authenticator {
                 "auth.hs256_secret must hold at least 32 bytes"
             );
             (
-                DecodingKey::from_secret(&secret),
+                VerifyingKeys::Single(Box::new((
+                    DecodingKey::from_secret(&secret),
+                    validation(Algorithm::HS256),
+                ))),
                 Some(EncodingKey::from_secret(&secret)),
-                Algorithm::HS256,
             )
         };
-        let mut validation = Validation::new(algorithm);
-        validation.set_issuer(&[config.issuer.as_str()]);
-        validation.set_audience(&[config.audience.as_str()]);
-        validation.leeway = 30;
         Ok(Self {
             inner: Arc::new(AuthenticatorInner {
-                decoding,
+                keys,
                 encoding,
-                validation,
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
+                max_lifetime_secs: i64::try_from(config.max_token_lifetime_secs)
+                    .unwrap_or(i64::MAX),
             }),
         })
     }
@@ -179,6 +238,11 @@ impl Authenticator {
             self.inner.encoding.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("tokens can only be minted with a shared HS256 key")
             })?;
+        anyhow::ensure!(
+            ttl.num_seconds() <= self.inner.max_lifetime_secs,
+            "a token may live at most {} s (auth.max_token_lifetime_secs)",
+            self.inner.max_lifetime_secs
+        );
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: subject.to_owned(),
@@ -186,9 +250,10 @@ impl Authenticator {
             agency_id: agency_id.map(str::to_owned),
             mentor_id: mentor_id.map(str::to_owned),
             iss: self.inner.issuer.clone(),
-            aud: self.inner.audience.clone(),
+            aud: Audience::One(self.inner.audience.clone()),
             iat: now,
             exp: now + ttl.num_seconds(),
+            nbf: None,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -197,15 +262,37 @@ impl Authenticator {
         )?)
     }
 
-    /// Checks a token's signature, issuer, audience and expiry.
+    /// Checks a token's key (by `kid` in a key set), signature, issuer,
+    /// audience, expiry, not-before, issue time and lifetime.
     pub fn verify(&self, token: &str) -> Result<Caller, Status> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
-                .map_err(|error| {
-                    tracing::debug!(%error, "token rejected");
-                    Status::unauthenticated("invalid or expired bearer token")
-                })?;
-        let claims = data.claims;
+        let rejected = |error: &dyn fmt::Display| {
+            tracing::debug!(%error, "token rejected");
+            Status::unauthenticated("invalid or expired bearer token")
+        };
+        let (key, validation) = match &self.inner.keys {
+            VerifyingKeys::Single(pair) => (&pair.0, &pair.1),
+            VerifyingKeys::ByKid(keys) => {
+                let header = jsonwebtoken::decode_header(token).map_err(|e| rejected(&e))?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| rejected(&"the token names no kid"))?;
+                let (key, validation) = keys
+                    .get(&kid)
+                    .ok_or_else(|| rejected(&format!("unknown kid {kid}")))?;
+                (key, validation)
+            }
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| rejected(&e))?
+            .claims;
+        let now = chrono::Utc::now().timestamp();
+        let leeway = LEEWAY_SECS as i64;
+        if claims.iat > now + leeway {
+            return Err(rejected(&"issued in the future"));
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.inner.max_lifetime_secs {
+            return Err(rejected(&"lives longer than auth.max_token_lifetime_secs"));
+        }
         if claims.role == Role::Referrer && claims.agency_id.is_none() {
             return Err(Status::unauthenticated(
                 "a referrer token must name an agency",
@@ -335,5 +422,101 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }
         assert!("nobody".parse::<Role>().is_err());
+    }
+
+    /// Signs arbitrary claims with the test key, so each rule can be broken alone.
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap()
+    }
+
+    fn claims(now: i64) -> serde_json::Value {
+        serde_json::json!({
+            "sub": "c", "role": "coordinator", "iss": "cpm-dev", "aud": "cpm",
+            "iat": now, "exp": now + 3600,
+        })
+    }
+
+    #[test]
+    fn not_before_issue_time_and_lifetime_are_enforced() {
+        let auth = authenticator();
+        let now = chrono::Utc::now().timestamp();
+        assert!(auth.verify(&signed(claims(now))).is_ok());
+        let mut early = claims(now);
+        early["nbf"] = (now + 600).into();
+        assert!(auth.verify(&signed(early)).is_err(), "nbf in the future");
+        let mut future = claims(now + 600);
+        future["exp"] = (now + 1200).into();
+        assert!(auth.verify(&signed(future)).is_err(), "iat in the future");
+        let mut long = claims(now);
+        long["exp"] = (now + 25 * 3600).into();
+        assert!(auth.verify(&signed(long)).is_err(), "longer than a day");
+        let mut no_iat = claims(now);
+        no_iat.as_object_mut().unwrap().remove("iat");
+        assert!(auth.verify(&signed(no_iat)).is_err(), "iat is required");
+    }
+
+    #[test]
+    fn an_audience_array_passes_when_it_names_us() {
+        let auth = authenticator();
+        let now = chrono::Utc::now().timestamp();
+        let mut many = claims(now);
+        many["aud"] = serde_json::json!(["other", "cpm"]);
+        assert!(auth.verify(&signed(many)).is_ok());
+        let mut others = claims(now);
+        others["aud"] = serde_json::json!(["other", "another"]);
+        assert!(auth.verify(&signed(others)).is_err());
+    }
+
+    #[test]
+    fn a_key_set_picks_the_key_by_kid() {
+        use jsonwebtoken::jwk::{Jwk, JwkSet};
+        let key = |kid: &str| {
+            let pair = rcgen::KeyPair::generate().unwrap();
+            let encoding = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+            let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap();
+            jwk.common.key_id = Some(kid.to_owned());
+            (encoding, jwk)
+        };
+        let (first, first_jwk) = key("2026-01");
+        let (second, second_jwk) = key("2026-07");
+        let dir = std::env::temp_dir().join(format!("cpm-jwks-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jwks.json");
+        let set = JwkSet {
+            keys: vec![first_jwk, second_jwk],
+        };
+        std::fs::write(&file, serde_json::to_string(&set).unwrap()).unwrap();
+        let auth = Authenticator::from_config(&AuthConfig {
+            jwks_file: file.display().to_string(),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let token = |kid: Option<&str>, key: &EncodingKey| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = kid.map(str::to_owned);
+            jsonwebtoken::encode(&header, &claims(now), key).unwrap()
+        };
+        assert!(auth.verify(&token(Some("2026-01"), &first)).is_ok());
+        assert!(auth.verify(&token(Some("2026-07"), &second)).is_ok());
+        assert!(
+            auth.verify(&token(Some("2026-01"), &second)).is_err(),
+            "wrong key for its kid"
+        );
+        assert!(
+            auth.verify(&token(Some("2025-07"), &second)).is_err(),
+            "unknown kid"
+        );
+        assert!(auth.verify(&token(None, &second)).is_err(), "no kid");
+        assert!(
+            auth.mint("c", Role::Admin, None, None, chrono::Duration::hours(1))
+                .is_err()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

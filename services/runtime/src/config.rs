@@ -220,6 +220,13 @@ pub struct AuthConfig {
     /// An external issuer's RS256 public key (PEM file); when set, tokens are
     /// verified with it instead of the shared key.
     pub rs256_public_key_file: String,
+    /// An external issuer's JSON Web Key Set (file): each token's `kid`
+    /// header picks its key, so the issuer can roll keys with an overlap.
+    /// Takes precedence over the other keys.
+    pub jwks_file: String,
+    /// The longest a token may live (`exp - iat`), so a leaked token is
+    /// useful for a bounded time whatever its issuer wrote.
+    pub max_token_lifetime_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -229,6 +236,8 @@ impl Default for AuthConfig {
             audience: "cpm".into(),
             hs256_secret: Secret::default(),
             rs256_public_key_file: String::new(),
+            jwks_file: String::new(),
+            max_token_lifetime_secs: 24 * 60 * 60,
         }
     }
 }
@@ -480,6 +489,12 @@ impl PlatformConfig {
                 "must be at least 1",
             ));
         }
+        if self.auth.max_token_lifetime_secs == 0 {
+            return Err(ConfigError::invalid(
+                "auth.max_token_lifetime_secs",
+                "must be at least 1",
+            ));
+        }
         if self.outbox.batch_size == 0 {
             return Err(ConfigError::invalid(
                 "outbox.batch_size",
@@ -498,7 +513,7 @@ impl PlatformConfig {
     fn refuse_weak_production_settings(&self) -> Result<(), ConfigError> {
         let refuse = |key: &str, why: &str| Err(ConfigError::invalid(key, why.to_owned()));
         let auth = &self.auth;
-        if auth.rs256_public_key_file.is_empty() {
+        if auth.rs256_public_key_file.is_empty() && auth.jwks_file.is_empty() {
             if auth.hs256_secret.is_empty() {
                 return refuse(
                     "auth.rs256_public_key_file",
