@@ -173,6 +173,12 @@ pub struct AmqpConfig {
     pub prefetch: u16,
     /// Deliveries of one message before it goes to the dead-letter queue.
     pub delivery_limit: u32,
+    /// How long one connection attempt may take: a black-holed broker
+    /// otherwise holds an attempt for minutes.
+    pub connect_timeout_secs: u64,
+    /// The AMQP heartbeat asked of the broker (unless the URL sets
+    /// `heartbeat`): a silent broker is noticed after about twice this.
+    pub heartbeat_secs: u16,
 }
 
 impl Default for AmqpConfig {
@@ -182,6 +188,8 @@ impl Default for AmqpConfig {
             namespace: "cpm".into(),
             prefetch: 32,
             delivery_limit: 5,
+            connect_timeout_secs: 5,
+            heartbeat_secs: 10,
         }
     }
 }
@@ -478,6 +486,12 @@ impl PlatformConfig {
             return Err(ConfigError::invalid(
                 "amqp.namespace",
                 "must be letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.amqp.connect_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.connect_timeout_secs",
+                "must be at least 1",
             ));
         }
         if self.amqp.prefetch == 0 {

@@ -38,7 +38,11 @@ pub struct Bus {
 struct BusInner {
     config: AmqpConfig,
     topology: Topology,
+    /// Held while (re)connecting, so one task connects and the others wait.
     connection: Mutex<Option<Arc<Connection>>>,
+    /// The live connection as last seen, read without waiting for a
+    /// connect in progress: health must answer while the broker hangs.
+    current: std::sync::Mutex<Option<Arc<Connection>>>,
     publisher: Mutex<Option<Channel>>,
 }
 
@@ -49,6 +53,7 @@ impl Bus {
                 topology: Topology::new(&config.namespace, config.delivery_limit),
                 config: config.clone(),
                 connection: Mutex::new(None),
+                current: std::sync::Mutex::new(None),
                 publisher: Mutex::new(None),
             }),
         }
@@ -62,12 +67,13 @@ impl Bus {
         &self.inner.config
     }
 
-    /// True while the connection is open.
+    /// True while the connection is open. Never waits, even while another
+    /// task is connecting.
     pub async fn is_connected(&self) -> bool {
         self.inner
-            .connection
+            .current
             .lock()
-            .await
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .is_some_and(|connection| connection.status().connected())
     }
@@ -81,10 +87,30 @@ impl Bus {
         }
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("cpm-{}", std::process::id()).into());
-        let connection =
-            Arc::new(Connection::connect(self.inner.config.url.expose(), properties).await?);
+        let config = &self.inner.config;
+        let url = with_heartbeat(config.url.expose(), config.heartbeat_secs);
+        let connection = tokio::time::timeout(
+            Duration::from_secs(config.connect_timeout_secs),
+            Connection::connect(&url, properties),
+        )
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "rabbitmq did not answer within {} s (amqp.connect_timeout_secs)",
+                    config.connect_timeout_secs
+                ),
+            )
+        })??;
+        let connection = Arc::new(connection);
         tracing::info!("connected to rabbitmq");
         *slot = Some(connection.clone());
+        *self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connection.clone());
         Ok(connection)
     }
 
@@ -156,5 +182,69 @@ impl Bus {
             )
             .await;
         }
+    }
+}
+
+/// `url` asking for a heartbeat every `seconds`, unless it already says.
+fn with_heartbeat(url: &str, seconds: u16) -> String {
+    if url.contains("heartbeat=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat={seconds}")
+    } else {
+        format!("{url}?heartbeat={seconds}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_asked_for_unless_the_url_sets_one() {
+        assert_eq!(
+            with_heartbeat("amqp://u:p@h:5672/%2f", 5),
+            "amqp://u:p@h:5672/%2f?heartbeat=5"
+        );
+        assert_eq!(
+            with_heartbeat("amqps://h/v?frame_max=8192", 5),
+            "amqps://h/v?frame_max=8192&heartbeat=5"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/?heartbeat=30", 5),
+            "amqp://h/?heartbeat=30"
+        );
+    }
+
+    /// A broker that accepts connections and never says a word: connecting
+    /// gives up within its timeout, and health does not wait for it.
+    #[tokio::test]
+    async fn a_black_holed_broker_neither_hangs_connecting_nor_health() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let bus = Bus::new(&AmqpConfig {
+            url: crate::config::Secret::new(format!("amqp://u:p@{address}/%2f")),
+            connect_timeout_secs: 1,
+            ..AmqpConfig::default()
+        });
+        let connecting = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.publisher().await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answered = tokio::time::timeout(Duration::from_millis(100), bus.is_connected()).await;
+        assert_eq!(answered, Ok(false), "health answers while connecting");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .expect("the attempt gives up within its timeout")
+            .unwrap();
+        assert!(outcome.is_err());
+        silent.abort();
     }
 }
