@@ -1,32 +1,29 @@
 //! `cpm.v1.RiskAssessmentService`: coordinators work the area queues, record
 //! checks and decide. The system recommends from the latest checks; only a
 //! named coordinator decides, and overriding the recommendation needs a
-//! rationale.
+//! rationale. Handlers parse, call [`crate::commands`] and answer; who may
+//! call what is [`ACCESS`].
 
 use chrono::Utc;
 use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentService;
 use cpm_proto::v1::{
-    Assessment, AssessmentDecided, AssessmentState, AssessmentStatsRequest,
-    AssessmentStatsResponse, Check, CheckKind, DecideRequest, DecideResponse, Decision,
-    EarlierAssessment, EngagementAction, EngagementChanged, GetAssessmentRequest,
-    GetAssessmentResponse, HomeVisit, HoursDistribution, ListQueueRequest, ListQueueResponse,
-    OutcomeCount, ReassessRequest, ReassessResponse, RecordCheckRequest, RecordCheckResponse,
-    Review, RiskLevel, WillWantCapacityScores,
+    Assessment, AssessmentStatsRequest, AssessmentStatsResponse, Check, DecideRequest,
+    DecideResponse, EarlierAssessment, GetAssessmentRequest, GetAssessmentResponse, HomeVisit,
+    HoursDistribution, ListQueueRequest, ListQueueResponse, OutcomeCount, ReassessRequest,
+    ReassessResponse, RecordCheckRequest, RecordCheckResponse, Review, WillWantCapacityScores,
 };
 use cpm_runtime::auth::Caller;
-use cpm_runtime::bus::{ServiceHandle, outbox};
-use cpm_runtime::grpc::ApiError;
+use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
-use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
-use crate::db::{self, AssessmentRow, CheckRow, EarlierAssessmentRow, ReviewRow};
+use crate::commands::{self, AssessmentView};
+use crate::db::{AssessmentRow, CheckRow, EarlierAssessmentRow, ReviewRow};
 use crate::domain::{
-    AgeRule, AssessmentLookup, CheckOutcome, NewCheck, NewDecision, NewReassessment, QueueQuery,
-    StatsQuery, check_override, check_reassessable, missing_checks, recommend,
+    AgeRule, AssessmentLookup, NewCheck, NewDecision, NewReassessment, QueueQuery, StatsQuery,
+    recommend,
 };
 
 /// Only staff assess referrals.
@@ -41,41 +38,27 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
 
 pub struct RiskAssessment {
     handle: ServiceHandle,
-    pool: PgPool,
+    /// How an assessment's age is shown; nothing stored depends on it.
     age_rule: AgeRule,
 }
 
 impl RiskAssessment {
     pub fn new(handle: ServiceHandle, first_assessment_target_days: u32) -> Self {
         Self {
-            pool: handle.pool().clone(),
             handle,
             age_rule: AgeRule {
                 target_working_days: i64::from(first_assessment_target_days),
             },
         }
     }
-}
 
-fn outcomes(checks: &[&CheckRow]) -> Vec<CheckOutcome> {
-    checks
-        .iter()
-        .filter_map(|check| {
-            CheckKind::try_from(check.kind)
-                .ok()
-                .map(|kind| CheckOutcome {
-                    kind,
-                    satisfied: check.satisfied,
-                    risk_level: check
-                        .risk_level
-                        .and_then(|level| RiskLevel::try_from(level).ok()),
-                    lowest_score: [check.will_score, check.want_score, check.capacity_score]
-                        .into_iter()
-                        .flatten()
-                        .min(),
-                })
-        })
-        .collect()
+    /// The assessment with its checks, re-assessments and history.
+    fn view_to_proto(&self, view: &AssessmentView) -> Assessment {
+        let mut assessment = to_proto(&view.row, &view.checks, self.age_rule);
+        assessment.reviews = view.reviews.iter().map(review_to_proto).collect();
+        assessment.history = view.history.iter().map(earlier_to_proto).collect();
+        assessment
+    }
 }
 
 fn check_to_proto(check: &CheckRow) -> Check {
@@ -145,7 +128,7 @@ fn earlier_to_proto(row: &EarlierAssessmentRow) -> EarlierAssessment {
 /// The assessment with its latest checks (those of other assessments in
 /// `latest_checks` are ignored), the recommendation they make and its age
 /// against the first-assessment target. Reviews and history are added by
-/// the callers that show them.
+/// [`RiskAssessment::view_to_proto`].
 fn to_proto(row: &AssessmentRow, latest_checks: &[CheckRow], age_rule: AgeRule) -> Assessment {
     let checks: Vec<&CheckRow> = latest_checks
         .iter()
@@ -159,7 +142,7 @@ fn to_proto(row: &AssessmentRow, latest_checks: &[CheckRow], age_rule: AgeRule) 
         area: row.area.clone(),
         state: row.state,
         opened_at: Some(timestamp(row.opened_at)),
-        recommendation: recommend(&outcomes(&checks)) as i32,
+        recommendation: recommend(&commands::outcomes(checks.iter().copied())) as i32,
         checks: checks.iter().map(|check| check_to_proto(check)).collect(),
         decision: row.decision.unwrap_or_default(),
         stage: row.stage.unwrap_or_default(),
@@ -199,75 +182,6 @@ fn count(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
-impl RiskAssessment {
-    /// One assessment as the API shows it, with its re-assessments.
-    async fn load_assessment(
-        &self,
-        connection: &mut PgConnection,
-        row: &AssessmentRow,
-    ) -> Result<Assessment, ApiError> {
-        let checks = db::latest_checks(connection, &[row.assessment_id]).await?;
-        let reviews = db::list_reviews(connection, row.assessment_id).await?;
-        let mut assessment = to_proto(row, &checks, self.age_rule);
-        assessment.reviews = reviews.iter().map(review_to_proto).collect();
-        Ok(assessment)
-    }
-
-    /// The assessment read again inside the transaction that just changed it,
-    /// so derived fields (first check, recommendation, reviews) include the change.
-    async fn reload_assessment(
-        &self,
-        connection: &mut PgConnection,
-        assessment_id: Uuid,
-    ) -> Result<Assessment, ApiError> {
-        let row = db::fetch_assessment(connection, assessment_id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
-        self.load_assessment(connection, &row).await
-    }
-}
-
-/// Appends the caller's change to the audit trail.
-async fn audit(
-    connection: &mut PgConnection,
-    caller: &Caller,
-    assessment_id: Uuid,
-    action: &str,
-    detail: &str,
-) -> Result<(), ApiError> {
-    db::insert_audit(
-        connection,
-        &db::AuditEntry {
-            assessment_id,
-            actor: &caller.subject,
-            role: caller.role.as_str(),
-            action,
-            detail,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-/// Locks an assessment that must still be open.
-async fn lock_open_assessment(
-    connection: &mut PgConnection,
-    assessment_id: Uuid,
-    action: &str,
-) -> Result<AssessmentRow, ApiError> {
-    let row = db::lock_assessment(connection, assessment_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
-    if row.state != AssessmentState::Open as i32 {
-        let state = AssessmentState::try_from(row.state).unwrap_or_default();
-        return Err(ApiError::FailedPrecondition(format!(
-            "the assessment is {}; only an open assessment can {action}",
-            state.as_str_name()
-        )));
-    }
-    Ok(row)
-}
-
 #[tonic::async_trait]
 impl RiskAssessmentService for RiskAssessment {
     #[tracing::instrument(skip_all)]
@@ -275,28 +189,16 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
-        let query = QueueQuery::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let mut rows = db::list_assessments_in_state(
-            &mut connection,
-            AssessmentState::Open as i32,
-            query.area.as_deref(),
-            query.after,
-            query.page_size + 1,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let next_page_token = page::finish_page(&mut rows, query.page_size, |row| {
+        let query = QueueQuery::parse(request.get_ref())?;
+        let mut queue = commands::list_queue(&self.handle, &query).await?;
+        let next_page_token = page::finish_page(&mut queue.rows, query.page_size, |row| {
             page::time_and_id_token(row.opened_at, row.assessment_id)
         });
-        let ids: Vec<Uuid> = rows.iter().map(|row| row.assessment_id).collect();
-        let checks = db::latest_checks(&mut connection, &ids)
-            .await
-            .map_err(ApiError::from)?;
         Ok(Response::new(ListQueueResponse {
-            assessments: rows
+            assessments: queue
+                .rows
                 .iter()
-                .map(|row| to_proto(row, &checks, self.age_rule))
+                .map(|row| to_proto(row, &queue.checks, self.age_rule))
                 .collect(),
             next_page_token,
         }))
@@ -307,26 +209,10 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<GetAssessmentRequest>,
     ) -> Result<Response<GetAssessmentResponse>, Status> {
-        let lookup =
-            AssessmentLookup::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let row = match lookup {
-            AssessmentLookup::Assessment(id) => db::fetch_assessment(&mut connection, id).await,
-            AssessmentLookup::Referral(id) => {
-                db::fetch_assessment_of_referral(&mut connection, id).await
-            }
-        }
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
-        let mut assessment = self.load_assessment(&mut connection, &row).await?;
-        if let Some(earlier_referral_id) = row.earlier_referral_id {
-            let history = db::earlier_assessments(&mut connection, earlier_referral_id)
-                .await
-                .map_err(ApiError::from)?;
-            assessment.history = history.iter().map(earlier_to_proto).collect();
-        }
+        let lookup = AssessmentLookup::parse(request.get_ref())?;
+        let view = commands::get_assessment(&self.handle, lookup).await?;
         Ok(Response::new(GetAssessmentResponse {
-            assessment: Some(assessment),
+            assessment: Some(self.view_to_proto(&view)),
         }))
     }
 
@@ -335,64 +221,11 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<RecordCheckRequest>,
     ) -> Result<Response<RecordCheckResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let check = NewCheck::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        lock_open_assessment(&mut transaction, check.assessment_id, "record checks").await?;
-        let visit = check.home_visit.as_ref();
-        db::insert_check(
-            &mut transaction,
-            &db::NewCheckRow {
-                assessment_id: check.assessment_id,
-                kind: check.kind as i32,
-                satisfied: check.satisfied,
-                notes: &check.notes,
-                recorded_by: &caller.subject,
-                risk_level: check.risk_level.map(|level| level as i32),
-                scores: check
-                    .scores
-                    .map(|scores| (scores.will, scores.want, scores.capacity)),
-                databases: (!check.databases.is_empty()).then_some(check.databases.as_slice()),
-                professionals: (!check.professionals.is_empty())
-                    .then_some(check.professionals.as_slice()),
-                visit_attended_by: visit.map(|visit| visit.attended_by.as_slice()),
-                referrer_co_visited: visit.map(|visit| visit.referrer_co_visited),
-                phone_contact_first: visit.map(|visit| visit.phone_contact_first),
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let outcome = check.outcome();
-        audit(
-            &mut transaction,
-            &caller,
-            check.assessment_id,
-            "check_recorded",
-            &format!(
-                "{} {}",
-                check.kind.as_str_name(),
-                if outcome.finds_unsuitable() {
-                    "unsuitable"
-                } else {
-                    "suitable"
-                }
-            ),
-        )
-        .await?;
-        // Re-read after the insert, so the first check time and the
-        // recommendation include this check.
-        let assessment = self
-            .reload_assessment(&mut transaction, check.assessment_id)
-            .await?;
-        transaction.commit().await.map_err(ApiError::from)?;
-        tracing::info!(
-            kind = check.kind.as_str_name(),
-            satisfied = check.satisfied,
-            finds_unsuitable = outcome.finds_unsuitable(),
-            "check recorded"
-        );
+        let caller = Caller::of(&request)?;
+        let check = NewCheck::parse(request.get_ref())?;
+        let view = commands::record_check(&self.handle, caller, &check).await?;
         Ok(Response::new(RecordCheckResponse {
-            assessment: Some(assessment),
+            assessment: Some(self.view_to_proto(&view)),
         }))
     }
 
@@ -401,92 +234,11 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let decision = NewDecision::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        let row =
-            lock_open_assessment(&mut transaction, decision.assessment_id, "be decided").await?;
-        let checks = db::latest_checks(&mut transaction, &[row.assessment_id])
-            .await
-            .map_err(ApiError::from)?;
-        let latest = outcomes(&checks.iter().collect::<Vec<_>>());
-        if decision.decision == Decision::Accept {
-            let missing = missing_checks(&latest);
-            if !missing.is_empty() {
-                let names: Vec<&str> = missing.iter().map(|kind| kind.as_str_name()).collect();
-                return Err(ApiError::FailedPrecondition(format!(
-                    "accepting needs every check recorded; missing: {}",
-                    names.join(", ")
-                ))
-                .into());
-            }
-        }
-        let recommendation = recommend(&latest);
-        check_override(recommendation, decision.decision, &decision.rationale)
-            .map_err(ApiError::InvalidArgument)?;
-
-        let decided = db::record_decision(
-            &mut transaction,
-            row.assessment_id,
-            &db::DecisionRow {
-                decision: decision.decision as i32,
-                stage: decision.stage.map(|stage| stage as i32),
-                reason: decision.reason.map(|reason| reason as i32),
-                referred_to: decision.referred_to.map(|to| to as i32),
-                decided_by: &caller.subject,
-                rationale: &decision.rationale,
-                state: AssessmentState::Decided as i32,
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let decided_at = decided.decided_at.ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("decision recorded without a time"))
-        })?;
-        outbox::enqueue(
-            &mut transaction,
-            crate::NAME,
-            &AssessmentDecided {
-                assessment_id: decided.assessment_id.to_string(),
-                referral_id: decided.referral_id.to_string(),
-                agency_id: decided.agency_id.clone(),
-                area: decided.area.clone(),
-                decision: decision.decision as i32,
-                stage: decided.stage.unwrap_or_default(),
-                reason: decided.reason.unwrap_or_default(),
-                decided_by: caller.subject.clone(),
-                decided_at: Some(timestamp(decided_at)),
-                vulnerabilities: decided.vulnerabilities.clone(),
-                client_gender: decided.client_gender,
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let overridden =
-            recommendation != Decision::Unspecified && recommendation != decision.decision;
-        audit(
-            &mut transaction,
-            &caller,
-            decided.assessment_id,
-            "decided",
-            &format!(
-                "{} recommendation {}{}",
-                decision.decision.as_str_name(),
-                recommendation.as_str_name(),
-                if overridden { " overridden" } else { "" }
-            ),
-        )
-        .await?;
-        transaction.commit().await.map_err(ApiError::from)?;
-        tracing::info!(
-            referral_id = %decided.referral_id,
-            decision = decision.decision.as_str_name(),
-            recommendation = recommendation.as_str_name(),
-            overridden,
-            "assessment decided"
-        );
+        let caller = Caller::of(&request)?;
+        let decision = NewDecision::parse(request.get_ref())?;
+        let view = commands::decide(&self.handle, caller, &decision).await?;
         Ok(Response::new(DecideResponse {
-            assessment: Some(to_proto(&decided, &checks, self.age_rule)),
+            assessment: Some(self.view_to_proto(&view)),
         }))
     }
 
@@ -495,81 +247,12 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<ReassessRequest>,
     ) -> Result<Response<ReassessResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let reassessment =
-            NewReassessment::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        let row = db::lock_assessment_of_referral(&mut transaction, reassessment.referral_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("assessment".into()))?;
-        check_reassessable(
-            AssessmentState::try_from(row.state).unwrap_or_default(),
-            row.decision
-                .and_then(|decision| Decision::try_from(decision).ok()),
-            row.engagement
-                .and_then(|action| EngagementAction::try_from(action).ok()),
-        )
-        .map_err(ApiError::FailedPrecondition)?;
-
-        let resolved =
-            db::resolve_review_requests(&mut transaction, row.assessment_id, &caller.subject)
-                .await
-                .map_err(ApiError::from)?;
-        let ending = reassessment.ending;
-        let review = db::insert_review(
-            &mut transaction,
-            &db::NewReviewRow {
-                assessment_id: row.assessment_id,
-                action: reassessment.action as i32,
-                stage: ending.map(|ending| ending.stage as i32),
-                reason: ending.map(|ending| ending.reason as i32),
-                referred_to: ending.and_then(|ending| ending.referred_to.map(|to| to as i32)),
-                rationale: &reassessment.rationale,
-                reviewed_by: &caller.subject,
-                resolved_requests: resolved,
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        outbox::enqueue(
-            &mut transaction,
-            crate::NAME,
-            &EngagementChanged {
-                referral_id: row.referral_id.to_string(),
-                agency_id: row.agency_id.clone(),
-                action: reassessment.action as i32,
-                stage: review.stage.unwrap_or_default(),
-                reason: review.reason.unwrap_or_default(),
-                decided_by: caller.subject.clone(),
-                decided_at: Some(timestamp(review.reviewed_at)),
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        audit(
-            &mut transaction,
-            &caller,
-            row.assessment_id,
-            "reassessed",
-            &format!(
-                "{} resolved {resolved} review request(s)",
-                reassessment.action.as_str_name()
-            ),
-        )
-        .await?;
-        let assessment = self
-            .reload_assessment(&mut transaction, row.assessment_id)
-            .await?;
-        transaction.commit().await.map_err(ApiError::from)?;
-        tracing::info!(
-            action = reassessment.action.as_str_name(),
-            resolved_requests = resolved,
-            "engagement re-assessed"
-        );
+        let caller = Caller::of(&request)?;
+        let reassessment = NewReassessment::parse(request.get_ref())?;
+        let reassessed = commands::reassess(&self.handle, caller, &reassessment).await?;
         Ok(Response::new(ReassessResponse {
-            assessment: Some(assessment),
-            review: Some(review_to_proto(&review)),
+            assessment: Some(self.view_to_proto(&reassessed.assessment)),
+            review: Some(review_to_proto(&reassessed.review)),
         }))
     }
 
@@ -578,32 +261,8 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<AssessmentStatsRequest>,
     ) -> Result<Response<AssessmentStatsResponse>, Status> {
-        let query = StatsQuery::parse(request.get_ref()).map_err(ApiError::InvalidArgument)?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let area = query.area.as_deref();
-        let totals = db::stats_totals(
-            &mut connection,
-            query.from,
-            query.to,
-            area,
-            &db::StatsCodes {
-                open: AssessmentState::Open as i32,
-                closed: AssessmentState::Closed as i32,
-                accept: Decision::Accept as i32,
-                not_taken_on: Decision::NotTakenOn as i32,
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let outcomes = db::stats_outcomes(
-            &mut connection,
-            query.from,
-            query.to,
-            area,
-            Decision::NotTakenOn as i32,
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let query = StatsQuery::parse(request.get_ref())?;
+        let commands::Stats { totals, outcomes } = commands::stats(&self.handle, &query).await?;
         Ok(Response::new(AssessmentStatsResponse {
             referrals: count(totals.referrals),
             still_open: count(totals.still_open),
@@ -636,7 +295,9 @@ impl RiskAssessmentService for RiskAssessment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Duration, Utc};
+    use chrono::Duration;
+    use cpm_proto::v1::{AssessmentState, CheckKind, Decision, RiskLevel};
+    use uuid::Uuid;
 
     const RULE: AgeRule = AgeRule {
         target_working_days: 5,

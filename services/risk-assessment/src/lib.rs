@@ -17,10 +17,13 @@
 //!   re-assessment and working-day rules.
 //! - [`db`]: action-named queries on the `risk_assessment` schema, the
 //!   history chain and the stats.
-//! - [`grpc`]: serves `cpm.v1.RiskAssessmentService`.
+//! - [`commands`]: one function per use case (queue, lookup, check, decision,
+//!   re-assessment, stats), with [`commands::AssessmentError`].
+//! - [`grpc`]: the handlers of `cpm.v1.RiskAssessmentService` and its access table.
 //! - [`events`]: the consumers that open and close assessments from
 //!   referral events and ask for reviews after contacts.
 
+pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;

@@ -1,0 +1,582 @@
+//! What risk assessment does, one function per use case: each takes the
+//! parsed request and who asks, does its work (a change in one transaction,
+//! with its audit entry and event) and answers with rows or an
+//! [`AssessmentError`]. `grpc.rs` keeps tokens, parsing and messages;
+//! nothing here knows about gRPC.
+
+use cpm_proto::v1::{
+    AssessmentDecided, AssessmentState, CheckKind, Decision, EngagementAction, EngagementChanged,
+    RiskLevel,
+};
+use cpm_runtime::auth::Caller;
+use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::grpc::values::timestamp;
+use cpm_runtime::grpc::{ApiError, FieldViolations};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db::{
+    self, AssessmentRow, CheckRow, EarlierAssessmentRow, OutcomeCountRow, ReviewRow, StatsTotalsRow,
+};
+use crate::domain::{
+    AssessmentLookup, CheckOutcome, NewCheck, NewDecision, NewReassessment, OVERRIDE_NEEDS_REASON,
+    QueueQuery, StatsQuery, check_override, check_reassessable, missing_checks, recommend,
+};
+
+/// Why a use case of risk assessment did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AssessmentError {
+    /// No such assessment, or none for the referral.
+    #[error("assessment not found")]
+    NotFound,
+    /// Checks and decisions only change an open assessment.
+    #[error(
+        "the assessment is {}; only an open assessment can {action}",
+        .state.as_str_name()
+    )]
+    NotOpen {
+        state: AssessmentState,
+        /// What was refused, as in "only an open assessment can {action}".
+        action: &'static str,
+    },
+    /// Accepting before the required checks are recorded.
+    #[error("accepting needs every check recorded; missing: {}", kind_names(.0))]
+    ChecksMissing(Vec<CheckKind>),
+    /// A decision against a firm recommendation without a rationale.
+    #[error("{}", OVERRIDE_NEEDS_REASON)]
+    OverrideNeedsRationale(FieldViolations),
+    /// Not an accepted assessment still in support; says which way.
+    #[error("{0}")]
+    NotReassessable(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn kind_names(kinds: &[CheckKind]) -> String {
+    kinds
+        .iter()
+        .map(|kind| kind.as_str_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl From<AssessmentError> for ApiError {
+    fn from(error: AssessmentError) -> Self {
+        match error {
+            AssessmentError::NotFound => ApiError::NotFound("assessment".into()),
+            AssessmentError::NotOpen { .. }
+            | AssessmentError::ChecksMissing(_)
+            | AssessmentError::NotReassessable(_) => {
+                ApiError::FailedPrecondition(error.to_string())
+            }
+            AssessmentError::OverrideNeedsRationale(violations) => {
+                ApiError::InvalidArgument(violations)
+            }
+            AssessmentError::Database(error) => error.into(),
+            AssessmentError::Internal(error) => ApiError::Internal(error),
+        }
+    }
+}
+
+impl From<AssessmentError> for tonic::Status {
+    fn from(error: AssessmentError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+/// An assessment with what its message shows besides the row: its latest
+/// checks (rows of other assessments may be among them), re-assessments and
+/// the assessments of the client's earlier referrals. A use case that does
+/// not show a list leaves it empty.
+#[derive(Clone, Debug)]
+pub struct AssessmentView {
+    pub row: AssessmentRow,
+    pub checks: Vec<CheckRow>,
+    pub reviews: Vec<ReviewRow>,
+    pub history: Vec<EarlierAssessmentRow>,
+}
+
+/// The outcomes of the latest checks, for the recommendation; checks of an
+/// unknown kind count for nothing.
+pub fn outcomes<'a>(checks: impl IntoIterator<Item = &'a CheckRow>) -> Vec<CheckOutcome> {
+    checks
+        .into_iter()
+        .filter_map(|check| {
+            CheckKind::try_from(check.kind)
+                .ok()
+                .map(|kind| CheckOutcome {
+                    kind,
+                    satisfied: check.satisfied,
+                    risk_level: check
+                        .risk_level
+                        .and_then(|level| RiskLevel::try_from(level).ok()),
+                    lowest_score: [check.will_score, check.want_score, check.capacity_score]
+                        .into_iter()
+                        .flatten()
+                        .min(),
+                })
+        })
+        .collect()
+}
+
+/// One assessment with its latest checks and re-assessments.
+async fn load(
+    connection: &mut PgConnection,
+    row: AssessmentRow,
+) -> Result<AssessmentView, AssessmentError> {
+    let checks = db::latest_checks(connection, &[row.assessment_id]).await?;
+    let reviews = db::list_reviews(connection, row.assessment_id).await?;
+    Ok(AssessmentView {
+        row,
+        checks,
+        reviews,
+        history: Vec::new(),
+    })
+}
+
+/// The assessment read again inside the transaction that just changed it,
+/// so derived fields (first check, recommendation, reviews) include the change.
+async fn reload(
+    connection: &mut PgConnection,
+    assessment_id: Uuid,
+) -> Result<AssessmentView, AssessmentError> {
+    let row = db::fetch_assessment(connection, assessment_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    load(connection, row).await
+}
+
+/// Appends the caller's change to the audit trail.
+async fn audit(
+    connection: &mut PgConnection,
+    caller: &Caller,
+    assessment_id: Uuid,
+    action: &str,
+    detail: &str,
+) -> Result<(), AssessmentError> {
+    db::insert_audit(
+        connection,
+        &db::AuditEntry {
+            assessment_id,
+            actor: &caller.subject,
+            role: caller.role.as_str(),
+            action,
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Locks an assessment that must still be open to `action`.
+async fn lock_open_assessment(
+    connection: &mut PgConnection,
+    assessment_id: Uuid,
+    action: &'static str,
+) -> Result<AssessmentRow, AssessmentError> {
+    let row = db::lock_assessment(connection, assessment_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    if row.state != AssessmentState::Open as i32 {
+        return Err(AssessmentError::NotOpen {
+            state: AssessmentState::try_from(row.state).unwrap_or_default(),
+            action,
+        });
+    }
+    Ok(row)
+}
+
+/// A page of the open queue, oldest first.
+#[derive(Clone, Debug)]
+pub struct QueuePage {
+    /// Up to `page_size + 1` rows, so the caller can tell a next page follows.
+    pub rows: Vec<AssessmentRow>,
+    /// The latest checks of the first `page_size` rows.
+    pub checks: Vec<CheckRow>,
+}
+
+/// The open assessments of an area (or all areas) after the query's cursor.
+pub async fn list_queue(
+    handle: &ServiceHandle,
+    query: &QueueQuery,
+) -> Result<QueuePage, AssessmentError> {
+    let mut connection = handle.pool().acquire().await?;
+    let rows = db::list_assessments_in_state(
+        &mut connection,
+        AssessmentState::Open as i32,
+        query.area.as_deref(),
+        query.after,
+        query.page_size + 1,
+    )
+    .await?;
+    // The extra row only tells whether a next page follows; it is not shown.
+    let shown = usize::try_from(query.page_size).unwrap_or(usize::MAX);
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .take(shown)
+        .map(|row| row.assessment_id)
+        .collect();
+    let checks = db::latest_checks(&mut connection, &ids).await?;
+    Ok(QueuePage { rows, checks })
+}
+
+/// One assessment, by its ID or its referral's, with the client's earlier
+/// assessments when the referral is a re-referral.
+pub async fn get_assessment(
+    handle: &ServiceHandle,
+    lookup: AssessmentLookup,
+) -> Result<AssessmentView, AssessmentError> {
+    let mut connection = handle.pool().acquire().await?;
+    let row = match lookup {
+        AssessmentLookup::Assessment(id) => db::fetch_assessment(&mut connection, id).await?,
+        AssessmentLookup::Referral(id) => {
+            db::fetch_assessment_of_referral(&mut connection, id).await?
+        }
+    }
+    .ok_or(AssessmentError::NotFound)?;
+    let earlier_referral_id = row.earlier_referral_id;
+    let mut view = load(&mut connection, row).await?;
+    if let Some(earlier_referral_id) = earlier_referral_id {
+        view.history = db::earlier_assessments(&mut connection, earlier_referral_id).await?;
+    }
+    Ok(view)
+}
+
+/// Records a check on an open assessment; answers with the assessment as it
+/// now stands.
+pub async fn record_check(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    check: &NewCheck,
+) -> Result<AssessmentView, AssessmentError> {
+    let mut transaction = handle.begin().await?;
+    lock_open_assessment(&mut transaction, check.assessment_id, "record checks").await?;
+    let visit = check.home_visit.as_ref();
+    db::insert_check(
+        &mut transaction,
+        &db::NewCheckRow {
+            assessment_id: check.assessment_id,
+            kind: check.kind as i32,
+            satisfied: check.satisfied,
+            notes: &check.notes,
+            recorded_by: &caller.subject,
+            risk_level: check.risk_level.map(|level| level as i32),
+            scores: check
+                .scores
+                .map(|scores| (scores.will, scores.want, scores.capacity)),
+            databases: (!check.databases.is_empty()).then_some(check.databases.as_slice()),
+            professionals: (!check.professionals.is_empty())
+                .then_some(check.professionals.as_slice()),
+            visit_attended_by: visit.map(|visit| visit.attended_by.as_slice()),
+            referrer_co_visited: visit.map(|visit| visit.referrer_co_visited),
+            phone_contact_first: visit.map(|visit| visit.phone_contact_first),
+        },
+    )
+    .await?;
+    let outcome = check.outcome();
+    audit(
+        &mut transaction,
+        caller,
+        check.assessment_id,
+        "check_recorded",
+        &format!(
+            "{} {}",
+            check.kind.as_str_name(),
+            if outcome.finds_unsuitable() {
+                "unsuitable"
+            } else {
+                "suitable"
+            }
+        ),
+    )
+    .await?;
+    // Re-read after the insert, so the first check time and the
+    // recommendation include this check.
+    let view = reload(&mut transaction, check.assessment_id).await?;
+    transaction.commit().await?;
+    tracing::info!(
+        kind = check.kind.as_str_name(),
+        satisfied = check.satisfied,
+        finds_unsuitable = outcome.finds_unsuitable(),
+        "check recorded"
+    );
+    Ok(view)
+}
+
+/// Decides an open assessment and announces it. Accepting needs every
+/// required check; going against a firm recommendation needs a rationale.
+/// Answers with the decided assessment and the checks it was decided on.
+pub async fn decide(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    decision: &NewDecision,
+) -> Result<AssessmentView, AssessmentError> {
+    let mut transaction = handle.begin().await?;
+    let row = lock_open_assessment(&mut transaction, decision.assessment_id, "be decided").await?;
+    let checks = db::latest_checks(&mut transaction, &[row.assessment_id]).await?;
+    let latest = outcomes(&checks);
+    if decision.decision == Decision::Accept {
+        let missing = missing_checks(&latest);
+        if !missing.is_empty() {
+            return Err(AssessmentError::ChecksMissing(missing));
+        }
+    }
+    let recommendation = recommend(&latest);
+    check_override(recommendation, decision.decision, &decision.rationale)
+        .map_err(AssessmentError::OverrideNeedsRationale)?;
+
+    let decided = db::record_decision(
+        &mut transaction,
+        row.assessment_id,
+        &db::DecisionRow {
+            decision: decision.decision as i32,
+            stage: decision.stage.map(|stage| stage as i32),
+            reason: decision.reason.map(|reason| reason as i32),
+            referred_to: decision.referred_to.map(|to| to as i32),
+            decided_by: &caller.subject,
+            rationale: &decision.rationale,
+            state: AssessmentState::Decided as i32,
+        },
+    )
+    .await?;
+    let decided_at = decided
+        .decided_at
+        .ok_or_else(|| anyhow::anyhow!("decision recorded without a time"))?;
+    outbox::enqueue(
+        &mut transaction,
+        crate::NAME,
+        &AssessmentDecided {
+            assessment_id: decided.assessment_id.to_string(),
+            referral_id: decided.referral_id.to_string(),
+            agency_id: decided.agency_id.clone(),
+            area: decided.area.clone(),
+            decision: decision.decision as i32,
+            stage: decided.stage.unwrap_or_default(),
+            reason: decided.reason.unwrap_or_default(),
+            decided_by: caller.subject.clone(),
+            decided_at: Some(timestamp(decided_at)),
+            vulnerabilities: decided.vulnerabilities.clone(),
+            client_gender: decided.client_gender,
+        },
+    )
+    .await?;
+    let overridden = recommendation != Decision::Unspecified && recommendation != decision.decision;
+    audit(
+        &mut transaction,
+        caller,
+        decided.assessment_id,
+        "decided",
+        &format!(
+            "{} recommendation {}{}",
+            decision.decision.as_str_name(),
+            recommendation.as_str_name(),
+            if overridden { " overridden" } else { "" }
+        ),
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(
+        referral_id = %decided.referral_id,
+        decision = decision.decision.as_str_name(),
+        recommendation = recommendation.as_str_name(),
+        overridden,
+        "assessment decided"
+    );
+    Ok(AssessmentView {
+        row: decided,
+        checks,
+        reviews: Vec::new(),
+        history: Vec::new(),
+    })
+}
+
+/// A re-assessment as recorded, with the assessment after it.
+#[derive(Clone, Debug)]
+pub struct Reassessed {
+    pub assessment: AssessmentView,
+    pub review: ReviewRow,
+}
+
+/// Continues, pauses or ends an accepted client's support, resolving the
+/// open review requests, and announces it.
+pub async fn reassess(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    reassessment: &NewReassessment,
+) -> Result<Reassessed, AssessmentError> {
+    let mut transaction = handle.begin().await?;
+    let row = db::lock_assessment_of_referral(&mut transaction, reassessment.referral_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    check_reassessable(
+        AssessmentState::try_from(row.state).unwrap_or_default(),
+        row.decision
+            .and_then(|decision| Decision::try_from(decision).ok()),
+        row.engagement
+            .and_then(|action| EngagementAction::try_from(action).ok()),
+    )
+    .map_err(AssessmentError::NotReassessable)?;
+
+    let resolved =
+        db::resolve_review_requests(&mut transaction, row.assessment_id, &caller.subject).await?;
+    let ending = reassessment.ending;
+    let review = db::insert_review(
+        &mut transaction,
+        &db::NewReviewRow {
+            assessment_id: row.assessment_id,
+            action: reassessment.action as i32,
+            stage: ending.map(|ending| ending.stage as i32),
+            reason: ending.map(|ending| ending.reason as i32),
+            referred_to: ending.and_then(|ending| ending.referred_to.map(|to| to as i32)),
+            rationale: &reassessment.rationale,
+            reviewed_by: &caller.subject,
+            resolved_requests: resolved,
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut transaction,
+        crate::NAME,
+        &EngagementChanged {
+            referral_id: row.referral_id.to_string(),
+            agency_id: row.agency_id.clone(),
+            action: reassessment.action as i32,
+            stage: review.stage.unwrap_or_default(),
+            reason: review.reason.unwrap_or_default(),
+            decided_by: caller.subject.clone(),
+            decided_at: Some(timestamp(review.reviewed_at)),
+        },
+    )
+    .await?;
+    audit(
+        &mut transaction,
+        caller,
+        row.assessment_id,
+        "reassessed",
+        &format!(
+            "{} resolved {resolved} review request(s)",
+            reassessment.action.as_str_name()
+        ),
+    )
+    .await?;
+    let assessment = reload(&mut transaction, row.assessment_id).await?;
+    transaction.commit().await?;
+    tracing::info!(
+        action = reassessment.action.as_str_name(),
+        resolved_requests = resolved,
+        "engagement re-assessed"
+    );
+    Ok(Reassessed { assessment, review })
+}
+
+/// The totals of a period and its non-engagements by stage and reason.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub totals: StatsTotalsRow,
+    pub outcomes: Vec<OutcomeCountRow>,
+}
+
+/// Counts the referrals of the query's period (and area).
+pub async fn stats(handle: &ServiceHandle, query: &StatsQuery) -> Result<Stats, AssessmentError> {
+    let mut connection = handle.pool().acquire().await?;
+    let area = query.area.as_deref();
+    let totals = db::stats_totals(
+        &mut connection,
+        query.from,
+        query.to,
+        area,
+        &db::StatsCodes {
+            open: AssessmentState::Open as i32,
+            closed: AssessmentState::Closed as i32,
+            accept: Decision::Accept as i32,
+            not_taken_on: Decision::NotTakenOn as i32,
+        },
+    )
+    .await?;
+    let outcomes = db::stats_outcomes(
+        &mut connection,
+        query.from,
+        query.to,
+        area,
+        Decision::NotTakenOn as i32,
+    )
+    .await?;
+    Ok(Stats { totals, outcomes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn status(error: AssessmentError) -> tonic::Status {
+        error.into()
+    }
+
+    #[test]
+    fn a_missing_assessment_is_not_found() {
+        let missing = status(AssessmentError::NotFound);
+        assert_eq!(missing.code(), Code::NotFound);
+        assert_eq!(missing.message(), "assessment not found");
+    }
+
+    #[test]
+    fn the_wrong_state_is_a_failed_precondition_that_says_which() {
+        let decided = status(AssessmentError::NotOpen {
+            state: AssessmentState::Decided,
+            action: "be decided",
+        });
+        assert_eq!(decided.code(), Code::FailedPrecondition);
+        assert_eq!(
+            decided.message(),
+            "the assessment is ASSESSMENT_STATE_DECIDED; only an open assessment can be decided"
+        );
+        let reason = "support has already ended; refer the client again to restart";
+        let ended = status(AssessmentError::NotReassessable(reason.into()));
+        assert_eq!(ended.code(), Code::FailedPrecondition);
+        assert_eq!(ended.message(), reason);
+    }
+
+    #[test]
+    fn accepting_without_checks_names_the_missing_ones() {
+        let missing = status(AssessmentError::ChecksMissing(vec![
+            CheckKind::AdultAtReferral,
+            CheckKind::WillWantCapacity,
+        ]));
+        assert_eq!(missing.code(), Code::FailedPrecondition);
+        assert_eq!(
+            missing.message(),
+            "accepting needs every check recorded; missing: \
+             CHECK_KIND_ADULT_AT_REFERRAL, CHECK_KIND_WILL_WANT_CAPACITY"
+        );
+    }
+
+    #[test]
+    fn an_unexplained_override_is_an_invalid_rationale() {
+        let violations = check_override(Decision::Accept, Decision::NotTakenOn, " ").unwrap_err();
+        let error = AssessmentError::OverrideNeedsRationale(violations.clone());
+        assert_eq!(error.to_string(), OVERRIDE_NEEDS_REASON);
+        match ApiError::from(error) {
+            ApiError::InvalidArgument(mapped) => assert_eq!(mapped, violations),
+            other => panic!("{other:?}"),
+        }
+        let refused = status(AssessmentError::OverrideNeedsRationale(violations));
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(refused.message(), "invalid request: rationale");
+    }
+
+    #[test]
+    fn database_and_internal_causes_are_not_shown() {
+        let internal = status(AssessmentError::Internal(anyhow::anyhow!(
+            "decision recorded without a time"
+        )));
+        assert_eq!(internal.code(), Code::Internal);
+        assert!(!internal.message().contains("decision"), "{internal:?}");
+        let broken = status(AssessmentError::Database(sqlx::Error::RowNotFound));
+        assert_eq!(broken.code(), Code::Internal);
+        let down = status(AssessmentError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(down.code(), Code::Unavailable);
+    }
+}
