@@ -149,6 +149,9 @@ pub struct DatabaseConfig {
     /// Per service pool.
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
+    /// The longest one statement may run (PostgreSQL `statement_timeout`),
+    /// so no request can hold a connection and its locks for long. 0: none.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -158,6 +161,7 @@ impl Default for DatabaseConfig {
             url: Secret::new("postgres://postgres@localhost/cpm"),
             max_connections: 8,
             acquire_timeout_secs: 5,
+            statement_timeout_ms: 30_000,
         }
     }
 }

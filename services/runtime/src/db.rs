@@ -20,8 +20,12 @@ static EVENT_BUS_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/runtime")
 pub const FIRST_SERVICE_MIGRATION: i64 = 100;
 
 fn connect_options(config: &DatabaseConfig, schema: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let statement_timeout = config.statement_timeout_ms.to_string();
     Ok(PgConnectOptions::from_str(config.url.expose())?
-        .options([("search_path", schema)])
+        .options([
+            ("search_path", schema),
+            ("statement_timeout", statement_timeout.as_str()),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
 }

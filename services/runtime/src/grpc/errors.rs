@@ -11,15 +11,26 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FieldViolations {
     violations: Vec<(String, String)>,
+    /// Violations beyond [`MAX_REPORTED`], counted but not kept.
+    dropped: usize,
 }
+
+/// The most violations one answer reports.
+pub const MAX_REPORTED: usize = 50;
 
 impl FieldViolations {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Records a violation. At most [`MAX_REPORTED`] are kept, so a request
+    /// with a huge repeated field cannot make a huge answer.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.violations.push((field.into(), description.into()));
+        if self.violations.len() < MAX_REPORTED {
+            self.violations.push((field.into(), description.into()));
+        } else {
+            self.dropped += 1;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,6 +79,27 @@ pub enum ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        // PostgreSQL refuses NUL in text (22021) and characters its encoding
+        // lacks (22P05). Validators refuse both first; this keeps any field
+        // they miss a caller's error rather than an INTERNAL one.
+        if let Some(code) = error.as_database_error().and_then(|e| e.code())
+            && matches!(code.as_ref(), "22021" | "22P05")
+        {
+            let mut violations = FieldViolations::new();
+            violations.add(
+                "request",
+                "text must not contain NUL or unencodable characters",
+            );
+            return ApiError::InvalidArgument(violations);
+        }
+        if error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "57014")
+        {
+            tracing::warn!(%error, "statement cancelled by database.statement_timeout_ms");
+            return ApiError::Unavailable("the database took too long, retry later".into());
+        }
         if crate::db::is_unavailable(&error) {
             tracing::warn!(%error, "database unavailable");
             ApiError::Unavailable("the database is unavailable, retry later".into())
@@ -95,7 +127,10 @@ impl From<ApiError> for Status {
         match error {
             ApiError::InvalidArgument(violations) => {
                 let fields: Vec<&str> = violations.fields().collect();
-                let message = format!("invalid request: {}", fields.join(", "));
+                let mut message = format!("invalid request: {}", fields.join(", "));
+                if violations.dropped > 0 {
+                    message.push_str(&format!(" and {} more", violations.dropped));
+                }
                 let details: Vec<FieldViolation> = violations
                     .violations
                     .iter()
@@ -124,6 +159,26 @@ impl From<ApiError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_violations_is_capped() {
+        let mut violations = FieldViolations::new();
+        for index in 0..250_000 {
+            violations.add(
+                format!("vulnerabilities[{index}]"),
+                "999 is not a known value",
+            );
+        }
+        let status: Status = violations.into();
+        let reported = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(reported.len(), MAX_REPORTED);
+        assert!(
+            status.message().ends_with("and 249950 more"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().len() < 4096);
+    }
 
     #[test]
     fn every_violation_reaches_the_caller_as_a_field_violation() {

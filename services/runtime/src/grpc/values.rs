@@ -62,7 +62,11 @@ where
     }
 }
 
-/// A text field no longer than `max` characters, optionally required.
+/// A text field no longer than `max` characters, optionally required, and
+/// free of characters a reader cannot see: controls (NUL included; line
+/// breaks and tabs are allowed), bidirectional overrides and zero-width or
+/// other invisible formatting characters, which can make two different
+/// values look the same or a text read differently from what it holds.
 pub fn check_text(
     field: &str,
     value: &str,
@@ -74,6 +78,64 @@ pub fn check_text(
         violations.add(field, "must not be empty");
     } else if value.chars().count() > max {
         violations.add(field, format!("must be at most {max} characters"));
+    } else if let Some(hidden) = value.chars().find(|c| is_hidden(*c)) {
+        violations.add(
+            field,
+            format!(
+                "must not contain control or invisible characters (found U+{:04X})",
+                u32::from(hidden)
+            ),
+        );
+    }
+}
+
+/// Controls other than line breaks and tabs, and the invisible formatting
+/// characters (Unicode category Cf): bidi controls, zero-width characters,
+/// the byte-order mark, interlinear annotations and tag characters.
+pub fn is_hidden(c: char) -> bool {
+    if matches!(c, '\n' | '\r' | '\t') {
+        return false;
+    }
+    c.is_control()
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x202A..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// A repeated field of at most `max` entries; `false` (with a violation)
+/// when longer, so the caller need not look at each entry.
+pub fn check_entries<T>(
+    field: &str,
+    entries: &[T],
+    max: usize,
+    violations: &mut FieldViolations,
+) -> bool {
+    if entries.len() > max {
+        violations.add(field, format!("must have at most {max} entries"));
+        false
+    } else {
+        true
     }
 }
 
@@ -102,6 +164,48 @@ mod tests {
                 "notes"
             ]
         );
+    }
+
+    #[test]
+    fn hidden_characters_are_refused_and_ordinary_text_is_not() {
+        for text in [
+            "nul\0byte",
+            "bell\u{7}",
+            "escape\u{1b}[31m",
+            "c1\u{85}",
+            "bidi \u{202E}txet",
+            "isolate \u{2066}x\u{2069}",
+            "zero\u{200B}width",
+            "joiner\u{200D}",
+            "bom\u{FEFF}",
+            "soft\u{AD}hyphen",
+            "tag\u{E0041}",
+        ] {
+            let mut violations = FieldViolations::new();
+            check_text("notes", text, false, 100, &mut violations);
+            assert_eq!(
+                violations.fields().collect::<Vec<_>>(),
+                ["notes"],
+                "{text:?}"
+            );
+        }
+        for text in [
+            "Two lines\nand a\ttab\r\n",
+            "Zoë, Łódź, Ελένη, محمد, 李",
+            "emoji 👍🏽 and — dashes",
+        ] {
+            let mut violations = FieldViolations::new();
+            check_text("notes", text, false, 100, &mut violations);
+            assert!(violations.is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_repeated_field_is_one_violation() {
+        let mut violations = FieldViolations::new();
+        assert!(check_entries("risks", &[0; 20], 20, &mut violations));
+        assert!(!check_entries("risks", &[0; 250_000], 20, &mut violations));
+        assert_eq!(violations.fields().collect::<Vec<_>>(), ["risks"]);
     }
 
     #[test]
