@@ -1,14 +1,18 @@
-//! A submission parsed at the edge: handlers never see a raw protobuf
-//! request. Every violation is collected so the agency fixes all at once.
+//! Requests parsed at the edge (a submission, the agency register, privacy
+//! requests): handlers never see a raw protobuf request. Every violation is
+//! collected so the caller fixes all at once.
 
 use chrono::{Datelike as _, NaiveDate};
 use cpm_proto::v1::{
-    ClientIdentity, CrimeType, Demand, Gender, KnownRisk, ReferralStatus, ReferrerRole,
-    SubmitReferralRequest, Vulnerability,
+    AgencyKind, ClientIdentity, CrimeType, Demand, Gender, KnownRisk, ReferralStatus, ReferrerRole,
+    RegisterAgencyRequest, RegisterReferrerRequest, SubmitReferralRequest, Vulnerability,
 };
 use cpm_runtime::grpc::FieldViolations;
-use cpm_runtime::grpc::values::{check_text, parse_enum};
+use cpm_runtime::grpc::values::{check_text, parse_enum, parse_id};
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
 
 /// Longest free text accepted in one field.
 pub const MAX_TEXT: usize = 4000;
@@ -58,6 +62,8 @@ pub const MAX_COUNT: i32 = 100_000;
 #[derive(Clone, Debug)]
 pub struct NewReferral {
     pub idempotency_key: String,
+    /// Tells a retry from another request reusing its idempotency key.
+    pub request_hash: Vec<u8>,
     pub area: String,
     pub gender: Gender,
     pub vulnerabilities: Vec<Vulnerability>,
@@ -150,10 +156,22 @@ pub fn identity_key(details: &SealedDetails) -> String {
     )
 }
 
+/// The hash of everything but the idempotency key, which tells a retry from
+/// another request reusing its key. The key is lifted out for the encoding
+/// and put back, rather than copying the whole request.
+fn request_hash(request: &mut SubmitReferralRequest) -> Vec<u8> {
+    let key = std::mem::take(&mut request.idempotency_key);
+    let hash = Sha256::digest(request.encode_to_vec()).to_vec();
+    request.idempotency_key = key;
+    hash
+}
+
 impl NewReferral {
     /// Parses a request as of `today`, or every reason it is refused.
+    /// `request` is only borrowed mutably to hash it without a copy
+    /// (see `request_hash`); it is left as it was.
     pub fn parse(
-        request: &SubmitReferralRequest,
+        request: &mut SubmitReferralRequest,
         today: NaiveDate,
     ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
@@ -376,8 +394,9 @@ impl NewReferral {
         if !violations.is_empty() {
             return Err(violations);
         }
-        Ok(Self {
+        let mut referral = Self {
             idempotency_key: key.to_owned(),
+            request_hash: Vec::new(),
             area: client.area.trim().to_owned(),
             gender: gender.expect("validated"),
             vulnerabilities,
@@ -404,6 +423,108 @@ impl NewReferral {
                 vulnerability_other: request.vulnerability_other.clone(),
                 other_professionals,
             },
+        };
+        referral.request_hash = request_hash(request);
+        Ok(referral)
+    }
+}
+
+/// Agency IDs travel in tokens and URLs: short, lowercase, no spaces.
+fn check_agency_id(field: &str, agency_id: &str, violations: &mut FieldViolations) {
+    let valid = !agency_id.is_empty()
+        && agency_id.len() <= 64
+        && agency_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        violations.add(
+            field,
+            "must be 1 to 64 lowercase letters, digits, '-' or '_'",
+        );
+    }
+}
+
+/// An agency to register, or to update (`active: false` suspends it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAgency {
+    pub agency_id: String,
+    pub name: String,
+    pub kind: AgencyKind,
+    pub active: bool,
+}
+
+impl NewAgency {
+    pub fn parse(request: &RegisterAgencyRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        check_agency_id("agency_id", &request.agency_id, &mut violations);
+        check_text("name", &request.name, true, MAX_SHORT_TEXT, &mut violations);
+        let kind = parse_enum::<AgencyKind>("kind", request.kind, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            agency_id: request.agency_id.clone(),
+            name: request.name.trim().to_owned(),
+            kind: kind.expect("validated"),
+            active: request.active,
+        })
+    }
+}
+
+/// A referrer of a registered agency, known by their token's subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewReferrer {
+    pub agency_id: String,
+    pub subject: String,
+    pub name: String,
+    pub role: ReferrerRole,
+    pub contact: String,
+}
+
+impl NewReferrer {
+    pub fn parse(request: &RegisterReferrerRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        check_agency_id("agency_id", &request.agency_id, &mut violations);
+        for (field, value) in [
+            ("subject", &request.subject),
+            ("name", &request.name),
+            ("contact", &request.contact),
+        ] {
+            check_text(field, value, true, MAX_SHORT_TEXT, &mut violations);
+        }
+        let role = parse_enum::<ReferrerRole>("role", request.role, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            agency_id: request.agency_id.clone(),
+            subject: request.subject.trim().to_owned(),
+            name: request.name.trim().to_owned(),
+            role: role.expect("validated"),
+            contact: request.contact.trim().to_owned(),
+        })
+    }
+}
+
+/// An erasure or subject access request: which client (by any referral of
+/// theirs) and why, kept in the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivacyRequest {
+    pub referral_id: Uuid,
+    pub reason: String,
+}
+
+impl PrivacyRequest {
+    pub fn parse(referral_id: &str, reason: &str) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let referral_id = parse_id("referral_id", referral_id, &mut violations);
+        check_text("reason", reason, true, MAX_TEXT, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            referral_id: referral_id.expect("validated"),
+            reason: reason.to_owned(),
         })
     }
 }
@@ -454,7 +575,7 @@ mod tests {
     }
 
     fn fields(request: &SubmitReferralRequest) -> Vec<String> {
-        NewReferral::parse(request, today())
+        NewReferral::parse(&mut request.clone(), today())
             .unwrap_err()
             .fields()
             .map(str::to_owned)
@@ -463,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_complete_request_parses() {
-        let parsed = NewReferral::parse(&valid_request(), today()).unwrap();
+        let parsed = NewReferral::parse(&mut valid_request(), today()).unwrap();
         assert_eq!(parsed.area, "Darlington");
         assert_eq!(parsed.details.date_of_birth.to_string(), "1980-05-17");
     }
@@ -501,7 +622,7 @@ mod tests {
         assert_eq!(fields(&request), ["client.date_of_birth"]);
         request.client.as_mut().unwrap().date_of_birth = "2008-11-27".into();
         assert!(
-            NewReferral::parse(&request, today()).is_ok(),
+            NewReferral::parse(&mut request, today()).is_ok(),
             "18 today is an adult"
         );
     }
@@ -587,7 +708,7 @@ mod tests {
             organisation: "Surgery".into(),
             contact: "reception".into(),
         }];
-        let parsed = NewReferral::parse(&request, today()).unwrap();
+        let parsed = NewReferral::parse(&mut request, today()).unwrap();
         assert_eq!(parsed.victim_of, [CrimeType::HarassmentOrStalking]);
         assert!(parsed.referrer_will_co_visit);
         assert_eq!(parsed.details.other_professionals[0].role, "GP");
@@ -609,11 +730,90 @@ mod tests {
 
     #[test]
     fn the_identity_key_ignores_case_and_spacing() {
-        let a = NewReferral::parse(&valid_request(), today()).unwrap();
+        let a = NewReferral::parse(&mut valid_request(), today()).unwrap();
         let mut request = valid_request();
         request.client.as_mut().unwrap().given_name = "  ALEX ".into();
-        let b = NewReferral::parse(&request, today()).unwrap();
+        let b = NewReferral::parse(&mut request, today()).unwrap();
         assert_eq!(identity_key(&a.details), identity_key(&b.details));
+    }
+
+    #[test]
+    fn the_request_hash_ignores_the_key_only() {
+        let mut a = SubmitReferralRequest {
+            idempotency_key: "one".into(),
+            reason: "r".into(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.idempotency_key = "two".into();
+        assert_eq!(request_hash(&mut a), request_hash(&mut b));
+        assert_eq!(a.idempotency_key, "one", "the key is put back");
+        a.reason = "other".into();
+        assert_ne!(request_hash(&mut a), request_hash(&mut b));
+    }
+
+    #[test]
+    fn a_parsed_submission_carries_its_hash_and_leaves_the_request_alone() {
+        let mut request = valid_request();
+        let parsed = NewReferral::parse(&mut request, today()).unwrap();
+        assert_eq!(request, valid_request());
+        assert_eq!(parsed.request_hash, request_hash(&mut request));
+    }
+
+    #[test]
+    fn an_agency_needs_a_token_safe_id_a_name_and_a_kind() {
+        let bad = NewAgency::parse(&RegisterAgencyRequest {
+            agency_id: "Durham Police".into(),
+            name: " ".into(),
+            kind: 0,
+            active: true,
+        })
+        .unwrap_err();
+        assert_eq!(
+            bad.fields().collect::<Vec<_>>(),
+            ["agency_id", "name", "kind"]
+        );
+        let agency = NewAgency::parse(&RegisterAgencyRequest {
+            agency_id: "durham-police".into(),
+            name: " Durham ".into(),
+            kind: AgencyKind::Police as i32,
+            active: false,
+        })
+        .unwrap();
+        assert_eq!(agency.name, "Durham");
+        assert!(!agency.active);
+    }
+
+    #[test]
+    fn a_referrer_names_every_field() {
+        let bad = NewReferrer::parse(&RegisterReferrerRequest {
+            agency_id: "x".repeat(65),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            bad.fields().collect::<Vec<_>>(),
+            ["agency_id", "subject", "name", "contact", "role"]
+        );
+        let referrer = NewReferrer::parse(&RegisterReferrerRequest {
+            agency_id: "durham-police".into(),
+            subject: " pc-1 ".into(),
+            name: "PC Example".into(),
+            role: ReferrerRole::Frontline as i32,
+            contact: "pc@police.example".into(),
+        })
+        .unwrap();
+        assert_eq!(referrer.subject, "pc-1");
+        assert_eq!(referrer.role, ReferrerRole::Frontline);
+    }
+
+    #[test]
+    fn a_privacy_request_must_say_why() {
+        let bad = PrivacyRequest::parse("nope", "  ").unwrap_err();
+        assert_eq!(bad.fields().collect::<Vec<_>>(), ["referral_id", "reason"]);
+        let id = Uuid::now_v7();
+        let request = PrivacyRequest::parse(&id.to_string(), "SAR 2026-11").unwrap();
+        assert_eq!(request.referral_id, id);
     }
 
     #[test]

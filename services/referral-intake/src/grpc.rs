@@ -1,37 +1,34 @@
 //! `cpm.v1.ReferralIntakeService`: agencies submit, read, list and withdraw
 //! their own referrals. A referrer's token names its agency; another
 //! agency's referral answers NOT_FOUND, exactly as a missing one does.
+//! Handlers scope the caller, parse, call [`crate::commands`] (or
+//! [`crate::privacy`]) and answer; who may call what is [`ACCESS`].
 
-use chrono::{SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
-    Agency, AgencyKind, ClientIdentity, Demand, EraseClientRequest, EraseClientResponse,
+    Agency, ClientIdentity, Demand, EraseClientRequest, EraseClientResponse,
     ExportClientDataRequest, ExportClientDataResponse, GetReferralRequest, GetReferralResponse,
     ListAgenciesRequest, ListAgenciesResponse, ListReferralsRequest, ListReferralsResponse,
-    OtherProfessional, Referral, ReferralDetails, ReferralStatus, ReferralSubmitted,
-    ReferralWithdrawn, Referrer, RegisterAgencyRequest, RegisterAgencyResponse,
-    RegisterReferrerRequest, RegisterReferrerResponse, SubmitReferralRequest,
-    SubmitReferralResponse, WithdrawReferralRequest, WithdrawReferralResponse,
+    OtherProfessional, Referral, ReferralDetails, ReferralStatus, Referrer, RegisterAgencyRequest,
+    RegisterAgencyResponse, RegisterReferrerRequest, RegisterReferrerResponse,
+    SubmitReferralRequest, SubmitReferralResponse, WithdrawReferralRequest,
+    WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
-use cpm_runtime::bus::outbox::{self, OutboxRow};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
+use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
-use cpm_runtime::grpc::values::{
-    check_text, from_timestamp, optional_timestamp, parse_enum, parse_id, require_id, timestamp,
-};
-use cpm_runtime::grpc::{ApiError, FieldViolations};
-use prost::Message as _;
-use sha2::{Digest as _, Sha256};
-use sqlx::{PgConnection, PgPool};
+use cpm_runtime::grpc::values::{from_timestamp, optional_timestamp, require_id, timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::db::{self, ReferralRow, StatusChange};
-use crate::domain::{NewReferral, SealedDetails, can_withdraw, identity_key, status_rank};
+use crate::commands::{self, IntakeError};
+use crate::db::{AgencyRow, ReferralFilter, ReferralRow};
+use crate::domain::{NewAgency, NewReferral, NewReferrer, PrivacyRequest, SealedDetails};
 use crate::privacy::{self, ClientVault};
 
 /// Referrers submit and follow their agency's referrals; staff read them;
@@ -54,7 +51,6 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
 pub struct ReferralIntake {
     /// The pool, and the relay woken after each write of events.
     handle: ServiceHandle,
-    pool: PgPool,
     /// SubmitReferral's connections, kept between submissions.
     warm: WarmPool,
     vault: ClientVault,
@@ -66,46 +62,11 @@ impl ReferralIntake {
     pub fn new(handle: ServiceHandle, keys: KeyRing, auto_register_agencies: bool) -> Self {
         Self {
             warm: WarmPool::new(handle.pool().clone()),
-            pool: handle.pool().clone(),
             handle,
             vault: ClientVault::new(keys),
             auto_register_agencies,
         }
     }
-
-    /// Refuses agencies that are not registered (`active` is `None`) or are suspended.
-    async fn check_agency(
-        &self,
-        connection: &mut PgConnection,
-        agency_id: &str,
-        active: Option<bool>,
-    ) -> Result<(), ApiError> {
-        match active {
-            Some(true) => Ok(()),
-            Some(false) => Err(ApiError::PermissionDenied(format!(
-                "agency {agency_id} is suspended and cannot refer"
-            ))),
-            None if self.auto_register_agencies => {
-                tracing::warn!(%agency_id, "registering an unknown agency (development mode)");
-                db::register_agency_if_missing(connection, agency_id, AgencyKind::Other as i32)
-                    .await?;
-                Ok(())
-            }
-            None => Err(ApiError::PermissionDenied(format!(
-                "agency {agency_id} is not registered; ask the programme's admin"
-            ))),
-        }
-    }
-}
-
-/// The hash of everything but the idempotency key, which tells a retry from
-/// another request reusing its key. The key is lifted out for the encoding
-/// and put back, rather than copying the whole request.
-fn request_hash(request: &mut SubmitReferralRequest) -> Vec<u8> {
-    let key = std::mem::take(&mut request.idempotency_key);
-    let hash = Sha256::digest(request.encode_to_vec()).to_vec();
-    request.idempotency_key = key;
-    hash
 }
 
 fn demand_of(row: &ReferralRow) -> Option<Demand> {
@@ -196,49 +157,13 @@ fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>) -> Referral {
     }
 }
 
-fn to_agency(row: db::AgencyRow) -> Agency {
+fn to_agency(row: AgencyRow) -> Agency {
     Agency {
         agency_id: row.agency_id,
         name: row.name,
         kind: row.kind,
         active: row.active,
         registered_at: Some(timestamp(row.registered_at)),
-    }
-}
-
-/// The admin caller and the referral of an erasure or access request, which
-/// must say why.
-fn privacy_request<T>(
-    request: &Request<T>,
-    referral_id: &str,
-    reason: &str,
-) -> Result<(Caller, Uuid), Status> {
-    let caller = Caller::of(request)?.clone();
-    let mut violations = FieldViolations::new();
-    let referral_id = parse_id("referral_id", referral_id, &mut violations);
-    check_text(
-        "reason",
-        reason,
-        true,
-        crate::domain::MAX_TEXT,
-        &mut violations,
-    );
-    violations.into_result()?;
-    Ok((caller, referral_id.expect("no violation means an id")))
-}
-
-/// Agency IDs travel in tokens and URLs: short, lowercase, no spaces.
-fn check_agency_id(field: &str, agency_id: &str, violations: &mut FieldViolations) {
-    let valid = !agency_id.is_empty()
-        && agency_id.len() <= 64
-        && agency_id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !valid {
-        violations.add(
-            field,
-            "must be 1 to 64 lowercase letters, digits, '-' or '_'",
-        );
     }
 }
 
@@ -259,157 +184,18 @@ fn encode_page_token(row: &ReferralRow) -> String {
     page::time_and_id_token(row.submitted_at, row.referral_id)
 }
 
-#[tonic::async_trait]
-impl ReferralIntakeService for ReferralIntake {
-    #[tracing::instrument(skip_all, fields(referral_id))]
-    async fn submit_referral(
-        &self,
-        request: Request<SubmitReferralRequest>,
-    ) -> Result<Response<SubmitReferralResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let agency_id = caller.agency()?.to_owned();
-        let mut request = request.into_inner();
-        let referral = NewReferral::parse(&request, Utc::now().date_naive())
-            .map_err(ApiError::InvalidArgument)?;
-        let hash = request_hash(&mut request);
+/// Which of an agency's referrals a ListReferrals call asks for.
+struct ReferralPage {
+    size: i64,
+    /// Where the last referral shown sorts: submission time, then ID.
+    after: Option<(DateTime<Utc>, Uuid)>,
+    filter: ReferralFilter,
+}
 
-        let referral_id = Uuid::now_v7();
-        tracing::Span::current().record("referral_id", tracing::field::display(referral_id));
-        let identity = identity_key(&referral.details);
-        let fingerprint = self.vault.fingerprint(&identity);
-        let (wrapped, sealed) = self.vault.seal(referral_id, &referral.details);
-
-        // Two round trips and no explicit transaction: the lookup, then one
-        // statement writing the referral, its sealed record and its event.
-        // The connection is released warm only once both completed.
-        let mut connection = self.warm.acquire().await.map_err(ApiError::from)?;
-        let context = db::submission_context(
-            &mut connection,
-            &agency_id,
-            &self.vault.fingerprints(&identity),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        self.check_agency(&mut connection, &agency_id, context.agency_active)
-            .await?;
-        let earlier_referral_id = context.earlier_referral_id;
-        let new_row = db::NewReferralRow {
-            referral_id,
-            agency_id: &agency_id,
-            idempotency_key: &referral.idempotency_key,
-            request_hash: &hash,
-            submitted_by: &caller.subject,
-            area: &referral.area,
-            client_gender: referral.gender as i32,
-            vulnerabilities: referral.vulnerabilities.iter().map(|v| *v as i32).collect(),
-            emergency_calls_last_12_months: referral.emergency_calls_last_12_months,
-            client_fingerprint: &fingerprint,
-            earlier_referral_id,
-            status: ReferralStatus::Received as i32,
-            status_rank: status_rank(ReferralStatus::Received),
-            victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
-            perpetrator_of: referral.perpetrator_of.iter().map(|c| *c as i32).collect(),
-            known_risk_types: referral
-                .known_risk_types
-                .iter()
-                .map(|r| *r as i32)
-                .collect(),
-            referrer_will_co_visit: referral.referrer_will_co_visit,
-            demand: referral.demand,
-            // PostgreSQL keeps microseconds.
-            submitted_at: Utc::now().trunc_subsecs(6),
-        };
-        let event = OutboxRow::new(
-            crate::NAME,
-            &ReferralSubmitted {
-                referral_id: referral_id.to_string(),
-                agency_id: agency_id.clone(),
-                area: referral.area.clone(),
-                submitted_at: Some(timestamp(new_row.submitted_at)),
-                vulnerabilities: new_row.vulnerabilities.clone(),
-                client_gender: new_row.client_gender,
-                earlier_referral_id: earlier_referral_id
-                    .map(|id| id.to_string())
-                    .unwrap_or_default(),
-                emergency_calls_last_12_months: new_row.emergency_calls_last_12_months,
-                referrer_will_co_visit: new_row.referrer_will_co_visit,
-                known_risk_types: new_row.known_risk_types.clone(),
-            },
-        );
-        let inserted_row =
-            db::insert_referral(&mut connection, &new_row, &wrapped, &sealed, &event)
-                .await
-                .map_err(ApiError::from)?;
-
-        let Some(row) = inserted_row else {
-            // A retry: answer with the first referral, if it was the same request.
-            let existing =
-                db::find_by_idempotency_key(&mut connection, &agency_id, &referral.idempotency_key)
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or_else(|| {
-                        ApiError::Internal(anyhow::anyhow!("idempotency row vanished"))
-                    })?;
-            connection.release();
-            if existing.request_hash != hash {
-                let mut violations = FieldViolations::new();
-                violations.add(
-                    "idempotency_key",
-                    "was already used for a different referral; use a new key",
-                );
-                return Err(ApiError::InvalidArgument(violations).into());
-            }
-            return Ok(Response::new(SubmitReferralResponse {
-                referral: Some(to_proto(&existing, None)),
-                replayed: true,
-            }));
-        };
-        connection.release();
-        // The statement has committed: the relay can see the event now.
-        self.handle.wake();
-        tracing::info!(
-            re_referral = earlier_referral_id.is_some(),
-            "referral submitted"
-        );
-        Ok(Response::new(SubmitReferralResponse {
-            referral: Some(to_proto(&row, None)),
-            replayed: false,
-        }))
-    }
-
-    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
-    async fn get_referral(
-        &self,
-        request: Request<GetReferralRequest>,
-    ) -> Result<Response<GetReferralResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let scope = agency_scope(&caller)?;
-        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        let row = db::fetch_referral(&mut transaction, referral_id, scope)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("referral".into()))?;
-        let sealed = self
-            .vault
-            .open(&mut transaction, referral_id, &caller, "GetReferral")
-            .await?;
-        transaction.commit().await.map_err(ApiError::from)?;
-        Ok(Response::new(GetReferralResponse {
-            referral: Some(to_proto(&row, sealed)),
-        }))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn list_referrals(
-        &self,
-        request: Request<ListReferralsRequest>,
-    ) -> Result<Response<ListReferralsResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let agency_id = caller.agency()?;
-        let request = request.get_ref();
+impl ReferralPage {
+    fn parse(request: &ListReferralsRequest) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
-        let page_size = page::page_size(request.page_size, &mut violations);
+        let size = page::page_size(request.page_size, &mut violations);
         let after = page::time_and_id(&request.page_token, &mut violations);
         let status = match request.status {
             0 => None,
@@ -426,7 +212,7 @@ impl ReferralIntakeService for ReferralIntake {
             }
             parsed.flatten()
         };
-        let filter = db::ReferralFilter {
+        let filter = ReferralFilter {
             status,
             submitted_from: instant("submitted_from", request.submitted_from.as_ref()),
             submitted_to: instant("submitted_to", request.submitted_to.as_ref()),
@@ -436,13 +222,75 @@ impl ReferralIntakeService for ReferralIntake {
         {
             violations.add("submitted_to", "must be after submitted_from");
         }
-        violations.into_result()?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let mut rows =
-            db::list_referrals(&mut connection, agency_id, &filter, after, page_size + 1)
-                .await
-                .map_err(ApiError::from)?;
-        let next_page_token = page::finish_page(&mut rows, page_size, encode_page_token);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            size,
+            after,
+            filter,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ReferralIntakeService for ReferralIntake {
+    #[tracing::instrument(skip_all, fields(referral_id))]
+    async fn submit_referral(
+        &self,
+        request: Request<SubmitReferralRequest>,
+    ) -> Result<Response<SubmitReferralResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let agency_id = caller.agency()?;
+        let mut request = request.into_inner();
+        let referral = NewReferral::parse(&mut request, Utc::now().date_naive())?;
+        let submitted = commands::submit_referral(
+            &self.handle,
+            &self.warm,
+            &self.vault,
+            self.auto_register_agencies,
+            &caller,
+            agency_id,
+            &referral,
+        )
+        .await?;
+        Ok(Response::new(SubmitReferralResponse {
+            referral: Some(to_proto(&submitted.row, None)),
+            replayed: submitted.replayed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn get_referral(
+        &self,
+        request: Request<GetReferralRequest>,
+    ) -> Result<Response<GetReferralResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = agency_scope(caller)?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let (row, sealed) =
+            commands::get_referral(&self.handle, &self.vault, caller, scope, referral_id).await?;
+        Ok(Response::new(GetReferralResponse {
+            referral: Some(to_proto(&row, sealed)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_referrals(
+        &self,
+        request: Request<ListReferralsRequest>,
+    ) -> Result<Response<ListReferralsResponse>, Status> {
+        let agency_id = Caller::of(&request)?.agency()?;
+        let page = ReferralPage::parse(request.get_ref())?;
+        let mut rows = commands::list_referrals(
+            &self.handle,
+            agency_id,
+            &page.filter,
+            page.after,
+            page.size + 1,
+        )
+        .await?;
+        let next_page_token = page::finish_page(&mut rows, page.size, encode_page_token);
         Ok(Response::new(ListReferralsResponse {
             referrals: rows.iter().map(|row| to_proto(row, None)).collect(),
             next_page_token,
@@ -454,49 +302,9 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<WithdrawReferralRequest>,
     ) -> Result<Response<WithdrawReferralResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let agency_id = caller.agency()?.to_owned();
+        let agency_id = Caller::of(&request)?.agency()?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        let row = db::lock_referral(&mut transaction, referral_id, &agency_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("referral".into()))?;
-        let status = ReferralStatus::try_from(row.status).unwrap_or_default();
-        if !can_withdraw(status) {
-            return Err(ApiError::FailedPrecondition(format!(
-                "a referral that is {} can no longer be withdrawn",
-                status.as_str_name()
-            ))
-            .into());
-        }
-        crate::status::advance(
-            &mut transaction,
-            referral_id,
-            &StatusChange {
-                status: ReferralStatus::Withdrawn as i32,
-                rank: status_rank(ReferralStatus::Withdrawn),
-                ..StatusChange::default()
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        outbox::enqueue(
-            &mut transaction,
-            crate::NAME,
-            &ReferralWithdrawn {
-                referral_id: referral_id.to_string(),
-                agency_id: agency_id.clone(),
-                withdrawn_at: Some(timestamp(Utc::now())),
-            },
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let row = db::fetch_referral(&mut transaction, referral_id, Some(&agency_id))
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("referral".into()))?;
-        transaction.commit().await.map_err(ApiError::from)?;
+        let row = commands::withdraw_referral(&self.handle, agency_id, referral_id).await?;
         Ok(Response::new(WithdrawReferralResponse {
             referral: Some(to_proto(&row, None)),
         }))
@@ -507,31 +315,9 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<RegisterAgencyRequest>,
     ) -> Result<Response<RegisterAgencyResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        check_agency_id("agency_id", &request.agency_id, &mut violations);
-        check_text(
-            "name",
-            &request.name,
-            true,
-            crate::domain::MAX_SHORT_TEXT,
-            &mut violations,
-        );
-        parse_enum::<AgencyKind>("kind", request.kind, &mut violations);
-        violations.into_result()?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let row = db::upsert_agency(
-            &mut connection,
-            &request.agency_id,
-            request.name.trim(),
-            request.kind,
-            request.active,
-            &caller.subject,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        tracing::info!(active = row.active, "agency registered");
+        let caller = Caller::of(&request)?;
+        let agency = NewAgency::parse(request.get_ref())?;
+        let row = commands::register_agency(&self.handle, caller, &agency).await?;
         Ok(Response::new(RegisterAgencyResponse {
             agency: Some(to_agency(row)),
         }))
@@ -545,16 +331,15 @@ impl ReferralIntakeService for ReferralIntake {
         let request = request.get_ref();
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
+        // Where the last agency shown sorts: its ID.
         let after =
             page::decode_cursor(&request.page_token, &mut violations, |parts| match parts {
                 [agency_id] => Some(agency_id.to_string()),
                 _ => None,
             });
         violations.into_result()?;
-        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
-        let mut rows = db::list_agencies(&mut connection, after.as_deref(), page_size + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let mut rows =
+            commands::list_agencies(&self.handle, after.as_deref(), page_size + 1).await?;
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {
             page::encode_token(&[&row.agency_id])
         });
@@ -569,55 +354,8 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<RegisterReferrerRequest>,
     ) -> Result<Response<RegisterReferrerResponse>, Status> {
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        check_agency_id("agency_id", &request.agency_id, &mut violations);
-        check_text(
-            "subject",
-            &request.subject,
-            true,
-            crate::domain::MAX_SHORT_TEXT,
-            &mut violations,
-        );
-        check_text(
-            "name",
-            &request.name,
-            true,
-            crate::domain::MAX_SHORT_TEXT,
-            &mut violations,
-        );
-        check_text(
-            "contact",
-            &request.contact,
-            true,
-            crate::domain::MAX_SHORT_TEXT,
-            &mut violations,
-        );
-        parse_enum::<cpm_proto::v1::ReferrerRole>("role", request.role, &mut violations);
-        violations.into_result()?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        if db::agency_is_active(&mut transaction, &request.agency_id)
-            .await
-            .map_err(ApiError::from)?
-            .is_none()
-        {
-            return Err(ApiError::FailedPrecondition(format!(
-                "agency {} is not registered",
-                request.agency_id
-            ))
-            .into());
-        }
-        let referrer_id = db::upsert_referrer(
-            &mut transaction,
-            &request.agency_id,
-            request.subject.trim(),
-            request.name.trim(),
-            request.role,
-            request.contact.trim(),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        transaction.commit().await.map_err(ApiError::from)?;
+        let referrer = NewReferrer::parse(request.get_ref())?;
+        let referrer_id = commands::register_referrer(&self.handle, &referrer).await?;
         Ok(Response::new(RegisterReferrerResponse {
             referrer_id: referrer_id.to_string(),
         }))
@@ -628,20 +366,10 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<EraseClientRequest>,
     ) -> Result<Response<EraseClientResponse>, Status> {
-        let (caller, referral_id) = privacy_request(
-            &request,
-            &request.get_ref().referral_id,
-            &request.get_ref().reason,
-        )?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        let erased = privacy::erase_client(
-            &mut transaction,
-            referral_id,
-            &caller,
-            &request.get_ref().reason,
-        )
-        .await?;
-        transaction.commit().await.map_err(ApiError::from)?;
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let erasure = PrivacyRequest::parse(&body.referral_id, &body.reason)?;
+        let erased = privacy::erase_client(&self.handle, caller, &erasure).await?;
         Ok(Response::new(EraseClientResponse {
             erased_referral_ids: erased.iter().map(Uuid::to_string).collect(),
         }))
@@ -652,24 +380,13 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<ExportClientDataRequest>,
     ) -> Result<Response<ExportClientDataResponse>, Status> {
-        let (caller, referral_id) = privacy_request(
-            &request,
-            &request.get_ref().referral_id,
-            &request.get_ref().reason,
-        )?;
-        let mut transaction = self.handle.begin().await.map_err(ApiError::from)?;
-        let document = privacy::export_client(
-            &mut transaction,
-            &self.vault,
-            referral_id,
-            &caller,
-            &request.get_ref().reason,
-        )
-        .await?;
-        transaction.commit().await.map_err(ApiError::from)?;
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let access = PrivacyRequest::parse(&body.referral_id, &body.reason)?;
+        let document = privacy::export_client(&self.handle, &self.vault, caller, &access).await?;
         Ok(Response::new(ExportClientDataResponse {
             document_json: serde_json::to_string_pretty(&document)
-                .map_err(|error| ApiError::Internal(error.into()))?,
+                .map_err(|error| IntakeError::Internal(error.into()))?,
         }))
     }
 }
@@ -721,20 +438,5 @@ mod tests {
             None
         );
         assert_eq!(violations.fields().count(), 2);
-    }
-
-    #[test]
-    fn the_request_hash_ignores_the_key_only() {
-        let mut a = SubmitReferralRequest {
-            idempotency_key: "one".into(),
-            reason: "r".into(),
-            ..Default::default()
-        };
-        let mut b = a.clone();
-        b.idempotency_key = "two".into();
-        assert_eq!(request_hash(&mut a), request_hash(&mut b));
-        assert_eq!(a.idempotency_key, "one", "the key is put back");
-        a.reason = "other".into();
-        assert_ne!(request_hash(&mut a), request_hash(&mut b));
     }
 }

@@ -6,12 +6,17 @@
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
-//! - [`domain`]: a submission parsed and validated at the edge; status ranks.
+//! - [`domain`]: requests parsed and validated at the edge; status ranks.
 //! - [`db`]: action-named queries on the `referral_intake` schema.
-//! - [`grpc`]: serves `cpm.v1.ReferralIntakeService`.
+//! - [`commands`]: one function per use case (referrals, the agency
+//!   register), with [`commands::IntakeError`].
+//! - [`privacy`]: the client's sealed personal data; erasure and subject
+//!   access export, the privacy use cases.
+//! - [`grpc`]: the handlers of `cpm.v1.ReferralIntakeService` and its access table.
 //! - [`status`]: the referrer-visible status, moved forward only and announced as `referral.status_changed`.
 //! - [`events`]: the status projection fed by its own and downstream events.
 
+pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;

@@ -1,20 +1,20 @@
 //! The client's personal data: sealed at rest with a per-referral data key,
 //! opened only with an audit entry, erased on request (the data key is
 //! destroyed and every service is told), and exported for a subject access
-//! request.
+//! request. Erasure and export are use cases, as in [`crate::commands`].
 
 use cpm_proto::v1::ClientErased;
 use cpm_runtime::auth::Caller;
-use cpm_runtime::bus::{Tx, outbox};
+use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::crypto::KeyRing;
-use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::commands::IntakeError;
 use crate::db::{self, ReferralRow};
-use crate::domain::SealedDetails;
+use crate::domain::{PrivacyRequest, SealedDetails};
 
 /// Seals and opens client records with the master keys.
 #[derive(Clone)]
@@ -42,15 +42,15 @@ impl ClientVault {
         referral_id: Uuid,
         wrapped: &[u8],
         sealed: &[u8],
-    ) -> Result<SealedDetails, ApiError> {
+    ) -> Result<SealedDetails, IntakeError> {
         let (key, _) = self
             .keys
             .unwrap_data_key(wrapped)
-            .map_err(|error| ApiError::Internal(error.into()))?;
+            .map_err(|error| IntakeError::Internal(error.into()))?;
         let plain = key
             .open(sealed, referral_id.as_bytes())
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        serde_json::from_slice(&plain).map_err(|error| ApiError::Internal(error.into()))
+            .map_err(|error| IntakeError::Internal(error.into()))?;
+        serde_json::from_slice(&plain).map_err(|error| IntakeError::Internal(error.into()))
     }
 
     /// A fresh wrapped data key and the details sealed with it; the
@@ -68,7 +68,7 @@ impl ClientVault {
         referral_id: Uuid,
         caller: &Caller,
         purpose: &str,
-    ) -> Result<Option<SealedDetails>, ApiError> {
+    ) -> Result<Option<SealedDetails>, IntakeError> {
         let Some((Some(wrapped), Some(sealed))) =
             db::fetch_client_record(connection, referral_id).await?
         else {
@@ -87,27 +87,33 @@ impl ClientVault {
     }
 }
 
-/// Erases the personal data of the client who made `referral_id`, in every
-/// referral of theirs, and tells the other services. Erasing again changes
-/// nothing and sends nothing.
+/// Erases the personal data of the client who made the request's referral,
+/// in every referral of theirs, and tells the other services; returns
+/// every referral of theirs. Erasing again changes nothing and sends nothing.
 pub async fn erase_client(
-    connection: &mut Tx,
-    referral_id: Uuid,
+    handle: &ServiceHandle,
     caller: &Caller,
-    reason: &str,
-) -> Result<Vec<Uuid>, ApiError> {
-    let referrals = db::lock_referrals_of_client(connection, referral_id).await?;
+    request: &PrivacyRequest,
+) -> Result<Vec<Uuid>, IntakeError> {
+    let mut transaction = handle.begin().await?;
+    let referrals = db::lock_referrals_of_client(&mut transaction, request.referral_id).await?;
     if referrals.is_empty() {
-        return Err(ApiError::NotFound("referral".into()));
+        return Err(IntakeError::ReferralNotFound);
     }
     let to_erase: Vec<&ReferralRow> = referrals.iter().filter(|r| r.erased_at.is_none()).collect();
     let ids: Vec<Uuid> = to_erase.iter().map(|r| r.referral_id).collect();
-    db::erase_client_records(connection, &ids).await?;
+    db::erase_client_records(&mut transaction, &ids).await?;
     let now = chrono::Utc::now();
     for referral in &to_erase {
-        db::record_erasure(connection, referral.referral_id, &caller.subject, reason).await?;
+        db::record_erasure(
+            &mut transaction,
+            referral.referral_id,
+            &caller.subject,
+            &request.reason,
+        )
+        .await?;
         outbox::enqueue(
-            connection,
+            &mut transaction,
             crate::NAME,
             &ClientErased {
                 referral_id: referral.referral_id.to_string(),
@@ -117,28 +123,29 @@ pub async fn erase_client(
         )
         .await?;
     }
+    transaction.commit().await?;
     tracing::info!(erased = ids.len(), "client personal data erased");
     Ok(referrals.iter().map(|r| r.referral_id).collect())
 }
 
-/// Everything referral intake holds about the client who made
-/// `referral_id`, as one JSON document. Every record opened is audited.
+/// Everything referral intake holds about the client who made the
+/// request's referral, as one JSON document. Every record opened is audited.
 pub async fn export_client(
-    connection: &mut PgConnection,
+    handle: &ServiceHandle,
     vault: &ClientVault,
-    referral_id: Uuid,
     caller: &Caller,
-    reason: &str,
-) -> Result<serde_json::Value, ApiError> {
-    let referrals = db::lock_referrals_of_client(connection, referral_id).await?;
+    request: &PrivacyRequest,
+) -> Result<serde_json::Value, IntakeError> {
+    let mut transaction = handle.begin().await?;
+    let referrals = db::lock_referrals_of_client(&mut transaction, request.referral_id).await?;
     if referrals.is_empty() {
-        return Err(ApiError::NotFound("referral".into()));
+        return Err(IntakeError::ReferralNotFound);
     }
-    let purpose = format!("subject access request: {reason}");
+    let purpose = format!("subject access request: {}", request.reason);
     let mut documents = Vec::new();
     for referral in &referrals {
         let details = vault
-            .open(connection, referral.referral_id, caller, &purpose)
+            .open(&mut transaction, referral.referral_id, caller, &purpose)
             .await?;
         documents.push(json!({
             "referral_id": referral.referral_id,
@@ -156,14 +163,16 @@ pub async fn export_client(
         }));
     }
     let ids: Vec<Uuid> = referrals.iter().map(|r| r.referral_id).collect();
-    let access_log = db::access_log(connection, &ids).await?;
-    Ok(json!({
+    let access_log = db::access_log(&mut transaction, &ids).await?;
+    let document = json!({
         "exported_at": chrono::Utc::now(),
         "exported_by": caller.subject,
         "held_by": "referral-intake",
         "referrals": documents,
         "access_log": access_log,
-    }))
+    });
+    transaction.commit().await?;
+    Ok(document)
 }
 
 /// What a re-keying pass did.
