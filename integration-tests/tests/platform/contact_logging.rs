@@ -80,7 +80,8 @@ async fn a_bad_contact_names_every_field_and_an_unopened_case_file_is_not_found(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_one() {
+async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_one_and_none_predates_it()
+ {
     let env = TestEnv::new().await;
     let platform = env.start(&[Target::CONTACT_LOGGING]).await;
     let channel = connect(&platform).await;
@@ -112,6 +113,23 @@ async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_o
         }
     })
     .await;
+
+    // Nothing can have happened on a case before it opened.
+    let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    let before_opening = contacts
+        .log_contact(LogContactRequest {
+            referral_id: referral_id.clone(),
+            activity: ContactActivity::Telephone as i32,
+            minutes: 15,
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: yesterday.timestamp(),
+                nanos: 0,
+            }),
+            ..LogContactRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&before_opening), ["occurred_at"]);
 
     let mut logged = Vec::new();
     for minutes in [10, 20, 30, 40, 50] {

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged};
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
-use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
+use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -33,6 +33,9 @@ pub enum CaseError {
         .0.as_str_name()
     )]
     NotOpenToDischarge(CaseState),
+    /// A field that only the case file shows to be wrong.
+    #[error("invalid request")]
+    Invalid(FieldViolations),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -45,6 +48,7 @@ impl From<CaseError> for ApiError {
             CaseError::ClosedToContacts(_) | CaseError::NotOpenToDischarge(_) => {
                 ApiError::FailedPrecondition(error.to_string())
             }
+            CaseError::Invalid(violations) => ApiError::InvalidArgument(violations),
             CaseError::Database(error) => error.into(),
         }
     }
@@ -98,6 +102,11 @@ pub async fn log_contact(
     .await?;
     if case_state(&case_file) != CaseState::Open {
         return Err(CaseError::ClosedToContacts(case_state(&case_file)));
+    }
+    if contact.occurred_at < case_file.opened_at {
+        let mut violations = FieldViolations::new();
+        violations.add("occurred_at", "must not be before the case file opened");
+        return Err(CaseError::Invalid(violations));
     }
     let row = db::insert_contact(
         &mut transaction,

@@ -7,7 +7,7 @@ use cpm_proto::v1::{
     MentorStatus, ProposeMatchesRequest, RegisterMentorRequest,
 };
 use cpm_runtime::grpc::FieldViolations;
-use cpm_runtime::grpc::values::{check_text, parse_enum, parse_id};
+use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
 use uuid::Uuid;
 
 /// Longest display name or area.
@@ -34,6 +34,10 @@ pub struct NewMentor {
     pub capacity: i32,
 }
 
+/// The most entries a list field may have: more than the vocabulary holds,
+/// so repeats pass, yet a flood is refused without reading it.
+pub const MAX_LISTED: usize = 32;
+
 impl NewMentor {
     pub fn parse(request: &RegisterMentorRequest) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
@@ -47,7 +51,18 @@ impl NewMentor {
         let gender = parse_enum::<Gender>("gender", request.gender, &mut violations);
         check_text("area", &request.area, true, MAX_SHORT_TEXT, &mut violations);
         let mut lived_experience = Vec::new();
-        for (index, value) in request.lived_experience.iter().enumerate() {
+        let listed = check_entries(
+            "lived_experience",
+            &request.lived_experience,
+            MAX_LISTED,
+            &mut violations,
+        );
+        for (index, value) in request
+            .lived_experience
+            .iter()
+            .enumerate()
+            .filter(|_| listed)
+        {
             let field = format!("lived_experience[{index}]");
             if let Some(experience) = parse_enum::<LivedExperience>(&field, *value, &mut violations)
                 && !lived_experience.contains(&experience)
@@ -264,6 +279,18 @@ mod tests {
             NewMentor::parse(&request).unwrap().initial_status(),
             MentorStatus::Trained
         );
+    }
+
+    #[test]
+    fn a_flood_of_lived_experience_is_one_violation() {
+        let mut request = valid_mentor();
+        request.lived_experience = vec![999; 250_000];
+        assert_eq!(
+            fields(NewMentor::parse(&request).unwrap_err()),
+            ["lived_experience"]
+        );
+        request.lived_experience = vec![LivedExperience::Debt as i32; MAX_LISTED];
+        assert!(NewMentor::parse(&request).is_ok());
     }
 
     #[test]
