@@ -4,6 +4,7 @@
 mod access;
 mod bus;
 mod contact_logging;
+mod database_outage;
 mod flow;
 mod graceful_shutdown;
 mod harness;

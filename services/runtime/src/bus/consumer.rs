@@ -2,11 +2,15 @@
 //!
 //! Each delivery is applied in one database transaction that also records
 //! its event ID in the inbox; a redelivered event finds its ID there and is
-//! acknowledged without a second effect. A handler's transient failure
-//! (database down, say) requeues the message; RabbitMQ dead-letters it once
-//! the queue's delivery limit is reached. A permanent failure (an
-//! undecodable message) is dead-lettered at once, so poison never blocks
-//! the queue. The consumer reconnects by itself when the broker goes away.
+//! acknowledged without a second effect. When the database cannot be
+//! reached the consumer holds the delivery, neither acknowledged nor
+//! returned, waits until the database answers and applies it then: an
+//! outage spends none of a message's deliveries, so nothing live reaches a
+//! dead-letter queue however long it lasts. Any other transient failure
+//! requeues the message; RabbitMQ dead-letters it once the queue's delivery
+//! limit is reached. A permanent failure (an undecodable message) is
+//! dead-lettered at once, so poison never blocks the queue. The consumer
+//! reconnects by itself when the broker goes away.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,6 +61,9 @@ pub enum HandlerError {
     /// May work later: the message is requeued until the delivery limit.
     #[error("transient: {0}")]
     Transient(String),
+    /// The database cannot be reached: the message is held until it can.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl HandlerError {
@@ -69,7 +76,11 @@ impl HandlerError {
 
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
-        HandlerError::Transient(error.to_string())
+        if crate::db::is_unavailable(&error) {
+            HandlerError::Unavailable(error.to_string())
+        } else {
+            HandlerError::Transient(error.to_string())
+        }
     }
 }
 
@@ -247,7 +258,7 @@ impl<H: EventHandler> Consumer<H> {
                 Some(Err(error)) => return Err(error.into()),
                 None => anyhow::bail!("consumer stream ended"),
             };
-            self.process(delivery).await?;
+            self.process(delivery, shutdown).await?;
         }
     }
 
@@ -257,7 +268,7 @@ impl<H: EventHandler> Consumer<H> {
     /// whichever worker thread the task was polled on, and tracing's
     /// registry then hands that span to unrelated tasks as their parent,
     /// until it closes under them and they panic (issue 9).
-    async fn process(&self, delivery: Delivery) -> anyhow::Result<()> {
+    async fn process(&self, delivery: Delivery, shutdown: &Shutdown) -> anyhow::Result<()> {
         let span = tracing::info_span!(
             "consume",
             queue = %self.spec.inbox_name(),
@@ -267,8 +278,12 @@ impl<H: EventHandler> Consumer<H> {
         );
         crate::telemetry::set_parent_from(&span, &header_map(&delivery));
         async {
-            let outcome = self.apply(&delivery).await;
-            self.settle(&delivery, outcome).await
+            match self.apply(&delivery, shutdown).await {
+                Some(outcome) => self.settle(&delivery, outcome).await,
+                // Shutting down while the database is away: the delivery
+                // returns to the queue when the channel closes.
+                None => Ok(()),
+            }
         }
         .instrument(span)
         .await
@@ -307,17 +322,19 @@ impl<H: EventHandler> Consumer<H> {
         Ok(())
     }
 
-    async fn apply(&self, delivery: &Delivery) -> Outcome {
+    /// The outcome of a delivery; `None` when shutdown came while it was
+    /// held for the database.
+    async fn apply(&self, delivery: &Delivery, shutdown: &Shutdown) -> Option<Outcome> {
         let envelope = match EventEnvelope::decode(delivery.data.as_slice()) {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::error!(%error, "undecodable envelope, dead-lettering");
-                return Outcome::DeadLetter;
+                return Some(Outcome::DeadLetter);
             }
         };
         let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
             tracing::error!("envelope without a valid event_id, dead-lettering");
-            return Outcome::DeadLetter;
+            return Some(Outcome::DeadLetter);
         };
         let span = tracing::Span::current();
         span.record("event_id", tracing::field::display(event_id));
@@ -327,20 +344,34 @@ impl<H: EventHandler> Consumer<H> {
             event_id,
             delivery_count: delivery_count(delivery),
         };
-        match self.apply_once(&event).await {
-            Ok(true) => Outcome::Applied,
-            Ok(false) => {
-                tracing::debug!("duplicate delivery ignored");
-                Outcome::Duplicate
-            }
-            Err(HandlerError::Permanent(error)) => {
-                tracing::error!(%error, "event refused, dead-lettering");
-                Outcome::DeadLetter
-            }
-            Err(HandlerError::Transient(error)) => {
-                tracing::warn!(%error, delivery_count = event.delivery_count, "event failed, requeueing");
-                Outcome::Requeue
-            }
+        loop {
+            return Some(match self.apply_once(&event).await {
+                Ok(true) => Outcome::Applied,
+                Ok(false) => {
+                    tracing::debug!("duplicate delivery ignored");
+                    Outcome::Duplicate
+                }
+                Err(HandlerError::Permanent(error)) => {
+                    tracing::error!(%error, "event refused, dead-lettering");
+                    Outcome::DeadLetter
+                }
+                Err(HandlerError::Transient(error)) => {
+                    tracing::warn!(%error, delivery_count = event.delivery_count, "event failed, requeueing");
+                    Outcome::Requeue
+                }
+                Err(HandlerError::Unavailable(error)) => {
+                    tracing::warn!(%error, "database unavailable: holding the event until it answers");
+                    let pool = self.handle.pool();
+                    let answered = crate::retry::until_ok("postgres", shutdown, || {
+                        sqlx::query("SELECT 1").execute(pool)
+                    })
+                    .await;
+                    if answered.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+            });
         }
     }
 
