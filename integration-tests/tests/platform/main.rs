@@ -10,6 +10,7 @@ mod graceful_shutdown;
 mod harness;
 mod import;
 mod journey;
+mod limits;
 mod mentor_matching;
 mod no_configuration;
 mod notifications;

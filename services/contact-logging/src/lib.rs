@@ -85,7 +85,8 @@ impl Service for Descriptor {
         let service = grpc::ContactLogging::new(handle);
         routes.add_service(Self::guard(
             context,
-            ContactLoggingServiceServer::new(service),
+            ContactLoggingServiceServer::new(service)
+                .max_decoding_message_size(context.max_request_bytes()),
         ));
         Ok(())
     }

@@ -86,7 +86,8 @@ impl Service for Descriptor {
         let service = grpc::MentorMatching::new(handle);
         routes.add_service(Self::guard(
             context,
-            MentorMatchingServiceServer::new(service),
+            MentorMatchingServiceServer::new(service)
+                .max_decoding_message_size(context.max_request_bytes()),
         ));
         Ok(())
     }

@@ -125,7 +125,8 @@ impl Service for Descriptor {
         let service = grpc::Notifications::new(pool, wake, context, allow_plain_http);
         routes.add_service(Self::guard(
             context,
-            NotificationsServiceServer::new(service),
+            NotificationsServiceServer::new(service)
+                .max_decoding_message_size(context.max_request_bytes()),
         ));
         Ok(())
     }

@@ -8,7 +8,7 @@ use cpm_proto::v1::{
     RegisterAgencyRequest, RegisterReferrerRequest, SubmitReferralRequest, Vulnerability,
 };
 use cpm_runtime::grpc::FieldViolations;
-use cpm_runtime::grpc::values::{check_text, parse_enum, parse_id};
+use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -77,11 +77,18 @@ pub struct NewReferral {
 }
 
 /// Parses a repeated closed-list field: every entry known, duplicates dropped.
+/// The most entries an enum list may have: more than any vocabulary holds,
+/// so repeats pass, yet a flood is one violation and is not read.
+pub const MAX_LISTED: usize = 32;
+
 fn parse_enum_list<E>(field: &str, values: &[i32], violations: &mut FieldViolations) -> Vec<E>
 where
     E: TryFrom<i32> + PartialEq,
 {
     let mut parsed = Vec::new();
+    if !check_entries(field, values, MAX_LISTED, violations) {
+        return parsed;
+    }
     for (index, value) in values.iter().enumerate() {
         if let Some(item) = parse_enum::<E>(&format!("{field}[{index}]"), *value, violations)
             && !parsed.contains(&item)

@@ -50,8 +50,6 @@ pub struct Config {
     /// Registers an unknown agency on its first referral. Development only:
     /// the production profile refuses it.
     pub auto_register_agencies: bool,
-    /// The largest request accepted, in bytes.
-    pub max_request_bytes: usize,
 }
 
 impl Default for Config {
@@ -59,7 +57,6 @@ impl Default for Config {
         Self {
             listen: String::new(),
             auto_register_agencies: true,
-            max_request_bytes: 256 * 1024,
         }
     }
 }
@@ -115,7 +112,7 @@ impl Service for Descriptor {
         let service =
             grpc::ReferralIntake::new(handle, context.keys.clone(), config.auto_register_agencies);
         let server = ReferralIntakeServiceServer::new(service)
-            .max_decoding_message_size(config.max_request_bytes);
+            .max_decoding_message_size(context.max_request_bytes());
         routes.add_service(Self::guard(context, server));
         Ok(())
     }

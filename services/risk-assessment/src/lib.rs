@@ -117,7 +117,8 @@ impl Service for Descriptor {
         let service = grpc::RiskAssessment::new(handle, config.first_assessment_target_days);
         routes.add_service(Self::guard(
             context,
-            RiskAssessmentServiceServer::new(service),
+            RiskAssessmentServiceServer::new(service)
+                .max_decoding_message_size(context.max_request_bytes()),
         ));
         Ok(())
     }

@@ -116,6 +116,10 @@ pub struct GrpcConfig {
     /// A plaintext listener serving only grpc.health.v1, for Kubernetes
     /// probes when the main port requires client certificates. Empty: none.
     pub health_listen: String,
+    /// The largest request message any service decodes, in bytes: a
+    /// referral with every field full is well under it, and nothing larger
+    /// is read into memory.
+    pub max_request_bytes: usize,
 }
 
 impl Default for GrpcConfig {
@@ -129,6 +133,7 @@ impl Default for GrpcConfig {
             tls_key_file: String::new(),
             tls_client_ca_file: String::new(),
             health_listen: String::new(),
+            max_request_bytes: 256 * 1024,
         }
     }
 }

@@ -40,7 +40,8 @@ pub trait Service: Send + Sync + 'static {
     fn access() -> &'static AccessTable;
 
     /// Its generated gRPC server behind authentication and [`Self::access`]:
-    /// how `start` adds it to the routes.
+    /// how `start` adds it to the routes. `server` is built with
+    /// [`ServiceContext::max_request_bytes`] as its decoding limit.
     fn guard<G>(context: &ServiceContext, server: G) -> Guarded<G> {
         Guarded::new(server, context.auth.clone(), Self::access())
     }

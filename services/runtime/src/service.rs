@@ -48,6 +48,11 @@ pub struct StartedService {
 }
 
 impl ServiceContext {
+    /// The decoding limit every service's gRPC server is built with.
+    pub fn max_request_bytes(&self) -> usize {
+        self.platform.grpc.max_request_bytes
+    }
+
     pub fn new(platform: PlatformConfig, shutdown: Shutdown) -> anyhow::Result<Self> {
         let auth = Authenticator::from_config(&platform.auth)?;
         let previous: Vec<&str> = platform

@@ -7,7 +7,7 @@ use cpm_proto::v1::{
     CheckKind, Decision, HomeVisit, RecordCheckRequest, RiskLevel, WillWantCapacityScores,
 };
 use cpm_runtime::grpc::FieldViolations;
-use cpm_runtime::grpc::values::{check_text, parse_enum, parse_id};
+use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
 use uuid::Uuid;
 
 use super::{
@@ -139,11 +139,9 @@ pub struct NewCheck {
 /// A list of short texts: at most [`MAX_LIST_ENTRIES`], none empty or too
 /// long. Returns the trimmed entries.
 fn check_list(field: &str, entries: &[String], violations: &mut FieldViolations) -> Vec<String> {
-    if entries.len() > MAX_LIST_ENTRIES {
-        violations.add(
-            field,
-            format!("must have at most {MAX_LIST_ENTRIES} entries"),
-        );
+    if !check_entries(field, entries, MAX_LIST_ENTRIES, violations) {
+        // Not read further: a flood costs one violation, not one per entry.
+        return Vec::new();
     }
     for (index, entry) in entries.iter().enumerate() {
         check_text(
