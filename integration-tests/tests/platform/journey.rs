@@ -162,7 +162,16 @@ mod tonic_reflection_client {
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
 
     pub async fn list_services(endpoint: &str) -> Vec<String> {
+        try_list_services(endpoint, None).await.unwrap()
+    }
+
+    /// The services reflection lists, asked with `token` if any.
+    pub async fn try_list_services(
+        endpoint: &str,
+        token: Option<&str>,
+    ) -> Result<Vec<String>, tonic::Status> {
         let channel = cpm::client::connect(endpoint).await.unwrap();
+        let channel = cpm::client::authed(&channel, token.unwrap_or("none")).unwrap();
         let mut client = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
             host: String::new(),
@@ -170,17 +179,46 @@ mod tonic_reflection_client {
         };
         let mut responses = client
             .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
+            .await?
             .into_inner();
-        let response = responses.message().await.unwrap().unwrap();
+        let response = responses.message().await?.unwrap();
         match response.message_response {
             Some(MessageResponse::ListServicesResponse(list)) => {
-                list.service.into_iter().map(|s| s.name).collect()
+                Ok(list.service.into_iter().map(|s| s.name).collect())
             }
             other => panic!("unexpected reflection answer {other:?}"),
         }
     }
+}
+
+/// Reflection can be put behind a token (production's default) or turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_can_require_a_token_or_be_off() {
+    use cpm_runtime::config::ReflectionAccess;
+    use tonic_reflection_client::try_list_services;
+    let mut env = TestEnv::new().await;
+    env.settings.platform.grpc.reflection = Some(ReflectionAccess::Authenticated);
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    let endpoint = platform.endpoint();
+    let anonymous = try_list_services(&endpoint, None).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let token = env.token("dev", cpm_runtime::auth::Role::Referrer, Some("a"), None);
+    let names = try_list_services(&endpoint, Some(&token)).await.unwrap();
+    assert!(
+        names
+            .iter()
+            .any(|name| name == "cpm.v1.NotificationsService")
+    );
+    platform.stop().await.unwrap();
+
+    env.settings.platform.grpc.reflection = Some(ReflectionAccess::Off);
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    let off = try_list_services(&platform.endpoint(), Some(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(off.code(), tonic::Code::Unimplemented);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

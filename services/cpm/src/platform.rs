@@ -59,7 +59,12 @@ impl Platform {
             .bus
             .declare_consumer_queues_when_ready(&all_consumers(), &shutdown)
             .await?;
-        let (mut routes, reporter, plain_health) = cpm_runtime::grpc::server::base_routes().await?;
+        let reflection = settings
+            .platform
+            .grpc
+            .reflection_under(settings.platform.profile);
+        let (mut routes, reporter, plain_health) =
+            cpm_runtime::grpc::server::base_routes(reflection, &context.auth).await?;
         let mut started = Vec::new();
         for target in targets {
             let section = settings.section(*target);

@@ -116,6 +116,11 @@ pub struct GrpcConfig {
     /// A plaintext listener serving only grpc.health.v1, for Kubernetes
     /// probes when the main port requires client certificates. Empty: none.
     pub health_listen: String,
+    /// Who may use server reflection (grpcurl, Postman): `open` to anyone,
+    /// `authenticated` to any valid token, `off`. Unset: open in
+    /// development, authenticated in production, where the API's shape is
+    /// no business of an anonymous caller.
+    pub reflection: Option<ReflectionAccess>,
     /// The largest request message any service decodes, in bytes: a
     /// referral with every field full is well under it, and nothing larger
     /// is read into memory.
@@ -134,11 +139,29 @@ impl Default for GrpcConfig {
             tls_client_ca_file: String::new(),
             health_listen: String::new(),
             max_request_bytes: 256 * 1024,
+            reflection: None,
         }
     }
 }
 
+/// Who may use server reflection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReflectionAccess {
+    Open,
+    Authenticated,
+    Off,
+}
+
 impl GrpcConfig {
+    /// Reflection's access under `profile`, when not set explicitly.
+    pub fn reflection_under(&self, profile: Profile) -> ReflectionAccess {
+        self.reflection.unwrap_or(match profile {
+            Profile::Development => ReflectionAccess::Open,
+            Profile::Production => ReflectionAccess::Authenticated,
+        })
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
@@ -718,6 +741,27 @@ mod tests {
             plaintext_database: true,
         };
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn reflection_is_open_in_development_and_behind_a_token_in_production() {
+        let grpc = GrpcConfig::default();
+        assert_eq!(
+            grpc.reflection_under(Profile::Development),
+            ReflectionAccess::Open
+        );
+        assert_eq!(
+            grpc.reflection_under(Profile::Production),
+            ReflectionAccess::Authenticated
+        );
+        let off = GrpcConfig {
+            reflection: Some(ReflectionAccess::Off),
+            ..GrpcConfig::default()
+        };
+        assert_eq!(
+            off.reflection_under(Profile::Development),
+            ReflectionAccess::Off
+        );
     }
 
     #[test]

@@ -12,15 +12,25 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Shutdown;
+use crate::auth::{Authenticator, Role};
 use crate::config::GrpcConfig;
+use crate::config::ReflectionAccess;
+use crate::grpc::access::{AccessTable, Guarded};
 
 /// The health service, as served by every listener of one process.
 pub type HealthService =
     tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
 
-/// Routes with health and reflection added; the reporter starts NOT_SERVING
-/// for the whole server until [`crate::service`] finds the dependencies ready.
-pub async fn base_routes() -> anyhow::Result<(RoutesBuilder, HealthReporter, HealthService)> {
+/// Anyone with a valid token may reflect, when reflection is authenticated.
+static REFLECTION_ACCESS: AccessTable = AccessTable::new(&[("ServerReflectionInfo", &Role::ALL)]);
+
+/// Routes with health and reflection (as `reflection` allows) added; the
+/// reporter starts NOT_SERVING for the whole server until
+/// [`crate::service`] finds the dependencies ready.
+pub async fn base_routes(
+    reflection: ReflectionAccess,
+    authenticator: &Authenticator,
+) -> anyhow::Result<(RoutesBuilder, HealthReporter, HealthService)> {
     let reporter = HealthReporter::new();
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
@@ -38,10 +48,25 @@ pub async fn base_routes() -> anyhow::Result<(RoutesBuilder, HealthReporter, Hea
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let mut routes = RoutesBuilder::default();
-    routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    routes.add_service(health_service);
+    match reflection {
+        ReflectionAccess::Open => {
+            routes
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha);
+        }
+        ReflectionAccess::Authenticated => {
+            let auth = authenticator.clone();
+            routes
+                .add_service(Guarded::new(
+                    reflection_v1,
+                    auth.clone(),
+                    &REFLECTION_ACCESS,
+                ))
+                .add_service(Guarded::new(reflection_v1alpha, auth, &REFLECTION_ACCESS));
+        }
+        ReflectionAccess::Off => {}
+    }
     Ok((routes, reporter, plain_health))
 }
 
