@@ -556,3 +556,35 @@ async fn a_single_statements_event_is_published_when_its_writer_wakes_the_relay(
     .await;
     relay.stop(env).await;
 }
+
+/// The inbox forgets events older than its retention and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_is_pruned_past_its_retention() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[cpm::Target::REFERRAL_INTAKE]).await;
+    let pool = cpm_runtime::db::pool(&env.settings.platform.database, "referral_intake").unwrap();
+    for (age_days, count) in [(45, 12_000), (1, 3)] {
+        sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, event_type, processed_at) \
+             SELECT 'test', gen_random_uuid(), 'x', now() - make_interval(days => $1) \
+             FROM generate_series(1, $2)",
+        )
+        .bind(age_days)
+        .bind(count)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let deleted = cpm_runtime::bus::inbox::prune(&pool, Duration::from_secs(30 * 24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 12_000, "old rows go, in several batches");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer = 'test'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 3, "recent rows stay");
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -83,6 +83,25 @@ pub struct PlatformConfig {
     pub supervision: crate::supervisor::SupervisionConfig,
     pub dev: DevConfig,
     pub allow: AllowConfig,
+    pub inbox: InboxConfig,
+}
+
+/// How long consumers remember the events they applied.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InboxConfig {
+    /// Inbox rows older than this are deleted: far beyond any redelivery.
+    pub retention_days: u32,
+    pub prune_interval_secs: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 30,
+            prune_interval_secs: 3600,
+        }
+    }
 }
 
 /// Exceptions to production's refusals, each named, for a deployment that
@@ -539,6 +558,12 @@ impl PlatformConfig {
             return Err(ConfigError::invalid(
                 "auth.max_token_lifetime_secs",
                 "must be at least 1",
+            ));
+        }
+        if self.inbox.retention_days == 0 || self.inbox.prune_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "inbox.retention_days",
+                "inbox.retention_days and inbox.prune_interval_secs must be at least 1",
             ));
         }
         if self.outbox.batch_size == 0 {

@@ -101,7 +101,8 @@ impl ServiceContext {
         self.spawn(spec, move || start().map(|()| Ok(())));
     }
 
-    /// Starts the outbox relay of `service`'s `schema`, on connections of
+    /// Starts the outbox relay of `service`'s `schema` (and its inbox
+    /// pruner, [`crate::bus::inbox`]), the relay on connections of
     /// its own so that publishing (which holds its batch's row locks until
     /// the broker confirms) never waits for, or holds up, a request's
     /// connection, and returns the service's handle on `pool`, whose writes
@@ -123,6 +124,17 @@ impl ServiceContext {
         self.spawn_loop(
             TaskSpec::essential(service, format!("{service}.relay")),
             move || relay.clone().run(shutdown.clone()),
+        );
+        let (inbox_pool, inbox, shutdown) = (
+            pool.clone(),
+            self.platform.inbox.clone(),
+            self.shutdown.clone(),
+        );
+        self.spawn_loop(
+            TaskSpec::essential(service, format!("{service}.inbox-pruner")),
+            move || {
+                crate::bus::inbox::run_pruner(inbox_pool.clone(), inbox.clone(), shutdown.clone())
+            },
         );
         Ok(ServiceHandle::new(pool, waker))
     }

@@ -11,6 +11,7 @@
 
 pub mod consumer;
 pub mod dead_letters;
+pub mod inbox;
 pub mod outbox;
 pub mod relay;
 pub mod router;
