@@ -29,6 +29,7 @@ macro_rules! events {
 events! {
     ReferralSubmitted => "referral.submitted",
     ReferralWithdrawn => "referral.withdrawn",
+    ReferralLinked => "referral.linked",
     ReferralStatusChanged => "referral.status_changed",
     AssessmentOpened => "assessment.opened",
     AssessmentDecided => "assessment.decided",

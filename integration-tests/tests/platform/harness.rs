@@ -321,6 +321,34 @@ pub async fn fetch_referral(
         .unwrap()
 }
 
+/// A coordinator's decision that `referral_id`'s possible earlier referral,
+/// which must be `earlier_referral_id`, is (or is not) the same client.
+pub async fn decide_link(
+    env: &TestEnv,
+    channel: &Channel,
+    referral_id: &str,
+    earlier_referral_id: &str,
+    confirm: bool,
+) -> Referral {
+    let mut staff = ReferralIntakeServiceClient::new(env.coordinator(channel));
+    let seen = fetch_referral(&mut staff, referral_id).await;
+    assert_eq!(
+        seen.possible_earlier_referral_id, earlier_referral_id,
+        "staff see the possible earlier referral"
+    );
+    staff
+        .decide_link(cpm_proto::v1::DecideLinkRequest {
+            referral_id: referral_id.into(),
+            earlier_referral_id: earlier_referral_id.into(),
+            confirm,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+}
+
 /// Closes a test's broker connection, giving up after a few seconds: a
 /// connection the broker already dropped may never answer.
 pub async fn close_quietly(connection: lapin::Connection) {

@@ -11,8 +11,8 @@ use cpm_proto::v1::{
 use tonic_types::StatusExt as _;
 
 use crate::harness::{
-    TestEnv, await_status, connect, eventually, fetch_referral, referral_request, submit,
-    violated_fields,
+    TestEnv, await_status, connect, decide_link, eventually, fetch_referral, referral_request,
+    submit, violated_fields,
 };
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
@@ -344,7 +344,8 @@ async fn personal_data_is_encrypted_at_rest_and_every_read_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
+async fn a_re_referral_is_only_possible_until_a_coordinator_confirms_it_and_withdrawal_works_until_support_starts()
+ {
     let env = TestEnv::new().await;
     let platform = env.start_all().await;
     let channel = connect(&platform).await;
@@ -356,9 +357,58 @@ async fn a_re_referral_is_linked_and_withdrawal_works_until_support_starts() {
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
     again.client.as_mut().unwrap().given_name = "  ROBIN ".into();
     let second = submit(&mut intake, again).await;
+    assert!(
+        second.earlier_referral_id.is_empty() && second.possible_earlier_referral_id.is_empty(),
+        "a fingerprint match is nobody's to see until a coordinator decides"
+    );
+    let mut staff = ReferralIntakeServiceClient::new(env.coordinator(&channel));
+    let pending = staff
+        .list_possible_links(cpm_proto::v1::ListPossibleLinksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .referrals;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].referral_id, second.referral_id);
+    assert_eq!(pending[0].possible_earlier_referral_id, first.referral_id);
+    // Deciding a link that was never proposed changes nothing.
+    let wrong = staff
+        .decide_link(cpm_proto::v1::DecideLinkRequest {
+            referral_id: second.referral_id.clone(),
+            earlier_referral_id: second.referral_id.clone(),
+            confirm: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+    let confirmed = decide_link(
+        &env,
+        &channel,
+        &second.referral_id,
+        &first.referral_id,
+        true,
+    )
+    .await;
+    assert_eq!(confirmed.earlier_referral_id, first.referral_id);
     assert_eq!(
-        second.earlier_referral_id, first.referral_id,
-        "the referrer is told of the earlier referral"
+        fetch_referral(&mut intake, &second.referral_id)
+            .await
+            .earlier_referral_id,
+        first.referral_id,
+        "once confirmed, the referrer is told of their agency's earlier referral"
+    );
+    let again = staff
+        .decide_link(cpm_proto::v1::DecideLinkRequest {
+            referral_id: second.referral_id.clone(),
+            earlier_referral_id: first.referral_id.clone(),
+            confirm: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        tonic::Code::FailedPrecondition,
+        "decided once"
     );
 
     await_status(
@@ -645,7 +695,14 @@ async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services()
     let mut again = request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
     let second = submit(&mut intake, again).await;
-    assert_eq!(second.earlier_referral_id, first.referral_id);
+    decide_link(
+        &env,
+        &channel,
+        &second.referral_id,
+        &first.referral_id,
+        true,
+    )
+    .await;
 
     // A subject access export holds everything, and is itself audited.
     let denied = intake
@@ -786,10 +843,15 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     let mut again = request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
     let second = submit(&mut intake, again).await;
-    assert_eq!(
-        second.earlier_referral_id, first.referral_id,
-        "linked across keys"
-    );
+    // Found across keys (decide_link checks the possible link staff see).
+    decide_link(
+        &env,
+        &channel,
+        &second.referral_id,
+        &first.referral_id,
+        true,
+    )
+    .await;
 
     let pool =
         cpm_runtime::db::pool(&env.settings.platform.database, referral_intake::SCHEMA).unwrap();
@@ -825,7 +887,116 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
     let mut third = request.clone();
     third.idempotency_key = uuid::Uuid::new_v4().to_string();
     let third = submit(&mut intake, third).await;
-    assert_eq!(third.earlier_referral_id, second.referral_id);
+    decide_link(
+        &env,
+        &channel,
+        &third.referral_id,
+        &second.referral_id,
+        true,
+    )
+    .await;
+
+    // Erasure follows the confirmed links, whichever key fingerprinted each
+    // referral, and says what it covered.
+    let erased = ReferralIntakeServiceClient::new(admin(&env, &channel))
+        .erase_client(cpm_proto::v1::EraseClientRequest {
+            referral_id: first.referral_id.clone(),
+            reason: "client request".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .erased_referral_ids;
+    assert_eq!(
+        erased,
+        [
+            first.referral_id.as_str(),
+            &second.referral_id,
+            &third.referral_id
+        ]
+    );
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Two people who share a name and a date of birth: the fingerprint makes
+/// them a possible link only. Until a coordinator confirms it, and after
+/// they reject it, erasure and subject access touch the named referral
+/// alone; and a confirmed link to another agency's referral stays hidden
+/// from the referrer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_person_is_never_erased_exported_or_shown() {
+    use cpm_proto::v1::{EraseClientRequest, ExportClientDataRequest};
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
+    let channel = connect(&platform).await;
+    let mut agency_a = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-twin-a"));
+    let mut agency_b = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-twin-b"));
+    let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
+    let request = referral_request("Darlington");
+    let one = submit(&mut agency_a, request.clone()).await;
+    let mut namesake = request.clone();
+    namesake.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let other_person = submit(&mut agency_a, namesake.clone()).await;
+
+    // Undecided: the export and the erasure cover the named referral only.
+    let export = admin
+        .export_client_data(ExportClientDataRequest {
+            referral_id: one.referral_id.clone(),
+            reason: "SAR".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .document_json;
+    let document: serde_json::Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(document["referrals"].as_array().unwrap().len(), 1);
+
+    // A coordinator finds a different person: the link never counts.
+    decide_link(
+        &env,
+        &channel,
+        &other_person.referral_id,
+        &one.referral_id,
+        false,
+    )
+    .await;
+    let erased = admin
+        .erase_client(EraseClientRequest {
+            referral_id: one.referral_id.clone(),
+            reason: "client request".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .erased_referral_ids;
+    assert_eq!(
+        erased,
+        [one.referral_id.as_str()],
+        "only the named referral"
+    );
+    let untouched = fetch_referral(&mut agency_a, &other_person.referral_id).await;
+    assert!(!untouched.erased && untouched.client.is_some());
+    assert!(untouched.earlier_referral_id.is_empty());
+
+    // The same person referred by another agency: confirmed, yet agency B's
+    // referrer is not told of agency A's referral.
+    namesake.idempotency_key = uuid::Uuid::new_v4().to_string();
+    let elsewhere = submit(&mut agency_b, namesake).await;
+    decide_link(
+        &env,
+        &channel,
+        &elsewhere.referral_id,
+        &other_person.referral_id,
+        true,
+    )
+    .await;
+    let seen_by_b = fetch_referral(&mut agency_b, &elsewhere.referral_id).await;
+    assert!(seen_by_b.earlier_referral_id.is_empty());
+    assert_eq!(
+        seen_by_b.link_state(),
+        cpm_proto::v1::ReferralLinkState::Unspecified
+    );
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -53,6 +53,30 @@ async fn try_assessment_of(client: &mut Assessments, referral_id: &str) -> Optio
 }
 
 /// The referral's assessment, once `referral.submitted` has opened it.
+/// Confirms `referral_id`'s possible link to `earlier` and waits for its
+/// assessment to show the earlier referral.
+async fn linked(
+    env: &TestEnv,
+    channel: &tonic::transport::Channel,
+    client: &Assessments,
+    referral_id: &str,
+    earlier: &str,
+) -> Assessment {
+    crate::harness::decide_link(env, channel, referral_id, earlier, true).await;
+    eventually(WAIT, "the confirmed link reaches the assessment", || {
+        let mut client = client.clone();
+        async move {
+            try_assessment_of(&mut client, referral_id)
+                .await
+                .is_some_and(|assessment| assessment.earlier_referral_id == earlier)
+        }
+    })
+    .await;
+    try_assessment_of(&mut client.clone(), referral_id)
+        .await
+        .unwrap()
+}
+
 async fn assessment_of(client: &Assessments, referral_id: &str) -> Assessment {
     eventually(WAIT, "the referral's assessment opens", || {
         let mut client = client.clone();
@@ -772,7 +796,7 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_re_referred_client_shows_the_earlier_assessments() {
+async fn a_re_referred_client_shows_the_earlier_assessments_once_a_coordinator_confirms_the_link() {
     let env = TestEnv::new().await;
     let platform = env
         .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
@@ -799,7 +823,12 @@ async fn a_re_referred_client_shows_the_earlier_assessments() {
     let mut again = request.clone();
     again.idempotency_key = uuid::Uuid::new_v4().to_string();
     let second = crate::harness::submit(&mut intake, again).await.referral_id;
-    let second_assessment = assessment_of(&client, &second).await;
+    let unconfirmed = assessment_of(&client, &second).await;
+    assert!(
+        unconfirmed.history.is_empty(),
+        "a fingerprint match shows no one's history"
+    );
+    let second_assessment = linked(&env, &channel, &client, &second, &first).await;
     assert_eq!(second_assessment.earlier_referral_id, first);
     assert_eq!(second_assessment.history.len(), 1);
     let earlier = &second_assessment.history[0];
@@ -824,7 +853,7 @@ async fn a_re_referred_client_shows_the_earlier_assessments() {
     let mut third = request.clone();
     third.idempotency_key = uuid::Uuid::new_v4().to_string();
     let third = crate::harness::submit(&mut intake, third).await.referral_id;
-    let third_assessment = assessment_of(&client, &third).await;
+    let third_assessment = linked(&env, &channel, &client, &third, &second).await;
     let chain: Vec<&str> = third_assessment
         .history
         .iter()

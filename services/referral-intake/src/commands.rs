@@ -6,7 +6,10 @@
 //! are the use cases of [`crate::privacy`], with the same error.
 
 use chrono::{DateTime, SubsecRound as _, Utc};
-use cpm_proto::v1::{AgencyKind, ReferralStatus, ReferralSubmitted, ReferralWithdrawn};
+use cpm_proto::v1::{
+    AgencyKind, ReferralLinkState, ReferralLinked, ReferralStatus, ReferralSubmitted,
+    ReferralWithdrawn,
+};
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::bus::outbox::{self, OutboxRow};
@@ -40,6 +43,9 @@ pub enum IntakeError {
     /// The agency reused an idempotency key for a different request.
     #[error("the idempotency key was already used for a different referral")]
     IdempotencyConflict,
+    /// No undecided link between these two referrals.
+    #[error("referral {0} has no undecided possible link to {1}")]
+    NoPossibleLink(Uuid, Uuid),
     /// Support has begun, or the referral has ended.
     #[error("a referral that is {} can no longer be withdrawn", .status.as_str_name())]
     CannotWithdraw { status: ReferralStatus },
@@ -57,9 +63,9 @@ impl From<IntakeError> for ApiError {
             IntakeError::AgencyUnknown(_) | IntakeError::AgencyInactive(_) => {
                 ApiError::PermissionDenied(error.to_string())
             }
-            IntakeError::ReferrerAgencyUnknown(_) | IntakeError::CannotWithdraw { .. } => {
-                ApiError::FailedPrecondition(error.to_string())
-            }
+            IntakeError::ReferrerAgencyUnknown(_)
+            | IntakeError::CannotWithdraw { .. }
+            | IntakeError::NoPossibleLink(..) => ApiError::FailedPrecondition(error.to_string()),
             // A field violation, so a client fixes it as it fixes the others.
             IntakeError::IdempotencyConflict => {
                 let mut violations = FieldViolations::new();
@@ -120,6 +126,7 @@ pub async fn submit_referral(
         auto_register,
     )
     .await?;
+    // Only a possible earlier referral: a coordinator decides (decide_link).
     let earlier_referral_id = context.earlier_referral_id;
     let new_row = db::NewReferralRow {
         referral_id,
@@ -133,6 +140,7 @@ pub async fn submit_referral(
         emergency_calls_last_12_months: referral.emergency_calls_last_12_months,
         client_fingerprint: &fingerprint,
         earlier_referral_id,
+        earlier_agency_id: context.earlier_agency_id.as_deref(),
         status: ReferralStatus::Received as i32,
         status_rank: status_rank(ReferralStatus::Received),
         victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
@@ -156,9 +164,8 @@ pub async fn submit_referral(
             submitted_at: Some(timestamp(new_row.submitted_at)),
             vulnerabilities: new_row.vulnerabilities.clone(),
             client_gender: new_row.client_gender,
-            earlier_referral_id: earlier_referral_id
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
+            // Nothing is linked until a coordinator confirms it.
+            earlier_referral_id: String::new(),
             emergency_calls_last_12_months: new_row.emergency_calls_last_12_months,
             referrer_will_co_visit: new_row.referrer_will_co_visit,
             known_risk_types: new_row.known_risk_types.clone(),
@@ -186,7 +193,7 @@ pub async fn submit_referral(
     // The statement has committed: the relay can see the event now.
     handle.wake();
     tracing::info!(
-        re_referral = earlier_referral_id.is_some(),
+        possible_re_referral = earlier_referral_id.is_some(),
         "referral submitted"
     );
     Ok(Submitted {
@@ -273,6 +280,59 @@ pub async fn withdraw_referral(
 /// Refuses a submission from an agency that is not registered (`active` is
 /// `None`) or is suspended; with `auto_register` (development only) an
 /// unknown agency is registered instead.
+/// Referrals whose possible earlier referral awaits a coordinator, oldest
+/// first, after `after`; `limit` rows at most.
+pub async fn list_possible_links(
+    handle: &ServiceHandle,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ReferralRow>, IntakeError> {
+    let mut connection = handle.pool().acquire().await?;
+    Ok(db::list_possible_links(&mut connection, after, limit).await?)
+}
+
+/// A coordinator's decision on a possible link: confirmed, it is announced
+/// (`referral.linked`) and from then on joins the two referrals; rejected,
+/// it never counts.
+pub async fn decide_link(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    referral_id: Uuid,
+    earlier_referral_id: Uuid,
+    confirm: bool,
+) -> Result<ReferralRow, IntakeError> {
+    let mut transaction = handle.begin().await?;
+    let row = db::lock_possible_link(&mut transaction, referral_id, earlier_referral_id)
+        .await?
+        .ok_or(IntakeError::NoPossibleLink(
+            referral_id,
+            earlier_referral_id,
+        ))?;
+    let state = if confirm {
+        ReferralLinkState::Confirmed
+    } else {
+        ReferralLinkState::Rejected
+    };
+    let decided =
+        db::decide_link(&mut transaction, row.referral_id, state, &caller.subject).await?;
+    if confirm {
+        outbox::enqueue(
+            &mut transaction,
+            crate::NAME,
+            &ReferralLinked {
+                referral_id: referral_id.to_string(),
+                earlier_referral_id: earlier_referral_id.to_string(),
+                agency_id: row.agency_id.clone(),
+                linked_at: Some(timestamp(Utc::now())),
+            },
+        )
+        .await?;
+    }
+    transaction.commit().await?;
+    tracing::info!(%referral_id, link = state.as_str_name(), "re-referral link decided");
+    Ok(decided)
+}
+
 async fn may_refer(
     connection: &mut PgConnection,
     agency_id: &str,

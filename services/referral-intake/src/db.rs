@@ -3,6 +3,7 @@
 //! forget to.
 
 use chrono::{DateTime, Utc};
+use cpm_proto::v1::ReferralLinkState;
 use cpm_runtime::bus::outbox::OutboxRow;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -36,6 +37,9 @@ pub struct ReferralRow {
     pub police_staff_hours: Option<f64>,
     pub safeguarding_reports: Option<i32>,
     pub erased_at: Option<DateTime<Utc>>,
+    /// cpm.v1.ReferralLinkState of `earlier_referral_id`.
+    pub link_state: i16,
+    pub earlier_agency_id: Option<String>,
 }
 
 /// `query_as!` into [`ReferralRow`]: its columns from `referral`, then
@@ -49,7 +53,8 @@ macro_rules! select_referrals {
              not_taken_on_stage, not_taken_on_reason, estimated_start, discharged_at, \
              emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
              referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
-             police_staff_hours, safeguarding_reports, erased_at \
+             police_staff_hours, safeguarding_reports, erased_at, link_state, \
+             earlier_agency_id \
              FROM referral_intake.referral " + $rest
             $(, $arg)*
         )
@@ -68,7 +73,9 @@ pub struct NewReferralRow<'a> {
     pub vulnerabilities: Vec<i32>,
     pub emergency_calls_last_12_months: i32,
     pub client_fingerprint: &'a [u8],
+    /// A possible earlier referral of the same client, and its agency.
     pub earlier_referral_id: Option<Uuid>,
+    pub earlier_agency_id: Option<&'a str>,
     pub status: i32,
     pub status_rank: i32,
     pub victim_of: Vec<i32>,
@@ -111,6 +118,17 @@ impl NewReferralRow<'_> {
             police_staff_hours: demand.map(|d| d.police_staff_hours),
             safeguarding_reports: demand.map(|d| d.safeguarding_reports),
             erased_at: None,
+            link_state: self.link_state(),
+            earlier_agency_id: self.earlier_agency_id.map(str::to_owned),
+        }
+    }
+
+    /// Possible when an earlier referral was found, else none.
+    fn link_state(&self) -> i16 {
+        if self.earlier_referral_id.is_some() {
+            ReferralLinkState::Possible as i16
+        } else {
+            ReferralLinkState::Unspecified as i16
         }
     }
 }
@@ -138,9 +156,9 @@ pub async fn insert_referral(
          earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
          known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, \
          nhs_111_calls, other_calls, police_staff_hours, safeguarding_reports, \
-         submitted_at, status_changed_at) \
+         submitted_at, status_changed_at, link_state, earlier_agency_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19, $20, $21, $22, $23, $24, $24) \
+         $17, $18, $19, $20, $21, $22, $23, $24, $24, $31, $32) \
          ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING \
          RETURNING referral_id), \
          sealed AS (INSERT INTO referral_intake.client_record (referral_id, wrapped_data_key, \
@@ -178,6 +196,8 @@ pub async fn insert_referral(
         event.event_type,
         &event.envelope,
         &event.trace_context,
+        row.link_state(),
+        row.earlier_agency_id,
     )
     .fetch_optional(connection)
     .await?;
@@ -204,8 +224,10 @@ pub async fn find_by_idempotency_key(
 pub struct SubmissionContext {
     /// `None` when the agency is not registered.
     pub agency_active: Option<bool>,
-    /// The most recent earlier referral of the same client, from any agency.
+    /// The most recent earlier referral with the same fingerprint, from any
+    /// agency: a possible earlier referral of the same client.
     pub earlier_referral_id: Option<Uuid>,
+    pub earlier_agency_id: Option<String>,
 }
 
 /// Whether the agency may refer, and the client's latest earlier referral.
@@ -223,8 +245,13 @@ pub async fn submission_context(
                 SubmissionContext,
                 "SELECT (SELECT active FROM referral_intake.agency WHERE agency_id = $1) \
                    AS agency_active, \
-                 (SELECT referral_id FROM referral_intake.referral WHERE client_fingerprint = $2 \
-                  ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS earlier_referral_id",
+                 latest.referral_id AS \"earlier_referral_id?\", \
+                 latest.agency_id AS \"earlier_agency_id?\" \
+                 FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+                     SELECT referral_id, agency_id FROM referral_intake.referral \
+                     WHERE client_fingerprint = $2 \
+                     ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
+                 ) AS latest ON true",
                 agency_id,
                 current,
             )
@@ -236,14 +263,19 @@ pub async fn submission_context(
                 SubmissionContext,
                 "SELECT (SELECT active FROM referral_intake.agency WHERE agency_id = $1) \
                    AS agency_active, \
-                 (SELECT latest.referral_id FROM unnest($2::bytea[]) AS fingerprint (value) \
-                  CROSS JOIN LATERAL ( \
-                      SELECT referral_id, submitted_at FROM referral_intake.referral \
-                      WHERE client_fingerprint = fingerprint.value \
-                      ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
-                  ) AS latest \
-                  ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1) \
-                   AS earlier_referral_id",
+                 newest.referral_id AS \"earlier_referral_id?\", \
+                 newest.agency_id AS \"earlier_agency_id?\" \
+                 FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+                     SELECT latest.referral_id, latest.agency_id \
+                     FROM unnest($2::bytea[]) AS fingerprint (value) \
+                     CROSS JOIN LATERAL ( \
+                         SELECT referral_id, agency_id, submitted_at \
+                         FROM referral_intake.referral \
+                         WHERE client_fingerprint = fingerprint.value \
+                         ORDER BY submitted_at DESC, referral_id DESC LIMIT 1 \
+                     ) AS latest \
+                     ORDER BY latest.submitted_at DESC, latest.referral_id DESC LIMIT 1 \
+                 ) AS newest ON true",
                 agency_id,
                 all,
             )
@@ -509,16 +541,27 @@ pub async fn upsert_referrer(
     .await
 }
 
-/// Every referral of the client who made `referral_id`, locked, oldest first;
-/// just that one when the client's fingerprint is already gone.
+/// `referral_id` and every referral confirmed as the same client's (links
+/// followed both ways, transitively), locked, oldest first.
 pub async fn lock_referrals_of_client(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<Vec<ReferralRow>, sqlx::Error> {
+    // Confirmed links, followed both ways from `referral_id`: the client's
+    // referrals a coordinator joined, never a mere fingerprint match.
     select_referrals!(
-        "WHERE referral_id = $1 \
-            OR client_fingerprint = (SELECT client_fingerprint FROM referral_intake.referral \
-                                     WHERE referral_id = $1) \
+        "WHERE referral_id IN ( \
+             WITH RECURSIVE edge (from_id, to_id) AS ( \
+                 SELECT referral_id, earlier_referral_id FROM referral_intake.referral \
+                 WHERE link_state = 2 \
+                 UNION ALL \
+                 SELECT earlier_referral_id, referral_id FROM referral_intake.referral \
+                 WHERE link_state = 2), \
+             client (referral_id) AS ( \
+                 SELECT $1::uuid \
+                 UNION \
+                 SELECT edge.to_id FROM edge JOIN client ON edge.from_id = client.referral_id) \
+             SELECT referral_id FROM client) \
          ORDER BY submitted_at, referral_id FOR UPDATE",
         referral_id
     )
@@ -654,4 +697,62 @@ pub async fn store_rewrapped(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// A referral with an undecided possible link, locked, when it links to
+/// `earlier_referral_id`.
+pub async fn lock_possible_link(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    earlier_referral_id: Uuid,
+) -> Result<Option<ReferralRow>, sqlx::Error> {
+    select_referrals!(
+        "WHERE referral_id = $1 AND earlier_referral_id = $2 AND link_state = 1 FOR UPDATE",
+        referral_id,
+        earlier_referral_id
+    )
+    .fetch_optional(connection)
+    .await
+}
+
+/// Records a coordinator's decision on a possible link; returns the row.
+pub async fn decide_link(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    state: ReferralLinkState,
+    decided_by: &str,
+) -> Result<ReferralRow, sqlx::Error> {
+    sqlx::query!(
+        "UPDATE referral_intake.referral \
+         SET link_state = $2, link_decided_by = $3, link_decided_at = now() \
+         WHERE referral_id = $1",
+        referral_id,
+        state as i16,
+        decided_by
+    )
+    .execute(&mut *connection)
+    .await?;
+    select_referrals!("WHERE referral_id = $1", referral_id)
+        .fetch_one(connection)
+        .await
+}
+
+/// Referrals with an undecided possible link, oldest first, after `after`
+/// (submission time, ID).
+pub async fn list_possible_links(
+    connection: &mut PgConnection,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ReferralRow>, sqlx::Error> {
+    let (after_time, after_id) = after.unzip();
+    select_referrals!(
+        "WHERE link_state = 1 \
+           AND ($1::timestamptz IS NULL OR (submitted_at, referral_id) > ($1, $2)) \
+         ORDER BY submitted_at, referral_id LIMIT $3",
+        after_time,
+        after_id,
+        limit
+    )
+    .fetch_all(connection)
+    .await
 }

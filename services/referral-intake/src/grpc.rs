@@ -7,10 +7,11 @@
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
-    Agency, ClientIdentity, Demand, EraseClientRequest, EraseClientResponse,
-    ExportClientDataRequest, ExportClientDataResponse, GetReferralRequest, GetReferralResponse,
-    ListAgenciesRequest, ListAgenciesResponse, ListReferralsRequest, ListReferralsResponse,
-    OtherProfessional, Referral, ReferralDetails, ReferralStatus, Referrer, RegisterAgencyRequest,
+    Agency, ClientIdentity, DecideLinkRequest, DecideLinkResponse, Demand, EraseClientRequest,
+    EraseClientResponse, ExportClientDataRequest, ExportClientDataResponse, GetReferralRequest,
+    GetReferralResponse, ListAgenciesRequest, ListAgenciesResponse, ListPossibleLinksRequest,
+    ListPossibleLinksResponse, ListReferralsRequest, ListReferralsResponse, OtherProfessional,
+    Referral, ReferralDetails, ReferralLinkState, ReferralStatus, Referrer, RegisterAgencyRequest,
     RegisterAgencyResponse, RegisterReferrerRequest, RegisterReferrerResponse,
     SubmitReferralRequest, SubmitReferralResponse, WithdrawReferralRequest,
     WithdrawReferralResponse,
@@ -22,7 +23,9 @@ use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
-use cpm_runtime::grpc::values::{from_timestamp, optional_timestamp, require_id, timestamp};
+use cpm_runtime::grpc::values::{
+    from_timestamp, optional_timestamp, parse_id, require_id, timestamp,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -44,6 +47,8 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("RegisterAgency", &[Role::Admin]),
     ("ListAgencies", STAFF),
     ("RegisterReferrer", &[Role::Admin]),
+    ("ListPossibleLinks", STAFF),
+    ("DecideLink", STAFF),
     ("EraseClient", &[Role::Admin]),
     ("ExportClientData", &[Role::Admin]),
 ]);
@@ -92,7 +97,11 @@ fn demand_of(row: &ReferralRow) -> Option<Demand> {
 
 /// The referral as its agency sees it; identity and details only when
 /// `sealed` was opened (GetReferral, audited).
-fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>) -> Referral {
+/// The referral as `viewer` may see it: `Some(agency)` for a referrer, who
+/// sees a confirmed link only to their own agency's earlier referral (its
+/// ID would date and place another agency's work) and no undecided one;
+/// `None` for staff, who see every link and its state.
+fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>, viewer: Option<&str>) -> Referral {
     let (client, details) = match sealed {
         Some(sealed) => (
             Some(ClientIdentity {
@@ -136,6 +145,7 @@ fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>) -> Referral {
         ),
         None => (None, None),
     };
+    let link = LinkView::of(row, viewer);
     Referral {
         referral_id: row.referral_id.to_string(),
         agency_id: row.agency_id.clone(),
@@ -146,14 +156,50 @@ fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>) -> Referral {
         not_taken_on_reason: row.not_taken_on_reason.unwrap_or_default(),
         estimated_start: optional_timestamp(row.estimated_start),
         discharged_at: optional_timestamp(row.discharged_at),
-        earlier_referral_id: row
-            .earlier_referral_id
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
+        earlier_referral_id: link.confirmed.map(|id| id.to_string()).unwrap_or_default(),
+        possible_earlier_referral_id: link.possible.map(|id| id.to_string()).unwrap_or_default(),
+        link_state: link.state as i32,
         client,
         area: row.area.clone(),
         details,
         erased: row.erased_at.is_some(),
+    }
+}
+
+/// What a viewer sees of a referral's link to an earlier one.
+struct LinkView {
+    confirmed: Option<Uuid>,
+    possible: Option<Uuid>,
+    state: ReferralLinkState,
+}
+
+impl LinkView {
+    fn of(row: &ReferralRow, viewer: Option<&str>) -> Self {
+        let state = ReferralLinkState::try_from(i32::from(row.link_state)).unwrap_or_default();
+        let confirmed = (state == ReferralLinkState::Confirmed)
+            .then_some(row.earlier_referral_id)
+            .flatten();
+        match viewer {
+            None => Self {
+                confirmed,
+                possible: (state == ReferralLinkState::Possible)
+                    .then_some(row.earlier_referral_id)
+                    .flatten(),
+                state,
+            },
+            Some(agency) => {
+                let own = confirmed.filter(|_| row.earlier_agency_id.as_deref() == Some(agency));
+                Self {
+                    confirmed: own,
+                    possible: None,
+                    state: if own.is_some() {
+                        ReferralLinkState::Confirmed
+                    } else {
+                        ReferralLinkState::Unspecified
+                    },
+                }
+            }
+        }
     }
 }
 
@@ -255,7 +301,7 @@ impl ReferralIntakeService for ReferralIntake {
         )
         .await?;
         Ok(Response::new(SubmitReferralResponse {
-            referral: Some(to_proto(&submitted.row, None)),
+            referral: Some(to_proto(&submitted.row, None, Some(agency_id))),
             replayed: submitted.replayed,
         }))
     }
@@ -271,7 +317,7 @@ impl ReferralIntakeService for ReferralIntake {
         let (row, sealed) =
             commands::get_referral(&self.handle, &self.vault, caller, scope, referral_id).await?;
         Ok(Response::new(GetReferralResponse {
-            referral: Some(to_proto(&row, sealed)),
+            referral: Some(to_proto(&row, sealed, scope)),
         }))
     }
 
@@ -292,7 +338,10 @@ impl ReferralIntakeService for ReferralIntake {
         .await?;
         let next_page_token = page::finish_page(&mut rows, page.size, encode_page_token);
         Ok(Response::new(ListReferralsResponse {
-            referrals: rows.iter().map(|row| to_proto(row, None)).collect(),
+            referrals: rows
+                .iter()
+                .map(|row| to_proto(row, None, Some(agency_id)))
+                .collect(),
             next_page_token,
         }))
     }
@@ -306,7 +355,50 @@ impl ReferralIntakeService for ReferralIntake {
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
         let row = commands::withdraw_referral(&self.handle, agency_id, referral_id).await?;
         Ok(Response::new(WithdrawReferralResponse {
-            referral: Some(to_proto(&row, None)),
+            referral: Some(to_proto(&row, None, Some(agency_id))),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_possible_links(
+        &self,
+        request: Request<ListPossibleLinksRequest>,
+    ) -> Result<Response<ListPossibleLinksResponse>, Status> {
+        let mut violations = FieldViolations::new();
+        let size = page::page_size(request.get_ref().page_size, &mut violations);
+        let after = page::time_and_id(&request.get_ref().page_token, &mut violations);
+        violations.into_result()?;
+        let mut rows = commands::list_possible_links(&self.handle, after, size + 1).await?;
+        let next_page_token = page::finish_page(&mut rows, size, encode_page_token);
+        Ok(Response::new(ListPossibleLinksResponse {
+            referrals: rows.iter().map(|row| to_proto(row, None, None)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn decide_link(
+        &self,
+        request: Request<DecideLinkRequest>,
+    ) -> Result<Response<DecideLinkResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
+        let earlier = parse_id(
+            "earlier_referral_id",
+            &request.earlier_referral_id,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let (Some(referral_id), Some(earlier)) = (referral_id, earlier) else {
+            unreachable!("no violation means both IDs");
+        };
+        let row =
+            commands::decide_link(&self.handle, caller, referral_id, earlier, request.confirm)
+                .await?;
+        Ok(Response::new(DecideLinkResponse {
+            referral: Some(to_proto(&row, None, None)),
         }))
     }
 
@@ -395,9 +487,8 @@ impl ReferralIntakeService for ReferralIntake {
 mod tests {
     use super::*;
 
-    #[test]
-    fn page_tokens_round_trip_and_garbage_is_refused() {
-        let row = ReferralRow {
+    fn row() -> ReferralRow {
+        ReferralRow {
             referral_id: Uuid::now_v7(),
             agency_id: "a".into(),
             request_hash: vec![],
@@ -424,7 +515,14 @@ mod tests {
             police_staff_hours: None,
             safeguarding_reports: None,
             erased_at: None,
-        };
+            link_state: 0,
+            earlier_agency_id: None,
+        }
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let row = row();
         let token = encode_page_token(&row);
         let mut violations = FieldViolations::new();
         assert_eq!(
@@ -438,5 +536,49 @@ mod tests {
             None
         );
         assert_eq!(violations.fields().count(), 2);
+    }
+
+    fn linked(state: ReferralLinkState, earlier_agency: &str) -> ReferralRow {
+        ReferralRow {
+            earlier_referral_id: Some(Uuid::now_v7()),
+            link_state: state as i16,
+            earlier_agency_id: Some(earlier_agency.into()),
+            ..row()
+        }
+    }
+
+    #[test]
+    fn a_referrer_sees_only_a_confirmed_link_within_their_agency() {
+        let own = linked(ReferralLinkState::Confirmed, "agency-a");
+        let view = LinkView::of(&own, Some("agency-a"));
+        assert_eq!(view.confirmed, own.earlier_referral_id);
+        assert_eq!(view.state, ReferralLinkState::Confirmed);
+
+        let other = linked(ReferralLinkState::Confirmed, "agency-b");
+        let view = LinkView::of(&other, Some("agency-a"));
+        assert_eq!((view.confirmed, view.possible), (None, None));
+        assert_eq!(view.state, ReferralLinkState::Unspecified);
+
+        let possible = linked(ReferralLinkState::Possible, "agency-a");
+        let view = LinkView::of(&possible, Some("agency-a"));
+        assert_eq!((view.confirmed, view.possible), (None, None));
+    }
+
+    #[test]
+    fn staff_see_every_link_and_only_a_confirmed_one_counts() {
+        let possible = linked(ReferralLinkState::Possible, "agency-b");
+        let view = LinkView::of(&possible, None);
+        assert_eq!(view.confirmed, None);
+        assert_eq!(view.possible, possible.earlier_referral_id);
+        assert_eq!(view.state, ReferralLinkState::Possible);
+        let rejected = linked(ReferralLinkState::Rejected, "agency-b");
+        let view = LinkView::of(&rejected, None);
+        assert_eq!((view.confirmed, view.possible), (None, None));
+        assert_eq!(view.state, ReferralLinkState::Rejected);
+        let confirmed = linked(ReferralLinkState::Confirmed, "agency-b");
+        assert_eq!(
+            LinkView::of(&confirmed, None).confirmed,
+            confirmed.earlier_referral_id
+        );
     }
 }

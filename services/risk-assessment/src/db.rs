@@ -683,3 +683,20 @@ pub async fn forget_client_text(
     .rows_affected();
     Ok(checks + assessments + reviews)
 }
+
+/// Joins a referral's assessment to the client's earlier referral; the
+/// assessment's ID, or `None` when the referral has no assessment yet.
+pub async fn link_earlier_referral(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    earlier_referral_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "UPDATE risk_assessment.assessment SET earlier_referral_id = $2 \
+         WHERE referral_id = $1 RETURNING assessment_id",
+        referral_id,
+        earlier_referral_id
+    )
+    .fetch_optional(connection)
+    .await
+}

@@ -1,12 +1,14 @@
 //! The `referrals` consumer: a submitted referral opens an assessment in its
-//! area's queue; a withdrawn one closes an assessment that is still open.
-//! Both effects are idempotent on their own (a referral has at most one
-//! assessment; only an OPEN assessment closes), on top of the inbox.
+//! area's queue; a withdrawn one closes an assessment that is still open; a
+//! confirmed link to an earlier referral of the same client shows that
+//! client's earlier assessments. Each effect is idempotent on its own (a
+//! referral has at most one assessment; only an OPEN assessment closes; a
+//! link is set, not added), on top of the inbox.
 
 use chrono::Utc;
 use cpm_proto::v1::{
-    AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralSubmitted,
-    ReferralWithdrawn,
+    AssessmentOpened, AssessmentState, ContactActivity, ContactLogged, ReferralLinked,
+    ReferralSubmitted, ReferralWithdrawn,
 };
 use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outbox, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
@@ -42,6 +44,7 @@ pub fn referrals() -> Router<ReferralEvents> {
     Router::new(crate::NAME, "referrals", ReferralEvents)
         .on::<ReferralSubmitted>()
         .on::<ReferralWithdrawn>()
+        .on::<ReferralLinked>()
         .on_erasure()
 }
 
@@ -56,11 +59,10 @@ impl On<ReferralSubmitted> for ReferralEvents {
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&event.referral_id)?;
-        let earlier_referral_id = if event.earlier_referral_id.is_empty() {
-            None
-        } else {
-            Some(self::referral_id(&event.earlier_referral_id)?)
-        };
+        // A fingerprint match is not a link: only `referral.linked`, sent
+        // when a coordinator confirms one, joins two referrals here (an
+        // event from before that rule may still carry an unconfirmed one).
+        let earlier_referral_id = None;
         let assessment_id = Uuid::now_v7();
         let opened = db::insert_assessment(
             connection,
@@ -135,6 +137,36 @@ impl On<ReferralWithdrawn> for ReferralEvents {
             audit(connection, assessment_id, "closed", "referral withdrawn").await?;
         }
         tracing::info!(%referral_id, closed = closed.is_some(), "referral withdrawn");
+        Ok(())
+    }
+}
+
+impl On<ReferralLinked> for ReferralEvents {
+    /// Shows the earlier referral's assessments with this referral's.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        event: ReferralLinked,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&event.referral_id)?;
+        let earlier_referral_id = self::referral_id(&event.earlier_referral_id)?;
+        let Some(assessment_id) =
+            db::link_earlier_referral(connection, referral_id, earlier_referral_id).await?
+        else {
+            // Submitted, but its assessment not opened yet: try again later.
+            return Err(HandlerError::Transient(format!(
+                "no assessment yet for linked referral {referral_id}"
+            )));
+        };
+        audit(
+            connection,
+            assessment_id,
+            "linked",
+            &format!("same client as referral {earlier_referral_id}"),
+        )
+        .await?;
+        tracing::info!(%referral_id, %earlier_referral_id, "earlier referral linked");
         Ok(())
     }
 }
