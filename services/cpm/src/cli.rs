@@ -264,6 +264,20 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 "re-wrapped {} data keys; {} were already under the current key",
                 summary.rewrapped, summary.already_current
             );
+            // Every service's own client keys, under which it seals free text.
+            for target in Target::ALL {
+                let service = target.service();
+                let pool = cpm_runtime::db::pool(&settings.platform.database, service.schema())
+                    .map_err(|error| fail(error.into()))?;
+                let (rewrapped, current) = cpm_runtime::client_keys::rewrap_all(&pool, &keys)
+                    .await
+                    .map_err(fail)?;
+                println!(
+                    "{}: re-wrapped {rewrapped} client keys; {current} were already current",
+                    service.name()
+                );
+                pool.close().await;
+            }
             Ok(())
         }
         Command::DeadLetters { replay, limit } => {

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod client_keys;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -6,8 +6,9 @@
 //! be fixed by retrying.
 //!
 //! `client.erased` is routed once for every service by
-//! [`Router::on_erasure`]: a service supplies only what it forgets
-//! ([`Forget`]); decoding, the referral ID and the log are here.
+//! [`Router::on_erasure`]: it shreds the service's key for that client
+//! ([`crate::client_keys`]) and a service supplies only what else it
+//! forgets ([`Forget`]); decoding, the referral ID and the log are here.
 
 use std::future::Future;
 
@@ -84,6 +85,9 @@ fn dispatch_erasure<'a, S: Forget>(
 ) -> BoxFuture<'a, Result<(), HandlerError>> {
     Box::pin(async move {
         let referral_id = referral_id(&received.decode::<ClientErased>()?.referral_id)?;
+        // First the service's client key: what it sealed is shredded, and
+        // nothing new is sealed for this client after.
+        crate::client_keys::shred(tx, referral_id).await?;
         let forgotten = state.forget(tx, referral_id).await?;
         tracing::info!(%referral_id, forgotten, what = S::WHAT, "an erased client's data dropped");
         Ok(())

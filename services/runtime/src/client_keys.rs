@@ -1,0 +1,196 @@
+//! Free text a service holds about a client, sealed under a key of that
+//! client's own (crypto-shredding). Each service keeps its keys in its own
+//! schema (`client_key`), wrapped by the master key; `client.erased`
+//! shreds the key and leaves a tombstone ([`crate::bus::Router::on_erasure`]
+//! does it for every service), after which:
+//!
+//! - what was sealed no longer opens, in the database, its WAL and any
+//!   backup taken after the erasure (a backup from before it holds the
+//!   wrapped key too: backups must expire, see docs/operations.md);
+//! - nothing new is sealed for that client ([`SealError::Erased`]),
+//!   whatever order the erasure and later events or calls arrive in.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::crypto::KeyRing;
+
+/// Why text could not be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The client was erased: nothing new about them is kept.
+    #[error("the client's personal data was erased; nothing new about them is accepted")]
+    Erased,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("a sealed record does not open: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// Seals and opens one service's free text per client.
+#[derive(Clone)]
+pub struct ClientKeys {
+    keys: KeyRing,
+}
+
+impl ClientKeys {
+    pub fn new(keys: KeyRing) -> Self {
+        Self { keys }
+    }
+
+    /// `text` sealed under the client's key (made on first use), bound to
+    /// the client, so it cannot be moved to another's row.
+    pub async fn seal(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+        text: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let (candidate, wrapped) = self.keys.new_data_key();
+        // Dynamic: every schema has a client_key; search_path picks the service's.
+        sqlx::query(
+            "INSERT INTO client_key (referral_id, wrapped_data_key) VALUES ($1, $2) \
+             ON CONFLICT (referral_id) DO NOTHING",
+        )
+        .bind(referral_id)
+        .bind(&wrapped)
+        .execute(&mut *connection)
+        .await?;
+        let stored = wrapped_key(connection, referral_id).await?;
+        let Some(stored) = stored.flatten() else {
+            return Err(SealError::Erased);
+        };
+        let key = if stored == wrapped {
+            candidate
+        } else {
+            self.keys.unwrap_data_key(&stored)?.0
+        };
+        Ok(key.seal(text, referral_id.as_bytes()))
+    }
+
+    /// Seals `text` when there is any; empty text stays empty (and needs no key).
+    pub async fn seal_text(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+        text: &str,
+    ) -> Result<Option<Vec<u8>>, SealError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        self.seal(connection, referral_id, text.as_bytes())
+            .await
+            .map(Some)
+    }
+
+    /// What `sealed` holds; `None` once the client was erased.
+    pub async fn open(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>, SealError> {
+        let Some(Some(wrapped)) = wrapped_key(connection, referral_id).await? else {
+            return Ok(None);
+        };
+        let (key, _) = self.keys.unwrap_data_key(&wrapped)?;
+        Ok(Some(key.open(sealed, referral_id.as_bytes())?))
+    }
+
+    /// [`Self::open`] as text; "" when there was none or it was erased.
+    pub async fn open_text(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+        sealed: Option<&[u8]>,
+    ) -> Result<String, SealError> {
+        let Some(sealed) = sealed else {
+            return Ok(String::new());
+        };
+        Ok(self
+            .open(connection, referral_id, sealed)
+            .await?
+            .map(|plain| String::from_utf8_lossy(&plain).into_owned())
+            .unwrap_or_default())
+    }
+}
+
+/// `None`: no key yet; `Some(None)`: shredded.
+async fn wrapped_key(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<Option<Option<Vec<u8>>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT wrapped_data_key FROM client_key WHERE referral_id = $1")
+        .bind(referral_id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// Shreds the client's key and leaves the tombstone; true when this call
+/// erased it (false when it already was).
+pub async fn shred(connection: &mut PgConnection, referral_id: Uuid) -> Result<bool, sqlx::Error> {
+    let shredded = sqlx::query(
+        "INSERT INTO client_key (referral_id, wrapped_data_key, erased_at) \
+         VALUES ($1, NULL, now()) \
+         ON CONFLICT (referral_id) DO UPDATE \
+         SET wrapped_data_key = NULL, erased_at = now() \
+         WHERE client_key.erased_at IS NULL",
+    )
+    .bind(referral_id)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(shredded == 1)
+}
+
+/// Whether the client was erased: what a service checks before keeping
+/// anything new about them that is not sealed (categories, say).
+pub async fn is_erased(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    Ok(matches!(
+        wrapped_key(connection, referral_id).await?,
+        Some(None)
+    ))
+}
+
+/// Re-wraps every live client key of one service's schema that is still
+/// under a previous master key, in batches that commit on their own;
+/// returns (re-wrapped, already current).
+pub async fn rewrap_all(pool: &sqlx::PgPool, keys: &KeyRing) -> anyhow::Result<(u64, u64)> {
+    let (mut rewrapped, mut current) = (0, 0);
+    let mut after = Uuid::nil();
+    loop {
+        let mut transaction = pool.begin().await?;
+        let batch: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT referral_id, wrapped_data_key FROM client_key \
+             WHERE referral_id > $1 AND wrapped_data_key IS NOT NULL \
+             ORDER BY referral_id LIMIT 100 FOR UPDATE",
+        )
+        .bind(after)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let Some((last, _)) = batch.last() else {
+            transaction.commit().await?;
+            return Ok((rewrapped, current));
+        };
+        after = *last;
+        for (referral_id, wrapped) in &batch {
+            let (_, is_current) = keys.unwrap_data_key(wrapped).map_err(|_| {
+                anyhow::anyhow!("the key of client {referral_id} opens with no configured key")
+            })?;
+            if is_current {
+                current += 1;
+                continue;
+            }
+            sqlx::query("UPDATE client_key SET wrapped_data_key = $2 WHERE referral_id = $1")
+                .bind(referral_id)
+                .bind(keys.rewrap(wrapped)?)
+                .execute(&mut *transaction)
+                .await?;
+            rewrapped += 1;
+        }
+        transaction.commit().await?;
+    }
+}
