@@ -173,3 +173,148 @@ async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_o
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+async fn open_case_file(
+    env: &TestEnv,
+    contacts: &ContactLoggingServiceClient<crate::harness::Authed>,
+    referral_id: &str,
+) {
+    let allocation = AllocationConfirmed {
+        allocation_id: uuid::Uuid::now_v7().to_string(),
+        referral_id: referral_id.into(),
+        agency_id: "agency-sealed".into(),
+        area: "Sealed".into(),
+        mentor_ids: vec![uuid::Uuid::now_v7().to_string()],
+        ..Default::default()
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &allocation);
+    publish_raw(env, AllocationConfirmed::TYPE, &envelope.encode_to_vec()).await;
+    eventually(Duration::from_secs(20), "the case file opens", || {
+        let mut contacts = contacts.clone();
+        let referral_id = referral_id.to_owned();
+        async move {
+            contacts
+                .get_case_file(GetCaseFileRequest { referral_id })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+}
+
+async fn erase(env: &TestEnv, referral_id: &str) {
+    let erased = cpm_proto::v1::ClientErased {
+        referral_id: referral_id.into(),
+        agency_id: "agency-sealed".into(),
+        erased_at: None,
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("referral-intake", &erased);
+    publish_raw(
+        env,
+        cpm_proto::v1::ClientErased::TYPE,
+        &envelope.encode_to_vec(),
+    )
+    .await;
+}
+
+fn contact(referral_id: &str, summary: &str) -> LogContactRequest {
+    LogContactRequest {
+        referral_id: referral_id.into(),
+        activity: ContactActivity::Telephone as i32,
+        minutes: 20,
+        summary: summary.into(),
+        ..LogContactRequest::default()
+    }
+}
+
+/// A contact's summary is stored sealed under the client's key, never in
+/// plaintext; erasure shreds the key, and after it nothing new about the
+/// client is accepted, whichever of erasure and allocation came first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_are_sealed_shredded_on_erasure_and_refused_after_it() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::CONTACT_LOGGING]).await;
+    let channel = connect(&platform).await;
+    let mut contacts = ContactLoggingServiceClient::new(env.coordinator(&channel));
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    open_case_file(&env, &contacts, &referral_id).await;
+    let secret = "spoke about SECRET-SUMMARY-7731 and the court date";
+    let logged = contacts
+        .log_contact(contact(&referral_id, secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    assert_eq!(logged.summary, secret);
+
+    let pool = env.database().await;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM contact_logging.contact WHERE summary_sealed IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM contact_logging.contact WHERE summary LIKE '%SECRET-SUMMARY%' \
+             OR position(convert_to('SECRET-SUMMARY', 'UTF8') in summary_sealed) > 0"
+        )
+        .await,
+        0,
+        "no readable copy of the summary in the table"
+    );
+
+    erase(&env, &referral_id).await;
+    eventually(Duration::from_secs(20), "the client's key is shredded", || async {
+        count("SELECT count(*) FROM contact_logging.client_key WHERE erased_at IS NOT NULL AND wrapped_data_key IS NULL").await == 1
+    })
+    .await;
+    let listed = contacts
+        .list_contacts(ListContactsRequest {
+            referral_id: referral_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    assert_eq!(listed.len(), 1, "the contact still counts");
+    assert_eq!(listed[0].summary, "");
+    let refused = contacts
+        .log_contact(contact(&referral_id, "anything"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+
+    // The erasure arrives before the allocation: still nothing new is kept.
+    let erased_first = uuid::Uuid::now_v7().to_string();
+    erase(&env, &erased_first).await;
+    eventually(Duration::from_secs(20), "the tombstone is laid", || async {
+        count("SELECT count(*) FROM contact_logging.client_key WHERE erased_at IS NOT NULL").await
+            == 2
+    })
+    .await;
+    open_case_file(&env, &contacts, &erased_first).await;
+    let refused = contacts
+        .log_contact(contact(&erased_first, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        count("SELECT count(*) FROM contact_logging.contact").await,
+        1,
+        "a refused contact changes nothing"
+    );
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

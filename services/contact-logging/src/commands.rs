@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged};
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::client_keys::{ClientKeys, Opener, SealError};
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgConnection;
@@ -33,6 +34,12 @@ pub enum CaseError {
         .0.as_str_name()
     )]
     NotOpenToDischarge(CaseState),
+    /// The client was erased: no new text about them is kept.
+    #[error("the client's personal data was erased; nothing new about them is accepted")]
+    Erased,
+    /// A sealed record that does not open: logged, not shown.
+    #[error("a sealed record does not open")]
+    Unreadable(#[source] cpm_runtime::client_keys::SealError),
     /// A field that only the case file shows to be wrong.
     #[error("invalid request")]
     Invalid(FieldViolations),
@@ -45,11 +52,22 @@ impl From<CaseError> for ApiError {
         match error {
             CaseError::NotFound => ApiError::NotFound(error.to_string()),
             CaseError::Denied(message) => ApiError::PermissionDenied(message),
-            CaseError::ClosedToContacts(_) | CaseError::NotOpenToDischarge(_) => {
-                ApiError::FailedPrecondition(error.to_string())
-            }
+            CaseError::ClosedToContacts(_)
+            | CaseError::NotOpenToDischarge(_)
+            | CaseError::Erased => ApiError::FailedPrecondition(error.to_string()),
             CaseError::Invalid(violations) => ApiError::InvalidArgument(violations),
+            CaseError::Unreadable(error) => ApiError::Internal(error.into()),
             CaseError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<SealError> for CaseError {
+    fn from(error: SealError) -> Self {
+        match error {
+            SealError::Erased => CaseError::Erased,
+            SealError::Database(error) => CaseError::Database(error),
+            crypto @ SealError::Crypto(_) => CaseError::Unreadable(crypto),
         }
     }
 }
@@ -64,6 +82,30 @@ fn case_state(row: &CaseFileRow) -> CaseState {
     CaseState::try_from(row.state).unwrap_or_default()
 }
 
+/// The discharge reason opened under the client's key (legacy rows: their
+/// plaintext); "" once the client was erased.
+fn open_case_file(mut row: CaseFileRow, opener: Option<&Opener>) -> Result<CaseFileRow, CaseError> {
+    if let Some(sealed) = row.discharge_reason_sealed.take() {
+        row.discharge_reason = Some(match opener {
+            Some(opener) => opener.open_text(Some(&sealed))?,
+            None => String::new(),
+        });
+    }
+    Ok(row)
+}
+
+/// A contact's summary opened under the client's key (legacy rows: their
+/// plaintext); "" once the client was erased.
+fn open_contact(mut row: ContactRow, opener: Option<&Opener>) -> Result<ContactRow, CaseError> {
+    if let Some(sealed) = row.summary_sealed.take() {
+        row.summary = match opener {
+            Some(opener) => opener.open_text(Some(&sealed))?,
+            None => String::new(),
+        };
+    }
+    Ok(row)
+}
+
 /// The case file of `referral_id` when `access` admits it, locked as `lock` says.
 async fn admitted_case_file(
     connection: &mut PgConnection,
@@ -75,19 +117,23 @@ async fn admitted_case_file(
     access.admit(case_file, |row| &row.mentor_ids)
 }
 
-/// The case file of a referral.
+/// The case file of a referral, its free text opened.
 pub async fn case_file(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     access: &CaseAccess,
     referral_id: Uuid,
 ) -> Result<CaseFileRow, CaseError> {
     let mut connection = handle.pool().acquire().await?;
-    admitted_case_file(&mut connection, access, referral_id, CaseLock::None).await
+    let row = admitted_case_file(&mut connection, access, referral_id, CaseLock::None).await?;
+    let opener = keys.opener(&mut connection, referral_id).await?;
+    open_case_file(row, opener.as_ref())
 }
 
 /// Logs a contact on an open case file, and announces it.
 pub async fn log_contact(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     caller: &Caller,
     access: &CaseAccess,
     contact: &NewContact,
@@ -108,6 +154,14 @@ pub async fn log_contact(
         violations.add("occurred_at", "must not be before the case file opened");
         return Err(CaseError::Invalid(violations));
     }
+    // Refused once the client was erased, even with an empty summary: the
+    // contact itself is something new about them.
+    if cpm_runtime::client_keys::is_erased(&mut transaction, case_file.referral_id).await? {
+        return Err(CaseError::Erased);
+    }
+    let summary_sealed = keys
+        .seal_text(&mut transaction, case_file.referral_id, &contact.summary)
+        .await?;
     let row = db::insert_contact(
         &mut transaction,
         &db::NewContactRow {
@@ -118,7 +172,7 @@ pub async fn log_contact(
             occurred_at: contact.occurred_at,
             logged_by: &caller.subject,
             logged_by_role: caller.role.as_str(),
-            summary: &contact.summary,
+            summary_sealed: summary_sealed.as_deref(),
             concern_raised: contact.concern_raised,
         },
     )
@@ -145,13 +199,18 @@ pub async fn log_contact(
         concern_raised = row.concern_raised,
         "contact logged"
     );
-    Ok(row)
+    Ok(ContactRow {
+        summary: contact.summary.clone(),
+        summary_sealed: None,
+        ..row
+    })
 }
 
 /// One page of a case file's contacts, newest first, after `after`
 /// (when it happened, when it was logged, its ID); `limit` rows at most.
 pub async fn list_contacts(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     access: &CaseAccess,
     referral_id: Uuid,
     after: Option<(DateTime<Utc>, DateTime<Utc>, Uuid)>,
@@ -161,13 +220,17 @@ pub async fn list_contacts(
     let case_file =
         admitted_case_file(&mut transaction, access, referral_id, CaseLock::None).await?;
     let rows = db::list_contacts(&mut transaction, case_file.case_file_id, after, limit).await?;
+    let opener = keys.opener(&mut transaction, referral_id).await?;
     transaction.commit().await?;
-    Ok(rows)
+    rows.into_iter()
+        .map(|row| open_contact(row, opener.as_ref()))
+        .collect()
 }
 
 /// Closes an open case file, and announces the discharge.
 pub async fn discharge(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     caller: &Caller,
     access: &CaseAccess,
     order: &DischargeOrder,
@@ -184,13 +247,16 @@ pub async fn discharge(
     if state != CaseState::Open {
         return Err(CaseError::NotOpenToDischarge(state));
     }
+    let reason_sealed = keys
+        .seal_text(&mut transaction, case_file.referral_id, &order.reason)
+        .await?;
     let discharged_at = db::discharge_case_file(
         &mut transaction,
         case_file.case_file_id,
         CaseState::Open as i32,
         CaseState::Discharged as i32,
         &caller.subject,
-        &order.reason,
+        reason_sealed.as_deref(),
     )
     .await?
     .ok_or(CaseError::NotOpenToDischarge(state))?;
@@ -208,6 +274,8 @@ pub async fn discharge(
     .await?;
     let row =
         admitted_case_file(&mut transaction, access, order.referral_id, CaseLock::None).await?;
+    let opener = keys.opener(&mut transaction, order.referral_id).await?;
+    let row = open_case_file(row, opener.as_ref())?;
     transaction.commit().await?;
     tracing::info!(case_file_id = %row.case_file_id, "case discharged");
     Ok(row)

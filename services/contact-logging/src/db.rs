@@ -15,7 +15,9 @@ pub struct CaseFileRow {
     pub opened_at: DateTime<Utc>,
     pub discharged_at: Option<DateTime<Utc>>,
     pub discharged_by: Option<String>,
+    /// Legacy plaintext; opened from `discharge_reason_sealed` by commands.
     pub discharge_reason: Option<String>,
+    pub discharge_reason_sealed: Option<Vec<u8>>,
     pub mentor_ids: Vec<String>,
     pub contacts: i64,
     pub minutes: i64,
@@ -31,7 +33,9 @@ pub struct ContactRow {
     pub occurred_at: DateTime<Utc>,
     pub logged_by: String,
     pub logged_by_role: String,
+    /// Legacy plaintext; opened from `summary_sealed` by commands.
     pub summary: String,
+    pub summary_sealed: Option<Vec<u8>>,
     pub concern_raised: bool,
     pub logged_at: DateTime<Utc>,
 }
@@ -54,7 +58,7 @@ macro_rules! case_file_of_referral {
         sqlx::query_as!(
             CaseFileRow,
             "SELECT case_file.case_file_id, referral_id, agency_id, area, state, opened_at, \
-               discharged_at, discharged_by, discharge_reason, \
+               discharged_at, discharged_by, discharge_reason, discharge_reason_sealed, \
                ARRAY(SELECT mentor_id FROM contact_logging.case_mentor \
                      WHERE case_mentor.case_file_id = case_file.case_file_id ORDER BY mentor_id) \
                  AS \"mentor_ids!\", \
@@ -154,7 +158,8 @@ pub struct NewContactRow<'a> {
     pub occurred_at: DateTime<Utc>,
     pub logged_by: &'a str,
     pub logged_by_role: &'a str,
-    pub summary: &'a str,
+    /// The summary sealed under the client's key.
+    pub summary_sealed: Option<&'a [u8]>,
     pub concern_raised: bool,
 }
 
@@ -166,10 +171,10 @@ pub async fn insert_contact(
     sqlx::query_as!(
         ContactRow,
         "INSERT INTO contact_logging.contact (contact_id, case_file_id, activity, minutes, \
-         occurred_at, logged_by, logged_by_role, summary, concern_raised) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         occurred_at, logged_by, logged_by_role, summary, summary_sealed, concern_raised) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9) \
          RETURNING contact_id, case_file_id, activity, minutes, occurred_at, \
-         logged_by, logged_by_role, summary, concern_raised, logged_at",
+         logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at",
         contact.contact_id,
         contact.case_file_id,
         contact.activity,
@@ -177,7 +182,7 @@ pub async fn insert_contact(
         contact.occurred_at,
         contact.logged_by,
         contact.logged_by_role,
-        contact.summary,
+        contact.summary_sealed,
         contact.concern_raised,
     )
     .fetch_one(connection)
@@ -194,7 +199,7 @@ pub async fn list_contacts(
     sqlx::query_as!(
         ContactRow,
         "SELECT contact_id, case_file_id, activity, minutes, occurred_at, \
-         logged_by, logged_by_role, summary, concern_raised, logged_at \
+         logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at \
          FROM contact_logging.contact WHERE case_file_id = $1 \
          AND ($2::timestamptz IS NULL OR (occurred_at, logged_at, contact_id) < ($2, $3, $4)) \
          ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC LIMIT $5",
@@ -216,19 +221,19 @@ pub async fn discharge_case_file(
     open_state: i32,
     discharged_state: i32,
     discharged_by: &str,
-    reason: &str,
+    reason_sealed: Option<&[u8]>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     // The column is nullable, but this statement has just set it.
     sqlx::query_scalar!(
         "UPDATE contact_logging.case_file SET state = $3, discharged_at = now(), \
-         discharged_by = $4, discharge_reason = $5 \
+         discharged_by = $4, discharge_reason = '', discharge_reason_sealed = $5 \
          WHERE case_file_id = $1 AND state = $2 \
          RETURNING discharged_at AS \"discharged_at!\"",
         case_file_id,
         open_state,
         discharged_state,
         discharged_by,
-        reason
+        reason_sealed
     )
     .fetch_optional(connection)
     .await
@@ -277,15 +282,17 @@ pub async fn close_case_file_if_ended(
     Ok(closed == 1)
 }
 
-/// Drops the free text held about an erased client: contact summaries and
-/// the discharge reason. Activities, minutes and dates stay, as counts.
+/// Drops the free text held about an erased client: its sealed copies (the
+/// client's key is already shredded; this leaves nothing even to attack)
+/// and any legacy plaintext. Activities, minutes and dates stay, as counts.
 /// Returns the rows changed.
 pub async fn forget_client_text(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
     let contacts = sqlx::query!(
-        "UPDATE contact_logging.contact SET summary = '' WHERE summary <> '' AND case_file_id IN \
+        "UPDATE contact_logging.contact SET summary = '', summary_sealed = NULL \
+         WHERE (summary <> '' OR summary_sealed IS NOT NULL) AND case_file_id IN \
          (SELECT case_file_id FROM contact_logging.case_file WHERE referral_id = $1)",
         referral_id
     )
@@ -293,8 +300,10 @@ pub async fn forget_client_text(
     .await?
     .rows_affected();
     let case_files = sqlx::query!(
-        "UPDATE contact_logging.case_file SET discharge_reason = '' \
-         WHERE discharge_reason <> '' AND referral_id = $1",
+        "UPDATE contact_logging.case_file \
+         SET discharge_reason = '', discharge_reason_sealed = NULL \
+         WHERE (discharge_reason <> '' OR discharge_reason_sealed IS NOT NULL) \
+           AND referral_id = $1",
         referral_id
     )
     .execute(connection)

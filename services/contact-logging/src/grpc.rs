@@ -12,6 +12,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
+use cpm_runtime::client_keys::ClientKeys;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
@@ -34,11 +35,13 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
 
 pub struct ContactLogging {
     handle: ServiceHandle,
+    /// Seals and opens the free text kept about each client.
+    keys: ClientKeys,
 }
 
 impl ContactLogging {
-    pub fn new(handle: ServiceHandle) -> Self {
-        Self { handle }
+    pub fn new(handle: ServiceHandle, keys: ClientKeys) -> Self {
+        Self { handle, keys }
     }
 }
 
@@ -95,7 +98,7 @@ impl ContactLoggingService for ContactLogging {
     ) -> Result<Response<GetCaseFileResponse>, Status> {
         let access = CaseAccess::of(Caller::of(&request)?)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let row = commands::case_file(&self.handle, &access, referral_id).await?;
+        let row = commands::case_file(&self.handle, &self.keys, &access, referral_id).await?;
         Ok(Response::new(GetCaseFileResponse {
             case_file: Some(case_file_to_proto(&row)),
         }))
@@ -109,7 +112,8 @@ impl ContactLoggingService for ContactLogging {
         let caller = Caller::of(&request)?;
         let access = CaseAccess::of(caller)?;
         let contact = NewContact::parse(request.get_ref(), Utc::now())?;
-        let row = commands::log_contact(&self.handle, caller, &access, &contact).await?;
+        let row =
+            commands::log_contact(&self.handle, &self.keys, caller, &access, &contact).await?;
         Ok(Response::new(LogContactResponse {
             contact: Some(contact_to_proto(&row)),
         }))
@@ -126,9 +130,15 @@ impl ContactLoggingService for ContactLogging {
         let page_size = page::page_size(request.get_ref().page_size, &mut violations);
         let after = decode_contact_token(&request.get_ref().page_token, &mut violations);
         violations.into_result()?;
-        let mut rows =
-            commands::list_contacts(&self.handle, &access, referral_id, after, page_size + 1)
-                .await?;
+        let mut rows = commands::list_contacts(
+            &self.handle,
+            &self.keys,
+            &access,
+            referral_id,
+            after,
+            page_size + 1,
+        )
+        .await?;
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {
             page::encode_token(&[
                 &page::instant_part(row.occurred_at),
@@ -150,7 +160,7 @@ impl ContactLoggingService for ContactLogging {
         let caller = Caller::of(&request)?;
         let access = CaseAccess::of(caller)?;
         let order = DischargeOrder::parse(request.get_ref())?;
-        let row = commands::discharge(&self.handle, caller, &access, &order).await?;
+        let row = commands::discharge(&self.handle, &self.keys, caller, &access, &order).await?;
         Ok(Response::new(DischargeResponse {
             case_file: Some(case_file_to_proto(&row)),
         }))
@@ -175,6 +185,7 @@ mod tests {
             discharged_at: None,
             discharged_by: None,
             discharge_reason: None,
+            discharge_reason_sealed: None,
             mentor_ids: vec!["m-1".into(), "m-2".into()],
             contacts: 3,
             minutes: i64::from(i32::MAX) + 1,

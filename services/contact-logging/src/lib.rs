@@ -82,7 +82,10 @@ impl Service for Descriptor {
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
         context.spawn_consumer(&handle, events::allocations());
-        let service = grpc::ContactLogging::new(handle);
+        let service = grpc::ContactLogging::new(
+            handle,
+            cpm_runtime::client_keys::ClientKeys::new(context.keys.clone()),
+        );
         routes.add_service(Self::guard(
             context,
             ContactLoggingServiceServer::new(service)

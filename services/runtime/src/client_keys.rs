@@ -115,6 +115,39 @@ impl ClientKeys {
     }
 }
 
+impl ClientKeys {
+    /// The client's key, unwrapped once, for opening many records of the
+    /// same client; `None` when the client has no key or was erased.
+    pub async fn opener(
+        &self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+    ) -> Result<Option<Opener>, SealError> {
+        let Some(Some(wrapped)) = wrapped_key(connection, referral_id).await? else {
+            return Ok(None);
+        };
+        let (key, _) = self.keys.unwrap_data_key(&wrapped)?;
+        Ok(Some(Opener { key, referral_id }))
+    }
+}
+
+/// Opens one client's records with their key already unwrapped.
+pub struct Opener {
+    key: crate::crypto::DataKey,
+    referral_id: Uuid,
+}
+
+impl Opener {
+    /// The text `sealed` holds; "" when there is none.
+    pub fn open_text(&self, sealed: Option<&[u8]>) -> Result<String, SealError> {
+        let Some(sealed) = sealed else {
+            return Ok(String::new());
+        };
+        let plain = self.key.open(sealed, self.referral_id.as_bytes())?;
+        Ok(String::from_utf8_lossy(&plain).into_owned())
+    }
+}
+
 /// `None`: no key yet; `Some(None)`: shredded.
 async fn wrapped_key(
     connection: &mut PgConnection,
