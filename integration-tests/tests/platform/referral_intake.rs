@@ -170,6 +170,15 @@ async fn a_retry_returns_the_first_referral_and_a_reused_key_is_refused() {
     );
 
     let pool = env.database().await;
+    // The key (often an agency's case reference) is kept only as a keyed hash.
+    let holding_the_key: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM referral_intake.referral r WHERE r::text LIKE '%' || $1 || '%'",
+    )
+    .bind(&request.idempotency_key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(holding_the_key, 0, "no row holds the idempotency key");
     assert_eq!(
         count(&pool, "SELECT count(*) FROM referral_intake.referral").await,
         1
@@ -429,6 +438,22 @@ async fn a_re_referral_is_only_possible_until_a_coordinator_confirms_it_and_with
         .referral
         .unwrap();
     assert_eq!(withdrawn.status(), ReferralStatus::Withdrawn);
+    assert_eq!(
+        withdrawn.withdrawn_at_status(),
+        ReferralStatus::UnderAssessment,
+        "the stage it came at"
+    );
+    let read = fetch_referral(&mut intake, &second.referral_id).await;
+    assert_eq!(read.withdrawal_reason, "moved away");
+    let pool = env.database().await;
+    let plain: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM referral_intake.referral r WHERE r::text LIKE '%moved away%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(plain, 0, "the reason is sealed under the client's key");
+    pool.close().await;
     let status = intake
         .withdraw_referral(WithdrawReferralRequest {
             referral_id: second.referral_id.clone(),

@@ -13,6 +13,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::bus::outbox::{self, OutboxRow};
+use cpm_runtime::client_keys::SealError;
 use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
@@ -46,6 +47,9 @@ pub enum IntakeError {
     /// No undecided link between these two referrals.
     #[error("referral {0} has no undecided possible link to {1}")]
     NoPossibleLink(Uuid, Uuid),
+    /// The client was erased: no new text about them is kept.
+    #[error("the client's personal data was erased; nothing new about them is accepted")]
+    Erased,
     /// Support has begun, or the referral has ended.
     #[error("a referral that is {} can no longer be withdrawn", .status.as_str_name())]
     CannotWithdraw { status: ReferralStatus },
@@ -65,7 +69,8 @@ impl From<IntakeError> for ApiError {
             }
             IntakeError::ReferrerAgencyUnknown(_)
             | IntakeError::CannotWithdraw { .. }
-            | IntakeError::NoPossibleLink(..) => ApiError::FailedPrecondition(error.to_string()),
+            | IntakeError::NoPossibleLink(..)
+            | IntakeError::Erased => ApiError::FailedPrecondition(error.to_string()),
             // A field violation, so a client fixes it as it fixes the others.
             IntakeError::IdempotencyConflict => {
                 let mut violations = FieldViolations::new();
@@ -77,6 +82,16 @@ impl From<IntakeError> for ApiError {
             }
             IntakeError::Database(error) => error.into(),
             IntakeError::Internal(error) => ApiError::Internal(error),
+        }
+    }
+}
+
+impl From<SealError> for IntakeError {
+    fn from(error: SealError) -> Self {
+        match error {
+            SealError::Erased => IntakeError::Erased,
+            SealError::Database(error) => IntakeError::Database(error),
+            crypto @ SealError::Crypto(_) => IntakeError::Internal(crypto.into()),
         }
     }
 }
@@ -110,6 +125,7 @@ pub async fn submit_referral(
     let referral_id = Uuid::now_v7();
     tracing::Span::current().record("referral_id", tracing::field::display(referral_id));
     let identity = identity_key(&referral.details);
+    let key_hashes = vault.idempotency_hashes(agency_id, &referral.idempotency_key);
     let fingerprint = vault.fingerprint(&identity);
     let (wrapped, sealed) = vault.seal(referral_id, &referral.details);
 
@@ -131,7 +147,7 @@ pub async fn submit_referral(
     let new_row = db::NewReferralRow {
         referral_id,
         agency_id,
-        idempotency_key: &referral.idempotency_key,
+        idempotency_key_hash: &key_hashes[0],
         request_hash: &referral.request_hash,
         submitted_by: &caller.subject,
         area: &referral.area,
@@ -171,23 +187,24 @@ pub async fn submit_referral(
             known_risk_types: new_row.known_risk_types.clone(),
         },
     );
+    // During a master-key rotation a retry's first submission may carry its
+    // key's hash under an older key, which the insert's conflict cannot see.
+    if key_hashes.len() > 1
+        && let Some(existing) =
+            db::find_by_idempotency_key(&mut connection, agency_id, &key_hashes).await?
+    {
+        connection.release();
+        return replay(existing, referral);
+    }
     let inserted =
         db::insert_referral(&mut connection, &new_row, &wrapped, &sealed, &event).await?;
 
     let Some(row) = inserted else {
-        // A retry: answer with the first referral, if it was the same request.
-        let existing =
-            db::find_by_idempotency_key(&mut connection, agency_id, &referral.idempotency_key)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
+        let existing = db::find_by_idempotency_key(&mut connection, agency_id, &key_hashes)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
         connection.release();
-        if existing.request_hash != referral.request_hash {
-            return Err(IntakeError::IdempotencyConflict);
-        }
-        return Ok(Submitted {
-            row: existing,
-            replayed: true,
-        });
+        return replay(existing, referral);
     };
     connection.release();
     // The statement has committed: the relay can see the event now.
@@ -202,6 +219,17 @@ pub async fn submit_referral(
     })
 }
 
+/// A retry answered with the first referral, if it was the same request.
+fn replay(existing: ReferralRow, referral: &NewReferral) -> Result<Submitted, IntakeError> {
+    if existing.request_hash != referral.request_hash {
+        return Err(IntakeError::IdempotencyConflict);
+    }
+    Ok(Submitted {
+        row: existing,
+        replayed: true,
+    })
+}
+
 /// A referral, within `scope` (an agency) when set, with the client's
 /// details opened for `caller` and audited; `None` details once erased.
 pub async fn get_referral(
@@ -210,7 +238,7 @@ pub async fn get_referral(
     caller: &Caller,
     scope: Option<&str>,
     referral_id: Uuid,
-) -> Result<(ReferralRow, Option<SealedDetails>), IntakeError> {
+) -> Result<(ReferralRow, Option<SealedDetails>, String), IntakeError> {
     let mut transaction = handle.begin().await?;
     let row = db::fetch_referral(&mut transaction, referral_id, scope)
         .await?
@@ -218,8 +246,16 @@ pub async fn get_referral(
     let sealed = vault
         .open(&mut transaction, referral_id, caller, "GetReferral")
         .await?;
+    let withdrawal_reason = vault
+        .texts()
+        .open_text(
+            &mut transaction,
+            referral_id,
+            row.withdrawal_reason_sealed.as_deref(),
+        )
+        .await?;
     transaction.commit().await?;
-    Ok((row, sealed))
+    Ok((row, sealed, withdrawal_reason))
 }
 
 /// One page of an agency's referrals, newest first, after `after`; `limit`
@@ -239,8 +275,10 @@ pub async fn list_referrals(
 /// and announces it.
 pub async fn withdraw_referral(
     handle: &ServiceHandle,
+    vault: &ClientVault,
     agency_id: &str,
     referral_id: Uuid,
+    reason: &str,
 ) -> Result<ReferralRow, IntakeError> {
     let mut transaction = handle.begin().await?;
     let row = db::lock_referral(&mut transaction, referral_id, agency_id)
@@ -250,6 +288,17 @@ pub async fn withdraw_referral(
     if !can_withdraw(status) {
         return Err(IntakeError::CannotWithdraw { status });
     }
+    let reason_sealed = vault
+        .texts()
+        .seal_text(&mut transaction, referral_id, reason)
+        .await?;
+    db::record_withdrawal(
+        &mut transaction,
+        referral_id,
+        status as i32,
+        reason_sealed.as_deref(),
+    )
+    .await?;
     crate::status::advance(
         &mut transaction,
         referral_id,
@@ -277,9 +326,6 @@ pub async fn withdraw_referral(
     Ok(row)
 }
 
-/// Refuses a submission from an agency that is not registered (`active` is
-/// `None`) or is suspended; with `auto_register` (development only) an
-/// unknown agency is registered instead.
 /// Referrals whose possible earlier referral awaits a coordinator, oldest
 /// first, after `after`; `limit` rows at most.
 pub async fn list_possible_links(
@@ -333,6 +379,9 @@ pub async fn decide_link(
     Ok(decided)
 }
 
+/// Refuses a submission from an agency that is not registered (`active` is
+/// `None`) or is suspended; with `auto_register` (development only) an
+/// unknown agency is registered instead.
 async fn may_refer(
     connection: &mut PgConnection,
     agency_id: &str,

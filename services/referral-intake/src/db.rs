@@ -40,6 +40,8 @@ pub struct ReferralRow {
     /// cpm.v1.ReferralLinkState of `earlier_referral_id`.
     pub link_state: i16,
     pub earlier_agency_id: Option<String>,
+    pub withdrawn_at_status: Option<i32>,
+    pub withdrawal_reason_sealed: Option<Vec<u8>>,
 }
 
 /// `query_as!` into [`ReferralRow`]: its columns from `referral`, then
@@ -54,7 +56,7 @@ macro_rules! select_referrals {
              emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
              referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
              police_staff_hours, safeguarding_reports, erased_at, link_state, \
-             earlier_agency_id \
+             earlier_agency_id, withdrawn_at_status, withdrawal_reason_sealed \
              FROM referral_intake.referral " + $rest
             $(, $arg)*
         )
@@ -65,7 +67,8 @@ macro_rules! select_referrals {
 pub struct NewReferralRow<'a> {
     pub referral_id: Uuid,
     pub agency_id: &'a str,
-    pub idempotency_key: &'a str,
+    /// The keyed hash of the agency's idempotency key, under the current key.
+    pub idempotency_key_hash: &'a [u8],
     pub request_hash: &'a [u8],
     pub submitted_by: &'a str,
     pub area: &'a str,
@@ -120,6 +123,8 @@ impl NewReferralRow<'_> {
             erased_at: None,
             link_state: self.link_state(),
             earlier_agency_id: self.earlier_agency_id.map(str::to_owned),
+            withdrawn_at_status: None,
+            withdrawal_reason_sealed: None,
         }
     }
 
@@ -151,7 +156,7 @@ pub async fn insert_referral(
     // relay once this has committed.
     let inserted = sqlx::query_scalar!(
         "WITH inserted AS (INSERT INTO referral_intake.referral (referral_id, agency_id, \
-         idempotency_key, request_hash, submitted_by, area, client_gender, vulnerabilities, \
+         idempotency_key_hash, request_hash, submitted_by, area, client_gender, vulnerabilities, \
          emergency_calls_last_12_months, client_consented, client_fingerprint, \
          earlier_referral_id, status, status_rank, victim_of, perpetrator_of, \
          known_risk_types, referrer_will_co_visit, police_calls, ambulance_calls, \
@@ -168,7 +173,7 @@ pub async fn insert_referral(
          SELECT referral_id AS \"referral_id!\" FROM inserted",
         row.referral_id,
         row.agency_id,
-        row.idempotency_key,
+        row.idempotency_key_hash,
         row.request_hash,
         row.submitted_by,
         row.area,
@@ -205,15 +210,17 @@ pub async fn insert_referral(
     Ok(inserted.map(|_| row.stored()))
 }
 
+/// The agency's referral whose idempotency key hashes to one of `hashes`
+/// (one per master key, so a retry during a key rotation still matches).
 pub async fn find_by_idempotency_key(
     connection: &mut PgConnection,
     agency_id: &str,
-    idempotency_key: &str,
+    hashes: &[Vec<u8>],
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
     select_referrals!(
-        "WHERE agency_id = $1 AND idempotency_key = $2",
+        "WHERE agency_id = $1 AND idempotency_key_hash = ANY($2)",
         agency_id,
-        idempotency_key
+        hashes
     )
     .fetch_optional(connection)
     .await
@@ -755,4 +762,24 @@ pub async fn list_possible_links(
     )
     .fetch_all(connection)
     .await
+}
+
+/// Records what a withdrawal said: the status it came at and its reason,
+/// sealed under the client's key.
+pub async fn record_withdrawal(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    withdrawn_at_status: i32,
+    reason_sealed: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE referral_intake.referral \
+         SET withdrawn_at_status = $2, withdrawal_reason_sealed = $3 WHERE referral_id = $1",
+        referral_id,
+        withdrawn_at_status,
+        reason_sealed
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
 }

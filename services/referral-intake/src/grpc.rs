@@ -24,7 +24,7 @@ use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{
-    from_timestamp, optional_timestamp, parse_id, require_id, timestamp,
+    check_text, from_timestamp, optional_timestamp, parse_id, require_id, timestamp,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -159,6 +159,8 @@ fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>, viewer: Option<&st
         earlier_referral_id: link.confirmed.map(|id| id.to_string()).unwrap_or_default(),
         possible_earlier_referral_id: link.possible.map(|id| id.to_string()).unwrap_or_default(),
         link_state: link.state as i32,
+        withdrawn_at_status: row.withdrawn_at_status.unwrap_or_default(),
+        withdrawal_reason: String::new(),
         client,
         area: row.area.clone(),
         details,
@@ -314,10 +316,13 @@ impl ReferralIntakeService for ReferralIntake {
         let caller = Caller::of(&request)?;
         let scope = agency_scope(caller)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let (row, sealed) =
+        let (row, sealed, withdrawal_reason) =
             commands::get_referral(&self.handle, &self.vault, caller, scope, referral_id).await?;
         Ok(Response::new(GetReferralResponse {
-            referral: Some(to_proto(&row, sealed, scope)),
+            referral: Some(Referral {
+                withdrawal_reason,
+                ..to_proto(&row, sealed, scope)
+            }),
         }))
     }
 
@@ -352,8 +357,22 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<WithdrawReferralRequest>,
     ) -> Result<Response<WithdrawReferralResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
-        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let row = commands::withdraw_referral(&self.handle, agency_id, referral_id).await?;
+        let request = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
+        check_text(
+            "reason",
+            &request.reason,
+            false,
+            crate::domain::MAX_TEXT,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let referral_id = referral_id.expect("no violation means an ID");
+        let reason = request.reason.trim();
+        let row =
+            commands::withdraw_referral(&self.handle, &self.vault, agency_id, referral_id, reason)
+                .await?;
         Ok(Response::new(WithdrawReferralResponse {
             referral: Some(to_proto(&row, None, Some(agency_id))),
         }))
@@ -517,6 +536,8 @@ mod tests {
             erased_at: None,
             link_state: 0,
             earlier_agency_id: None,
+            withdrawn_at_status: None,
+            withdrawal_reason_sealed: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use cpm_proto::v1::ClientErased;
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::client_keys::{self, ClientKeys};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::values::timestamp;
 use serde_json::json;
@@ -20,11 +21,29 @@ use crate::domain::{PrivacyRequest, SealedDetails};
 #[derive(Clone)]
 pub struct ClientVault {
     keys: KeyRing,
+    /// The client keys of this schema, for free text beyond the record
+    /// (a withdrawal's reason).
+    texts: ClientKeys,
 }
 
 impl ClientVault {
     pub fn new(keys: KeyRing) -> Self {
-        Self { keys }
+        Self {
+            texts: ClientKeys::new(keys.clone()),
+            keys,
+        }
+    }
+
+    /// The client keys free text beyond the record is sealed under.
+    pub fn texts(&self) -> &ClientKeys {
+        &self.texts
+    }
+
+    /// Keyed hashes of an agency's idempotency key under every master key,
+    /// current first: an agency's case reference is never stored as such.
+    pub fn idempotency_hashes(&self, agency_id: &str, key: &str) -> Vec<Vec<u8>> {
+        self.keys
+            .fingerprints(&format!("idempotency key\u{0}{agency_id}\u{0}{key}"))
     }
 
     /// The keyed hash that links re-referrals of one client, under the current key.
@@ -103,6 +122,9 @@ pub async fn erase_client(
     let to_erase: Vec<&ReferralRow> = referrals.iter().filter(|r| r.erased_at.is_none()).collect();
     let ids: Vec<Uuid> = to_erase.iter().map(|r| r.referral_id).collect();
     db::erase_client_records(&mut transaction, &ids).await?;
+    for referral_id in &ids {
+        client_keys::shred(&mut transaction, *referral_id).await?;
+    }
     let now = chrono::Utc::now();
     for referral in &to_erase {
         db::record_erasure(
