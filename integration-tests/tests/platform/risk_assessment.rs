@@ -1,27 +1,32 @@
 //! Risk assessment over gRPC: the age of the queue, richer checks, the
 //! override path, wrong-state calls, role refusals, the audit trail,
 //! re-assessment ending support (mentors freed, case file closed, referrer
-//! told), the history of a re-referred client and the outcome stats.
+//! told), the history of a re-referred client, the outcome stats, and a
+//! client's free text sealed under their key and gone once they are erased.
 
 use std::time::Duration;
 
 use cpm::Target;
+use cpm_proto::Event as _;
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{
-    Assessment, AssessmentStatsRequest, CaseState, CheckKind, ConfirmAllocationRequest,
-    ContactActivity, DecideRequest, Decision, EngagementAction, EstimateWaitRequest, Gender,
-    GetAssessmentRequest, GetCaseFileRequest, HomeVisit, ListQueueRequest, LivedExperience,
-    LogContactRequest, NonEngagementReason, NonEngagementStage, ProposeMatchesRequest,
-    ReassessRequest, RecordCheckRequest, ReferralStatus, ReferredTo, RegisterMentorRequest,
-    RiskLevel, WillWantCapacityScores,
+    Assessment, AssessmentState, AssessmentStatsRequest, CaseState, CheckKind, ClientErased,
+    ConfirmAllocationRequest, ContactActivity, DecideRequest, Decision, EngagementAction,
+    EstimateWaitRequest, Gender, GetAssessmentRequest, GetCaseFileRequest, HomeVisit, KnownRisk,
+    ListQueueRequest, LivedExperience, LogContactRequest, NonEngagementReason, NonEngagementStage,
+    ProposeMatchesRequest, ReassessRequest, RecordCheckRequest, ReferralStatus, ReferralSubmitted,
+    ReferredTo, RegisterMentorRequest, RiskLevel, Vulnerability, WillWantCapacityScores,
 };
 use cpm_runtime::auth::Role;
+use cpm_runtime::client_keys::SealError;
 use cpm_runtime::grpc::values::timestamp;
+use prost::Message as _;
 use tonic::transport::Channel;
 
+use crate::bus::publish_raw;
 use crate::harness::violated_fields as violations;
 use crate::harness::{Authed, TestEnv, await_status, connect, eventually, referral_request};
 
@@ -991,6 +996,383 @@ async fn stats_break_outcomes_down_by_stage_and_reason_with_times() {
         .await
         .unwrap_err();
     assert_eq!(violations(&status), ["to"]);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// What the coordinator wrote about the client: none of it may be stored readable.
+const NOTE: &str = "disclosed a violent ex-partner who still visits";
+const DATABASE: &str = "police national computer";
+const RATIONALE: &str = "accepted: the ex-partner has a non-molestation order";
+const REVIEW: &str = "continuing: settled since the order";
+
+/// Announces that the client of `referral_id` was erased, as intake does.
+async fn erase(env: &TestEnv, referral_id: &str) {
+    let erased = ClientErased {
+        referral_id: referral_id.to_owned(),
+        agency_id: "agency-sealed".into(),
+        erased_at: Some(timestamp(chrono::Utc::now())),
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("referral-intake", &erased);
+    publish_raw(env, ClientErased::TYPE, &envelope.encode_to_vec()).await;
+}
+
+/// `SELECT count(*)` (composed here from constants) with the referral IDs
+/// as `$1` (uuid[]).
+async fn count(pool: &sqlx::PgPool, sql: &str, referrals: &[uuid::Uuid]) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .bind(referrals)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_free_text_is_stored_sealed_and_nothing_new_is_kept_once_erased() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
+        .await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-sealed"));
+    let mut request = referral_request("Darlington");
+    request.known_risk_types = vec![KnownRisk::Violence as i32];
+    let accepted = crate::harness::submit(&mut intake, request)
+        .await
+        .referral_id;
+    let open = submit(&env, &channel, "agency-sealed", "Darlington").await;
+    let mut client = assessments(&env, &channel);
+    let accepted_id = assessment_of(&client, &accepted).await.assessment_id;
+    let open_id = assessment_of(&client, &open).await.assessment_id;
+
+    // (a) Checks with notes, databases and staff who visited; a decision
+    // and a review with rationales.
+    let check = |assessment_id: &str, kind: CheckKind| RecordCheckRequest {
+        assessment_id: assessment_id.to_owned(),
+        kind: kind as i32,
+        satisfied: true,
+        notes: NOTE.into(),
+        ..Default::default()
+    };
+    for kind in [
+        CheckKind::AdultAtReferral,
+        CheckKind::RiskToVolunteers,
+        CheckKind::WillWantCapacity,
+    ] {
+        client
+            .record_check(check(&accepted_id, kind))
+            .await
+            .unwrap();
+    }
+    client
+        .record_check(RecordCheckRequest {
+            home_visit: Some(HomeVisit {
+                attended_by: vec!["coordinator a".into(), "coordinator b".into()],
+                referrer_co_visited: false,
+                phone_contact_first: true,
+            }),
+            ..check(&accepted_id, CheckKind::HomeVisit)
+        })
+        .await
+        .unwrap();
+    for assessment_id in [&accepted_id, &open_id] {
+        client
+            .record_check(RecordCheckRequest {
+                databases: vec![DATABASE.into()],
+                ..check(assessment_id, CheckKind::DatabasesChecked)
+            })
+            .await
+            .unwrap();
+    }
+    client
+        .decide(DecideRequest {
+            assessment_id: accepted_id.clone(),
+            decision: Decision::Accept as i32,
+            rationale: RATIONALE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reassessed = client
+        .reassess(ReassessRequest {
+            referral_id: accepted.clone(),
+            action: EngagementAction::Continue as i32,
+            rationale: REVIEW.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reassessed.review.unwrap().rationale, REVIEW);
+
+    // (b) The API shows the text...
+    let shown = try_assessment_of(&mut client, &accepted).await.unwrap();
+    assert_eq!(shown.checks.len(), 5);
+    assert!(shown.checks.iter().all(|check| check.notes == NOTE));
+    let databases = shown
+        .checks
+        .iter()
+        .find(|check| check.kind() == CheckKind::DatabasesChecked)
+        .unwrap();
+    assert_eq!(databases.databases, [DATABASE]);
+    let visit = shown
+        .checks
+        .iter()
+        .find(|check| check.kind() == CheckKind::HomeVisit)
+        .unwrap();
+    assert_eq!(visit.home_visit.as_ref().unwrap().attended_by.len(), 2);
+    assert_eq!(shown.rationale, RATIONALE);
+    assert_eq!(shown.reviews[0].rationale, REVIEW);
+    assert_eq!(shown.known_risk_types, [KnownRisk::Violence as i32]);
+    let queued = client
+        .list_queue(ListQueueRequest {
+            area: "Darlington".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assessments;
+    let queued = queued.iter().find(|a| a.referral_id == open).unwrap();
+    assert_eq!(queued.checks[0].notes, NOTE);
+    assert_eq!(queued.checks[0].databases, [DATABASE]);
+
+    // ...which the tables hold only sealed: every plaintext column is empty.
+    let pool = env.database().await;
+    let referrals = [
+        uuid::Uuid::parse_str(&accepted).unwrap(),
+        uuid::Uuid::parse_str(&open).unwrap(),
+    ];
+    const CHECKS: &str = "SELECT count(*) FROM risk_assessment.assessment_check c \
+         JOIN risk_assessment.assessment a USING (assessment_id) WHERE a.referral_id = ANY($1)";
+    assert_eq!(count(&pool, CHECKS, &referrals).await, 6);
+    assert_eq!(
+        count(
+            &pool,
+            &format!(
+                "{CHECKS} AND (c.notes <> '' OR c.databases IS NOT NULL \
+                 OR c.professionals IS NOT NULL OR c.visit_attended_by IS NOT NULL)"
+            ),
+            &referrals
+        )
+        .await,
+        0,
+        "check text in plaintext"
+    );
+    let sealed_checks: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "{CHECKS} AND c.sealed_text IS NOT NULL \
+         AND position(convert_to($2, 'UTF8') IN c.sealed_text) = 0"
+    )))
+    .bind(referrals)
+    .bind(NOTE)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        sealed_checks, 6,
+        "every check's text sealed, the note nowhere in the clear"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM risk_assessment.assessment WHERE referral_id = ANY($1) \
+             AND rationale IS NULL AND rationale_sealed IS NOT NULL",
+            &referrals
+        )
+        .await,
+        1,
+        "the decision's rationale sealed, not in plaintext"
+    );
+    const REVIEWS: &str = "SELECT count(*) FROM risk_assessment.review v \
+         JOIN risk_assessment.assessment a USING (assessment_id) WHERE a.referral_id = ANY($1)";
+    assert_eq!(
+        count(
+            &pool,
+            &format!("{REVIEWS} AND v.rationale = '' AND v.rationale_sealed IS NOT NULL"),
+            &referrals
+        )
+        .await,
+        1,
+        "the review's rationale sealed, not in plaintext"
+    );
+
+    // (c) Both clients are erased: nothing sealed opens, the categories go.
+    erase(&env, &accepted).await;
+    erase(&env, &open).await;
+    eventually(WAIT, "the erased clients' text is gone", || {
+        let mut client = client.clone();
+        let (accepted, open) = (accepted.clone(), open.clone());
+        async move {
+            let (Some(accepted), Some(open)) = (
+                try_assessment_of(&mut client, &accepted).await,
+                try_assessment_of(&mut client, &open).await,
+            ) else {
+                return false;
+            };
+            [&accepted, &open]
+                .iter()
+                .flat_map(|assessment| &assessment.checks)
+                .all(|check| check.notes.is_empty() && check.databases.is_empty())
+                && accepted.rationale.is_empty()
+                && accepted
+                    .reviews
+                    .iter()
+                    .all(|review| review.rationale.is_empty())
+        }
+    })
+    .await;
+    let forgotten = try_assessment_of(&mut client, &accepted).await.unwrap();
+    assert!(forgotten.known_risk_types.is_empty());
+    assert_eq!(forgotten.checks.len(), 5, "the checks' codes stay");
+    assert_eq!(forgotten.decided_by, "coordinator");
+    let visit = forgotten
+        .checks
+        .iter()
+        .find(|check| check.kind() == CheckKind::HomeVisit)
+        .unwrap()
+        .home_visit
+        .clone()
+        .unwrap();
+    assert!(visit.attended_by.is_empty() && visit.phone_contact_first);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM risk_assessment.assessment WHERE referral_id = ANY($1) \
+             AND (cardinality(vulnerabilities) > 0 OR cardinality(known_risk_types) > 0 \
+               OR client_gender <> 0 OR rationale_sealed IS NOT NULL)",
+            &referrals
+        )
+        .await,
+        0,
+        "categories and sealed rationale kept after erasure"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            &format!("{CHECKS} AND c.sealed_text IS NOT NULL"),
+            &referrals
+        )
+        .await,
+        0
+    );
+
+    // (d) Nothing new with text is accepted, and a refusal changes nothing.
+    let refused = SealError::Erased.to_string();
+    let audited = "SELECT count(*) FROM risk_assessment.assessment_audit u \
+         JOIN risk_assessment.assessment a USING (assessment_id) \
+         WHERE a.referral_id = ANY($1)";
+    let audit_before = count(&pool, audited, &referrals).await;
+    let status = client
+        .record_check(check(&open_id, CheckKind::AdultAtReferral))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status.message(), refused);
+    let status = client
+        .decide(DecideRequest {
+            assessment_id: open_id.clone(),
+            decision: Decision::NotTakenOn as i32,
+            stage: NonEngagementStage::InitialRiskAssessment as i32,
+            reason: NonEngagementReason::ClientDeclined as i32,
+            rationale: NOTE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status.message(), refused);
+    let status = client
+        .reassess(ReassessRequest {
+            referral_id: accepted.clone(),
+            action: EngagementAction::Pause as i32,
+            rationale: NOTE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status.message(), refused);
+    assert_eq!(count(&pool, CHECKS, &referrals).await, 6);
+    assert_eq!(count(&pool, REVIEWS, &referrals).await, 1);
+    assert_eq!(count(&pool, audited, &referrals).await, audit_before);
+    let still_open = try_assessment_of(&mut client, &open).await.unwrap();
+    assert_eq!(still_open.state(), AssessmentState::Open);
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_handled_after_its_client_s_erasure_opens_without_categories() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::RISK_ASSESSMENT]).await;
+    let channel = connect(&platform).await;
+    let client = assessments(&env, &channel);
+    let pool = env.database().await;
+    let queue = env.queue("risk-assessment", "referrals");
+    eventually(WAIT, "risk-assessment's queue exists", || async {
+        env.queue_exists(&queue).await
+    })
+    .await;
+
+    // The erasure is handled first (a late or redelivered submission).
+    let referral_id = uuid::Uuid::now_v7();
+    erase(&env, &referral_id.to_string()).await;
+    eventually(WAIT, "the client's key is shredded", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM risk_assessment.client_key \
+             WHERE referral_id = ANY($1) AND erased_at IS NOT NULL",
+            &[referral_id],
+        )
+        .await
+            == 1
+    })
+    .await;
+    let submitted = ReferralSubmitted {
+        referral_id: referral_id.to_string(),
+        agency_id: "agency-sealed".into(),
+        area: "Darlington".into(),
+        submitted_at: Some(timestamp(chrono::Utc::now())),
+        vulnerabilities: vec![Vulnerability::VulnerableAndIsolated as i32],
+        client_gender: Gender::Male as i32,
+        known_risk_types: vec![KnownRisk::Violence as i32],
+        ..Default::default()
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("referral-intake", &submitted);
+    publish_raw(&env, ReferralSubmitted::TYPE, &envelope.encode_to_vec()).await;
+
+    // The referral still gets its assessment, so its status flow goes on,
+    // but none of the client's categories.
+    let assessment = assessment_of(&client, &referral_id.to_string()).await;
+    assert_eq!(assessment.state(), AssessmentState::Open);
+    assert!(assessment.known_risk_types.is_empty());
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM risk_assessment.assessment WHERE referral_id = ANY($1) \
+             AND cardinality(vulnerabilities) = 0 AND cardinality(known_risk_types) = 0 \
+             AND client_gender = 0",
+            &[referral_id],
+        )
+        .await,
+        1
+    );
+    // Nor any text about them.
+    let status = client
+        .clone()
+        .record_check(RecordCheckRequest {
+            assessment_id: assessment.assessment_id.clone(),
+            kind: CheckKind::AdultAtReferral as i32,
+            satisfied: true,
+            notes: NOTE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status.message(), SealError::Erased.to_string());
+    pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -3,6 +3,17 @@
 //! with its audit entry and event) and answers with rows or an
 //! [`AssessmentError`]. `grpc.rs` keeps tokens, parsing and messages;
 //! nothing here knows about gRPC.
+//!
+//! Free text about the client is sealed under the client's key before it
+//! is written and opened after it is read ([`crate::sealed`]), so the rows
+//! a use case answers with carry plaintext and the tables hold none. Once
+//! the client was erased, a write with text is refused
+//! ([`AssessmentError::ClientErased`]) and the text read back is empty.
+//!
+//! A change seals its text before it locks the assessment: erasure shreds
+//! the client's key (`client_key`) before it forgets (the assessment's
+//! rows), and taking the two in the same order here means the two cannot
+//! deadlock when the client's first text and their erasure meet.
 
 use cpm_proto::v1::{
     AssessmentDecided, AssessmentState, CheckKind, Decision, EngagementAction, EngagementChanged,
@@ -10,6 +21,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::client_keys::{ClientKeys, SealError};
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgConnection;
@@ -22,6 +34,7 @@ use crate::domain::{
     AssessmentLookup, CheckOutcome, NewCheck, NewDecision, NewReassessment, OVERRIDE_NEEDS_REASON,
     QueueQuery, StatsQuery, check_override, check_reassessable, missing_checks, recommend,
 };
+use crate::sealed::{self, CheckText};
 
 /// Why a use case of risk assessment did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +61,10 @@ pub enum AssessmentError {
     /// Not an accepted assessment still in support; says which way.
     #[error("{0}")]
     NotReassessable(String),
+    /// Free text about a client who was erased: nothing new about them is
+    /// kept (the text could not be sealed, their key being shredded).
+    #[error("{}", SealError::Erased)]
+    ClientErased,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -68,9 +85,8 @@ impl From<AssessmentError> for ApiError {
             AssessmentError::NotFound => ApiError::NotFound("assessment".into()),
             AssessmentError::NotOpen { .. }
             | AssessmentError::ChecksMissing(_)
-            | AssessmentError::NotReassessable(_) => {
-                ApiError::FailedPrecondition(error.to_string())
-            }
+            | AssessmentError::NotReassessable(_)
+            | AssessmentError::ClientErased => ApiError::FailedPrecondition(error.to_string()),
             AssessmentError::OverrideNeedsRationale(violations) => {
                 ApiError::InvalidArgument(violations)
             }
@@ -121,13 +137,17 @@ pub fn outcomes<'a>(checks: impl IntoIterator<Item = &'a CheckRow>) -> Vec<Check
         .collect()
 }
 
-/// One assessment with its latest checks and re-assessments.
+/// One assessment with its latest checks and re-assessments, their text opened.
 async fn load(
     connection: &mut PgConnection,
-    row: AssessmentRow,
+    keys: &ClientKeys,
+    mut row: AssessmentRow,
 ) -> Result<AssessmentView, AssessmentError> {
-    let checks = db::latest_checks(connection, &[row.assessment_id]).await?;
-    let reviews = db::list_reviews(connection, row.assessment_id).await?;
+    sealed::open_assessment(keys, connection, &mut row).await?;
+    let mut checks = db::latest_checks(connection, &[row.assessment_id]).await?;
+    sealed::open_checks(keys, connection, &mut checks).await?;
+    let mut reviews = db::list_reviews(connection, row.assessment_id).await?;
+    sealed::open_reviews(keys, connection, row.referral_id, &mut reviews).await?;
     Ok(AssessmentView {
         row,
         checks,
@@ -140,12 +160,13 @@ async fn load(
 /// so derived fields (first check, recommendation, reviews) include the change.
 async fn reload(
     connection: &mut PgConnection,
+    keys: &ClientKeys,
     assessment_id: Uuid,
 ) -> Result<AssessmentView, AssessmentError> {
     let row = db::fetch_assessment(connection, assessment_id)
         .await?
         .ok_or(AssessmentError::NotFound)?;
-    load(connection, row).await
+    load(connection, keys, row).await
 }
 
 /// Appends the caller's change to the audit trail.
@@ -193,17 +214,18 @@ async fn lock_open_assessment(
 pub struct QueuePage {
     /// Up to `page_size + 1` rows, so the caller can tell a next page follows.
     pub rows: Vec<AssessmentRow>,
-    /// The latest checks of the first `page_size` rows.
+    /// The latest checks of the first `page_size` rows, their text opened.
     pub checks: Vec<CheckRow>,
 }
 
 /// The open assessments of an area (or all areas) after the query's cursor.
 pub async fn list_queue(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     query: &QueueQuery,
 ) -> Result<QueuePage, AssessmentError> {
     let mut connection = handle.pool().acquire().await?;
-    let rows = db::list_assessments_in_state(
+    let mut rows = db::list_assessments_in_state(
         &mut connection,
         AssessmentState::Open as i32,
         query.area.as_deref(),
@@ -218,7 +240,9 @@ pub async fn list_queue(
         .take(shown)
         .map(|row| row.assessment_id)
         .collect();
-    let checks = db::latest_checks(&mut connection, &ids).await?;
+    sealed::open_assessments(keys, &mut connection, &mut rows).await?;
+    let mut checks = db::latest_checks(&mut connection, &ids).await?;
+    sealed::open_checks(keys, &mut connection, &mut checks).await?;
     Ok(QueuePage { rows, checks })
 }
 
@@ -226,6 +250,7 @@ pub async fn list_queue(
 /// assessments when the referral is a re-referral.
 pub async fn get_assessment(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     lookup: AssessmentLookup,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut connection = handle.pool().acquire().await?;
@@ -237,21 +262,29 @@ pub async fn get_assessment(
     }
     .ok_or(AssessmentError::NotFound)?;
     let earlier_referral_id = row.earlier_referral_id;
-    let mut view = load(&mut connection, row).await?;
+    let mut view = load(&mut connection, keys, row).await?;
     if let Some(earlier_referral_id) = earlier_referral_id {
         view.history = db::earlier_assessments(&mut connection, earlier_referral_id).await?;
     }
     Ok(view)
 }
 
-/// Records a check on an open assessment; answers with the assessment as it
-/// now stands.
+/// Records a check on an open assessment, its free text sealed; answers
+/// with the assessment as it now stands. A check with text about an erased
+/// client is refused ([`AssessmentError::ClientErased`]).
 pub async fn record_check(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     caller: &Caller,
     check: &NewCheck,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut transaction = handle.begin().await?;
+    let referral_id = db::referral_of_assessment(&mut transaction, check.assessment_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    // Sealed before the lock: see the module's documentation.
+    let sealed_text =
+        sealed::seal_check(keys, &mut transaction, referral_id, &CheckText::of(check)).await?;
     lock_open_assessment(&mut transaction, check.assessment_id, "record checks").await?;
     let visit = check.home_visit.as_ref();
     db::insert_check(
@@ -260,18 +293,14 @@ pub async fn record_check(
             assessment_id: check.assessment_id,
             kind: check.kind as i32,
             satisfied: check.satisfied,
-            notes: &check.notes,
             recorded_by: &caller.subject,
             risk_level: check.risk_level.map(|level| level as i32),
             scores: check
                 .scores
                 .map(|scores| (scores.will, scores.want, scores.capacity)),
-            databases: (!check.databases.is_empty()).then_some(check.databases.as_slice()),
-            professionals: (!check.professionals.is_empty())
-                .then_some(check.professionals.as_slice()),
-            visit_attended_by: visit.map(|visit| visit.attended_by.as_slice()),
             referrer_co_visited: visit.map(|visit| visit.referrer_co_visited),
             phone_contact_first: visit.map(|visit| visit.phone_contact_first),
+            sealed_text: sealed_text.as_deref(),
         },
     )
     .await?;
@@ -294,7 +323,7 @@ pub async fn record_check(
     .await?;
     // Re-read after the insert, so the first check time and the
     // recommendation include this check.
-    let view = reload(&mut transaction, check.assessment_id).await?;
+    let view = reload(&mut transaction, keys, check.assessment_id).await?;
     transaction.commit().await?;
     tracing::info!(
         kind = check.kind.as_str_name(),
@@ -306,16 +335,24 @@ pub async fn record_check(
 }
 
 /// Decides an open assessment and announces it. Accepting needs every
-/// required check; going against a firm recommendation needs a rationale.
-/// Answers with the decided assessment and the checks it was decided on.
+/// required check; going against a firm recommendation needs a rationale,
+/// which is sealed (refused for an erased client). Answers with the decided
+/// assessment and the checks it was decided on.
 pub async fn decide(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     caller: &Caller,
     decision: &NewDecision,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut transaction = handle.begin().await?;
+    let referral_id = db::referral_of_assessment(&mut transaction, decision.assessment_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    // Sealed before the lock: see the module's documentation.
+    let rationale_sealed =
+        sealed::seal_rationale(keys, &mut transaction, referral_id, &decision.rationale).await?;
     let row = lock_open_assessment(&mut transaction, decision.assessment_id, "be decided").await?;
-    let checks = db::latest_checks(&mut transaction, &[row.assessment_id]).await?;
+    let mut checks = db::latest_checks(&mut transaction, &[row.assessment_id]).await?;
     let latest = outcomes(&checks);
     if decision.decision == Decision::Accept {
         let missing = missing_checks(&latest);
@@ -327,7 +364,7 @@ pub async fn decide(
     check_override(recommendation, decision.decision, &decision.rationale)
         .map_err(AssessmentError::OverrideNeedsRationale)?;
 
-    let decided = db::record_decision(
+    let mut decided = db::record_decision(
         &mut transaction,
         row.assessment_id,
         &db::DecisionRow {
@@ -336,11 +373,15 @@ pub async fn decide(
             reason: decision.reason.map(|reason| reason as i32),
             referred_to: decision.referred_to.map(|to| to as i32),
             decided_by: &caller.subject,
-            rationale: &decision.rationale,
+            rationale_sealed: rationale_sealed.as_deref(),
             state: AssessmentState::Decided as i32,
         },
     )
     .await?;
+    // Shown as written, without opening what was just sealed.
+    decided.rationale_sealed = None;
+    decided.rationale = Some(decision.rationale.clone());
+    sealed::open_checks(keys, &mut transaction, &mut checks).await?;
     let decided_at = decided
         .decided_at
         .ok_or_else(|| anyhow::anyhow!("decision recorded without a time"))?;
@@ -400,13 +441,24 @@ pub struct Reassessed {
 }
 
 /// Continues, pauses or ends an accepted client's support, resolving the
-/// open review requests, and announces it.
+/// open review requests, and announces it. The rationale is sealed
+/// (refused for an erased client).
 pub async fn reassess(
     handle: &ServiceHandle,
+    keys: &ClientKeys,
     caller: &Caller,
     reassessment: &NewReassessment,
 ) -> Result<Reassessed, AssessmentError> {
     let mut transaction = handle.begin().await?;
+    // Sealed before the lock: see the module's documentation. Nothing is
+    // kept when the referral turns out to have no assessment.
+    let rationale_sealed = sealed::seal_rationale(
+        keys,
+        &mut transaction,
+        reassessment.referral_id,
+        &reassessment.rationale,
+    )
+    .await?;
     let row = db::lock_assessment_of_referral(&mut transaction, reassessment.referral_id)
         .await?
         .ok_or(AssessmentError::NotFound)?;
@@ -422,7 +474,7 @@ pub async fn reassess(
     let resolved =
         db::resolve_review_requests(&mut transaction, row.assessment_id, &caller.subject).await?;
     let ending = reassessment.ending;
-    let review = db::insert_review(
+    let mut review = db::insert_review(
         &mut transaction,
         &db::NewReviewRow {
             assessment_id: row.assessment_id,
@@ -430,12 +482,15 @@ pub async fn reassess(
             stage: ending.map(|ending| ending.stage as i32),
             reason: ending.map(|ending| ending.reason as i32),
             referred_to: ending.and_then(|ending| ending.referred_to.map(|to| to as i32)),
-            rationale: &reassessment.rationale,
+            rationale_sealed: rationale_sealed.as_deref(),
             reviewed_by: &caller.subject,
             resolved_requests: resolved,
         },
     )
     .await?;
+    // Shown as written, without opening what was just sealed.
+    review.rationale_sealed = None;
+    review.rationale = reassessment.rationale.clone();
     outbox::enqueue(
         &mut transaction,
         crate::NAME,
@@ -461,7 +516,7 @@ pub async fn reassess(
         ),
     )
     .await?;
-    let assessment = reload(&mut transaction, row.assessment_id).await?;
+    let assessment = reload(&mut transaction, keys, row.assessment_id).await?;
     transaction.commit().await?;
     tracing::info!(
         action = reassessment.action.as_str_name(),
@@ -537,6 +592,12 @@ mod tests {
         let ended = status(AssessmentError::NotReassessable(reason.into()));
         assert_eq!(ended.code(), Code::FailedPrecondition);
         assert_eq!(ended.message(), reason);
+        let erased = status(AssessmentError::ClientErased);
+        assert_eq!(erased.code(), Code::FailedPrecondition);
+        assert_eq!(
+            erased.message(),
+            "the client's personal data was erased; nothing new about them is accepted"
+        );
     }
 
     #[test]

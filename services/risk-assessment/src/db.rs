@@ -22,7 +22,11 @@ pub struct AssessmentRow {
     pub reason: Option<i32>,
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// The decision's rationale: legacy plaintext as stored, or what
+    /// [`crate::sealed`] opened from `rationale_sealed`.
     pub rationale: Option<String>,
+    /// The rationale sealed under the client's key (rows since 0104).
+    pub rationale_sealed: Option<Vec<u8>>,
     pub open_reviews: i32,
     pub referred_at: DateTime<Utc>,
     pub earlier_referral_id: Option<Uuid>,
@@ -45,7 +49,7 @@ macro_rules! assessments {
             $before
                 + " assessment_id, referral_id, agency_id, area, vulnerabilities, \
                 client_gender, state, opened_at, decision, stage, reason, decided_by, decided_at, \
-                rationale, \
+                rationale, rationale_sealed, \
                 (SELECT count(*) FROM risk_assessment.review_request r \
                  WHERE r.assessment_id = assessment.assessment_id \
                  AND r.resolved_at IS NULL)::integer AS \"open_reviews!\", \
@@ -62,10 +66,14 @@ macro_rules! assessments {
     };
 }
 
-/// One recorded check.
+/// One recorded check. Its free text (notes, databases, professionals,
+/// staff who visited) is legacy plaintext as stored, or what
+/// [`crate::sealed`] opened from `sealed_text`.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CheckRow {
     pub assessment_id: Uuid,
+    /// The assessment's referral: whose key seals the text.
+    pub referral_id: Uuid,
     pub kind: i32,
     pub satisfied: bool,
     pub notes: String,
@@ -80,6 +88,8 @@ pub struct CheckRow {
     pub visit_attended_by: Option<Vec<String>>,
     pub referrer_co_visited: Option<bool>,
     pub phone_contact_first: Option<bool>,
+    /// The free text as one sealed JSON document (rows since 0104).
+    pub sealed_text: Option<Vec<u8>>,
 }
 
 /// What a new assessment holds.
@@ -198,6 +208,19 @@ pub async fn fetch_assessment_of_referral(
     .await
 }
 
+/// The referral an assessment belongs to (it never changes), read without a lock.
+pub async fn referral_of_assessment(
+    connection: &mut PgConnection,
+    assessment_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT referral_id FROM risk_assessment.assessment WHERE assessment_id = $1",
+        assessment_id
+    )
+    .fetch_optional(connection)
+    .await
+}
+
 /// Locks an assessment for a check or a decision until the transaction ends.
 pub async fn lock_assessment(
     connection: &mut PgConnection,
@@ -227,20 +250,21 @@ pub async fn lock_assessment_of_referral(
 }
 
 /// What a recorded check holds; the details of other kinds stay `None`.
+/// Its free text is only in `sealed_text`: the plaintext columns of a new
+/// check stay empty.
 pub struct NewCheckRow<'a> {
     pub assessment_id: Uuid,
     pub kind: i32,
     pub satisfied: bool,
-    pub notes: &'a str,
     pub recorded_by: &'a str,
     pub risk_level: Option<i32>,
     /// Will, want and capacity.
     pub scores: Option<(i32, i32, i32)>,
-    pub databases: Option<&'a [String]>,
-    pub professionals: Option<&'a [String]>,
-    pub visit_attended_by: Option<&'a [String]>,
     pub referrer_co_visited: Option<bool>,
     pub phone_contact_first: Option<bool>,
+    /// Notes, databases, professionals and the staff who visited, sealed
+    /// under the client's key; `None` when the check has none.
+    pub sealed_text: Option<&'a [u8]>,
 }
 
 /// Adds a check to the assessment's history.
@@ -251,22 +275,20 @@ pub async fn insert_check(
     sqlx::query!(
         "INSERT INTO risk_assessment.assessment_check (assessment_id, kind, satisfied, notes, \
          recorded_by, risk_level, will_score, want_score, capacity_score, databases, \
-         professionals, visit_attended_by, referrer_co_visited, phone_contact_first) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         professionals, visit_attended_by, referrer_co_visited, phone_contact_first, \
+         sealed_text) \
+         VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10, $11)",
         row.assessment_id,
         row.kind,
         row.satisfied,
-        row.notes,
         row.recorded_by,
         row.risk_level,
         row.scores.map(|scores| scores.0),
         row.scores.map(|scores| scores.1),
         row.scores.map(|scores| scores.2),
-        row.databases,
-        row.professionals,
-        row.visit_attended_by,
         row.referrer_co_visited,
         row.phone_contact_first,
+        row.sealed_text,
     )
     .execute(connection)
     .await?;
@@ -281,11 +303,14 @@ pub async fn latest_checks(
 ) -> Result<Vec<CheckRow>, sqlx::Error> {
     sqlx::query_as!(
         CheckRow,
-        "SELECT DISTINCT ON (assessment_id, kind) assessment_id, kind, satisfied, notes, \
-           recorded_by, recorded_at, risk_level, will_score, want_score, capacity_score, \
-           databases, professionals, visit_attended_by, referrer_co_visited, phone_contact_first \
-         FROM risk_assessment.assessment_check WHERE assessment_id = ANY($1) \
-         ORDER BY assessment_id, kind, recorded_at DESC, assessment_check_id DESC",
+        "SELECT DISTINCT ON (c.assessment_id, c.kind) c.assessment_id, a.referral_id, c.kind, \
+           c.satisfied, c.notes, c.recorded_by, c.recorded_at, c.risk_level, c.will_score, \
+           c.want_score, c.capacity_score, c.databases, c.professionals, c.visit_attended_by, \
+           c.referrer_co_visited, c.phone_contact_first, c.sealed_text \
+         FROM risk_assessment.assessment_check c \
+         JOIN risk_assessment.assessment a ON a.assessment_id = c.assessment_id \
+         WHERE c.assessment_id = ANY($1) \
+         ORDER BY c.assessment_id, c.kind, c.recorded_at DESC, c.assessment_check_id DESC",
         assessment_ids
     )
     .fetch_all(connection)
@@ -299,7 +324,9 @@ pub struct DecisionRow<'a> {
     pub reason: Option<i32>,
     pub referred_to: Option<i32>,
     pub decided_by: &'a str,
-    pub rationale: &'a str,
+    /// The rationale sealed under the client's key; `None` when there is
+    /// none. The plaintext column is left NULL.
+    pub rationale_sealed: Option<&'a [u8]>,
     pub state: i32,
 }
 
@@ -311,7 +338,8 @@ pub async fn record_decision(
 ) -> Result<AssessmentRow, sqlx::Error> {
     assessments!(
         "UPDATE risk_assessment.assessment SET decision = $2, stage = $3, reason = $4, \
-         decided_by = $5, decided_at = now(), rationale = $6, state = $7, referred_to = $8 \
+         decided_by = $5, decided_at = now(), rationale = NULL, rationale_sealed = $6, \
+         state = $7, referred_to = $8 \
          WHERE assessment_id = $1 RETURNING",
         "",
         assessment_id,
@@ -319,7 +347,7 @@ pub async fn record_decision(
         row.stage,
         row.reason,
         row.decided_by,
-        row.rationale,
+        row.rationale_sealed,
         row.state,
         row.referred_to,
     )
@@ -374,10 +402,14 @@ pub struct ReviewRow {
     pub stage: Option<i32>,
     pub reason: Option<i32>,
     pub referred_to: Option<i32>,
+    /// Legacy plaintext as stored, or what [`crate::sealed`] opened from
+    /// `rationale_sealed`.
     pub rationale: String,
     pub reviewed_by: String,
     pub reviewed_at: DateTime<Utc>,
     pub resolved_requests: i32,
+    /// The rationale sealed under the client's key (rows since 0104).
+    pub rationale_sealed: Option<Vec<u8>>,
 }
 
 /// What a re-assessment records.
@@ -387,7 +419,9 @@ pub struct NewReviewRow<'a> {
     pub stage: Option<i32>,
     pub reason: Option<i32>,
     pub referred_to: Option<i32>,
-    pub rationale: &'a str,
+    /// The rationale sealed under the client's key; `None` when there is
+    /// none. The plaintext column is left empty.
+    pub rationale_sealed: Option<&'a [u8]>,
     pub reviewed_by: &'a str,
     pub resolved_requests: i32,
 }
@@ -400,15 +434,16 @@ pub async fn insert_review(
     sqlx::query_as!(
         ReviewRow,
         "INSERT INTO risk_assessment.review (assessment_id, action, stage, reason, referred_to, \
-         rationale, reviewed_by, resolved_requests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         rationale, rationale_sealed, reviewed_by, resolved_requests) \
+         VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8) \
          RETURNING assessment_id, action, stage, reason, referred_to, rationale, \
-         reviewed_by, reviewed_at, resolved_requests",
+         reviewed_by, reviewed_at, resolved_requests, rationale_sealed",
         row.assessment_id,
         row.action,
         row.stage,
         row.reason,
         row.referred_to,
-        row.rationale,
+        row.rationale_sealed,
         row.reviewed_by,
         row.resolved_requests,
     )
@@ -424,7 +459,7 @@ pub async fn list_reviews(
     sqlx::query_as!(
         ReviewRow,
         "SELECT assessment_id, action, stage, reason, referred_to, rationale, \
-         reviewed_by, reviewed_at, resolved_requests \
+         reviewed_by, reviewed_at, resolved_requests, rationale_sealed \
          FROM risk_assessment.review WHERE assessment_id = $1 \
          ORDER BY reviewed_at, review_id",
         assessment_id
@@ -649,16 +684,23 @@ pub async fn stats_outcomes(
     .await
 }
 
-/// Drops the free text held about an erased client (check notes, decision
-/// and review rationales); codes, dates and who decided stay for the record.
-/// Returns the rows changed.
+/// Drops the free text held about an erased client: the sealed copies
+/// (their key is already shredded, so this only leaves nothing to attack)
+/// and the plaintext of rows from before 0104 (check notes, databases,
+/// professionals and staff who visited; decision and review rationales).
+/// Codes, dates and who decided stay for the record. Returns the rows
+/// changed.
 pub async fn forget_client_text(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
     let checks = sqlx::query!(
-        "UPDATE risk_assessment.assessment_check SET notes = '' \
-         WHERE notes <> '' AND assessment_id IN \
+        "UPDATE risk_assessment.assessment_check \
+         SET notes = '', databases = NULL, professionals = NULL, visit_attended_by = NULL, \
+           sealed_text = NULL \
+         WHERE (notes <> '' OR databases IS NOT NULL OR professionals IS NOT NULL \
+           OR visit_attended_by IS NOT NULL OR sealed_text IS NOT NULL) \
+         AND assessment_id IN \
          (SELECT assessment_id FROM risk_assessment.assessment WHERE referral_id = $1)",
         referral_id
     )
@@ -666,15 +708,16 @@ pub async fn forget_client_text(
     .await?
     .rows_affected();
     let assessments = sqlx::query!(
-        "UPDATE risk_assessment.assessment SET rationale = NULL \
-         WHERE rationale IS NOT NULL AND referral_id = $1",
+        "UPDATE risk_assessment.assessment SET rationale = NULL, rationale_sealed = NULL \
+         WHERE (rationale IS NOT NULL OR rationale_sealed IS NOT NULL) AND referral_id = $1",
         referral_id
     )
     .execute(&mut *connection)
     .await?
     .rows_affected();
     let reviews = sqlx::query!(
-        "UPDATE risk_assessment.review SET rationale = '' WHERE rationale <> '' AND assessment_id IN \
+        "UPDATE risk_assessment.review SET rationale = '', rationale_sealed = NULL \
+         WHERE (rationale <> '' OR rationale_sealed IS NOT NULL) AND assessment_id IN \
          (SELECT assessment_id FROM risk_assessment.assessment WHERE referral_id = $1)",
         referral_id
     )
@@ -682,6 +725,45 @@ pub async fn forget_client_text(
     .await?
     .rows_affected();
     Ok(checks + assessments + reviews)
+}
+
+/// Drops the categories held about an erased client (vulnerabilities,
+/// gender, kinds of known risk), as mentor matching does with its copy.
+/// Returns the rows changed.
+pub async fn forget_client_categories(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE risk_assessment.assessment \
+         SET vulnerabilities = '{}', client_gender = 0, known_risk_types = '{}' \
+         WHERE referral_id = $1 AND (cardinality(vulnerabilities) > 0 OR client_gender <> 0 \
+           OR cardinality(known_risk_types) > 0)",
+        referral_id
+    )
+    .execute(connection)
+    .await?
+    .rows_affected())
+}
+
+/// Holds, until the transaction ends, the lock that orders opening a
+/// client's assessment and forgetting that client: whichever comes second
+/// sees what the first committed (the erasure's tombstone, or the
+/// assessment's categories), so neither order nor concurrent replicas
+/// leave an erased client's categories behind.
+pub async fn lock_client(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    // In FROM: the function returns void, which a query's columns cannot carry.
+    sqlx::query_scalar!(
+        "SELECT true AS \"locked!\" FROM \
+         pg_advisory_xact_lock(hashtextextended('risk_assessment.client ' || $1::uuid, 0))",
+        referral_id
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(())
 }
 
 /// Joins a referral's assessment to the client's earlier referral; the

@@ -4,6 +4,12 @@
 //! client's earlier assessments. Each effect is idempotent on its own (a
 //! referral has at most one assessment; only an OPEN assessment closes; a
 //! link is set, not added), on top of the inbox.
+//!
+//! After `client.erased` nothing new about that client is kept, whatever
+//! order events arrive in: the runtime shreds the client's key (so no text
+//! is sealed for them again) and [`Forget`] drops their text and
+//! categories; a `referral.submitted` handled after that opens the
+//! assessment without the categories.
 
 use chrono::Utc;
 use cpm_proto::v1::{
@@ -11,6 +17,7 @@ use cpm_proto::v1::{
     ReferralSubmitted, ReferralWithdrawn,
 };
 use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outbox, referral_id};
+use cpm_runtime::client_keys;
 use cpm_runtime::grpc::values::from_timestamp;
 use uuid::Uuid;
 
@@ -50,8 +57,39 @@ pub fn referrals() -> Router<ReferralEvents> {
 
 pub struct ReferralEvents;
 
+/// The categories an assessment keeps about its client, from the event, or
+/// none once the client was erased.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCategories {
+    pub vulnerabilities: Vec<i32>,
+    pub client_gender: i32,
+    pub known_risk_types: Vec<i32>,
+}
+
+impl ClientCategories {
+    pub fn of(event: &ReferralSubmitted, erased: bool) -> Self {
+        if erased {
+            return Self::default();
+        }
+        Self {
+            vulnerabilities: event.vulnerabilities.clone(),
+            client_gender: event.client_gender,
+            known_risk_types: event.known_risk_types.clone(),
+        }
+    }
+}
+
 impl On<ReferralSubmitted> for ReferralEvents {
     /// Opens the referral's assessment in its area's queue.
+    ///
+    /// A client erased before this event is handled (a late or redelivered
+    /// `referral.submitted`) still gets an assessment, without their
+    /// vulnerabilities, gender or kinds of known risk: what remains is IDs,
+    /// agency, area and counts, none of it about who the client is, and the
+    /// referral's status flow (`assessment.opened`, then a decision or the
+    /// withdrawal closing it) needs an assessment to move on. Skipping it
+    /// would leave the referral stuck as received, and a later
+    /// `referral.withdrawn` or `referral.linked` with nothing to act on.
     async fn on(
         &self,
         connection: &mut Tx,
@@ -59,6 +97,11 @@ impl On<ReferralSubmitted> for ReferralEvents {
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&event.referral_id)?;
+        // Ordered with forgetting the client (see `Forget` below): whichever
+        // runs second sees what the other committed.
+        db::lock_client(connection, referral_id).await?;
+        let erased = client_keys::is_erased(connection, referral_id).await?;
+        let categories = ClientCategories::of(&event, erased);
         // A fingerprint match is not a link: only `referral.linked`, sent
         // when a coordinator confirms one, joins two referrals here (an
         // event from before that rule may still carry an unconfirmed one).
@@ -71,8 +114,8 @@ impl On<ReferralSubmitted> for ReferralEvents {
                 referral_id,
                 agency_id: &event.agency_id,
                 area: &event.area,
-                vulnerabilities: &event.vulnerabilities,
-                client_gender: event.client_gender,
+                vulnerabilities: &categories.vulnerabilities,
+                client_gender: categories.client_gender,
                 state: AssessmentState::Open as i32,
                 referred_at: event
                     .submitted_at
@@ -80,7 +123,7 @@ impl On<ReferralSubmitted> for ReferralEvents {
                     .and_then(from_timestamp)
                     .unwrap_or_else(Utc::now),
                 earlier_referral_id,
-                known_risk_types: &event.known_risk_types,
+                known_risk_types: &categories.known_risk_types,
                 referrer_will_co_visit: event.referrer_will_co_visit,
                 emergency_calls_last_12_months: event.emergency_calls_last_12_months,
             },
@@ -112,7 +155,7 @@ impl On<ReferralSubmitted> for ReferralEvents {
             },
         )
         .await?;
-        tracing::info!(%referral_id, %assessment_id, "assessment opened");
+        tracing::info!(%referral_id, %assessment_id, erased, "assessment opened");
         Ok(())
     }
 }
@@ -172,10 +215,18 @@ impl On<ReferralLinked> for ReferralEvents {
 }
 
 impl Forget for ReferralEvents {
-    const WHAT: &'static str = "free text";
+    const WHAT: &'static str = "free text and categories";
 
+    /// Runs after the runtime shredded the client's key, which already
+    /// made every sealed text unreadable; drops the sealed copies, the
+    /// plaintext of rows from before sealing and the client's categories.
+    /// Takes the lock `referral.submitted` takes, so an assessment being
+    /// opened concurrently is either seen here or sees the erasure.
     async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
-        Ok(db::forget_client_text(connection, referral_id).await?)
+        db::lock_client(connection, referral_id).await?;
+        let text = db::forget_client_text(connection, referral_id).await?;
+        let categories = db::forget_client_categories(connection, referral_id).await?;
+        Ok(text + categories)
     }
 }
 
@@ -230,6 +281,24 @@ impl On<ContactLogged> for EngagementEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_erased_client_s_assessment_keeps_no_categories() {
+        let event = ReferralSubmitted {
+            vulnerabilities: vec![1, 3],
+            client_gender: 2,
+            known_risk_types: vec![4],
+            ..Default::default()
+        };
+        let kept = ClientCategories::of(&event, false);
+        assert_eq!(kept.vulnerabilities, [1, 3]);
+        assert_eq!(kept.client_gender, 2);
+        assert_eq!(kept.known_risk_types, [4]);
+        assert_eq!(
+            ClientCategories::of(&event, true),
+            ClientCategories::default()
+        );
+    }
 
     #[test]
     fn home_visits_and_concerns_ask_for_a_review() {

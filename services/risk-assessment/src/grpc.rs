@@ -2,7 +2,8 @@
 //! checks and decide. The system recommends from the latest checks; only a
 //! named coordinator decides, and overriding the recommendation needs a
 //! rationale. Handlers parse, call [`crate::commands`] and answer; who may
-//! call what is [`ACCESS`].
+//! call what is [`ACCESS`]. The rows they answer from carry the client's
+//! free text already opened ([`crate::sealed`]); empty once erased.
 
 use chrono::Utc;
 use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentService;
@@ -14,6 +15,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
+use cpm_runtime::client_keys::ClientKeys;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
@@ -38,14 +40,21 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
 
 pub struct RiskAssessment {
     handle: ServiceHandle,
+    /// Seals and opens the free text held about each client.
+    client_keys: ClientKeys,
     /// How an assessment's age is shown; nothing stored depends on it.
     age_rule: AgeRule,
 }
 
 impl RiskAssessment {
-    pub fn new(handle: ServiceHandle, first_assessment_target_days: u32) -> Self {
+    pub fn new(
+        handle: ServiceHandle,
+        client_keys: ClientKeys,
+        first_assessment_target_days: u32,
+    ) -> Self {
         Self {
             handle,
+            client_keys,
             age_rule: AgeRule {
                 target_working_days: i64::from(first_assessment_target_days),
             },
@@ -70,14 +79,16 @@ fn check_to_proto(check: &CheckRow) -> Check {
         }),
         _ => None,
     };
-    let home_visit = check
-        .visit_attended_by
-        .as_ref()
-        .map(|attended_by| HomeVisit {
-            attended_by: attended_by.clone(),
-            referrer_co_visited: check.referrer_co_visited.unwrap_or_default(),
-            phone_contact_first: check.phone_contact_first.unwrap_or_default(),
-        });
+    // A home visit always records how it was arranged; who attended is
+    // free text, gone once the client is erased.
+    let home_visit = (check.referrer_co_visited.is_some()
+        || check.phone_contact_first.is_some()
+        || check.visit_attended_by.is_some())
+    .then(|| HomeVisit {
+        attended_by: check.visit_attended_by.clone().unwrap_or_default(),
+        referrer_co_visited: check.referrer_co_visited.unwrap_or_default(),
+        phone_contact_first: check.phone_contact_first.unwrap_or_default(),
+    });
     Check {
         kind: check.kind,
         satisfied: check.satisfied,
@@ -190,7 +201,7 @@ impl RiskAssessmentService for RiskAssessment {
         request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
         let query = QueueQuery::parse(request.get_ref())?;
-        let mut queue = commands::list_queue(&self.handle, &query).await?;
+        let mut queue = commands::list_queue(&self.handle, &self.client_keys, &query).await?;
         let next_page_token = page::finish_page(&mut queue.rows, query.page_size, |row| {
             page::time_and_id_token(row.opened_at, row.assessment_id)
         });
@@ -210,7 +221,7 @@ impl RiskAssessmentService for RiskAssessment {
         request: Request<GetAssessmentRequest>,
     ) -> Result<Response<GetAssessmentResponse>, Status> {
         let lookup = AssessmentLookup::parse(request.get_ref())?;
-        let view = commands::get_assessment(&self.handle, lookup).await?;
+        let view = commands::get_assessment(&self.handle, &self.client_keys, lookup).await?;
         Ok(Response::new(GetAssessmentResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -223,7 +234,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<RecordCheckResponse>, Status> {
         let caller = Caller::of(&request)?;
         let check = NewCheck::parse(request.get_ref())?;
-        let view = commands::record_check(&self.handle, caller, &check).await?;
+        let view = commands::record_check(&self.handle, &self.client_keys, caller, &check).await?;
         Ok(Response::new(RecordCheckResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -236,7 +247,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<DecideResponse>, Status> {
         let caller = Caller::of(&request)?;
         let decision = NewDecision::parse(request.get_ref())?;
-        let view = commands::decide(&self.handle, caller, &decision).await?;
+        let view = commands::decide(&self.handle, &self.client_keys, caller, &decision).await?;
         Ok(Response::new(DecideResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -249,7 +260,8 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<ReassessResponse>, Status> {
         let caller = Caller::of(&request)?;
         let reassessment = NewReassessment::parse(request.get_ref())?;
-        let reassessed = commands::reassess(&self.handle, caller, &reassessment).await?;
+        let reassessed =
+            commands::reassess(&self.handle, &self.client_keys, caller, &reassessment).await?;
         Ok(Response::new(ReassessResponse {
             assessment: Some(self.view_to_proto(&reassessed.assessment)),
             review: Some(review_to_proto(&reassessed.review)),
@@ -319,6 +331,7 @@ mod tests {
             decided_by: None,
             decided_at: None,
             rationale: None,
+            rationale_sealed: None,
             open_reviews: 0,
             referred_at: Utc::now(),
             earlier_referral_id: None,
@@ -334,6 +347,7 @@ mod tests {
     fn check(assessment_id: Uuid, kind: CheckKind, satisfied: bool) -> CheckRow {
         CheckRow {
             assessment_id,
+            referral_id: Uuid::nil(),
             kind: kind as i32,
             satisfied,
             notes: String::new(),
@@ -348,6 +362,7 @@ mod tests {
             visit_attended_by: None,
             referrer_co_visited: None,
             phone_contact_first: None,
+            sealed_text: None,
         }
     }
 
@@ -420,6 +435,19 @@ mod tests {
         assert_eq!(shown.attended_by.len(), 2);
         assert!(shown.phone_contact_first && !shown.referrer_co_visited);
         assert!(assessment.checks[1].home_visit.is_none());
+    }
+
+    #[test]
+    fn an_erased_client_s_home_visit_still_shows_how_it_was_arranged() {
+        let id = Uuid::now_v7();
+        let mut visit = check(id, CheckKind::HomeVisit, true);
+        // Who attended was sealed and no longer opens.
+        visit.referrer_co_visited = Some(true);
+        visit.phone_contact_first = Some(false);
+        let assessment = to_proto(&row(id), &[visit], RULE);
+        let shown = assessment.checks[0].home_visit.clone().unwrap();
+        assert!(shown.attended_by.is_empty());
+        assert!(shown.referrer_co_visited && !shown.phone_contact_first);
     }
 
     #[test]

@@ -10,27 +10,42 @@
 //! continues, pauses or ends support (`engagement.changed`). Every change
 //! is written to the append-only `assessment_audit`.
 //!
+//! What it stores about a client: IDs, agency, area, codes, scores, counts
+//! and dates in plaintext; vulnerabilities, gender and kinds of known risk
+//! as category codes; and every free text (check notes, databases
+//! searched, professionals consulted, staff who visited, decision and
+//! review rationales) sealed under that client's own key. `client.erased`
+//! shreds the key and drops the categories; after it no new text or
+//! categories about the client are kept, whatever order events and calls
+//! arrive in (codes, such as a check's outcome, still are).
+//!
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: requests parsed at the edge; the recommendation, override,
 //!   re-assessment and working-day rules.
 //! - [`db`]: action-named queries on the `risk_assessment` schema, the
-//!   history chain and the stats.
+//!   history chain and the stats; free text goes in and out sealed.
+//! - [`sealed`]: sealing a client's free text under their key and opening
+//!   it again (the check document, rationales).
 //! - [`commands`]: one function per use case (queue, lookup, check, decision,
-//!   re-assessment, stats), with [`commands::AssessmentError`].
+//!   re-assessment, stats), with [`commands::AssessmentError`]; they seal
+//!   on write and open on read.
 //! - [`grpc`]: the handlers of `cpm.v1.RiskAssessmentService` and its access table.
 //! - [`events`]: the consumers that open and close assessments from
-//!   referral events and ask for reviews after contacts.
+//!   referral events, forget an erased client, and ask for reviews after
+//!   contacts.
 
 pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod sealed;
 
 use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
+use cpm_runtime::client_keys::ClientKeys;
 use cpm_runtime::config::{ConfigError, PlatformConfig};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::grpc::access::AccessTable;
@@ -114,7 +129,11 @@ impl Service for Descriptor {
     ) -> anyhow::Result<()> {
         context.spawn_consumer(&handle, events::referrals());
         context.spawn_consumer(&handle, events::engagement());
-        let service = grpc::RiskAssessment::new(handle, config.first_assessment_target_days);
+        let service = grpc::RiskAssessment::new(
+            handle,
+            ClientKeys::new(context.keys.clone()),
+            config.first_assessment_target_days,
+        );
         routes.add_service(Self::guard(
             context,
             RiskAssessmentServiceServer::new(service)
