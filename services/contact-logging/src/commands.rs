@@ -139,6 +139,16 @@ pub async fn log_contact(
     contact: &NewContact,
 ) -> Result<ContactRow, CaseError> {
     let mut transaction = handle.begin().await?;
+    // The client's key before the case file: erasure takes them in this
+    // order too, so the two never wait for each other in a cycle.
+    // Refused once the client was erased, even with an empty summary: the
+    // contact itself is something new about them.
+    if cpm_runtime::client_keys::is_erased(&mut transaction, contact.referral_id).await? {
+        return Err(CaseError::Erased);
+    }
+    let summary_sealed = keys
+        .seal_text(&mut transaction, contact.referral_id, &contact.summary)
+        .await?;
     let case_file = admitted_case_file(
         &mut transaction,
         access,
@@ -154,14 +164,6 @@ pub async fn log_contact(
         violations.add("occurred_at", "must not be before the case file opened");
         return Err(CaseError::Invalid(violations));
     }
-    // Refused once the client was erased, even with an empty summary: the
-    // contact itself is something new about them.
-    if cpm_runtime::client_keys::is_erased(&mut transaction, case_file.referral_id).await? {
-        return Err(CaseError::Erased);
-    }
-    let summary_sealed = keys
-        .seal_text(&mut transaction, case_file.referral_id, &contact.summary)
-        .await?;
     let row = db::insert_contact(
         &mut transaction,
         &db::NewContactRow {
@@ -236,6 +238,10 @@ pub async fn discharge(
     order: &DischargeOrder,
 ) -> Result<CaseFileRow, CaseError> {
     let mut transaction = handle.begin().await?;
+    // The client's key first, as erasure takes it (see log_contact).
+    let reason_sealed = keys
+        .seal_text(&mut transaction, order.referral_id, &order.reason)
+        .await?;
     let case_file = admitted_case_file(
         &mut transaction,
         access,
@@ -247,9 +253,6 @@ pub async fn discharge(
     if state != CaseState::Open {
         return Err(CaseError::NotOpenToDischarge(state));
     }
-    let reason_sealed = keys
-        .seal_text(&mut transaction, case_file.referral_id, &order.reason)
-        .await?;
     let discharged_at = db::discharge_case_file(
         &mut transaction,
         case_file.case_file_id,
