@@ -413,4 +413,42 @@ mod tests {
             assert_eq!(code(error), tonic::Code::PermissionDenied);
         }
     }
+
+    mod properties {
+        use super::*;
+        use cpm_runtime::grpc::values::is_hidden;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any contact: parsing never panics; an accepted one is within
+            /// its bounds, dated neither ahead of now nor absurdly far back,
+            /// and holds no hidden character.
+            #[test]
+            fn any_contact_parses_or_is_refused_cleanly(
+                activity in any::<i32>(),
+                minutes in any::<i32>(),
+                seconds in any::<i64>(),
+                nanos in any::<i32>(),
+                summary in prop_oneof![any::<String>(), "[a-z ]{0,30}"],
+                referral_id in prop_oneof![any::<String>(), Just(Uuid::now_v7().to_string())],
+            ) {
+                let request = LogContactRequest {
+                    referral_id,
+                    activity,
+                    minutes,
+                    occurred_at: Some(Timestamp { seconds, nanos }),
+                    summary,
+                    concern_raised: false,
+                };
+                match NewContact::parse(&request, now()) {
+                    Ok(contact) => {
+                        prop_assert!((MIN_MINUTES..=MAX_MINUTES).contains(&contact.minutes));
+                        prop_assert!(contact.occurred_at <= now() + FUTURE_TOLERANCE);
+                        prop_assert!(!contact.summary.chars().any(is_hidden));
+                    }
+                    Err(violations) => prop_assert!(!violations.is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -504,4 +504,45 @@ mod tests {
         assert_eq!(estimated_wait_days(-3, -1), 14);
         assert_eq!(estimated_wait_days(i64::MAX, 0), i32::MAX);
     }
+
+    mod properties {
+        use super::*;
+        use cpm_runtime::grpc::values::is_hidden;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any registration: parsing never panics; an accepted mentor has
+            /// a capacity in bounds, known experience without repeats, and
+            /// no hidden character in their name or area.
+            #[test]
+            fn any_mentor_parses_or_is_refused_cleanly(
+                display_name in any::<String>(),
+                area in prop_oneof![any::<String>(), "[A-Za-z]{1,12}"],
+                gender in any::<i32>(),
+                lived_experience in proptest::collection::vec(any::<i32>(), 0..64),
+                capacity in any::<i32>(),
+            ) {
+                let request = RegisterMentorRequest {
+                    display_name,
+                    area,
+                    gender,
+                    lived_experience,
+                    capacity,
+                    ..valid_mentor()
+                };
+                match NewMentor::parse(&request) {
+                    Ok(mentor) => {
+                        prop_assert!((1..=MAX_CAPACITY).contains(&mentor.capacity));
+                        prop_assert!(mentor.lived_experience.len() <= MAX_LISTED);
+                        let mut unique = mentor.lived_experience.clone();
+                        unique.dedup();
+                        prop_assert_eq!(unique.len(), mentor.lived_experience.len());
+                        prop_assert!(!mentor.display_name.chars().any(is_hidden));
+                        prop_assert!(!mentor.area.chars().any(is_hidden));
+                    }
+                    Err(violations) => prop_assert!(!violations.is_empty()),
+                }
+            }
+        }
+    }
 }

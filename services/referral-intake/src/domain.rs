@@ -842,4 +842,70 @@ mod tests {
         assert!(!can_withdraw(InSupport));
         assert!(!can_withdraw(Withdrawn));
     }
+
+    mod properties {
+        use super::*;
+        use cpm_runtime::grpc::values::is_hidden;
+        use proptest::prelude::*;
+
+        /// Text as callers send it: ordinary, blank, too long, or holding
+        /// controls and invisible characters.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-zA-Z ]{0,20}",
+                any::<String>(),
+                "[ \\t\\n]{0,4}",
+                Just("y".repeat(MAX_TEXT + 1)),
+            ]
+        }
+
+        fn numbers() -> impl Strategy<Value = Vec<i32>> {
+            proptest::collection::vec(prop_oneof![0..20i32, any::<i32>()], 0..48)
+        }
+
+        proptest! {
+            /// A submission with any of its fields replaced: parsing never
+            /// panics, reports at most 50 violations, and what it accepts
+            /// holds no hidden character and is put back as it came.
+            #[test]
+            fn any_submission_parses_or_is_refused_cleanly(
+                name in text(),
+                area in text(),
+                reason in text(),
+                date_of_birth in prop_oneof!["[0-9-]{0,12}", any::<String>()],
+                gender in any::<i32>(),
+                vulnerabilities in numbers(),
+                perpetrator_of in numbers(),
+                calls in any::<i32>(),
+                key in text(),
+            ) {
+                let mut request = valid_request();
+                let client = request.client.as_mut().unwrap();
+                client.given_name = name;
+                client.area = area;
+                client.date_of_birth = date_of_birth;
+                client.gender = gender;
+                request.reason = reason;
+                request.vulnerabilities = vulnerabilities;
+                request.perpetrator_of = perpetrator_of;
+                request.emergency_calls_last_12_months = calls;
+                request.idempotency_key = key;
+                let before = request.clone();
+                match NewReferral::parse(&mut request, today()) {
+                    Ok(parsed) => {
+                        prop_assert!(!parsed.area.is_empty());
+                        prop_assert!(!parsed.area.chars().any(is_hidden));
+                        prop_assert!(!parsed.details.given_name.chars().any(is_hidden));
+                        prop_assert!(!parsed.details.reason.chars().any(is_hidden));
+                        prop_assert!(parsed.vulnerabilities.len() <= MAX_LISTED);
+                    }
+                    Err(violations) => {
+                        prop_assert!(!violations.is_empty());
+                        prop_assert!(violations.fields().count() <= 50);
+                    }
+                }
+                prop_assert_eq!(request, before, "the request is left as it came");
+            }
+        }
+    }
 }

@@ -599,4 +599,41 @@ mod tests {
         });
         assert_eq!(check_fields(&request), ["home_visit.attended_by"]);
     }
+
+    mod properties {
+        use super::*;
+        use cpm_runtime::grpc::values::is_hidden;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any check: parsing never panics; an accepted one keeps no
+            /// hidden character and no list beyond its cap.
+            #[test]
+            fn any_check_parses_or_is_refused_cleanly(
+                kind in any::<i32>(),
+                notes in any::<String>(),
+                databases in proptest::collection::vec(any::<String>(), 0..40),
+                professionals in proptest::collection::vec("[a-z ]{0,12}", 0..40),
+                risk_level in any::<i32>(),
+            ) {
+                let request = RecordCheckRequest {
+                    kind,
+                    notes,
+                    databases,
+                    professionals,
+                    risk_level,
+                    ..valid_check()
+                };
+                match NewCheck::parse(&request) {
+                    Ok(check) => {
+                        prop_assert!(!check.notes.chars().any(is_hidden));
+                        prop_assert!(check.databases.len() <= MAX_LIST_ENTRIES);
+                        prop_assert!(check.professionals.len() <= MAX_LIST_ENTRIES);
+                        prop_assert!(check.databases.iter().all(|d| !d.chars().any(is_hidden)));
+                    }
+                    Err(violations) => prop_assert!(!violations.is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -397,3 +397,46 @@ impl<H: EventHandler> Consumer<H> {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpm_proto::v1::{ClientErased, ReferralSubmitted};
+    use proptest::prelude::*;
+
+    fn received(event_type: String, payload: Vec<u8>) -> ReceivedEvent {
+        ReceivedEvent {
+            envelope: EventEnvelope {
+                event_type,
+                payload,
+                ..EventEnvelope::default()
+            },
+            event_id: Uuid::now_v7(),
+            delivery_count: 0,
+        }
+    }
+
+    proptest! {
+        /// Whatever bytes arrive: decoding never panics, an envelope that
+        /// decodes either yields the named type or a permanent failure (so
+        /// it is dead-lettered, never retried), and a payload of another
+        /// type is refused.
+        #[test]
+        fn any_bytes_decode_or_fail_permanently(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            event_type in prop_oneof![
+                Just(ReferralSubmitted::TYPE.to_owned()),
+                Just(ClientErased::TYPE.to_owned()),
+                any::<String>(),
+            ],
+        ) {
+            let _ = EventEnvelope::decode(bytes.as_slice());
+            let event = received(event_type.clone(), bytes);
+            match event.decode::<ReferralSubmitted>() {
+                Ok(_) => prop_assert_eq!(event_type, ReferralSubmitted::TYPE),
+                Err(HandlerError::Permanent(_)) => {}
+                Err(other) => prop_assert!(false, "not permanent: {other}"),
+            }
+        }
+    }
+}

@@ -213,4 +213,37 @@ mod tests {
         let now = Utc::now();
         assert_eq!(from_timestamp(&timestamp(now)).unwrap(), now);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any text: never a panic; refused exactly when it is blank and
+            /// required, too long, or holds a hidden character.
+            #[test]
+            fn check_text_refuses_exactly_what_it_should(
+                text in any::<String>(),
+                required in any::<bool>(),
+                max in 0usize..64,
+            ) {
+                let mut violations = FieldViolations::new();
+                check_text("notes", &text, required, max, &mut violations);
+                let should_refuse = (required && text.trim().is_empty())
+                    || text.chars().count() > max
+                    || text.chars().any(is_hidden);
+                prop_assert_eq!(!violations.is_empty(), should_refuse);
+                prop_assert!(violations.fields().count() <= 1);
+            }
+
+            /// Ids: only a UUID parses, and anything else names its field.
+            #[test]
+            fn parse_id_accepts_uuids_only(value in any::<String>()) {
+                let mut violations = FieldViolations::new();
+                let parsed = parse_id("referral_id", &value, &mut violations);
+                prop_assert_eq!(parsed.is_some(), Uuid::parse_str(&value).is_ok());
+                prop_assert_eq!(violations.is_empty(), parsed.is_some());
+            }
+        }
+    }
 }
