@@ -588,3 +588,41 @@ async fn the_inbox_is_pruned_past_its_retention() {
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+/// Least privilege: each service works as a role of its own that reaches
+/// its own schema and nothing else, so a query that strays into another
+/// service's data is refused by PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_reaches_only_its_own_schema() {
+    let env = TestEnv::new().await;
+    let platform = env.start_all().await;
+    let matching =
+        cpm_runtime::db::service_pool(&env.settings.platform.database, "mentor_matching").unwrap();
+    let own: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM mentor_matching.mentor")
+        .fetch_one(&matching)
+        .await;
+    assert!(own.is_ok(), "{own:?}");
+    for foreign in [
+        "SELECT count(*) FROM referral_intake.referral",
+        "SELECT count(*) FROM referral_intake.client_record",
+        "SELECT count(*) FROM risk_assessment.assessment",
+    ] {
+        let refused = sqlx::query_scalar::<_, i64>(foreign)
+            .fetch_one(&matching)
+            .await
+            .unwrap_err();
+        let code = refused
+            .as_database_error()
+            .and_then(|error| error.code())
+            .map(|code| code.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{foreign}: {refused}");
+    }
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&matching)
+        .await
+        .unwrap();
+    assert_eq!(role, "cpm_mentor_matching");
+    matching.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

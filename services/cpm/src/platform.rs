@@ -188,6 +188,9 @@ pub async fn migrate(settings: &Settings, targets: &[Target]) -> anyhow::Result<
         let service = target.service();
         let pool = cpm_runtime::db::pool(&settings.platform.database, service.schema())?;
         cpm_runtime::db::migrate(&pool, service.schema(), service.migrations()).await?;
+        if settings.platform.database.service_roles {
+            cpm_runtime::db::grant_service_role(&pool, service.schema()).await?;
+        }
         pool.close().await;
     }
     Ok(())

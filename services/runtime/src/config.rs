@@ -199,6 +199,11 @@ pub struct DatabaseConfig {
     /// The longest one statement may run (PostgreSQL `statement_timeout`),
     /// so no request can hold a connection and its locks for long. 0: none.
     pub statement_timeout_ms: u64,
+    /// Each service works as a role of its own (`cpm_<schema>`) that can
+    /// reach only its own schema: migrations create it and grant it its
+    /// tables; the service's connections `SET ROLE` to it. The user in
+    /// `database.url` must be a superuser or a member of those roles.
+    pub service_roles: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -209,6 +214,7 @@ impl Default for DatabaseConfig {
             max_connections: 8,
             acquire_timeout_secs: 5,
             statement_timeout_ms: 30_000,
+            service_roles: true,
         }
     }
 }

@@ -43,6 +43,77 @@ pub fn pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sqlx::Error
         .connect_lazy_with(connect_options(config, schema)?))
 }
 
+/// The role a service works as: it reaches only `schema`.
+pub fn service_role(schema: &str) -> String {
+    format!("cpm_{schema}")
+}
+
+/// A service's pool on `schema`: as [`pool`], each connection working as
+/// the service's own role when `database.service_roles` is on, so a query
+/// that strays into another service's schema is refused.
+pub fn service_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sqlx::Error> {
+    if !config.service_roles {
+        return pool(config, schema);
+    }
+    let set_role = format!("SET ROLE \"{}\"", service_role(schema));
+    Ok(PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .after_connect(move |connection, _| {
+            let set_role = set_role.clone();
+            Box::pin(async move {
+                // Dynamic: a role name cannot be a bind parameter.
+                sqlx::query(AssertSqlSafe(set_role))
+                    .execute(connection)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(connect_options(config, schema)?))
+}
+
+/// Makes the service's role, if missing, and grants it what `schema` holds
+/// now (run after every migration, so new tables are granted too). Run as
+/// the schema's owner. Roles are cluster-wide: services of several
+/// databases on one server share them, each granted per database.
+pub async fn grant_service_role(owner: &PgPool, schema: &str) -> anyhow::Result<()> {
+    let role = service_role(schema);
+    // Dynamic: role and schema names cannot be bind parameters; both come
+    // from a service's constant schema name, never from input.
+    let statements = [
+        format!(
+            "DO $$ BEGIN CREATE ROLE \"{role}\" NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ),
+        format!(
+            "DO $$ BEGIN IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+             AND NOT pg_has_role(current_user, '{role}', 'MEMBER') \
+             THEN GRANT \"{role}\" TO CURRENT_USER; END IF; END $$"
+        ),
+        format!("GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\""
+        ),
+        format!(
+            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
+        ),
+    ];
+    for statement in statements {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(owner)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "granting role {role} its schema {schema}: {error} \
+                     (database.service_roles needs a user that may create roles; \
+                     or set it to false)"
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// The bus tables and then `service`'s migrations, tracked in `schema`.
 pub fn migrator(schema: &str, service: &Migrator) -> Migrator {
     let migrations: Vec<Migration> = EVENT_BUS_MIGRATOR

@@ -74,10 +74,22 @@ impl ServiceContext {
 
     /// The service's pool, once PostgreSQL answers and its schema is migrated.
     pub async fn database(&self, schema: &str, migrations: &Migrator) -> anyhow::Result<PgPool> {
-        let pool = crate::db::pool(&self.platform.database, schema)?;
-        crate::db::wait_until_ready(&pool, &self.shutdown).await?;
-        crate::db::migrate(&pool, schema, migrations).await?;
-        Ok(pool)
+        let config = &self.platform.database;
+        // Migrations (and grants) as the owner, on a connection of their own.
+        let owner = crate::db::pool(
+            &crate::config::DatabaseConfig {
+                max_connections: 1,
+                ..config.clone()
+            },
+            schema,
+        )?;
+        crate::db::wait_until_ready(&owner, &self.shutdown).await?;
+        crate::db::migrate(&owner, schema, migrations).await?;
+        if config.service_roles {
+            crate::db::grant_service_role(&owner, schema).await?;
+        }
+        owner.close().await;
+        Ok(crate::db::service_pool(config, schema)?)
     }
 
     /// Runs the future `start` makes under the supervisor: made afresh
@@ -117,7 +129,7 @@ impl ServiceContext {
             max_connections: 2,
             ..self.platform.database.clone()
         };
-        let relay_pool = crate::db::pool(&relay_database, schema)?;
+        let relay_pool = crate::db::service_pool(&relay_database, schema)?;
         let relay = Relay::new(relay_pool, self.bus.clone(), schema, &self.platform.outbox);
         let waker = relay.waker();
         let shutdown = self.shutdown.clone();
