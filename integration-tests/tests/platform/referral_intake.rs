@@ -1030,3 +1030,53 @@ fn base64_key(byte: u8) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode([byte; 32])
 }
+
+/// Agency scoping is enforced by PostgreSQL too: under the service's role,
+/// a transaction narrowed to an agency sees only its referrals (and their
+/// sealed records) even without a filter, and one with no scope sees none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_keeps_an_agency_to_its_own_referrals() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
+    let channel = connect(&platform).await;
+    for (agency, count) in [("agency-rls-a", 2), ("agency-rls-b", 3)] {
+        let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, agency));
+        for _ in 0..count {
+            submit(&mut intake, referral_request("Darlington")).await;
+        }
+    }
+    let pool =
+        cpm_runtime::db::service_pool(&env.settings.platform.database, "referral_intake").unwrap();
+    let visible = |scope: Option<&'static str>, table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let mut transaction = pool.begin().await.unwrap();
+            if let Some(scope) = scope {
+                sqlx::query("SELECT set_config('cpm.scope', $1, true)")
+                    .bind(scope)
+                    .execute(&mut *transaction)
+                    .await
+                    .unwrap();
+            }
+            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM referral_intake.{table}"
+            )))
+            .fetch_one(&mut *transaction)
+            .await
+            .unwrap();
+            transaction.rollback().await.unwrap();
+            count
+        }
+    };
+    assert_eq!(
+        visible(None, "referral").await,
+        5,
+        "staff and consumers see all"
+    );
+    assert_eq!(visible(Some("agency-rls-a"), "referral").await, 2);
+    assert_eq!(visible(Some("agency-rls-b"), "client_record").await, 3);
+    assert_eq!(visible(Some(""), "referral").await, 0, "no scope, no rows");
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -240,6 +240,9 @@ pub async fn get_referral(
     referral_id: Uuid,
 ) -> Result<(ReferralRow, Option<SealedDetails>, String), IntakeError> {
     let mut transaction = handle.begin().await?;
+    if let Some(agency_id) = scope {
+        cpm_runtime::db::narrow_to_agency(&mut transaction, agency_id).await?;
+    }
     let row = db::fetch_referral(&mut transaction, referral_id, scope)
         .await?
         .ok_or(IntakeError::ReferralNotFound)?;
@@ -267,8 +270,11 @@ pub async fn list_referrals(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<ReferralRow>, IntakeError> {
-    let mut connection = handle.pool().acquire().await?;
-    Ok(db::list_referrals(&mut connection, agency_id, filter, after, limit).await?)
+    let mut transaction = handle.begin().await?;
+    cpm_runtime::db::narrow_to_agency(&mut transaction, agency_id).await?;
+    let rows = db::list_referrals(&mut transaction, agency_id, filter, after, limit).await?;
+    transaction.commit().await?;
+    Ok(rows)
 }
 
 /// Withdraws a referral of `agency_id` that has not reached support yet,
@@ -281,6 +287,7 @@ pub async fn withdraw_referral(
     reason: &str,
 ) -> Result<ReferralRow, IntakeError> {
     let mut transaction = handle.begin().await?;
+    cpm_runtime::db::narrow_to_agency(&mut transaction, agency_id).await?;
     let row = db::lock_referral(&mut transaction, referral_id, agency_id)
         .await?
         .ok_or(IntakeError::ReferralNotFound)?;

@@ -65,12 +65,32 @@ pub fn service_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sql
             Box::pin(async move {
                 // Dynamic: a role name cannot be a bind parameter.
                 sqlx::query(AssertSqlSafe(set_role))
+                    .execute(&mut *connection)
+                    .await?;
+                // Row-level security reads the scope (see [`narrow_to_agency`]);
+                // a connection starts seeing every row its role may.
+                sqlx::query("SELECT set_config('cpm.scope', 'all', false)")
                     .execute(connection)
                     .await?;
                 Ok(())
             })
         })
         .connect_lazy_with(connect_options(config, schema)?))
+}
+
+/// Narrows the transaction to `agency_id`'s rows wherever row-level
+/// security reads `cpm.scope` (referral-intake's referrals): a referrer's
+/// call then cannot see another agency's rows even through a query that
+/// forgot its filter. Ends with the transaction.
+pub async fn narrow_to_agency(
+    connection: &mut sqlx::PgConnection,
+    agency_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('cpm.scope', $1, true)")
+        .bind(agency_id)
+        .execute(connection)
+        .await?;
+    Ok(())
 }
 
 /// Makes the service's role, if missing, and grants it what `schema` holds
