@@ -89,30 +89,7 @@ async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_o
 
     // A case file opens when an allocation is confirmed.
     let referral_id = uuid::Uuid::now_v7().to_string();
-    let allocation = AllocationConfirmed {
-        allocation_id: uuid::Uuid::now_v7().to_string(),
-        referral_id: referral_id.clone(),
-        agency_id: "agency-pages".into(),
-        area: "Pages".into(),
-        mentor_ids: vec![
-            uuid::Uuid::now_v7().to_string(),
-            uuid::Uuid::now_v7().to_string(),
-        ],
-        ..Default::default()
-    };
-    let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &allocation);
-    publish_raw(&env, AllocationConfirmed::TYPE, &envelope.encode_to_vec()).await;
-    eventually(Duration::from_secs(20), "the case file opens", || {
-        let mut contacts = contacts.clone();
-        let referral_id = referral_id.clone();
-        async move {
-            contacts
-                .get_case_file(GetCaseFileRequest { referral_id })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    open_case_file(&env, &contacts, &referral_id).await;
 
     // Nothing can have happened on a case before it opened.
     let yesterday = chrono::Utc::now() - chrono::Duration::days(1);

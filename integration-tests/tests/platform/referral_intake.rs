@@ -746,16 +746,7 @@ async fn erasure_destroys_the_clients_keys_everywhere_and_tells_other_services()
         .await
         .unwrap_err();
     assert_eq!(no_reason.code(), tonic::Code::InvalidArgument);
-    let export = admin
-        .export_client_data(ExportClientDataRequest {
-            referral_id: second.referral_id.clone(),
-            reason: "SAR 2026-11".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .document_json;
-    let document: serde_json::Value = serde_json::from_str(&export).unwrap();
+    let document = export(&mut admin, &second.referral_id, "SAR 2026-11").await;
     assert_eq!(document["referrals"].as_array().unwrap().len(), 2);
     assert_eq!(
         document["referrals"][0]["personal_details"]["family_name"],
@@ -951,7 +942,7 @@ async fn the_master_key_rotates_without_losing_records_or_re_referral_links() {
 /// from the referrer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wrong_person_is_never_erased_exported_or_shown() {
-    use cpm_proto::v1::{EraseClientRequest, ExportClientDataRequest};
+    use cpm_proto::v1::EraseClientRequest;
     let env = TestEnv::new().await;
     let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
     let channel = connect(&platform).await;
@@ -965,16 +956,7 @@ async fn the_wrong_person_is_never_erased_exported_or_shown() {
     let other_person = submit(&mut agency_a, namesake.clone()).await;
 
     // Undecided: the export and the erasure cover the named referral only.
-    let export = admin
-        .export_client_data(ExportClientDataRequest {
-            referral_id: one.referral_id.clone(),
-            reason: "SAR".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .document_json;
-    let document: serde_json::Value = serde_json::from_str(&export).unwrap();
+    let document = export(&mut admin, &one.referral_id, "SAR").await;
     assert_eq!(document["referrals"].as_array().unwrap().len(), 1);
 
     // A coordinator finds a different person: the link never counts.
@@ -1079,4 +1061,22 @@ async fn row_level_security_keeps_an_agency_to_its_own_referrals() {
     pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
+}
+
+/// A subject access export of the client of `referral_id`, as JSON.
+async fn export(
+    admin: &mut ReferralIntakeServiceClient<crate::harness::Authed>,
+    referral_id: &str,
+    reason: &str,
+) -> serde_json::Value {
+    let document = admin
+        .export_client_data(cpm_proto::v1::ExportClientDataRequest {
+            referral_id: referral_id.into(),
+            reason: reason.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .document_json;
+    serde_json::from_str(&document).unwrap()
 }

@@ -782,3 +782,27 @@ pub async fn link_earlier_referral(
     .fetch_optional(connection)
     .await
 }
+
+/// A check row with nothing recorded beyond its kind, for tests to adjust.
+#[cfg(test)]
+pub(crate) fn check_row(assessment_id: Uuid, kind: i32, satisfied: bool) -> CheckRow {
+    CheckRow {
+        assessment_id,
+        referral_id: Uuid::nil(),
+        kind,
+        satisfied,
+        notes: String::new(),
+        recorded_by: "coordinator".into(),
+        recorded_at: chrono::Utc::now(),
+        risk_level: None,
+        will_score: None,
+        want_score: None,
+        capacity_score: None,
+        databases: None,
+        professionals: None,
+        visit_attended_by: None,
+        referrer_co_visited: None,
+        phone_contact_first: None,
+        sealed_text: None,
+    }
+}

@@ -345,25 +345,7 @@ mod tests {
     }
 
     fn check(assessment_id: Uuid, kind: CheckKind, satisfied: bool) -> CheckRow {
-        CheckRow {
-            assessment_id,
-            referral_id: Uuid::nil(),
-            kind: kind as i32,
-            satisfied,
-            notes: String::new(),
-            recorded_by: "coordinator".into(),
-            recorded_at: Utc::now(),
-            risk_level: None,
-            will_score: None,
-            want_score: None,
-            capacity_score: None,
-            databases: None,
-            professionals: None,
-            visit_attended_by: None,
-            referrer_co_visited: None,
-            phone_contact_first: None,
-            sealed_text: None,
-        }
+        crate::db::check_row(assessment_id, kind as i32, satisfied)
     }
 
     fn required_checks(assessment_id: Uuid) -> Vec<CheckRow> {

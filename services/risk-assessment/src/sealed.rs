@@ -190,7 +190,6 @@ pub async fn open_reviews(
 mod tests {
     use super::*;
     use crate::domain::HomeVisitDetails;
-    use chrono::Utc;
     use cpm_proto::v1::CheckKind;
     use tonic::Code;
 
@@ -210,23 +209,10 @@ mod tests {
 
     fn row() -> CheckRow {
         CheckRow {
-            assessment_id: Uuid::now_v7(),
             referral_id: Uuid::now_v7(),
-            kind: CheckKind::HomeVisit as i32,
-            satisfied: true,
-            notes: String::new(),
-            recorded_by: "coordinator".into(),
-            recorded_at: Utc::now(),
-            risk_level: None,
-            will_score: None,
-            want_score: None,
-            capacity_score: None,
-            databases: None,
-            professionals: None,
-            visit_attended_by: None,
             referrer_co_visited: Some(true),
             phone_contact_first: Some(false),
-            sealed_text: None,
+            ..crate::db::check_row(Uuid::now_v7(), CheckKind::HomeVisit as i32, true)
         }
     }
 
