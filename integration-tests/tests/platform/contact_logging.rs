@@ -250,6 +250,33 @@ async fn summaries_are_sealed_shredded_on_erasure_and_refused_after_it() {
         "no readable copy of the summary in the table"
     );
 
+    // Reading the summary back is recorded: who, in which role, for what.
+    let read = contacts
+        .list_contacts(ListContactsRequest {
+            referral_id: referral_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    assert_eq!(read[0].summary, secret);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM contact_logging.personal_data_read \
+             WHERE reader = 'coordinator' AND role = 'coordinator' AND purpose = 'ListContacts'"
+        )
+        .await,
+        1
+    );
+    assert!(
+        sqlx::query("DELETE FROM contact_logging.personal_data_read")
+            .execute(&pool)
+            .await
+            .is_err(),
+        "the read audit is append-only"
+    );
+
     erase(&env, &referral_id).await;
     eventually(Duration::from_secs(20), "the client's key is shredded", || async {
         count("SELECT count(*) FROM contact_logging.client_key WHERE erased_at IS NOT NULL AND wrapped_data_key IS NULL").await == 1

@@ -57,7 +57,6 @@ async fn try_assessment_of(client: &mut Assessments, referral_id: &str) -> Optio
         .and_then(|response| response.into_inner().assessment)
 }
 
-/// The referral's assessment, once `referral.submitted` has opened it.
 /// Confirms `referral_id`'s possible link to `earlier` and waits for its
 /// assessment to show the earlier referral.
 async fn linked(
@@ -82,6 +81,7 @@ async fn linked(
         .unwrap()
 }
 
+/// The referral's assessment, once `referral.submitted` has opened it.
 async fn assessment_of(client: &Assessments, referral_id: &str) -> Assessment {
     eventually(WAIT, "the referral's assessment opens", || {
         let mut client = client.clone();
@@ -1124,6 +1124,16 @@ async fn a_client_s_free_text_is_stored_sealed_and_nothing_new_is_kept_once_eras
     assert_eq!(shown.rationale, RATIONALE);
     assert_eq!(shown.reviews[0].rationale, REVIEW);
     assert_eq!(shown.known_risk_types, [KnownRisk::Violence as i32]);
+    // ...and each reading of it is recorded, once per client per call.
+    let reads: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM risk_assessment.personal_data_read \
+         WHERE referral_id = $1::uuid AND reader = 'coordinator' AND purpose = 'GetAssessment'",
+    )
+    .bind(&accepted)
+    .fetch_one(&env.database().await)
+    .await
+    .unwrap();
+    assert!(reads >= 1, "GetAssessment's reading is audited");
     let queued = client
         .list_queue(ListQueueRequest {
             area: "Darlington".into(),

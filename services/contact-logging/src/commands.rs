@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged};
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
-use cpm_runtime::client_keys::{ClientKeys, Opener, SealError};
+use cpm_runtime::client_keys::{ClientKeys, Opener, Reader, SealError};
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgConnection;
@@ -121,12 +121,14 @@ async fn admitted_case_file(
 pub async fn case_file(
     handle: &ServiceHandle,
     keys: &ClientKeys,
+    caller: &Caller,
     access: &CaseAccess,
     referral_id: Uuid,
 ) -> Result<CaseFileRow, CaseError> {
     let mut connection = handle.pool().acquire().await?;
     let row = admitted_case_file(&mut connection, access, referral_id, CaseLock::None).await?;
-    let opener = keys.opener(&mut connection, referral_id).await?;
+    let reader = Reader::of(caller, "GetCaseFile");
+    let opener = keys.opener(&mut connection, referral_id, &reader).await?;
     open_case_file(row, opener.as_ref())
 }
 
@@ -213,6 +215,7 @@ pub async fn log_contact(
 pub async fn list_contacts(
     handle: &ServiceHandle,
     keys: &ClientKeys,
+    caller: &Caller,
     access: &CaseAccess,
     referral_id: Uuid,
     after: Option<(DateTime<Utc>, DateTime<Utc>, Uuid)>,
@@ -222,7 +225,8 @@ pub async fn list_contacts(
     let case_file =
         admitted_case_file(&mut transaction, access, referral_id, CaseLock::None).await?;
     let rows = db::list_contacts(&mut transaction, case_file.case_file_id, after, limit).await?;
-    let opener = keys.opener(&mut transaction, referral_id).await?;
+    let reader = Reader::of(caller, "ListContacts");
+    let opener = keys.opener(&mut transaction, referral_id, &reader).await?;
     transaction.commit().await?;
     rows.into_iter()
         .map(|row| open_contact(row, opener.as_ref()))
@@ -277,7 +281,10 @@ pub async fn discharge(
     .await?;
     let row =
         admitted_case_file(&mut transaction, access, order.referral_id, CaseLock::None).await?;
-    let opener = keys.opener(&mut transaction, order.referral_id).await?;
+    let reader = Reader::of(caller, "Discharge");
+    let opener = keys
+        .opener(&mut transaction, order.referral_id, &reader)
+        .await?;
     let row = open_case_file(row, opener.as_ref())?;
     transaction.commit().await?;
     tracing::info!(case_file_id = %row.case_file_id, "case discharged");

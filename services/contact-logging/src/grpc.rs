@@ -96,9 +96,11 @@ impl ContactLoggingService for ContactLogging {
         &self,
         request: Request<GetCaseFileRequest>,
     ) -> Result<Response<GetCaseFileResponse>, Status> {
-        let access = CaseAccess::of(Caller::of(&request)?)?;
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
-        let row = commands::case_file(&self.handle, &self.keys, &access, referral_id).await?;
+        let row =
+            commands::case_file(&self.handle, &self.keys, caller, &access, referral_id).await?;
         Ok(Response::new(GetCaseFileResponse {
             case_file: Some(case_file_to_proto(&row)),
         }))
@@ -124,7 +126,8 @@ impl ContactLoggingService for ContactLogging {
         &self,
         request: Request<ListContactsRequest>,
     ) -> Result<Response<ListContactsResponse>, Status> {
-        let access = CaseAccess::of(Caller::of(&request)?)?;
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.get_ref().page_size, &mut violations);
@@ -133,6 +136,7 @@ impl ContactLoggingService for ContactLogging {
         let mut rows = commands::list_contacts(
             &self.handle,
             &self.keys,
+            caller,
             &access,
             referral_id,
             after,

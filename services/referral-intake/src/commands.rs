@@ -13,7 +13,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::bus::outbox::{self, OutboxRow};
-use cpm_runtime::client_keys::SealError;
+use cpm_runtime::client_keys::{Reader, SealError};
 use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
@@ -251,6 +251,7 @@ pub async fn get_referral(
         .await?;
     let withdrawal_reason = vault
         .texts()
+        .reading(Reader::of(caller, "GetReferral"))
         .open_text(
             &mut transaction,
             referral_id,

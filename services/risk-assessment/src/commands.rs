@@ -21,7 +21,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
-use cpm_runtime::client_keys::{ClientKeys, SealError};
+use cpm_runtime::client_keys::{ClientKeys, Reader, Reading, SealError};
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgConnection;
@@ -140,14 +140,14 @@ pub fn outcomes<'a>(checks: impl IntoIterator<Item = &'a CheckRow>) -> Vec<Check
 /// One assessment with its latest checks and re-assessments, their text opened.
 async fn load(
     connection: &mut PgConnection,
-    keys: &ClientKeys,
+    reading: &mut Reading<'_>,
     mut row: AssessmentRow,
 ) -> Result<AssessmentView, AssessmentError> {
-    sealed::open_assessment(keys, connection, &mut row).await?;
+    sealed::open_assessment(reading, connection, &mut row).await?;
     let mut checks = db::latest_checks(connection, &[row.assessment_id]).await?;
-    sealed::open_checks(keys, connection, &mut checks).await?;
+    sealed::open_checks(reading, connection, &mut checks).await?;
     let mut reviews = db::list_reviews(connection, row.assessment_id).await?;
-    sealed::open_reviews(keys, connection, row.referral_id, &mut reviews).await?;
+    sealed::open_reviews(reading, connection, row.referral_id, &mut reviews).await?;
     Ok(AssessmentView {
         row,
         checks,
@@ -160,13 +160,13 @@ async fn load(
 /// so derived fields (first check, recommendation, reviews) include the change.
 async fn reload(
     connection: &mut PgConnection,
-    keys: &ClientKeys,
+    reading: &mut Reading<'_>,
     assessment_id: Uuid,
 ) -> Result<AssessmentView, AssessmentError> {
     let row = db::fetch_assessment(connection, assessment_id)
         .await?
         .ok_or(AssessmentError::NotFound)?;
-    load(connection, keys, row).await
+    load(connection, reading, row).await
 }
 
 /// Appends the caller's change to the audit trail.
@@ -222,8 +222,10 @@ pub struct QueuePage {
 pub async fn list_queue(
     handle: &ServiceHandle,
     keys: &ClientKeys,
+    caller: &Caller,
     query: &QueueQuery,
 ) -> Result<QueuePage, AssessmentError> {
+    let mut reading = keys.reading(Reader::of(caller, "ListQueue"));
     let mut connection = handle.pool().acquire().await?;
     let mut rows = db::list_assessments_in_state(
         &mut connection,
@@ -240,9 +242,9 @@ pub async fn list_queue(
         .take(shown)
         .map(|row| row.assessment_id)
         .collect();
-    sealed::open_assessments(keys, &mut connection, &mut rows).await?;
+    sealed::open_assessments(&mut reading, &mut connection, &mut rows).await?;
     let mut checks = db::latest_checks(&mut connection, &ids).await?;
-    sealed::open_checks(keys, &mut connection, &mut checks).await?;
+    sealed::open_checks(&mut reading, &mut connection, &mut checks).await?;
     Ok(QueuePage { rows, checks })
 }
 
@@ -251,8 +253,10 @@ pub async fn list_queue(
 pub async fn get_assessment(
     handle: &ServiceHandle,
     keys: &ClientKeys,
+    caller: &Caller,
     lookup: AssessmentLookup,
 ) -> Result<AssessmentView, AssessmentError> {
+    let mut reading = keys.reading(Reader::of(caller, "GetAssessment"));
     let mut connection = handle.pool().acquire().await?;
     let row = match lookup {
         AssessmentLookup::Assessment(id) => db::fetch_assessment(&mut connection, id).await?,
@@ -262,7 +266,7 @@ pub async fn get_assessment(
     }
     .ok_or(AssessmentError::NotFound)?;
     let earlier_referral_id = row.earlier_referral_id;
-    let mut view = load(&mut connection, keys, row).await?;
+    let mut view = load(&mut connection, &mut reading, row).await?;
     if let Some(earlier_referral_id) = earlier_referral_id {
         view.history = db::earlier_assessments(&mut connection, earlier_referral_id).await?;
     }
@@ -323,7 +327,8 @@ pub async fn record_check(
     .await?;
     // Re-read after the insert, so the first check time and the
     // recommendation include this check.
-    let view = reload(&mut transaction, keys, check.assessment_id).await?;
+    let mut reading = keys.reading(Reader::of(caller, "RecordCheck"));
+    let view = reload(&mut transaction, &mut reading, check.assessment_id).await?;
     transaction.commit().await?;
     tracing::info!(
         kind = check.kind.as_str_name(),
@@ -381,7 +386,8 @@ pub async fn decide(
     // Shown as written, without opening what was just sealed.
     decided.rationale_sealed = None;
     decided.rationale = Some(decision.rationale.clone());
-    sealed::open_checks(keys, &mut transaction, &mut checks).await?;
+    let mut reading = keys.reading(Reader::of(caller, "Decide"));
+    sealed::open_checks(&mut reading, &mut transaction, &mut checks).await?;
     let decided_at = decided
         .decided_at
         .ok_or_else(|| anyhow::anyhow!("decision recorded without a time"))?;
@@ -516,7 +522,8 @@ pub async fn reassess(
         ),
     )
     .await?;
-    let assessment = reload(&mut transaction, keys, row.assessment_id).await?;
+    let mut reading = keys.reading(Reader::of(caller, "Reassess"));
+    let assessment = reload(&mut transaction, &mut reading, row.assessment_id).await?;
     transaction.commit().await?;
     tracing::info!(
         action = reassessment.action.as_str_name(),

@@ -200,8 +200,10 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let query = QueueQuery::parse(request.get_ref())?;
-        let mut queue = commands::list_queue(&self.handle, &self.client_keys, &query).await?;
+        let mut queue =
+            commands::list_queue(&self.handle, &self.client_keys, caller, &query).await?;
         let next_page_token = page::finish_page(&mut queue.rows, query.page_size, |row| {
             page::time_and_id_token(row.opened_at, row.assessment_id)
         });
@@ -220,8 +222,10 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<GetAssessmentRequest>,
     ) -> Result<Response<GetAssessmentResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let lookup = AssessmentLookup::parse(request.get_ref())?;
-        let view = commands::get_assessment(&self.handle, &self.client_keys, lookup).await?;
+        let view =
+            commands::get_assessment(&self.handle, &self.client_keys, caller, lookup).await?;
         Ok(Response::new(GetAssessmentResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))

@@ -10,7 +10,7 @@
 //! columns (migration 0104) still hold their text in the plaintext
 //! columns and are shown from them; erasure blanks those.
 
-use cpm_runtime::client_keys::{ClientKeys, SealError};
+use cpm_runtime::client_keys::{ClientKeys, Reading, SealError};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -121,12 +121,12 @@ pub async fn seal_rationale(
 
 /// Opens the decision's rationale into `row.rationale`; none once erased.
 pub async fn open_assessment(
-    keys: &ClientKeys,
+    reading: &mut Reading<'_>,
     connection: &mut PgConnection,
     row: &mut AssessmentRow,
 ) -> Result<(), AssessmentError> {
     if let Some(sealed) = row.rationale_sealed.take() {
-        let rationale = keys
+        let rationale = reading
             .open_text(connection, row.referral_id, Some(&sealed))
             .await?;
         row.rationale = (!rationale.is_empty()).then_some(rationale);
@@ -136,12 +136,12 @@ pub async fn open_assessment(
 
 /// [`open_assessment`] for each of `rows`.
 pub async fn open_assessments(
-    keys: &ClientKeys,
+    reading: &mut Reading<'_>,
     connection: &mut PgConnection,
     rows: &mut [AssessmentRow],
 ) -> Result<(), AssessmentError> {
     for row in rows {
-        open_assessment(keys, connection, row).await?;
+        open_assessment(reading, connection, row).await?;
     }
     Ok(())
 }
@@ -149,7 +149,7 @@ pub async fn open_assessments(
 /// Opens each check's free text into its plaintext fields; a check of an
 /// erased client keeps them empty.
 pub async fn open_checks(
-    keys: &ClientKeys,
+    reading: &mut Reading<'_>,
     connection: &mut PgConnection,
     rows: &mut [CheckRow],
 ) -> Result<(), AssessmentError> {
@@ -157,7 +157,7 @@ pub async fn open_checks(
         let Some(sealed) = row.sealed_text.take() else {
             continue;
         };
-        let Some(document) = keys.open(connection, row.referral_id, &sealed).await? else {
+        let Some(document) = reading.open(connection, row.referral_id, &sealed).await? else {
             continue;
         };
         CheckText::from_json(&document)
@@ -171,14 +171,14 @@ pub async fn open_checks(
 
 /// Opens each review's rationale; a review of an erased client keeps it empty.
 pub async fn open_reviews(
-    keys: &ClientKeys,
+    reading: &mut Reading<'_>,
     connection: &mut PgConnection,
     referral_id: Uuid,
     rows: &mut [ReviewRow],
 ) -> Result<(), AssessmentError> {
     for row in rows {
         if let Some(sealed) = row.rationale_sealed.take() {
-            row.rationale = keys
+            row.rationale = reading
                 .open_text(connection, referral_id, Some(&sealed))
                 .await?;
         }

@@ -9,6 +9,9 @@
 //!   wrapped key too: backups must expire, see docs/operations.md);
 //! - nothing new is sealed for that client ([`SealError::Erased`]),
 //!   whatever order the erasure and later events or calls arrive in.
+//!
+//! Every opening for a caller is recorded, once per client per call, in the
+//! schema's append-only `personal_data_read` ([`Reader`], [`Reading`]).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -83,23 +86,77 @@ impl ClientKeys {
             .map(Some)
     }
 
+    /// Opening for `reader`, many records of many clients in one call: each
+    /// client's key is unwrapped once, and each client's first opening is
+    /// recorded in `personal_data_read` (in the caller's transaction).
+    pub fn reading(&self, reader: Reader) -> Reading<'_> {
+        Reading {
+            keys: self,
+            reader,
+            openers: std::collections::HashMap::new(),
+        }
+    }
+}
+
+/// Who opens a client's text, and why: what the read audit records.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    pub subject: String,
+    pub role: String,
+    /// The call or job that reads, e.g. `GetAssessment`.
+    pub purpose: String,
+}
+
+impl Reader {
+    pub fn of(caller: &crate::auth::Caller, purpose: &str) -> Self {
+        Self {
+            subject: caller.subject.clone(),
+            role: caller.role.as_str().to_owned(),
+            purpose: purpose.to_owned(),
+        }
+    }
+}
+
+/// Opens clients' sealed text for one reader; see [`ClientKeys::reading`].
+pub struct Reading<'k> {
+    keys: &'k ClientKeys,
+    reader: Reader,
+    /// Per client: its key, or `None` when it has none or was erased.
+    openers: std::collections::HashMap<Uuid, Option<Opener>>,
+}
+
+impl Reading<'_> {
+    async fn opener(
+        &mut self,
+        connection: &mut PgConnection,
+        referral_id: Uuid,
+    ) -> Result<Option<&Opener>, SealError> {
+        if !self.openers.contains_key(&referral_id) {
+            let opener = self
+                .keys
+                .opener(connection, referral_id, &self.reader)
+                .await?;
+            self.openers.insert(referral_id, opener);
+        }
+        Ok(self.openers[&referral_id].as_ref())
+    }
+
     /// What `sealed` holds; `None` once the client was erased.
     pub async fn open(
-        &self,
+        &mut self,
         connection: &mut PgConnection,
         referral_id: Uuid,
         sealed: &[u8],
     ) -> Result<Option<Vec<u8>>, SealError> {
-        let Some(Some(wrapped)) = wrapped_key(connection, referral_id).await? else {
+        let Some(opener) = self.opener(connection, referral_id).await? else {
             return Ok(None);
         };
-        let (key, _) = self.keys.unwrap_data_key(&wrapped)?;
-        Ok(Some(key.open(sealed, referral_id.as_bytes())?))
+        Ok(Some(opener.open(sealed)?))
     }
 
     /// [`Self::open`] as text; "" when there was none or it was erased.
     pub async fn open_text(
-        &self,
+        &mut self,
         connection: &mut PgConnection,
         referral_id: Uuid,
         sealed: Option<&[u8]>,
@@ -107,26 +164,39 @@ impl ClientKeys {
         let Some(sealed) = sealed else {
             return Ok(String::new());
         };
-        Ok(self
-            .open(connection, referral_id, sealed)
-            .await?
-            .map(|plain| String::from_utf8_lossy(&plain).into_owned())
-            .unwrap_or_default())
+        let Some(opener) = self.opener(connection, referral_id).await? else {
+            return Ok(String::new());
+        };
+        opener.open_text(Some(sealed))
     }
 }
 
 impl ClientKeys {
     /// The client's key, unwrapped once, for opening many records of the
-    /// same client; `None` when the client has no key or was erased.
+    /// same client for `reader`, who is recorded in `personal_data_read`;
+    /// `None` (and nothing recorded) when the client has no key or was
+    /// erased.
     pub async fn opener(
         &self,
         connection: &mut PgConnection,
         referral_id: Uuid,
+        reader: &Reader,
     ) -> Result<Option<Opener>, SealError> {
         let Some(Some(wrapped)) = wrapped_key(connection, referral_id).await? else {
             return Ok(None);
         };
         let (key, _) = self.keys.unwrap_data_key(&wrapped)?;
+        // Dynamic: every schema has this table; search_path picks the service's.
+        sqlx::query(
+            "INSERT INTO personal_data_read (referral_id, reader, role, purpose) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(referral_id)
+        .bind(&reader.subject)
+        .bind(&reader.role)
+        .bind(&reader.purpose)
+        .execute(connection)
+        .await?;
         Ok(Some(Opener { key, referral_id }))
     }
 }
@@ -138,13 +208,17 @@ pub struct Opener {
 }
 
 impl Opener {
+    /// What `sealed` holds.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        Ok(self.key.open(sealed, self.referral_id.as_bytes())?)
+    }
+
     /// The text `sealed` holds; "" when there is none.
     pub fn open_text(&self, sealed: Option<&[u8]>) -> Result<String, SealError> {
         let Some(sealed) = sealed else {
             return Ok(String::new());
         };
-        let plain = self.key.open(sealed, self.referral_id.as_bytes())?;
-        Ok(String::from_utf8_lossy(&plain).into_owned())
+        Ok(String::from_utf8_lossy(&self.open(sealed)?).into_owned())
     }
 }
 
