@@ -84,6 +84,17 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// How long an acknowledgement may take to reach the broker.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An acknowledgement, negative or not, that gives up after [`ANSWER_TIMEOUT`].
+async fn answered<T>(answer: impl Future<Output = Result<T, lapin::Error>>) -> anyhow::Result<()> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(result) => result.map(|_| ()).map_err(Into::into),
+        Err(_) => anyhow::bail!("the broker took no answer within {ANSWER_TIMEOUT:?}"),
+    }
+}
+
 /// A referral ID carried by an event; a malformed one is a permanent failure.
 pub fn referral_id(value: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(value)
@@ -290,11 +301,14 @@ impl<H: EventHandler> Consumer<H> {
     }
 
     /// Acknowledges, requeues (after a pause that grows with the delivery
-    /// count) or dead-letters a delivery according to its outcome.
+    /// count) or dead-letters a delivery according to its outcome. Each
+    /// answer to the broker is bounded: one sent as the connection dies may
+    /// never complete, and the consumer must then reconnect rather than
+    /// wait for ever (the delivery comes again; the inbox absorbs it).
     async fn settle(&self, delivery: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
         match outcome {
             Outcome::Applied | Outcome::Duplicate => {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                answered(delivery.acker.ack(BasicAckOptions::default())).await?;
             }
             Outcome::Requeue => {
                 // The pause grows with the delivery count, so a failing
@@ -304,19 +318,14 @@ impl<H: EventHandler> Consumer<H> {
                     crate::retry::backoff(Duration::from_millis(200), Duration::from_secs(2))
                         .pause_after(count);
                 tokio::time::sleep(pause).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await?;
+                answered(delivery.acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                }))
+                .await?;
             }
             Outcome::DeadLetter => {
-                delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
+                answered(delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
             }
         }
         Ok(())
