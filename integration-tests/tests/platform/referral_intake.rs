@@ -527,9 +527,12 @@ async fn only_registered_active_agencies_may_refer() {
         active,
     };
     admin.register_agency(register(true)).await.unwrap();
-    referrer
+    let accepted = referrer
         .submit_referral(referral_request("Durham"))
         .await
+        .unwrap()
+        .into_inner()
+        .referral
         .unwrap();
     let referrer_id = admin
         .register_referrer(RegisterReferrerRequest {
@@ -562,6 +565,27 @@ async fn only_registered_active_agencies_may_refer() {
         .await
         .unwrap_err();
     assert_eq!(suspended.code(), tonic::Code::PermissionDenied);
+    // A suspended agency's referrers lose every call, not only submission.
+    let listing = referrer
+        .list_referrals(ListReferralsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(listing.code(), tonic::Code::PermissionDenied);
+    let reading = referrer
+        .get_referral(cpm_proto::v1::GetReferralRequest {
+            referral_id: accepted.referral_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reading.code(), tonic::Code::PermissionDenied);
+    let withdrawing = referrer
+        .withdraw_referral(WithdrawReferralRequest {
+            referral_id: accepted.referral_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(withdrawing.code(), tonic::Code::PermissionDenied);
     let agencies = admin
         .list_agencies(ListAgenciesRequest::default())
         .await

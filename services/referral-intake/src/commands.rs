@@ -36,7 +36,7 @@ pub enum IntakeError {
     #[error("agency {0} is not registered; ask the programme's admin")]
     AgencyUnknown(String),
     /// A referrer's agency that the register holds as suspended.
-    #[error("agency {0} is suspended and cannot refer")]
+    #[error("agency {0} is suspended")]
     AgencyInactive(String),
     /// An admin registering a referrer for an agency not registered yet.
     #[error("agency {0} is not registered")]
@@ -241,7 +241,7 @@ pub async fn get_referral(
 ) -> Result<(ReferralRow, Option<SealedDetails>, String), IntakeError> {
     let mut transaction = handle.begin().await?;
     if let Some(agency_id) = scope {
-        cpm_runtime::db::narrow_to_agency(&mut transaction, agency_id).await?;
+        as_agency(&mut transaction, agency_id).await?;
     }
     let row = db::fetch_referral(&mut transaction, referral_id, scope)
         .await?
@@ -272,7 +272,7 @@ pub async fn list_referrals(
     limit: i64,
 ) -> Result<Vec<ReferralRow>, IntakeError> {
     let mut transaction = handle.begin().await?;
-    cpm_runtime::db::narrow_to_agency(&mut transaction, agency_id).await?;
+    as_agency(&mut transaction, agency_id).await?;
     let rows = db::list_referrals(&mut transaction, agency_id, filter, after, limit).await?;
     transaction.commit().await?;
     Ok(rows)
@@ -288,7 +288,7 @@ pub async fn withdraw_referral(
     reason: &str,
 ) -> Result<ReferralRow, IntakeError> {
     let mut transaction = handle.begin().await?;
-    cpm_runtime::db::narrow_to_agency(&mut transaction, agency_id).await?;
+    as_agency(&mut transaction, agency_id).await?;
     let row = db::lock_referral(&mut transaction, referral_id, agency_id)
         .await?
         .ok_or(IntakeError::ReferralNotFound)?;
@@ -390,6 +390,17 @@ pub async fn decide_link(
 /// Refuses a submission from an agency that is not registered (`active` is
 /// `None`) or is suspended; with `auto_register` (development only) an
 /// unknown agency is registered instead.
+/// Narrows the transaction to a referrer's agency (row-level security) and
+/// refuses a suspended agency: its referrers lose every call, not only
+/// submission. An agency never registered has nothing to read anyway.
+async fn as_agency(connection: &mut PgConnection, agency_id: &str) -> Result<(), IntakeError> {
+    cpm_runtime::db::narrow_to_agency(connection, agency_id).await?;
+    if db::agency_active(connection, agency_id).await? == Some(false) {
+        return Err(IntakeError::AgencyInactive(agency_id.to_owned()));
+    }
+    Ok(())
+}
+
 async fn may_refer(
     connection: &mut PgConnection,
     agency_id: &str,
@@ -492,7 +503,7 @@ mod tests {
             status(IntakeError::AgencyInactive("durham-police".into())),
             (
                 Code::PermissionDenied,
-                "agency durham-police is suspended and cannot refer".into()
+                "agency durham-police is suspended".into()
             )
         );
         assert_eq!(

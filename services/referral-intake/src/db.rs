@@ -783,3 +783,16 @@ pub async fn record_withdrawal(
     .await?;
     Ok(())
 }
+
+/// Whether an agency may act: `None` when it is not registered.
+pub async fn agency_active(
+    connection: &mut PgConnection,
+    agency_id: &str,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT active FROM referral_intake.agency WHERE agency_id = $1",
+        agency_id
+    )
+    .fetch_optional(connection)
+    .await
+}
