@@ -395,7 +395,7 @@ pub async fn decide_link(
 /// submission. An agency never registered has nothing to read anyway.
 async fn as_agency(connection: &mut PgConnection, agency_id: &str) -> Result<(), IntakeError> {
     cpm_runtime::db::narrow_to_agency(connection, agency_id).await?;
-    if db::agency_active(connection, agency_id).await? == Some(false) {
+    if db::agency_is_active(connection, agency_id).await? == Some(false) {
         return Err(IntakeError::AgencyInactive(agency_id.to_owned()));
     }
     Ok(())

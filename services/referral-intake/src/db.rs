@@ -494,7 +494,8 @@ pub async fn register_agency_if_missing(
     Ok(())
 }
 
-/// Whether an agency may refer: `None` when it is not registered.
+/// Whether an agency may act (refer, read, withdraw): `None` when it is
+/// not registered.
 pub async fn agency_is_active(
     connection: &mut PgConnection,
     agency_id: &str,
@@ -782,17 +783,4 @@ pub async fn record_withdrawal(
     .execute(connection)
     .await?;
     Ok(())
-}
-
-/// Whether an agency may act: `None` when it is not registered.
-pub async fn agency_active(
-    connection: &mut PgConnection,
-    agency_id: &str,
-) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT active FROM referral_intake.agency WHERE agency_id = $1",
-        agency_id
-    )
-    .fetch_optional(connection)
-    .await
 }
