@@ -33,14 +33,18 @@ fn connect_options(config: &DatabaseConfig, schema: &str) -> Result<PgConnectOpt
 /// A pool whose connections live in `schema`. Connections open lazily, so
 /// the pool exists even while PostgreSQL is down and recovers by itself.
 pub fn pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sqlx::Error> {
-    // No ping before every acquire: a connection broken by a database
-    // restart fails its first query instead, which callers already treat as
-    // UNAVAILABLE (or a transient consumer failure) and retry.
-    Ok(PgPoolOptions::new()
+    Ok(pool_options(config).connect_lazy_with(connect_options(config, schema)?))
+}
+
+/// The pool settings every pool shares. No ping before every acquire: a
+/// connection broken by a database restart fails its first query instead,
+/// which callers already treat as UNAVAILABLE (or a transient consumer
+/// failure) and retry.
+fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
         .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
-        .connect_lazy_with(connect_options(config, schema)?))
 }
 
 /// The role a service works as: it reaches only `schema`.
@@ -56,10 +60,7 @@ pub fn service_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, sql
         return pool(config, schema);
     }
     let set_role = format!("SET ROLE \"{}\"", service_role(schema));
-    Ok(PgPoolOptions::new()
-        .test_before_acquire(false)
-        .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+    Ok(pool_options(config)
         .after_connect(move |connection, _| {
             let set_role = set_role.clone();
             Box::pin(async move {

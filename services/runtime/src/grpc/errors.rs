@@ -82,23 +82,24 @@ impl From<sqlx::Error> for ApiError {
         // PostgreSQL refuses NUL in text (22021) and characters its encoding
         // lacks (22P05). Validators refuse both first; this keeps any field
         // they miss a caller's error rather than an INTERNAL one.
-        if let Some(code) = error.as_database_error().and_then(|e| e.code())
-            && matches!(code.as_ref(), "22021" | "22P05")
-        {
-            let mut violations = FieldViolations::new();
-            violations.add(
-                "request",
-                "text must not contain NUL or unencodable characters",
-            );
-            return ApiError::InvalidArgument(violations);
-        }
-        if error
+        let code = error
             .as_database_error()
             .and_then(|e| e.code())
-            .is_some_and(|code| code == "57014")
-        {
-            tracing::warn!(%error, "statement cancelled by database.statement_timeout_ms");
-            return ApiError::Unavailable("the database took too long, retry later".into());
+            .map(|code| code.into_owned());
+        match code.as_deref() {
+            Some("22021" | "22P05") => {
+                let mut violations = FieldViolations::new();
+                violations.add(
+                    "request",
+                    "text must not contain NUL or unencodable characters",
+                );
+                return ApiError::InvalidArgument(violations);
+            }
+            Some("57014") => {
+                tracing::warn!(%error, "statement cancelled by database.statement_timeout_ms");
+                return ApiError::Unavailable("the database took too long, retry later".into());
+            }
+            _ => {}
         }
         if crate::db::is_unavailable(&error) {
             tracing::warn!(%error, "database unavailable");
