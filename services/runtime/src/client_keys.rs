@@ -49,26 +49,32 @@ impl ClientKeys {
         referral_id: Uuid,
         text: &[u8],
     ) -> Result<Vec<u8>, SealError> {
+        let aad = referral_id.as_bytes();
+        // The client's key exists once the service first kept text about
+        // them: only then is a new one made.
+        match wrapped_key(connection, referral_id).await? {
+            Some(Some(stored)) => return Ok(self.keys.unwrap_data_key(&stored)?.0.seal(text, aad)),
+            Some(None) => return Err(SealError::Erased),
+            None => {}
+        }
         let (candidate, wrapped) = self.keys.new_data_key();
         // Dynamic: every schema has a client_key; search_path picks the service's.
-        sqlx::query(
+        let inserted: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO client_key (referral_id, wrapped_data_key) VALUES ($1, $2) \
-             ON CONFLICT (referral_id) DO NOTHING",
+             ON CONFLICT (referral_id) DO NOTHING RETURNING referral_id",
         )
         .bind(referral_id)
         .bind(&wrapped)
-        .execute(&mut *connection)
+        .fetch_optional(&mut *connection)
         .await?;
-        let stored = wrapped_key(connection, referral_id).await?;
-        let Some(stored) = stored.flatten() else {
-            return Err(SealError::Erased);
-        };
-        let key = if stored == wrapped {
-            candidate
-        } else {
-            self.keys.unwrap_data_key(&stored)?.0
-        };
-        Ok(key.seal(text, referral_id.as_bytes()))
+        if inserted.is_some() {
+            return Ok(candidate.seal(text, aad));
+        }
+        // Another writer, or an erasure, got there first: use what it left.
+        match wrapped_key(connection, referral_id).await? {
+            Some(Some(stored)) => Ok(self.keys.unwrap_data_key(&stored)?.0.seal(text, aad)),
+            _ => Err(SealError::Erased),
+        }
     }
 
     /// Seals `text` when there is any; empty text stays empty (and needs no key).
