@@ -145,12 +145,22 @@ pub async fn log_contact(
     // order too, so the two never wait for each other in a cycle.
     // Refused once the client was erased, even with an empty summary: the
     // contact itself is something new about them.
-    if cpm_runtime::client_keys::is_erased(&mut transaction, contact.referral_id).await? {
-        return Err(CaseError::Erased);
-    }
-    let summary_sealed = keys
-        .seal_text(&mut transaction, contact.referral_id, &contact.summary)
-        .await?;
+    // (Sealing a summary refuses an erased client by itself.)
+    let summary_sealed = if contact.summary.is_empty() {
+        if cpm_runtime::client_keys::is_erased(&mut transaction, contact.referral_id).await? {
+            return Err(CaseError::Erased);
+        }
+        None
+    } else {
+        Some(
+            keys.seal(
+                &mut transaction,
+                contact.referral_id,
+                contact.summary.as_bytes(),
+            )
+            .await?,
+        )
+    };
     let case_file = admitted_case_file(
         &mut transaction,
         access,
