@@ -20,6 +20,33 @@ use tonic::transport::Channel;
 
 pub use cpm::client::Authed;
 
+/// The programme areas of every test: the DOMAIN's and the names tests
+/// use to keep their referrals apart.
+pub const TEST_AREAS: [&str; 22] = [
+    "Darlington",
+    "South Durham",
+    "East Durham",
+    "North Durham",
+    "Durham",
+    "Hartlepool",
+    "Redcar",
+    "Stockton",
+    "Northshire",
+    "Restart",
+    "Notices",
+    "Limits",
+    "Early",
+    "Sealed",
+    "Outage",
+    "Good",
+    "Bad",
+    "Roles",
+    "Paging",
+    "A",
+    "B",
+    "X",
+];
+
 pub fn admin_database_url() -> String {
     std::env::var("CPM_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@localhost/postgres".into())
@@ -71,6 +98,7 @@ impl TestEnv {
         settings.platform.auth.hs256_secret = Secret::new(random_key());
         settings.platform.crypto.master_key = Secret::new(random_key());
         settings.set("notifications.webhook_poll_interval_ms", 200);
+        settings.platform.programme.areas = TEST_AREAS.map(str::to_owned).to_vec();
         settings.validate().expect("test settings are valid");
         cpm_runtime::db::ensure_database(&database_url)
             .await
@@ -115,12 +143,26 @@ impl TestEnv {
         .unwrap()
     }
 
+    /// A coordinator working in every test area.
     pub fn coordinator(&self, channel: &Channel) -> Authed {
-        cpm::client::authed(
-            channel,
-            &self.token("coordinator", Role::Coordinator, None, None),
-        )
-        .unwrap()
+        self.coordinator_in(channel, &TEST_AREAS)
+    }
+
+    /// A coordinator working in `areas` only.
+    pub fn coordinator_in(&self, channel: &Channel, areas: &[&str]) -> Authed {
+        let areas: Vec<String> = areas.iter().map(|area| (*area).to_owned()).collect();
+        let token = self
+            .authenticator
+            .mint_with_areas(
+                "coordinator",
+                Role::Coordinator,
+                None,
+                None,
+                &areas,
+                chrono::Duration::hours(1),
+            )
+            .unwrap();
+        cpm::client::authed(channel, &token).unwrap()
     }
 
     pub fn mentor(&self, channel: &Channel, mentor_id: &str) -> Authed {

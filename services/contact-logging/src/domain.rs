@@ -210,6 +210,7 @@ mod tests {
             role,
             agency_id: None,
             mentor_id: mentor_id.map(str::to_owned),
+            areas: Vec::new(),
         }
     }
 

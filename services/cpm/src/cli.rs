@@ -49,6 +49,10 @@ enum Command {
         agency: Option<String>,
         #[arg(long)]
         mentor: Option<String>,
+        /// An area a coordinator works in (repeat for several); a
+        /// coordinator's token names every programme area when none is given.
+        #[arg(long = "area")]
+        areas: Vec<String>,
         #[arg(long, default_value = "cpm-cli")]
         subject: String,
         #[arg(long, default_value_t = 12)]
@@ -216,18 +220,36 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             role,
             agency,
             mentor,
+            areas,
             subject,
             ttl_hours,
         } => {
             let settings = load_settings(cli.config.as_ref())?;
             let authenticator =
                 Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
+            let programme = &settings.platform.programme;
+            let areas = if areas.is_empty() && role == Role::Coordinator {
+                programme.areas.clone()
+            } else {
+                areas
+                    .iter()
+                    .map(|area| {
+                        programme.area(area).map(str::to_owned).ok_or_else(|| {
+                            fail(anyhow::anyhow!(
+                                "`{area}` is not one of the programme's areas: {}",
+                                programme.areas.join(", ")
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             let token = authenticator
-                .mint(
+                .mint_with_areas(
                     &subject,
                     role,
                     agency.as_deref(),
                     mentor.as_deref(),
+                    &areas,
                     chrono::Duration::hours(ttl_hours),
                 )
                 .map_err(fail)?;

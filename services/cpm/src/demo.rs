@@ -45,6 +45,7 @@ pub struct DemoOptions {
     pub authenticator: Authenticator,
     /// A fresh agency ID keeps repeated runs apart.
     pub agency_id: String,
+    /// One of the programme's areas; the demo coordinator works in it.
     pub area: String,
     /// Print each step.
     pub verbose: bool,
@@ -59,7 +60,7 @@ impl DemoOptions {
             endpoint: endpoint.to_owned(),
             authenticator,
             agency_id: format!("demo-agency-{suffix}"),
-            area: format!("Darlington-{suffix}"),
+            area: "Darlington".into(),
             verbose: false,
             step_timeout: Duration::from_secs(30),
         }
@@ -90,11 +91,17 @@ impl Journey {
         agency: Option<&str>,
         mentor: Option<&str>,
     ) -> anyhow::Result<Authed> {
-        let token = self.options.authenticator.mint(
+        let areas = if role == Role::Coordinator {
+            vec![self.options.area.clone()]
+        } else {
+            Vec::new()
+        };
+        let token = self.options.authenticator.mint_with_areas(
             subject,
             role,
             agency,
             mentor,
+            &areas,
             chrono::Duration::hours(1),
         )?;
         authed(&self.channel, &token)

@@ -80,6 +80,9 @@ pub struct Claims {
     pub agency_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mentor_id: Option<String>,
+    /// The programme areas a coordinator works in; admins see every area.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<String>,
     pub iss: String,
     pub aud: Audience,
     pub exp: i64,
@@ -103,9 +106,53 @@ pub struct Caller {
     pub role: Role,
     pub agency_id: Option<String>,
     pub mentor_id: Option<String>,
+    /// The areas a coordinator's token names (see [`Caller::area_scope`]).
+    pub areas: Vec<String>,
+}
+
+/// The areas whose referrals, assessments, cases and mentors a caller sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AreaScope {
+    /// Admins and the platform's own services.
+    Every,
+    /// A coordinator's areas, as their token names them: none when it names none.
+    Only(Vec<String>),
+}
+
+impl AreaScope {
+    pub fn admits(&self, area: &str) -> bool {
+        match self {
+            AreaScope::Every => true,
+            AreaScope::Only(areas) => areas.iter().any(|own| own.eq_ignore_ascii_case(area)),
+        }
+    }
+
+    /// For a query's `($1::text[] IS NULL OR area = ANY($1))`: `None` for every area.
+    pub fn as_filter(&self) -> Option<&[String]> {
+        match self {
+            AreaScope::Every => None,
+            AreaScope::Only(areas) => Some(areas),
+        }
+    }
 }
 
 impl Caller {
+    /// Which areas' records this caller may see as staff. Referrers and
+    /// mentors are scoped by their agency and their own cases instead, and
+    /// see no area as such.
+    pub fn area_scope(&self) -> AreaScope {
+        match self.role {
+            Role::Admin | Role::Service => AreaScope::Every,
+            Role::Coordinator => AreaScope::Only(self.areas.clone()),
+            Role::Referrer | Role::Mentor => AreaScope::Only(Vec::new()),
+        }
+    }
+
+    /// Whether this caller's [`Caller::area_scope`] admits `area`.
+    pub fn sees_area(&self, area: &str) -> bool {
+        self.area_scope().admits(area)
+    }
+
     /// The caller the guard attached to a request.
     pub fn of<T>(request: &Request<T>) -> Result<&Caller, Status> {
         request
@@ -234,6 +281,19 @@ impl Authenticator {
         mentor_id: Option<&str>,
         ttl: chrono::Duration,
     ) -> anyhow::Result<String> {
+        self.mint_with_areas(subject, role, agency_id, mentor_id, &[], ttl)
+    }
+
+    /// [`Authenticator::mint`] for a coordinator who works in `areas`.
+    pub fn mint_with_areas(
+        &self,
+        subject: &str,
+        role: Role,
+        agency_id: Option<&str>,
+        mentor_id: Option<&str>,
+        areas: &[String],
+        ttl: chrono::Duration,
+    ) -> anyhow::Result<String> {
         let encoding =
             self.inner.encoding.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("tokens can only be minted with a shared HS256 key")
@@ -249,6 +309,7 @@ impl Authenticator {
             role,
             agency_id: agency_id.map(str::to_owned),
             mentor_id: mentor_id.map(str::to_owned),
+            areas: areas.to_vec(),
             iss: self.inner.issuer.clone(),
             aud: Audience::One(self.inner.audience.clone()),
             iat: now,
@@ -306,6 +367,7 @@ impl Authenticator {
             role: claims.role,
             agency_id: claims.agency_id,
             mentor_id: claims.mentor_id,
+            areas: claims.areas,
         })
     }
 
@@ -414,6 +476,52 @@ mod tests {
             .mint("r", Role::Referrer, None, None, chrono::Duration::hours(1))
             .unwrap();
         assert!(auth.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_coordinator_sees_the_areas_the_token_names_and_an_admin_every_area() {
+        let auth = authenticator();
+        let areas = ["Darlington".to_owned()];
+        let coordinator = auth
+            .verify(
+                &auth
+                    .mint_with_areas(
+                        "c",
+                        Role::Coordinator,
+                        None,
+                        None,
+                        &areas,
+                        chrono::Duration::hours(1),
+                    )
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(coordinator.sees_area("Darlington"));
+        assert!(!coordinator.sees_area("East Durham"));
+        assert_eq!(coordinator.area_scope().as_filter(), Some(&areas[..]));
+        let none = auth
+            .verify(
+                &auth
+                    .mint(
+                        "c",
+                        Role::Coordinator,
+                        None,
+                        None,
+                        chrono::Duration::hours(1),
+                    )
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(!none.sees_area("Darlington"), "no areas named, none seen");
+        let admin = auth
+            .verify(
+                &auth
+                    .mint("a", Role::Admin, None, None, chrono::Duration::hours(1))
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(admin.sees_area("East Durham"));
+        assert_eq!(admin.area_scope().as_filter(), None);
     }
 
     #[test]

@@ -84,6 +84,100 @@ pub struct PlatformConfig {
     pub dev: DevConfig,
     pub allow: AllowConfig,
     pub inbox: InboxConfig,
+    pub programme: ProgrammeConfig,
+}
+
+/// What the programme is made of, as data: the areas it works in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProgrammeConfig {
+    /// The programme's areas. Every area a request names (a referral's, a
+    /// mentor's, a queue's) must be one of these, so a look-alike spelling
+    /// cannot open a queue nobody sees; coordinators' tokens name some of them.
+    pub areas: Vec<String>,
+}
+
+impl Default for ProgrammeConfig {
+    fn default() -> Self {
+        Self {
+            areas: ["Darlington", "South Durham", "East Durham", "North Durham"]
+                .map(str::to_owned)
+                .to_vec(),
+        }
+    }
+}
+
+/// Longest area name.
+const MAX_AREA_CHARS: usize = 100;
+
+impl ProgrammeConfig {
+    /// The registered spelling of `area` (surrounding spaces and letter
+    /// case aside), or `None` when the programme has no such area.
+    pub fn area(&self, area: &str) -> Option<&str> {
+        let area = area.trim();
+        self.areas
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(area))
+            .map(String::as_str)
+    }
+
+    /// Checks a required area field of a request; returns its registered spelling.
+    pub fn check_area(
+        &self,
+        field: &str,
+        area: &str,
+        violations: &mut crate::grpc::FieldViolations,
+    ) -> Option<String> {
+        if area.trim().is_empty() {
+            violations.add(field, "is required");
+            return None;
+        }
+        let known = self.area(area);
+        if known.is_none() {
+            violations.add(
+                field,
+                format!(
+                    "is not one of the programme's areas: {}",
+                    self.areas.join(", ")
+                ),
+            );
+        }
+        known.map(str::to_owned)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.areas.is_empty() {
+            return Err(ConfigError::invalid(
+                "programme.areas",
+                "name at least one area",
+            ));
+        }
+        for (n, area) in self.areas.iter().enumerate() {
+            if area.trim().is_empty()
+                || area.trim() != area
+                || area.chars().count() > MAX_AREA_CHARS
+                || area.chars().any(crate::grpc::values::is_hidden)
+            {
+                return Err(ConfigError::invalid(
+                    "programme.areas",
+                    format!(
+                        "`{}` is not an area name: 1 to {MAX_AREA_CHARS} visible characters without surrounding spaces",
+                        area.escape_debug()
+                    ),
+                ));
+            }
+            if self.areas[..n]
+                .iter()
+                .any(|earlier| earlier.eq_ignore_ascii_case(area))
+            {
+                return Err(ConfigError::invalid(
+                    "programme.areas",
+                    format!("`{area}` is named twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How long consumers remember the events they applied.
@@ -455,7 +549,8 @@ where
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("crypto.previous_master_keys"),
+            .with_list_parse_key("crypto.previous_master_keys")
+            .with_list_parse_key("programme.areas"),
     );
     builder
         .build()
@@ -578,6 +673,7 @@ impl PlatformConfig {
                 "must be at least 1",
             ));
         }
+        self.programme.validate()?;
         if self.profile == Profile::Production {
             self.refuse_weak_production_settings()?;
         }
@@ -835,5 +931,54 @@ mod tests {
         let message = load::<PlatformConfig>(Some(&file)).unwrap_err().to_string();
         assert!(message.contains("amqp.prefetch"), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn areas_are_taken_from_the_registered_list_only() {
+        let programme = ProgrammeConfig::default();
+        assert_eq!(programme.area(" south durham "), Some("South Durham"));
+        assert_eq!(
+            programme.area("Darlington\u{200b}"),
+            None,
+            "a zero-width variant"
+        );
+        assert_eq!(programme.area("Northshire"), None);
+        let mut violations = crate::grpc::FieldViolations::new();
+        assert_eq!(
+            programme
+                .check_area("area", "darlington", &mut violations)
+                .as_deref(),
+            Some("Darlington")
+        );
+        assert!(
+            programme
+                .check_area("area", "Nowhere", &mut violations)
+                .is_none()
+        );
+        assert!(
+            programme
+                .check_area("queue_area", " ", &mut violations)
+                .is_none()
+        );
+        assert_eq!(
+            violations.fields().collect::<Vec<_>>(),
+            ["area", "queue_area"]
+        );
+    }
+
+    #[test]
+    fn the_area_list_must_be_clean() {
+        for areas in [
+            vec![],
+            vec!["Darlington".to_owned(), "darlington".to_owned()],
+            vec!["Dar\u{202e}lington".to_owned()],
+            vec![" Darlington".to_owned()],
+            vec![String::new()],
+        ] {
+            let mut config = PlatformConfig::default();
+            config.programme.areas = areas.clone();
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("programme.areas"), "{areas:?}: {message}");
+        }
     }
 }

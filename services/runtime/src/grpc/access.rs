@@ -138,6 +138,7 @@ mod tests {
             role,
             agency_id: Some("agency-a".into()),
             mentor_id: Some("m-1".into()),
+            areas: Vec::new(),
         }
     }
 
