@@ -12,18 +12,20 @@ pub trait Event: prost::Message + Default {
 }
 
 macro_rules! events {
-    ($($message:ident => $routing_key:literal),* $(,)?) => {
+    ($($message:ident => $routing_key:literal $(by $field:ident)?),* $(,)?) => {
         $(
             impl Event for v1::$message {
                 const TYPE: &'static str = $routing_key;
                 fn correlation_id(&self) -> &str {
-                    &self.referral_id
+                    events!(@correlation self $($field)?)
                 }
             }
         )*
         /// Every event type the platform publishes.
         pub const ALL_EVENT_TYPES: &[&str] = &[$($routing_key),*];
     };
+    (@correlation $self:ident) => { &$self.referral_id };
+    (@correlation $self:ident $field:ident) => { &$self.$field };
 }
 
 events! {
@@ -39,6 +41,8 @@ events! {
     CaseDischarged => "case.discharged",
     EngagementChanged => "engagement.changed",
     ClientErased => "client.erased",
+    // About a person or an agency, not a referral: correlated by who it is.
+    PrincipalStatusChanged => "principal.status_changed" by principal_id,
 }
 
 /// The order of a referral's statuses as its referrer sees them: a status

@@ -81,6 +81,7 @@ impl Service for Descriptor {
         _config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
+        let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::allocations());
         let service = grpc::ContactLogging::new(
             handle,
@@ -88,6 +89,7 @@ impl Service for Descriptor {
         );
         routes.add_service(Self::guard(
             context,
+            &guard_pool,
             ContactLoggingServiceServer::new(service)
                 .max_decoding_message_size(context.max_request_bytes()),
         ));

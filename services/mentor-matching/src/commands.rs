@@ -9,6 +9,7 @@ use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
+use cpm_runtime::standing::{self, Principal};
 use uuid::Uuid;
 
 use crate::db::{self, AreaLoad, MentorRow, NewMentorRow};
@@ -58,9 +59,9 @@ pub async fn register_mentor(
 ) -> Result<MentorRow, MatchingError> {
     let mentor_id = Uuid::now_v7();
     tracing::Span::current().record("mentor_id", tracing::field::display(mentor_id));
-    let mut connection = handle.pool().acquire().await?;
+    let mut transaction = handle.begin().await?;
     let row = db::insert_mentor(
-        &mut connection,
+        &mut transaction,
         &NewMentorRow {
             mentor_id,
             display_name: &mentor.display_name,
@@ -74,6 +75,16 @@ pub async fn register_mentor(
         },
     )
     .await?;
+    // Every service admits the mentor's token from now on (and refuses it
+    // once they leave).
+    standing::publish(
+        &mut transaction,
+        crate::NAME,
+        &Principal::mentor(&mentor_id.to_string()),
+        true,
+    )
+    .await?;
+    transaction.commit().await?;
     tracing::info!(
         status = mentor.initial_status().as_str_name(),
         "mentor registered"

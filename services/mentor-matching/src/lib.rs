@@ -82,10 +82,12 @@ impl Service for Descriptor {
         _config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
+        let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::decisions());
         let service = grpc::MentorMatching::new(handle);
         routes.add_service(Self::guard(
             context,
+            &guard_pool,
             MentorMatchingServiceServer::new(service)
                 .max_decoding_message_size(context.max_request_bytes()),
         ));

@@ -122,9 +122,11 @@ impl Service for Descriptor {
 
         let allow_plain_http =
             context.platform.profile == cpm_runtime::config::Profile::Development;
+        let guard_pool = pool.clone();
         let service = grpc::Notifications::new(pool, wake, context, allow_plain_http);
         routes.add_service(Self::guard(
             context,
+            &guard_pool,
             NotificationsServiceServer::new(service)
                 .max_decoding_message_size(context.max_request_bytes()),
         ));

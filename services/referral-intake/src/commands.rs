@@ -17,6 +17,7 @@ use cpm_runtime::client_keys::{Reader, SealError};
 use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::grpc::{ApiError, FieldViolations};
+use cpm_runtime::standing::{self, Principal};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -425,9 +426,9 @@ pub async fn register_agency(
     caller: &Caller,
     agency: &NewAgency,
 ) -> Result<AgencyRow, IntakeError> {
-    let mut connection = handle.pool().acquire().await?;
+    let mut transaction = handle.begin().await?;
     let row = db::upsert_agency(
-        &mut connection,
+        &mut transaction,
         &agency.agency_id,
         &agency.name,
         agency.kind as i32,
@@ -435,6 +436,15 @@ pub async fn register_agency(
         &caller.subject,
     )
     .await?;
+    // Every service refuses a suspended agency's referrers from now on.
+    standing::publish(
+        &mut transaction,
+        crate::NAME,
+        &Principal::agency(&row.agency_id),
+        row.active,
+    )
+    .await?;
+    transaction.commit().await?;
     tracing::info!(active = row.active, "agency registered");
     Ok(row)
 }
@@ -471,6 +481,14 @@ pub async fn register_referrer(
         &referrer.name,
         referrer.role as i32,
         &referrer.contact,
+    )
+    .await?;
+    // Every service admits the referrer from now on.
+    standing::publish(
+        &mut transaction,
+        crate::NAME,
+        &Principal::referrer(&referrer.agency_id, &referrer.subject),
+        true,
     )
     .await?;
     transaction.commit().await?;

@@ -127,6 +127,7 @@ impl Service for Descriptor {
         config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
+        let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::referrals());
         context.spawn_consumer(&handle, events::engagement());
         let service = grpc::RiskAssessment::new(
@@ -136,6 +137,7 @@ impl Service for Descriptor {
         );
         routes.add_service(Self::guard(
             context,
+            &guard_pool,
             RiskAssessmentServiceServer::new(service)
                 .max_decoding_message_size(context.max_request_bytes()),
         ));

@@ -386,6 +386,20 @@ pub struct AuthConfig {
     /// The longest a token may live (`exp - iat`), so a leaked token is
     /// useful for a bounded time whatever its issuer wrote.
     pub max_token_lifetime_secs: u64,
+    /// Development only: let referrers, agencies and mentors nobody
+    /// registered call (a suspended or departed one is refused all the
+    /// same). Production always refuses them. See [`crate::standing`].
+    pub admit_unregistered: bool,
+    /// How long a service trusts a standing it read (seconds): a suspension
+    /// reaches every call within this time of its event being applied.
+    pub standing_cache_secs: u64,
+}
+
+impl AuthConfig {
+    /// Whether unregistered principals may call under `profile`.
+    pub fn admits_unregistered(&self, profile: Profile) -> bool {
+        self.admit_unregistered && profile == Profile::Development
+    }
 }
 
 impl Default for AuthConfig {
@@ -397,6 +411,8 @@ impl Default for AuthConfig {
             rs256_public_key_file: String::new(),
             jwks_file: String::new(),
             max_token_lifetime_secs: 24 * 60 * 60,
+            admit_unregistered: true,
+            standing_cache_secs: 5,
         }
     }
 }

@@ -42,8 +42,15 @@ pub trait Service: Send + Sync + 'static {
     /// Its generated gRPC server behind authentication and [`Self::access`]:
     /// how `start` adds it to the routes. `server` is built with
     /// [`ServiceContext::max_request_bytes`] as its decoding limit.
-    fn guard<G>(context: &ServiceContext, server: G) -> Guarded<G> {
-        Guarded::new(server, context.auth.clone(), Self::access())
+    /// `pool` is the service's own, for the callers' standings ([`crate::standing`]).
+    fn guard<G>(context: &ServiceContext, pool: &sqlx::PgPool, server: G) -> Guarded<G> {
+        let auth = &context.platform.auth;
+        let standing = crate::standing::Standing::new(
+            pool.clone(),
+            auth.admits_unregistered(context.platform.profile),
+            std::time::Duration::from_secs(auth.standing_cache_secs),
+        );
+        Guarded::new(server, context.auth.clone(), Self::access()).with_standing(standing)
     }
 
     /// The queues it consumes. Every process declares every service's
@@ -157,8 +164,12 @@ impl<S: Service> ServiceDescriptor for Registered<S> {
     fn access(&self) -> &'static AccessTable {
         S::access()
     }
+    /// Its own consumers, and the `principals` consumer the runtime runs
+    /// for every service ([`crate::standing`]).
     fn consumers(&self) -> Vec<ConsumerSpec> {
-        S::consumers()
+        let mut consumers = S::consumers();
+        consumers.push(crate::standing::consumer(S::NAME).spec());
+        consumers
     }
 
     fn check(
@@ -180,6 +191,7 @@ impl<S: Service> ServiceDescriptor for Registered<S> {
             let config = self.checked(section, &context.platform)?;
             let pool = context.database(S::SCHEMA, S::migrations()).await?;
             let handle = context.service_handle(S::NAME, S::SCHEMA, pool.clone())?;
+            context.spawn_consumer(&handle, crate::standing::consumer(S::NAME));
             S::start(context, handle, config, routes).await?;
             Ok(StartedService {
                 name: S::NAME,

@@ -14,6 +14,7 @@
 //! - [`descriptor`]: what a service is (names, schema, migrations, config section, consumers, start), for the binary's one registry.
 //! - [`retry`]: the one back-off policy (exponential, with jitter) of every retry loop.
 //! - [`service`]: what a service needs to start, and what it hands back.
+//! - [`standing`]: whether a caller's agency, the referrer or a mentor is still registered and active, in every service.
 //! - [`supervisor`]: background tasks restarted when they fail, and the health they report.
 
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod dev_keys;
 pub mod grpc;
 pub mod retry;
 pub mod service;
+pub mod standing;
 pub mod supervisor;
 pub mod telemetry;
 

@@ -8,8 +8,12 @@
 //! refused for everyone, so forgetting a row fails closed; the registry's
 //! tests check every table names exactly its service's methods.
 //!
+//! It then asks [`Standing`] whether a referrer's agency and the referrer,
+//! or a mentor, are still registered and active, so a suspension or a
+//! mentor leaving takes effect on every RPC of every service.
+//!
 //! What a handler still decides is *which* records a permitted caller may
-//! touch (a referrer's own agency, a mentor's own cases).
+//! touch (a referrer's own agency, a mentor's own cases, a coordinator's areas).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -21,6 +25,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::auth::{Authenticator, Caller, Role};
+use crate::standing::Standing;
 
 /// Coordinators and admins: the programme's staff.
 pub const STAFF: &[Role] = &[Role::Coordinator, Role::Admin];
@@ -72,6 +77,7 @@ pub struct Guarded<S> {
     inner: S,
     authenticator: Authenticator,
     table: &'static AccessTable,
+    standing: Option<Standing>,
 }
 
 impl<S> Guarded<S> {
@@ -80,7 +86,15 @@ impl<S> Guarded<S> {
             inner,
             authenticator,
             table,
+            standing: None,
         }
+    }
+
+    /// Also refuses callers not in good standing (every service's API;
+    /// reflection, which tells nothing about anyone, goes without).
+    pub fn with_standing(mut self, standing: Standing) -> Self {
+        self.standing = Some(standing);
+        self
     }
 
     /// The caller of `request`, admitted to the method its path names.
@@ -98,8 +112,12 @@ impl<S: NamedService> NamedService for Guarded<S> {
 
 impl<S, B> Service<http::Request<B>> for Guarded<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
@@ -110,16 +128,32 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.admit(&request) {
-            Ok(caller) => {
+        let refused = |status: Status| {
+            tracing::debug!(code = ?status.code(), message = status.message(), "call refused");
+            Ok(status.into_http())
+        };
+        let caller = match self.admit(&request) {
+            Ok(caller) => caller,
+            Err(status) => return Box::pin(std::future::ready(refused(status))),
+        };
+        let standing = match &self.standing {
+            Some(standing) if Standing::applies_to(&caller) => standing.clone(),
+            _ => {
                 request.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(request))
+                return Box::pin(self.inner.call(request));
             }
-            Err(status) => {
-                tracing::debug!(code = ?status.code(), message = status.message(), "call refused");
-                Box::pin(std::future::ready(Ok(status.into_http())))
+        };
+        // The inner service was made ready by poll_ready; a clone takes its
+        // place for the next call (the usual tower pattern).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            if let Err(status) = standing.admit(&caller).await {
+                return refused(status);
             }
-        }
+            request.extensions_mut().insert(caller);
+            inner.call(request).await
+        })
     }
 }
 
