@@ -20,6 +20,7 @@ mod python_client;
 mod referral_intake;
 mod restart;
 mod risk_assessment;
+mod standing;
 mod steady_flow;
 mod supervision;
 mod test_env;
