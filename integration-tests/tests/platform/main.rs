@@ -5,6 +5,7 @@ mod access;
 mod bus;
 mod contact_logging;
 mod database_outage;
+mod dead_lettering;
 mod flow;
 mod graceful_shutdown;
 mod harness;

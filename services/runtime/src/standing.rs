@@ -164,8 +164,11 @@ pub struct Standing {
     pool: PgPool,
     admit_unregistered: bool,
     cache_for: Duration,
-    cache: Arc<Mutex<HashMap<Principal, (Option<bool>, Instant)>>>,
+    cache: Arc<Mutex<HashMap<Principal, Cached>>>,
 }
+
+/// A standing as read, and when.
+type Cached = (Option<bool>, Instant);
 
 impl Standing {
     /// Reads standings from `pool`'s `principal` table. `admit_unregistered`
@@ -278,4 +281,64 @@ impl On<PrincipalStatusChanged> for Standings {
 /// The `principals` consumer the runtime runs for every service.
 pub fn consumer(service: &'static str) -> Router<Standings> {
     Router::new(service, "principals", Standings).on::<PrincipalStatusChanged>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: PrincipalKind, id: &str, agency: &str) -> PrincipalStatusChanged {
+        PrincipalStatusChanged {
+            kind: kind as i32,
+            principal_id: id.into(),
+            agency_id: agency.into(),
+            active: true,
+            changed_at: None,
+        }
+    }
+
+    #[test]
+    fn an_event_names_its_principal_and_a_referrer_belongs_to_an_agency() {
+        assert_eq!(
+            Principal::of_event(&event(PrincipalKind::Referrer, "pc-1", "police")),
+            Some(Principal::referrer("police", "pc-1"))
+        );
+        assert_eq!(
+            Principal::of_event(&event(PrincipalKind::Agency, "police", "")),
+            Some(Principal::agency("police"))
+        );
+        assert_eq!(
+            Principal::of_event(&event(PrincipalKind::Mentor, "m-1", "")),
+            Some(Principal::mentor("m-1"))
+        );
+        for malformed in [
+            event(PrincipalKind::Referrer, "pc-1", ""),
+            event(PrincipalKind::Agency, "", ""),
+            event(PrincipalKind::Unspecified, "x", ""),
+            PrincipalStatusChanged {
+                kind: 99,
+                ..event(PrincipalKind::Agency, "x", "")
+            },
+        ] {
+            assert_eq!(Principal::of_event(&malformed), None, "{malformed:?}");
+        }
+    }
+
+    #[test]
+    fn only_referrers_and_mentors_need_a_standing() {
+        let caller = |role| Caller {
+            subject: "s".into(),
+            role,
+            agency_id: Some("a".into()),
+            mentor_id: Some("m".into()),
+            areas: Vec::new(),
+        };
+        for role in Role::ALL {
+            assert_eq!(
+                Standing::applies_to(&caller(role)),
+                matches!(role, Role::Referrer | Role::Mentor),
+                "{role}"
+            );
+        }
+    }
 }

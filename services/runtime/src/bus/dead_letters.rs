@@ -85,22 +85,45 @@ pub async fn replay(
     bus: &Bus,
     spec: &ConsumerSpec,
     limit: usize,
-    mut on_moved: impl FnMut(usize),
+    on_moved: impl FnMut(usize),
 ) -> anyhow::Result<usize> {
     let queue = bus.topology().queue(spec.service, spec.name);
     let dead_letter_queue = Topology::dead_letter_queue(&queue);
     let channel = bus.channel().await?;
+    let moved = move_messages(
+        &channel,
+        &dead_letter_queue,
+        &queue,
+        limit,
+        fresh_properties,
+        on_moved,
+    )
+    .await?;
+    let _ = tokio::time::timeout(STEP_TIMEOUT, channel.close(200, "replayed".into())).await;
+    tracing::info!(%queue, moved, "dead-lettered events replayed");
+    Ok(moved)
+}
+
+/// Moves up to `limit` ready messages from queue `from` to queue `to`
+/// (through the default exchange), each confirmed by the broker before it
+/// leaves `from`, with its properties as `properties` makes them; returns
+/// how many moved. Puts `channel` in confirm mode.
+pub(crate) async fn move_messages(
+    channel: &lapin::Channel,
+    from: &str,
+    to: &str,
+    limit: usize,
+    properties: fn(&BasicProperties) -> BasicProperties,
+    mut on_moved: impl FnMut(usize),
+) -> anyhow::Result<usize> {
     channel
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await?;
     let mut moved = 0;
     while moved < limit {
         let Some(message) = step(
-            "a get from the dead-letter queue",
-            channel.basic_get(
-                dead_letter_queue.as_str().into(),
-                BasicGetOptions::default(),
-            ),
+            "a get",
+            channel.basic_get(from.into(), BasicGetOptions::default()),
         )
         .await?
         else {
@@ -111,13 +134,13 @@ pub async fn replay(
             "a publish",
             channel.basic_publish(
                 "".into(),
-                queue.as_str().into(),
+                to.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
                 &delivery.data,
-                fresh_properties(&delivery.properties),
+                properties(&delivery.properties),
             ),
         )
         .await?;
@@ -130,13 +153,11 @@ pub async fn replay(
                     ..BasicNackOptions::default()
                 })
                 .await?;
-            anyhow::bail!("the broker did not take the replayed event back into {queue}");
+            anyhow::bail!("the broker did not take the moved event into {to}");
         }
         delivery.acker.ack(BasicAckOptions::default()).await?;
         moved += 1;
         on_moved(moved);
     }
-    let _ = tokio::time::timeout(STEP_TIMEOUT, channel.close(200, "replayed".into())).await;
-    tracing::info!(%queue, moved, "dead-lettered events replayed");
     Ok(moved)
 }

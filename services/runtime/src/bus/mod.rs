@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod inbox;
 pub mod outbox;
+pub mod queue_upgrade;
 pub mod relay;
 pub mod router;
 pub mod topology;
@@ -145,8 +146,10 @@ impl Bus {
     }
 
     /// Declares the exchanges and every consumer queue in `specs`, with
-    /// their dead-letter queues and bindings.
-    pub async fn declare_consumer_queues(&self, specs: &[ConsumerSpec]) -> lapin::Result<()> {
+    /// their dead-letter queues and bindings, first moving any queue
+    /// declared with older arguments onto the current ones ([`queue_upgrade`]).
+    pub async fn declare_consumer_queues(&self, specs: &[ConsumerSpec]) -> anyhow::Result<()> {
+        queue_upgrade::upgrade_consumer_queues(self, specs).await?;
         let channel = self.channel().await?;
         for spec in specs {
             let queue = self.inner.topology.queue(spec.service, spec.name);

@@ -6,7 +6,13 @@
 //!   the event types it handles, with an explicit delivery limit (RabbitMQ
 //!   3.10 sets none by default).
 //! - `<ns>.dead-letter` and `<queue>.dlq`: where a message goes once it has
-//!   failed `delivery_limit` times or is refused as poison.
+//!   failed `delivery_limit` times or is refused as poison. Dead-lettering
+//!   is at-least-once (`x-dead-letter-strategy`, with `x-overflow:
+//!   reject-publish` as RabbitMQ requires): the broker keeps a dead letter
+//!   in its queue until the dead-letter queue has confirmed it, so a dead
+//!   letter survives a broker restart or a full dead-letter queue. Queues
+//!   declared before that are moved onto these arguments by
+//!   [`super::queue_upgrade`].
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -96,22 +102,47 @@ impl Topology {
             )
             .await?;
 
-        let mut arguments = quorum;
-        arguments.insert(
-            "x-delivery-limit".into(),
+        channel
+            .queue_declare(queue.into(), durable, self.consumer_queue_arguments(queue))
+            .await?;
+        self.bind(channel, queue, routing_keys).await
+    }
+
+    /// The arguments of a consumer's queue: quorum, the delivery limit, and
+    /// at-least-once dead-lettering to its dead-letter queue.
+    pub fn consumer_queue_arguments(&self, queue: &str) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        let mut set = |key: &str, value: AMQPValue| {
+            arguments.insert(key.into(), value);
+        };
+        set("x-queue-type", AMQPValue::LongString("quorum".into()));
+        set(
+            "x-delivery-limit",
             AMQPValue::LongInt(self.delivery_limit as i32),
         );
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
+        set(
+            "x-dead-letter-exchange",
             AMQPValue::LongString(self.dead_letter_exchange().into()),
         );
-        arguments.insert(
-            "x-dead-letter-routing-key".into(),
+        set(
+            "x-dead-letter-routing-key",
             AMQPValue::LongString(queue.into()),
         );
-        channel
-            .queue_declare(queue.into(), durable, arguments)
-            .await?;
+        set(
+            "x-dead-letter-strategy",
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        set("x-overflow", AMQPValue::LongString("reject-publish".into()));
+        arguments
+    }
+
+    /// Binds `queue` to the events exchange for each routing key.
+    pub async fn bind(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        routing_keys: &[&str],
+    ) -> lapin::Result<()> {
         for routing_key in routing_keys {
             channel
                 .queue_bind(
@@ -130,6 +161,25 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_queues_dead_letter_at_least_once() {
+        let arguments = Topology::new("cpm", 5).consumer_queue_arguments("cpm.a.b");
+        let value = |key: &str| arguments.inner().get(key).cloned();
+        assert_eq!(
+            value("x-dead-letter-strategy"),
+            Some(AMQPValue::LongString("at-least-once".into()))
+        );
+        assert_eq!(
+            value("x-overflow"),
+            Some(AMQPValue::LongString("reject-publish".into()))
+        );
+        assert_eq!(value("x-delivery-limit"), Some(AMQPValue::LongInt(5)));
+        assert_eq!(
+            value("x-dead-letter-routing-key"),
+            Some(AMQPValue::LongString("cpm.a.b".into()))
+        );
+    }
 
     #[test]
     fn names_are_namespaced() {
