@@ -1,5 +1,6 @@
 //! contact-logging's API: a contact is refused field by field, a case file
-//! nobody opened is NOT_FOUND, and referrers cannot reach case files.
+//! nobody opened is NOT_FOUND, referrers cannot reach case files, and a
+//! coordinator reaches only the case files of the areas they work in.
 
 use cpm::Target;
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
@@ -7,9 +8,10 @@ use std::time::Duration;
 
 use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AllocationConfirmed, ContactActivity, GetCaseFileRequest, ListContactsRequest,
-    LogContactRequest,
+    AllocationConfirmed, CaseState, ContactActivity, DischargeRequest, GetCaseFileRequest,
+    ListContactsRequest, LogContactRequest,
 };
+use cpm_runtime::auth::Role;
 use prost::Message as _;
 
 use crate::bus::publish_raw;
@@ -156,12 +158,24 @@ async fn open_case_file(
     contacts: &ContactLoggingServiceClient<crate::harness::Authed>,
     referral_id: &str,
 ) {
+    open_case_file_in(env, contacts, referral_id, "Sealed").await;
+}
+
+/// Opens a case file in `area` (as a confirmed allocation does) and waits
+/// until `contacts` reads it; returns the allocated mentor's ID.
+async fn open_case_file_in(
+    env: &TestEnv,
+    contacts: &ContactLoggingServiceClient<crate::harness::Authed>,
+    referral_id: &str,
+    area: &str,
+) -> String {
+    let mentor_id = uuid::Uuid::now_v7().to_string();
     let allocation = AllocationConfirmed {
         allocation_id: uuid::Uuid::now_v7().to_string(),
         referral_id: referral_id.into(),
         agency_id: "agency-sealed".into(),
-        area: "Sealed".into(),
-        mentor_ids: vec![uuid::Uuid::now_v7().to_string()],
+        area: area.into(),
+        mentor_ids: vec![mentor_id.clone()],
         ..Default::default()
     };
     let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &allocation);
@@ -177,6 +191,7 @@ async fn open_case_file(
         }
     })
     .await;
+    mentor_id
 }
 
 async fn erase(env: &TestEnv, referral_id: &str) {
@@ -318,6 +333,254 @@ async fn summaries_are_sealed_shredded_on_erasure_and_refused_after_it() {
         1,
         "a refused contact changes nothing"
     );
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Every RPC a coordinator may make on one case file, each answered by its
+/// status code and message (`Ok` and "" when it succeeded).
+async fn every_call(
+    contacts: &mut ContactLoggingServiceClient<crate::harness::Authed>,
+    referral_id: &str,
+) -> Vec<(&'static str, tonic::Code, String)> {
+    fn outcome<T>(
+        rpc: &'static str,
+        result: Result<T, tonic::Status>,
+    ) -> (&'static str, tonic::Code, String) {
+        match result {
+            Ok(_) => (rpc, tonic::Code::Ok, String::new()),
+            Err(status) => (rpc, status.code(), status.message().to_owned()),
+        }
+    }
+    let referral_id = referral_id.to_owned();
+    vec![
+        outcome(
+            "GetCaseFile",
+            contacts
+                .get_case_file(GetCaseFileRequest {
+                    referral_id: referral_id.clone(),
+                })
+                .await,
+        ),
+        outcome(
+            "LogContact",
+            contacts
+                .log_contact(contact(&referral_id, "met at the library"))
+                .await,
+        ),
+        outcome(
+            "LogContact without a summary",
+            contacts.log_contact(contact(&referral_id, "")).await,
+        ),
+        outcome(
+            "ListContacts",
+            contacts
+                .list_contacts(ListContactsRequest {
+                    referral_id: referral_id.clone(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        outcome(
+            "Discharge",
+            contacts
+                .discharge(DischargeRequest {
+                    referral_id,
+                    reason: "goals met".into(),
+                })
+                .await,
+        ),
+    ]
+}
+
+/// A coordinator reaches the case files of the areas their token names and
+/// no other: a case in East Durham answers a Darlington coordinator on every
+/// RPC exactly as a case nobody opened does, and nothing is written; a
+/// coordinator of East Durham and an admin act on it, and its mentor still
+/// reaches it whatever its area.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_in_another_area_is_not_found_for_a_coordinator_and_nothing_changes() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::CONTACT_LOGGING]).await;
+    let channel = connect(&platform).await;
+    let mut admin = ContactLoggingServiceClient::new(
+        cpm::client::authed(&channel, &env.token("admin", Role::Admin, None, None)).unwrap(),
+    );
+    let mut darlington =
+        ContactLoggingServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let mut east_durham =
+        ContactLoggingServiceClient::new(env.coordinator_in(&channel, &["East Durham"]));
+
+    let theirs = uuid::Uuid::now_v7().to_string();
+    let mentor_id = open_case_file_in(&env, &admin, &theirs, "East Durham").await;
+
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let missing = every_call(&mut darlington, &nobody).await;
+    assert!(
+        missing
+            .iter()
+            .all(|(_, code, _)| *code == tonic::Code::NotFound),
+        "{missing:?}"
+    );
+    assert_eq!(
+        every_call(&mut darlington, &theirs).await,
+        missing,
+        "a case in another area looks exactly like a missing one"
+    );
+
+    let pool = env.database().await;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        let referral_id = uuid::Uuid::parse_str(&theirs).unwrap();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(referral_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM contact_logging.contact JOIN contact_logging.case_file \
+             USING (case_file_id) WHERE referral_id = $1"
+        )
+        .await,
+        0,
+        "no contact logged"
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM contact_logging.case_file \
+             WHERE referral_id = $1 AND discharged_at IS NULL AND discharged_by IS NULL"
+        )
+        .await,
+        1,
+        "not discharged"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM contact_logging.client_key WHERE referral_id = $1").await,
+        0,
+        "no key made for the client"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM contact_logging.personal_data_read WHERE referral_id = $1")
+            .await,
+        0,
+        "nothing read"
+    );
+    let untouched = admin
+        .get_case_file(GetCaseFileRequest {
+            referral_id: theirs.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case_file
+        .unwrap();
+    assert_eq!(
+        (untouched.state, untouched.contacts, untouched.area.as_str()),
+        (CaseState::Open as i32, 0, "East Durham")
+    );
+
+    // Its mentor reaches it whatever its area.
+    let mut mentor = ContactLoggingServiceClient::new(env.mentor(&channel, &mentor_id));
+    mentor
+        .get_case_file(GetCaseFileRequest {
+            referral_id: theirs.clone(),
+        })
+        .await
+        .unwrap();
+
+    // A coordinator of East Durham, and an admin, act on East Durham's cases.
+    let for_admin = uuid::Uuid::now_v7().to_string();
+    open_case_file_in(&env, &admin, &for_admin, "East Durham").await;
+    for (who, contacts, referral_id) in [
+        ("East Durham's coordinator", &mut east_durham, &theirs),
+        ("an admin", &mut admin, &for_admin),
+    ] {
+        let outcomes = every_call(contacts, referral_id).await;
+        assert!(
+            outcomes.iter().all(|(_, code, _)| *code == tonic::Code::Ok),
+            "{who}: {outcomes:?}"
+        );
+        let case_file = contacts
+            .get_case_file(GetCaseFileRequest {
+                referral_id: referral_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .case_file
+            .unwrap();
+        assert_eq!(
+            (case_file.state, case_file.contacts),
+            (CaseState::Discharged as i32, 2),
+            "{who}"
+        );
+    }
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// An erased client's case in another area answers NOT_FOUND too, not
+/// "erased": the erasure does not show that the case exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_clients_case_in_another_area_is_not_found_rather_than_erased() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::CONTACT_LOGGING]).await;
+    let channel = connect(&platform).await;
+    let east_durham =
+        ContactLoggingServiceClient::new(env.coordinator_in(&channel, &["East Durham"]));
+    let mut darlington =
+        ContactLoggingServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    open_case_file_in(&env, &east_durham, &referral_id, "East Durham").await;
+    erase(&env, &referral_id).await;
+    let pool = env.database().await;
+    eventually(
+        Duration::from_secs(20),
+        "the client's key is shredded",
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM contact_logging.client_key WHERE erased_at IS NOT NULL",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    == 1
+            }
+        },
+    )
+    .await;
+
+    let missing = every_call(&mut darlington, &uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(every_call(&mut darlington, &referral_id).await, missing);
+
+    let mut east_durham = east_durham;
+    for summary in ["anything", ""] {
+        let refused = east_durham
+            .log_contact(contact(&referral_id, summary))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "East Durham's coordinator hears that the client was erased"
+        );
+    }
+    let refused = east_durham
+        .discharge(DischargeRequest {
+            referral_id: referral_id.clone(),
+            reason: "moved away".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;

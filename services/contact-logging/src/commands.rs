@@ -2,6 +2,11 @@
 //! asks (as a [`CaseAccess`]) and the parsed request, does its work in one
 //! transaction, and answers with rows or a [`CaseError`]. `grpc.rs` keeps
 //! tokens, parsing and messages.
+//!
+//! Every use case reads the case file through [`CaseAccess`] before it
+//! changes or shows anything: a case file in an area the coordinator does
+//! not work in, or a mentor's who is not allocated to it, is NOT_FOUND as
+//! a missing one is, and the transaction is rolled back untouched.
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged};
@@ -14,7 +19,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{self, CaseFileRow, CaseLock, ContactRow};
-use crate::domain::{CaseAccess, DischargeOrder, NewContact};
+use crate::domain::{CaseAccess, CaseParties, DischargeOrder, NewContact};
 
 /// Why a use case of contact logging did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +111,19 @@ fn open_contact(mut row: ContactRow, opener: Option<&Opener>) -> Result<ContactR
     Ok(row)
 }
 
-/// The case file of `referral_id` when `access` admits it, locked as `lock` says.
+impl CaseParties for CaseFileRow {
+    fn area(&self) -> &str {
+        &self.area
+    }
+
+    fn mentor_ids(&self) -> &[String] {
+        &self.mentor_ids
+    }
+}
+
+/// The case file of `referral_id` when `access` admits it (by its area for
+/// staff, its mentors for a mentor), locked as `lock` says; NOT_FOUND when
+/// it is missing or not the caller's.
 async fn admitted_case_file(
     connection: &mut PgConnection,
     access: &CaseAccess,
@@ -114,7 +131,38 @@ async fn admitted_case_file(
     lock: CaseLock,
 ) -> Result<CaseFileRow, CaseError> {
     let case_file = db::fetch_case_file(connection, referral_id, lock).await?;
-    access.admit(case_file, |row| &row.mentor_ids)
+    access.admit(case_file)
+}
+
+/// Why new text about an erased client is refused: that they were erased
+/// when the caller may reach their case file, and otherwise NOT_FOUND, as
+/// for any case file the caller may not reach (so a case in another area,
+/// or another mentor's, does not show through its client's erasure).
+async fn refusal_when_erased(
+    connection: &mut PgConnection,
+    access: &CaseAccess,
+    referral_id: Uuid,
+) -> CaseError {
+    match admitted_case_file(connection, access, referral_id, CaseLock::None).await {
+        Ok(_) => CaseError::Erased,
+        Err(error) => error,
+    }
+}
+
+/// [`ClientKeys::seal_text`], refusing an erased client as
+/// [`refusal_when_erased`] says.
+async fn seal_for(
+    connection: &mut PgConnection,
+    keys: &ClientKeys,
+    access: &CaseAccess,
+    referral_id: Uuid,
+    text: &str,
+) -> Result<Option<Vec<u8>>, CaseError> {
+    match keys.seal_text(connection, referral_id, text).await {
+        Ok(sealed) => Ok(sealed),
+        Err(SealError::Erased) => Err(refusal_when_erased(connection, access, referral_id).await),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The case file of a referral, its free text opened.
@@ -145,21 +193,23 @@ pub async fn log_contact(
     // order too, so the two never wait for each other in a cycle.
     // Refused once the client was erased, even with an empty summary: the
     // contact itself is something new about them.
-    // (Sealing a summary refuses an erased client by itself.)
+    // (Sealing a summary refuses an erased client by itself.) Whatever is
+    // written before the case file is admitted is rolled back with the
+    // transaction when it is not.
     let summary_sealed = if contact.summary.is_empty() {
         if cpm_runtime::client_keys::is_erased(&mut transaction, contact.referral_id).await? {
-            return Err(CaseError::Erased);
+            return Err(refusal_when_erased(&mut transaction, access, contact.referral_id).await);
         }
         None
     } else {
-        Some(
-            keys.seal(
-                &mut transaction,
-                contact.referral_id,
-                contact.summary.as_bytes(),
-            )
-            .await?,
+        seal_for(
+            &mut transaction,
+            keys,
+            access,
+            contact.referral_id,
+            &contact.summary,
         )
+        .await?
     };
     let case_file = admitted_case_file(
         &mut transaction,
@@ -253,9 +303,14 @@ pub async fn discharge(
 ) -> Result<CaseFileRow, CaseError> {
     let mut transaction = handle.begin().await?;
     // The client's key first, as erasure takes it (see log_contact).
-    let reason_sealed = keys
-        .seal_text(&mut transaction, order.referral_id, &order.reason)
-        .await?;
+    let reason_sealed = seal_for(
+        &mut transaction,
+        keys,
+        access,
+        order.referral_id,
+        &order.reason,
+    )
+    .await?;
     let case_file = admitted_case_file(
         &mut transaction,
         access,

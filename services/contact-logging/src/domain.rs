@@ -1,10 +1,12 @@
-//! Requests parsed at the edge, and the access rule. Handlers never see a
-//! raw protobuf request; every violation is collected so the caller fixes
-//! all of them at once.
+//! Requests parsed at the edge, and the access rule ([`CaseAccess`]: staff
+//! by the areas they work in, mentors by their own cases). Handlers never
+//! see a raw protobuf request; every violation is collected so the caller
+//! fixes all of them at once. No request names an area: a case file's area
+//! is the allocation's, and only decides who may reach it.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cpm_proto::v1::{ContactActivity, DischargeRequest, LogContactRequest};
-use cpm_runtime::auth::{Caller, Role};
+use cpm_runtime::auth::{AreaScope, Caller, Role};
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_enum, parse_id};
 use uuid::Uuid;
@@ -111,15 +113,25 @@ impl DischargeOrder {
 /// Which case files a caller may act on: the access rule every RPC applies.
 ///
 /// Which roles may call at all is the access table's to say, checked before
-/// anything is read. A mentor is limited to the cases they are allocated
-/// to; any other case answers NOT_FOUND, exactly as a missing one does, so
-/// its existence is not revealed.
+/// anything is read. Staff reach the case files of the areas they work in
+/// (a coordinator the areas their token names, an admin every area); a
+/// mentor the cases they are allocated to, whatever their area. Any other
+/// case answers NOT_FOUND, exactly as a missing one does, so its existence
+/// is not revealed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaseAccess {
-    /// Coordinators and admins: every case file.
-    AnyCase,
+    /// Coordinators and admins: the case files of the areas in this scope.
+    Staff(AreaScope),
     /// A mentor: only the case files naming this mentor ID.
     AllocatedMentor(String),
+}
+
+/// What [`CaseAccess`] looks at in a case file: its area and its mentors.
+pub trait CaseParties {
+    /// The programme area the case file is in.
+    fn area(&self) -> &str;
+    /// The IDs of the mentors allocated to it.
+    fn mentor_ids(&self) -> &[String];
 }
 
 impl CaseAccess {
@@ -127,7 +139,7 @@ impl CaseAccess {
     /// file, or a mentor token without a mentor ID.
     pub fn of(caller: &Caller) -> Result<Self, CaseError> {
         match caller.role {
-            Role::Coordinator | Role::Admin => Ok(Self::AnyCase),
+            Role::Coordinator | Role::Admin => Ok(Self::Staff(caller.area_scope())),
             Role::Mentor => match caller.mentor_id.as_deref() {
                 Some(mentor_id) if !mentor_id.is_empty() => {
                     Ok(Self::AllocatedMentor(mentor_id.to_owned()))
@@ -140,23 +152,22 @@ impl CaseAccess {
         }
     }
 
-    /// Whether a case file allocated to `mentor_ids` may be acted on.
-    pub fn admits(&self, mentor_ids: &[String]) -> bool {
+    /// Whether a case file in `area` allocated to `mentor_ids` may be acted on.
+    pub fn admits(&self, area: &str, mentor_ids: &[String]) -> bool {
         match self {
-            Self::AnyCase => true,
+            Self::Staff(scope) => scope.admits(area),
             Self::AllocatedMentor(mentor_id) => mentor_ids.iter().any(|id| id == mentor_id),
         }
     }
 
     /// The case file itself when it exists and may be acted on; NOT_FOUND
-    /// otherwise, whether it is missing or another mentor's.
-    pub fn admit<T>(
-        &self,
-        case_file: Option<T>,
-        mentor_ids: impl Fn(&T) -> &[String],
-    ) -> Result<T, CaseError> {
+    /// otherwise, whether it is missing, in an area the caller does not
+    /// work in, or another mentor's.
+    pub fn admit<T: CaseParties>(&self, case_file: Option<T>) -> Result<T, CaseError> {
         match case_file {
-            Some(case_file) if self.admits(mentor_ids(&case_file)) => Ok(case_file),
+            Some(case_file) if self.admits(case_file.area(), case_file.mentor_ids()) => {
+                Ok(case_file)
+            }
             _ => Err(CaseError::NotFound),
         }
     }
@@ -362,41 +373,114 @@ mod tests {
         assert_eq!(discharge_fields(&request), ["referral_id", "reason"]);
     }
 
+    /// A case file as the access rule sees it.
+    #[derive(Debug)]
+    struct Case {
+        area: &'static str,
+        mentor_ids: Vec<String>,
+    }
+
+    impl CaseParties for Case {
+        fn area(&self) -> &str {
+            self.area
+        }
+        fn mentor_ids(&self) -> &[String] {
+            &self.mentor_ids
+        }
+    }
+
+    fn case(area: &'static str, mentor_ids: &[&str]) -> Case {
+        Case {
+            area,
+            mentor_ids: mentor_ids.iter().map(|id| (*id).to_owned()).collect(),
+        }
+    }
+
+    fn coordinator_in(areas: &[&str]) -> CaseAccess {
+        CaseAccess::of(&Caller {
+            areas: areas.iter().map(|area| (*area).to_owned()).collect(),
+            ..caller(Role::Coordinator, None)
+        })
+        .unwrap()
+    }
+
+    /// NOT_FOUND, exactly as for a case file that does not exist.
+    fn assert_looks_missing(access: &CaseAccess, case_file: Case) {
+        let refused = tonic::Status::from(access.admit(Some(case_file)).unwrap_err());
+        let missing = tonic::Status::from(access.admit(None::<Case>).unwrap_err());
+        assert_eq!(refused.code(), tonic::Code::NotFound);
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (missing.code(), missing.message())
+        );
+    }
+
     #[test]
-    fn coordinators_and_admins_act_on_any_case() {
-        for role in [Role::Coordinator, Role::Admin] {
-            let access = CaseAccess::of(&caller(role, None)).unwrap();
-            assert_eq!(access, CaseAccess::AnyCase);
-            assert!(access.admits(&[]));
-            assert!(access.admits(&["m-1".into()]));
+    fn an_admin_acts_on_a_case_in_any_area() {
+        let access = CaseAccess::of(&caller(Role::Admin, None)).unwrap();
+        assert_eq!(access, CaseAccess::Staff(AreaScope::Every));
+        for area in ["Darlington", "East Durham", "Anywhere"] {
+            assert!(access.admits(area, &[]));
+            assert!(access.admit(Some(case(area, &["m-1"]))).is_ok());
         }
     }
 
     #[test]
-    fn a_mentor_acts_only_on_their_own_cases() {
+    fn a_coordinator_acts_only_on_cases_in_their_areas() {
+        let access = coordinator_in(&["Darlington", "Stockton"]);
+        assert!(access.admits("Darlington", &[]));
+        assert!(access.admits("Stockton", &["m-1".into()]));
+        assert!(
+            access.admits("darlington", &[]),
+            "letter case aside, as areas are registered"
+        );
+        assert!(!access.admits("East Durham", &[]));
+        assert!(
+            !access.admits("Darlington\u{200b}", &[]),
+            "a look-alike is another area"
+        );
+        assert!(access.admit(Some(case("Darlington", &[]))).is_ok());
+    }
+
+    #[test]
+    fn a_coordinator_whose_token_names_no_area_acts_on_no_case() {
+        let access = coordinator_in(&[]);
+        assert_eq!(access, CaseAccess::Staff(AreaScope::Only(Vec::new())));
+        for area in ["Darlington", "East Durham", ""] {
+            assert!(!access.admits(area, &[]), "{area:?}");
+        }
+    }
+
+    #[test]
+    fn a_case_in_another_area_looks_exactly_like_a_missing_one() {
+        let access = coordinator_in(&["Darlington"]);
+        assert_looks_missing(&access, case("East Durham", &["m-1"]));
+    }
+
+    #[test]
+    fn a_mentor_acts_only_on_their_own_cases_whatever_their_area() {
         let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1"))).unwrap();
-        assert!(access.admits(&["m-2".into(), "m-1".into()]));
-        assert!(!access.admits(&["m-2".into()]));
-        assert!(!access.admits(&[]));
+        assert!(access.admits("East Durham", &["m-2".into(), "m-1".into()]));
+        assert!(access.admits("Darlington", &["m-1".into()]));
+        assert!(!access.admits("Darlington", &["m-2".into()]));
+        assert!(!access.admits("Darlington", &[]));
+    }
+
+    #[test]
+    fn a_mentors_token_areas_do_not_widen_their_cases() {
+        let access = CaseAccess::of(&Caller {
+            areas: vec!["Darlington".into()],
+            ..caller(Role::Mentor, Some("m-1"))
+        })
+        .unwrap();
+        assert!(!access.admits("Darlington", &["m-2".into()]));
     }
 
     #[test]
     fn another_mentors_case_looks_exactly_like_a_missing_one() {
         let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1"))).unwrap();
-        fn mentors(ids: &Vec<String>) -> &[String] {
-            ids
-        }
-        let others = access
-            .admit(Some(vec!["m-2".to_owned()]), mentors)
-            .unwrap_err();
-        let missing = access.admit(None, mentors).unwrap_err();
-        let (others, missing) = (tonic::Status::from(others), tonic::Status::from(missing));
-        assert_eq!(others.code(), tonic::Code::NotFound);
-        assert_eq!(
-            (others.code(), others.message()),
-            (missing.code(), missing.message())
-        );
-        assert!(access.admit(Some(vec!["m-1".to_owned()]), mentors).is_ok());
+        assert_looks_missing(&access, case("Darlington", &["m-2"]));
+        assert!(access.admit(Some(case("Darlington", &["m-1"]))).is_ok());
     }
 
     #[test]

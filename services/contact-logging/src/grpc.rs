@@ -1,7 +1,9 @@
 //! `cpm.v1.ContactLoggingService`: case files, contacts and discharge.
 //! Handlers parse, call [`crate::commands`] and answer. Every command goes
-//! through [`CaseAccess`]: a mentor reaches only the cases they are
-//! allocated to, and another case answers NOT_FOUND as a missing one does.
+//! through [`CaseAccess`]: a coordinator reaches only the cases in the
+//! areas their token names (an admin every area), a mentor only the cases
+//! they are allocated to, and any other case answers NOT_FOUND as a
+//! missing one does. No request names an area, and none lists case files.
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingService;
@@ -25,7 +27,8 @@ use crate::db::{CaseFileRow, ContactRow};
 use crate::domain::{CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact};
 
 /// Mentors and staff work in case files; only staff discharge. Which case
-/// files a mentor may touch is [`CaseAccess`]'s to say.
+/// files each may touch (staff: their areas; a mentor: their own cases) is
+/// [`CaseAccess`]'s to say.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("GetCaseFile", CASE_WORKERS),
     ("LogContact", CASE_WORKERS),

@@ -3,11 +3,15 @@
 //! coordinators log contacts on it (one of nine activities and the minutes
 //! taken), and a coordinator discharges it, which tells the referrer. When a
 //! coordinator ends support after a re-assessment the case file closes.
+//! Coordinators work on the case files of the areas their token names
+//! (admins on every area's), mentors on the cases they are allocated to;
+//! any other case file is NOT_FOUND, as a missing one is.
 //!
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
-//! - [`domain`]: requests parsed and validated at the edge; the access rule.
+//! - [`domain`]: requests parsed and validated at the edge; the access rule
+//!   ([`domain::CaseAccess`]).
 //! - [`db`]: action-named queries on the `contact_logging` schema.
 //! - [`commands`]: one function per use case, with [`commands::CaseError`].
 //! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService` and its access table.
