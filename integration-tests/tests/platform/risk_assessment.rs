@@ -1,8 +1,9 @@
 //! Risk assessment over gRPC: the age of the queue, richer checks, the
 //! override path, wrong-state calls, role refusals, the audit trail,
 //! re-assessment ending support (mentors freed, case file closed, referrer
-//! told), the history of a re-referred client, the outcome stats, and a
-//! client's free text sealed under their key and gone once they are erased.
+//! told), the history of a re-referred client, the outcome stats, a
+//! client's free text sealed under their key and gone once they are erased,
+//! and staff scoped to their areas, which must be the programme's.
 
 use std::time::Duration;
 
@@ -228,6 +229,297 @@ async fn only_coordinators_and_admins_see_or_change_assessments() {
     env.cleanup().await;
 }
 
+/// The referrals in `area`'s queue (every area of the caller's when empty).
+async fn queue(client: &mut Assessments, area: &str) -> Result<Vec<String>, tonic::Status> {
+    Ok(client
+        .list_queue(ListQueueRequest {
+            area: area.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .assessments
+        .into_iter()
+        .map(|assessment| assessment.referral_id)
+        .collect())
+}
+
+/// Stats of the referrals made in the hour either side of now, in `area`.
+fn stats_around_now(area: &str) -> AssessmentStatsRequest {
+    let now = chrono::Utc::now();
+    AssessmentStatsRequest {
+        from: Some(timestamp(now - chrono::Duration::hours(1))),
+        to: Some(timestamp(now + chrono::Duration::hours(1))),
+        area: area.into(),
+    }
+}
+
+/// What risk assessment holds about `referral`: its checks, audit entries,
+/// re-assessments and readings of its client's text, and its decision.
+async fn footprint(pool: &sqlx::PgPool, referral: &str) -> [i64; 5] {
+    const ASSESSMENT: &str = "JOIN risk_assessment.assessment a USING (assessment_id) \
+                              WHERE a.referral_id = ANY($1)";
+    let referrals = [uuid::Uuid::parse_str(referral).unwrap()];
+    [
+        count(
+            pool,
+            &format!("SELECT count(*) FROM risk_assessment.assessment_check {ASSESSMENT}"),
+            &referrals,
+        )
+        .await,
+        count(
+            pool,
+            &format!("SELECT count(*) FROM risk_assessment.assessment_audit {ASSESSMENT}"),
+            &referrals,
+        )
+        .await,
+        count(
+            pool,
+            &format!("SELECT count(*) FROM risk_assessment.review {ASSESSMENT}"),
+            &referrals,
+        )
+        .await,
+        count(
+            pool,
+            "SELECT count(*) FROM risk_assessment.personal_data_read WHERE referral_id = ANY($1)",
+            &referrals,
+        )
+        .await,
+        count(
+            pool,
+            "SELECT count(*) FROM risk_assessment.assessment \
+             WHERE referral_id = ANY($1) AND decided_at IS NOT NULL",
+            &referrals,
+        )
+        .await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_sees_and_changes_only_the_assessments_of_their_areas() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
+        .await;
+    let channel = connect(&platform).await;
+    let mut everywhere = assessments(&env, &channel);
+    let ours = submit(&env, &channel, "agency-areas", "Darlington").await;
+    let theirs = submit(&env, &channel, "agency-areas", "East Durham").await;
+    let our_assessment = assessment_of(&everywhere, &ours).await.assessment_id;
+    let their_assessment = assessment_of(&everywhere, &theirs).await.assessment_id;
+    // East Durham's coordinators have written about their client.
+    record(
+        &mut everywhere,
+        &their_assessment,
+        CheckKind::AdultAtReferral,
+        true,
+    )
+    .await;
+
+    let mut darlington =
+        RiskAssessmentServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    // The queue: all of their areas, or one of them however it is spelt.
+    for area in ["", "Darlington", " darlington "] {
+        assert_eq!(
+            queue(&mut darlington, area).await.unwrap(),
+            [ours.clone()],
+            "{area:?}"
+        );
+    }
+    // Another area's queue is refused, and says why.
+    let status = queue(&mut darlington, "East Durham").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("East Durham") && status.message().contains("Darlington"),
+        "{status:?}"
+    );
+    // An admin sees every area's.
+    let admin =
+        cpm::client::authed(&channel, &env.token("admin", Role::Admin, None, None)).unwrap();
+    let mut admin = RiskAssessmentServiceClient::new(admin);
+    let mut all = queue(&mut admin, "").await.unwrap();
+    all.sort();
+    let mut both = vec![ours.clone(), theirs.clone()];
+    both.sort();
+    assert_eq!(all, both);
+    assert_eq!(
+        queue(&mut admin, "East Durham").await.unwrap(),
+        [theirs.clone()]
+    );
+
+    // Another area's assessment is one that does not exist, however it is
+    // asked for, and nothing is recorded or read.
+    let pool = env.database().await;
+    let missing = darlington
+        .get_assessment(GetAssessmentRequest {
+            assessment_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let before = footprint(&pool, &theirs).await;
+    let refusals = [
+        darlington
+            .get_assessment(GetAssessmentRequest {
+                assessment_id: their_assessment.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        darlington
+            .get_assessment(GetAssessmentRequest {
+                referral_id: theirs.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        darlington
+            .record_check(RecordCheckRequest {
+                assessment_id: their_assessment.clone(),
+                kind: CheckKind::RiskToVolunteers as i32,
+                satisfied: false,
+                notes: "not mine to write".into(),
+                risk_level: RiskLevel::High as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        darlington
+            .decide(DecideRequest {
+                assessment_id: their_assessment.clone(),
+                decision: Decision::Accept as i32,
+                rationale: "not mine to decide".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    ];
+    for status in refusals {
+        assert_eq!(
+            (status.code(), status.message()),
+            (missing.code(), missing.message()),
+            "{status:?}"
+        );
+    }
+    assert_eq!(footprint(&pool, &theirs).await, before);
+
+    // Nor can they re-assess another area's client in support.
+    accept(&mut everywhere, &their_assessment).await;
+    let before = footprint(&pool, &theirs).await;
+    let status = darlington
+        .reassess(ReassessRequest {
+            referral_id: theirs.clone(),
+            action: EngagementAction::End as i32,
+            reason: NonEngagementReason::ClientDeclined as i32,
+            rationale: "not mine to end".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (missing.code(), missing.message())
+    );
+    assert_eq!(footprint(&pool, &theirs).await, before);
+
+    // Their stats count their own areas; another area's are refused.
+    let stats = darlington
+        .assessment_stats(stats_around_now(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.referrals, stats.still_open, stats.accepted),
+        (1, 1, 0)
+    );
+    let status = darlington
+        .assessment_stats(stats_around_now("East Durham"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // Their own assessment they work as before.
+    let checked = record(
+        &mut darlington,
+        &our_assessment,
+        CheckKind::AdultAtReferral,
+        true,
+    )
+    .await;
+    assert_eq!(checked.checks.len(), 1);
+
+    // A coordinator whose token names no area sees none.
+    let mut nowhere = RiskAssessmentServiceClient::new(env.coordinator_in(&channel, &[]));
+    assert!(queue(&mut nowhere, "").await.unwrap().is_empty());
+    assert!(try_assessment_of(&mut nowhere, &ours).await.is_none());
+
+    // An admin sees and counts every area's.
+    let shown = try_assessment_of(&mut admin, &theirs).await.unwrap();
+    assert_eq!(shown.area, "East Durham");
+    assert_eq!(
+        shown.decision(),
+        Decision::Accept,
+        "accepted by East Durham"
+    );
+    assert_eq!(
+        admin
+            .assessment_stats(stats_around_now(""))
+            .await
+            .unwrap()
+            .into_inner()
+            .referrals,
+        2
+    );
+    assert_eq!(
+        admin
+            .assessment_stats(stats_around_now("east durham"))
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted,
+        1
+    );
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_area_a_request_names_must_be_one_of_the_programme_s() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::RISK_ASSESSMENT]).await;
+    let channel = connect(&platform).await;
+    let admin =
+        cpm::client::authed(&channel, &env.token("admin", Role::Admin, None, None)).unwrap();
+    for mut client in [
+        assessments(&env, &channel),
+        RiskAssessmentServiceClient::new(admin),
+    ] {
+        // Registered areas, in any letter case, are found (and empty here).
+        assert!(queue(&mut client, "south DURHAM").await.unwrap().is_empty());
+        // A look-alike would be a queue nobody sees: it is refused.
+        for area in [
+            "Nowhere",
+            "Darlington\u{200b}",
+            "\u{200b}Darlington",
+            "Darling\u{200d}ton",
+            "Darlingt0n",
+        ] {
+            let status = queue(&mut client, area).await.unwrap_err();
+            assert_eq!(violations(&status), ["area"], "{area:?}");
+            let status = client
+                .assessment_stats(stats_around_now(area))
+                .await
+                .unwrap_err();
+            assert_eq!(violations(&status), ["area"], "{area:?}");
+        }
+    }
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
     let env = TestEnv::new().await;
@@ -235,7 +527,7 @@ async fn the_queue_ages_assessments_in_working_days_and_flags_overdue_ones() {
         .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
-    let area = format!("Queue-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let area = "Paging".to_owned();
     let older = submit(&env, &channel, "agency-queue", &area).await;
     let client = assessments(&env, &channel);
     let older_assessment = assessment_of(&client, &older).await;
@@ -620,7 +912,7 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
     let env = TestEnv::new().await;
     let platform = env.start_all().await;
     let channel = connect(&platform).await;
-    let area = format!("End-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let area = "Stockton".to_owned();
     let agency = "agency-end";
     let mut matching = MentorMatchingServiceClient::new(env.coordinator(&channel));
     register_mentor(&mut matching, &area).await;
@@ -876,7 +1168,7 @@ async fn stats_break_outcomes_down_by_stage_and_reason_with_times() {
         .start(&[Target::REFERRAL_INTAKE, Target::RISK_ASSESSMENT])
         .await;
     let channel = connect(&platform).await;
-    let area = format!("Stats-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let area = "Durham".to_owned();
     let mut client = assessments(&env, &channel);
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -884,7 +1176,7 @@ async fn stats_break_outcomes_down_by_stage_and_reason_with_times() {
         ids.push(assessment_of(&client, &referral_id).await.assessment_id);
     }
     // Another area's referral is not counted.
-    let elsewhere = submit(&env, &channel, "agency-stats", "Elsewhere").await;
+    let elsewhere = submit(&env, &channel, "agency-stats", "Hartlepool").await;
     assessment_of(&client, &elsewhere).await;
 
     accept(&mut client, &ids[0]).await;

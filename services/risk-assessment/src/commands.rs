@@ -10,6 +10,12 @@
 //! the client was erased, a write with text is refused
 //! ([`AssessmentError::ClientErased`]) and the text read back is empty.
 //!
+//! Each use case takes the caller's [`AreaScope`] (`domain::staff_scope`):
+//! an assessment outside it is [`AssessmentError::NotFound`], exactly as one
+//! that does not exist, found so before anything is sealed, opened or
+//! changed; a list or a count covers only the scope's areas, and asking for
+//! another area is [`AssessmentError::OutsideAreas`].
+//!
 //! A change seals its text before it locks the assessment: erasure shreds
 //! the client's key (`client_key`) before it forgets (the assessment's
 //! rows), and taking the two in the same order here means the two cannot
@@ -19,7 +25,7 @@ use cpm_proto::v1::{
     AssessmentDecided, AssessmentState, CheckKind, Decision, EngagementAction, EngagementChanged,
     RiskLevel,
 };
-use cpm_runtime::auth::Caller;
+use cpm_runtime::auth::{AreaScope, Caller};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::client_keys::{ClientKeys, Reader, Reading, SealError};
 use cpm_runtime::grpc::values::timestamp;
@@ -32,16 +38,21 @@ use crate::db::{
 };
 use crate::domain::{
     AssessmentLookup, CheckOutcome, NewCheck, NewDecision, NewReassessment, OVERRIDE_NEEDS_REASON,
-    QueueQuery, StatsQuery, check_override, check_reassessable, missing_checks, recommend,
+    OutsideAreas, QueueQuery, StatsQuery, areas_covered, check_override, check_reassessable,
+    missing_checks, recommend,
 };
 use crate::sealed::{self, CheckText};
 
 /// Why a use case of risk assessment did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AssessmentError {
-    /// No such assessment, or none for the referral.
+    /// No such assessment, none for the referral, or one in an area the
+    /// caller does not work in, which they cannot tell apart from none.
     #[error("assessment not found")]
     NotFound,
+    /// A queue or a count of an area the caller does not work in.
+    #[error(transparent)]
+    OutsideAreas(#[from] OutsideAreas),
     /// Checks and decisions only change an open assessment.
     #[error(
         "the assessment is {}; only an open assessment can {action}",
@@ -83,6 +94,7 @@ impl From<AssessmentError> for ApiError {
     fn from(error: AssessmentError) -> Self {
         match error {
             AssessmentError::NotFound => ApiError::NotFound("assessment".into()),
+            AssessmentError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
             AssessmentError::NotOpen { .. }
             | AssessmentError::ChecksMissing(_)
             | AssessmentError::NotReassessable(_)
@@ -156,6 +168,30 @@ async fn load(
     })
 }
 
+/// `area`'s assessment when `scope` admits it, else not found: an
+/// assessment the caller may not see is one that does not exist.
+fn within(scope: &AreaScope, area: &str) -> Result<(), AssessmentError> {
+    if scope.admits(area) {
+        Ok(())
+    } else {
+        Err(AssessmentError::NotFound)
+    }
+}
+
+/// The referral of an assessment in `scope`, read without a lock, before
+/// anything about the client is sealed or changed.
+async fn referral_in_scope(
+    connection: &mut PgConnection,
+    scope: &AreaScope,
+    assessment_id: Uuid,
+) -> Result<Uuid, AssessmentError> {
+    let placement = db::placement_of_assessment(connection, assessment_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    within(scope, &placement.area)?;
+    Ok(placement.referral_id)
+}
+
 /// The assessment read again inside the transaction that just changed it,
 /// so derived fields (first check, recommendation, reviews) include the change.
 async fn reload(
@@ -191,15 +227,17 @@ async fn audit(
     Ok(())
 }
 
-/// Locks an assessment that must still be open to `action`.
+/// Locks an assessment in `scope` that must still be open to `action`.
 async fn lock_open_assessment(
     connection: &mut PgConnection,
+    scope: &AreaScope,
     assessment_id: Uuid,
     action: &'static str,
 ) -> Result<AssessmentRow, AssessmentError> {
     let row = db::lock_assessment(connection, assessment_id)
         .await?
         .ok_or(AssessmentError::NotFound)?;
+    within(scope, &row.area)?;
     if row.state != AssessmentState::Open as i32 {
         return Err(AssessmentError::NotOpen {
             state: AssessmentState::try_from(row.state).unwrap_or_default(),
@@ -218,19 +256,22 @@ pub struct QueuePage {
     pub checks: Vec<CheckRow>,
 }
 
-/// The open assessments of an area (or all areas) after the query's cursor.
+/// The open assessments of the area asked for (one of the caller's), or of
+/// all the caller's areas, after the query's cursor.
 pub async fn list_queue(
     handle: &ServiceHandle,
     keys: &ClientKeys,
     caller: &Caller,
+    scope: &AreaScope,
     query: &QueueQuery,
 ) -> Result<QueuePage, AssessmentError> {
+    let areas = areas_covered(query.area.as_deref(), scope)?;
     let mut reading = keys.reading(Reader::of(caller, "ListQueue"));
     let mut connection = handle.pool().acquire().await?;
     let mut rows = db::list_assessments_in_state(
         &mut connection,
         AssessmentState::Open as i32,
-        query.area.as_deref(),
+        areas.as_deref(),
         query.after,
         query.page_size + 1,
     )
@@ -248,12 +289,14 @@ pub async fn list_queue(
     Ok(QueuePage { rows, checks })
 }
 
-/// One assessment, by its ID or its referral's, with the client's earlier
-/// assessments when the referral is a re-referral.
+/// One assessment in `scope`, by its ID or its referral's, with the
+/// client's earlier assessments in `scope` when the referral is a
+/// re-referral.
 pub async fn get_assessment(
     handle: &ServiceHandle,
     keys: &ClientKeys,
     caller: &Caller,
+    scope: &AreaScope,
     lookup: AssessmentLookup,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut reading = keys.reading(Reader::of(caller, "GetAssessment"));
@@ -265,31 +308,39 @@ pub async fn get_assessment(
         }
     }
     .ok_or(AssessmentError::NotFound)?;
+    // Before anything is opened: the read audit names only what was shown.
+    within(scope, &row.area)?;
     let earlier_referral_id = row.earlier_referral_id;
     let mut view = load(&mut connection, &mut reading, row).await?;
     if let Some(earlier_referral_id) = earlier_referral_id {
         view.history = db::earlier_assessments(&mut connection, earlier_referral_id).await?;
+        view.history.retain(|earlier| scope.admits(&earlier.area));
     }
     Ok(view)
 }
 
-/// Records a check on an open assessment, its free text sealed; answers
-/// with the assessment as it now stands. A check with text about an erased
-/// client is refused ([`AssessmentError::ClientErased`]).
+/// Records a check on an open assessment in `scope`, its free text sealed;
+/// answers with the assessment as it now stands. A check with text about
+/// an erased client is refused ([`AssessmentError::ClientErased`]).
 pub async fn record_check(
     handle: &ServiceHandle,
     keys: &ClientKeys,
     caller: &Caller,
+    scope: &AreaScope,
     check: &NewCheck,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut transaction = handle.begin().await?;
-    let referral_id = db::referral_of_assessment(&mut transaction, check.assessment_id)
-        .await?
-        .ok_or(AssessmentError::NotFound)?;
+    let referral_id = referral_in_scope(&mut transaction, scope, check.assessment_id).await?;
     // Sealed before the lock: see the module's documentation.
     let sealed_text =
         sealed::seal_check(keys, &mut transaction, referral_id, &CheckText::of(check)).await?;
-    lock_open_assessment(&mut transaction, check.assessment_id, "record checks").await?;
+    lock_open_assessment(
+        &mut transaction,
+        scope,
+        check.assessment_id,
+        "record checks",
+    )
+    .await?;
     let visit = check.home_visit.as_ref();
     db::insert_check(
         &mut transaction,
@@ -339,24 +390,29 @@ pub async fn record_check(
     Ok(view)
 }
 
-/// Decides an open assessment and announces it. Accepting needs every
-/// required check; going against a firm recommendation needs a rationale,
-/// which is sealed (refused for an erased client). Answers with the decided
-/// assessment and the checks it was decided on.
+/// Decides an open assessment in `scope` and announces it. Accepting needs
+/// every required check; going against a firm recommendation needs a
+/// rationale, which is sealed (refused for an erased client). Answers with
+/// the decided assessment and the checks it was decided on.
 pub async fn decide(
     handle: &ServiceHandle,
     keys: &ClientKeys,
     caller: &Caller,
+    scope: &AreaScope,
     decision: &NewDecision,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut transaction = handle.begin().await?;
-    let referral_id = db::referral_of_assessment(&mut transaction, decision.assessment_id)
-        .await?
-        .ok_or(AssessmentError::NotFound)?;
+    let referral_id = referral_in_scope(&mut transaction, scope, decision.assessment_id).await?;
     // Sealed before the lock: see the module's documentation.
     let rationale_sealed =
         sealed::seal_rationale(keys, &mut transaction, referral_id, &decision.rationale).await?;
-    let row = lock_open_assessment(&mut transaction, decision.assessment_id, "be decided").await?;
+    let row = lock_open_assessment(
+        &mut transaction,
+        scope,
+        decision.assessment_id,
+        "be decided",
+    )
+    .await?;
     let mut checks = db::latest_checks(&mut transaction, &[row.assessment_id]).await?;
     let latest = outcomes(&checks);
     if decision.decision == Decision::Accept {
@@ -446,18 +502,22 @@ pub struct Reassessed {
     pub review: ReviewRow,
 }
 
-/// Continues, pauses or ends an accepted client's support, resolving the
-/// open review requests, and announces it. The rationale is sealed
-/// (refused for an erased client).
+/// Continues, pauses or ends the support of an accepted client in `scope`,
+/// resolving the open review requests, and announces it. The rationale is
+/// sealed (refused for an erased client).
 pub async fn reassess(
     handle: &ServiceHandle,
     keys: &ClientKeys,
     caller: &Caller,
+    scope: &AreaScope,
     reassessment: &NewReassessment,
 ) -> Result<Reassessed, AssessmentError> {
     let mut transaction = handle.begin().await?;
-    // Sealed before the lock: see the module's documentation. Nothing is
-    // kept when the referral turns out to have no assessment.
+    let area = db::area_of_referral(&mut transaction, reassessment.referral_id)
+        .await?
+        .ok_or(AssessmentError::NotFound)?;
+    within(scope, &area)?;
+    // Sealed before the lock: see the module's documentation.
     let rationale_sealed = sealed::seal_rationale(
         keys,
         &mut transaction,
@@ -468,6 +528,7 @@ pub async fn reassess(
     let row = db::lock_assessment_of_referral(&mut transaction, reassessment.referral_id)
         .await?
         .ok_or(AssessmentError::NotFound)?;
+    within(scope, &row.area)?;
     check_reassessable(
         AssessmentState::try_from(row.state).unwrap_or_default(),
         row.decision
@@ -540,15 +601,21 @@ pub struct Stats {
     pub outcomes: Vec<OutcomeCountRow>,
 }
 
-/// Counts the referrals of the query's period (and area).
-pub async fn stats(handle: &ServiceHandle, query: &StatsQuery) -> Result<Stats, AssessmentError> {
+/// Counts the referrals of the query's period in the area asked for (one
+/// of the caller's), or in all the caller's areas.
+pub async fn stats(
+    handle: &ServiceHandle,
+    scope: &AreaScope,
+    query: &StatsQuery,
+) -> Result<Stats, AssessmentError> {
+    let covered = areas_covered(query.area.as_deref(), scope)?;
     let mut connection = handle.pool().acquire().await?;
-    let area = query.area.as_deref();
+    let areas = covered.as_deref();
     let totals = db::stats_totals(
         &mut connection,
         query.from,
         query.to,
-        area,
+        areas,
         &db::StatsCodes {
             open: AssessmentState::Open as i32,
             closed: AssessmentState::Closed as i32,
@@ -561,7 +628,7 @@ pub async fn stats(handle: &ServiceHandle, query: &StatsQuery) -> Result<Stats, 
         &mut connection,
         query.from,
         query.to,
-        area,
+        areas,
         Decision::NotTakenOn as i32,
     )
     .await?;
@@ -582,6 +649,34 @@ mod tests {
         let missing = status(AssessmentError::NotFound);
         assert_eq!(missing.code(), Code::NotFound);
         assert_eq!(missing.message(), "assessment not found");
+    }
+
+    #[test]
+    fn another_area_s_queue_is_refused_and_says_which_areas_are_the_caller_s() {
+        let refused = status(AssessmentError::OutsideAreas(OutsideAreas {
+            area: "East Durham".into(),
+            yours: vec!["Darlington".into()],
+        }));
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert_eq!(
+            refused.message(),
+            "you do not work in East Durham: your areas are Darlington"
+        );
+    }
+
+    #[test]
+    fn an_assessment_outside_the_caller_s_areas_is_not_found() {
+        let darlington = AreaScope::Only(vec!["Darlington".into()]);
+        assert!(within(&darlington, "Darlington").is_ok());
+        assert!(within(&AreaScope::Every, "East Durham").is_ok());
+        let hidden = status(within(&darlington, "East Durham").unwrap_err());
+        let missing = status(AssessmentError::NotFound);
+        assert_eq!(
+            (hidden.code(), hidden.message()),
+            (missing.code(), missing.message()),
+            "told apart from a missing one by nothing"
+        );
+        assert!(within(&AreaScope::Only(Vec::new()), "Darlington").is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Action-named queries on the `risk_assessment` schema. State changes lock
 //! the assessment row first (`lock_assessment`), so checks and decisions on
-//! one assessment happen one at a time.
+//! one assessment happen one at a time. An assessment's area never changes
+//! after it opens; lists and counts take the areas they cover as
+//! `Option<&[String]>`, `None` for every area.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -158,22 +160,22 @@ pub async fn close_assessment_of_referral(
     .await
 }
 
-/// Assessments in `state`, in `area` when given, oldest first.
+/// Assessments in `state`, in one of `areas` unless `None`, oldest first.
 pub async fn list_assessments_in_state(
     connection: &mut PgConnection,
     state: i32,
-    area: Option<&str>,
+    areas: Option<&[String]>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<AssessmentRow>, sqlx::Error> {
     assessments!(
         "SELECT",
         "FROM risk_assessment.assessment \
-         WHERE state = $1 AND ($2::text IS NULL OR area = $2) \
+         WHERE state = $1 AND ($2::text[] IS NULL OR area = ANY($2)) \
          AND ($3::timestamptz IS NULL OR (opened_at, assessment_id) > ($3, $4)) \
          ORDER BY opened_at, assessment_id LIMIT $5",
         state,
-        area,
+        areas,
         after.map(|(at, _)| at),
         after.map(|(_, id)| id),
         limit
@@ -208,14 +210,35 @@ pub async fn fetch_assessment_of_referral(
     .await
 }
 
-/// The referral an assessment belongs to (it never changes), read without a lock.
-pub async fn referral_of_assessment(
+/// Whose an assessment is and where: neither ever changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub referral_id: Uuid,
+    pub area: String,
+}
+
+/// The referral an assessment belongs to and its area, read without a lock.
+pub async fn placement_of_assessment(
     connection: &mut PgConnection,
     assessment_id: Uuid,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT referral_id FROM risk_assessment.assessment WHERE assessment_id = $1",
+) -> Result<Option<Placement>, sqlx::Error> {
+    sqlx::query_as!(
+        Placement,
+        "SELECT referral_id, area FROM risk_assessment.assessment WHERE assessment_id = $1",
         assessment_id
+    )
+    .fetch_optional(connection)
+    .await
+}
+
+/// The area of the referral's assessment, read without a lock.
+pub async fn area_of_referral(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT area FROM risk_assessment.assessment WHERE referral_id = $1",
+        referral_id
     )
     .fetch_optional(connection)
     .await
@@ -555,7 +578,7 @@ pub async fn insert_audit(
 }
 
 /// `query_as!` into `$record` over `cohort`, the referrals of a period
-/// (from `$1` to `$2`, in area `$3` when not NULL) as stats count them: each
+/// (from `$1` to `$2`, in the areas `$3` when not NULL) as stats count them: each
 /// assessment with its first check and, when support ended, the ending.
 /// `$rest` (a string literal) follows the CTE.
 macro_rules! stats_of_cohort {
@@ -573,7 +596,7 @@ macro_rules! stats_of_cohort {
                LEFT JOIN risk_assessment.review ended \
                  ON ended.assessment_id = a.assessment_id AND ended.stage IS NOT NULL \
                WHERE a.referred_at >= $1 AND a.referred_at < $2 \
-                 AND ($3::text IS NULL OR a.area = $3))"
+                 AND ($3::text[] IS NULL OR a.area = ANY($3)))"
                 + $rest
             $(, $arg)*
         )
@@ -608,7 +631,7 @@ pub async fn stats_totals(
     connection: &mut PgConnection,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    area: Option<&str>,
+    areas: Option<&[String]>,
     codes: &StatsCodes,
 ) -> Result<StatsTotalsRow, sqlx::Error> {
     stats_of_cohort!(
@@ -636,7 +659,7 @@ pub async fn stats_totals(
          FROM cohort",
         from,
         to,
-        area,
+        areas,
         codes.open,
         codes.closed,
         codes.accept,
@@ -661,7 +684,7 @@ pub async fn stats_outcomes(
     connection: &mut PgConnection,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    area: Option<&str>,
+    areas: Option<&[String]>,
     not_taken_on: i32,
 ) -> Result<Vec<OutcomeCountRow>, sqlx::Error> {
     stats_of_cohort!(
@@ -677,7 +700,7 @@ pub async fn stats_outcomes(
          FROM outcome GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
         from,
         to,
-        area,
+        areas,
         not_taken_on,
     )
     .fetch_all(connection)

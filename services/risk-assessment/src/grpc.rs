@@ -4,6 +4,13 @@
 //! rationale. Handlers parse, call [`crate::commands`] and answer; who may
 //! call what is [`ACCESS`]. The rows they answer from carry the client's
 //! free text already opened ([`crate::sealed`]); empty once erased.
+//!
+//! Staff work in areas: an area a request names must be one of the
+//! programme's (INVALID_ARGUMENT otherwise), a coordinator sees the
+//! assessments of the areas their token names and an admin every area
+//! ([`crate::domain::staff_scope`]). Another area's queue or stats are
+//! PERMISSION_DENIED; another area's assessment is NOT_FOUND, as one that
+//! does not exist.
 
 use chrono::Utc;
 use cpm_proto::v1::risk_assessment_service_server::RiskAssessmentService;
@@ -16,6 +23,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
 use cpm_runtime::client_keys::ClientKeys;
+use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
@@ -25,10 +33,10 @@ use crate::commands::{self, AssessmentView};
 use crate::db::{AssessmentRow, CheckRow, EarlierAssessmentRow, ReviewRow};
 use crate::domain::{
     AgeRule, AssessmentLookup, NewCheck, NewDecision, NewReassessment, QueueQuery, StatsQuery,
-    recommend,
+    recommend, staff_scope,
 };
 
-/// Only staff assess referrals.
+/// Only staff assess referrals, each in their own areas.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("ListQueue", STAFF),
     ("GetAssessment", STAFF),
@@ -44,6 +52,8 @@ pub struct RiskAssessment {
     client_keys: ClientKeys,
     /// How an assessment's age is shown; nothing stored depends on it.
     age_rule: AgeRule,
+    /// The programme's areas: those a request may name, in their spelling.
+    programme: ProgrammeConfig,
 }
 
 impl RiskAssessment {
@@ -51,6 +61,7 @@ impl RiskAssessment {
         handle: ServiceHandle,
         client_keys: ClientKeys,
         first_assessment_target_days: u32,
+        programme: ProgrammeConfig,
     ) -> Self {
         Self {
             handle,
@@ -58,6 +69,7 @@ impl RiskAssessment {
             age_rule: AgeRule {
                 target_working_days: i64::from(first_assessment_target_days),
             },
+            programme,
         }
     }
 
@@ -201,9 +213,10 @@ impl RiskAssessmentService for RiskAssessment {
         request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let query = QueueQuery::parse(request.get_ref())?;
+        let query = QueueQuery::parse(request.get_ref(), &self.programme)?;
+        let scope = staff_scope(caller, &self.programme);
         let mut queue =
-            commands::list_queue(&self.handle, &self.client_keys, caller, &query).await?;
+            commands::list_queue(&self.handle, &self.client_keys, caller, &scope, &query).await?;
         let next_page_token = page::finish_page(&mut queue.rows, query.page_size, |row| {
             page::time_and_id_token(row.opened_at, row.assessment_id)
         });
@@ -224,8 +237,10 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<GetAssessmentResponse>, Status> {
         let caller = Caller::of(&request)?;
         let lookup = AssessmentLookup::parse(request.get_ref())?;
+        let scope = staff_scope(caller, &self.programme);
         let view =
-            commands::get_assessment(&self.handle, &self.client_keys, caller, lookup).await?;
+            commands::get_assessment(&self.handle, &self.client_keys, caller, &scope, lookup)
+                .await?;
         Ok(Response::new(GetAssessmentResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -238,7 +253,9 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<RecordCheckResponse>, Status> {
         let caller = Caller::of(&request)?;
         let check = NewCheck::parse(request.get_ref())?;
-        let view = commands::record_check(&self.handle, &self.client_keys, caller, &check).await?;
+        let scope = staff_scope(caller, &self.programme);
+        let view =
+            commands::record_check(&self.handle, &self.client_keys, caller, &scope, &check).await?;
         Ok(Response::new(RecordCheckResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -251,7 +268,9 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<DecideResponse>, Status> {
         let caller = Caller::of(&request)?;
         let decision = NewDecision::parse(request.get_ref())?;
-        let view = commands::decide(&self.handle, &self.client_keys, caller, &decision).await?;
+        let scope = staff_scope(caller, &self.programme);
+        let view =
+            commands::decide(&self.handle, &self.client_keys, caller, &scope, &decision).await?;
         Ok(Response::new(DecideResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -264,8 +283,15 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<ReassessResponse>, Status> {
         let caller = Caller::of(&request)?;
         let reassessment = NewReassessment::parse(request.get_ref())?;
-        let reassessed =
-            commands::reassess(&self.handle, &self.client_keys, caller, &reassessment).await?;
+        let scope = staff_scope(caller, &self.programme);
+        let reassessed = commands::reassess(
+            &self.handle,
+            &self.client_keys,
+            caller,
+            &scope,
+            &reassessment,
+        )
+        .await?;
         Ok(Response::new(ReassessResponse {
             assessment: Some(self.view_to_proto(&reassessed.assessment)),
             review: Some(review_to_proto(&reassessed.review)),
@@ -277,8 +303,11 @@ impl RiskAssessmentService for RiskAssessment {
         &self,
         request: Request<AssessmentStatsRequest>,
     ) -> Result<Response<AssessmentStatsResponse>, Status> {
-        let query = StatsQuery::parse(request.get_ref())?;
-        let commands::Stats { totals, outcomes } = commands::stats(&self.handle, &query).await?;
+        let caller = Caller::of(&request)?;
+        let query = StatsQuery::parse(request.get_ref(), &self.programme)?;
+        let scope = staff_scope(caller, &self.programme);
+        let commands::Stats { totals, outcomes } =
+            commands::stats(&self.handle, &scope, &query).await?;
         Ok(Response::new(AssessmentStatsResponse {
             referrals: count(totals.referrals),
             still_open: count(totals.still_open),

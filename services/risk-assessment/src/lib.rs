@@ -19,6 +19,10 @@
 //! categories about the client are kept, whatever order events and calls
 //! arrive in (codes, such as a check's outcome, still are).
 //!
+//! Staff see only the assessments of the areas they work in (an admin sees
+//! every area), and every area a request names must be one of the
+//! programme's (`programme.areas`), in its registered spelling.
+//!
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
@@ -134,6 +138,7 @@ impl Service for Descriptor {
             handle,
             ClientKeys::new(context.keys.clone()),
             config.first_assessment_target_days,
+            context.platform.programme.clone(),
         );
         routes.add_service(Self::guard(
             context,

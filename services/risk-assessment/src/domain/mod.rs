@@ -5,13 +5,15 @@
 //!
 //! The rules are split by what they govern: `checks` (recording a check
 //! and recommending from the latest ones), `decisions` (deciding and
-//! re-assessing), `age` (the first-assessment target in working days)
-//! and `queries` (lookups, queues and statistics). Everything is
+//! re-assessing), `age` (the first-assessment target in working days),
+//! `queries` (lookups, queues and statistics) and `areas` (the programme's
+//! areas a request may name and those a caller sees). Everything is
 //! re-exported here, so callers name it as `crate::domain::X`.
 
 use cpm_proto::v1::CheckKind;
 
 mod age;
+mod areas;
 mod checks;
 mod decisions;
 mod queries;
@@ -19,6 +21,7 @@ mod queries;
 mod test_support;
 
 pub use age::{Age, AgeRule, working_days_between};
+pub use areas::{OutsideAreas, areas_covered, optional_area, staff_scope};
 pub use checks::{
     CheckOutcome, HomeVisitDetails, NewCheck, Scores, check_override, missing_checks, recommend,
 };

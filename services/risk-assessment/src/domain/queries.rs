@@ -1,14 +1,19 @@
 //! Queries: requests that read assessments without changing them, namely
 //! looking one up, listing an area's queue and counting outcomes over a
 //! period. They are parsed here so the handlers get bounded, trimmed values
-//! and every violation is reported at once.
+//! and every violation is reported at once. An area they name must be one
+//! of the programme's ([`super::optional_area`]); whether the caller works
+//! in it is decided with their scope ([`super::areas_covered`]).
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{AssessmentStatsRequest, GetAssessmentRequest, ListQueueRequest};
+use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::page;
-use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_id};
+use cpm_runtime::grpc::values::{from_timestamp, parse_id};
 use uuid::Uuid;
+
+use super::optional_area;
 
 /// Which assessment a GetAssessment request names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +57,8 @@ impl AssessmentLookup {
 /// A valid ListQueue request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueQuery {
-    /// `None` lists every area.
+    /// A programme area in its registered spelling; `None` lists every
+    /// area the caller works in.
     pub area: Option<String>,
     pub page_size: i64,
     /// Where the last assessment shown sorts (opened, ID): the queue is oldest first.
@@ -60,17 +66,20 @@ pub struct QueueQuery {
 }
 
 impl QueueQuery {
-    pub fn parse(request: &ListQueueRequest) -> Result<Self, FieldViolations> {
+    /// An area, when given, must be one of `programme`'s.
+    pub fn parse(
+        request: &ListQueueRequest,
+        programme: &ProgrammeConfig,
+    ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
+        let area = optional_area("area", &request.area, programme, &mut violations);
         let page_size = page::page_size(request.page_size, &mut violations);
         let after = page::time_and_id(&request.page_token, &mut violations);
-        check_text("area", &request.area, false, 200, &mut violations);
         if !violations.is_empty() {
             return Err(violations);
         }
-        let area = request.area.trim();
         Ok(Self {
-            area: (!area.is_empty()).then(|| area.to_owned()),
+            area,
             page_size,
             after,
         })
@@ -82,12 +91,17 @@ impl QueueQuery {
 pub struct StatsQuery {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    /// `None` counts every area.
+    /// A programme area in its registered spelling; `None` counts every
+    /// area the caller works in.
     pub area: Option<String>,
 }
 
 impl StatsQuery {
-    pub fn parse(request: &AssessmentStatsRequest) -> Result<Self, FieldViolations> {
+    /// An area, when given, must be one of `programme`'s.
+    pub fn parse(
+        request: &AssessmentStatsRequest,
+        programme: &ProgrammeConfig,
+    ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
         let mut bound = |field: &str, value: &Option<prost_types::Timestamp>| match value {
             None => {
@@ -109,16 +123,9 @@ impl StatsQuery {
         {
             violations.add("to", "must be after from");
         }
-        check_text("area", &request.area, false, 200, &mut violations);
+        let area = optional_area("area", &request.area, programme, &mut violations);
         match (from, to) {
-            (Some(from), Some(to)) if violations.is_empty() => {
-                let area = request.area.trim();
-                Ok(Self {
-                    from,
-                    to,
-                    area: (!area.is_empty()).then(|| area.to_owned()),
-                })
-            }
+            (Some(from), Some(to)) if violations.is_empty() => Ok(Self { from, to, area }),
             _ => Err(violations),
         }
     }
@@ -171,9 +178,16 @@ mod tests {
         );
     }
 
+    fn programme() -> ProgrammeConfig {
+        ProgrammeConfig {
+            areas: vec!["Darlington".into(), "East Durham".into()],
+        }
+    }
+
     #[test]
     fn queue_pages_default_to_fifty_and_stop_at_five_hundred() {
-        let query = QueueQuery::parse(&ListQueueRequest::default()).unwrap();
+        let programme = programme();
+        let query = QueueQuery::parse(&ListQueueRequest::default(), &programme).unwrap();
         assert_eq!(
             query,
             QueueQuery {
@@ -182,13 +196,16 @@ mod tests {
                 after: None,
             }
         );
-        let query = QueueQuery::parse(&ListQueueRequest {
-            area: " Darlington ".into(),
-            page_size: 500,
-            ..Default::default()
-        })
+        let query = QueueQuery::parse(
+            &ListQueueRequest {
+                area: " darlington ".into(),
+                page_size: 500,
+                ..Default::default()
+            },
+            &programme,
+        )
         .unwrap();
-        assert_eq!(query.area.as_deref(), Some("Darlington"));
+        assert_eq!(query.area.as_deref(), Some("Darlington"), "as registered");
         for page_size in [-1, 501] {
             let request = ListQueueRequest {
                 area: String::new(),
@@ -196,8 +213,30 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(
-                fields(QueueQuery::parse(&request).unwrap_err()),
+                fields(QueueQuery::parse(&request, &programme).unwrap_err()),
                 ["page_size"]
+            );
+        }
+    }
+
+    #[test]
+    fn a_queue_of_an_area_the_programme_does_not_register_is_refused() {
+        let programme = programme();
+        for area in [
+            "Nowhere",
+            "Darlington\u{200b}",
+            "\u{200b}Darlington",
+            "Darlington.",
+        ] {
+            let request = ListQueueRequest {
+                area: area.into(),
+                page_token: "not a token".into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                fields(QueueQuery::parse(&request, &programme).unwrap_err()),
+                ["area", "page_token"],
+                "{area:?}"
             );
         }
     }
@@ -205,16 +244,30 @@ mod tests {
     #[test]
     fn stats_need_a_period_that_runs_forwards() {
         let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
-        let query = StatsQuery::parse(&AssessmentStatsRequest {
-            from: at(1_700_000_000),
-            to: at(1_710_000_000),
-            area: " Darlington ".into(),
-        })
+        let programme = programme();
+        let query = StatsQuery::parse(
+            &AssessmentStatsRequest {
+                from: at(1_700_000_000),
+                to: at(1_710_000_000),
+                area: " EAST DURHAM ".into(),
+            },
+            &programme,
+        )
         .unwrap();
-        assert_eq!(query.area.as_deref(), Some("Darlington"));
+        assert_eq!(query.area.as_deref(), Some("East Durham"), "as registered");
         assert!(query.from < query.to);
+        let every = StatsQuery::parse(
+            &AssessmentStatsRequest {
+                from: at(1_700_000_000),
+                to: at(1_710_000_000),
+                area: String::new(),
+            },
+            &programme,
+        )
+        .unwrap();
+        assert_eq!(every.area, None, "every area the caller works in");
         assert_eq!(
-            fields(StatsQuery::parse(&AssessmentStatsRequest::default()).unwrap_err()),
+            fields(StatsQuery::parse(&AssessmentStatsRequest::default(), &programme).unwrap_err()),
             ["from", "to"]
         );
         let backwards = AssessmentStatsRequest {
@@ -223,8 +276,17 @@ mod tests {
             area: "x".repeat(201),
         };
         assert_eq!(
-            fields(StatsQuery::parse(&backwards).unwrap_err()),
+            fields(StatsQuery::parse(&backwards, &programme).unwrap_err()),
             ["to", "area"]
+        );
+        let unregistered = AssessmentStatsRequest {
+            from: at(1_700_000_000),
+            to: at(1_710_000_000),
+            area: "Darlington\u{200b}".into(),
+        };
+        assert_eq!(
+            fields(StatsQuery::parse(&unregistered, &programme).unwrap_err()),
+            ["area"]
         );
     }
 }
