@@ -1,5 +1,6 @@
 //! Referral intake over gRPC: validation, idempotency, agency isolation,
-//! encryption at rest, audit, re-referral and withdrawal.
+//! registered areas and coordinators' area scoping, encryption at rest,
+//! audit, re-referral and withdrawal.
 
 use std::time::Duration;
 
@@ -55,6 +56,230 @@ async fn bad_input_gets_every_field_violation_and_stores_nothing() {
         0
     );
     pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// A referral's area is one of the programme's (`programme.areas`): an
+/// unknown one, or a look-alike of a registered one, is a violation of
+/// `client.area` reported with the others, and nothing is stored; a
+/// registered one is stored and answered in its registered spelling,
+/// whatever its case and surrounding spaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_registered_area_is_accepted_and_it_is_kept_as_registered() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-areas"));
+    for area in ["Nowhere", "Darlington\u{200b}", "Darl ington"] {
+        let status = intake
+            .submit_referral(referral_request(area))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&status), ["client.area"], "{area:?}");
+    }
+    let mut two_faults = referral_request("Nowhere");
+    two_faults.reason.clear();
+    let status = intake.submit_referral(two_faults).await.unwrap_err();
+    assert_eq!(violated_fields(&status), ["client.area", "reason"]);
+    let pool = env.database().await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.referral").await,
+        0
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM referral_intake.outbox").await,
+        0
+    );
+
+    let submitted = submit(&mut intake, referral_request("darlington ")).await;
+    assert_eq!(submitted.area, "Darlington");
+    let read = fetch_referral(&mut intake, &submitted.referral_id).await;
+    assert_eq!(read.area, "Darlington");
+    assert_eq!(read.client.unwrap().area, "Darlington");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT area FROM referral_intake.referral")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, ["Darlington"]);
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// A coordinator works in the areas their token names: a referral in
+/// another area is not found to them, exactly as a missing one, whether
+/// they read it, look for its possible link or decide that link, and
+/// nothing is opened, audited or changed; an admin sees every area.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_reads_and_decides_only_referrals_in_their_areas() {
+    use cpm_proto::v1::{DecideLinkRequest, ListPossibleLinksRequest, ReferralLinkState};
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::REFERRAL_INTAKE]).await;
+    let channel = connect(&platform).await;
+    let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-scope"));
+    // One client referred twice in East Durham, another twice in Darlington:
+    // each second referral has a possible link to the first.
+    let referred_twice = |area: &str| {
+        let request = referral_request(area);
+        let mut again = request.clone();
+        again.idempotency_key = uuid::Uuid::new_v4().to_string();
+        (request, again)
+    };
+    let (east, east_again) = referred_twice("East Durham");
+    let (darlington, darlington_again) = referred_twice("Darlington");
+    let east_first = submit(&mut intake, east).await;
+    let east_second = submit(&mut intake, east_again).await;
+    let darlington_first = submit(&mut intake, darlington).await;
+    let darlington_second = submit(&mut intake, darlington_again).await;
+
+    let mut darlington_only =
+        ReferralIntakeServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let get = |client: &ReferralIntakeServiceClient<crate::harness::Authed>, id: &str| {
+        let mut client = client.clone();
+        let request = GetReferralRequest {
+            referral_id: id.to_owned(),
+        };
+        async move { client.get_referral(request).await }
+    };
+    let missing = get(&darlington_only, &uuid::Uuid::now_v7().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    for id in [&east_first.referral_id, &east_second.referral_id] {
+        let status = get(&darlington_only, id).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (missing.code(), missing.message()),
+            "another area's referral answers as a missing one"
+        );
+    }
+    // Their own area's referral they read, personal details and all.
+    let own = fetch_referral(&mut darlington_only, &darlington_second.referral_id).await;
+    assert!(own.client.is_some());
+    assert_eq!(
+        own.possible_earlier_referral_id,
+        darlington_first.referral_id
+    );
+
+    let pending = |client: &ReferralIntakeServiceClient<crate::harness::Authed>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_possible_links(ListPossibleLinksRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .referrals
+                .into_iter()
+                .map(|referral| referral.referral_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        pending(&darlington_only).await,
+        [darlington_second.referral_id.clone()]
+    );
+
+    let decide = |referral_id: &str, earlier: &str| DecideLinkRequest {
+        referral_id: referral_id.to_owned(),
+        earlier_referral_id: earlier.to_owned(),
+        confirm: true,
+    };
+    let status = darlington_only
+        .decide_link(decide(&east_second.referral_id, &east_first.referral_id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let status = darlington_only
+        .decide_link(decide(
+            &uuid::Uuid::now_v7().to_string(),
+            &east_first.referral_id,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::NotFound,
+        "a missing referral alike"
+    );
+
+    // Nothing was opened for them outside their area, and nothing changed.
+    let pool = env.database().await;
+    let opened_elsewhere: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM referral_intake.personal_data_access \
+         WHERE accessed_by = 'coordinator' AND referral_id::text = ANY($1)",
+    )
+    .bind(vec![
+        east_first.referral_id.clone(),
+        east_second.referral_id.clone(),
+    ])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(opened_elsewhere, 0);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM referral_intake.referral WHERE link_state <> 1 \
+             AND earlier_referral_id IS NOT NULL"
+        )
+        .await,
+        0,
+        "both links still undecided"
+    );
+    pool.close().await;
+
+    // A coordinator with no area named sees none; one whose token spells an
+    // area in another case sees it.
+    let nowhere = ReferralIntakeServiceClient::new(env.coordinator_in(&channel, &[]));
+    assert!(pending(&nowhere).await.is_empty());
+    assert_eq!(
+        get(&nowhere, &darlington_second.referral_id)
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    let east_durham =
+        ReferralIntakeServiceClient::new(env.coordinator_in(&channel, &["east durham"]));
+    assert_eq!(
+        pending(&east_durham).await,
+        [east_second.referral_id.clone()]
+    );
+
+    // An admin sees every area, and decides there.
+    let mut admin = ReferralIntakeServiceClient::new(admin(&env, &channel));
+    let mut everywhere = pending(&admin).await;
+    everywhere.sort();
+    let mut expected = vec![
+        east_second.referral_id.clone(),
+        darlington_second.referral_id.clone(),
+    ];
+    expected.sort();
+    assert_eq!(everywhere, expected);
+    let read = fetch_referral(&mut admin, &east_second.referral_id).await;
+    assert!(read.client.is_some());
+    assert_eq!(read.link_state(), ReferralLinkState::Possible);
+    let decided = admin
+        .decide_link(decide(&east_second.referral_id, &east_first.referral_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(decided.link_state(), ReferralLinkState::Confirmed);
+    let decided = darlington_only
+        .decide_link(decide(
+            &darlington_second.referral_id,
+            &darlington_first.referral_id,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(decided.earlier_referral_id, darlington_first.referral_id);
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
@@ -271,7 +496,7 @@ async fn agencies_see_only_their_own_referrals() {
     assert!(other.iter().all(|row| row.agency_id == "agency-theirs"));
     let id = uuid::Uuid::parse_str(&ids[0]).unwrap();
     assert!(
-        referral_intake::db::fetch_referral(&mut connection, id, Some("agency-theirs"))
+        referral_intake::db::fetch_referral(&mut connection, id, Some("agency-theirs"), None)
             .await
             .unwrap()
             .is_none()

@@ -1,6 +1,7 @@
 //! What referral intake does, one function per use case (an agency's
 //! referrals, then the agency register): each takes the parsed request and
-//! who asks, already scoped to an agency where that matters, does its work,
+//! who asks, already scoped (to a referrer's agency, or a coordinator's
+//! areas) where that matters, does its work,
 //! and answers with rows or an [`IntakeError`]. `grpc.rs` keeps tokens,
 //! parsing and messages; nothing here knows about gRPC. Erasure and export
 //! are the use cases of [`crate::privacy`], with the same error.
@@ -23,14 +24,16 @@ use uuid::Uuid;
 
 use crate::db::{self, AgencyRow, ReferralFilter, ReferralRow, StatusChange};
 use crate::domain::{
-    NewAgency, NewReferral, NewReferrer, SealedDetails, can_withdraw, identity_key, status_rank,
+    NewAgency, NewReferral, NewReferrer, ReadScope, SealedDetails, can_withdraw, identity_key,
+    status_rank,
 };
 use crate::privacy::ClientVault;
 
 /// Why a use case of referral intake did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// Absent, or another agency's: the two answer alike.
+    /// Absent, another agency's, or (to a coordinator) in an area they do
+    /// not work in: all answer alike.
     #[error("referral not found")]
     ReferralNotFound,
     /// A referrer's agency that the register does not hold.
@@ -231,20 +234,22 @@ fn replay(existing: ReferralRow, referral: &NewReferral) -> Result<Submitted, In
     })
 }
 
-/// A referral, within `scope` (an agency) when set, with the client's
-/// details opened for `caller` and audited; `None` details once erased.
+/// A referral within `scope` (a referrer's agency, or a coordinator's
+/// areas), with the client's details opened for `caller` and audited;
+/// `None` details once erased. Outside the scope it is not found, and
+/// nothing is opened or audited.
 pub async fn get_referral(
     handle: &ServiceHandle,
     vault: &ClientVault,
     caller: &Caller,
-    scope: Option<&str>,
+    scope: &ReadScope<'_>,
     referral_id: Uuid,
 ) -> Result<(ReferralRow, Option<SealedDetails>, String), IntakeError> {
     let mut transaction = handle.begin().await?;
-    if let Some(agency_id) = scope {
+    if let Some(agency_id) = scope.agency() {
         as_agency(&mut transaction, agency_id).await?;
     }
-    let row = db::fetch_referral(&mut transaction, referral_id, scope)
+    let row = db::fetch_referral(&mut transaction, referral_id, scope.agency(), scope.areas())
         .await?
         .ok_or(IntakeError::ReferralNotFound)?;
     let sealed = vault
@@ -328,7 +333,7 @@ pub async fn withdraw_referral(
         },
     )
     .await?;
-    let row = db::fetch_referral(&mut transaction, referral_id, Some(agency_id))
+    let row = db::fetch_referral(&mut transaction, referral_id, Some(agency_id), None)
         .await?
         .ok_or(IntakeError::ReferralNotFound)?;
     transaction.commit().await?;
@@ -336,33 +341,40 @@ pub async fn withdraw_referral(
 }
 
 /// Referrals whose possible earlier referral awaits a coordinator, oldest
-/// first, after `after`; `limit` rows at most.
+/// first, after `after`; `limit` rows at most. With `areas` set (a
+/// coordinator's), only referrals in those areas.
 pub async fn list_possible_links(
     handle: &ServiceHandle,
+    areas: Option<&[String]>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<ReferralRow>, IntakeError> {
     let mut connection = handle.pool().acquire().await?;
-    Ok(db::list_possible_links(&mut connection, after, limit).await?)
+    Ok(db::list_possible_links(&mut connection, areas, after, limit).await?)
 }
 
 /// A coordinator's decision on a possible link: confirmed, it is announced
 /// (`referral.linked`) and from then on joins the two referrals; rejected,
-/// it never counts.
+/// it never counts. A referral outside `areas` (when set: a coordinator's)
+/// is not found, as a missing one, and nothing changes.
 pub async fn decide_link(
     handle: &ServiceHandle,
     caller: &Caller,
+    areas: Option<&[String]>,
     referral_id: Uuid,
     earlier_referral_id: Uuid,
     confirm: bool,
 ) -> Result<ReferralRow, IntakeError> {
     let mut transaction = handle.begin().await?;
-    let row = db::lock_possible_link(&mut transaction, referral_id, earlier_referral_id)
+    let row = db::lock_referral_in_areas(&mut transaction, referral_id, areas)
         .await?
-        .ok_or(IntakeError::NoPossibleLink(
+        .ok_or(IntakeError::ReferralNotFound)?;
+    if !row.has_possible_link_to(earlier_referral_id) {
+        return Err(IntakeError::NoPossibleLink(
             referral_id,
             earlier_referral_id,
-        ))?;
+        ));
+    }
     let state = if confirm {
         ReferralLinkState::Confirmed
     } else {

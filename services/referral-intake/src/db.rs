@@ -292,16 +292,20 @@ pub async fn submission_context(
     }
 }
 
-/// A referral; with `agency_id` set, only when that agency made it.
+/// A referral; with `agency_id` set, only when that agency made it; with
+/// `areas` set (a coordinator's), only when it is in one of them.
 pub async fn fetch_referral(
     connection: &mut PgConnection,
     referral_id: Uuid,
     agency_id: Option<&str>,
+    areas: Option<&[String]>,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
     select_referrals!(
-        "WHERE referral_id = $1 AND ($2::text IS NULL OR agency_id = $2)",
+        "WHERE referral_id = $1 AND ($2::text IS NULL OR agency_id = $2) \
+           AND ($3::text[] IS NULL OR area = ANY($3))",
         referral_id,
-        agency_id
+        agency_id,
+        areas
     )
     .fetch_optional(connection)
     .await
@@ -707,20 +711,28 @@ pub async fn store_rewrapped(
     Ok(())
 }
 
-/// A referral with an undecided possible link, locked, when it links to
-/// `earlier_referral_id`.
-pub async fn lock_possible_link(
+/// A referral, locked for a coordinator's decision on its link; with
+/// `areas` set, only when it is in one of them.
+pub async fn lock_referral_in_areas(
     connection: &mut PgConnection,
     referral_id: Uuid,
-    earlier_referral_id: Uuid,
+    areas: Option<&[String]>,
 ) -> Result<Option<ReferralRow>, sqlx::Error> {
     select_referrals!(
-        "WHERE referral_id = $1 AND earlier_referral_id = $2 AND link_state = 1 FOR UPDATE",
+        "WHERE referral_id = $1 AND ($2::text[] IS NULL OR area = ANY($2)) FOR UPDATE",
         referral_id,
-        earlier_referral_id
+        areas
     )
     .fetch_optional(connection)
     .await
+}
+
+impl ReferralRow {
+    /// Whether the referral's link to `earlier_referral_id` is undecided.
+    pub fn has_possible_link_to(&self, earlier_referral_id: Uuid) -> bool {
+        self.link_state == ReferralLinkState::Possible as i16
+            && self.earlier_referral_id == Some(earlier_referral_id)
+    }
 }
 
 /// Records a coordinator's decision on a possible link; returns the row.
@@ -746,9 +758,11 @@ pub async fn decide_link(
 }
 
 /// Referrals with an undecided possible link, oldest first, after `after`
-/// (submission time, ID).
+/// (submission time, ID); with `areas` set (a coordinator's), only those
+/// in one of them.
 pub async fn list_possible_links(
     connection: &mut PgConnection,
+    areas: Option<&[String]>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<ReferralRow>, sqlx::Error> {
@@ -756,10 +770,12 @@ pub async fn list_possible_links(
     select_referrals!(
         "WHERE link_state = 1 \
            AND ($1::timestamptz IS NULL OR (submitted_at, referral_id) > ($1, $2)) \
+           AND ($4::text[] IS NULL OR area = ANY($4)) \
          ORDER BY submitted_at, referral_id LIMIT $3",
         after_time,
         after_id,
-        limit
+        limit,
+        areas
     )
     .fetch_all(connection)
     .await

@@ -7,6 +7,8 @@ use cpm_proto::v1::{
     AgencyKind, ClientIdentity, CrimeType, Demand, Gender, KnownRisk, ReferralStatus, ReferrerRole,
     RegisterAgencyRequest, RegisterReferrerRequest, SubmitReferralRequest, Vulnerability,
 };
+use cpm_runtime::auth::AreaScope;
+use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
 use prost::Message as _;
@@ -174,12 +176,14 @@ fn request_hash(request: &mut SubmitReferralRequest) -> Vec<u8> {
 }
 
 impl NewReferral {
-    /// Parses a request as of `today`, or every reason it is refused.
-    /// `request` is only borrowed mutably to hash it without a copy
-    /// (see `request_hash`); it is left as it was.
+    /// Parses a request as of `today`, or every reason it is refused; the
+    /// client's area must be one of `programme`'s and is kept in its
+    /// registered spelling. `request` is only borrowed mutably to hash it
+    /// without a copy (see `request_hash`); it is left as it was.
     pub fn parse(
         request: &mut SubmitReferralRequest,
         today: NaiveDate,
+        programme: &ProgrammeConfig,
     ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
         let key = request.idempotency_key.trim();
@@ -210,13 +214,10 @@ impl NewReferral {
             MAX_SHORT_TEXT,
             &mut violations,
         );
-        check_text(
-            "client.area",
-            &client.area,
-            true,
-            MAX_SHORT_TEXT,
-            &mut violations,
-        );
+        // One of the programme's areas, in its registered spelling: a
+        // look-alike (another case aside) would file the referral in a queue
+        // no coordinator works in.
+        let area = programme.check_area("client.area", &client.area, &mut violations);
         check_text(
             "client.address",
             &client.address,
@@ -404,7 +405,7 @@ impl NewReferral {
         let mut referral = Self {
             idempotency_key: key.to_owned(),
             request_hash: Vec::new(),
-            area: client.area.trim().to_owned(),
+            area: area.expect("validated"),
             gender: gender.expect("validated"),
             vulnerabilities,
             emergency_calls_last_12_months: request.emergency_calls_last_12_months,
@@ -536,6 +537,51 @@ impl PrivacyRequest {
     }
 }
 
+/// Whose referrals a caller may read or act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadScope<'a> {
+    /// A referrer: their agency's referrals, in every area (the database's
+    /// row-level security holds them to it too).
+    Agency(&'a str),
+    /// Staff: referrals in these areas, in the programme's spelling; `None`
+    /// for every area (admins). A referral outside them answers as a missing one.
+    Staff(Option<Vec<String>>),
+}
+
+/// The areas staff who see `scope` (see `Caller::area_scope`) read and act
+/// in, as [`ReadScope::Staff`] holds them: `None` for every area. A token's
+/// area is taken in the programme's registered spelling, the one referrals
+/// are stored in; one the programme does not know is kept as the token
+/// spells it, and so matches nothing submitted since areas were checked.
+pub fn staff_areas(scope: &AreaScope, programme: &ProgrammeConfig) -> Option<Vec<String>> {
+    scope.as_filter().map(|areas| {
+        areas
+            .iter()
+            .map(|area| programme.area(area).unwrap_or(area).to_owned())
+            .collect()
+    })
+}
+
+impl ReadScope<'_> {
+    /// The agency a referrer is held to; `None` for staff.
+    pub fn agency(&self) -> Option<&str> {
+        match self {
+            ReadScope::Agency(agency_id) => Some(agency_id),
+            ReadScope::Staff(_) => None,
+        }
+    }
+
+    /// The areas staff are held to, for `($n::text[] IS NULL OR area =
+    /// ANY($n))`; `None` for every area, and for a referrer (whose agency
+    /// scopes them instead).
+    pub fn areas(&self) -> Option<&[String]> {
+        match self {
+            ReadScope::Agency(_) | ReadScope::Staff(None) => None,
+            ReadScope::Staff(Some(areas)) => Some(areas),
+        }
+    }
+}
+
 /// The order of statuses lives in the contracts crate.
 pub use cpm_proto::status_rank;
 
@@ -551,6 +597,12 @@ mod tests {
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+    }
+
+    /// The programme of these tests: the default areas (Darlington, South,
+    /// East and North Durham).
+    fn programme() -> ProgrammeConfig {
+        ProgrammeConfig::default()
     }
 
     pub(crate) fn valid_request() -> SubmitReferralRequest {
@@ -582,7 +634,7 @@ mod tests {
     }
 
     fn fields(request: &SubmitReferralRequest) -> Vec<String> {
-        NewReferral::parse(&mut request.clone(), today())
+        NewReferral::parse(&mut request.clone(), today(), &programme())
             .unwrap_err()
             .fields()
             .map(str::to_owned)
@@ -591,9 +643,82 @@ mod tests {
 
     #[test]
     fn a_complete_request_parses() {
-        let parsed = NewReferral::parse(&mut valid_request(), today()).unwrap();
+        let parsed = NewReferral::parse(&mut valid_request(), today(), &programme()).unwrap();
         assert_eq!(parsed.area, "Darlington");
         assert_eq!(parsed.details.date_of_birth.to_string(), "1980-05-17");
+    }
+
+    #[test]
+    fn the_area_must_be_one_of_the_programme_s_and_is_kept_as_registered() {
+        let mut request = valid_request();
+        for unknown in ["Nowhere", "Darlington\u{200b}", "Darl ington", ""] {
+            request.client.as_mut().unwrap().area = unknown.into();
+            assert_eq!(fields(&request), ["client.area"], "{unknown:?}");
+        }
+        // Refused alongside every other violation, not on its own.
+        request.client.as_mut().unwrap().area = "Nowhere".into();
+        request.reason.clear();
+        assert_eq!(fields(&request), ["client.area", "reason"]);
+
+        for (sent, stored) in [
+            ("darlington ", "Darlington"),
+            (" EAST durham", "East Durham"),
+            ("North Durham", "North Durham"),
+        ] {
+            let mut request = valid_request();
+            request.client.as_mut().unwrap().area = sent.into();
+            let parsed = NewReferral::parse(&mut request, today(), &programme()).unwrap();
+            assert_eq!(parsed.area, stored);
+        }
+
+        let mut request = valid_request();
+        request.client.as_mut().unwrap().area = "Northshire".into();
+        let elsewhere = ProgrammeConfig {
+            areas: vec!["Northshire".into()],
+        };
+        assert_eq!(
+            NewReferral::parse(&mut request, today(), &elsewhere)
+                .unwrap()
+                .area,
+            "Northshire",
+            "the programme's areas are configuration"
+        );
+    }
+
+    #[test]
+    fn staff_read_in_their_areas_as_registered_and_referrers_in_their_agency() {
+        let programme = programme();
+        let coordinator = AreaScope::Only(vec![
+            "darlington".into(),
+            " East Durham ".into(),
+            "Atlantis".into(),
+        ]);
+        let scope = ReadScope::Staff(staff_areas(&coordinator, &programme));
+        assert_eq!(
+            scope.areas(),
+            Some(
+                &[
+                    "Darlington".to_owned(),
+                    "East Durham".into(),
+                    "Atlantis".into()
+                ][..]
+            )
+        );
+        assert_eq!(scope.agency(), None);
+
+        let nowhere = staff_areas(&AreaScope::Only(Vec::new()), &programme);
+        assert_eq!(nowhere, Some(Vec::new()), "no areas named, none seen");
+
+        let admin = ReadScope::Staff(staff_areas(&AreaScope::Every, &programme));
+        assert_eq!((admin.areas(), admin.agency()), (None, None));
+
+        let referrer = ReadScope::Agency("durham-police");
+        assert_eq!(referrer.agency(), Some("durham-police"));
+        assert_eq!(
+            referrer.areas(),
+            None,
+            "an agency's referrals in every area"
+        );
     }
 
     #[test]
@@ -629,7 +754,7 @@ mod tests {
         assert_eq!(fields(&request), ["client.date_of_birth"]);
         request.client.as_mut().unwrap().date_of_birth = "2008-11-27".into();
         assert!(
-            NewReferral::parse(&mut request, today()).is_ok(),
+            NewReferral::parse(&mut request, today(), &programme()).is_ok(),
             "18 today is an adult"
         );
     }
@@ -715,7 +840,7 @@ mod tests {
             organisation: "Surgery".into(),
             contact: "reception".into(),
         }];
-        let parsed = NewReferral::parse(&mut request, today()).unwrap();
+        let parsed = NewReferral::parse(&mut request, today(), &programme()).unwrap();
         assert_eq!(parsed.victim_of, [CrimeType::HarassmentOrStalking]);
         assert!(parsed.referrer_will_co_visit);
         assert_eq!(parsed.details.other_professionals[0].role, "GP");
@@ -737,10 +862,10 @@ mod tests {
 
     #[test]
     fn the_identity_key_ignores_case_and_spacing() {
-        let a = NewReferral::parse(&mut valid_request(), today()).unwrap();
+        let a = NewReferral::parse(&mut valid_request(), today(), &programme()).unwrap();
         let mut request = valid_request();
         request.client.as_mut().unwrap().given_name = "  ALEX ".into();
-        let b = NewReferral::parse(&mut request, today()).unwrap();
+        let b = NewReferral::parse(&mut request, today(), &programme()).unwrap();
         assert_eq!(identity_key(&a.details), identity_key(&b.details));
     }
 
@@ -762,7 +887,7 @@ mod tests {
     #[test]
     fn a_parsed_submission_carries_its_hash_and_leaves_the_request_alone() {
         let mut request = valid_request();
-        let parsed = NewReferral::parse(&mut request, today()).unwrap();
+        let parsed = NewReferral::parse(&mut request, today(), &programme()).unwrap();
         assert_eq!(request, valid_request());
         assert_eq!(parsed.request_hash, request_hash(&mut request));
     }
@@ -866,11 +991,16 @@ mod tests {
         proptest! {
             /// A submission with any of its fields replaced: parsing never
             /// panics, reports at most 50 violations, and what it accepts
-            /// holds no hidden character and is put back as it came.
+            /// holds no hidden character and a registered area, and the
+            /// request is put back as it came.
             #[test]
             fn any_submission_parses_or_is_refused_cleanly(
                 name in text(),
-                area in text(),
+                area in prop_oneof![
+                    text(),
+                    Just("darlington ".to_owned()),
+                    Just("East Durham".to_owned()),
+                ],
                 reason in text(),
                 date_of_birth in prop_oneof!["[0-9-]{0,12}", any::<String>()],
                 gender in any::<i32>(),
@@ -891,10 +1021,15 @@ mod tests {
                 request.emergency_calls_last_12_months = calls;
                 request.idempotency_key = key;
                 let before = request.clone();
-                match NewReferral::parse(&mut request, today()) {
+                match NewReferral::parse(&mut request, today(), &programme()) {
                     Ok(parsed) => {
                         prop_assert!(!parsed.area.is_empty());
                         prop_assert!(!parsed.area.chars().any(is_hidden));
+                        prop_assert_eq!(
+                            programme().area(&parsed.area).map(str::to_owned),
+                            Some(parsed.area.clone()),
+                            "only a registered area, as registered"
+                        );
                         prop_assert!(!parsed.details.given_name.chars().any(is_hidden));
                         prop_assert!(!parsed.details.reason.chars().any(is_hidden));
                         prop_assert!(parsed.vulnerabilities.len() <= MAX_LISTED);

@@ -1,6 +1,9 @@
 //! `cpm.v1.ReferralIntakeService`: agencies submit, read, list and withdraw
 //! their own referrals. A referrer's token names its agency; another
 //! agency's referral answers NOT_FOUND, exactly as a missing one does.
+//! A coordinator's token names the areas they work in; a referral in
+//! another area answers NOT_FOUND to them alike, and admins see every area.
+//! A submission's area must be one of the programme's (`programme.areas`).
 //! Handlers scope the caller, parse, call [`crate::commands`] (or
 //! [`crate::privacy`]) and answer; who may call what is [`ACCESS`].
 
@@ -18,6 +21,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
+use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::db::warm::WarmPool;
 use cpm_runtime::grpc::FieldViolations;
@@ -31,11 +35,14 @@ use uuid::Uuid;
 
 use crate::commands::{self, IntakeError};
 use crate::db::{AgencyRow, ReferralFilter, ReferralRow};
-use crate::domain::{NewAgency, NewReferral, NewReferrer, PrivacyRequest, SealedDetails};
+use crate::domain::{
+    NewAgency, NewReferral, NewReferrer, PrivacyRequest, ReadScope, SealedDetails, staff_areas,
+};
 use crate::privacy::{self, ClientVault};
 
-/// Referrers submit and follow their agency's referrals; staff read them;
-/// admins keep the agency register and answer data-protection requests.
+/// Referrers submit and follow their agency's referrals; staff read them
+/// and decide their links, a coordinator in their own areas only; admins
+/// keep the agency register and answer data-protection requests.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("SubmitReferral", &[Role::Referrer]),
     (
@@ -61,16 +68,42 @@ pub struct ReferralIntake {
     vault: ClientVault,
     /// Development only: an unknown agency is registered on its first referral.
     auto_register_agencies: bool,
+    /// The programme's areas: a submission's must be one of them.
+    programme: ProgrammeConfig,
 }
 
 impl ReferralIntake {
-    pub fn new(handle: ServiceHandle, keys: KeyRing, auto_register_agencies: bool) -> Self {
+    pub fn new(
+        handle: ServiceHandle,
+        keys: KeyRing,
+        auto_register_agencies: bool,
+        programme: ProgrammeConfig,
+    ) -> Self {
         Self {
             warm: WarmPool::new(handle.pool().clone()),
             handle,
             vault: ClientVault::new(keys),
             auto_register_agencies,
+            programme,
         }
+    }
+
+    /// Whose referrals `caller` reads: a referrer their agency's; staff
+    /// those in their areas (admins every area).
+    fn read_scope<'a>(&self, caller: &'a Caller) -> Result<ReadScope<'a>, Status> {
+        match caller.role {
+            Role::Referrer => Ok(ReadScope::Agency(caller.agency()?)),
+            Role::Coordinator | Role::Admin => Ok(ReadScope::Staff(self.staff_areas(caller))),
+            _ => Err(Status::permission_denied(format!(
+                "role {} may not read referrals",
+                caller.role
+            ))),
+        }
+    }
+
+    /// The areas staff act in (`None`: every area), for the staff-only calls.
+    fn staff_areas(&self, caller: &Caller) -> Option<Vec<String>> {
+        staff_areas(&caller.area_scope(), &self.programme)
     }
 }
 
@@ -215,18 +248,6 @@ fn to_agency(row: AgencyRow) -> Agency {
     }
 }
 
-/// Referrers are limited to their agency; coordinators and admins see all.
-fn agency_scope(caller: &Caller) -> Result<Option<&str>, Status> {
-    match caller.role {
-        Role::Referrer => Ok(Some(caller.agency()?)),
-        Role::Coordinator | Role::Admin => Ok(None),
-        _ => Err(Status::permission_denied(format!(
-            "role {} may not read referrals",
-            caller.role
-        ))),
-    }
-}
-
 /// A page token: where the last referral shown sorts (submission time, ID).
 fn encode_page_token(row: &ReferralRow) -> String {
     page::time_and_id_token(row.submitted_at, row.referral_id)
@@ -291,7 +312,7 @@ impl ReferralIntakeService for ReferralIntake {
         let caller = Caller::of(&request)?.clone();
         let agency_id = caller.agency()?;
         let mut request = request.into_inner();
-        let referral = NewReferral::parse(&mut request, Utc::now().date_naive())?;
+        let referral = NewReferral::parse(&mut request, Utc::now().date_naive(), &self.programme)?;
         let submitted = commands::submit_referral(
             &self.handle,
             &self.warm,
@@ -314,14 +335,14 @@ impl ReferralIntakeService for ReferralIntake {
         request: Request<GetReferralRequest>,
     ) -> Result<Response<GetReferralResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let scope = agency_scope(caller)?;
+        let scope = self.read_scope(caller)?;
         let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
         let (row, sealed, withdrawal_reason) =
-            commands::get_referral(&self.handle, &self.vault, caller, scope, referral_id).await?;
+            commands::get_referral(&self.handle, &self.vault, caller, &scope, referral_id).await?;
         Ok(Response::new(GetReferralResponse {
             referral: Some(Referral {
                 withdrawal_reason,
-                ..to_proto(&row, sealed, scope)
+                ..to_proto(&row, sealed, scope.agency())
             }),
         }))
     }
@@ -383,11 +404,13 @@ impl ReferralIntakeService for ReferralIntake {
         &self,
         request: Request<ListPossibleLinksRequest>,
     ) -> Result<Response<ListPossibleLinksResponse>, Status> {
+        let areas = self.staff_areas(Caller::of(&request)?);
         let mut violations = FieldViolations::new();
         let size = page::page_size(request.get_ref().page_size, &mut violations);
         let after = page::time_and_id(&request.get_ref().page_token, &mut violations);
         violations.into_result()?;
-        let mut rows = commands::list_possible_links(&self.handle, after, size + 1).await?;
+        let mut rows =
+            commands::list_possible_links(&self.handle, areas.as_deref(), after, size + 1).await?;
         let next_page_token = page::finish_page(&mut rows, size, encode_page_token);
         Ok(Response::new(ListPossibleLinksResponse {
             referrals: rows.iter().map(|row| to_proto(row, None, None)).collect(),
@@ -413,9 +436,16 @@ impl ReferralIntakeService for ReferralIntake {
         let (Some(referral_id), Some(earlier)) = (referral_id, earlier) else {
             unreachable!("no violation means both IDs");
         };
-        let row =
-            commands::decide_link(&self.handle, caller, referral_id, earlier, request.confirm)
-                .await?;
+        let areas = self.staff_areas(caller);
+        let row = commands::decide_link(
+            &self.handle,
+            caller,
+            areas.as_deref(),
+            referral_id,
+            earlier,
+            request.confirm,
+        )
+        .await?;
         Ok(Response::new(DecideLinkResponse {
             referral: Some(to_proto(&row, None, None)),
         }))
@@ -583,6 +613,22 @@ mod tests {
         let possible = linked(ReferralLinkState::Possible, "agency-a");
         let view = LinkView::of(&possible, Some("agency-a"));
         assert_eq!((view.confirmed, view.possible), (None, None));
+    }
+
+    #[test]
+    fn only_an_undecided_link_to_the_named_earlier_referral_is_decided() {
+        let possible = linked(ReferralLinkState::Possible, "agency-b");
+        let earlier = possible.earlier_referral_id.unwrap();
+        assert!(possible.has_possible_link_to(earlier));
+        assert!(!possible.has_possible_link_to(possible.referral_id));
+        for state in [ReferralLinkState::Confirmed, ReferralLinkState::Rejected] {
+            let decided = ReferralRow {
+                earlier_referral_id: Some(earlier),
+                ..linked(state, "agency-b")
+            };
+            assert!(!decided.has_possible_link_to(earlier), "{state:?}");
+        }
+        assert!(!row().has_possible_link_to(earlier), "no link at all");
     }
 
     #[test]

@@ -110,8 +110,12 @@ impl Service for Descriptor {
     ) -> anyhow::Result<()> {
         let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::status_projection());
-        let service =
-            grpc::ReferralIntake::new(handle, context.keys.clone(), config.auto_register_agencies);
+        let service = grpc::ReferralIntake::new(
+            handle,
+            context.keys.clone(),
+            config.auto_register_agencies,
+            context.platform.programme.clone(),
+        );
         let server = ReferralIntakeServiceServer::new(service)
             .max_decoding_message_size(context.max_request_bytes());
         routes.add_service(Self::guard(context, &guard_pool, server));
