@@ -22,9 +22,11 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Ok(mut request) = SubmitReferralRequest::decode(bytes) {
                 let today = Utc::now().date_naive();
-                if let Err(violations) =
-                    referral_intake::domain::NewReferral::parse(&mut request, today)
-                {
+                if let Err(violations) = referral_intake::domain::NewReferral::parse(
+                    &mut request,
+                    today,
+                    &cpm_runtime::config::ProgrammeConfig::default(),
+                ) {
                     bounded(violations);
                 }
             }
@@ -40,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             if let Ok(request) = RegisterMentorRequest::decode(bytes) {
-                if let Err(violations) = mentor_matching::domain::NewMentor::parse(&request) {
+                if let Err(violations) = mentor_matching::domain::NewMentor::parse(
+                    &request,
+                    &cpm_runtime::config::ProgrammeConfig::default(),
+                ) {
                     bounded(violations);
                 }
             }

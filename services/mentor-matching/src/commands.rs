@@ -2,16 +2,23 @@
 //! parsed request and who asks, does its work in one transaction, and
 //! answers with rows or a [`MatchingError`]. `grpc.rs` keeps tokens,
 //! parsing and messages; nothing here knows about gRPC.
+//!
+//! Staff work in their areas (the [`AreaScope`] of [`crate::areas::staff_scope`]):
+//! a coordinator registers and lists mentors only there (another area is
+//! PERMISSION_DENIED), and a waiting client or a mentor elsewhere does not
+//! exist for them (NOT_FOUND), so nothing outside their areas is proposed,
+//! allocated or revealed. An admin works in every area.
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{AllocationConfirmed, Gender, MentorStatus, Vulnerability};
-use cpm_runtime::auth::Caller;
+use cpm_runtime::auth::{AreaScope, Caller};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::standing::{self, Principal};
 use uuid::Uuid;
 
+use crate::areas::{self, OutsideAreas};
 use crate::db::{self, AreaLoad, MentorRow, NewMentorRow};
 use crate::domain::{MentorLoad, NewAllocation, NewMentor, ProposalQuery};
 use crate::matching::{self, Candidate, ClientNeeds, Proposal};
@@ -28,6 +35,8 @@ pub enum MatchingError {
     #[error("mentor {0} {1}")]
     MentorUnavailable(Uuid, &'static str),
     #[error(transparent)]
+    OutsideAreas(#[from] OutsideAreas),
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
@@ -40,6 +49,7 @@ impl From<MatchingError> for ApiError {
             MatchingError::AlreadyAllocated | MatchingError::MentorUnavailable(..) => {
                 ApiError::FailedPrecondition(error.to_string())
             }
+            MatchingError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
             MatchingError::Database(error) => error.into(),
         }
     }
@@ -51,12 +61,14 @@ impl From<MatchingError> for tonic::Status {
     }
 }
 
-/// Puts a mentor on the register.
+/// Puts a mentor on the register, in an area of the caller's `scope`.
 pub async fn register_mentor(
     handle: &ServiceHandle,
     caller: &Caller,
+    scope: &AreaScope,
     mentor: &NewMentor,
 ) -> Result<MentorRow, MatchingError> {
+    areas::own_area(&mentor.area, scope)?;
     let mentor_id = Uuid::now_v7();
     tracing::Span::current().record("mentor_id", tracing::field::display(mentor_id));
     let mut transaction = handle.begin().await?;
@@ -93,30 +105,36 @@ pub async fn register_mentor(
 }
 
 /// One page of the register, by display name then ID, after `after`;
-/// `limit` rows at most.
+/// `limit` rows at most: the mentors of `area`, which must be in the
+/// caller's `scope`, or else of every area of it.
 pub async fn list_mentors(
     handle: &ServiceHandle,
+    scope: &AreaScope,
     area: Option<&str>,
     after: Option<(&str, Uuid)>,
     limit: i64,
 ) -> Result<Vec<MentorRow>, MatchingError> {
+    let listed = areas::areas_listed(area, scope)?;
     let mut connection = handle.pool().acquire().await?;
-    Ok(db::list_mentors(&mut connection, area, after, limit).await?)
+    Ok(db::list_mentors(&mut connection, listed.as_deref(), after, limit).await?)
 }
 
-/// Ranked mentor pairs for a waiting client.
+/// Ranked mentor pairs for a waiting client in the caller's `scope`, from
+/// the mentors of that scope.
 pub async fn propose_matches(
     handle: &ServiceHandle,
+    scope: &AreaScope,
     query: &ProposalQuery,
 ) -> Result<Vec<Proposal>, MatchingError> {
     let mut connection = handle.pool().acquire().await?;
     let client = db::fetch_waiting_client(&mut connection, query.referral_id)
         .await?
+        .filter(|client| scope.admits(&client.area))
         .ok_or(MatchingError::ReferralNotFound)?;
     if client.allocated {
         return Err(MatchingError::AlreadyAllocated);
     }
-    let candidates: Vec<Candidate> = db::list_candidates(&mut connection)
+    let candidates: Vec<Candidate> = db::list_candidates(&mut connection, scope.as_filter())
         .await?
         .iter()
         .map(to_candidate)
@@ -149,16 +167,20 @@ pub struct Confirmed {
     pub confirmed_at: DateTime<Utc>,
 }
 
-/// Allocates the pair a coordinator chose, and announces it.
+/// Allocates the pair a coordinator chose, and announces it. The client
+/// and both mentors must be in the caller's `scope`; otherwise nothing
+/// changes and they are not found.
 pub async fn confirm_allocation(
     handle: &ServiceHandle,
     caller: &Caller,
+    scope: &AreaScope,
     allocation: &NewAllocation,
 ) -> Result<Confirmed, MatchingError> {
     let mentor_ids = allocation.mentor_ids;
     let mut transaction = handle.begin().await?;
     let client = db::lock_waiting_client(&mut transaction, allocation.referral_id)
         .await?
+        .filter(|client| scope.admits(&client.area))
         .ok_or(MatchingError::ReferralNotFound)?;
     if client.allocated {
         return Err(MatchingError::AlreadyAllocated);
@@ -171,7 +193,7 @@ pub async fn confirm_allocation(
     for id in mentor_ids {
         let mentor = mentors
             .iter()
-            .find(|row| row.mentor_id == id)
+            .find(|row| row.mentor_id == id && scope.admits(&row.area))
             .ok_or(MatchingError::MentorNotFound(id))?;
         if let Some(reason) = load_of(mentor).unavailable_because() {
             return Err(MatchingError::MentorUnavailable(id, reason));
@@ -285,6 +307,15 @@ mod tests {
         assert_eq!(
             code(MatchingError::AlreadyAllocated),
             tonic::Code::FailedPrecondition
+        );
+        let outside = tonic::Status::from(MatchingError::from(OutsideAreas {
+            area: "East Durham".into(),
+            yours: vec!["Darlington".into()],
+        }));
+        assert_eq!(outside.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            outside.message(),
+            "you do not work in East Durham: your areas are Darlington"
         );
         let unavailable = tonic::Status::from(MatchingError::MentorUnavailable(id, "has left"));
         assert_eq!(unavailable.code(), tonic::Code::FailedPrecondition);

@@ -85,20 +85,20 @@ pub async fn insert_mentor(
     .await
 }
 
-/// Every mentor, or those of one area, by display name.
+/// The mentors of `areas` (`None`: every area), by display name.
 pub async fn list_mentors(
     connection: &mut PgConnection,
-    area: Option<&str>,
+    areas: Option<&[String]>,
     after: Option<(&str, Uuid)>,
     limit: i64,
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
     mentors!(
         "SELECT",
         "FROM mentor_matching.mentor \
-         WHERE ($1::text IS NULL OR area = $1) \
+         WHERE ($1::text[] IS NULL OR area = ANY($1)) \
          AND ($2::text IS NULL OR (display_name, mentor_id) > ($2, $3)) \
          ORDER BY display_name, mentor_id LIMIT $4",
-        area,
+        areas,
         after.map(|(name, _)| name),
         after.map(|(_, id)| id),
         limit
@@ -107,8 +107,12 @@ pub async fn list_mentors(
     .await
 }
 
-/// Mentors who may be proposed: active, safeguarding-trained and below capacity.
-pub async fn list_candidates(connection: &mut PgConnection) -> Result<Vec<MentorRow>, sqlx::Error> {
+/// Mentors of `areas` (`None`: every area) who may be proposed: active,
+/// safeguarding-trained and below capacity.
+pub async fn list_candidates(
+    connection: &mut PgConnection,
+    areas: Option<&[String]>,
+) -> Result<Vec<MentorRow>, sqlx::Error> {
     // The count is named for the outer query, so it cannot carry the
     // non-NULL override of `mentors!`: the outer list restates the columns.
     sqlx::query_as!(
@@ -124,9 +128,11 @@ pub async fn list_candidates(connection: &mut PgConnection) -> Result<Vec<Mentor
             WHERE allocation_mentor.mentor_id = mentor.mentor_id \
               AND allocation.active)::integer AS current_clients \
            FROM mentor_matching.mentor \
-           WHERE status = $1 AND safeguarding_trained) AS candidate \
+           WHERE status = $1 AND safeguarding_trained \
+             AND ($2::text[] IS NULL OR area = ANY($2))) AS candidate \
          WHERE current_clients < capacity ORDER BY mentor_id",
-        MentorStatus::Active as i32
+        MentorStatus::Active as i32,
+        areas
     )
     .fetch_all(connection)
     .await

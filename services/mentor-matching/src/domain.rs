@@ -1,16 +1,21 @@
 //! Requests parsed at the edge into domain values, collecting every
 //! violation at once, and the rules of the mentor register: which status a
 //! new mentor starts in, who can take a client, and how long a client waits.
+//! An area a request names must be one of the programme's
+//! ([`ProgrammeConfig`]) and is kept in its registered spelling, so a
+//! look-alike (a zero-width space, another letter case) can neither put a
+//! mentor where nobody looks nor slip past a filter.
 
 use cpm_proto::v1::{
     ConfirmAllocationRequest, EstimateWaitRequest, Gender, ListMentorsRequest, LivedExperience,
     MentorStatus, ProposeMatchesRequest, RegisterMentorRequest,
 };
+use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
 use uuid::Uuid;
 
-/// Longest display name or area.
+/// Longest display name.
 pub const MAX_SHORT_TEXT: usize = 200;
 /// Most clients one mentor supports at once.
 pub const MAX_CAPACITY: i32 = 5;
@@ -28,6 +33,7 @@ pub const MENTORS_PER_CLIENT: i64 = 2;
 pub struct NewMentor {
     pub display_name: String,
     pub gender: Gender,
+    /// One of the programme's areas, in its registered spelling.
     pub area: String,
     pub lived_experience: Vec<LivedExperience>,
     pub safeguarding_trained: bool,
@@ -39,7 +45,11 @@ pub struct NewMentor {
 pub const MAX_LISTED: usize = 32;
 
 impl NewMentor {
-    pub fn parse(request: &RegisterMentorRequest) -> Result<Self, FieldViolations> {
+    /// Parses a registration; its area must be one of `programme`'s.
+    pub fn parse(
+        request: &RegisterMentorRequest,
+        programme: &ProgrammeConfig,
+    ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
         check_text(
             "display_name",
@@ -49,7 +59,7 @@ impl NewMentor {
             &mut violations,
         );
         let gender = parse_enum::<Gender>("gender", request.gender, &mut violations);
-        check_text("area", &request.area, true, MAX_SHORT_TEXT, &mut violations);
+        let area = programme.check_area("area", &request.area, &mut violations);
         let mut lived_experience = Vec::new();
         let listed = check_entries(
             "lived_experience",
@@ -77,7 +87,7 @@ impl NewMentor {
         Ok(Self {
             display_name: request.display_name.trim().to_owned(),
             gender: gender.expect("validated"),
-            area: request.area.trim().to_owned(),
+            area: area.expect("validated"),
             lived_experience,
             safeguarding_trained: request.safeguarding_trained,
             capacity: request.capacity,
@@ -103,19 +113,20 @@ fn finish(violations: FieldViolations) -> Result<(), FieldViolations> {
     }
 }
 
-/// The area filter of ListMentors: `None` lists every area.
-pub fn parse_area_filter(request: &ListMentorsRequest) -> Result<Option<String>, FieldViolations> {
+/// The area filter of ListMentors: `None` (empty) lists every area the
+/// caller works in; otherwise one of `programme`'s areas, in its
+/// registered spelling.
+pub fn parse_area_filter(
+    request: &ListMentorsRequest,
+    programme: &ProgrammeConfig,
+) -> Result<Option<String>, FieldViolations> {
+    if request.area.trim().is_empty() {
+        return Ok(None);
+    }
     let mut violations = FieldViolations::new();
-    check_text(
-        "area",
-        &request.area,
-        false,
-        MAX_SHORT_TEXT,
-        &mut violations,
-    );
+    let area = programme.check_area("area", &request.area, &mut violations);
     finish(violations)?;
-    let area = request.area.trim();
-    Ok((!area.is_empty()).then(|| area.to_owned()))
+    Ok(area)
 }
 
 /// A valid ProposeMatches request.
@@ -179,12 +190,16 @@ impl NewAllocation {
     }
 }
 
-/// The area of an EstimateWait request.
-pub fn parse_wait_area(request: &EstimateWaitRequest) -> Result<String, FieldViolations> {
+/// The area of an EstimateWait request: one of `programme`'s areas, in
+/// its registered spelling.
+pub fn parse_wait_area(
+    request: &EstimateWaitRequest,
+    programme: &ProgrammeConfig,
+) -> Result<String, FieldViolations> {
     let mut violations = FieldViolations::new();
-    check_text("area", &request.area, true, MAX_SHORT_TEXT, &mut violations);
+    let area = programme.check_area("area", &request.area, &mut violations);
     finish(violations)?;
-    Ok(request.area.trim().to_owned())
+    Ok(area.expect("validated"))
 }
 
 /// What a mentor's row says about taking one more client.
@@ -241,11 +256,25 @@ mod tests {
         violations.fields().map(str::to_owned).collect()
     }
 
+    /// Darlington, South Durham, East Durham and North Durham.
+    fn programme() -> ProgrammeConfig {
+        ProgrammeConfig::default()
+    }
+
+    /// Look-alikes of registered areas, and an area nobody registered.
+    const UNREGISTERED: [&str; 5] = [
+        "Nowhere",
+        "Darlington\u{200b}",
+        "\u{200b}Darlington",
+        "Darling ton",
+        "Darlingtön",
+    ];
+
     fn valid_mentor() -> RegisterMentorRequest {
         RegisterMentorRequest {
             display_name: " Mentor A ".into(),
             gender: Gender::Female as i32,
-            area: " Darlington ".into(),
+            area: " darlington ".into(),
             lived_experience: vec![
                 LivedExperience::AlcoholDependency as i32,
                 LivedExperience::AlcoholDependency as i32,
@@ -258,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_valid_mentor_parses_trimmed_and_deduplicated() {
-        let mentor = NewMentor::parse(&valid_mentor()).unwrap();
+        let mentor = NewMentor::parse(&valid_mentor(), &programme()).unwrap();
         assert_eq!(mentor.display_name, "Mentor A");
         assert_eq!(mentor.area, "Darlington");
         assert_eq!(
@@ -272,11 +301,31 @@ mod tests {
     }
 
     #[test]
+    fn a_mentor_s_area_is_a_registered_one_in_its_registered_spelling() {
+        let mut request = valid_mentor();
+        request.area = "EAST DURHAM".into();
+        assert_eq!(
+            NewMentor::parse(&request, &programme()).unwrap().area,
+            "East Durham"
+        );
+        for area in UNREGISTERED {
+            request.area = area.into();
+            assert_eq!(
+                fields(NewMentor::parse(&request, &programme()).unwrap_err()),
+                ["area"],
+                "{area:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_mentor_without_safeguarding_training_stays_trained() {
         let mut request = valid_mentor();
         request.safeguarding_trained = false;
         assert_eq!(
-            NewMentor::parse(&request).unwrap().initial_status(),
+            NewMentor::parse(&request, &programme())
+                .unwrap()
+                .initial_status(),
             MentorStatus::Trained
         );
     }
@@ -286,11 +335,11 @@ mod tests {
         let mut request = valid_mentor();
         request.lived_experience = vec![999; 250_000];
         assert_eq!(
-            fields(NewMentor::parse(&request).unwrap_err()),
+            fields(NewMentor::parse(&request, &programme()).unwrap_err()),
             ["lived_experience"]
         );
         request.lived_experience = vec![LivedExperience::Debt as i32; MAX_LISTED];
-        assert!(NewMentor::parse(&request).is_ok());
+        assert!(NewMentor::parse(&request, &programme()).is_ok());
     }
 
     #[test]
@@ -304,7 +353,7 @@ mod tests {
             capacity: 0,
         };
         assert_eq!(
-            fields(NewMentor::parse(&request).unwrap_err()),
+            fields(NewMentor::parse(&request, &programme()).unwrap_err()),
             [
                 "display_name",
                 "gender",
@@ -324,38 +373,45 @@ mod tests {
         request.gender = 42;
         request.capacity = MAX_CAPACITY + 1;
         assert_eq!(
-            fields(NewMentor::parse(&request).unwrap_err()),
+            fields(NewMentor::parse(&request, &programme()).unwrap_err()),
             ["display_name", "gender", "area", "capacity"]
         );
         request = valid_mentor();
         request.capacity = -1;
         assert_eq!(
-            fields(NewMentor::parse(&request).unwrap_err()),
+            fields(NewMentor::parse(&request, &programme()).unwrap_err()),
             ["capacity"]
         );
         for capacity in 1..=MAX_CAPACITY {
             request.capacity = capacity;
-            assert!(NewMentor::parse(&request).is_ok());
+            assert!(NewMentor::parse(&request, &programme()).is_ok());
         }
     }
 
     #[test]
-    fn the_area_filter_is_optional_but_bounded() {
-        let all = ListMentorsRequest {
-            area: "  ".into(),
-            ..Default::default()
+    fn the_area_filter_is_optional_but_a_registered_area() {
+        let filter = |area: &str| {
+            parse_area_filter(
+                &ListMentorsRequest {
+                    area: area.into(),
+                    ..Default::default()
+                },
+                &programme(),
+            )
         };
-        assert_eq!(parse_area_filter(&all).unwrap(), None);
-        let one = ListMentorsRequest {
-            area: " Durham ".into(),
-            ..Default::default()
-        };
-        assert_eq!(parse_area_filter(&one).unwrap().as_deref(), Some("Durham"));
-        let long = ListMentorsRequest {
-            area: "z".repeat(MAX_SHORT_TEXT + 1),
-            ..Default::default()
-        };
-        assert_eq!(fields(parse_area_filter(&long).unwrap_err()), ["area"]);
+        assert_eq!(filter("").unwrap(), None);
+        assert_eq!(filter("  ").unwrap(), None);
+        assert_eq!(
+            filter(" south durham ").unwrap().as_deref(),
+            Some("South Durham")
+        );
+        assert_eq!(
+            fields(filter(&"z".repeat(MAX_SHORT_TEXT + 1)).unwrap_err()),
+            ["area"]
+        );
+        for area in UNREGISTERED {
+            assert_eq!(fields(filter(area).unwrap_err()), ["area"], "{area:?}");
+        }
     }
 
     #[test]
@@ -440,14 +496,15 @@ mod tests {
     }
 
     #[test]
-    fn the_wait_area_is_required_and_bounded() {
-        let area = |area: &str| EstimateWaitRequest { area: area.into() };
-        assert_eq!(parse_wait_area(&area(" Durham ")).unwrap(), "Durham");
-        assert_eq!(fields(parse_wait_area(&area(" ")).unwrap_err()), ["area"]);
-        assert_eq!(
-            fields(parse_wait_area(&area(&"a".repeat(201))).unwrap_err()),
-            ["area"]
-        );
+    fn the_wait_area_is_required_and_a_registered_area() {
+        let wait =
+            |area: &str| parse_wait_area(&EstimateWaitRequest { area: area.into() }, &programme());
+        assert_eq!(wait(" north DURHAM ").unwrap(), "North Durham");
+        assert_eq!(fields(wait(" ").unwrap_err()), ["area"]);
+        assert_eq!(fields(wait(&"a".repeat(201)).unwrap_err()), ["area"]);
+        for area in UNREGISTERED {
+            assert_eq!(fields(wait(area).unwrap_err()), ["area"], "{area:?}");
+        }
     }
 
     #[test]
@@ -512,12 +569,17 @@ mod tests {
 
         proptest! {
             /// Any registration: parsing never panics; an accepted mentor has
-            /// a capacity in bounds, known experience without repeats, and
-            /// no hidden character in their name or area.
+            /// a capacity in bounds, known experience without repeats, no
+            /// hidden character in their name, and a registered area in its
+            /// registered spelling.
             #[test]
             fn any_mentor_parses_or_is_refused_cleanly(
                 display_name in any::<String>(),
-                area in prop_oneof![any::<String>(), "[A-Za-z]{1,12}"],
+                area in prop_oneof![
+                    any::<String>(),
+                    "[A-Za-z]{1,12}",
+                    "[ ]{0,2}(darlington|East Durham|SOUTH durham)[ ]{0,2}",
+                ],
                 gender in any::<i32>(),
                 lived_experience in proptest::collection::vec(any::<i32>(), 0..64),
                 capacity in any::<i32>(),
@@ -530,7 +592,7 @@ mod tests {
                     capacity,
                     ..valid_mentor()
                 };
-                match NewMentor::parse(&request) {
+                match NewMentor::parse(&request, &programme()) {
                     Ok(mentor) => {
                         prop_assert!((1..=MAX_CAPACITY).contains(&mentor.capacity));
                         prop_assert!(mentor.lived_experience.len() <= MAX_LISTED);
@@ -538,7 +600,7 @@ mod tests {
                         unique.dedup();
                         prop_assert_eq!(unique.len(), mentor.lived_experience.len());
                         prop_assert!(!mentor.display_name.chars().any(is_hidden));
-                        prop_assert!(!mentor.area.chars().any(is_hidden));
+                        prop_assert!(programme().areas.contains(&mentor.area));
                     }
                     Err(violations) => prop_assert!(!violations.is_empty()),
                 }

@@ -1,8 +1,11 @@
 //! `cpm.v1.MentorMatchingService`: coordinators keep the mentor register,
-//! ask for scored mentor pairs and confirm one; referrers may also ask how
-//! long a client in an area is likely to wait. The service proposes; only a
-//! coordinator's confirmation allocates. Handlers parse, call
-//! [`crate::commands`] and answer; who may call what is [`ACCESS`].
+//! ask for scored mentor pairs and confirm one, in the areas they work in
+//! (an admin in every area; see [`crate::areas`]); referrers may also ask
+//! how long a client in any of the programme's areas is likely to wait.
+//! The service proposes; only a coordinator's confirmation allocates.
+//! Handlers parse (areas against the programme's), work out the caller's
+//! areas, call [`crate::commands`] and answer; who may call what is
+//! [`ACCESS`].
 
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingService;
 use cpm_proto::v1::{
@@ -12,6 +15,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
+use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::{AccessTable, STAFF};
 use cpm_runtime::grpc::page;
@@ -19,6 +23,7 @@ use cpm_runtime::grpc::values::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::areas::staff_scope;
 use crate::commands;
 use crate::db::MentorRow;
 use crate::domain::{
@@ -26,7 +31,8 @@ use crate::domain::{
     parse_wait_area,
 };
 
-/// Staff run the register and allocate; referrers may ask about waits.
+/// Staff run the register and allocate (in their areas); referrers may ask
+/// about waits.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("RegisterMentor", STAFF),
     ("ListMentors", STAFF),
@@ -40,11 +46,13 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
 
 pub struct MentorMatching {
     handle: ServiceHandle,
+    /// The programme's areas: every area a request names is one of them.
+    programme: ProgrammeConfig,
 }
 
 impl MentorMatching {
-    pub fn new(handle: ServiceHandle) -> Self {
-        Self { handle }
+    pub fn new(handle: ServiceHandle, programme: ProgrammeConfig) -> Self {
+        Self { handle, programme }
     }
 }
 
@@ -75,8 +83,9 @@ impl MentorMatchingService for MentorMatching {
         request: Request<RegisterMentorRequest>,
     ) -> Result<Response<RegisterMentorResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let mentor = NewMentor::parse(request.get_ref())?;
-        let row = commands::register_mentor(&self.handle, caller, &mentor).await?;
+        let mentor = NewMentor::parse(request.get_ref(), &self.programme)?;
+        let scope = staff_scope(caller, &self.programme);
+        let row = commands::register_mentor(&self.handle, caller, &scope, &mentor).await?;
         Ok(Response::new(RegisterMentorResponse {
             mentor: Some(to_proto(&row)),
         }))
@@ -87,8 +96,9 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ListMentorsRequest>,
     ) -> Result<Response<ListMentorsResponse>, Status> {
+        let scope = staff_scope(Caller::of(&request)?, &self.programme);
         let request = request.get_ref();
-        let area = parse_area_filter(request)?;
+        let area = parse_area_filter(request, &self.programme)?;
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
         // Where the last mentor shown sorts: display name, then ID.
@@ -100,7 +110,8 @@ impl MentorMatchingService for MentorMatching {
         violations.into_result()?;
         let after = after.as_ref().map(|(name, id)| (name.as_str(), *id));
         let mut rows =
-            commands::list_mentors(&self.handle, area.as_deref(), after, page_size + 1).await?;
+            commands::list_mentors(&self.handle, &scope, area.as_deref(), after, page_size + 1)
+                .await?;
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {
             page::encode_token(&[&row.display_name, &row.mentor_id.to_string()])
         });
@@ -115,8 +126,9 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ProposeMatchesRequest>,
     ) -> Result<Response<ProposeMatchesResponse>, Status> {
+        let scope = staff_scope(Caller::of(&request)?, &self.programme);
         let query = ProposalQuery::parse(request.get_ref())?;
-        let proposals = commands::propose_matches(&self.handle, &query).await?;
+        let proposals = commands::propose_matches(&self.handle, &scope, &query).await?;
         Ok(Response::new(ProposeMatchesResponse {
             proposals: proposals
                 .into_iter()
@@ -135,8 +147,10 @@ impl MentorMatchingService for MentorMatching {
         request: Request<ConfirmAllocationRequest>,
     ) -> Result<Response<ConfirmAllocationResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let scope = staff_scope(caller, &self.programme);
         let allocation = NewAllocation::parse(request.get_ref())?;
-        let confirmed = commands::confirm_allocation(&self.handle, caller, &allocation).await?;
+        let confirmed =
+            commands::confirm_allocation(&self.handle, caller, &scope, &allocation).await?;
         Ok(Response::new(ConfirmAllocationResponse {
             allocation: Some(Allocation {
                 allocation_id: confirmed.allocation_id.to_string(),
@@ -153,7 +167,8 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<EstimateWaitRequest>,
     ) -> Result<Response<EstimateWaitResponse>, Status> {
-        let area = parse_wait_area(request.get_ref())?;
+        // Not personal: any of the programme's areas, whoever asks.
+        let area = parse_wait_area(request.get_ref(), &self.programme)?;
         let load = commands::area_load(&self.handle, &area).await?;
         Ok(Response::new(EstimateWaitResponse {
             estimated_days: estimated_wait_days(load.clients_waiting, load.free_mentor_places),

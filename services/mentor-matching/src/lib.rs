@@ -6,7 +6,9 @@
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
-//! - [`domain`]: requests parsed at the edge; mentor availability; the wait rule.
+//! - [`domain`]: requests parsed at the edge (areas against the programme's
+//!   registered list); mentor availability; the wait rule.
+//! - [`areas`]: which areas' mentors and waiting clients a caller sees.
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
 //! - [`commands`]: one function per use case, with [`commands::MatchingError`].
@@ -14,6 +16,7 @@
 //! - [`events`]: the consumer that turns accepted referrals into waiting
 //!   clients and frees the mentors of clients whose support ended.
 
+pub mod areas;
 pub mod commands;
 pub mod db;
 pub mod domain;
@@ -75,7 +78,7 @@ impl Service for Descriptor {
     }
 
     /// Starts the decisions consumer, and adds the gRPC
-    /// service to `routes`.
+    /// service, which checks areas against `programme.areas`, to `routes`.
     async fn start(
         context: &ServiceContext,
         handle: ServiceHandle,
@@ -84,7 +87,7 @@ impl Service for Descriptor {
     ) -> anyhow::Result<()> {
         let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::decisions());
-        let service = grpc::MentorMatching::new(handle);
+        let service = grpc::MentorMatching::new(handle, context.platform.programme.clone());
         routes.add_service(Self::guard(
             context,
             &guard_pool,
