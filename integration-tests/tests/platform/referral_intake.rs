@@ -178,7 +178,7 @@ async fn a_coordinator_reads_and_decides_only_referrals_in_their_areas() {
     };
     assert_eq!(
         pending(&darlington_only).await,
-        [darlington_second.referral_id.clone()]
+        std::slice::from_ref(&darlington_second.referral_id)
     );
 
     let decide = |referral_id: &str, earlier: &str| DecideLinkRequest {
@@ -245,7 +245,7 @@ async fn a_coordinator_reads_and_decides_only_referrals_in_their_areas() {
         ReferralIntakeServiceClient::new(env.coordinator_in(&channel, &["east durham"]));
     assert_eq!(
         pending(&east_durham).await,
-        [east_second.referral_id.clone()]
+        std::slice::from_ref(&east_second.referral_id)
     );
 
     // An admin sees every area, and decides there.

@@ -323,7 +323,7 @@ async fn a_coordinator_sees_and_changes_only_the_assessments_of_their_areas() {
     for area in ["", "Darlington", " darlington "] {
         assert_eq!(
             queue(&mut darlington, area).await.unwrap(),
-            [ours.clone()],
+            std::slice::from_ref(&ours),
             "{area:?}"
         );
     }
@@ -345,7 +345,7 @@ async fn a_coordinator_sees_and_changes_only_the_assessments_of_their_areas() {
     assert_eq!(all, both);
     assert_eq!(
         queue(&mut admin, "East Durham").await.unwrap(),
-        [theirs.clone()]
+        std::slice::from_ref(&theirs)
     );
 
     // Another area's assessment is one that does not exist, however it is

@@ -3,7 +3,7 @@
 //! answers with rows or a [`MatchingError`]. `grpc.rs` keeps tokens,
 //! parsing and messages; nothing here knows about gRPC.
 //!
-//! Staff work in their areas (the [`AreaScope`] of [`crate::areas::staff_scope`]):
+//! Staff work in their areas (the [`AreaScope`] of `ProgrammeConfig::staff_scope`):
 //! a coordinator registers and lists mentors only there (another area is
 //! PERMISSION_DENIED), and a waiting client or a mentor elsewhere does not
 //! exist for them (NOT_FOUND), so nothing outside their areas is proposed,
@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{AllocationConfirmed, Gender, MentorStatus, Vulnerability};
+use cpm_runtime::areas::OutsideAreas;
 use cpm_runtime::auth::{AreaScope, Caller};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
@@ -18,7 +19,6 @@ use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::standing::{self, Principal};
 use uuid::Uuid;
 
-use crate::areas::{self, OutsideAreas};
 use crate::db::{self, AreaLoad, MentorRow, NewMentorRow};
 use crate::domain::{MentorLoad, NewAllocation, NewMentor, ProposalQuery};
 use crate::matching::{self, Candidate, ClientNeeds, Proposal};
@@ -68,7 +68,7 @@ pub async fn register_mentor(
     scope: &AreaScope,
     mentor: &NewMentor,
 ) -> Result<MentorRow, MatchingError> {
-    areas::own_area(&mentor.area, scope)?;
+    scope.require(&mentor.area)?;
     let mentor_id = Uuid::now_v7();
     tracing::Span::current().record("mentor_id", tracing::field::display(mentor_id));
     let mut transaction = handle.begin().await?;
@@ -114,7 +114,7 @@ pub async fn list_mentors(
     after: Option<(&str, Uuid)>,
     limit: i64,
 ) -> Result<Vec<MentorRow>, MatchingError> {
-    let listed = areas::areas_listed(area, scope)?;
+    let listed = scope.covering(area)?;
     let mut connection = handle.pool().acquire().await?;
     Ok(db::list_mentors(&mut connection, listed.as_deref(), after, limit).await?)
 }

@@ -23,7 +23,6 @@ use cpm_runtime::grpc::values::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::areas::staff_scope;
 use crate::commands;
 use crate::db::MentorRow;
 use crate::domain::{
@@ -84,7 +83,7 @@ impl MentorMatchingService for MentorMatching {
     ) -> Result<Response<RegisterMentorResponse>, Status> {
         let caller = Caller::of(&request)?;
         let mentor = NewMentor::parse(request.get_ref(), &self.programme)?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let row = commands::register_mentor(&self.handle, caller, &scope, &mentor).await?;
         Ok(Response::new(RegisterMentorResponse {
             mentor: Some(to_proto(&row)),
@@ -96,7 +95,7 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ListMentorsRequest>,
     ) -> Result<Response<ListMentorsResponse>, Status> {
-        let scope = staff_scope(Caller::of(&request)?, &self.programme);
+        let scope = self.programme.staff_scope(Caller::of(&request)?);
         let request = request.get_ref();
         let area = parse_area_filter(request, &self.programme)?;
         let mut violations = FieldViolations::new();
@@ -126,7 +125,7 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ProposeMatchesRequest>,
     ) -> Result<Response<ProposeMatchesResponse>, Status> {
-        let scope = staff_scope(Caller::of(&request)?, &self.programme);
+        let scope = self.programme.staff_scope(Caller::of(&request)?);
         let query = ProposalQuery::parse(request.get_ref())?;
         let proposals = commands::propose_matches(&self.handle, &scope, &query).await?;
         Ok(Response::new(ProposeMatchesResponse {
@@ -147,7 +146,7 @@ impl MentorMatchingService for MentorMatching {
         request: Request<ConfirmAllocationRequest>,
     ) -> Result<Response<ConfirmAllocationResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let allocation = NewAllocation::parse(request.get_ref())?;
         let confirmed =
             commands::confirm_allocation(&self.handle, caller, &scope, &allocation).await?;

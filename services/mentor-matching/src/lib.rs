@@ -8,7 +8,6 @@
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
 //! - [`domain`]: requests parsed at the edge (areas against the programme's
 //!   registered list); mentor availability; the wait rule.
-//! - [`areas`]: which areas' mentors and waiting clients a caller sees.
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
 //! - [`commands`]: one function per use case, with [`commands::MatchingError`].
@@ -16,7 +15,6 @@
 //! - [`events`]: the consumer that turns accepted referrals into waiting
 //!   clients and frees the mentors of clients whose support ended.
 
-pub mod areas;
 pub mod commands;
 pub mod db;
 pub mod domain;

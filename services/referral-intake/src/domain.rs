@@ -7,7 +7,6 @@ use cpm_proto::v1::{
     AgencyKind, ClientIdentity, CrimeType, Demand, Gender, KnownRisk, ReferralStatus, ReferrerRole,
     RegisterAgencyRequest, RegisterReferrerRequest, SubmitReferralRequest, Vulnerability,
 };
-use cpm_runtime::auth::AreaScope;
 use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
@@ -548,20 +547,6 @@ pub enum ReadScope<'a> {
     Staff(Option<Vec<String>>),
 }
 
-/// The areas staff who see `scope` (see `Caller::area_scope`) read and act
-/// in, as [`ReadScope::Staff`] holds them: `None` for every area. A token's
-/// area is taken in the programme's registered spelling, the one referrals
-/// are stored in; one the programme does not know is kept as the token
-/// spells it, and so matches nothing submitted since areas were checked.
-pub fn staff_areas(scope: &AreaScope, programme: &ProgrammeConfig) -> Option<Vec<String>> {
-    scope.as_filter().map(|areas| {
-        areas
-            .iter()
-            .map(|area| programme.area(area).unwrap_or(area).to_owned())
-            .collect()
-    })
-}
-
 impl ReadScope<'_> {
     /// The agency a referrer is held to; `None` for staff.
     pub fn agency(&self) -> Option<&str> {
@@ -686,30 +671,12 @@ mod tests {
     }
 
     #[test]
-    fn staff_read_in_their_areas_as_registered_and_referrers_in_their_agency() {
-        let programme = programme();
-        let coordinator = AreaScope::Only(vec![
-            "darlington".into(),
-            " East Durham ".into(),
-            "Atlantis".into(),
-        ]);
-        let scope = ReadScope::Staff(staff_areas(&coordinator, &programme));
-        assert_eq!(
-            scope.areas(),
-            Some(
-                &[
-                    "Darlington".to_owned(),
-                    "East Durham".into(),
-                    "Atlantis".into()
-                ][..]
-            )
-        );
+    fn staff_read_in_their_areas_and_referrers_in_their_agency() {
+        let scope = ReadScope::Staff(Some(vec!["Darlington".to_owned()]));
+        assert_eq!(scope.areas(), Some(&["Darlington".to_owned()][..]));
         assert_eq!(scope.agency(), None);
 
-        let nowhere = staff_areas(&AreaScope::Only(Vec::new()), &programme);
-        assert_eq!(nowhere, Some(Vec::new()), "no areas named, none seen");
-
-        let admin = ReadScope::Staff(staff_areas(&AreaScope::Every, &programme));
+        let admin = ReadScope::Staff(None);
         assert_eq!((admin.areas(), admin.agency()), (None, None));
 
         let referrer = ReadScope::Agency("durham-police");

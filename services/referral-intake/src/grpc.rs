@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::commands::{self, IntakeError};
 use crate::db::{AgencyRow, ReferralFilter, ReferralRow};
 use crate::domain::{
-    NewAgency, NewReferral, NewReferrer, PrivacyRequest, ReadScope, SealedDetails, staff_areas,
+    NewAgency, NewReferral, NewReferrer, PrivacyRequest, ReadScope, SealedDetails,
 };
 use crate::privacy::{self, ClientVault};
 
@@ -103,7 +103,10 @@ impl ReferralIntake {
 
     /// The areas staff act in (`None`: every area), for the staff-only calls.
     fn staff_areas(&self, caller: &Caller) -> Option<Vec<String>> {
-        staff_areas(&caller.area_scope(), &self.programme)
+        self.programme
+            .staff_scope(caller)
+            .as_filter()
+            .map(<[String]>::to_vec)
     }
 }
 

@@ -10,7 +10,7 @@
 //! the client was erased, a write with text is refused
 //! ([`AssessmentError::ClientErased`]) and the text read back is empty.
 //!
-//! Each use case takes the caller's [`AreaScope`] (`domain::staff_scope`):
+//! Each use case takes the caller's [`AreaScope`] (`ProgrammeConfig::staff_scope`):
 //! an assessment outside it is [`AssessmentError::NotFound`], exactly as one
 //! that does not exist, found so before anything is sealed, opened or
 //! changed; a list or a count covers only the scope's areas, and asking for
@@ -25,6 +25,7 @@ use cpm_proto::v1::{
     AssessmentDecided, AssessmentState, CheckKind, Decision, EngagementAction, EngagementChanged,
     RiskLevel,
 };
+use cpm_runtime::areas::OutsideAreas;
 use cpm_runtime::auth::{AreaScope, Caller};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::client_keys::{ClientKeys, Reader, Reading, SealError};
@@ -38,8 +39,7 @@ use crate::db::{
 };
 use crate::domain::{
     AssessmentLookup, CheckOutcome, NewCheck, NewDecision, NewReassessment, OVERRIDE_NEEDS_REASON,
-    OutsideAreas, QueueQuery, StatsQuery, areas_covered, check_override, check_reassessable,
-    missing_checks, recommend,
+    QueueQuery, StatsQuery, check_override, check_reassessable, missing_checks, recommend,
 };
 use crate::sealed::{self, CheckText};
 
@@ -265,7 +265,7 @@ pub async fn list_queue(
     scope: &AreaScope,
     query: &QueueQuery,
 ) -> Result<QueuePage, AssessmentError> {
-    let areas = areas_covered(query.area.as_deref(), scope)?;
+    let areas = scope.covering(query.area.as_deref())?;
     let mut reading = keys.reading(Reader::of(caller, "ListQueue"));
     let mut connection = handle.pool().acquire().await?;
     let mut rows = db::list_assessments_in_state(
@@ -608,7 +608,7 @@ pub async fn stats(
     scope: &AreaScope,
     query: &StatsQuery,
 ) -> Result<Stats, AssessmentError> {
-    let covered = areas_covered(query.area.as_deref(), scope)?;
+    let covered = scope.covering(query.area.as_deref())?;
     let mut connection = handle.pool().acquire().await?;
     let areas = covered.as_deref();
     let totals = db::stats_totals(

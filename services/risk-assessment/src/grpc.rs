@@ -8,7 +8,7 @@
 //! Staff work in areas: an area a request names must be one of the
 //! programme's (INVALID_ARGUMENT otherwise), a coordinator sees the
 //! assessments of the areas their token names and an admin every area
-//! ([`crate::domain::staff_scope`]). Another area's queue or stats are
+//! (`ProgrammeConfig::staff_scope`). Another area's queue or stats are
 //! PERMISSION_DENIED; another area's assessment is NOT_FOUND, as one that
 //! does not exist.
 
@@ -33,7 +33,7 @@ use crate::commands::{self, AssessmentView};
 use crate::db::{AssessmentRow, CheckRow, EarlierAssessmentRow, ReviewRow};
 use crate::domain::{
     AgeRule, AssessmentLookup, NewCheck, NewDecision, NewReassessment, QueueQuery, StatsQuery,
-    recommend, staff_scope,
+    recommend,
 };
 
 /// Only staff assess referrals, each in their own areas.
@@ -214,7 +214,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<ListQueueResponse>, Status> {
         let caller = Caller::of(&request)?;
         let query = QueueQuery::parse(request.get_ref(), &self.programme)?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let mut queue =
             commands::list_queue(&self.handle, &self.client_keys, caller, &scope, &query).await?;
         let next_page_token = page::finish_page(&mut queue.rows, query.page_size, |row| {
@@ -237,7 +237,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<GetAssessmentResponse>, Status> {
         let caller = Caller::of(&request)?;
         let lookup = AssessmentLookup::parse(request.get_ref())?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let view =
             commands::get_assessment(&self.handle, &self.client_keys, caller, &scope, lookup)
                 .await?;
@@ -253,7 +253,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<RecordCheckResponse>, Status> {
         let caller = Caller::of(&request)?;
         let check = NewCheck::parse(request.get_ref())?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let view =
             commands::record_check(&self.handle, &self.client_keys, caller, &scope, &check).await?;
         Ok(Response::new(RecordCheckResponse {
@@ -268,7 +268,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<DecideResponse>, Status> {
         let caller = Caller::of(&request)?;
         let decision = NewDecision::parse(request.get_ref())?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let view =
             commands::decide(&self.handle, &self.client_keys, caller, &scope, &decision).await?;
         Ok(Response::new(DecideResponse {
@@ -283,7 +283,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<ReassessResponse>, Status> {
         let caller = Caller::of(&request)?;
         let reassessment = NewReassessment::parse(request.get_ref())?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let reassessed = commands::reassess(
             &self.handle,
             &self.client_keys,
@@ -305,7 +305,7 @@ impl RiskAssessmentService for RiskAssessment {
     ) -> Result<Response<AssessmentStatsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let query = StatsQuery::parse(request.get_ref(), &self.programme)?;
-        let scope = staff_scope(caller, &self.programme);
+        let scope = self.programme.staff_scope(caller);
         let commands::Stats { totals, outcomes } =
             commands::stats(&self.handle, &scope, &query).await?;
         Ok(Response::new(AssessmentStatsResponse {

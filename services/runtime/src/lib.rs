@@ -8,6 +8,7 @@
 //! - [`telemetry`]: tracing, OTLP export, W3C trace context in gRPC metadata and AMQP headers.
 //! - [`db`]: one PostgreSQL schema per service, with the bus tables and the service's migrations.
 //! - [`bus`]: RabbitMQ topology, transactional outbox and relay, idempotent consumers.
+//! - [`areas`]: the programme's registered areas, and which of them staff see.
 //! - [`auth`]: JWT bearer tokens, roles and the caller of a request.
 //! - [`crypto`]: envelope encryption of personal data and keyed hashes.
 //! - [`grpc`]: server bootstrap (health, reflection, graceful shutdown) and error mapping.
@@ -17,6 +18,7 @@
 //! - [`standing`]: whether a caller's agency, the referrer or a mentor is still registered and active, in every service.
 //! - [`supervisor`]: background tasks restarted when they fail, and the health they report.
 
+pub mod areas;
 pub mod auth;
 pub mod bus;
 pub mod client_keys;

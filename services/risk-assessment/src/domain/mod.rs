@@ -6,14 +6,13 @@
 //! The rules are split by what they govern: `checks` (recording a check
 //! and recommending from the latest ones), `decisions` (deciding and
 //! re-assessing), `age` (the first-assessment target in working days),
-//! `queries` (lookups, queues and statistics) and `areas` (the programme's
-//! areas a request may name and those a caller sees). Everything is
+//! `queries` (lookups, queues and statistics); the programme's areas and
+//! which a caller sees are `cpm_runtime::areas`. Everything is
 //! re-exported here, so callers name it as `crate::domain::X`.
 
 use cpm_proto::v1::CheckKind;
 
 mod age;
-mod areas;
 mod checks;
 mod decisions;
 mod queries;
@@ -21,7 +20,6 @@ mod queries;
 mod test_support;
 
 pub use age::{Age, AgeRule, working_days_between};
-pub use areas::{OutsideAreas, areas_covered, optional_area, staff_scope};
 pub use checks::{
     CheckOutcome, HomeVisitDetails, NewCheck, Scores, check_override, missing_checks, recommend,
 };

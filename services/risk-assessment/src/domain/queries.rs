@@ -2,8 +2,8 @@
 //! looking one up, listing an area's queue and counting outcomes over a
 //! period. They are parsed here so the handlers get bounded, trimmed values
 //! and every violation is reported at once. An area they name must be one
-//! of the programme's ([`super::optional_area`]); whether the caller works
-//! in it is decided with their scope ([`super::areas_covered`]).
+//! of the programme's (`ProgrammeConfig::optional_area`); whether the caller
+//! works in it is decided with their scope (`AreaScope::covering`).
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{AssessmentStatsRequest, GetAssessmentRequest, ListQueueRequest};
@@ -12,8 +12,6 @@ use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{from_timestamp, parse_id};
 use uuid::Uuid;
-
-use super::optional_area;
 
 /// Which assessment a GetAssessment request names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +70,7 @@ impl QueueQuery {
         programme: &ProgrammeConfig,
     ) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
-        let area = optional_area("area", &request.area, programme, &mut violations);
+        let area = programme.optional_area("area", &request.area, &mut violations);
         let page_size = page::page_size(request.page_size, &mut violations);
         let after = page::time_and_id(&request.page_token, &mut violations);
         if !violations.is_empty() {
@@ -123,7 +121,7 @@ impl StatsQuery {
         {
             violations.add("to", "must be after from");
         }
-        let area = optional_area("area", &request.area, programme, &mut violations);
+        let area = programme.optional_area("area", &request.area, &mut violations);
         match (from, to) {
             (Some(from), Some(to)) if violations.is_empty() => Ok(Self { from, to, area }),
             _ => Err(violations),
