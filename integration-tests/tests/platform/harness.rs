@@ -22,7 +22,7 @@ pub use cpm::client::Authed;
 
 /// The programme areas of every test: the DOMAIN's and the names tests
 /// use to keep their referrals apart.
-pub const TEST_AREAS: [&str; 22] = [
+pub const TEST_AREAS: [&str; 25] = [
     "Darlington",
     "South Durham",
     "East Durham",
@@ -45,6 +45,9 @@ pub const TEST_AREAS: [&str; 22] = [
     "A",
     "B",
     "X",
+    "Flow",
+    "Sigterm",
+    "BrokerKill",
 ];
 
 pub fn admin_database_url() -> String {

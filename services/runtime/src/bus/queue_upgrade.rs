@@ -9,8 +9,9 @@
 //!    events, so from now on every new event reaches it;
 //! 2. the old queue is unbound and its ready messages moved to the holding
 //!    queue, each confirmed before it leaves; the old queue is deleted only
-//!    when empty (a consumer of an older process still holding messages
-//!    makes the upgrade fail, and it is tried again later, with nothing lost);
+//!    when empty and without consumers (a consumer of an older process
+//!    still holding messages makes the upgrade fail, and it is tried again
+//!    later, with nothing lost);
 //! 3. the queue is declared afresh with the current arguments and bound,
 //!    then the holding queue unbound, emptied into it and deleted.
 //!
@@ -102,21 +103,26 @@ async fn unbind(bus: &Bus, channel: &Channel, queue: &str, keys: &[&str]) -> lap
 }
 
 async fn delete_if_empty(channel: &Channel, queue: &str) -> anyhow::Result<()> {
+    // Quorum queues refuse `if-empty`: an empty queue without consumers
+    // holds nothing, not even an unacknowledged message, so it is checked
+    // first, then deleted.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let state = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    anyhow::ensure!(
+        state.message_count() == 0 && state.consumer_count() == 0,
+        "{queue} still holds {} message(s) and has {} consumer(s) (a process of an older \
+         release?); the upgrade resumes on the next start",
+        state.message_count(),
+        state.consumer_count()
+    );
     channel
-        .queue_delete(
-            queue.into(),
-            QueueDeleteOptions {
-                if_empty: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "{queue} still holds messages (a consumer of an older process?): {error}; \
-                 the upgrade resumes on the next start"
-            )
-        })?;
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
     Ok(())
 }
 
