@@ -1,13 +1,15 @@
 //! The `decisions` consumer: an accepted referral becomes a client waiting
 //! for a mentor pair, and the referrer learns the estimated start through
-//! `matching.awaiting_mentors`. Other decisions concern nobody here. When a
-//! coordinator ends support (`engagement.changed` END) the client stops
-//! waiting and the allocation ends, freeing both mentors' places. Both
-//! events share one queue, so an ending never overtakes its acceptance.
+//! `matching.awaiting_mentors`. Other decisions concern nobody here. When
+//! support ends, by a discharge (`case.discharged`) or a coordinator ending
+//! the engagement (`engagement.changed` END), the client stops waiting and
+//! the allocation ends, freeing both mentors' places. The events share one
+//! queue, so an ending never overtakes its acceptance.
 
 use chrono::{Duration, Utc};
 use cpm_proto::v1::{
-    AssessmentDecided, Decision, EngagementAction, EngagementChanged, MentorsAwaited,
+    AssessmentDecided, CaseDischarged, Decision, EngagementAction, EngagementChanged,
+    MentorsAwaited,
 };
 use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outbox, referral_id};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
@@ -20,6 +22,7 @@ pub fn decisions() -> Router<Decisions> {
     Router::new(crate::NAME, "decisions", Decisions)
         .on::<AssessmentDecided>()
         .on::<EngagementChanged>()
+        .on::<CaseDischarged>()
         .on_erasure()
 }
 
@@ -99,6 +102,26 @@ impl On<EngagementChanged> for Decisions {
             client_ended = ended.client_ended,
             mentors_freed = ended.allocation_ended,
             "support ended"
+        );
+        Ok(())
+    }
+}
+
+impl On<CaseDischarged> for Decisions {
+    /// Frees the mentors of a discharged client: their places count again
+    /// from now on, so the same mentors can be proposed to the next client.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        discharged: CaseDischarged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&discharged.referral_id)?;
+        let ended = db::end_support(connection, referral_id).await?;
+        tracing::info!(
+            %referral_id,
+            mentors_freed = ended.allocation_ended,
+            "client discharged"
         );
         Ok(())
     }
