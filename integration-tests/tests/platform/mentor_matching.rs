@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use cpm::Target;
+use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::{
-    AssessmentDecided, ConfirmAllocationRequest, Decision, EstimateWaitRequest, Gender,
-    ListMentorsRequest, LivedExperience, Mentor, ProposeMatchesRequest, RegisterMentorRequest,
+    AssessmentDecided, ChangeMentorStatusRequest, ConfirmAllocationRequest, Decision,
+    DischargeRequest, EstimateWaitRequest, Gender, GetCaseFileRequest, ListMentorsRequest,
+    LivedExperience, Mentor, MentorStatus, ProposeMatchesRequest, RegisterMentorRequest,
     Vulnerability,
 };
 use cpm_runtime::auth::Role;
@@ -535,6 +537,241 @@ async fn an_area_the_programme_does_not_register_is_refused_wherever_a_request_n
             .into_inner();
         assert_eq!(wait.free_mentor_places, 2);
     }
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// A discharge frees both mentors: the pair that was full is proposed to
+/// the next client once contact-logging has discharged the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discharge_frees_the_mentors_for_the_next_client() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&Target::ALL).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    let mut pair = Vec::new();
+    for _ in 0..2 {
+        pair.push(
+            admin
+                .register_mentor(RegisterMentorRequest {
+                    display_name: format!("Mentor {}", uuid::Uuid::new_v4().simple()),
+                    capacity: 1,
+                    ..mentor("Early")
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .mentor
+                .unwrap(),
+        );
+    }
+    let first = accept_client(&env, &admin, "Early").await;
+    confirm(&mut admin, &first, [&pair[0], &pair[1]])
+        .await
+        .unwrap();
+    let second = accept_client(&env, &admin, "Early").await;
+    assert_eq!(
+        propose(&mut admin, &second).await.unwrap(),
+        Vec::<Vec<String>>::new(),
+        "both mentors are full"
+    );
+
+    // Contact-logging opens the case from the allocation, then discharges it.
+    let cases = ContactLoggingServiceClient::new(env.coordinator(&channel));
+    eventually(WAIT, "the first client is discharged", || {
+        let mut cases = cases.clone();
+        let first = first.clone();
+        async move {
+            cases
+                .discharge(DischargeRequest {
+                    referral_id: first,
+                    reason: "goals met".into(),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let mut ids: Vec<String> = pair.iter().map(|m| m.mentor_id.clone()).collect();
+    ids.sort();
+    eventually(WAIT, "the freed pair is proposed again", || {
+        let mut admin = admin.clone();
+        let (second, ids) = (second.clone(), ids.clone());
+        async move {
+            propose(&mut admin, &second).await.is_ok_and(|proposals| {
+                proposals.into_iter().any(|mut proposed| {
+                    proposed.sort();
+                    proposed == ids
+                })
+            })
+        }
+    })
+    .await;
+    confirm(&mut admin, &second, [&pair[0], &pair[1]])
+        .await
+        .unwrap();
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+async fn change_status(
+    matching: &mut MentorMatchingServiceClient<Authed>,
+    mentor: &Mentor,
+    status: MentorStatus,
+    reason: &str,
+) -> Result<MentorStatus, tonic::Status> {
+    let changed = matching
+        .change_mentor_status(ChangeMentorStatusRequest {
+            mentor_id: mentor.mentor_id.clone(),
+            status: status as i32,
+            reason: reason.into(),
+        })
+        .await?
+        .into_inner()
+        .mentor
+        .unwrap();
+    Ok(MentorStatus::try_from(changed.status).unwrap())
+}
+
+/// What contact-logging answers a mentor asking for a case that is not
+/// theirs: NOT_FOUND while they are in good standing, PERMISSION_DENIED
+/// once they are not.
+async fn mentor_code(env: &TestEnv, channel: &tonic::transport::Channel, mentor: &Mentor) -> Code {
+    ContactLoggingServiceClient::new(env.mentor(channel, &mentor.mentor_id))
+        .get_case_file(GetCaseFileRequest {
+            referral_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err()
+        .code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mentor_moves_along_their_volunteering_and_one_who_left_is_refused_everywhere() {
+    let mut env = TestEnv::new().await;
+    env.settings.platform.auth.admit_unregistered = false;
+    env.settings.platform.auth.standing_cache_secs = 1;
+    let platform = env.start(&Target::ALL).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    let mut mentors = Vec::new();
+    for _ in 0..3 {
+        mentors.push(
+            admin
+                .register_mentor(RegisterMentorRequest {
+                    display_name: format!("Mentor {}", uuid::Uuid::new_v4().simple()),
+                    capacity: 1,
+                    ..mentor("Good")
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .mentor
+                .unwrap(),
+        );
+    }
+    let [first, second, third] = [&mentors[0], &mentors[1], &mentors[2]];
+    eventually(
+        WAIT,
+        "registered mentors are admitted by contact-logging",
+        || async { mentor_code(&env, &channel, third).await == Code::NotFound },
+    )
+    .await;
+
+    // Bad requests name every field and change nothing.
+    let bad = admin
+        .change_mentor_status(ChangeMentorStatusRequest {
+            mentor_id: "someone".into(),
+            status: MentorStatus::Trained as i32,
+            reason: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["mentor_id", "status", "reason"]);
+    // Another area's coordinator does not find the mentor.
+    let mut darlington =
+        MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let hidden = change_status(&mut darlington, first, MentorStatus::Left, "moved")
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+
+    // A sabbatical keeps the mentor out of proposals, and ends.
+    assert_eq!(
+        change_status(&mut admin, first, MentorStatus::Sabbatical, "a break")
+            .await
+            .unwrap(),
+        MentorStatus::Sabbatical
+    );
+    let client = accept_client(&env, &admin, "Good").await;
+    for proposal in propose(&mut admin, &client).await.unwrap() {
+        assert!(!proposal.contains(&first.mentor_id), "{proposal:?}");
+    }
+    assert_eq!(mentor_code(&env, &channel, first).await, Code::NotFound);
+    assert_eq!(
+        change_status(&mut admin, first, MentorStatus::Active, "back")
+            .await
+            .unwrap(),
+        MentorStatus::Active
+    );
+
+    // A mentor with a client cannot leave until re-matched.
+    confirm(&mut admin, &client, [first, second]).await.unwrap();
+    let busy = change_status(&mut admin, first, MentorStatus::Left, "moving away")
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Code::FailedPrecondition);
+    assert!(busy.message().contains("1 client"), "{busy:?}");
+
+    // One who leaves is final and refused by every service.
+    assert_eq!(
+        change_status(&mut admin, third, MentorStatus::Left, "moved away")
+            .await
+            .unwrap(),
+        MentorStatus::Left
+    );
+    eventually(
+        WAIT,
+        "a mentor who left is refused by contact-logging",
+        || async { mentor_code(&env, &channel, third).await == Code::PermissionDenied },
+    )
+    .await;
+    let final_ = change_status(&mut admin, third, MentorStatus::Active, "came back")
+        .await
+        .unwrap_err();
+    assert_eq!(final_.code(), Code::FailedPrecondition);
+    assert!(final_.message().contains("final"), "{final_:?}");
+
+    let database = env.database().await;
+    let history: Vec<(i32, i32, String)> = sqlx::query_as(
+        "SELECT from_status, to_status, reason FROM mentor_matching.mentor_status_change \
+         ORDER BY change_id",
+    )
+    .fetch_all(&database)
+    .await
+    .unwrap();
+    assert_eq!(
+        history,
+        [
+            (
+                MentorStatus::Active as i32,
+                MentorStatus::Sabbatical as i32,
+                "a break".to_owned()
+            ),
+            (
+                MentorStatus::Sabbatical as i32,
+                MentorStatus::Active as i32,
+                "back".to_owned()
+            ),
+            (
+                MentorStatus::Active as i32,
+                MentorStatus::Left as i32,
+                "moved away".to_owned()
+            ),
+        ],
+        "every change and only the changes made, with their reasons"
+    );
+    database.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

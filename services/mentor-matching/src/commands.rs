@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::db::{self, AreaLoad, MentorRow, NewMentorRow};
 use crate::domain::{MentorLoad, NewAllocation, NewMentor, ProposalQuery};
 use crate::matching::{self, Candidate, ClientNeeds, Proposal};
+use crate::status::{self, StatusChange};
 
 /// Why a use case of mentor matching did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub enum MatchingError {
     MentorNotFound(Uuid),
     #[error("mentor {0} {1}")]
     MentorUnavailable(Uuid, &'static str),
+    #[error("{0}")]
+    StatusRefused(String),
     #[error(transparent)]
     OutsideAreas(#[from] OutsideAreas),
     #[error(transparent)]
@@ -46,9 +49,9 @@ impl From<MatchingError> for ApiError {
             MatchingError::ReferralNotFound | MatchingError::MentorNotFound(_) => {
                 ApiError::NotFound(error.to_string())
             }
-            MatchingError::AlreadyAllocated | MatchingError::MentorUnavailable(..) => {
-                ApiError::FailedPrecondition(error.to_string())
-            }
+            MatchingError::AlreadyAllocated
+            | MatchingError::MentorUnavailable(..)
+            | MatchingError::StatusRefused(_) => ApiError::FailedPrecondition(error.to_string()),
             MatchingError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
             MatchingError::Database(error) => error.into(),
         }
@@ -235,6 +238,66 @@ pub async fn confirm_allocation(
         confirmed_by: caller.subject.clone(),
         confirmed_at,
     })
+}
+
+/// Moves a mentor of the caller's `scope` to another status, keeping the
+/// reason; a mentor who leaves or declines loses their standing in every
+/// service in the same transaction (`principal.status_changed`).
+pub async fn change_mentor_status(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    scope: &AreaScope,
+    change: &StatusChange,
+) -> Result<MentorRow, MatchingError> {
+    let id = change.mentor_id;
+    let mut transaction = handle.begin().await?;
+    db::lock_mentors(&mut transaction, &[id]).await?;
+    let mentor = db::fetch_mentors(&mut transaction, &[id])
+        .await?
+        .into_iter()
+        .next()
+        .filter(|row| scope.admits(&row.area))
+        .ok_or(MatchingError::MentorNotFound(id))?;
+    let from = MentorStatus::try_from(mentor.status).unwrap_or_default();
+    if let Some(refused) = status::refusal(
+        from,
+        change.to,
+        mentor.current_clients,
+        mentor.safeguarding_trained,
+    ) {
+        return Err(MatchingError::StatusRefused(refused));
+    }
+    db::change_status(
+        &mut transaction,
+        id,
+        from,
+        change.to,
+        &change.reason,
+        &caller.subject,
+    )
+    .await?;
+    if status::in_good_standing(from) != status::in_good_standing(change.to) {
+        standing::publish(
+            &mut transaction,
+            crate::NAME,
+            &Principal::mentor(&id.to_string()),
+            status::in_good_standing(change.to),
+        )
+        .await?;
+    }
+    let row = db::fetch_mentors(&mut transaction, &[id])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(MatchingError::MentorNotFound(id))?;
+    transaction.commit().await?;
+    tracing::info!(
+        mentor_id = %id,
+        from = from.as_str_name(),
+        to = change.to.as_str_name(),
+        "mentor status changed"
+    );
+    Ok(row)
 }
 
 /// How many clients wait in `area` and how many mentor places are free.

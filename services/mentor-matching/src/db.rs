@@ -168,6 +168,32 @@ pub async fn fetch_mentors(
     .await
 }
 
+/// Sets one mentor's status and keeps the change, with its reason, in
+/// `mentor_status_change`.
+pub async fn change_status(
+    connection: &mut PgConnection,
+    mentor_id: Uuid,
+    from: MentorStatus,
+    to: MentorStatus,
+    reason: &str,
+    changed_by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "WITH changed AS (UPDATE mentor_matching.mentor SET status = $3 WHERE mentor_id = $1) \
+         INSERT INTO mentor_matching.mentor_status_change \
+           (mentor_id, from_status, to_status, reason, changed_by) \
+         VALUES ($1, $2, $3, $4, $5)",
+        mentor_id,
+        from as i32,
+        to as i32,
+        reason,
+        changed_by
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 pub async fn set_mentors_status(
     connection: &mut PgConnection,
     mentor_ids: &[Uuid],

@@ -9,9 +9,10 @@
 
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingService;
 use cpm_proto::v1::{
-    Allocation, ConfirmAllocationRequest, ConfirmAllocationResponse, EstimateWaitRequest,
-    EstimateWaitResponse, ListMentorsRequest, ListMentorsResponse, MatchProposal, Mentor,
-    ProposeMatchesRequest, ProposeMatchesResponse, RegisterMentorRequest, RegisterMentorResponse,
+    Allocation, ChangeMentorStatusRequest, ChangeMentorStatusResponse, ConfirmAllocationRequest,
+    ConfirmAllocationResponse, EstimateWaitRequest, EstimateWaitResponse, ListMentorsRequest,
+    ListMentorsResponse, MatchProposal, Mentor, ProposeMatchesRequest, ProposeMatchesResponse,
+    RegisterMentorRequest, RegisterMentorResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
@@ -29,6 +30,7 @@ use crate::domain::{
     NewAllocation, NewMentor, ProposalQuery, estimated_wait_days, parse_area_filter,
     parse_wait_area,
 };
+use crate::status::StatusChange;
 
 /// Staff run the register and allocate (in their areas); referrers may ask
 /// about waits.
@@ -37,6 +39,7 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("ListMentors", STAFF),
     ("ProposeMatches", STAFF),
     ("ConfirmAllocation", STAFF),
+    ("ChangeMentorStatus", STAFF),
     (
         "EstimateWait",
         &[Role::Coordinator, Role::Admin, Role::Referrer],
@@ -173,6 +176,20 @@ impl MentorMatchingService for MentorMatching {
             estimated_days: estimated_wait_days(load.clients_waiting, load.free_mentor_places),
             clients_waiting: count(load.clients_waiting),
             free_mentor_places: count(load.free_mentor_places),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn change_mentor_status(
+        &self,
+        request: Request<ChangeMentorStatusRequest>,
+    ) -> Result<Response<ChangeMentorStatusResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
+        let change = StatusChange::parse(request.get_ref())?;
+        let row = commands::change_mentor_status(&self.handle, caller, &scope, &change).await?;
+        Ok(Response::new(ChangeMentorStatusResponse {
+            mentor: Some(to_proto(&row)),
         }))
     }
 }

@@ -9,6 +9,7 @@
 //! - [`domain`]: requests parsed at the edge (areas against the programme's
 //!   registered list); mentor availability; the wait rule.
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
+//! - [`status`]: where a mentor is in their volunteering, and how they move on.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
 //! - [`commands`]: one function per use case, with [`commands::MatchingError`].
 //! - [`grpc`]: the handlers of `cpm.v1.MentorMatchingService` and its access table.
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod matching;
+pub mod status;
 
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
