@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Err(violations) = mentor_matching::domain::NewMentor::parse(
                     &request,
                     &cpm_runtime::config::ProgrammeConfig::default(),
+                    Utc::now().date_naive(),
                 ) {
                     bounded(violations);
                 }

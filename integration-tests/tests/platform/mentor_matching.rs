@@ -10,9 +10,10 @@ use cpm::Target;
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::{
-    AssessmentDecided, ChangeMentorStatusRequest, ConfirmAllocationRequest, Decision,
-    DischargeRequest, EstimateWaitRequest, Gender, GetCaseFileRequest, ListMentorsRequest,
-    LivedExperience, Mentor, MentorStatus, ProposeMatchesRequest, RegisterMentorRequest,
+    AgeBand, AssessmentDecided, Availability, ChangeMentorStatusRequest, ConfirmAllocationRequest,
+    Decision, DischargeRequest, EstimateWaitRequest, Gender, GetCaseFileRequest,
+    ListMentorsRequest, LivedExperience, Mentor, MentorStatus, ProposeMatchesRequest,
+    RecordTrainingRequest, RegisterMentorRequest, TrainingFormat, UpdateMentorDetailsRequest,
     Vulnerability,
 };
 use cpm_runtime::auth::Role;
@@ -25,14 +26,25 @@ use crate::harness::{Authed, TestEnv, connect, eventually, violated_fields};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A mentor of `area` who can be proposed: trained, safeguarding-trained
+/// and with the agreement signed.
 fn mentor(area: &str) -> RegisterMentorRequest {
     RegisterMentorRequest {
         display_name: "Mentor Sam".into(),
         gender: Gender::Female as i32,
-        area: area.into(),
+        areas: vec![area.into()],
         lived_experience: vec![LivedExperience::MentalHealth as i32],
-        safeguarding_trained: true,
         capacity: 2,
+        training_cohort: "2026-01".into(),
+        training_format: TrainingFormat::TwoDays as i32,
+        training_completed_on: "2026-01-18".into(),
+        safeguarding_trained_on: "2026-01-25".into(),
+        agreement_signed_on: "2026-02-01".into(),
+        vetted_on: "2026-01-10".into(),
+        age_band: AgeBand::Aged35To44 as i32,
+        availability: vec![Availability::WeekdayEvenings as i32],
+        ex_service_user: false,
+        ..Default::default()
     }
 }
 
@@ -157,6 +169,7 @@ async fn the_register_pages_without_skipping_or_repeating_anyone() {
                 area: "Paging".into(),
                 page_size: 2,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -442,10 +455,24 @@ async fn a_coordinator_cannot_propose_or_allocate_for_a_client_outside_their_are
     ];
     east_ids.sort();
     let proposals = propose(&mut admin, &east_client).await.unwrap();
-    assert_eq!(proposals.len(), 6, "every pair of the four mentors");
     assert_eq!(
-        proposals[0], east_ids,
-        "the pair of the client's area first"
+        proposals,
+        [east_ids.to_vec()],
+        "only mentors of the client's area are proposed"
+    );
+    let elsewhere = confirm(
+        &mut admin,
+        &east_client,
+        [&east_pair[0], &darlington_pair[0]],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(elsewhere.code(), Code::FailedPrecondition, "{elsewhere:?}");
+    assert!(
+        elsewhere
+            .message()
+            .contains("does not work in the client's area"),
+        "{elsewhere:?}"
     );
     confirm(&mut admin, &east_client, [&east_pair[0], &east_pair[1]])
         .await
@@ -499,6 +526,13 @@ async fn an_area_the_programme_does_not_register_is_refused_wherever_a_request_n
     let mut referrer = MentorMatchingServiceClient::new(env.referrer(&channel, "agency-m"));
     for area in ["Nowhere", "Darlington\u{200b}", "\u{200b}Darlington"] {
         let refused = admin.register_mentor(mentor(area)).await.unwrap_err();
+        assert_eq!(violated_fields(&refused), ["areas[0]"], "{area:?}");
+        let single = RegisterMentorRequest {
+            area: area.into(),
+            areas: vec![],
+            ..mentor("Darlington")
+        };
+        let refused = admin.register_mentor(single).await.unwrap_err();
         assert_eq!(violated_fields(&refused), ["area"], "{area:?}");
         let refused = admin
             .list_mentors(ListMentorsRequest {
@@ -696,15 +730,50 @@ async fn a_mentor_moves_along_their_volunteering_and_one_who_left_is_refused_eve
         .unwrap_err();
     assert_eq!(hidden.code(), Code::NotFound);
 
-    // A sabbatical keeps the mentor out of proposals, and ends.
-    assert_eq!(
-        change_status(&mut admin, first, MentorStatus::Sabbatical, "a break")
-            .await
-            .unwrap(),
-        MentorStatus::Sabbatical
-    );
+    // A mentor waiting for a first client cannot take a sabbatical.
+    let waiting = change_status(&mut admin, first, MentorStatus::Sabbatical, "a break")
+        .await
+        .unwrap_err();
+    assert_eq!(waiting.code(), Code::FailedPrecondition, "{waiting:?}");
+
+    // A first client makes the pair ACTIVE; a mentor with a client cannot
+    // leave until re-matched.
     let client = accept_client(&env, &admin, "Good").await;
-    for proposal in propose(&mut admin, &client).await.unwrap() {
+    confirm(&mut admin, &client, [first, second]).await.unwrap();
+    let busy = change_status(&mut admin, first, MentorStatus::Left, "moving away")
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Code::FailedPrecondition);
+    assert!(busy.message().contains("1 client"), "{busy:?}");
+
+    // Once the client is discharged, a sabbatical keeps the mentor out of
+    // proposals, and ends.
+    let cases = ContactLoggingServiceClient::new(env.coordinator(&channel));
+    eventually(WAIT, "the first client is discharged", || {
+        let mut cases = cases.clone();
+        let client = client.clone();
+        async move {
+            cases
+                .discharge(DischargeRequest {
+                    referral_id: client,
+                    reason: "goals met".into(),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    eventually(WAIT, "the freed mentor takes a sabbatical", || {
+        let mut admin = admin.clone();
+        async move {
+            change_status(&mut admin, first, MentorStatus::Sabbatical, "a break")
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let next = accept_client(&env, &admin, "Good").await;
+    for proposal in propose(&mut admin, &next).await.unwrap() {
         assert!(!proposal.contains(&first.mentor_id), "{proposal:?}");
     }
     assert_eq!(mentor_code(&env, &channel, first).await, Code::NotFound);
@@ -714,14 +783,6 @@ async fn a_mentor_moves_along_their_volunteering_and_one_who_left_is_refused_eve
             .unwrap(),
         MentorStatus::Active
     );
-
-    // A mentor with a client cannot leave until re-matched.
-    confirm(&mut admin, &client, [first, second]).await.unwrap();
-    let busy = change_status(&mut admin, first, MentorStatus::Left, "moving away")
-        .await
-        .unwrap_err();
-    assert_eq!(busy.code(), Code::FailedPrecondition);
-    assert!(busy.message().contains("1 client"), "{busy:?}");
 
     // One who leaves is final and refused by every service.
     assert_eq!(
@@ -764,7 +825,7 @@ async fn a_mentor_moves_along_their_volunteering_and_one_who_left_is_refused_eve
                 "back".to_owned()
             ),
             (
-                MentorStatus::Active as i32,
+                MentorStatus::Trained as i32,
                 MentorStatus::Left as i32,
                 "moved away".to_owned()
             ),
@@ -772,6 +833,468 @@ async fn a_mentor_moves_along_their_volunteering_and_one_who_left_is_refused_eve
         "every change and only the changes made, with their reasons"
     );
     database.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// The mentors `matching` lists with `request`, by ID.
+async fn listed(
+    matching: &mut MentorMatchingServiceClient<Authed>,
+    request: ListMentorsRequest,
+) -> Result<Vec<Mentor>, tonic::Status> {
+    let mut mentors = matching.list_mentors(request).await?.into_inner().mentors;
+    mentors.sort_by(|a, b| a.mentor_id.cmp(&b.mentor_id));
+    Ok(mentors)
+}
+
+fn ids(mentors: &[&Mentor]) -> Vec<String> {
+    let mut ids: Vec<String> = mentors.iter().map(|m| m.mentor_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// The mentor as `admin` lists them now.
+async fn reread(admin: &mut MentorMatchingServiceClient<Authed>, mentor: &Mentor) -> Mentor {
+    listed(admin, ListMentorsRequest::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|listed| listed.mentor_id == mentor.mentor_id)
+        .unwrap()
+}
+
+async fn allocations(env: &TestEnv) -> i64 {
+    let pool = env.database().await;
+    let count = sqlx::query_scalar("SELECT count(*) FROM mentor_matching.allocation")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mentor_without_a_signed_agreement_is_never_proposed_until_it_is_recorded() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::MENTOR_MATCHING]).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    let mut darlington =
+        MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let a = register(&mut darlington, "Darlington").await;
+    let b = register(&mut darlington, "Darlington").await;
+    let unsigned = darlington
+        .register_mentor(RegisterMentorRequest {
+            display_name: "Mentor Unsigned".into(),
+            agreement_signed_on: String::new(),
+            ..mentor("Darlington")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    // Everything registered is kept, and every new mentor waits for a first client.
+    assert_eq!(a.status, MentorStatus::Trained as i32);
+    assert_eq!(a.areas, ["Darlington"]);
+    assert_eq!(a.training_cohort, "2026-01");
+    assert_eq!(a.training_format, TrainingFormat::TwoDays as i32);
+    assert_eq!(
+        (
+            a.training_completed_on.as_str(),
+            a.safeguarding_trained_on.as_str(),
+            a.agreement_signed_on.as_str(),
+            a.vetted_on.as_str()
+        ),
+        ("2026-01-18", "2026-01-25", "2026-02-01", "2026-01-10")
+    );
+    assert_eq!(a.age_band, AgeBand::Aged35To44 as i32);
+    assert_eq!(a.availability, [Availability::WeekdayEvenings as i32]);
+    assert!(a.safeguarding_trained && a.available_for_proposal);
+    assert_eq!(unsigned.status, MentorStatus::Trained as i32);
+    assert!(unsigned.safeguarding_trained, "trained, but no agreement");
+    assert!(!unsigned.available_for_proposal);
+    assert_eq!(unsigned.agreement_signed_on, "");
+
+    // Never proposed, never allocated, not listed as available.
+    let client = accept_client(&env, &admin, "Darlington").await;
+    assert_eq!(
+        propose(&mut darlington, &client).await.unwrap(),
+        [ids(&[&a, &b])]
+    );
+    let refused = confirm(&mut darlington, &client, [&a, &unsigned])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("agreement"), "{refused:?}");
+    assert_eq!(allocations(&env).await, 0, "nothing allocated");
+    let available = listed(
+        &mut darlington,
+        ListMentorsRequest {
+            available_for_proposal: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&available.iter().collect::<Vec<_>>()), ids(&[&a, &b]));
+
+    // Bad records name their fields and change nothing; another area's
+    // coordinator does not find the mentor.
+    let bad = darlington
+        .record_training(RecordTrainingRequest {
+            mentor_id: unsigned.mentor_id.clone(),
+            agreement_signed_on: "2999-01-01".into(),
+            training_format: 9,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&bad),
+        ["training_format", "agreement_signed_on"]
+    );
+    let empty = darlington
+        .record_training(RecordTrainingRequest {
+            mentor_id: unsigned.mentor_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&empty), ["request"]);
+    let mut east = MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["East Durham"]));
+    let hidden = east
+        .record_training(RecordTrainingRequest {
+            mentor_id: unsigned.mentor_id.clone(),
+            agreement_signed_on: "2026-02-02".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    assert_eq!(reread(&mut admin, &unsigned).await, unsigned, "unchanged");
+
+    // Once the agreement is recorded the mentor is proposed and allocated.
+    let signed = darlington
+        .record_training(RecordTrainingRequest {
+            mentor_id: unsigned.mentor_id.clone(),
+            agreement_signed_on: "2026-02-02".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    assert_eq!(signed.agreement_signed_on, "2026-02-02");
+    assert_eq!(
+        signed.safeguarding_trained_on, unsigned.safeguarding_trained_on,
+        "what the record leaves out is kept"
+    );
+    assert_eq!(signed.training_cohort, unsigned.training_cohort);
+    assert!(signed.available_for_proposal);
+    assert_eq!(propose(&mut darlington, &client).await.unwrap().len(), 3);
+    confirm(&mut darlington, &client, [&a, &signed])
+        .await
+        .unwrap();
+    let active = listed(
+        &mut darlington,
+        ListMentorsRequest {
+            status: MentorStatus::Active as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&active.iter().collect::<Vec<_>>()),
+        ids(&[&a, &signed]),
+        "the first client makes the pair ACTIVE"
+    );
+    let trained = listed(
+        &mut darlington,
+        ListMentorsRequest {
+            status: MentorStatus::Trained as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&trained.iter().collect::<Vec<_>>()), ids(&[&b]));
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mentor_of_several_areas_is_seen_and_proposed_in_each() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::MENTOR_MATCHING]).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    let both = admin
+        .register_mentor(RegisterMentorRequest {
+            display_name: "Mentor Both".into(),
+            areas: vec![
+                "darlington".into(),
+                "EAST DURHAM".into(),
+                "Darlington".into(),
+            ],
+            ..mentor("Darlington")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    assert_eq!(both.areas, ["Darlington", "East Durham"]);
+    assert_eq!(both.area, "Darlington", "the primary area");
+    let darlington_only = register(&mut admin, "Darlington").await;
+    let east_only = register(&mut admin, "East Durham").await;
+
+    // A coordinator sees the mentors who share an area with them.
+    let mut east = MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["East Durham"]));
+    let seen = listed(&mut east, ListMentorsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&seen.iter().collect::<Vec<_>>()),
+        ids(&[&both, &east_only])
+    );
+    let mut north =
+        MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["North Durham"]));
+    assert!(
+        listed(&mut north, ListMentorsRequest::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let in_darlington = listed(
+        &mut admin,
+        ListMentorsRequest {
+            area: "Darlington".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&in_darlington.iter().collect::<Vec<_>>()),
+        ids(&[&both, &darlington_only])
+    );
+    // A coordinator may register only in their own areas, all of them.
+    let refused = east
+        .register_mentor(RegisterMentorRequest {
+            areas: vec!["East Durham".into(), "Darlington".into()],
+            ..mentor("East Durham")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // Proposed for clients of each of their areas, with that area's mentors.
+    let darlington_client = accept_client(&env, &admin, "Darlington").await;
+    let east_client = accept_client(&env, &admin, "East Durham").await;
+    assert_eq!(
+        propose(&mut admin, &darlington_client).await.unwrap(),
+        [ids(&[&both, &darlington_only])]
+    );
+    assert_eq!(
+        propose(&mut east, &east_client).await.unwrap(),
+        [ids(&[&both, &east_only])]
+    );
+    confirm(&mut east, &east_client, [&both, &east_only])
+        .await
+        .unwrap();
+    // The East Durham coordinator keeps the mentor's record too.
+    let recorded = east
+        .record_training(RecordTrainingRequest {
+            mentor_id: both.mentor_id.clone(),
+            vetted_on: "2026-02-14".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    assert_eq!(recorded.vetted_on, "2026-02-14");
+    assert_eq!(recorded.current_clients, 1);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_details_sets_what_the_mask_names_and_keeps_capacity_above_current_clients() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::MENTOR_MATCHING]).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    let mut darlington =
+        MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let a = register(&mut darlington, "Darlington").await;
+    let b = register(&mut darlington, "Darlington").await;
+    for _ in 0..2 {
+        let client = accept_client(&env, &admin, "Darlington").await;
+        confirm(&mut darlington, &client, [&a, &b]).await.unwrap();
+    }
+
+    // Below the two clients the mentor supports: refused, nothing changed.
+    let below = darlington
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            capacity: 1,
+            display_name: "Renamed".into(),
+            update_mask: mask(&["capacity", "display_name"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(below.code(), Code::FailedPrecondition, "{below:?}");
+    assert!(below.message().contains("2 client(s)"), "{below:?}");
+    let before = reread(&mut admin, &a).await;
+    assert_eq!(
+        (before.capacity, before.display_name.as_str()),
+        (2, a.display_name.as_str())
+    );
+
+    // Bad requests name their fields and change nothing.
+    for (request, fields) in [
+        (
+            UpdateMentorDetailsRequest {
+                mentor_id: a.mentor_id.clone(),
+                capacity: 3,
+                ..Default::default()
+            },
+            vec!["update_mask"],
+        ),
+        (
+            UpdateMentorDetailsRequest {
+                mentor_id: a.mentor_id.clone(),
+                update_mask: mask(&["status"]),
+                ..Default::default()
+            },
+            vec!["update_mask"],
+        ),
+        (
+            UpdateMentorDetailsRequest {
+                mentor_id: a.mentor_id.clone(),
+                capacity: 6,
+                areas: vec!["Nowhere".into()],
+                gender: 0,
+                update_mask: mask(&["capacity", "areas", "gender"]),
+                ..Default::default()
+            },
+            vec!["gender", "areas[0]", "capacity"],
+        ),
+    ] {
+        let refused = darlington.update_mentor_details(request).await.unwrap_err();
+        assert_eq!(violated_fields(&refused), fields);
+    }
+    // Adding an area the caller does not work in is theirs to refuse.
+    let outside = darlington
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            areas: vec!["Darlington".into(), "East Durham".into()],
+            update_mask: mask(&["areas"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), Code::PermissionDenied, "{outside:?}");
+    let mut east = MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["East Durham"]));
+    let hidden = east
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            capacity: 5,
+            update_mask: mask(&["capacity"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    assert_eq!(reread(&mut admin, &a).await, before, "nothing changed");
+
+    // What the mask names is set; the rest is kept.
+    let updated = darlington
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            display_name: " Mentor Renamed ".into(),
+            capacity: 4,
+            lived_experience: vec![],
+            ex_service_user: true,
+            age_band: AgeBand::Aged55To64 as i32,
+            areas: vec!["north durham".into()],
+            gender: Gender::Male as i32,
+            update_mask: mask(&[
+                "display_name",
+                "capacity",
+                "lived_experience",
+                "ex_service_user",
+                "age_band",
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    assert_eq!(updated.display_name, "Mentor Renamed");
+    assert_eq!(updated.capacity, 4);
+    assert!(updated.lived_experience.is_empty());
+    assert!(updated.ex_service_user);
+    assert_eq!(updated.age_band, AgeBand::Aged55To64 as i32);
+    assert_eq!(updated.areas, ["Darlington"], "not in the mask: kept");
+    assert_eq!(updated.gender, a.gender, "not in the mask: kept");
+    assert_eq!(updated.current_clients, 2);
+    assert!(updated.available_for_proposal, "room again");
+
+    // The admin adds an area and makes it the primary one; the Darlington
+    // coordinator may take Darlington away (theirs), after which the
+    // mentor is no longer theirs to find.
+    let moved = admin
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            areas: vec!["North Durham".into(), "Darlington".into()],
+            update_mask: mask(&["areas"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    assert_eq!(moved.area, "North Durham");
+    assert_eq!(moved.areas, ["North Durham", "Darlington"]);
+    let removed = darlington
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            areas: vec!["North Durham".into()],
+            update_mask: mask(&["areas"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mentor
+        .unwrap();
+    assert_eq!(removed.areas, ["North Durham"]);
+    let gone = darlington
+        .update_mentor_details(UpdateMentorDetailsRequest {
+            mentor_id: a.mentor_id.clone(),
+            ex_service_user: false,
+            update_mask: mask(&["ex_service_user"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

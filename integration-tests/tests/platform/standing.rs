@@ -151,8 +151,10 @@ async fn a_mentor_who_has_left_or_was_never_registered_is_refused() {
             gender: Gender::Female as i32,
             area: "Darlington".into(),
             lived_experience: vec![],
-            safeguarding_trained: true,
             capacity: 2,
+            safeguarding_trained_on: "2026-01-25".into(),
+            agreement_signed_on: "2026-02-01".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -210,6 +210,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     // Two trained mentors in the client's area.
     let mut matching = MentorMatchingServiceClient::new(journey.coordinator()?);
     let mut mentor_ids = Vec::new();
+    let trained_on = chrono::Utc::now().date_naive().to_string();
     for (name, gender, experience) in [
         (
             "Mentor A",
@@ -222,10 +223,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             .register_mentor(RegisterMentorRequest {
                 display_name: name.into(),
                 gender: gender as i32,
-                area: area.clone(),
+                areas: vec![area.clone()],
                 lived_experience: vec![experience as i32],
-                safeguarding_trained: true,
                 capacity: 2,
+                training_cohort: "demo".into(),
+                training_format: cpm_proto::v1::TrainingFormat::TwoDays as i32,
+                training_completed_on: trained_on.clone(),
+                // Safeguarding training and the signed agreement make the
+                // mentor one that can be proposed.
+                safeguarding_trained_on: trained_on.clone(),
+                agreement_signed_on: trained_on.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner()
@@ -234,7 +242,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         mentor_ids.push(mentor.mentor_id);
     }
     journey.step(format!(
-        "coordinator registered two safeguarding-trained mentors in {area}"
+        "coordinator registered two safeguarding-trained mentors with signed agreements in {area}"
     ));
 
     // The agency refers.

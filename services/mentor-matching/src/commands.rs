@@ -4,13 +4,14 @@
 //! parsing and messages; nothing here knows about gRPC.
 //!
 //! Staff work in their areas (the [`AreaScope`] of `ProgrammeConfig::staff_scope`):
-//! a coordinator registers and lists mentors only there (another area is
-//! PERMISSION_DENIED), and a waiting client or a mentor elsewhere does not
-//! exist for them (NOT_FOUND), so nothing outside their areas is proposed,
-//! allocated or revealed. An admin works in every area.
+//! a coordinator registers mentors only there and lists only there (another
+//! area is PERMISSION_DENIED); a mentor is theirs when the mentor works in
+//! at least one of their areas, and a waiting client or a mentor elsewhere
+//! does not exist for them (NOT_FOUND), so nothing outside their areas is
+//! proposed, allocated or revealed. An admin works in every area.
 
 use chrono::{DateTime, Utc};
-use cpm_proto::v1::{AllocationConfirmed, Gender, MentorStatus, Vulnerability};
+use cpm_proto::v1::{AllocationConfirmed, Gender, MentorStatus, TrainingFormat, Vulnerability};
 use cpm_runtime::areas::OutsideAreas;
 use cpm_runtime::auth::{AreaScope, Caller};
 use cpm_runtime::bus::{ServiceHandle, outbox};
@@ -19,8 +20,13 @@ use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::standing::{self, Principal};
 use uuid::Uuid;
 
-use crate::db::{self, AreaLoad, MentorRow, NewMentorRow};
-use crate::domain::{MentorLoad, NewAllocation, NewMentor, ProposalQuery};
+use crate::db::{
+    self, AreaLoad, MentorDetails, MentorQuery, MentorRow, NewMentorRow, TrainingColumns,
+};
+use crate::domain::{
+    INITIAL_STATUS, MentorFilter, MentorLoad, MentorUpdate, NewAllocation, NewMentor,
+    ProposalQuery, Training, TrainingRecord, outside_client_area,
+};
 use crate::matching::{self, Candidate, ClientNeeds, Proposal};
 use crate::status::{self, StatusChange};
 
@@ -37,6 +43,8 @@ pub enum MatchingError {
     MentorUnavailable(Uuid, &'static str),
     #[error("{0}")]
     StatusRefused(String),
+    #[error("a capacity of {capacity} is below the {current} client(s) the mentor supports now")]
+    CapacityBelowClients { capacity: i32, current: i32 },
     #[error(transparent)]
     OutsideAreas(#[from] OutsideAreas),
     #[error(transparent)]
@@ -51,7 +59,10 @@ impl From<MatchingError> for ApiError {
             }
             MatchingError::AlreadyAllocated
             | MatchingError::MentorUnavailable(..)
-            | MatchingError::StatusRefused(_) => ApiError::FailedPrecondition(error.to_string()),
+            | MatchingError::StatusRefused(_)
+            | MatchingError::CapacityBelowClients { .. } => {
+                ApiError::FailedPrecondition(error.to_string())
+            }
             MatchingError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
             MatchingError::Database(error) => error.into(),
         }
@@ -64,29 +75,37 @@ impl From<MatchingError> for tonic::Status {
     }
 }
 
-/// Puts a mentor on the register, in an area of the caller's `scope`.
+/// Puts a mentor on the register, in areas of the caller's `scope` (all
+/// of them), as TRAINED: waiting for a first client.
 pub async fn register_mentor(
     handle: &ServiceHandle,
     caller: &Caller,
     scope: &AreaScope,
     mentor: &NewMentor,
 ) -> Result<MentorRow, MatchingError> {
-    scope.require(&mentor.area)?;
+    for area in &mentor.areas {
+        scope.require(area)?;
+    }
     let mentor_id = Uuid::now_v7();
     tracing::Span::current().record("mentor_id", tracing::field::display(mentor_id));
     let mut transaction = handle.begin().await?;
-    let row = db::insert_mentor(
+    db::insert_mentor(
         &mut transaction,
         &NewMentorRow {
             mentor_id,
-            display_name: &mentor.display_name,
-            gender: mentor.gender as i32,
-            area: &mentor.area,
-            lived_experience: mentor.lived_experience.iter().map(|e| *e as i32).collect(),
-            safeguarding_trained: mentor.safeguarding_trained,
-            status: mentor.initial_status() as i32,
-            capacity: mentor.capacity,
+            status: INITIAL_STATUS as i32,
             registered_by: &caller.subject,
+            details: MentorDetails {
+                display_name: mentor.display_name.clone(),
+                gender: mentor.gender as i32,
+                age_band: mentor.age_band as i32,
+                areas: mentor.areas.clone(),
+                availability: mentor.availability.iter().map(|a| *a as i32).collect(),
+                capacity: mentor.capacity,
+                lived_experience: mentor.lived_experience.iter().map(|e| *e as i32).collect(),
+                ex_service_user: mentor.ex_service_user,
+            },
+            training: training_columns(&mentor.training),
         },
     )
     .await?;
@@ -99,27 +118,178 @@ pub async fn register_mentor(
         true,
     )
     .await?;
+    let row = fetch_one(&mut transaction, mentor_id).await?;
     transaction.commit().await?;
     tracing::info!(
-        status = mentor.initial_status().as_str_name(),
+        status = INITIAL_STATUS.as_str_name(),
+        areas = mentor.areas.len(),
         "mentor registered"
     );
     Ok(row)
 }
 
 /// One page of the register, by display name then ID, after `after`;
-/// `limit` rows at most: the mentors of `area`, which must be in the
-/// caller's `scope`, or else of every area of it.
+/// `limit` rows at most: the mentors `filter` asks for who work in its
+/// area, which must be in the caller's `scope`, or else in any area of it.
 pub async fn list_mentors(
     handle: &ServiceHandle,
     scope: &AreaScope,
-    area: Option<&str>,
+    filter: &MentorFilter,
     after: Option<(&str, Uuid)>,
     limit: i64,
 ) -> Result<Vec<MentorRow>, MatchingError> {
-    let listed = scope.covering(area)?;
+    let listed = scope.covering(filter.area.as_deref())?;
     let mut connection = handle.pool().acquire().await?;
-    Ok(db::list_mentors(&mut connection, listed.as_deref(), after, limit).await?)
+    Ok(db::list_mentors(
+        &mut connection,
+        &MentorQuery {
+            areas: listed.as_deref(),
+            status: filter.status.map(|status| status as i32),
+            proposable_only: filter.available_for_proposal,
+            after,
+            limit,
+        },
+    )
+    .await?)
+}
+
+/// Records a mentor's training, safeguarding, agreement or vetting; what
+/// `record` leaves out is kept. The mentor must work in an area of the
+/// caller's `scope`.
+pub async fn record_training(
+    handle: &ServiceHandle,
+    scope: &AreaScope,
+    record: &TrainingRecord,
+) -> Result<MentorRow, MatchingError> {
+    let id = record.mentor_id;
+    let mut transaction = handle.begin().await?;
+    let mentor = lock_seen(&mut transaction, scope, id).await?;
+    let training = record.applied_to(&training_of(&mentor));
+    db::record_training(&mut transaction, id, &training_columns(&training)).await?;
+    let row = fetch_one(&mut transaction, id).await?;
+    transaction.commit().await?;
+    tracing::info!(
+        mentor_id = %id,
+        proposable = load_of(&row).unavailable_because().is_none(),
+        "mentor training recorded"
+    );
+    Ok(row)
+}
+
+/// Sets the details `update` names for a mentor who works in an area of
+/// the caller's `scope`. Every area added or removed must be the
+/// caller's; the capacity may not fall below the clients the mentor
+/// supports now.
+pub async fn update_mentor_details(
+    handle: &ServiceHandle,
+    scope: &AreaScope,
+    update: &MentorUpdate,
+) -> Result<MentorRow, MatchingError> {
+    let id = update.mentor_id;
+    let mut transaction = handle.begin().await?;
+    let mentor = lock_seen(&mut transaction, scope, id).await?;
+    let details = updated_details(&mentor, update);
+    for area in details
+        .areas
+        .iter()
+        .filter(|area| !mentor.areas.contains(area))
+        .chain(
+            mentor
+                .areas
+                .iter()
+                .filter(|area| !details.areas.contains(area)),
+        )
+    {
+        scope.require(area)?;
+    }
+    if details.capacity < mentor.current_clients {
+        return Err(MatchingError::CapacityBelowClients {
+            capacity: details.capacity,
+            current: mentor.current_clients,
+        });
+    }
+    db::update_details(&mut transaction, id, &details).await?;
+    let row = fetch_one(&mut transaction, id).await?;
+    transaction.commit().await?;
+    tracing::info!(mentor_id = %id, "mentor details updated");
+    Ok(row)
+}
+
+/// `mentor`'s details with what `update` names laid over them.
+fn updated_details(mentor: &MentorRow, update: &MentorUpdate) -> MentorDetails {
+    MentorDetails {
+        display_name: update
+            .display_name
+            .clone()
+            .unwrap_or_else(|| mentor.display_name.clone()),
+        gender: update.gender.map_or(mentor.gender, |gender| gender as i32),
+        age_band: update.age_band.map_or(mentor.age_band, |band| band as i32),
+        areas: update.areas.clone().unwrap_or_else(|| mentor.areas.clone()),
+        availability: update.availability.as_ref().map_or_else(
+            || mentor.availability.clone(),
+            |values| values.iter().map(|value| *value as i32).collect(),
+        ),
+        capacity: update.capacity.unwrap_or(mentor.capacity),
+        lived_experience: update.lived_experience.as_ref().map_or_else(
+            || mentor.lived_experience.clone(),
+            |values| values.iter().map(|value| *value as i32).collect(),
+        ),
+        ex_service_user: update.ex_service_user.unwrap_or(mentor.ex_service_user),
+    }
+}
+
+/// Whether a mentor is one of the caller's: they share an area.
+fn sees(scope: &AreaScope, mentor: &MentorRow) -> bool {
+    mentor.areas.iter().any(|area| scope.admits(area))
+}
+
+/// Locks a mentor the caller sees and returns their row; NOT_FOUND when
+/// there is none or they work in no area of the caller's.
+async fn lock_seen(
+    connection: &mut sqlx::PgConnection,
+    scope: &AreaScope,
+    id: Uuid,
+) -> Result<MentorRow, MatchingError> {
+    db::lock_mentors(connection, &[id]).await?;
+    db::fetch_mentors(connection, &[id])
+        .await?
+        .into_iter()
+        .next()
+        .filter(|row| sees(scope, row))
+        .ok_or(MatchingError::MentorNotFound(id))
+}
+
+async fn fetch_one(
+    connection: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<MentorRow, MatchingError> {
+    db::fetch_mentors(connection, &[id])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(MatchingError::MentorNotFound(id))
+}
+
+fn training_columns(training: &Training) -> TrainingColumns {
+    TrainingColumns {
+        training_cohort: training.cohort.clone(),
+        training_format: training.format as i32,
+        training_completed_on: training.completed_on,
+        safeguarding_trained_on: training.safeguarding_trained_on,
+        agreement_signed_on: training.agreement_signed_on,
+        vetted_on: training.vetted_on,
+    }
+}
+
+fn training_of(row: &MentorRow) -> Training {
+    Training {
+        cohort: row.training_cohort.clone(),
+        format: TrainingFormat::try_from(row.training_format).unwrap_or_default(),
+        completed_on: row.training_completed_on,
+        safeguarding_trained_on: row.safeguarding_trained_on,
+        agreement_signed_on: row.agreement_signed_on,
+        vetted_on: row.vetted_on,
+    }
 }
 
 /// Ranked mentor pairs for a waiting client in the caller's `scope`, from
@@ -137,7 +307,8 @@ pub async fn propose_matches(
     if client.allocated {
         return Err(MatchingError::AlreadyAllocated);
     }
-    let candidates: Vec<Candidate> = db::list_candidates(&mut connection, scope.as_filter())
+    // Every candidate works in the client's area, which is the caller's.
+    let candidates: Vec<Candidate> = db::list_candidates(&mut connection, &client.area)
         .await?
         .iter()
         .map(to_candidate)
@@ -196,9 +367,12 @@ pub async fn confirm_allocation(
     for id in mentor_ids {
         let mentor = mentors
             .iter()
-            .find(|row| row.mentor_id == id && scope.admits(&row.area))
+            .find(|row| row.mentor_id == id && sees(scope, row))
             .ok_or(MatchingError::MentorNotFound(id))?;
-        if let Some(reason) = load_of(mentor).unavailable_because() {
+        if let Some(reason) = load_of(mentor)
+            .unavailable_because()
+            .or_else(|| outside_client_area(&mentor.areas, &client.area))
+        {
             return Err(MatchingError::MentorUnavailable(id, reason));
         }
     }
@@ -251,19 +425,14 @@ pub async fn change_mentor_status(
 ) -> Result<MentorRow, MatchingError> {
     let id = change.mentor_id;
     let mut transaction = handle.begin().await?;
-    db::lock_mentors(&mut transaction, &[id]).await?;
-    let mentor = db::fetch_mentors(&mut transaction, &[id])
-        .await?
-        .into_iter()
-        .next()
-        .filter(|row| scope.admits(&row.area))
-        .ok_or(MatchingError::MentorNotFound(id))?;
+    let mentor = lock_seen(&mut transaction, scope, id).await?;
     let from = MentorStatus::try_from(mentor.status).unwrap_or_default();
     if let Some(refused) = status::refusal(
         from,
         change.to,
         mentor.current_clients,
-        mentor.safeguarding_trained,
+        mentor.safeguarding_trained_on.is_some(),
+        mentor.agreement_signed_on.is_some(),
     ) {
         return Err(MatchingError::StatusRefused(refused));
     }
@@ -285,11 +454,7 @@ pub async fn change_mentor_status(
         )
         .await?;
     }
-    let row = db::fetch_mentors(&mut transaction, &[id])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(MatchingError::MentorNotFound(id))?;
+    let row = fetch_one(&mut transaction, id).await?;
     transaction.commit().await?;
     tracing::info!(
         mentor_id = %id,
@@ -306,10 +471,11 @@ pub async fn area_load(handle: &ServiceHandle, area: &str) -> Result<AreaLoad, M
     Ok(db::area_load(&mut connection, area, None).await?)
 }
 
-fn load_of(row: &MentorRow) -> MentorLoad {
+pub(crate) fn load_of(row: &MentorRow) -> MentorLoad {
     MentorLoad {
         status: row.status,
-        safeguarding_trained: row.safeguarding_trained,
+        safeguarding_trained: row.safeguarding_trained_on.is_some(),
+        agreement_signed: row.agreement_signed_on.is_some(),
         capacity: row.capacity,
         current_clients: row.current_clients,
     }
@@ -320,7 +486,7 @@ fn to_candidate(row: &MentorRow) -> Candidate {
         mentor_id: row.mentor_id,
         display_name: row.display_name.clone(),
         gender: Gender::try_from(row.gender).unwrap_or_default(),
-        area: row.area.clone(),
+        areas: row.areas.clone(),
         lived_experience: row
             .lived_experience
             .iter()
@@ -333,7 +499,8 @@ fn to_candidate(row: &MentorRow) -> Candidate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpm_proto::v1::LivedExperience;
+    use chrono::NaiveDate;
+    use cpm_proto::v1::{AgeBand, Availability, LivedExperience};
 
     fn row(status: MentorStatus, capacity: i32, current_clients: i32) -> MentorRow {
         MentorRow {
@@ -341,11 +508,20 @@ mod tests {
             display_name: "Mentor A".into(),
             gender: Gender::Female as i32,
             area: "Darlington".into(),
+            areas: vec!["Darlington".into(), "East Durham".into()],
             lived_experience: vec![LivedExperience::Debt as i32, 999],
-            safeguarding_trained: true,
             status: status as i32,
             capacity,
             trained_on: Utc::now(),
+            training_cohort: "2026-03".into(),
+            training_format: TrainingFormat::TwoDays as i32,
+            training_completed_on: None,
+            safeguarding_trained_on: NaiveDate::from_ymd_opt(2026, 3, 1),
+            agreement_signed_on: None,
+            vetted_on: None,
+            age_band: AgeBand::Aged35To44 as i32,
+            availability: vec![Availability::Weekends as i32],
+            ex_service_user: false,
             current_clients,
         }
     }
@@ -356,6 +532,92 @@ mod tests {
         assert_eq!(candidate.lived_experience, [LivedExperience::Debt]);
         assert_eq!(candidate.free_places, 2);
         assert_eq!(candidate.gender, Gender::Female);
+        assert_eq!(candidate.areas, ["Darlington", "East Durham"]);
+    }
+
+    #[test]
+    fn a_mentor_is_seen_by_staff_of_any_of_their_areas() {
+        let mentor = row(MentorStatus::Active, 2, 0);
+        let only =
+            |areas: &[&str]| AreaScope::Only(areas.iter().map(|a| (*a).to_owned()).collect());
+        assert!(sees(&only(&["East Durham"]), &mentor));
+        assert!(sees(&only(&["Darlington", "North Durham"]), &mentor));
+        assert!(!sees(&only(&["North Durham"]), &mentor));
+        assert!(!sees(&only(&[]), &mentor));
+        assert!(sees(&AreaScope::Every, &mentor));
+    }
+
+    #[test]
+    fn a_mentor_load_reads_safeguarding_and_the_agreement_from_their_dates() {
+        let mut mentor = row(MentorStatus::Trained, 2, 0);
+        assert_eq!(
+            load_of(&mentor).unavailable_because(),
+            Some("has not signed the mentor agreement")
+        );
+        mentor.agreement_signed_on = NaiveDate::from_ymd_opt(2026, 3, 2);
+        assert_eq!(load_of(&mentor).unavailable_because(), None);
+        mentor.safeguarding_trained_on = None;
+        assert_eq!(
+            load_of(&mentor).unavailable_because(),
+            Some("has no safeguarding training")
+        );
+    }
+
+    #[test]
+    fn an_update_lays_what_it_names_over_the_details_on_record() {
+        let mentor = row(MentorStatus::Active, 2, 1);
+        let kept = updated_details(
+            &mentor,
+            &MentorUpdate {
+                mentor_id: mentor.mentor_id,
+                ..MentorUpdate::default()
+            },
+        );
+        assert_eq!(
+            kept,
+            MentorDetails {
+                display_name: mentor.display_name.clone(),
+                gender: mentor.gender,
+                age_band: mentor.age_band,
+                areas: mentor.areas.clone(),
+                availability: mentor.availability.clone(),
+                capacity: mentor.capacity,
+                lived_experience: mentor.lived_experience.clone(),
+                ex_service_user: mentor.ex_service_user,
+            }
+        );
+        let changed = updated_details(
+            &mentor,
+            &MentorUpdate {
+                mentor_id: mentor.mentor_id,
+                areas: Some(vec!["North Durham".into()]),
+                capacity: Some(4),
+                lived_experience: Some(vec![]),
+                ex_service_user: Some(true),
+                ..MentorUpdate::default()
+            },
+        );
+        assert_eq!(changed.areas, ["North Durham"]);
+        assert_eq!(changed.capacity, 4);
+        assert!(changed.lived_experience.is_empty());
+        assert!(changed.ex_service_user);
+        assert_eq!(changed.display_name, mentor.display_name);
+        assert_eq!(changed.availability, mentor.availability);
+    }
+
+    #[test]
+    fn training_survives_the_trip_to_its_columns_and_back() {
+        let mentor = row(MentorStatus::Active, 2, 1);
+        let training = training_of(&mentor);
+        assert_eq!(training.format, TrainingFormat::TwoDays);
+        let columns = training_columns(&training);
+        assert_eq!(columns.training_cohort, mentor.training_cohort);
+        assert_eq!(columns.training_format, mentor.training_format);
+        assert_eq!(
+            columns.safeguarding_trained_on,
+            mentor.safeguarding_trained_on
+        );
+        assert_eq!(columns.agreement_signed_on, None);
     }
 
     #[test]
@@ -379,6 +641,15 @@ mod tests {
         assert_eq!(
             outside.message(),
             "you do not work in East Durham: your areas are Darlington"
+        );
+        let below = tonic::Status::from(MatchingError::CapacityBelowClients {
+            capacity: 1,
+            current: 2,
+        });
+        assert_eq!(below.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            below.message().contains("below the 2 client(s)"),
+            "{below:?}"
         );
         let unavailable = tonic::Status::from(MatchingError::MentorUnavailable(id, "has left"));
         assert_eq!(unavailable.code(), tonic::Code::FailedPrecondition);

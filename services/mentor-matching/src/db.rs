@@ -3,32 +3,44 @@
 //! stored, so ending an allocation frees the place by itself. A client whose
 //! support ended is no longer known as waiting.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use cpm_proto::v1::MentorStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// `query_as!` into [`MentorRow`]: `$before` (a string literal), the
-/// columns of the `mentor` row in scope with its current clients (the
-/// number of its active allocations), then `$after`.
+/// `query_as!` into [`MentorRow`]: the columns of every `mentor` row with
+/// its current clients (the number of its active allocations, as
+/// `load.current_clients`), then `$rest` (a string literal: conditions,
+/// order, limit), with its arguments.
 macro_rules! mentors {
-    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             MentorRow,
-            $before
-                + " mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
-                mentor.lived_experience, mentor.safeguarding_trained, mentor.status, \
-                mentor.capacity, mentor.trained_on, \
-                (SELECT count(*) FROM mentor_matching.allocation_mentor \
-                 JOIN mentor_matching.allocation \
-                   ON allocation.allocation_id = allocation_mentor.allocation_id \
-                 WHERE allocation_mentor.mentor_id = mentor.mentor_id \
-                   AND allocation.active)::integer AS \"current_clients!\" "
-                + $after
+            "SELECT mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
+               mentor.areas, mentor.lived_experience, mentor.status, mentor.capacity, \
+               mentor.trained_on, mentor.training_cohort, mentor.training_format, \
+               mentor.training_completed_on, mentor.safeguarding_trained_on, \
+               mentor.agreement_signed_on, mentor.vetted_on, mentor.age_band, \
+               mentor.availability, mentor.ex_service_user, \
+               load.current_clients AS \"current_clients!\" \
+             FROM mentor_matching.mentor \
+             CROSS JOIN LATERAL (SELECT count(*)::integer AS current_clients \
+               FROM mentor_matching.allocation_mentor \
+               JOIN mentor_matching.allocation \
+                 ON allocation.allocation_id = allocation_mentor.allocation_id \
+               WHERE allocation_mentor.mentor_id = mentor.mentor_id \
+                 AND allocation.active) AS load "
+                + $rest
             $(, $arg)*
         )
     };
 }
+
+/// The statuses in which a mentor may be proposed and allocated: waiting
+/// for a first client, or active. With safeguarding training and a signed
+/// agreement on record and a free place, such a mentor is *proposable*
+/// (`domain::MentorLoad::unavailable_because` says the same in Rust).
+const PROPOSABLE_STATUSES: [i32; 2] = [MentorStatus::Trained as i32, MentorStatus::Active as i32];
 
 /// A mentor with their current number of clients.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -36,103 +48,195 @@ pub struct MentorRow {
     pub mentor_id: Uuid,
     pub display_name: String,
     pub gender: i32,
+    /// The primary area: the first of `areas`.
     pub area: String,
+    pub areas: Vec<String>,
     pub lived_experience: Vec<i32>,
-    pub safeguarding_trained: bool,
     pub status: i32,
     pub capacity: i32,
     pub trained_on: DateTime<Utc>,
+    pub training_cohort: String,
+    pub training_format: i32,
+    pub training_completed_on: Option<NaiveDate>,
+    pub safeguarding_trained_on: Option<NaiveDate>,
+    pub agreement_signed_on: Option<NaiveDate>,
+    pub vetted_on: Option<NaiveDate>,
+    pub age_band: i32,
+    pub availability: Vec<i32>,
+    pub ex_service_user: bool,
     pub current_clients: i32,
 }
 
 /// What a new mentor row holds.
 pub struct NewMentorRow<'a> {
     pub mentor_id: Uuid,
-    pub display_name: &'a str,
-    pub gender: i32,
-    pub area: &'a str,
-    pub lived_experience: Vec<i32>,
-    pub safeguarding_trained: bool,
     pub status: i32,
-    pub capacity: i32,
     pub registered_by: &'a str,
+    pub details: MentorDetails,
+    pub training: TrainingColumns,
 }
 
-/// Inserts a mentor and returns the row as stored.
+/// The details UpdateMentorDetails changes, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MentorDetails {
+    pub display_name: String,
+    pub gender: i32,
+    pub age_band: i32,
+    /// The primary area first.
+    pub areas: Vec<String>,
+    pub availability: Vec<i32>,
+    pub capacity: i32,
+    pub lived_experience: Vec<i32>,
+    pub ex_service_user: bool,
+}
+
+/// The training columns, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainingColumns {
+    pub training_cohort: String,
+    pub training_format: i32,
+    pub training_completed_on: Option<NaiveDate>,
+    pub safeguarding_trained_on: Option<NaiveDate>,
+    pub agreement_signed_on: Option<NaiveDate>,
+    pub vetted_on: Option<NaiveDate>,
+}
+
+/// Inserts a mentor.
 pub async fn insert_mentor(
     connection: &mut PgConnection,
     row: &NewMentorRow<'_>,
-) -> Result<MentorRow, sqlx::Error> {
-    sqlx::query_as!(
-        MentorRow,
-        "INSERT INTO mentor_matching.mentor (mentor_id, display_name, gender, area, \
-         lived_experience, safeguarding_trained, status, capacity, registered_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         RETURNING mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
-         mentor.lived_experience, mentor.safeguarding_trained, mentor.status, mentor.capacity, \
-         mentor.trained_on, 0 AS \"current_clients!\"",
+) -> Result<(), sqlx::Error> {
+    let (details, training) = (&row.details, &row.training);
+    sqlx::query!(
+        "INSERT INTO mentor_matching.mentor (mentor_id, display_name, gender, area, areas, \
+         lived_experience, status, capacity, registered_by, training_cohort, training_format, \
+         training_completed_on, safeguarding_trained_on, agreement_signed_on, vetted_on, \
+         age_band, availability, ex_service_user) \
+         VALUES ($1, $2, $3, ($4::text[])[1], $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         $17)",
         row.mentor_id,
-        row.display_name,
-        row.gender,
-        row.area,
-        &row.lived_experience,
-        row.safeguarding_trained,
+        details.display_name,
+        details.gender,
+        &details.areas,
+        &details.lived_experience,
         row.status,
-        row.capacity,
+        details.capacity,
         row.registered_by,
+        training.training_cohort,
+        training.training_format,
+        training.training_completed_on,
+        training.safeguarding_trained_on,
+        training.agreement_signed_on,
+        training.vetted_on,
+        details.age_band,
+        &details.availability,
+        details.ex_service_user,
     )
-    .fetch_one(connection)
-    .await
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
-/// The mentors of `areas` (`None`: every area), by display name.
+/// Sets a mentor's details.
+pub async fn update_details(
+    connection: &mut PgConnection,
+    mentor_id: Uuid,
+    details: &MentorDetails,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE mentor_matching.mentor SET display_name = $2, gender = $3, area = ($4::text[])[1], \
+         areas = $4, availability = $5, capacity = $6, lived_experience = $7, \
+         ex_service_user = $8, age_band = $9 WHERE mentor_id = $1",
+        mentor_id,
+        details.display_name,
+        details.gender,
+        &details.areas,
+        &details.availability,
+        details.capacity,
+        &details.lived_experience,
+        details.ex_service_user,
+        details.age_band,
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Sets a mentor's training columns.
+pub async fn record_training(
+    connection: &mut PgConnection,
+    mentor_id: Uuid,
+    training: &TrainingColumns,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE mentor_matching.mentor SET training_cohort = $2, training_format = $3, \
+         training_completed_on = $4, safeguarding_trained_on = $5, agreement_signed_on = $6, \
+         vetted_on = $7 WHERE mentor_id = $1",
+        mentor_id,
+        training.training_cohort,
+        training.training_format,
+        training.training_completed_on,
+        training.safeguarding_trained_on,
+        training.agreement_signed_on,
+        training.vetted_on,
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// What ListMentors asks the register for.
+pub struct MentorQuery<'a> {
+    /// Mentors who work in at least one of these (`None`: every area).
+    pub areas: Option<&'a [String]>,
+    pub status: Option<i32>,
+    pub proposable_only: bool,
+    /// The display name and ID the page starts after.
+    pub after: Option<(&'a str, Uuid)>,
+    pub limit: i64,
+}
+
+/// The mentors `query` asks for, by display name then ID.
 pub async fn list_mentors(
     connection: &mut PgConnection,
-    areas: Option<&[String]>,
-    after: Option<(&str, Uuid)>,
-    limit: i64,
+    query: &MentorQuery<'_>,
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
     mentors!(
-        "SELECT",
-        "FROM mentor_matching.mentor \
-         WHERE ($1::text[] IS NULL OR area = ANY($1)) \
-         AND ($2::text IS NULL OR (display_name, mentor_id) > ($2, $3)) \
-         ORDER BY display_name, mentor_id LIMIT $4",
-        areas,
-        after.map(|(name, _)| name),
-        after.map(|(_, id)| id),
-        limit
+        "WHERE ($1::text[] IS NULL OR mentor.areas && $1) \
+         AND ($2::text IS NULL OR (mentor.display_name, mentor.mentor_id) > ($2, $3)) \
+         AND ($5::integer IS NULL OR mentor.status = $5) \
+         AND (NOT $6 OR (mentor.status = ANY($7) \
+           AND mentor.safeguarding_trained_on IS NOT NULL \
+           AND mentor.agreement_signed_on IS NOT NULL \
+           AND load.current_clients < mentor.capacity)) \
+         ORDER BY mentor.display_name, mentor.mentor_id LIMIT $4",
+        query.areas,
+        query.after.map(|(name, _)| name),
+        query.after.map(|(_, id)| id),
+        query.limit,
+        query.status,
+        query.proposable_only,
+        &PROPOSABLE_STATUSES,
     )
     .fetch_all(connection)
     .await
 }
 
-/// Mentors of `areas` (`None`: every area) who may be proposed: active,
-/// safeguarding-trained and below capacity.
+/// The mentors who may be proposed for a client of `area`: proposable
+/// (see [`PROPOSABLE_STATUSES`]) and working in `area`.
 pub async fn list_candidates(
     connection: &mut PgConnection,
-    areas: Option<&[String]>,
+    area: &str,
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
-    // The count is named for the outer query, so it cannot carry the
-    // non-NULL override of `mentors!`: the outer list restates the columns.
-    sqlx::query_as!(
-        MentorRow,
-        "SELECT mentor_id, display_name, gender, area, lived_experience, safeguarding_trained, \
-           status, capacity, trained_on, current_clients AS \"current_clients!\" \
-         FROM (SELECT mentor.mentor_id, mentor.display_name, mentor.gender, mentor.area, \
-           mentor.lived_experience, mentor.safeguarding_trained, mentor.status, \
-           mentor.capacity, mentor.trained_on, \
-           (SELECT count(*) FROM mentor_matching.allocation_mentor \
-            JOIN mentor_matching.allocation \
-              ON allocation.allocation_id = allocation_mentor.allocation_id \
-            WHERE allocation_mentor.mentor_id = mentor.mentor_id \
-              AND allocation.active)::integer AS current_clients \
-           FROM mentor_matching.mentor \
-           WHERE status = $1 AND safeguarding_trained \
-             AND ($2::text[] IS NULL OR area = ANY($2))) AS candidate \
-         WHERE current_clients < capacity ORDER BY mentor_id",
-        MentorStatus::Active as i32,
-        areas
+    mentors!(
+        "WHERE $1 = ANY(mentor.areas) \
+           AND mentor.status = ANY($2) \
+           AND mentor.safeguarding_trained_on IS NOT NULL \
+           AND mentor.agreement_signed_on IS NOT NULL \
+           AND load.current_clients < mentor.capacity \
+         ORDER BY mentor.mentor_id",
+        area,
+        &PROPOSABLE_STATUSES,
     )
     .fetch_all(connection)
     .await
@@ -160,8 +264,7 @@ pub async fn fetch_mentors(
     mentor_ids: &[Uuid],
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
     mentors!(
-        "SELECT",
-        "FROM mentor_matching.mentor WHERE mentor_id = ANY($1) ORDER BY mentor_id",
+        "WHERE mentor.mentor_id = ANY($1) ORDER BY mentor.mentor_id",
         mentor_ids
     )
     .fetch_all(connection)
@@ -332,7 +435,8 @@ pub async fn insert_allocation(
 }
 
 /// The load of an area: unallocated clients waiting there, and the free
-/// places of its active, safeguarding-trained mentors.
+/// places of the proposable mentors who work there (a mentor of several
+/// areas counts in each).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct AreaLoad {
     pub clients_waiting: i64,
@@ -359,11 +463,12 @@ pub async fn area_load(
                WHERE allocation_mentor.mentor_id = mentor.mentor_id \
                  AND allocation.active)::integer, 0)), 0)::bigint \
             FROM mentor_matching.mentor \
-            WHERE area = $1 AND status = $3 AND safeguarding_trained) \
+            WHERE $1 = ANY(areas) AND status = ANY($3) \
+              AND safeguarding_trained_on IS NOT NULL AND agreement_signed_on IS NOT NULL) \
              AS \"free_mentor_places!\"",
         area,
         excluded_referral,
-        MentorStatus::Active as i32
+        &PROPOSABLE_STATUSES,
     )
     .fetch_one(connection)
     .await

@@ -7,12 +7,14 @@
 //! areas, call [`crate::commands`] and answer; who may call what is
 //! [`ACCESS`].
 
+use chrono::{NaiveDate, Utc};
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingService;
 use cpm_proto::v1::{
     Allocation, ChangeMentorStatusRequest, ChangeMentorStatusResponse, ConfirmAllocationRequest,
     ConfirmAllocationResponse, EstimateWaitRequest, EstimateWaitResponse, ListMentorsRequest,
     ListMentorsResponse, MatchProposal, Mentor, ProposeMatchesRequest, ProposeMatchesResponse,
-    RegisterMentorRequest, RegisterMentorResponse,
+    RecordTrainingRequest, RecordTrainingResponse, RegisterMentorRequest, RegisterMentorResponse,
+    UpdateMentorDetailsRequest, UpdateMentorDetailsResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
@@ -27,8 +29,8 @@ use uuid::Uuid;
 use crate::commands;
 use crate::db::MentorRow;
 use crate::domain::{
-    NewAllocation, NewMentor, ProposalQuery, estimated_wait_days, parse_area_filter,
-    parse_wait_area,
+    MentorFilter, MentorUpdate, NewAllocation, NewMentor, ProposalQuery, TrainingRecord,
+    estimated_wait_days, parse_wait_area,
 };
 use crate::status::StatusChange;
 
@@ -40,6 +42,8 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("ProposeMatches", STAFF),
     ("ConfirmAllocation", STAFF),
     ("ChangeMentorStatus", STAFF),
+    ("RecordTraining", STAFF),
+    ("UpdateMentorDetails", STAFF),
     (
         "EstimateWait",
         &[Role::Coordinator, Role::Admin, Role::Referrer],
@@ -59,18 +63,35 @@ impl MentorMatching {
 }
 
 fn to_proto(row: &MentorRow) -> Mentor {
+    let date = |date: Option<NaiveDate>| date.map(|date| date.to_string()).unwrap_or_default();
     Mentor {
         mentor_id: row.mentor_id.to_string(),
         display_name: row.display_name.clone(),
         gender: row.gender,
         area: row.area.clone(),
         lived_experience: row.lived_experience.clone(),
-        safeguarding_trained: row.safeguarding_trained,
+        safeguarding_trained: row.safeguarding_trained_on.is_some(),
         status: row.status,
         capacity: row.capacity,
         current_clients: row.current_clients,
         trained_on: Some(timestamp(row.trained_on)),
+        areas: row.areas.clone(),
+        training_cohort: row.training_cohort.clone(),
+        training_format: row.training_format,
+        training_completed_on: date(row.training_completed_on),
+        safeguarding_trained_on: date(row.safeguarding_trained_on),
+        agreement_signed_on: date(row.agreement_signed_on),
+        vetted_on: date(row.vetted_on),
+        age_band: row.age_band,
+        availability: row.availability.clone(),
+        ex_service_user: row.ex_service_user,
+        available_for_proposal: commands::load_of(row).unavailable_because().is_none(),
     }
+}
+
+/// Today's date, against which no recorded date may be later.
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
 }
 
 fn count(value: i64) -> i32 {
@@ -85,7 +106,7 @@ impl MentorMatchingService for MentorMatching {
         request: Request<RegisterMentorRequest>,
     ) -> Result<Response<RegisterMentorResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let mentor = NewMentor::parse(request.get_ref(), &self.programme)?;
+        let mentor = NewMentor::parse(request.get_ref(), &self.programme, today())?;
         let scope = self.programme.staff_scope(caller);
         let row = commands::register_mentor(&self.handle, caller, &scope, &mentor).await?;
         Ok(Response::new(RegisterMentorResponse {
@@ -100,7 +121,7 @@ impl MentorMatchingService for MentorMatching {
     ) -> Result<Response<ListMentorsResponse>, Status> {
         let scope = self.programme.staff_scope(Caller::of(&request)?);
         let request = request.get_ref();
-        let area = parse_area_filter(request, &self.programme)?;
+        let filter = MentorFilter::parse(request, &self.programme)?;
         let mut violations = FieldViolations::new();
         let page_size = page::page_size(request.page_size, &mut violations);
         // Where the last mentor shown sorts: display name, then ID.
@@ -112,8 +133,7 @@ impl MentorMatchingService for MentorMatching {
         violations.into_result()?;
         let after = after.as_ref().map(|(name, id)| (name.as_str(), *id));
         let mut rows =
-            commands::list_mentors(&self.handle, &scope, area.as_deref(), after, page_size + 1)
-                .await?;
+            commands::list_mentors(&self.handle, &scope, &filter, after, page_size + 1).await?;
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {
             page::encode_token(&[&row.display_name, &row.mentor_id.to_string()])
         });
@@ -192,30 +212,82 @@ impl MentorMatchingService for MentorMatching {
             mentor: Some(to_proto(&row)),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn record_training(
+        &self,
+        request: Request<RecordTrainingRequest>,
+    ) -> Result<Response<RecordTrainingResponse>, Status> {
+        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let record = TrainingRecord::parse(request.get_ref(), today())?;
+        let row = commands::record_training(&self.handle, &scope, &record).await?;
+        Ok(Response::new(RecordTrainingResponse {
+            mentor: Some(to_proto(&row)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn update_mentor_details(
+        &self,
+        request: Request<UpdateMentorDetailsRequest>,
+    ) -> Result<Response<UpdateMentorDetailsResponse>, Status> {
+        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let update = MentorUpdate::parse(request.get_ref(), &self.programme)?;
+        let row = commands::update_mentor_details(&self.handle, &scope, &update).await?;
+        Ok(Response::new(UpdateMentorDetailsResponse {
+            mentor: Some(to_proto(&row)),
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use cpm_proto::v1::{Gender, LivedExperience, MentorStatus};
+    use cpm_proto::v1::{
+        AgeBand, Availability, Gender, LivedExperience, MentorStatus, TrainingFormat,
+    };
 
     #[test]
-    fn the_mentor_message_carries_the_load() {
+    fn the_mentor_message_carries_the_load_and_the_register() {
         let mentor = to_proto(&MentorRow {
             mentor_id: Uuid::now_v7(),
             display_name: "Mentor A".into(),
             gender: Gender::Female as i32,
             area: "Darlington".into(),
+            areas: vec!["Darlington".into(), "East Durham".into()],
             lived_experience: vec![LivedExperience::Debt as i32],
-            safeguarding_trained: true,
             status: MentorStatus::Trained as i32,
             capacity: 2,
             trained_on: Utc::now(),
+            training_cohort: "2026-03".into(),
+            training_format: TrainingFormat::FiveEvenings as i32,
+            training_completed_on: NaiveDate::from_ymd_opt(2026, 3, 12),
+            safeguarding_trained_on: NaiveDate::from_ymd_opt(2026, 3, 5),
+            agreement_signed_on: None,
+            vetted_on: NaiveDate::from_ymd_opt(2025, 11, 30),
+            age_band: AgeBand::Aged18To24 as i32,
+            availability: vec![Availability::Weekends as i32],
+            ex_service_user: true,
             current_clients: 1,
         });
         assert_eq!(mentor.status, MentorStatus::Trained as i32);
         assert_eq!((mentor.capacity, mentor.current_clients), (2, 1));
         assert!(mentor.trained_on.is_some());
+        assert_eq!(mentor.areas, ["Darlington", "East Durham"]);
+        assert_eq!(mentor.area, "Darlington");
+        assert!(mentor.safeguarding_trained, "derived from its date");
+        assert_eq!(mentor.safeguarding_trained_on, "2026-03-05");
+        assert_eq!(mentor.agreement_signed_on, "", "not recorded");
+        assert_eq!(mentor.vetted_on, "2025-11-30");
+        assert_eq!(mentor.training_completed_on, "2026-03-12");
+        assert!(!mentor.available_for_proposal, "no agreement on record");
+        assert!(mentor.ex_service_user);
+    }
+
+    #[test]
+    fn the_new_rpcs_are_for_staff_only() {
+        for method in ["RecordTraining", "UpdateMentorDetails"] {
+            assert_eq!(ACCESS.roles_for(method), Some(STAFF), "{method}");
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! pair, and a coordinator decides. Nothing here allocates.
 //!
 //! A pair's score is the sum of:
-//! - [`AREA_POINTS`] for each mentor working in the client's area;
+//! - [`AREA_POINTS`] for each mentor working in the client's area (every
+//!   candidate the service proposes does; the points keep the score
+//!   meaningful for any list of candidates);
 //! - [`EXPERIENCE_POINTS`] for each lived experience of each mentor that
 //!   answers one of the client's vulnerabilities (see [`experience_for`]);
 //! - [`GENDER_POINTS`] once when at least one mentor shares the client's
@@ -40,13 +42,15 @@ pub struct ClientNeeds {
     pub gender: Gender,
 }
 
-/// A mentor who may be proposed: active, safeguarding-trained, with room.
+/// A mentor who may be proposed: TRAINED or ACTIVE, safeguarding-trained,
+/// agreement signed, with room.
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub mentor_id: Uuid,
     pub display_name: String,
     pub gender: Gender,
-    pub area: String,
+    /// Every area the mentor works in.
+    pub areas: Vec<String>,
     pub lived_experience: Vec<LivedExperience>,
     /// Capacity minus current clients; above zero for a candidate.
     pub free_places: i32,
@@ -125,7 +129,7 @@ fn individual_halves(
     wanted: &[LivedExperience],
     candidate: &Candidate,
 ) -> i64 {
-    let area = if candidate.area == client.area {
+    let area = if works_in_client_area(client, candidate) {
         AREA_HALVES
     } else {
         0
@@ -136,6 +140,10 @@ fn individual_halves(
         .filter(|experience| wanted.contains(experience))
         .count() as i64;
     area + matches * EXPERIENCE_HALVES + counted_free_places(candidate) * FREE_PLACE_HALVES
+}
+
+fn works_in_client_area(client: &ClientNeeds, candidate: &Candidate) -> bool {
+    candidate.areas.contains(&client.area)
 }
 
 fn shares_gender(client: &ClientNeeds, candidate: &Candidate) -> bool {
@@ -157,7 +165,7 @@ pub fn score_pair(client: &ClientNeeds, a: &Candidate, b: &Candidate) -> Proposa
     let mut halves = 0;
     let mut reasons = Vec::new();
     for mentor in [a, b] {
-        if mentor.area == client.area {
+        if works_in_client_area(client, mentor) {
             halves += AREA_HALVES;
             reasons.push(format!(
                 "{} works in the client's area (+{AREA_POINTS})",
@@ -259,7 +267,7 @@ mod tests {
             mentor_id: id(n),
             display_name: format!("Mentor {n}"),
             gender,
-            area: area.into(),
+            areas: area.split('+').map(str::to_owned).collect(),
             lived_experience: experience.to_vec(),
             free_places: free,
         }
@@ -289,6 +297,18 @@ mod tests {
         assert!(proposal.reasons[0].contains("Mentor 1 works in the client's area"));
         assert!(proposal.reasons[1].contains("alcohol dependency"));
         assert!(proposal.reasons[2].contains("mental health"));
+    }
+
+    #[test]
+    fn a_mentor_of_several_areas_works_in_each() {
+        let a = mentor(1, "East Durham+Darlington", Gender::Male, &[], 0);
+        let b = mentor(2, "East Durham", Gender::Male, &[], 0);
+        let proposal = score_pair(&client(), &a, &b);
+        assert_eq!(
+            proposal.score, 3.0,
+            "only the mentor who works in Darlington"
+        );
+        assert!(proposal.reasons[0].contains("Mentor 1 works in the client's area"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Where a mentor is in their volunteering, and how they move on.
 //!
-//! A mentor starts TRAINED (no safeguarding training yet) or ACTIVE; a first
-//! allocation makes a TRAINED mentor's pair ACTIVE. Staff then move them,
-//! always with a reason kept in `mentor_status_change`:
+//! A mentor starts TRAINED (waiting for a first client); their first
+//! allocation makes them ACTIVE. Staff then move them, always with a reason
+//! kept in `mentor_status_change`:
 //!
-//! - ACTIVE → SABBATICAL (a break: not proposed) and back;
+//! - ACTIVE → SABBATICAL (a break: not proposed) and back, which needs
+//!   safeguarding training and a signed agreement on record;
 //! - TRAINED, ACTIVE or SABBATICAL → LEFT, or → DECLINED (trained, but
 //!   would not volunteer after all). Both are final, and a mentor who left
 //!   or declined is refused on every RPC of every service (their standing,
@@ -54,12 +55,16 @@ impl StatusChange {
 
 /// Why a mentor in `from` cannot move to `to`, or `None` when they can.
 /// `current_clients` counts the clients they support now;
-/// `safeguarding_trained` gates a return to ACTIVE.
+/// `safeguarding_trained` and `agreement_signed` gate a return to ACTIVE.
+/// A TRAINED mentor (no client yet) cannot take a sabbatical, so that
+/// TRAINED keeps meaning "waiting for a first client" (back from a
+/// sabbatical is ACTIVE); they leave or decline, both final.
 pub fn refusal(
     from: MentorStatus,
     to: MentorStatus,
     current_clients: i32,
     safeguarding_trained: bool,
+    agreement_signed: bool,
 ) -> Option<String> {
     use MentorStatus::{Active, Declined, Left, Sabbatical, Trained};
     let name = |status: MentorStatus| status.as_str_name().trim_start_matches("MENTOR_STATUS_");
@@ -83,6 +88,9 @@ pub fn refusal(
     }
     if to == Active && !safeguarding_trained {
         return Some("a mentor without safeguarding training cannot be active".into());
+    }
+    if to == Active && !agreement_signed {
+        return Some("a mentor who has not signed the mentor agreement cannot be active".into());
     }
     if matches!(to, Sabbatical | Left | Declined) && current_clients > 0 {
         return Some(format!(
@@ -117,7 +125,7 @@ mod tests {
         let all = [Trained, Active, Sabbatical, Left, Declined];
         for from in all {
             for to in all {
-                let refused = refusal(from, to, 0, true);
+                let refused = refusal(from, to, 0, true, true);
                 assert_eq!(
                     refused.is_none(),
                     allowed.contains(&(from, to)),
@@ -125,21 +133,37 @@ mod tests {
                 );
             }
         }
-        assert!(refusal(Left, Active, 0, true).unwrap().contains("final"));
+        assert!(
+            refusal(Left, Active, 0, true, true)
+                .unwrap()
+                .contains("final")
+        );
     }
 
     #[test]
     fn a_mentor_with_clients_stays_until_they_are_re_matched() {
         for to in [Sabbatical, Left, Declined] {
-            let refused = refusal(Active, to, 1, true).unwrap();
+            let refused = refusal(Active, to, 1, true, true).unwrap();
             assert!(refused.contains("1 client"), "{refused}");
         }
-        assert_eq!(refusal(Sabbatical, Active, 0, true), None);
+    }
+
+    #[test]
+    fn back_from_a_sabbatical_needs_safeguarding_and_the_agreement() {
+        assert_eq!(refusal(Sabbatical, Active, 0, true, true), None);
         assert!(
-            refusal(Sabbatical, Active, 0, false)
+            refusal(Sabbatical, Active, 0, false, true)
                 .unwrap()
                 .contains("safeguarding")
         );
+        assert!(
+            refusal(Sabbatical, Active, 0, true, false)
+                .unwrap()
+                .contains("agreement")
+        );
+        // Neither gates a sabbatical or leaving.
+        assert_eq!(refusal(Active, Sabbatical, 0, false, false), None);
+        assert_eq!(refusal(Trained, Left, 0, false, false), None);
     }
 
     #[test]
