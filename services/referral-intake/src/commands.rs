@@ -189,6 +189,8 @@ pub async fn submit_referral(
             emergency_calls_last_12_months: new_row.emergency_calls_last_12_months,
             referrer_will_co_visit: new_row.referrer_will_co_visit,
             known_risk_types: new_row.known_risk_types.clone(),
+            victim_of: new_row.victim_of.clone(),
+            perpetrator_of: new_row.perpetrator_of.clone(),
         },
     );
     // During a master-key rotation a retry's first submission may carry its

@@ -462,6 +462,8 @@ pub async fn decide(
             decided_at: Some(timestamp(decided_at)),
             vulnerabilities: decided.vulnerabilities.clone(),
             client_gender: decided.client_gender,
+            victim_of: decided.victim_of.clone(),
+            perpetrator_of: decided.perpetrator_of.clone(),
         },
     )
     .await?;

@@ -40,6 +40,9 @@ pub struct AssessmentRow {
     pub known_risk_types: Vec<i32>,
     pub referrer_will_co_visit: bool,
     pub emergency_calls_last_12_months: i32,
+    /// cpm.v1.CrimeType values, for matching.
+    pub victim_of: Vec<i32>,
+    pub perpetrator_of: Vec<i32>,
 }
 
 /// `query_as!` into [`AssessmentRow`]: `$before` (string literal), the
@@ -61,7 +64,8 @@ macro_rules! assessments {
                 (SELECT v.action FROM risk_assessment.review v \
                  WHERE v.assessment_id = assessment.assessment_id \
                  ORDER BY v.reviewed_at DESC, v.review_id DESC LIMIT 1) AS engagement, \
-                known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months "
+                known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months, \
+                victim_of, perpetrator_of "
                 + $after
             $(, $arg)*
         )
@@ -108,6 +112,8 @@ pub struct NewAssessmentRow<'a> {
     pub known_risk_types: &'a [i32],
     pub referrer_will_co_visit: bool,
     pub emergency_calls_last_12_months: i32,
+    pub victim_of: &'a [i32],
+    pub perpetrator_of: &'a [i32],
 }
 
 /// Opens an assessment; false when the referral already has one.
@@ -118,8 +124,9 @@ pub async fn insert_assessment(
     let inserted = sqlx::query!(
         "INSERT INTO risk_assessment.assessment (assessment_id, referral_id, agency_id, area, \
          vulnerabilities, client_gender, state, referred_at, earlier_referral_id, \
-         known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         known_risk_types, referrer_will_co_visit, emergency_calls_last_12_months, \
+         victim_of, perpetrator_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT ON CONSTRAINT assessment_referral DO NOTHING",
         row.assessment_id,
         row.referral_id,
@@ -133,6 +140,8 @@ pub async fn insert_assessment(
         row.known_risk_types,
         row.referrer_will_co_visit,
         row.emergency_calls_last_12_months,
+        row.victim_of,
+        row.perpetrator_of,
     )
     .execute(connection)
     .await?
@@ -759,9 +768,11 @@ pub async fn forget_client_categories(
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query!(
         "UPDATE risk_assessment.assessment \
-         SET vulnerabilities = '{}', client_gender = 0, known_risk_types = '{}' \
+         SET vulnerabilities = '{}', client_gender = 0, known_risk_types = '{}', \
+           victim_of = '{}', perpetrator_of = '{}' \
          WHERE referral_id = $1 AND (cardinality(vulnerabilities) > 0 OR client_gender <> 0 \
-           OR cardinality(known_risk_types) > 0)",
+           OR cardinality(known_risk_types) > 0 OR cardinality(victim_of) > 0 \
+           OR cardinality(perpetrator_of) > 0)",
         referral_id
     )
     .execute(connection)

@@ -64,6 +64,8 @@ pub struct ClientCategories {
     pub vulnerabilities: Vec<i32>,
     pub client_gender: i32,
     pub known_risk_types: Vec<i32>,
+    pub victim_of: Vec<i32>,
+    pub perpetrator_of: Vec<i32>,
 }
 
 impl ClientCategories {
@@ -75,6 +77,8 @@ impl ClientCategories {
             vulnerabilities: event.vulnerabilities.clone(),
             client_gender: event.client_gender,
             known_risk_types: event.known_risk_types.clone(),
+            victim_of: event.victim_of.clone(),
+            perpetrator_of: event.perpetrator_of.clone(),
         }
     }
 }
@@ -126,6 +130,8 @@ impl On<ReferralSubmitted> for ReferralEvents {
                 known_risk_types: &categories.known_risk_types,
                 referrer_will_co_visit: event.referrer_will_co_visit,
                 emergency_calls_last_12_months: event.emergency_calls_last_12_months,
+                victim_of: &categories.victim_of,
+                perpetrator_of: &categories.perpetrator_of,
             },
         )
         .await?;
@@ -288,12 +294,15 @@ mod tests {
             vulnerabilities: vec![1, 3],
             client_gender: 2,
             known_risk_types: vec![4],
+            victim_of: vec![2],
+            perpetrator_of: vec![4, 6],
             ..Default::default()
         };
         let kept = ClientCategories::of(&event, false);
         assert_eq!(kept.vulnerabilities, [1, 3]);
         assert_eq!(kept.client_gender, 2);
         assert_eq!(kept.known_risk_types, [4]);
+        assert_eq!((kept.victim_of, kept.perpetrator_of), (vec![2], vec![4, 6]));
         assert_eq!(
             ClientCategories::of(&event, true),
             ClientCategories::default()

@@ -374,6 +374,8 @@ mod tests {
             known_risk_types: vec![],
             referrer_will_co_visit: false,
             emergency_calls_last_12_months: 0,
+            victim_of: vec![],
+            perpetrator_of: vec![],
         }
     }
 
