@@ -11,7 +11,7 @@ use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::{
     AgeBand, AssessmentDecided, Availability, ChangeMentorStatusRequest, ConfirmAllocationRequest,
-    Decision, DischargeRequest, EstimateWaitRequest, Gender, GetCaseFileRequest,
+    CrimeType, Decision, DischargeRequest, EstimateWaitRequest, Gender, GetCaseFileRequest,
     ListMentorsRequest, LivedExperience, Mentor, MentorStatus, ProposeMatchesRequest,
     RecordTrainingRequest, RegisterMentorRequest, TrainingFormat, UpdateMentorDetailsRequest,
     Vulnerability,
@@ -251,6 +251,16 @@ async fn accept_client(
     admin: &MentorMatchingServiceClient<Authed>,
     area: &str,
 ) -> String {
+    accept_client_who_committed(env, admin, area, &[]).await
+}
+
+/// [`accept_client`] for a client who committed `crimes`.
+async fn accept_client_who_committed(
+    env: &TestEnv,
+    admin: &MentorMatchingServiceClient<Authed>,
+    area: &str,
+    crimes: &[CrimeType],
+) -> String {
     let referral_id = uuid::Uuid::now_v7().to_string();
     let decided = AssessmentDecided {
         assessment_id: uuid::Uuid::now_v7().to_string(),
@@ -261,6 +271,7 @@ async fn accept_client(
         decided_by: "coordinator".into(),
         vulnerabilities: vec![Vulnerability::MentalHealth as i32],
         client_gender: Gender::Female as i32,
+        perpetrator_of: crimes.iter().map(|crime| *crime as i32).collect(),
         ..Default::default()
     };
     let envelope = cpm_runtime::bus::outbox::envelope("risk-assessment", &decided);
@@ -1295,6 +1306,86 @@ async fn updating_details_sets_what_the_mask_names_and_keeps_capacity_above_curr
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// A mentor who was a victim of sexual offending is never proposed to, nor
+/// allocated with, a client who committed a sexual offence; the proposal
+/// shows who was left out and why. Another client may have them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safety_exclusion_keeps_a_mentor_from_a_client_and_says_why() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&Target::ALL).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    let register = |experience: LivedExperience| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .register_mentor(RegisterMentorRequest {
+                    display_name: format!("Mentor {}", uuid::Uuid::new_v4().simple()),
+                    lived_experience: vec![experience as i32],
+                    ..mentor("Good")
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .mentor
+                .unwrap()
+        }
+    };
+    let survivor = register(LivedExperience::SexualOffenceVictim).await;
+    let others = [
+        register(LivedExperience::MentalHealth).await,
+        register(LivedExperience::Carer).await,
+    ];
+
+    let client =
+        accept_client_who_committed(&env, &admin, "Good", &[CrimeType::SexualAssault]).await;
+    let proposed = admin
+        .propose_matches(ProposeMatchesRequest {
+            referral_id: client.clone(),
+            limit: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        proposed.proposals.len(),
+        1,
+        "only the pair of the other two"
+    );
+    assert!(
+        !proposed.proposals[0]
+            .mentor_ids
+            .contains(&survivor.mentor_id)
+    );
+    assert_eq!(proposed.exclusions.len(), 1);
+    assert_eq!(proposed.exclusions[0].mentor_id, survivor.mentor_id);
+    assert!(
+        proposed.exclusions[0].rule.contains("sexual offence"),
+        "{:?}",
+        proposed.exclusions[0]
+    );
+    let refused = confirm(&mut admin, &client, [&survivor, &others[0]])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("never be paired"), "{refused:?}");
+
+    // A client who committed theft may have the same mentor.
+    let other_client = accept_client_who_committed(&env, &admin, "Good", &[CrimeType::Theft]).await;
+    let proposed = propose(&mut admin, &other_client).await.unwrap();
+    assert!(
+        proposed
+            .iter()
+            .any(|pair| pair.contains(&survivor.mentor_id)),
+        "{proposed:?}"
+    );
+    confirm(&mut admin, &other_client, [&survivor, &others[0]])
+        .await
+        .unwrap();
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

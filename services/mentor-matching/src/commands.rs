@@ -11,7 +11,9 @@
 //! proposed, allocated or revealed. An admin works in every area.
 
 use chrono::{DateTime, Utc};
-use cpm_proto::v1::{AllocationConfirmed, Gender, MentorStatus, TrainingFormat, Vulnerability};
+use cpm_proto::v1::{
+    AllocationConfirmed, CrimeType, Gender, MentorStatus, TrainingFormat, Vulnerability,
+};
 use cpm_runtime::areas::OutsideAreas;
 use cpm_runtime::auth::{AreaScope, Caller};
 use cpm_runtime::bus::{ServiceHandle, outbox};
@@ -28,6 +30,7 @@ use crate::domain::{
     ProposalQuery, Training, TrainingRecord, outside_client_area,
 };
 use crate::matching::{self, Candidate, ClientNeeds, Proposal};
+use crate::safety::{self, Exclusion};
 use crate::status::{self, StatusChange};
 
 /// Why a use case of mentor matching did not happen.
@@ -43,6 +46,8 @@ pub enum MatchingError {
     MentorUnavailable(Uuid, &'static str),
     #[error("{0}")]
     StatusRefused(String),
+    #[error("mentor {0} must never be paired with this client: {1}")]
+    Excluded(Uuid, String),
     #[error("a capacity of {capacity} is below the {current} client(s) the mentor supports now")]
     CapacityBelowClients { capacity: i32, current: i32 },
     #[error(transparent)]
@@ -60,9 +65,8 @@ impl From<MatchingError> for ApiError {
             MatchingError::AlreadyAllocated
             | MatchingError::MentorUnavailable(..)
             | MatchingError::StatusRefused(_)
-            | MatchingError::CapacityBelowClients { .. } => {
-                ApiError::FailedPrecondition(error.to_string())
-            }
+            | MatchingError::CapacityBelowClients { .. }
+            | MatchingError::Excluded(..) => ApiError::FailedPrecondition(error.to_string()),
             MatchingError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
             MatchingError::Database(error) => error.into(),
         }
@@ -297,8 +301,9 @@ fn training_of(row: &MentorRow) -> Training {
 pub async fn propose_matches(
     handle: &ServiceHandle,
     scope: &AreaScope,
+    exclusions: &[Exclusion],
     query: &ProposalQuery,
-) -> Result<Vec<Proposal>, MatchingError> {
+) -> Result<Proposed, MatchingError> {
     let mut connection = handle.pool().acquire().await?;
     let client = db::fetch_waiting_client(&mut connection, query.referral_id)
         .await?
@@ -307,12 +312,24 @@ pub async fn propose_matches(
     if client.allocated {
         return Err(MatchingError::AlreadyAllocated);
     }
+    let committed = crimes(&client.perpetrator_of);
     // Every candidate works in the client's area, which is the caller's.
-    let candidates: Vec<Candidate> = db::list_candidates(&mut connection, &client.area)
+    let mut candidates = Vec::new();
+    let mut excluded = Vec::new();
+    for candidate in db::list_candidates(&mut connection, &client.area)
         .await?
         .iter()
         .map(to_candidate)
-        .collect();
+    {
+        match safety::excluded_by(exclusions, &committed, &candidate.lived_experience) {
+            Some(rule) => excluded.push(Excluded {
+                mentor_id: candidate.mentor_id,
+                display_name: candidate.display_name.clone(),
+                rule: rule.name.clone(),
+            }),
+            None => candidates.push(candidate),
+        }
+    }
     let needs = ClientNeeds {
         area: client.area.clone(),
         vulnerabilities: client
@@ -325,10 +342,36 @@ pub async fn propose_matches(
     let proposals = matching::propose(&needs, &candidates, query.limit);
     tracing::info!(
         candidates = candidates.len(),
+        excluded = excluded.len(),
         proposals = proposals.len(),
         "mentor pairs proposed"
     );
-    Ok(proposals)
+    Ok(Proposed {
+        proposals,
+        excluded,
+    })
+}
+
+/// Ranked pairs, and the mentors the safety rules left out.
+#[derive(Clone, Debug)]
+pub struct Proposed {
+    pub proposals: Vec<Proposal>,
+    pub excluded: Vec<Excluded>,
+}
+
+/// A mentor a safety rule keeps from this client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excluded {
+    pub mentor_id: Uuid,
+    pub display_name: String,
+    pub rule: String,
+}
+
+fn crimes(values: &[i32]) -> Vec<CrimeType> {
+    values
+        .iter()
+        .filter_map(|value| CrimeType::try_from(*value).ok())
+        .collect()
 }
 
 /// An allocation a coordinator confirmed.
@@ -343,11 +386,13 @@ pub struct Confirmed {
 
 /// Allocates the pair a coordinator chose, and announces it. The client
 /// and both mentors must be in the caller's `scope`; otherwise nothing
-/// changes and they are not found.
+/// changes and they are not found. A mentor a safety rule keeps from this
+/// client is refused whoever confirms.
 pub async fn confirm_allocation(
     handle: &ServiceHandle,
     caller: &Caller,
     scope: &AreaScope,
+    exclusions: &[Exclusion],
     allocation: &NewAllocation,
 ) -> Result<Confirmed, MatchingError> {
     let mentor_ids = allocation.mentor_ids;
@@ -374,6 +419,13 @@ pub async fn confirm_allocation(
             .or_else(|| outside_client_area(&mentor.areas, &client.area))
         {
             return Err(MatchingError::MentorUnavailable(id, reason));
+        }
+        if let Some(rule) = safety::excluded_by(
+            exclusions,
+            &crimes(&client.perpetrator_of),
+            &to_candidate(mentor).lived_experience,
+        ) {
+            return Err(MatchingError::Excluded(id, rule.name.clone()));
         }
     }
 
@@ -650,6 +702,14 @@ mod tests {
         assert!(
             below.message().contains("below the 2 client(s)"),
             "{below:?}"
+        );
+        let excluded = tonic::Status::from(MatchingError::Excluded(id, "the rule".into()));
+        assert_eq!(excluded.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            excluded
+                .message()
+                .contains("must never be paired with this client: the rule"),
+            "{excluded:?}"
         );
         let unavailable = tonic::Status::from(MatchingError::MentorUnavailable(id, "has left"));
         assert_eq!(unavailable.code(), tonic::Code::FailedPrecondition);

@@ -323,6 +323,9 @@ pub struct WaitingClientRow {
     pub accepted_at: DateTime<Utc>,
     pub estimated_start: DateTime<Utc>,
     pub allocated: bool,
+    /// cpm.v1.CrimeType values, for the safety exclusions.
+    pub victim_of: Vec<i32>,
+    pub perpetrator_of: Vec<i32>,
 }
 
 /// What a newly accepted client's row holds.
@@ -334,6 +337,8 @@ pub struct NewWaitingClient<'a> {
     pub client_gender: i32,
     pub accepted_at: DateTime<Utc>,
     pub estimated_start: DateTime<Utc>,
+    pub victim_of: Vec<i32>,
+    pub perpetrator_of: Vec<i32>,
 }
 
 /// Adds an accepted client; false when the referral is already known.
@@ -343,8 +348,8 @@ pub async fn insert_waiting_client(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query!(
         "INSERT INTO mentor_matching.waiting_client (referral_id, agency_id, area, \
-         vulnerabilities, client_gender, accepted_at, estimated_start) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         vulnerabilities, client_gender, accepted_at, estimated_start, victim_of, perpetrator_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (referral_id) DO NOTHING",
         row.referral_id,
         row.agency_id,
@@ -353,6 +358,8 @@ pub async fn insert_waiting_client(
         row.client_gender,
         row.accepted_at,
         row.estimated_start,
+        &row.victim_of,
+        &row.perpetrator_of,
     )
     .execute(connection)
     .await?
@@ -367,7 +374,7 @@ pub async fn fetch_waiting_client(
     sqlx::query_as!(
         WaitingClientRow,
         "SELECT referral_id, agency_id, area, vulnerabilities, client_gender, accepted_at, \
-           estimated_start, allocated \
+           estimated_start, allocated, victim_of, perpetrator_of \
          FROM mentor_matching.waiting_client \
          WHERE referral_id = $1 AND ended_at IS NULL",
         referral_id
@@ -384,7 +391,7 @@ pub async fn lock_waiting_client(
     sqlx::query_as!(
         WaitingClientRow,
         "SELECT referral_id, agency_id, area, vulnerabilities, client_gender, accepted_at, \
-           estimated_start, allocated \
+           estimated_start, allocated, victim_of, perpetrator_of \
          FROM mentor_matching.waiting_client \
          WHERE referral_id = $1 AND ended_at IS NULL FOR UPDATE",
         referral_id
@@ -521,7 +528,8 @@ pub async fn forget_client_categories(
     referral_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query!(
-        "UPDATE mentor_matching.waiting_client SET vulnerabilities = '{}', client_gender = 0 \
+        "UPDATE mentor_matching.waiting_client SET vulnerabilities = '{}', client_gender = 0, \
+           victim_of = '{}', perpetrator_of = '{}' \
          WHERE referral_id = $1",
         referral_id
     )

@@ -60,6 +60,8 @@ impl On<AssessmentDecided> for Decisions {
                     .and_then(from_timestamp)
                     .unwrap_or(now),
                 estimated_start,
+                victim_of: decided.victim_of.clone(),
+                perpetrator_of: decided.perpetrator_of.clone(),
             },
         )
         .await?;

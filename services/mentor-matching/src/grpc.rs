@@ -9,12 +9,14 @@
 
 use chrono::{NaiveDate, Utc};
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingService;
+use std::sync::Arc;
+
 use cpm_proto::v1::{
     Allocation, ChangeMentorStatusRequest, ChangeMentorStatusResponse, ConfirmAllocationRequest,
     ConfirmAllocationResponse, EstimateWaitRequest, EstimateWaitResponse, ListMentorsRequest,
     ListMentorsResponse, MatchProposal, Mentor, ProposeMatchesRequest, ProposeMatchesResponse,
     RecordTrainingRequest, RecordTrainingResponse, RegisterMentorRequest, RegisterMentorResponse,
-    UpdateMentorDetailsRequest, UpdateMentorDetailsResponse,
+    SafetyExclusion, UpdateMentorDetailsRequest, UpdateMentorDetailsResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
@@ -32,6 +34,7 @@ use crate::domain::{
     MentorFilter, MentorUpdate, NewAllocation, NewMentor, ProposalQuery, TrainingRecord,
     estimated_wait_days, parse_wait_area,
 };
+use crate::safety::Exclusion;
 use crate::status::StatusChange;
 
 /// Staff run the register and allocate (in their areas); referrers may ask
@@ -54,11 +57,21 @@ pub struct MentorMatching {
     handle: ServiceHandle,
     /// The programme's areas: every area a request names is one of them.
     programme: ProgrammeConfig,
+    /// The safety exclusions, resolved from configuration.
+    exclusions: Arc<Vec<Exclusion>>,
 }
 
 impl MentorMatching {
-    pub fn new(handle: ServiceHandle, programme: ProgrammeConfig) -> Self {
-        Self { handle, programme }
+    pub fn new(
+        handle: ServiceHandle,
+        programme: ProgrammeConfig,
+        exclusions: Vec<Exclusion>,
+    ) -> Self {
+        Self {
+            handle,
+            programme,
+            exclusions: Arc::new(exclusions),
+        }
     }
 }
 
@@ -150,14 +163,25 @@ impl MentorMatchingService for MentorMatching {
     ) -> Result<Response<ProposeMatchesResponse>, Status> {
         let scope = self.programme.staff_scope(Caller::of(&request)?);
         let query = ProposalQuery::parse(request.get_ref())?;
-        let proposals = commands::propose_matches(&self.handle, &scope, &query).await?;
+        let proposed =
+            commands::propose_matches(&self.handle, &scope, &self.exclusions, &query).await?;
         Ok(Response::new(ProposeMatchesResponse {
-            proposals: proposals
+            proposals: proposed
+                .proposals
                 .into_iter()
                 .map(|proposal| MatchProposal {
                     mentor_ids: proposal.mentor_ids.iter().map(Uuid::to_string).collect(),
                     score: proposal.score,
                     reasons: proposal.reasons,
+                })
+                .collect(),
+            exclusions: proposed
+                .excluded
+                .into_iter()
+                .map(|excluded| SafetyExclusion {
+                    mentor_id: excluded.mentor_id.to_string(),
+                    display_name: excluded.display_name,
+                    rule: excluded.rule,
                 })
                 .collect(),
         }))
@@ -171,8 +195,14 @@ impl MentorMatchingService for MentorMatching {
         let caller = Caller::of(&request)?;
         let scope = self.programme.staff_scope(caller);
         let allocation = NewAllocation::parse(request.get_ref())?;
-        let confirmed =
-            commands::confirm_allocation(&self.handle, caller, &scope, &allocation).await?;
+        let confirmed = commands::confirm_allocation(
+            &self.handle,
+            caller,
+            &scope,
+            &self.exclusions,
+            &allocation,
+        )
+        .await?;
         Ok(Response::new(ConfirmAllocationResponse {
             allocation: Some(Allocation {
                 allocation_id: confirmed.allocation_id.to_string(),

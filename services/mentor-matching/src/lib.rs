@@ -9,6 +9,7 @@
 //! - [`domain`]: requests parsed at the edge (areas against the programme's
 //!   registered list); mentor availability; the wait rule.
 //! - [`matching`]: pure scoring and ranking of mentor pairs.
+//! - [`safety`]: the safety exclusions, mentors never paired with certain clients.
 //! - [`status`]: where a mentor is in their volunteering, and how they move on.
 //! - [`db`]: action-named queries on the `mentor_matching` schema.
 //! - [`commands`]: one function per use case, with [`commands::MatchingError`].
@@ -22,10 +23,12 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod matching;
+pub mod safety;
 pub mod status;
 
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
+use cpm_runtime::config::{ConfigError, PlatformConfig};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
@@ -41,11 +44,23 @@ pub const SCHEMA: &str = "mentor_matching";
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/mentor-matching");
 
 /// This service's own settings (`[mentor_matching]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Its own listen address when run as a single target; empty uses `grpc.listen`.
     pub listen: String,
+    /// Mentors never paired with a client who committed certain crimes
+    /// ([`safety`]); the programme's rules by default.
+    pub safety_exclusions: Vec<safety::ExclusionRule>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            safety_exclusions: safety::default_rules(),
+        }
+    }
 }
 
 /// Mentor matching as the binary registers it.
@@ -77,17 +92,25 @@ impl Service for Descriptor {
         &config.listen
     }
 
+    fn validate(config: &Config, _platform: &PlatformConfig) -> Result<(), ConfigError> {
+        safety::resolve(&config.safety_exclusions)
+            .map(drop)
+            .map_err(|problem| ConfigError::invalid("mentor_matching.safety_exclusions", problem))
+    }
+
     /// Starts the decisions consumer, and adds the gRPC
     /// service, which checks areas against `programme.areas`, to `routes`.
     async fn start(
         context: &ServiceContext,
         handle: ServiceHandle,
-        _config: Config,
+        config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
+        let exclusions = safety::resolve(&config.safety_exclusions).map_err(anyhow::Error::msg)?;
         let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::decisions());
-        let service = grpc::MentorMatching::new(handle, context.platform.programme.clone());
+        let service =
+            grpc::MentorMatching::new(handle, context.platform.programme.clone(), exclusions);
         routes.add_service(Self::guard(
             context,
             &guard_pool,
