@@ -322,15 +322,25 @@ async fn propose(
         .collect())
 }
 
+/// Confirms `pair` as a coordinator does: after looking at the proposals
+/// (which stores them; a refusal of the proposal is the confirmation's to
+/// report), without a reason.
 async fn confirm(
     matching: &mut MentorMatchingServiceClient<Authed>,
     referral_id: &str,
     pair: [&Mentor; 2],
 ) -> Result<(), tonic::Status> {
+    let _ = matching
+        .propose_matches(ProposeMatchesRequest {
+            referral_id: referral_id.into(),
+            limit: 20,
+        })
+        .await;
     matching
         .confirm_allocation(ConfirmAllocationRequest {
             referral_id: referral_id.into(),
             mentor_ids: pair.map(|mentor| mentor.mentor_id.clone()).to_vec(),
+            reason: String::new(),
         })
         .await
         .map(drop)
@@ -1386,6 +1396,134 @@ async fn a_safety_exclusion_keeps_a_mentor_from_a_client_and_says_why() {
     confirm(&mut admin, &other_client, [&survivor, &others[0]])
         .await
         .unwrap();
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Proposals are stored with the weights that made them; a confirmation
+/// is kept beside the proposal it takes up, and a pair nobody proposed
+/// needs the coordinator's reason, which is kept too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_nobody_proposed_needs_a_reason_and_every_decision_is_kept_beside_its_proposal() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::MENTOR_MATCHING]).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    for _ in 0..3 {
+        register(&mut admin, "Roles").await;
+    }
+    let allocator = admin.clone();
+    let allocate = |referral_id: &str, mentor_ids: Vec<String>, reason: &str| {
+        let mut admin = allocator.clone();
+        let request = ConfirmAllocationRequest {
+            referral_id: referral_id.into(),
+            mentor_ids,
+            reason: reason.into(),
+        };
+        async move {
+            admin
+                .confirm_allocation(request)
+                .await
+                .map(|response| response.into_inner().allocation.unwrap())
+        }
+    };
+
+    let client = accept_client(&env, &admin, "Roles").await;
+    let proposed = admin
+        .propose_matches(ProposeMatchesRequest {
+            referral_id: client.clone(),
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposals;
+    assert_eq!(proposed.len(), 2);
+    for proposal in &proposed {
+        assert!(
+            uuid::Uuid::parse_str(&proposal.proposal_id).is_ok(),
+            "{proposal:?}"
+        );
+        assert!(!proposal.weights_version.is_empty());
+    }
+    // The third pair was not among the two proposed.
+    let mut everyone: Vec<String> = proposed
+        .iter()
+        .flat_map(|proposal| proposal.mentor_ids.clone())
+        .collect();
+    everyone.sort();
+    everyone.dedup();
+    assert_eq!(everyone.len(), 3);
+    // Every pair of the three, each in ascending order as proposals are.
+    let pairs =
+        [(0, 1), (0, 2), (1, 2)].map(|(a, b)| vec![everyone[a].clone(), everyone[b].clone()]);
+    let proposed_pairs: Vec<Vec<String>> = proposed
+        .iter()
+        .map(|proposal| {
+            let mut pair = proposal.mentor_ids.clone();
+            pair.sort();
+            pair
+        })
+        .collect();
+    let other = pairs
+        .iter()
+        .find(|pair| !proposed_pairs.contains(pair))
+        .unwrap()
+        .clone();
+    let refused = allocate(&client, other.clone(), "").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("not proposed"), "{refused:?}");
+
+    // The proposed pair needs no reason and takes up its proposal.
+    let allocation = allocate(&client, proposed[1].mentor_ids.clone(), "")
+        .await
+        .unwrap();
+    assert_eq!(allocation.proposal_id, proposed[1].proposal_id);
+    assert_eq!(allocation.reason, "");
+
+    // Another client, a pair nobody proposed, with a reason.
+    let second = accept_client(&env, &admin, "Roles").await;
+    let allocation = allocate(&second, other, "the client knows Sam from the group")
+        .await
+        .unwrap();
+    assert_eq!(allocation.proposal_id, "");
+    assert_eq!(allocation.reason, "the client knows Sam from the group");
+
+    let database = env.database().await;
+    // Every proposal made is stored (`accept_client` also asked once).
+    let stored: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT proposal_id, weights_version FROM mentor_matching.proposal \
+         WHERE referral_id = $1::uuid",
+    )
+    .bind(&client)
+    .fetch_all(&database)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    for proposal in &proposed {
+        let id = uuid::Uuid::parse_str(&proposal.proposal_id).unwrap();
+        assert!(
+            stored.contains(&(id, proposal.weights_version.clone())),
+            "{stored:?}"
+        );
+    }
+    let kept: Vec<(Option<uuid::Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT proposal_id, reason FROM mentor_matching.allocation ORDER BY confirmed_at",
+    )
+    .fetch_all(&database)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        [
+            (
+                Some(uuid::Uuid::parse_str(&proposed[1].proposal_id).unwrap()),
+                None
+            ),
+            (None, Some("the client knows Sam from the group".to_owned())),
+        ]
+    );
+    database.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

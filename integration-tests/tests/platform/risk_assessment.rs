@@ -954,6 +954,7 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
         .confirm_allocation(ConfirmAllocationRequest {
             referral_id: first.clone(),
             mentor_ids: pair,
+            reason: String::new(),
         })
         .await
         .unwrap();

@@ -373,6 +373,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         .confirm_allocation(ConfirmAllocationRequest {
             referral_id: referral_id.clone(),
             mentor_ids: best.mentor_ids.clone(),
+            // The proposed pair: no reason needed.
+            reason: String::new(),
         })
         .await?;
     journey.step(format!(

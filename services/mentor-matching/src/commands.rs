@@ -48,6 +48,8 @@ pub enum MatchingError {
     StatusRefused(String),
     #[error("mentor {0} must never be paired with this client: {1}")]
     Excluded(Uuid, String),
+    #[error("{0}: say why in `reason`")]
+    ReasonNeeded(String),
     #[error("a capacity of {capacity} is below the {current} client(s) the mentor supports now")]
     CapacityBelowClients { capacity: i32, current: i32 },
     #[error(transparent)]
@@ -66,7 +68,8 @@ impl From<MatchingError> for ApiError {
             | MatchingError::MentorUnavailable(..)
             | MatchingError::StatusRefused(_)
             | MatchingError::CapacityBelowClients { .. }
-            | MatchingError::Excluded(..) => ApiError::FailedPrecondition(error.to_string()),
+            | MatchingError::Excluded(..)
+            | MatchingError::ReasonNeeded(_) => ApiError::FailedPrecondition(error.to_string()),
             MatchingError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
             MatchingError::Database(error) => error.into(),
         }
@@ -300,6 +303,7 @@ fn training_of(row: &MentorRow) -> Training {
 /// the mentors of that scope.
 pub async fn propose_matches(
     handle: &ServiceHandle,
+    caller: &Caller,
     scope: &AreaScope,
     exclusions: &[Exclusion],
     query: &ProposalQuery,
@@ -340,6 +344,16 @@ pub async fn propose_matches(
         gender: Gender::try_from(client.client_gender).unwrap_or_default(),
     };
     let proposals = matching::propose(&needs, &candidates, query.limit);
+    // Stored, so a confirmation can say which proposal it took up and any
+    // proposal can be explained later by the weights that made it.
+    let ids = db::insert_proposals(
+        &mut connection,
+        client.referral_id,
+        &proposals,
+        matching::WEIGHTS_VERSION,
+        &caller.subject,
+    )
+    .await?;
     tracing::info!(
         candidates = candidates.len(),
         excluded = excluded.len(),
@@ -347,15 +361,16 @@ pub async fn propose_matches(
         "mentor pairs proposed"
     );
     Ok(Proposed {
-        proposals,
+        proposals: ids.into_iter().zip(proposals).collect(),
         excluded,
     })
 }
 
-/// Ranked pairs, and the mentors the safety rules left out.
+/// Ranked pairs, each with its stored proposal's ID, and the mentors the
+/// safety rules left out.
 #[derive(Clone, Debug)]
 pub struct Proposed {
-    pub proposals: Vec<Proposal>,
+    pub proposals: Vec<(Uuid, Proposal)>,
     pub excluded: Vec<Excluded>,
 }
 
@@ -382,12 +397,16 @@ pub struct Confirmed {
     pub mentor_ids: [Uuid; 2],
     pub confirmed_by: String,
     pub confirmed_at: DateTime<Utc>,
+    pub proposal_id: Option<Uuid>,
+    pub reason: Option<String>,
 }
 
 /// Allocates the pair a coordinator chose, and announces it. The client
 /// and both mentors must be in the caller's `scope`; otherwise nothing
 /// changes and they are not found. A mentor a safety rule keeps from this
-/// client is refused whoever confirms.
+/// client is refused whoever confirms. The decision is stored beside the
+/// proposal it takes up; a pair nobody proposed for this client, or a
+/// mentor from outside the client's area, needs the coordinator's reason.
 pub async fn confirm_allocation(
     handle: &ServiceHandle,
     caller: &Caller,
@@ -409,16 +428,17 @@ pub async fn confirm_allocation(
         return Err(MatchingError::MentorNotFound(*missing));
     }
     let mentors = db::fetch_mentors(&mut transaction, &mentor_ids).await?;
+    let mut needs_reason = None;
     for id in mentor_ids {
         let mentor = mentors
             .iter()
             .find(|row| row.mentor_id == id && sees(scope, row))
             .ok_or(MatchingError::MentorNotFound(id))?;
-        if let Some(reason) = load_of(mentor)
-            .unavailable_because()
-            .or_else(|| outside_client_area(&mentor.areas, &client.area))
-        {
+        if let Some(reason) = load_of(mentor).unavailable_because() {
             return Err(MatchingError::MentorUnavailable(id, reason));
+        }
+        if let Some(outside) = outside_client_area(&mentor.areas, &client.area) {
+            needs_reason.get_or_insert(format!("mentor {id} {outside}"));
         }
         if let Some(rule) = safety::excluded_by(
             exclusions,
@@ -427,6 +447,15 @@ pub async fn confirm_allocation(
         ) {
             return Err(MatchingError::Excluded(id, rule.name.clone()));
         }
+    }
+    let mut pair = mentor_ids;
+    pair.sort();
+    let proposal_id = db::find_proposal(&mut transaction, allocation.referral_id, &pair).await?;
+    if proposal_id.is_none() {
+        needs_reason.get_or_insert("this pair was not proposed for the client".to_owned());
+    }
+    if let (Some(why), None) = (needs_reason, &allocation.reason) {
+        return Err(MatchingError::ReasonNeeded(why));
     }
 
     let allocation_id = Uuid::now_v7();
@@ -437,6 +466,8 @@ pub async fn confirm_allocation(
         allocation.referral_id,
         &mentor_ids,
         &caller.subject,
+        proposal_id,
+        allocation.reason.as_deref(),
     )
     .await?;
     db::mark_client_allocated(&mut transaction, allocation.referral_id).await?;
@@ -463,6 +494,8 @@ pub async fn confirm_allocation(
         mentor_ids,
         confirmed_by: caller.subject.clone(),
         confirmed_at,
+        proposal_id,
+        reason: allocation.reason.clone(),
     })
 }
 

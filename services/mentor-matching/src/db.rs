@@ -414,19 +414,67 @@ pub async fn mark_client_allocated(
 }
 
 /// Records an allocation and its two mentors; returns when it was confirmed.
+/// Stores the pairs proposed for `referral_id` (each pair in ascending
+/// order), with what scored them; returns their IDs in the same order.
+pub async fn insert_proposals(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    proposals: &[crate::matching::Proposal],
+    weights_version: &str,
+    proposed_by: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = proposals.iter().map(|_| Uuid::now_v7()).collect();
+    for (id, proposal) in ids.iter().zip(proposals) {
+        sqlx::query!(
+            "INSERT INTO mentor_matching.proposal (proposal_id, referral_id, mentor_ids, score, \
+             reasons, weights_version, proposed_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            id,
+            referral_id,
+            &proposal.mentor_ids[..],
+            proposal.score,
+            &proposal.reasons,
+            weights_version,
+            proposed_by
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(ids)
+}
+
+/// The latest proposal of exactly this pair (ascending) for `referral_id`.
+pub async fn find_proposal(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    pair: &[Uuid; 2],
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT proposal_id FROM mentor_matching.proposal \
+         WHERE referral_id = $1 AND mentor_ids = $2 ORDER BY proposed_at DESC LIMIT 1",
+        referral_id,
+        &pair[..]
+    )
+    .fetch_optional(connection)
+    .await
+}
+
 pub async fn insert_allocation(
     connection: &mut PgConnection,
     allocation_id: Uuid,
     referral_id: Uuid,
     mentor_ids: &[Uuid],
     confirmed_by: &str,
+    proposal_id: Option<Uuid>,
+    reason: Option<&str>,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     let confirmed_at = sqlx::query_scalar!(
-        "INSERT INTO mentor_matching.allocation (allocation_id, referral_id, confirmed_by) \
-         VALUES ($1, $2, $3) RETURNING confirmed_at",
+        "INSERT INTO mentor_matching.allocation (allocation_id, referral_id, confirmed_by, \
+         proposal_id, reason) VALUES ($1, $2, $3, $4, $5) RETURNING confirmed_at",
         allocation_id,
         referral_id,
-        confirmed_by
+        confirmed_by,
+        proposal_id,
+        reason
     )
     .fetch_one(&mut *connection)
     .await?;

@@ -550,7 +550,13 @@ impl ProposalQuery {
 pub struct NewAllocation {
     pub referral_id: Uuid,
     pub mentor_ids: [Uuid; 2],
+    /// Why, for a pair nobody proposed or a mentor from outside the
+    /// client's area; `None` when not given.
+    pub reason: Option<String>,
 }
+
+/// Longest reason for an allocation off the proposals.
+pub const MAX_ALLOCATION_REASON: usize = 500;
 
 impl NewAllocation {
     pub fn parse(request: &ConfirmAllocationRequest) -> Result<Self, FieldViolations> {
@@ -570,10 +576,19 @@ impl NewAllocation {
                 violations.add("mentor_ids", "must name two different mentors");
             }
         }
+        check_text(
+            "reason",
+            &request.reason,
+            false,
+            MAX_ALLOCATION_REASON,
+            &mut violations,
+        );
         finish(violations)?;
+        let reason = request.reason.trim();
         Ok(Self {
             referral_id: referral_id.expect("validated"),
             mentor_ids: [mentor_ids[0], mentor_ids[1]],
+            reason: (!reason.is_empty()).then(|| reason.to_owned()),
         })
     }
 }
@@ -1266,10 +1281,26 @@ mod tests {
         let request = ConfirmAllocationRequest {
             referral_id: referral_id.to_string(),
             mentor_ids: vec![b.to_string(), a.to_string()],
+            reason: String::new(),
         };
         let parsed = NewAllocation::parse(&request).unwrap();
         assert_eq!(parsed.referral_id, referral_id);
         assert_eq!(parsed.mentor_ids, [b, a], "the coordinator's order is kept");
+        assert_eq!(parsed.reason, None, "no reason given");
+        let with_reason = NewAllocation::parse(&ConfirmAllocationRequest {
+            reason: "  they asked for Sam  ".into(),
+            ..request.clone()
+        })
+        .unwrap();
+        assert_eq!(with_reason.reason.as_deref(), Some("they asked for Sam"));
+        for bad in ["x".repeat(MAX_ALLOCATION_REASON + 1), "a\u{0}b".into()] {
+            let refused = NewAllocation::parse(&ConfirmAllocationRequest {
+                reason: bad,
+                ..request.clone()
+            })
+            .unwrap_err();
+            assert_eq!(fields(refused), ["reason"]);
+        }
     }
 
     #[test]
@@ -1280,6 +1311,7 @@ mod tests {
                 NewAllocation::parse(&ConfirmAllocationRequest {
                     referral_id: referral_id.into(),
                     mentor_ids,
+                    reason: String::new(),
                 })
                 .unwrap_err(),
             )

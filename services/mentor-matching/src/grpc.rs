@@ -161,18 +161,22 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ProposeMatchesRequest>,
     ) -> Result<Response<ProposeMatchesResponse>, Status> {
-        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
         let query = ProposalQuery::parse(request.get_ref())?;
         let proposed =
-            commands::propose_matches(&self.handle, &scope, &self.exclusions, &query).await?;
+            commands::propose_matches(&self.handle, caller, &scope, &self.exclusions, &query)
+                .await?;
         Ok(Response::new(ProposeMatchesResponse {
             proposals: proposed
                 .proposals
                 .into_iter()
-                .map(|proposal| MatchProposal {
+                .map(|(proposal_id, proposal)| MatchProposal {
                     mentor_ids: proposal.mentor_ids.iter().map(Uuid::to_string).collect(),
                     score: proposal.score,
                     reasons: proposal.reasons,
+                    proposal_id: proposal_id.to_string(),
+                    weights_version: crate::matching::WEIGHTS_VERSION.to_owned(),
                 })
                 .collect(),
             exclusions: proposed
@@ -210,6 +214,11 @@ impl MentorMatchingService for MentorMatching {
                 mentor_ids: confirmed.mentor_ids.iter().map(Uuid::to_string).collect(),
                 confirmed_by: confirmed.confirmed_by,
                 confirmed_at: Some(timestamp(confirmed.confirmed_at)),
+                proposal_id: confirmed
+                    .proposal_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                reason: confirmed.reason.unwrap_or_default(),
             }),
         }))
     }

@@ -22,6 +22,11 @@ use std::cmp::Reverse;
 use cpm_proto::v1::{Gender, LivedExperience, Vulnerability};
 use uuid::Uuid;
 
+/// The version of the weights below, stored with every proposal they
+/// scored: change it whenever a weight or a term changes, so a proposal
+/// can always be explained by the weights that made it.
+pub const WEIGHTS_VERSION: &str = "2026-12-01";
+
 pub const AREA_POINTS: f64 = 3.0;
 pub const EXPERIENCE_POINTS: f64 = 2.0;
 pub const GENDER_POINTS: f64 = 1.0;
