@@ -157,22 +157,12 @@ where
 
 /// A list of known enum values, at most [`MAX_LISTED`] entries, without
 /// repeats (kept in first-seen order).
+/// [`cpm_runtime::grpc::values::parse_enum_list`] of at most [`MAX_LISTED`] entries.
 fn parse_enum_list<E>(field: &str, values: &[i32], violations: &mut FieldViolations) -> Vec<E>
 where
     E: TryFrom<i32> + PartialEq,
 {
-    let mut parsed = Vec::new();
-    if !check_entries(field, values, MAX_LISTED, violations) {
-        return parsed;
-    }
-    for (index, value) in values.iter().enumerate() {
-        if let Some(entry) = parse_enum::<E>(&format!("{field}[{index}]"), *value, violations)
-            && !parsed.contains(&entry)
-        {
-            parsed.push(entry);
-        }
-    }
-    parsed
+    cpm_runtime::grpc::values::parse_enum_list(field, values, MAX_LISTED, violations)
 }
 
 /// The areas a mentor works in: 1 to [`MAX_AREAS`] of `programme`'s, in

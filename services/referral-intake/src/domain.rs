@@ -9,7 +9,7 @@ use cpm_proto::v1::{
 };
 use cpm_runtime::config::ProgrammeConfig;
 use cpm_runtime::grpc::FieldViolations;
-use cpm_runtime::grpc::values::{check_entries, check_text, parse_enum, parse_id};
+use cpm_runtime::grpc::values::{check_text, parse_enum, parse_id};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -82,22 +82,12 @@ pub struct NewReferral {
 /// so repeats pass, yet a flood is one violation and is not read.
 pub const MAX_LISTED: usize = 32;
 
+/// [`cpm_runtime::grpc::values::parse_enum_list`] of at most [`MAX_LISTED`] entries.
 fn parse_enum_list<E>(field: &str, values: &[i32], violations: &mut FieldViolations) -> Vec<E>
 where
     E: TryFrom<i32> + PartialEq,
 {
-    let mut parsed = Vec::new();
-    if !check_entries(field, values, MAX_LISTED, violations) {
-        return parsed;
-    }
-    for (index, value) in values.iter().enumerate() {
-        if let Some(item) = parse_enum::<E>(&format!("{field}[{index}]"), *value, violations)
-            && !parsed.contains(&item)
-        {
-            parsed.push(item);
-        }
-    }
-    parsed
+    cpm_runtime::grpc::values::parse_enum_list(field, values, MAX_LISTED, violations)
 }
 
 fn check_count(field: &str, value: i32, violations: &mut FieldViolations) {

@@ -139,9 +139,55 @@ pub fn check_entries<T>(
     }
 }
 
+/// A repeated closed-list field of at most `max` entries: every entry a
+/// known value (a violation names `field[index]` otherwise), repeats
+/// dropped, first-seen order kept. A longer list is one violation and is
+/// not read.
+pub fn parse_enum_list<E>(
+    field: &str,
+    values: &[i32],
+    max: usize,
+    violations: &mut FieldViolations,
+) -> Vec<E>
+where
+    E: TryFrom<i32> + PartialEq,
+{
+    let mut parsed = Vec::new();
+    if !check_entries(field, values, max, violations) {
+        return parsed;
+    }
+    for (index, value) in values.iter().enumerate() {
+        if let Some(entry) = parse_enum::<E>(&format!("{field}[{index}]"), *value, violations)
+            && !parsed.contains(&entry)
+        {
+            parsed.push(entry);
+        }
+    }
+    parsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_enum_list_keeps_known_values_once_and_refuses_a_flood_unread() {
+        use cpm_proto::v1::Gender;
+        let mut violations = FieldViolations::new();
+        let parsed: Vec<Gender> = parse_enum_list("genders", &[1, 2, 1, 0, 99], 8, &mut violations);
+        assert_eq!(
+            parsed,
+            [Gender::try_from(1).unwrap(), Gender::try_from(2).unwrap()]
+        );
+        assert_eq!(
+            violations.fields().collect::<Vec<_>>(),
+            ["genders[3]", "genders[4]"]
+        );
+        let mut violations = FieldViolations::new();
+        let parsed: Vec<Gender> = parse_enum_list("genders", &[99; 9], 8, &mut violations);
+        assert!(parsed.is_empty());
+        assert_eq!(violations.fields().collect::<Vec<_>>(), ["genders"]);
+    }
 
     #[test]
     fn ids_and_enums_name_their_field_when_wrong() {
