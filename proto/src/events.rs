@@ -37,12 +37,14 @@ events! {
     AssessmentDecided => "assessment.decided",
     MentorsAwaited => "matching.awaiting_mentors",
     AllocationConfirmed => "allocation.confirmed",
+    AllocationEnded => "allocation.ended",
     ContactLogged => "contact.logged",
     CaseDischarged => "case.discharged",
     EngagementChanged => "engagement.changed",
     ClientErased => "client.erased",
     // About a person or an agency, not a referral: correlated by who it is.
     PrincipalStatusChanged => "principal.status_changed" by principal_id,
+    MentorAlertRaised => "mentor.alert_raised" by mentor_id,
 }
 
 /// The order of a referral's statuses as its referrer sees them: a status

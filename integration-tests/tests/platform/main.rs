@@ -12,6 +12,7 @@ mod harness;
 mod import;
 mod journey;
 mod limits;
+mod mentor_follow_up;
 mod mentor_matching;
 mod no_configuration;
 mod notifications;

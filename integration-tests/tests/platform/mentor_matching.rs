@@ -24,11 +24,11 @@ use tonic::Code;
 
 use crate::harness::{Authed, TestEnv, connect, eventually, violated_fields};
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A mentor of `area` who can be proposed: trained, safeguarding-trained
 /// and with the agreement signed.
-fn mentor(area: &str) -> RegisterMentorRequest {
+pub(crate) fn mentor(area: &str) -> RegisterMentorRequest {
     RegisterMentorRequest {
         display_name: "Mentor Sam".into(),
         gender: Gender::Female as i32,
@@ -200,7 +200,7 @@ async fn the_register_pages_without_skipping_or_repeating_anyone() {
     env.cleanup().await;
 }
 
-fn admin(
+pub(crate) fn admin(
     env: &TestEnv,
     channel: &tonic::transport::Channel,
 ) -> MentorMatchingServiceClient<Authed> {
@@ -209,7 +209,10 @@ fn admin(
     )
 }
 
-async fn register(matching: &mut MentorMatchingServiceClient<Authed>, area: &str) -> Mentor {
+pub(crate) async fn register(
+    matching: &mut MentorMatchingServiceClient<Authed>,
+    area: &str,
+) -> Mentor {
     matching
         .register_mentor(RegisterMentorRequest {
             display_name: format!("Mentor {}", uuid::Uuid::new_v4().simple()),
@@ -246,7 +249,7 @@ async fn listed_areas(
 
 /// Risk assessment accepts a client in `area`, as its `assessment.decided`
 /// would say; returns the referral once `admin` sees the client waiting.
-async fn accept_client(
+pub(crate) async fn accept_client(
     env: &TestEnv,
     admin: &MentorMatchingServiceClient<Authed>,
     area: &str,
@@ -305,7 +308,7 @@ async fn accept_client_who_committed(
     referral_id
 }
 
-async fn propose(
+pub(crate) async fn propose(
     matching: &mut MentorMatchingServiceClient<Authed>,
     referral_id: &str,
 ) -> Result<Vec<Vec<String>>, tonic::Status> {
@@ -325,7 +328,7 @@ async fn propose(
 /// Confirms `pair` as a coordinator does: after looking at the proposals
 /// (which stores them; a refusal of the proposal is the confirmation's to
 /// report), without a reason.
-async fn confirm(
+pub(crate) async fn confirm(
     matching: &mut MentorMatchingServiceClient<Authed>,
     referral_id: &str,
     pair: [&Mentor; 2],

@@ -931,13 +931,19 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
     accept(&mut client, &second_id).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, agency));
     for referral_id in [&first, &second] {
-        await_status(
+        let awaiting = await_status(
             &mut intake,
             referral_id,
             ReferralStatus::AwaitingMentors,
             WAIT,
         )
         .await;
+        // The referrer is quoted a range: the median start and the 90th percentile.
+        let (start, latest) = (
+            awaiting.estimated_start.expect("a median start"),
+            awaiting.estimated_start_latest.expect("a latest start"),
+        );
+        assert!(latest.seconds >= start.seconds, "{start:?} .. {latest:?}");
     }
     let pair = matching
         .propose_matches(ProposeMatchesRequest {

@@ -106,22 +106,48 @@ pub async fn insert_case_file(
     Ok(inserted == 1)
 }
 
-/// Allocates mentors to a case file; repeated IDs are stored once.
+/// Allocates mentors to a case file through `allocation_id`; repeated IDs
+/// are stored once, and a mentor already there now holds access through
+/// this allocation.
 pub async fn insert_case_mentors(
     connection: &mut PgConnection,
     case_file_id: Uuid,
+    allocation_id: Option<Uuid>,
     mentor_ids: &[String],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "INSERT INTO contact_logging.case_mentor (case_file_id, mentor_id) \
-         SELECT $1, mentor_id FROM unnest($2::text[]) AS mentor_id WHERE mentor_id <> '' \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO contact_logging.case_mentor (case_file_id, mentor_id, allocation_id) \
+         SELECT $1, mentor_id, $3 FROM unnest($2::text[]) AS mentor_id WHERE mentor_id <> '' \
+         ON CONFLICT (case_file_id, mentor_id) DO UPDATE SET allocation_id = $3",
         case_file_id,
-        mentor_ids
+        mentor_ids,
+        allocation_id
     )
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Takes a case away from the mentors an ended allocation gave it to
+/// (those of `mentor_ids` holding it through no allocation, from before
+/// allocations were recorded, too). Returns how many lost access.
+pub async fn remove_case_mentors(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    allocation_id: Uuid,
+    mentor_ids: &[String],
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "DELETE FROM contact_logging.case_mentor AS m USING contact_logging.case_file AS c \
+         WHERE m.case_file_id = c.case_file_id AND c.referral_id = $1 \
+           AND (m.allocation_id = $2 OR (m.allocation_id IS NULL AND m.mentor_id = ANY($3)))",
+        referral_id,
+        allocation_id,
+        mentor_ids
+    )
+    .execute(connection)
+    .await?
+    .rows_affected())
 }
 
 /// The case file of a referral, locked as `lock` says.

@@ -4,19 +4,24 @@
 //! more. No event follows: referral intake moves the referral's status on
 //! both events itself. An ending is remembered even before the case file
 //! opens, so an allocation that arrives after it opens the file closed.
+//! When a pair is found not to work (`allocation.ended`), its mentors lose
+//! the case, and the next pair's allocation gives it to the new mentors.
 
 use chrono::Utc;
-use cpm_proto::v1::{AllocationConfirmed, CaseState, EngagementAction, EngagementChanged};
+use cpm_proto::v1::{
+    AllocationConfirmed, AllocationEnded, CaseState, EngagementAction, EngagementChanged,
+};
 use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use uuid::Uuid;
 
-use crate::db::{self, NewCaseFile};
+use crate::db::{self, CaseLock, NewCaseFile};
 
 /// The `allocations` consumer's routes.
 pub fn allocations() -> Router<CaseFiles> {
     Router::new(crate::NAME, "allocations", CaseFiles)
         .on::<AllocationConfirmed>()
+        .on::<AllocationEnded>()
         .on::<EngagementChanged>()
         .on_erasure()
 }
@@ -48,11 +53,30 @@ impl On<AllocationConfirmed> for CaseFiles {
             },
         )
         .await?;
+        let allocation_id = Uuid::parse_str(&allocation.allocation_id).ok();
         if !opened {
-            tracing::info!(%referral_id, "case file already open");
+            // A re-match: the new pair takes over the open case file.
+            let Some(case) = db::fetch_case_file(connection, referral_id, CaseLock::Share).await?
+            else {
+                return Ok(());
+            };
+            db::insert_case_mentors(
+                connection,
+                case.case_file_id,
+                allocation_id,
+                &allocation.mentor_ids,
+            )
+            .await?;
+            tracing::info!(%referral_id, "case file given to the new pair");
             return Ok(());
         }
-        db::insert_case_mentors(connection, case_file_id, &allocation.mentor_ids).await?;
+        db::insert_case_mentors(
+            connection,
+            case_file_id,
+            allocation_id,
+            &allocation.mentor_ids,
+        )
+        .await?;
         let closed = db::close_case_file_if_ended(
             connection,
             referral_id,
@@ -67,6 +91,25 @@ impl On<AllocationConfirmed> for CaseFiles {
             closed,
             "case file opened"
         );
+        Ok(())
+    }
+}
+
+impl On<AllocationEnded> for CaseFiles {
+    /// The former pair loses the case; the case stays open for the next.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        ended: AllocationEnded,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&ended.referral_id)?;
+        let allocation_id = Uuid::parse_str(&ended.allocation_id)
+            .map_err(|_| HandlerError::Permanent("allocation.ended names no allocation".into()))?;
+        let removed =
+            db::remove_case_mentors(connection, referral_id, allocation_id, &ended.mentor_ids)
+                .await?;
+        tracing::info!(%referral_id, removed, "former mentors lost the case");
         Ok(())
     }
 }

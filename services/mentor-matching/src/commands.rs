@@ -12,26 +12,32 @@
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::{
-    AllocationConfirmed, CrimeType, Gender, MentorStatus, TrainingFormat, Vulnerability,
+    AllocationConfirmed, AllocationEndReason, AllocationEnded, CrimeType, Gender, MentorStatus,
+    TrainingFormat, Vulnerability,
 };
 use cpm_runtime::areas::OutsideAreas;
-use cpm_runtime::auth::{AreaScope, Caller};
+use cpm_runtime::auth::{AreaScope, Caller, Role};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::grpc::ApiError;
 use cpm_runtime::grpc::values::timestamp;
 use cpm_runtime::standing::{self, Principal};
 use uuid::Uuid;
 
+use crate::alerts::{self, AlertQuery, AlertRow, AlertRules, CheckIn};
+use crate::batch::{self, PoolClient};
 use crate::db::{
     self, AreaLoad, MentorDetails, MentorQuery, MentorRow, NewMentorRow, TrainingColumns,
+    WaitingClientRow,
 };
 use crate::domain::{
     INITIAL_STATUS, MentorFilter, MentorLoad, MentorUpdate, NewAllocation, NewMentor,
     ProposalQuery, Training, TrainingRecord, outside_client_area,
 };
-use crate::matching::{self, Candidate, ClientNeeds, Proposal};
+use crate::fit::{self, AllocationRow, IncompatiblePair, PoorFitReport};
+use crate::matching::{self, Candidate, ClientNeeds, PairHistory, Proposal, Weights};
 use crate::safety::{self, Exclusion};
 use crate::status::{self, StatusChange};
+use crate::wait::WaitEstimate;
 
 /// Why a use case of mentor matching did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +56,20 @@ pub enum MatchingError {
     Excluded(Uuid, String),
     #[error("{0}: say why in `reason`")]
     ReasonNeeded(String),
+    #[error("allocation")]
+    AllocationNotFound,
+    #[error("{0}")]
+    TooLate(String),
+    #[error("{0}")]
+    NotPermitted(&'static str),
+    #[error("these two mentors were marked never to be proposed together")]
+    PairIncompatible,
     #[error("a capacity of {capacity} is below the {current} client(s) the mentor supports now")]
     CapacityBelowClients { capacity: i32, current: i32 },
     #[error(transparent)]
     OutsideAreas(#[from] OutsideAreas),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -61,16 +77,21 @@ pub enum MatchingError {
 impl From<MatchingError> for ApiError {
     fn from(error: MatchingError) -> Self {
         match error {
-            MatchingError::ReferralNotFound | MatchingError::MentorNotFound(_) => {
-                ApiError::NotFound(error.to_string())
-            }
+            MatchingError::ReferralNotFound
+            | MatchingError::MentorNotFound(_)
+            | MatchingError::AllocationNotFound => ApiError::NotFound(error.to_string()),
             MatchingError::AlreadyAllocated
             | MatchingError::MentorUnavailable(..)
             | MatchingError::StatusRefused(_)
             | MatchingError::CapacityBelowClients { .. }
             | MatchingError::Excluded(..)
-            | MatchingError::ReasonNeeded(_) => ApiError::FailedPrecondition(error.to_string()),
-            MatchingError::OutsideAreas(_) => ApiError::PermissionDenied(error.to_string()),
+            | MatchingError::ReasonNeeded(_)
+            | MatchingError::TooLate(_)
+            | MatchingError::PairIncompatible => ApiError::FailedPrecondition(error.to_string()),
+            MatchingError::OutsideAreas(_) | MatchingError::NotPermitted(_) => {
+                ApiError::PermissionDenied(error.to_string())
+            }
+            MatchingError::Internal(error) => ApiError::Internal(anyhow::anyhow!(error)),
             MatchingError::Database(error) => error.into(),
         }
     }
@@ -306,6 +327,7 @@ pub async fn propose_matches(
     caller: &Caller,
     scope: &AreaScope,
     exclusions: &[Exclusion],
+    weights: &Weights,
     query: &ProposalQuery,
 ) -> Result<Proposed, MatchingError> {
     let mut connection = handle.pool().acquire().await?;
@@ -334,23 +356,22 @@ pub async fn propose_matches(
             None => candidates.push(candidate),
         }
     }
-    let needs = ClientNeeds {
-        area: client.area.clone(),
-        vulnerabilities: client
-            .vulnerabilities
-            .iter()
-            .filter_map(|value| Vulnerability::try_from(*value).ok())
-            .collect(),
-        gender: Gender::try_from(client.client_gender).unwrap_or_default(),
-    };
-    let proposals = matching::propose(&needs, &candidates, query.limit);
+    let needs = needs_of(&client);
+    let mut history = history_among(&mut connection, &candidates).await?;
+    // A pair that did not work for this client is not proposed to them again.
+    for pair in fit::poor_fit_pairs(&mut connection, client.referral_id).await? {
+        if let [a, b] = pair[..] {
+            history.record_incompatible(a, b);
+        }
+    }
+    let proposals = matching::propose(&needs, &candidates, &history, weights, query.limit);
     // Stored, so a confirmation can say which proposal it took up and any
     // proposal can be explained later by the weights that made it.
     let ids = db::insert_proposals(
         &mut connection,
         client.referral_id,
         &proposals,
-        matching::WEIGHTS_VERSION,
+        &weights.version,
         &caller.subject,
     )
     .await?;
@@ -364,6 +385,108 @@ pub async fn propose_matches(
         proposals: ids.into_iter().zip(proposals).collect(),
         excluded,
     })
+}
+
+/// Whole-pool matching for the clients waiting in the caller's areas (or
+/// the one asked for): one pair each for as many as the free places allow,
+/// maximising the total score ([`batch`]). Each pair is stored as a
+/// proposal, as ProposeMatches stores its own, for a coordinator to
+/// confirm one by one. A pair that did not work for a waiting client is
+/// left out of the whole batch.
+pub async fn propose_pool_matches(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    scope: &AreaScope,
+    exclusions: &[Exclusion],
+    weights: &Weights,
+    area: Option<&str>,
+) -> Result<PoolProposed, MatchingError> {
+    let areas = scope.covering(area)?;
+    let mut connection = handle.pool().acquire().await?;
+    let waiting = db::list_waiting_clients(&mut connection, areas.as_deref()).await?;
+    let mentors: Vec<Candidate> = db::list_candidates_in(&mut connection, areas.as_deref())
+        .await?
+        .iter()
+        .map(to_candidate)
+        .collect();
+    let mut history = history_among(&mut connection, &mentors).await?;
+    for pair in db::poor_fit_pairs_in(&mut connection, areas.as_deref()).await? {
+        if let [a, b] = pair[..] {
+            history.record_incompatible(a, b);
+        }
+    }
+    let clients: Vec<(PoolClient, Vec<CrimeType>)> = waiting
+        .iter()
+        .map(|row| {
+            let needs = needs_of(row);
+            let committed = needs.perpetrator_of.clone();
+            let client = PoolClient {
+                referral_id: row.referral_id,
+                needs,
+            };
+            (client, committed)
+        })
+        .collect();
+    let exclusions = exclusions.to_vec();
+    let weights_owned = weights.clone();
+    // CPU-bound for a large pool: off the request threads.
+    let (clients, assignments) = tokio::task::spawn_blocking(move || {
+        let pool_clients: Vec<PoolClient> = clients.iter().map(|(c, _)| c.clone()).collect();
+        let assignments = batch::match_pool(
+            &pool_clients,
+            &mentors,
+            &history,
+            &weights_owned,
+            |client, mentor| {
+                mentor.areas.contains(&client.needs.area)
+                    && safety::excluded_by(
+                        &exclusions,
+                        &client.needs.perpetrator_of,
+                        &mentor.lived_experience,
+                    )
+                    .is_none()
+            },
+        );
+        (pool_clients, assignments)
+    })
+    .await
+    .map_err(|error| MatchingError::Internal(error.to_string()))?;
+    let mut proposals = Vec::new();
+    for assignment in &assignments {
+        let ids = db::insert_proposals(
+            &mut connection,
+            assignment.referral_id,
+            std::slice::from_ref(&assignment.proposal),
+            &weights.version,
+            &caller.subject,
+        )
+        .await?;
+        proposals.push((assignment.referral_id, ids[0], assignment.proposal.clone()));
+    }
+    let matched: std::collections::HashSet<Uuid> =
+        assignments.iter().map(|a| a.referral_id).collect();
+    let unmatched = clients
+        .iter()
+        .map(|client| client.referral_id)
+        .filter(|id| !matched.contains(id))
+        .collect();
+    tracing::info!(
+        waiting = clients.len(),
+        proposed = proposals.len(),
+        "whole-pool proposals"
+    );
+    Ok(PoolProposed {
+        proposals,
+        unmatched,
+    })
+}
+
+/// The batch's pairs (referral, stored proposal, pair) and the clients
+/// left without one.
+#[derive(Clone, Debug)]
+pub struct PoolProposed {
+    pub proposals: Vec<(Uuid, Uuid, Proposal)>,
+    pub unmatched: Vec<Uuid>,
 }
 
 /// Ranked pairs, each with its stored proposal's ID, and the mentors the
@@ -450,6 +573,9 @@ pub async fn confirm_allocation(
     }
     let mut pair = mentor_ids;
     pair.sort();
+    if fit::is_incompatible(&mut transaction, pair).await? {
+        return Err(MatchingError::PairIncompatible);
+    }
     let proposal_id = db::find_proposal(&mut transaction, allocation.referral_id, &pair).await?;
     if proposal_id.is_none() {
         needs_reason.get_or_insert("this pair was not proposed for the client".to_owned());
@@ -550,10 +676,178 @@ pub async fn change_mentor_status(
     Ok(row)
 }
 
-/// How many clients wait in `area` and how many mentor places are free.
-pub async fn area_load(handle: &ServiceHandle, area: &str) -> Result<AreaLoad, MatchingError> {
+/// How many clients wait in `area`, how many mentor places are free, and
+/// the wait range of a client joining the queue now.
+pub async fn estimate_wait(
+    handle: &ServiceHandle,
+    config: &crate::Config,
+    area: &str,
+) -> Result<(AreaLoad, WaitEstimate), MatchingError> {
     let mut connection = handle.pool().acquire().await?;
-    Ok(db::area_load(&mut connection, area, None).await?)
+    Ok(crate::events::quote_wait(
+        &mut connection,
+        area,
+        None,
+        config.wait_window_days,
+        &config.default_rates(),
+    )
+    .await?)
+}
+
+/// Ends an allocation whose pair is not working, within the early fit
+/// window (`early_fit_contacts` logged contacts): either mentor of the
+/// pair, or staff of the client's area, may. The client waits again for
+/// another pair and the former mentors hear of it through
+/// `allocation.ended`; staff may also mark the two never to be proposed
+/// together.
+pub async fn report_poor_fit(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    scope: &AreaScope,
+    early_fit_contacts: u32,
+    report: &PoorFitReport,
+) -> Result<AllocationRow, MatchingError> {
+    let mut transaction = handle.begin().await?;
+    let allocation = fit::fetch_allocation(&mut transaction, report.allocation_id)
+        .await?
+        .filter(|row| may_report_on(caller, scope, row))
+        .ok_or(MatchingError::AllocationNotFound)?;
+    if !allocation.active {
+        return Err(MatchingError::TooLate(
+            "the allocation has already ended".into(),
+        ));
+    }
+    if i64::from(allocation.contacts) > i64::from(early_fit_contacts) {
+        return Err(MatchingError::TooLate(format!(
+            "{} contacts are past the early fit window of {early_fit_contacts}; \
+             end the engagement instead",
+            allocation.contacts
+        )));
+    }
+    if report.mentors_incompatible {
+        if caller.role == Role::Mentor {
+            return Err(MatchingError::NotPermitted(
+                "only staff may mark mentors never to be proposed together",
+            ));
+        }
+        let pair = [allocation.mentor_ids[0], allocation.mentor_ids[1]];
+        fit::mark_incompatible(&mut transaction, pair, &report.reason, &caller.subject).await?;
+    }
+    let ended_at = fit::end_for_poor_fit(
+        &mut transaction,
+        &allocation,
+        &caller.subject,
+        &report.reason,
+    )
+    .await?;
+    outbox::enqueue(
+        &mut transaction,
+        crate::NAME,
+        &AllocationEnded {
+            allocation_id: allocation.allocation_id.to_string(),
+            referral_id: allocation.referral_id.to_string(),
+            agency_id: allocation.agency_id.clone(),
+            area: allocation.area.clone(),
+            mentor_ids: allocation.mentor_ids.iter().map(Uuid::to_string).collect(),
+            reason: AllocationEndReason::PoorFit as i32,
+            ended_by: caller.subject.clone(),
+            ended_at: Some(timestamp(ended_at)),
+        },
+    )
+    .await?;
+    let ended = fit::fetch_allocation(&mut transaction, allocation.allocation_id)
+        .await?
+        .ok_or(MatchingError::AllocationNotFound)?;
+    transaction.commit().await?;
+    tracing::info!(
+        allocation_id = %allocation.allocation_id,
+        contacts = allocation.contacts,
+        "allocation ended for poor fit; client waits for another pair"
+    );
+    Ok(ended)
+}
+
+/// A mentor may report on their own pair; staff on allocations in their areas.
+fn may_report_on(caller: &Caller, scope: &AreaScope, allocation: &AllocationRow) -> bool {
+    match caller.role {
+        Role::Mentor => caller
+            .mentor_id
+            .as_deref()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .is_some_and(|id| allocation.mentor_ids.contains(&id)),
+        _ => scope.admits(&allocation.area),
+    }
+}
+
+/// Marks two mentors the caller sees as never to be proposed together.
+pub async fn mark_pair_incompatible(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    scope: &AreaScope,
+    marked: &IncompatiblePair,
+) -> Result<(), MatchingError> {
+    let mut transaction = handle.begin().await?;
+    for id in marked.pair {
+        lock_seen(&mut transaction, scope, id).await?;
+    }
+    fit::mark_incompatible(
+        &mut transaction,
+        marked.pair,
+        &marked.reason,
+        &caller.subject,
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(mentor_a = %marked.pair[0], mentor_b = %marked.pair[1], "pair marked incompatible");
+    Ok(())
+}
+
+/// Records a progress check-in with a mentor the caller sees who is still
+/// volunteering; returns when the next is due.
+pub async fn record_check_in(
+    handle: &ServiceHandle,
+    caller: &Caller,
+    scope: &AreaScope,
+    rules: AlertRules,
+    check_in: &CheckIn,
+) -> Result<chrono::NaiveDate, MatchingError> {
+    let mut transaction = handle.begin().await?;
+    let mentor = lock_seen(&mut transaction, scope, check_in.mentor_id).await?;
+    if !status::in_good_standing(MentorStatus::try_from(mentor.status).unwrap_or_default()) {
+        return Err(MatchingError::StatusRefused(
+            "the mentor no longer volunteers".into(),
+        ));
+    }
+    let next_due = alerts::record_check_in(
+        &mut transaction,
+        check_in.mentor_id,
+        check_in.held_on,
+        &caller.subject,
+        rules,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(next_due)
+}
+
+/// The coordinator report: alerts of the mentors working in the asked
+/// area, or in every area of the caller's.
+pub async fn list_mentor_alerts(
+    handle: &ServiceHandle,
+    scope: &AreaScope,
+    rules: AlertRules,
+    query: &AlertQuery,
+) -> Result<Vec<AlertRow>, MatchingError> {
+    let areas = scope.covering(query.area.as_deref())?;
+    let mut connection = handle.pool().acquire().await?;
+    Ok(alerts::list(
+        &mut connection,
+        rules,
+        areas.as_deref(),
+        query.after,
+        query.page_size + 1,
+    )
+    .await?)
 }
 
 pub(crate) fn load_of(row: &MentorRow) -> MentorLoad {
@@ -567,6 +861,13 @@ pub(crate) fn load_of(row: &MentorRow) -> MentorLoad {
 }
 
 fn to_candidate(row: &MentorRow) -> Candidate {
+    // A TRAINED mentor has never had a client: they wait since training.
+    let waiting_days = (row.status == MentorStatus::Trained as i32).then(|| {
+        let trained = row
+            .training_completed_on
+            .unwrap_or_else(|| row.trained_on.date_naive());
+        (Utc::now().date_naive() - trained).num_days().max(0)
+    });
     Candidate {
         mentor_id: row.mentor_id,
         display_name: row.display_name.clone(),
@@ -578,7 +879,41 @@ fn to_candidate(row: &MentorRow) -> Candidate {
             .filter_map(|value| cpm_proto::v1::LivedExperience::try_from(*value).ok())
             .collect(),
         free_places: load_of(row).free_places(),
+        waiting_days,
     }
+}
+
+/// What the client's needs are, from their waiting row.
+fn needs_of(client: &WaitingClientRow) -> ClientNeeds {
+    ClientNeeds {
+        area: client.area.clone(),
+        vulnerabilities: client
+            .vulnerabilities
+            .iter()
+            .filter_map(|value| Vulnerability::try_from(*value).ok())
+            .collect(),
+        gender: Gender::try_from(client.client_gender).unwrap_or_default(),
+        victim_of: crimes(&client.victim_of),
+        perpetrator_of: crimes(&client.perpetrator_of),
+    }
+}
+
+/// What is known of the pairs among `candidates`: those who completed a
+/// client together, and those never to be proposed together.
+async fn history_among(
+    connection: &mut sqlx::PgConnection,
+    candidates: &[Candidate],
+) -> Result<PairHistory, sqlx::Error> {
+    let ids: Vec<Uuid> = candidates.iter().map(|c| c.mentor_id).collect();
+    let mut history = PairHistory::default();
+    for pair in fit::pairs_among(connection, &ids).await? {
+        if pair.incompatible {
+            history.record_incompatible(pair.mentor_a, pair.mentor_b);
+        } else if pair.clients_completed > 0 {
+            history.record_worked(pair.mentor_a, pair.mentor_b);
+        }
+    }
+    Ok(history)
 }
 
 #[cfg(test)]

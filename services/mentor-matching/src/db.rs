@@ -4,7 +4,7 @@
 //! support ended is no longer known as waiting.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use cpm_proto::v1::MentorStatus;
+use cpm_proto::v1::{AllocationEndReason, MentorStatus};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -242,6 +242,26 @@ pub async fn list_candidates(
     .await
 }
 
+/// The mentors who may be proposed for a client of any of `areas` (every
+/// area when `None`).
+pub async fn list_candidates_in(
+    connection: &mut PgConnection,
+    areas: Option<&[String]>,
+) -> Result<Vec<MentorRow>, sqlx::Error> {
+    mentors!(
+        "WHERE ($1::text[] IS NULL OR mentor.areas && $1) \
+           AND mentor.status = ANY($2) \
+           AND mentor.safeguarding_trained_on IS NOT NULL \
+           AND mentor.agreement_signed_on IS NOT NULL \
+           AND load.current_clients < mentor.capacity \
+         ORDER BY mentor.mentor_id",
+        areas,
+        &PROPOSABLE_STATUSES,
+    )
+    .fetch_all(connection)
+    .await
+}
+
 /// Locks the named mentors, in ID order so concurrent allocations cannot
 /// deadlock. Their current clients are counted separately, after the lock
 /// is held, so the count sees allocations committed while waiting for it.
@@ -383,6 +403,45 @@ pub async fn fetch_waiting_client(
     .await
 }
 
+/// The clients waiting for a pair in any of `areas` (every area when
+/// `None`), longest waiting first.
+pub async fn list_waiting_clients(
+    connection: &mut PgConnection,
+    areas: Option<&[String]>,
+) -> Result<Vec<WaitingClientRow>, sqlx::Error> {
+    sqlx::query_as!(
+        WaitingClientRow,
+        "SELECT referral_id, agency_id, area, vulnerabilities, client_gender, accepted_at, \
+           estimated_start, allocated, victim_of, perpetrator_of \
+         FROM mentor_matching.waiting_client \
+         WHERE NOT allocated AND ended_at IS NULL AND ($1::text[] IS NULL OR area = ANY($1)) \
+         ORDER BY accepted_at, referral_id",
+        areas
+    )
+    .fetch_all(connection)
+    .await
+}
+
+/// The poor-fit pairs (ascending) of every client waiting in `areas`.
+pub async fn poor_fit_pairs_in(
+    connection: &mut PgConnection,
+    areas: Option<&[String]>,
+) -> Result<Vec<Vec<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT ARRAY(SELECT mentor_id FROM mentor_matching.allocation_mentor AS pair \
+                 WHERE pair.allocation_id = allocation.allocation_id ORDER BY mentor_id) \
+           AS \"mentor_ids!\" \
+         FROM mentor_matching.allocation \
+         JOIN mentor_matching.waiting_client AS client USING (referral_id) \
+         WHERE allocation.end_reason = $2 AND NOT client.allocated \
+           AND client.ended_at IS NULL AND ($1::text[] IS NULL OR client.area = ANY($1))",
+        areas,
+        cpm_proto::v1::AllocationEndReason::PoorFit as i32
+    )
+    .fetch_all(connection)
+    .await
+}
+
 /// Locks a client's row for allocation.
 pub async fn lock_waiting_client(
     connection: &mut PgConnection,
@@ -489,13 +548,16 @@ pub async fn insert_allocation(
     Ok(confirmed_at)
 }
 
-/// The load of an area: unallocated clients waiting there, and the free
-/// places of the proposable mentors who work there (a mentor of several
-/// areas counts in each).
+/// What a wait estimate for `area` is computed from ([`crate::wait`]):
+/// unallocated clients waiting there, the free places of the proposable
+/// mentors who work there (a mentor of several areas counts in each), and
+/// the allocations confirmed and ended there over the last `window_days`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct AreaLoad {
     pub clients_waiting: i64,
     pub free_mentor_places: i64,
+    pub allocations: i64,
+    pub pairs_freed: i64,
 }
 
 /// The load of `area`, leaving out `excluded_referral` from the clients waiting.
@@ -503,6 +565,7 @@ pub async fn area_load(
     connection: &mut PgConnection,
     area: &str,
     excluded_referral: Option<Uuid>,
+    window_days: i32,
 ) -> Result<AreaLoad, sqlx::Error> {
     sqlx::query_as!(
         AreaLoad,
@@ -520,10 +583,21 @@ pub async fn area_load(
             FROM mentor_matching.mentor \
             WHERE $1 = ANY(areas) AND status = ANY($3) \
               AND safeguarding_trained_on IS NOT NULL AND agreement_signed_on IS NOT NULL) \
-             AS \"free_mentor_places!\"",
+             AS \"free_mentor_places!\", \
+           (SELECT count(*) FROM mentor_matching.allocation \
+            JOIN mentor_matching.waiting_client USING (referral_id) \
+            WHERE waiting_client.area = $1 \
+              AND allocation.confirmed_at > now() - make_interval(days => $4)) \
+             AS \"allocations!\", \
+           (SELECT count(*) FROM mentor_matching.allocation \
+            JOIN mentor_matching.waiting_client USING (referral_id) \
+            WHERE waiting_client.area = $1 \
+              AND allocation.ended_at > now() - make_interval(days => $4)) \
+             AS \"pairs_freed!\"",
         area,
         excluded_referral,
         &PROPOSABLE_STATUSES,
+        window_days,
     )
     .fetch_one(connection)
     .await
@@ -539,11 +613,13 @@ pub struct EndedSupport {
 }
 
 /// Ends a client's support: the client stops waiting and an active
-/// allocation stops counting against its mentors. Repeating it changes
-/// nothing.
+/// allocation stops counting against its mentors, ended for `reason`
+/// (cpm.v1.AllocationEndReason). A discharge counts for the pair: they
+/// supported a client through together. Repeating it changes nothing.
 pub async fn end_support(
     connection: &mut PgConnection,
     referral_id: Uuid,
+    reason: AllocationEndReason,
 ) -> Result<EndedSupport, sqlx::Error> {
     let client_ended = sqlx::query!(
         "UPDATE mentor_matching.waiting_client SET ended_at = now() \
@@ -554,18 +630,32 @@ pub async fn end_support(
     .await?
     .rows_affected()
         == 1;
-    let allocation_ended = sqlx::query!(
-        "UPDATE mentor_matching.allocation SET active = false, ended_at = now() \
-         WHERE referral_id = $1 AND active",
-        referral_id
+    let ended = sqlx::query_scalar!(
+        "UPDATE mentor_matching.allocation SET active = false, ended_at = now(), \
+           end_reason = $2 \
+         WHERE referral_id = $1 AND active RETURNING allocation_id",
+        referral_id,
+        reason as i32
     )
-    .execute(&mut *connection)
-    .await?
-    .rows_affected()
-        == 1;
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let (Some(allocation_id), AllocationEndReason::Discharged) = (ended, reason) {
+        sqlx::query!(
+            "INSERT INTO mentor_matching.mentor_pair AS pair (mentor_a, mentor_b, \
+               clients_completed) \
+             SELECT min(mentor_id::text)::uuid, max(mentor_id::text)::uuid, 1 \
+             FROM mentor_matching.allocation_mentor WHERE allocation_id = $1 \
+             HAVING count(*) = 2 \
+             ON CONFLICT (mentor_a, mentor_b) \
+             DO UPDATE SET clients_completed = pair.clients_completed + 1",
+            allocation_id
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
     Ok(EndedSupport {
         client_ended,
-        allocation_ended,
+        allocation_ended: ended.is_some(),
     })
 }
 
@@ -584,4 +674,27 @@ pub async fn forget_client_categories(
     .execute(connection)
     .await?
     .rows_affected())
+}
+
+/// Records the weights `version` names, the first time it is used, and
+/// returns the weights recorded for it (JSON): the first use's, for good.
+pub async fn register_weights(
+    connection: &mut PgConnection,
+    version: &str,
+    weights_json: &str,
+) -> Result<String, sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO mentor_matching.weights_version (version, weights) VALUES ($1, $2) \
+         ON CONFLICT (version) DO NOTHING",
+        version,
+        weights_json
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query_scalar!(
+        "SELECT weights FROM mentor_matching.weights_version WHERE version = $1",
+        version
+    )
+    .fetch_one(connection)
+    .await
 }

@@ -29,10 +29,6 @@ pub const MAX_AREAS: usize = 5;
 pub const DEFAULT_PROPOSALS: usize = 5;
 /// Most proposals one request may ask for.
 pub const MAX_PROPOSALS: i32 = 20;
-/// Days one round of allocation is expected to take in an area.
-pub const DAYS_PER_ROUND: i64 = 14;
-/// Every client is supported by a pair of mentors.
-pub const MENTORS_PER_CLIENT: i64 = 2;
 /// The status of every new mentor: trained, waiting for a first client.
 pub const INITIAL_STATUS: MentorStatus = MentorStatus::Trained;
 
@@ -470,7 +466,7 @@ impl MentorUpdate {
     }
 }
 
-fn finish(violations: FieldViolations) -> Result<(), FieldViolations> {
+pub(crate) fn finish(violations: FieldViolations) -> Result<(), FieldViolations> {
     if violations.is_empty() {
         Ok(())
     } else {
@@ -545,6 +541,32 @@ pub struct NewAllocation {
     pub reason: Option<String>,
 }
 
+/// Exactly two different mentor IDs, in the order given.
+pub fn parse_pair(
+    field: &str,
+    values: &[String],
+    violations: &mut FieldViolations,
+) -> Option<[Uuid; 2]> {
+    if values.len() != 2 {
+        violations.add(field, "must name exactly two mentors");
+        return None;
+    }
+    let mut ids = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        if let Some(id) = parse_id(&format!("{field}[{index}]"), value, violations) {
+            ids.push(id);
+        }
+    }
+    match ids[..] {
+        [a, b] if a == b => {
+            violations.add(field, "must name two different mentors");
+            None
+        }
+        [a, b] => Some([a, b]),
+        _ => None,
+    }
+}
+
 /// Longest reason for an allocation off the proposals.
 pub const MAX_ALLOCATION_REASON: usize = 500;
 
@@ -552,20 +574,7 @@ impl NewAllocation {
     pub fn parse(request: &ConfirmAllocationRequest) -> Result<Self, FieldViolations> {
         let mut violations = FieldViolations::new();
         let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
-        let mut mentor_ids = Vec::new();
-        if request.mentor_ids.len() != 2 {
-            violations.add("mentor_ids", "must name exactly two mentors");
-        } else {
-            for (index, value) in request.mentor_ids.iter().enumerate() {
-                if let Some(id) = parse_id(&format!("mentor_ids[{index}]"), value, &mut violations)
-                {
-                    mentor_ids.push(id);
-                }
-            }
-            if mentor_ids.len() == 2 && mentor_ids[0] == mentor_ids[1] {
-                violations.add("mentor_ids", "must name two different mentors");
-            }
-        }
+        let mentor_ids = parse_pair("mentor_ids", &request.mentor_ids, &mut violations);
         check_text(
             "reason",
             &request.reason,
@@ -577,7 +586,7 @@ impl NewAllocation {
         let reason = request.reason.trim();
         Ok(Self {
             referral_id: referral_id.expect("validated"),
-            mentor_ids: [mentor_ids[0], mentor_ids[1]],
+            mentor_ids: mentor_ids.expect("validated"),
             reason: (!reason.is_empty()).then(|| reason.to_owned()),
         })
     }
@@ -642,24 +651,6 @@ pub fn outside_client_area(areas: &[String], client_area: &str) -> Option<&'stat
     } else {
         Some("does not work in the client's area")
     }
-}
-
-/// The wait for a newly accepted client in an area.
-///
-/// Each client needs a pair, so the free mentor places in the area give
-/// `free_places / 2` free pairs. When there are more free pairs than
-/// clients already waiting, one is left for the new client and the wait is
-/// 0 days. Otherwise the new client waits one round of [`DAYS_PER_ROUND`]
-/// days, plus one round for each waiting client the free pairs cannot
-/// cover: `14 × (1 + clients_waiting − free_pairs)`.
-pub fn estimated_wait_days(clients_waiting: i64, free_mentor_places: i64) -> i32 {
-    let clients_waiting = clients_waiting.max(0);
-    let free_pairs = free_mentor_places.max(0) / MENTORS_PER_CLIENT;
-    if free_pairs > clients_waiting {
-        return 0;
-    }
-    let days = DAYS_PER_ROUND.saturating_mul((clients_waiting - free_pairs).saturating_add(1));
-    i32::try_from(days).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
@@ -1404,23 +1395,6 @@ mod tests {
             outside_client_area(&areas, "North Durham"),
             Some("does not work in the client's area")
         );
-    }
-    #[test]
-    fn the_wait_is_nothing_while_a_pair_is_free_and_grows_by_rounds() {
-        // Two free places make one pair; with nobody waiting the client starts now.
-        assert_eq!(estimated_wait_days(0, 2), 0);
-        assert_eq!(estimated_wait_days(1, 4), 0);
-        // One place is not a pair.
-        assert_eq!(estimated_wait_days(0, 1), 14);
-        // As many pairs as waiting clients: the new one waits a round.
-        assert_eq!(estimated_wait_days(1, 2), 14);
-        assert_eq!(estimated_wait_days(0, 0), 14);
-        // Each uncovered waiting client adds a round.
-        assert_eq!(estimated_wait_days(3, 2), 14 * 3);
-        assert_eq!(estimated_wait_days(5, 0), 14 * 6);
-        // Nonsense counts do not panic or overflow.
-        assert_eq!(estimated_wait_days(-3, -1), 14);
-        assert_eq!(estimated_wait_days(i64::MAX, 0), i32::MAX);
     }
 
     mod properties {

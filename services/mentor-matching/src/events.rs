@@ -4,29 +4,82 @@
 //! support ends, by a discharge (`case.discharged`) or a coordinator ending
 //! the engagement (`engagement.changed` END), the client stops waiting and
 //! the allocation ends, freeing both mentors' places. The events share one
-//! queue, so an ending never overtakes its acceptance.
+//! queue, so an ending never overtakes its acceptance. Each logged contact
+//! counts towards the early fit window of the client's allocation.
 
 use chrono::{Duration, Utc};
 use cpm_proto::v1::{
-    AssessmentDecided, CaseDischarged, Decision, EngagementAction, EngagementChanged,
-    MentorsAwaited,
+    AllocationEndReason, AssessmentDecided, CaseDischarged, ContactLogged, Decision,
+    EngagementAction, EngagementChanged, MentorsAwaited,
 };
 use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outbox, referral_id};
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
 
 use crate::db::{self, NewWaitingClient};
-use crate::domain::estimated_wait_days;
+use crate::wait::{self, DefaultRates, WaitInputs};
 
 /// The `decisions` consumer's routes.
-pub fn decisions() -> Router<Decisions> {
-    Router::new(crate::NAME, "decisions", Decisions)
+pub fn decisions(config: &crate::Config) -> Router<Decisions> {
+    let decisions = Decisions {
+        wait_window_days: config.wait_window_days,
+        default_rates: config.default_rates(),
+    };
+    Router::new(crate::NAME, "decisions", decisions)
         .on::<AssessmentDecided>()
         .on::<EngagementChanged>()
         .on::<CaseDischarged>()
+        .on::<ContactLogged>()
         .on_erasure()
 }
 
-pub struct Decisions;
+/// What the consumer needs to quote a wait at acceptance.
+pub struct Decisions {
+    wait_window_days: u32,
+    default_rates: DefaultRates,
+}
+
+impl Decisions {
+    /// The wait range of a client joining `area`'s queue now.
+    pub async fn quote(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        area: &str,
+        excluded_referral: Option<uuid::Uuid>,
+    ) -> Result<(db::AreaLoad, wait::WaitEstimate), sqlx::Error> {
+        quote_wait(
+            connection,
+            area,
+            excluded_referral,
+            self.wait_window_days,
+            &self.default_rates,
+        )
+        .await
+    }
+}
+
+/// The wait range of a client joining `area`'s queue now, and the load it
+/// came from.
+pub async fn quote_wait(
+    connection: &mut sqlx::PgConnection,
+    area: &str,
+    excluded_referral: Option<uuid::Uuid>,
+    window_days: u32,
+    defaults: &DefaultRates,
+) -> Result<(db::AreaLoad, wait::WaitEstimate), sqlx::Error> {
+    let window = i32::try_from(window_days).unwrap_or(i32::MAX);
+    let load = db::area_load(connection, area, excluded_referral, window).await?;
+    let estimate = wait::estimate(
+        &WaitInputs {
+            queue_ahead: load.clients_waiting,
+            free_places: load.free_mentor_places,
+            allocations: load.allocations,
+            pairs_freed: load.pairs_freed,
+            window_days: f64::from(window_days),
+        },
+        defaults,
+    );
+    Ok((load, estimate))
+}
 
 impl On<AssessmentDecided> for Decisions {
     async fn on(
@@ -42,10 +95,10 @@ impl On<AssessmentDecided> for Decisions {
         let area = decided.area.trim();
         // Computed before the insert, the load counts the clients already
         // waiting: the estimate is the wait of this newly accepted client.
-        let load = db::area_load(connection, area, Some(referral_id)).await?;
-        let days = estimated_wait_days(load.clients_waiting, load.free_mentor_places);
+        let (_, quote) = self.quote(connection, area, Some(referral_id)).await?;
         let now = Utc::now();
-        let estimated_start = now + Duration::days(i64::from(days));
+        let estimated_start = now + Duration::days(i64::from(quote.p50_days));
+        let estimated_start_latest = now + Duration::days(i64::from(quote.p90_days));
         let inserted = db::insert_waiting_client(
             connection,
             &NewWaitingClient {
@@ -77,10 +130,16 @@ impl On<AssessmentDecided> for Decisions {
                 agency_id: decided.agency_id.clone(),
                 area: area.to_owned(),
                 estimated_start: Some(timestamp(estimated_start)),
+                estimated_start_latest: Some(timestamp(estimated_start_latest)),
             },
         )
         .await?;
-        tracing::info!(%referral_id, estimated_days = days, "accepted client awaits mentors");
+        tracing::info!(
+            %referral_id,
+            p50_days = quote.p50_days,
+            p90_days = quote.p90_days,
+            "accepted client awaits mentors"
+        );
         Ok(())
     }
 }
@@ -98,7 +157,12 @@ impl On<EngagementChanged> for Decisions {
             return Ok(());
         }
         let referral_id = referral_id(&changed.referral_id)?;
-        let ended = db::end_support(connection, referral_id).await?;
+        let ended = db::end_support(
+            connection,
+            referral_id,
+            AllocationEndReason::EngagementEnded,
+        )
+        .await?;
         tracing::info!(
             %referral_id,
             client_ended = ended.client_ended,
@@ -119,12 +183,30 @@ impl On<CaseDischarged> for Decisions {
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&discharged.referral_id)?;
-        let ended = db::end_support(connection, referral_id).await?;
+        let ended =
+            db::end_support(connection, referral_id, AllocationEndReason::Discharged).await?;
         tracing::info!(
             %referral_id,
             mentors_freed = ended.allocation_ended,
             "client discharged"
         );
+        Ok(())
+    }
+}
+
+impl On<ContactLogged> for Decisions {
+    /// Counts the contact towards the early fit window of the client's
+    /// current allocation.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        contact: ContactLogged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&contact.referral_id)?;
+        if !crate::fit::count_contact(connection, referral_id).await? {
+            tracing::info!(%referral_id, "contact for a client without an active allocation");
+        }
         Ok(())
     }
 }

@@ -13,10 +13,14 @@ use std::sync::Arc;
 
 use cpm_proto::v1::{
     Allocation, ChangeMentorStatusRequest, ChangeMentorStatusResponse, ConfirmAllocationRequest,
-    ConfirmAllocationResponse, EstimateWaitRequest, EstimateWaitResponse, ListMentorsRequest,
-    ListMentorsResponse, MatchProposal, Mentor, ProposeMatchesRequest, ProposeMatchesResponse,
-    RecordTrainingRequest, RecordTrainingResponse, RegisterMentorRequest, RegisterMentorResponse,
-    SafetyExclusion, UpdateMentorDetailsRequest, UpdateMentorDetailsResponse,
+    ConfirmAllocationResponse, EstimateWaitRequest, EstimateWaitResponse, ListMentorAlertsRequest,
+    ListMentorAlertsResponse, ListMentorsRequest, ListMentorsResponse, MarkPairIncompatibleRequest,
+    MarkPairIncompatibleResponse, MatchProposal, Mentor, MentorAlert, PoolProposal,
+    ProposeMatchesRequest, ProposeMatchesResponse, ProposePoolMatchesRequest,
+    ProposePoolMatchesResponse, RecordCheckInRequest, RecordCheckInResponse, RecordTrainingRequest,
+    RecordTrainingResponse, RegisterMentorRequest, RegisterMentorResponse, ReportPoorFitRequest,
+    ReportPoorFitResponse, SafetyExclusion, UpdateMentorDetailsRequest,
+    UpdateMentorDetailsResponse, WaitBasis,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
@@ -28,17 +32,20 @@ use cpm_runtime::grpc::values::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::alerts::{self, AlertQuery, CheckIn};
 use crate::commands;
 use crate::db::MentorRow;
 use crate::domain::{
     MentorFilter, MentorUpdate, NewAllocation, NewMentor, ProposalQuery, TrainingRecord,
-    estimated_wait_days, parse_wait_area,
+    parse_wait_area,
 };
+use crate::fit::{AllocationRow, IncompatiblePair, PoorFitReport};
 use crate::safety::Exclusion;
 use crate::status::StatusChange;
+use crate::wait::Basis;
 
 /// Staff run the register and allocate (in their areas); referrers may ask
-/// about waits.
+/// about waits; a mentor may say their pair is not working.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("RegisterMentor", STAFF),
     ("ListMentors", STAFF),
@@ -51,6 +58,14 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
         "EstimateWait",
         &[Role::Coordinator, Role::Admin, Role::Referrer],
     ),
+    (
+        "ReportPoorFit",
+        &[Role::Coordinator, Role::Admin, Role::Mentor],
+    ),
+    ("MarkPairIncompatible", STAFF),
+    ("RecordCheckIn", STAFF),
+    ("ListMentorAlerts", STAFF),
+    ("ProposePoolMatches", STAFF),
 ]);
 
 pub struct MentorMatching {
@@ -59,6 +74,8 @@ pub struct MentorMatching {
     programme: ProgrammeConfig,
     /// The safety exclusions, resolved from configuration.
     exclusions: Arc<Vec<Exclusion>>,
+    /// The service's settings (early fit window, wait and alert rules).
+    config: Arc<crate::Config>,
 }
 
 impl MentorMatching {
@@ -66,11 +83,13 @@ impl MentorMatching {
         handle: ServiceHandle,
         programme: ProgrammeConfig,
         exclusions: Vec<Exclusion>,
+        config: crate::Config,
     ) -> Self {
         Self {
             handle,
             programme,
             exclusions: Arc::new(exclusions),
+            config: Arc::new(config),
         }
     }
 }
@@ -99,6 +118,22 @@ fn to_proto(row: &MentorRow) -> Mentor {
         availability: row.availability.clone(),
         ex_service_user: row.ex_service_user,
         available_for_proposal: commands::load_of(row).unavailable_because().is_none(),
+    }
+}
+
+fn allocation_to_proto(row: &AllocationRow) -> Allocation {
+    Allocation {
+        allocation_id: row.allocation_id.to_string(),
+        referral_id: row.referral_id.to_string(),
+        mentor_ids: row.mentor_ids.iter().map(Uuid::to_string).collect(),
+        confirmed_by: row.confirmed_by.clone(),
+        confirmed_at: Some(timestamp(row.confirmed_at)),
+        proposal_id: row.proposal_id.map(|id| id.to_string()).unwrap_or_default(),
+        reason: row.reason.clone().unwrap_or_default(),
+        active: row.active,
+        ended_at: row.ended_at.map(timestamp),
+        end_reason: row.end_reason,
+        contacts: row.contacts,
     }
 }
 
@@ -164,9 +199,16 @@ impl MentorMatchingService for MentorMatching {
         let caller = Caller::of(&request)?;
         let scope = self.programme.staff_scope(caller);
         let query = ProposalQuery::parse(request.get_ref())?;
-        let proposed =
-            commands::propose_matches(&self.handle, caller, &scope, &self.exclusions, &query)
-                .await?;
+        let weights = &self.config.weights;
+        let proposed = commands::propose_matches(
+            &self.handle,
+            caller,
+            &scope,
+            &self.exclusions,
+            weights,
+            &query,
+        )
+        .await?;
         Ok(Response::new(ProposeMatchesResponse {
             proposals: proposed
                 .proposals
@@ -176,7 +218,7 @@ impl MentorMatchingService for MentorMatching {
                     score: proposal.score,
                     reasons: proposal.reasons,
                     proposal_id: proposal_id.to_string(),
-                    weights_version: crate::matching::WEIGHTS_VERSION.to_owned(),
+                    weights_version: weights.version.clone(),
                 })
                 .collect(),
             exclusions: proposed
@@ -219,6 +261,8 @@ impl MentorMatchingService for MentorMatching {
                     .map(|id| id.to_string())
                     .unwrap_or_default(),
                 reason: confirmed.reason.unwrap_or_default(),
+                active: true,
+                ..Allocation::default()
             }),
         }))
     }
@@ -230,11 +274,19 @@ impl MentorMatchingService for MentorMatching {
     ) -> Result<Response<EstimateWaitResponse>, Status> {
         // Not personal: any of the programme's areas, whoever asks.
         let area = parse_wait_area(request.get_ref(), &self.programme)?;
-        let load = commands::area_load(&self.handle, &area).await?;
+        let (load, estimate) = commands::estimate_wait(&self.handle, &self.config, &area).await?;
         Ok(Response::new(EstimateWaitResponse {
-            estimated_days: estimated_wait_days(load.clients_waiting, load.free_mentor_places),
+            estimated_days: estimate.p50_days,
             clients_waiting: count(load.clients_waiting),
             free_mentor_places: count(load.free_mentor_places),
+            p50_days: estimate.p50_days,
+            p90_days: estimate.p90_days,
+            allocations_per_week: estimate.allocations_per_week,
+            pairs_freed_per_week: estimate.pairs_freed_per_week,
+            basis: match estimate.basis {
+                Basis::Observed => WaitBasis::Observed,
+                Basis::ProgrammeDefault => WaitBasis::ProgrammeDefault,
+            } as i32,
         }))
     }
 
@@ -275,6 +327,130 @@ impl MentorMatchingService for MentorMatching {
         let row = commands::update_mentor_details(&self.handle, &scope, &update).await?;
         Ok(Response::new(UpdateMentorDetailsResponse {
             mentor: Some(to_proto(&row)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(allocation_id = %request.get_ref().allocation_id))]
+    async fn report_poor_fit(
+        &self,
+        request: Request<ReportPoorFitRequest>,
+    ) -> Result<Response<ReportPoorFitResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
+        let report = PoorFitReport::parse(request.get_ref())?;
+        let ended = commands::report_poor_fit(
+            &self.handle,
+            caller,
+            &scope,
+            self.config.early_fit_contacts,
+            &report,
+        )
+        .await?;
+        Ok(Response::new(ReportPoorFitResponse {
+            allocation: Some(allocation_to_proto(&ended)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn mark_pair_incompatible(
+        &self,
+        request: Request<MarkPairIncompatibleRequest>,
+    ) -> Result<Response<MarkPairIncompatibleResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
+        let marked = IncompatiblePair::parse(request.get_ref())?;
+        commands::mark_pair_incompatible(&self.handle, caller, &scope, &marked).await?;
+        Ok(Response::new(MarkPairIncompatibleResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn record_check_in(
+        &self,
+        request: Request<RecordCheckInRequest>,
+    ) -> Result<Response<RecordCheckInResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
+        let check_in = CheckIn::parse(request.get_ref(), today())?;
+        let next_due = commands::record_check_in(
+            &self.handle,
+            caller,
+            &scope,
+            self.config.alert_rules(),
+            &check_in,
+        )
+        .await?;
+        Ok(Response::new(RecordCheckInResponse {
+            next_due_on: next_due.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_mentor_alerts(
+        &self,
+        request: Request<ListMentorAlertsRequest>,
+    ) -> Result<Response<ListMentorAlertsResponse>, Status> {
+        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let query = AlertQuery::parse(request.get_ref(), &self.programme)?;
+        let mut rows =
+            commands::list_mentor_alerts(&self.handle, &scope, self.config.alert_rules(), &query)
+                .await?;
+        let next_page_token = page::finish_page(&mut rows, query.page_size, alerts::token_after);
+        Ok(Response::new(ListMentorAlertsResponse {
+            alerts: rows
+                .into_iter()
+                .map(|row| MentorAlert {
+                    mentor_id: row.mentor_id.to_string(),
+                    display_name: row.display_name,
+                    area: row.area,
+                    kind: row.kind,
+                    since: row.since.to_string(),
+                    days: row.days,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn propose_pool_matches(
+        &self,
+        request: Request<ProposePoolMatchesRequest>,
+    ) -> Result<Response<ProposePoolMatchesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
+        let mut violations = FieldViolations::new();
+        let area = self
+            .programme
+            .optional_area("area", &request.get_ref().area, &mut violations);
+        violations.into_result()?;
+        let weights = &self.config.weights;
+        let proposed = commands::propose_pool_matches(
+            &self.handle,
+            caller,
+            &scope,
+            &self.exclusions,
+            weights,
+            area.as_deref(),
+        )
+        .await?;
+        let total_score = proposed.proposals.iter().map(|(_, _, p)| p.score).sum();
+        Ok(Response::new(ProposePoolMatchesResponse {
+            proposals: proposed
+                .proposals
+                .into_iter()
+                .map(|(referral_id, proposal_id, proposal)| PoolProposal {
+                    referral_id: referral_id.to_string(),
+                    proposal: Some(MatchProposal {
+                        mentor_ids: proposal.mentor_ids.iter().map(Uuid::to_string).collect(),
+                        score: proposal.score,
+                        reasons: proposal.reasons,
+                        proposal_id: proposal_id.to_string(),
+                        weights_version: weights.version.clone(),
+                    }),
+                })
+                .collect(),
+            total_score,
+            unmatched_referral_ids: proposed.unmatched.iter().map(Uuid::to_string).collect(),
         }))
     }
 }

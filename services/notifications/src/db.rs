@@ -233,3 +233,29 @@ pub async fn mark_attempt_failed(
     .await?;
     Ok(())
 }
+
+/// Keeps an alert for an area's coordinators; false when it was kept before.
+pub async fn insert_staff_alert(
+    connection: &mut PgConnection,
+    alert_id: Uuid,
+    area: &str,
+    kind: i32,
+    mentor_id: Uuid,
+    since: chrono::NaiveDate,
+    raised_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query!(
+        "INSERT INTO notifications.staff_alert (alert_id, area, kind, mentor_id, since, \
+         raised_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (alert_id) DO NOTHING",
+        alert_id,
+        area,
+        kind,
+        mentor_id,
+        since,
+        raised_at
+    )
+    .execute(connection)
+    .await?
+    .rows_affected()
+        == 1)
+}

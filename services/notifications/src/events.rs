@@ -2,8 +2,10 @@
 //! pending webhook deliveries, in the consumer's inbox transaction. Which
 //! event moves a referral to which status is referral intake's rule alone.
 
-use cpm_proto::v1::ReferralStatusChanged;
+use chrono::NaiveDate;
+use cpm_proto::v1::{MentorAlertRaised, ReferralStatusChanged};
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
+use cpm_runtime::grpc::values::from_timestamp;
 use uuid::Uuid;
 
 use crate::db::{self, NotificationRow};
@@ -61,5 +63,46 @@ impl On<ReferralStatusChanged> for NotificationWriter {
             received,
         )
         .await
+    }
+}
+
+/// The `staff-alerts` consumer's routes: mentor matching's alerts for an
+/// area's coordinators (a mentor waiting since training, a check-in due),
+/// kept once each, by the alert's ID, for delivery to those coordinators.
+pub fn staff_alerts() -> Router<StaffAlerts> {
+    Router::new(crate::NAME, "staff-alerts", StaffAlerts).on::<MentorAlertRaised>()
+}
+
+pub struct StaffAlerts;
+
+impl On<MentorAlertRaised> for StaffAlerts {
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: MentorAlertRaised,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let permanent = |what: &str| HandlerError::Permanent(format!("mentor.alert_raised {what}"));
+        let alert_id = Uuid::parse_str(&e.alert_id).map_err(|_| permanent("names no alert"))?;
+        let mentor_id = Uuid::parse_str(&e.mentor_id).map_err(|_| permanent("names no mentor"))?;
+        let since = NaiveDate::parse_from_str(&e.since, "%Y-%m-%d")
+            .map_err(|_| permanent("has no date"))?;
+        let raised_at = e
+            .raised_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .ok_or_else(|| permanent("has no time"))?;
+        let kept = db::insert_staff_alert(
+            connection,
+            alert_id,
+            e.area.trim(),
+            e.kind,
+            mentor_id,
+            since,
+            raised_at,
+        )
+        .await?;
+        tracing::info!(%alert_id, kept, "staff alert received");
+        Ok(())
     }
 }

@@ -88,7 +88,10 @@ impl Service for Descriptor {
     }
 
     fn consumers() -> Vec<ConsumerSpec> {
-        vec![events::status_notices().spec()]
+        vec![
+            events::status_notices().spec(),
+            events::staff_alerts().spec(),
+        ]
     }
 
     fn listen(config: &Config) -> &str {
@@ -104,6 +107,7 @@ impl Service for Descriptor {
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
         context.spawn_consumer(&handle, events::status_notices());
+        context.spawn_consumer(&handle, events::staff_alerts());
         let pool = handle.pool().clone();
         // Wakes streams and the webhook worker when notifications commit.
         let (wake_sender, wake) = watch::channel(0u64);

@@ -24,6 +24,7 @@ pub struct ReferralRow {
     pub not_taken_on_stage: Option<i32>,
     pub not_taken_on_reason: Option<i32>,
     pub estimated_start: Option<DateTime<Utc>>,
+    pub estimated_start_latest: Option<DateTime<Utc>>,
     pub discharged_at: Option<DateTime<Utc>>,
     pub emergency_calls_last_12_months: i32,
     pub victim_of: Vec<i32>,
@@ -52,7 +53,8 @@ macro_rules! select_referrals {
             ReferralRow,
             "SELECT referral_id, agency_id, request_hash, submitted_at, area, \
              client_gender, vulnerabilities, earlier_referral_id, status, status_changed_at, \
-             not_taken_on_stage, not_taken_on_reason, estimated_start, discharged_at, \
+             not_taken_on_stage, not_taken_on_reason, estimated_start, estimated_start_latest, \
+             discharged_at, \
              emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
              referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
              police_staff_hours, safeguarding_reports, erased_at, link_state, \
@@ -108,6 +110,7 @@ impl NewReferralRow<'_> {
             not_taken_on_stage: None,
             not_taken_on_reason: None,
             estimated_start: None,
+            estimated_start_latest: None,
             discharged_at: None,
             emergency_calls_last_12_months: self.emergency_calls_last_12_months,
             victim_of: self.victim_of.clone(),
@@ -389,6 +392,7 @@ pub struct StatusChange {
     pub not_taken_on_stage: Option<i32>,
     pub not_taken_on_reason: Option<i32>,
     pub estimated_start: Option<DateTime<Utc>>,
+    pub estimated_start_latest: Option<DateTime<Utc>>,
     pub discharged_at: Option<DateTime<Utc>>,
 }
 
@@ -413,7 +417,8 @@ pub async fn advance_status(
          not_taken_on_stage = COALESCE($4, r.not_taken_on_stage), \
          not_taken_on_reason = COALESCE($5, r.not_taken_on_reason), \
          estimated_start = COALESCE($6, r.estimated_start), \
-         discharged_at = COALESCE($7, r.discharged_at) \
+         discharged_at = COALESCE($7, r.discharged_at), \
+         estimated_start_latest = COALESCE($8, r.estimated_start_latest) \
          FROM (SELECT referral_id, status FROM referral_intake.referral \
                WHERE referral_id = $1 FOR UPDATE) AS before \
          WHERE r.referral_id = before.referral_id AND r.status_rank < $3 \
@@ -425,6 +430,7 @@ pub async fn advance_status(
         change.not_taken_on_reason,
         change.estimated_start,
         change.discharged_at,
+        change.estimated_start_latest,
     )
     .fetch_optional(connection)
     .await

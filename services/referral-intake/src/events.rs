@@ -117,6 +117,7 @@ impl On<MentorsAwaited> for StatusProjection {
     ) -> Result<(), HandlerError> {
         let status_change = StatusChange {
             estimated_start: e.estimated_start.as_ref().and_then(from_timestamp),
+            estimated_start_latest: e.estimated_start_latest.as_ref().and_then(from_timestamp),
             ..change(ReferralStatus::AwaitingMentors)
         };
         project(connection, &e.referral_id, status_change).await

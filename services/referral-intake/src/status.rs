@@ -46,6 +46,7 @@ pub async fn announce(
             stage: change.not_taken_on_stage.unwrap_or_default(),
             reason: change.not_taken_on_reason.unwrap_or_default(),
             estimated_start: change.estimated_start.map(timestamp),
+            estimated_start_latest: change.estimated_start_latest.map(timestamp),
             changed_at: Some(timestamp(Utc::now())),
         },
     )

@@ -40,15 +40,12 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
 pub async fn run_pruner(pool: PgPool, config: InboxConfig, shutdown: Shutdown) {
     let retention = Duration::from_secs(u64::from(config.retention_days) * 24 * 60 * 60);
     let interval = Duration::from_secs(config.prune_interval_secs);
-    loop {
+    crate::periodic::run_every(interval, shutdown, || async {
         match prune(&pool, retention).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "inbox pruned"),
             Err(error) => tracing::warn!(%error, "inbox prune failed; trying again later"),
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
+    })
+    .await;
 }
