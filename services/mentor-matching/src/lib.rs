@@ -16,13 +16,18 @@
 //! - [`grpc`]: the handlers of `cpm.v1.MentorMatchingService` and its access table.
 //! - [`events`]: the consumer that turns accepted referrals into waiting
 //!   clients and frees the mentors of clients whose support ended.
+//! - [`retention`]: erasure (on request, and the periodic sweep of mentors
+//!   whose retention period is over), subject access, a mentor's own record.
+//! - [`audit`]: the append-only log of reads of mentors' personal data.
 
+pub mod audit;
 pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod matching;
+pub mod retention;
 pub mod safety;
 pub mod status;
 
@@ -52,6 +57,15 @@ pub struct Config {
     /// Mentors never paired with a client who committed certain crimes
     /// ([`safety`]); the programme's rules by default.
     pub safety_exclusions: Vec<safety::ExclusionRule>,
+    /// Seconds between two retention sweeps ([`retention`]), each erasing
+    /// the mentors whose retention period is over.
+    pub retention_sweep_interval_secs: u64,
+    /// Days a mentor's data is kept after they left or declined (or after
+    /// their sabbatical passed `sabbatical_days`); then it is erased.
+    pub retention_days: u32,
+    /// Days on sabbatical after which a mentor counts as gone, so their
+    /// data is erased `retention_days` later.
+    pub sabbatical_days: u32,
 }
 
 impl Default for Config {
@@ -59,6 +73,9 @@ impl Default for Config {
         Self {
             listen: String::new(),
             safety_exclusions: safety::default_rules(),
+            retention_sweep_interval_secs: 60 * 60,
+            retention_days: 183,
+            sabbatical_days: 183,
         }
     }
 }
@@ -95,10 +112,13 @@ impl Service for Descriptor {
     fn validate(config: &Config, _platform: &PlatformConfig) -> Result<(), ConfigError> {
         safety::resolve(&config.safety_exclusions)
             .map(drop)
-            .map_err(|problem| ConfigError::invalid("mentor_matching.safety_exclusions", problem))
+            .map_err(|problem| {
+                ConfigError::invalid("mentor_matching.safety_exclusions", problem)
+            })?;
+        retention::check(config)
     }
 
-    /// Starts the decisions consumer, and adds the gRPC
+    /// Starts the decisions consumer and the retention sweep, and adds the gRPC
     /// service, which checks areas against `programme.areas`, to `routes`.
     async fn start(
         context: &ServiceContext,
@@ -109,6 +129,7 @@ impl Service for Descriptor {
         let exclusions = safety::resolve(&config.safety_exclusions).map_err(anyhow::Error::msg)?;
         let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::decisions());
+        retention::spawn_sweeper(context, &handle, &config);
         let service =
             grpc::MentorMatching::new(handle, context.platform.programme.clone(), exclusions);
         routes.add_service(Self::guard(
