@@ -420,10 +420,13 @@ pub async fn sweep(handle: &ServiceHandle, periods: Periods) -> Result<Swept, sq
         );
         swept.erased.push(mentor.mentor_id);
     }
+    // Locked in ID order, as an erasure locks them.
     swept.late_proposals = sqlx::query!(
-        "UPDATE mentor_matching.proposal SET reasons = '{}' \
-         WHERE reasons <> '{}' AND mentor_ids && ARRAY( \
-           SELECT mentor_id FROM mentor_matching.mentor WHERE erased_at IS NOT NULL)"
+        "UPDATE mentor_matching.proposal SET reasons = '{}' WHERE proposal_id IN ( \
+           SELECT proposal_id FROM mentor_matching.proposal \
+           WHERE reasons <> '{}' AND mentor_ids && ARRAY( \
+             SELECT mentor_id FROM mentor_matching.mentor WHERE erased_at IS NOT NULL) \
+           ORDER BY proposal_id FOR UPDATE)"
     )
     .execute(handle.pool())
     .await?

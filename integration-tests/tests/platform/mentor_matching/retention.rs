@@ -635,9 +635,72 @@ async fn two_sweeps_at_once_erase_each_mentor_past_their_period_once_and_no_one_
         [Vec::<String>::new()]
     );
 
+    // A proposal stored with an erased mentor's name while they were being
+    // erased (a ProposeMatches that read them just before) is blanked by
+    // the next sweep.
+    let mut late = [
+        Uuid::parse_str(&mentors[1].mentor_id).unwrap(),
+        Uuid::parse_str(&mentors[9].mentor_id).unwrap(),
+    ];
+    late.sort();
+    sqlx::query(
+        "INSERT INTO mentor_matching.proposal (proposal_id, referral_id, mentor_ids, score, \
+         reasons, weights_version, proposed_by) \
+         VALUES ($1, $2, $3, 1.5, ARRAY['Mentor B works in the client''s area (+1)'], 'v1', 'c')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(referral_id)
+    .bind(&late[..])
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = retention::sweep(&second, periods).await.unwrap();
+    assert_eq!(
+        again,
+        retention::Swept {
+            erased: vec![],
+            late_proposals: 1
+        }
+    );
+    assert_eq!(
+        proposal_reasons(&pool, &mentors[1].mentor_id).await,
+        [Vec::<String>::new()]
+    );
+
     // Nothing is left to do.
     let again = retention::sweep(&first, periods).await.unwrap();
     assert_eq!(again, retention::Swept::default());
     pool.close().await;
     env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_cannot_reach_the_database_tries_again_until_shutdown() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(100))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
+        .unwrap();
+    let handle = ServiceHandle::new(pool, RelayWaker::default());
+    let periods = Periods {
+        retention_days: 183,
+        sabbatical_days: 183,
+    };
+    assert!(retention::sweep(&handle, periods).await.is_err());
+    let shutdown = cpm_runtime::Shutdown::new();
+    let sweeper = tokio::spawn(retention::run_sweeper(
+        handle,
+        periods,
+        std::time::Duration::from_millis(50),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        !sweeper.is_finished(),
+        "a failed sweep does not end the task"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), sweeper)
+        .await
+        .expect("the sweeper stops at shutdown")
+        .unwrap();
 }
