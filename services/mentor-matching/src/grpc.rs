@@ -185,7 +185,9 @@ impl MentorMatchingService for MentorMatching {
             commands::propose_matches(&self.handle, caller, &scope, &self.exclusions, &query)
                 .await?;
         // Every mentor the answer names: both of each pair, and those excluded.
-        let named = (proposed.proposals.iter())
+        let named = proposed
+            .proposals
+            .iter()
             .flat_map(|(_, proposal)| proposal.mentor_ids)
             .chain(proposed.excluded.iter().map(|excluded| excluded.mentor_id));
         audit::record_read(&self.handle, caller, audit::PROPOSE_MATCHES, named)
