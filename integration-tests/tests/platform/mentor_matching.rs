@@ -24,6 +24,8 @@ use tonic::Code;
 
 use crate::harness::{Authed, TestEnv, connect, eventually, violated_fields};
 
+mod retention;
+
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A mentor of `area` who can be proposed: trained, safeguarding-trained

@@ -196,13 +196,13 @@ pub struct MentorQuery<'a> {
     pub limit: i64,
 }
 
-/// The mentors `query` asks for, by display name then ID.
+/// The mentors `query` asks for, by display name then ID; never an erased one.
 pub async fn list_mentors(
     connection: &mut PgConnection,
     query: &MentorQuery<'_>,
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
     mentors!(
-        "WHERE ($1::text[] IS NULL OR mentor.areas && $1) \
+        "WHERE ($1::text[] IS NULL OR mentor.areas && $1) AND mentor.erased_at IS NULL \
          AND ($2::text IS NULL OR (mentor.display_name, mentor.mentor_id) > ($2, $3)) \
          AND ($5::integer IS NULL OR mentor.status = $5) \
          AND (NOT $6 OR (mentor.status = ANY($7) \
@@ -278,13 +278,15 @@ pub async fn lock_mentors(
     .await
 }
 
-/// The named mentors with their current clients.
+/// The named mentors with their current clients; an erased mentor is not
+/// on the register any more (see [`crate::retention`]).
 pub async fn fetch_mentors(
     connection: &mut PgConnection,
     mentor_ids: &[Uuid],
 ) -> Result<Vec<MentorRow>, sqlx::Error> {
     mentors!(
-        "WHERE mentor.mentor_id = ANY($1) ORDER BY mentor.mentor_id",
+        "WHERE mentor.mentor_id = ANY($1) AND mentor.erased_at IS NULL \
+         ORDER BY mentor.mentor_id",
         mentor_ids
     )
     .fetch_all(connection)

@@ -5,7 +5,9 @@
 //! The service proposes; only a coordinator's confirmation allocates.
 //! Handlers parse (areas against the programme's), work out the caller's
 //! areas, call [`crate::commands`] and answer; who may call what is
-//! [`ACCESS`].
+//! [`ACCESS`]. A mentor reads and exports only their own record
+//! ([`crate::retention`]); every read of mentors' personal data is recorded
+//! ([`crate::audit`]) before the answer is sent.
 
 use chrono::{NaiveDate, Utc};
 use cpm_proto::v1::mentor_matching_service_server::MentorMatchingService;
@@ -13,14 +15,15 @@ use std::sync::Arc;
 
 use cpm_proto::v1::{
     Allocation, ChangeMentorStatusRequest, ChangeMentorStatusResponse, ConfirmAllocationRequest,
-    ConfirmAllocationResponse, EstimateWaitRequest, EstimateWaitResponse, ListMentorAlertsRequest,
-    ListMentorAlertsResponse, ListMentorsRequest, ListMentorsResponse, MarkPairIncompatibleRequest,
-    MarkPairIncompatibleResponse, MatchProposal, Mentor, MentorAlert, PoolProposal,
-    ProposeMatchesRequest, ProposeMatchesResponse, ProposePoolMatchesRequest,
-    ProposePoolMatchesResponse, RecordCheckInRequest, RecordCheckInResponse, RecordTrainingRequest,
-    RecordTrainingResponse, RegisterMentorRequest, RegisterMentorResponse, ReportPoorFitRequest,
-    ReportPoorFitResponse, SafetyExclusion, UpdateMentorDetailsRequest,
-    UpdateMentorDetailsResponse, WaitBasis,
+    ConfirmAllocationResponse, EraseMentorRequest, EraseMentorResponse, EstimateWaitRequest,
+    EstimateWaitResponse, ExportMentorDataRequest, ExportMentorDataResponse, GetMentorRequest,
+    GetMentorResponse, ListMentorAlertsRequest, ListMentorAlertsResponse, ListMentorsRequest,
+    ListMentorsResponse, MarkPairIncompatibleRequest, MarkPairIncompatibleResponse, MatchProposal,
+    Mentor, MentorAlert, PoolProposal, ProposeMatchesRequest, ProposeMatchesResponse,
+    ProposePoolMatchesRequest, ProposePoolMatchesResponse, RecordCheckInRequest,
+    RecordCheckInResponse, RecordTrainingRequest, RecordTrainingResponse, RegisterMentorRequest,
+    RegisterMentorResponse, ReportPoorFitRequest, ReportPoorFitResponse, SafetyExclusion,
+    UpdateMentorDetailsRequest, UpdateMentorDetailsResponse, WaitBasis,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
@@ -33,13 +36,15 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::alerts::{self, AlertQuery, CheckIn};
-use crate::commands;
+use crate::audit;
+use crate::commands::{self, MatchingError};
 use crate::db::MentorRow;
 use crate::domain::{
     MentorFilter, MentorUpdate, NewAllocation, NewMentor, ProposalQuery, TrainingRecord,
     parse_wait_area,
 };
 use crate::fit::{AllocationRow, IncompatiblePair, PoorFitReport};
+use crate::retention::{self, Erasure, Reach};
 use crate::safety::Exclusion;
 use crate::status::StatusChange;
 use crate::wait::Basis;
@@ -66,7 +71,13 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("RecordCheckIn", STAFF),
     ("ListMentorAlerts", STAFF),
     ("ProposePoolMatches", STAFF),
+    ("EraseMentor", STAFF),
+    ("ExportMentorData", STAFF_AND_MENTORS),
+    ("GetMentor", STAFF_AND_MENTORS),
 ]);
+
+/// Staff, and a mentor for their own record.
+const STAFF_AND_MENTORS: &[Role] = &[Role::Coordinator, Role::Admin, Role::Mentor];
 
 pub struct MentorMatching {
     handle: ServiceHandle,
@@ -167,7 +178,8 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ListMentorsRequest>,
     ) -> Result<Response<ListMentorsResponse>, Status> {
-        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
         let request = request.get_ref();
         let filter = MentorFilter::parse(request, &self.programme)?;
         let mut violations = FieldViolations::new();
@@ -185,6 +197,10 @@ impl MentorMatchingService for MentorMatching {
         let next_page_token = page::finish_page(&mut rows, page_size, |row| {
             page::encode_token(&[&row.display_name, &row.mentor_id.to_string()])
         });
+        let listed = rows.iter().map(|row| row.mentor_id);
+        audit::record_read(&self.handle, caller, audit::LIST_MENTORS, listed)
+            .await
+            .map_err(MatchingError::from)?;
         Ok(Response::new(ListMentorsResponse {
             mentors: rows.iter().map(to_proto).collect(),
             next_page_token,
@@ -209,6 +225,15 @@ impl MentorMatchingService for MentorMatching {
             &query,
         )
         .await?;
+        // Every mentor the answer names: both of each pair, and those excluded.
+        let named = proposed
+            .proposals
+            .iter()
+            .flat_map(|(_, proposal)| proposal.mentor_ids)
+            .chain(proposed.excluded.iter().map(|excluded| excluded.mentor_id));
+        audit::record_read(&self.handle, caller, audit::PROPOSE_MATCHES, named)
+            .await
+            .map_err(MatchingError::from)?;
         Ok(Response::new(ProposeMatchesResponse {
             proposals: proposed
                 .proposals
@@ -453,6 +478,50 @@ impl MentorMatchingService for MentorMatching {
             unmatched_referral_ids: proposed.unmatched.iter().map(Uuid::to_string).collect(),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn erase_mentor(
+        &self,
+        request: Request<EraseMentorRequest>,
+    ) -> Result<Response<EraseMentorResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
+        let erasure = Erasure::parse(request.get_ref())?;
+        let erased = retention::erase_mentor(&self.handle, caller, &scope, &erasure).await?;
+        Ok(Response::new(EraseMentorResponse {
+            mentor_id: erased.mentor_id.to_string(),
+            erased_at: Some(timestamp(erased.erased_at)),
+            status: erased.status as i32,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn export_mentor_data(
+        &self,
+        request: Request<ExportMentorDataRequest>,
+    ) -> Result<Response<ExportMentorDataResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let mentor_id = retention::parse_mentor_id(&request.get_ref().mentor_id)?;
+        let reach = Reach::of(caller, &self.programme);
+        let document = retention::export_mentor(&self.handle, caller, &reach, mentor_id).await?;
+        let document_json = serde_json::to_string_pretty(&document)
+            .map_err(|error| Status::internal(format!("the export does not serialise: {error}")))?;
+        Ok(Response::new(ExportMentorDataResponse { document_json }))
+    }
+
+    #[tracing::instrument(skip_all, fields(mentor_id = %request.get_ref().mentor_id))]
+    async fn get_mentor(
+        &self,
+        request: Request<GetMentorRequest>,
+    ) -> Result<Response<GetMentorResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let mentor_id = retention::parse_mentor_id(&request.get_ref().mentor_id)?;
+        let reach = Reach::of(caller, &self.programme);
+        let row = retention::get_mentor(&self.handle, caller, &reach, mentor_id).await?;
+        Ok(Response::new(GetMentorResponse {
+            mentor: Some(to_proto(&row)),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -497,6 +566,17 @@ mod tests {
         assert_eq!(mentor.training_completed_on, "2026-03-12");
         assert!(!mentor.available_for_proposal, "no agreement on record");
         assert!(mentor.ex_service_user);
+    }
+
+    #[test]
+    fn a_mentor_may_read_and_export_but_only_staff_erase() {
+        assert_eq!(ACCESS.roles_for("EraseMentor"), Some(STAFF));
+        for method in ["GetMentor", "ExportMentorData"] {
+            let roles = ACCESS.roles_for(method).unwrap();
+            assert!(roles.contains(&Role::Mentor), "{method}");
+            assert!(!roles.contains(&Role::Referrer), "{method}");
+            assert!(!roles.contains(&Role::Service), "{method}");
+        }
     }
 
     #[test]

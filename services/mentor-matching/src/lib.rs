@@ -22,8 +22,12 @@
 //! - [`grpc`]: the handlers of `cpm.v1.MentorMatchingService` and its access table.
 //! - [`events`]: the consumer that turns accepted referrals into waiting
 //!   clients and frees the mentors of clients whose support ended.
+//! - [`retention`]: erasure (on request, and the periodic sweep of mentors
+//!   whose retention period is over), subject access, a mentor's own record.
+//! - [`audit`]: the append-only log of reads of mentors' personal data.
 
 pub mod alerts;
+pub mod audit;
 pub mod batch;
 pub mod commands;
 pub mod db;
@@ -32,6 +36,7 @@ pub mod events;
 pub mod fit;
 pub mod grpc;
 pub mod matching;
+pub mod retention;
 pub mod safety;
 pub mod status;
 pub mod wait;
@@ -82,6 +87,15 @@ pub struct Config {
     pub check_in_days: u32,
     /// How often the alert sweep runs, in seconds.
     pub alert_sweep_secs: u64,
+    /// Seconds between two retention sweeps ([`retention`]), each erasing
+    /// the mentors whose retention period is over.
+    pub retention_sweep_interval_secs: u64,
+    /// Days a mentor's data is kept after they left or declined (or after
+    /// their sabbatical passed `sabbatical_days`); then it is erased.
+    pub retention_days: u32,
+    /// Days on sabbatical after which a mentor counts as gone, so their
+    /// data is erased `retention_days` later.
+    pub sabbatical_days: u32,
 }
 
 impl Default for Config {
@@ -97,6 +111,9 @@ impl Default for Config {
             first_client_standard_days: 28,
             check_in_days: 90,
             alert_sweep_secs: 3600,
+            retention_sweep_interval_secs: 60 * 60,
+            retention_days: 183,
+            sabbatical_days: 183,
         }
     }
 }
@@ -220,10 +237,10 @@ impl Service for Descriptor {
                 "must be between 10 and 86400",
             ));
         }
-        Ok(())
+        retention::check(config)
     }
 
-    /// Starts the decisions consumer, and adds the gRPC
+    /// Starts the decisions consumer and the retention sweep, and adds the gRPC
     /// service, which checks areas against `programme.areas`, to `routes`.
     async fn start(
         context: &ServiceContext,
@@ -235,6 +252,7 @@ impl Service for Descriptor {
         let guard_pool = handle.pool().clone();
         register_weights(&guard_pool, &config.weights).await?;
         context.spawn_consumer(&handle, events::decisions(&config));
+        retention::spawn_sweeper(context, &handle, &config);
         let (sweep_handle, rules, shutdown) = (
             handle.clone(),
             config.alert_rules(),
