@@ -387,6 +387,18 @@ async fn mentors_waiting_since_training_or_due_a_check_in_are_reported_and_annou
     assert_eq!(report[0].kind(), MentorAlertKind::CheckInOverdue);
     assert_eq!(report[0].days, 10);
 
+    let database = env.database().await;
+    let read: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mentor_matching.mentor_data_read \
+         WHERE purpose = 'ListMentorAlerts' AND mentor_id = $1::uuid",
+    )
+    .bind(&waiting.mentor_id)
+    .fetch_one(&database)
+    .await
+    .unwrap();
+    assert_eq!(read, 1, "the alert's reading is recorded");
+    database.close().await;
+
     // A coordinator of another area sees none of it and may not ask for it.
     let mut other = MentorMatchingServiceClient::new(env.coordinator_in(&channel, &["Stockton"]));
     assert_eq!(alerts(&mut other, "").await.unwrap(), []);
@@ -508,6 +520,18 @@ async fn whole_pool_matching_proposes_one_pair_per_client_within_capacity_and_st
         .await
         .unwrap_err();
     assert_eq!(outside.code(), Code::PermissionDenied);
+
+    // Every mentor the batch named is recorded as read.
+    let database = env.database().await;
+    let read: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT mentor_id) FROM mentor_matching.mentor_data_read \
+         WHERE purpose = 'ProposePoolMatches'",
+    )
+    .fetch_one(&database)
+    .await
+    .unwrap();
+    assert_eq!(read, 4);
+    database.close().await;
 
     // Each pair is a stored proposal: confirming it needs no reason.
     let first = &batch.proposals[0];

@@ -17,6 +17,8 @@ pub const GET_MENTOR: &str = "GetMentor";
 pub const LIST_MENTORS: &str = "ListMentors";
 pub const PROPOSE_MATCHES: &str = "ProposeMatches";
 pub const EXPORT_MENTOR_DATA: &str = "ExportMentorData";
+pub const PROPOSE_POOL_MATCHES: &str = "ProposePoolMatches";
+pub const LIST_MENTOR_ALERTS: &str = "ListMentorAlerts";
 
 /// `ids` once each, in their first order.
 fn distinct(ids: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {

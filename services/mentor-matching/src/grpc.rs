@@ -414,12 +414,21 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<ListMentorAlertsRequest>,
     ) -> Result<Response<ListMentorAlertsResponse>, Status> {
-        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
         let query = AlertQuery::parse(request.get_ref(), &self.programme)?;
         let mut rows =
             commands::list_mentor_alerts(&self.handle, &scope, self.config.alert_rules(), &query)
                 .await?;
         let next_page_token = page::finish_page(&mut rows, query.page_size, alerts::token_after);
+        audit::record_read(
+            &self.handle,
+            caller,
+            audit::LIST_MENTOR_ALERTS,
+            rows.iter().map(|row| row.mentor_id),
+        )
+        .await
+        .map_err(MatchingError::from)?;
         Ok(Response::new(ListMentorAlertsResponse {
             alerts: rows
                 .into_iter()
@@ -458,6 +467,14 @@ impl MentorMatchingService for MentorMatching {
             area.as_deref(),
         )
         .await?;
+        // Every mentor the answer names (their names are in the reasons).
+        let named = proposed
+            .proposals
+            .iter()
+            .flat_map(|(_, _, proposal)| proposal.mentor_ids);
+        audit::record_read(&self.handle, caller, audit::PROPOSE_POOL_MATCHES, named)
+            .await
+            .map_err(MatchingError::from)?;
         let total_score = proposed.proposals.iter().map(|(_, _, p)| p.score).sum();
         Ok(Response::new(ProposePoolMatchesResponse {
             proposals: proposed

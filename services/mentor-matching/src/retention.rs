@@ -279,6 +279,23 @@ async fn erase(
     )
     .execute(&mut **transaction)
     .await?;
+    // Free text staff wrote about the mentor's pairs: why a pair did not
+    // work, why two mentors must not be paired (the marks themselves stay).
+    sqlx::query!(
+        "UPDATE mentor_matching.allocation SET end_note = '' \
+         WHERE end_note <> '' AND allocation_id IN ( \
+           SELECT allocation_id FROM mentor_matching.allocation_mentor WHERE mentor_id = $1)",
+        id
+    )
+    .execute(&mut **transaction)
+    .await?;
+    sqlx::query!(
+        "UPDATE mentor_matching.mentor_pair SET incompatible_reason = '' \
+         WHERE incompatible_reason <> '' AND (mentor_a = $1 OR mentor_b = $1)",
+        id
+    )
+    .execute(&mut **transaction)
+    .await?;
     if to != from {
         db::change_status(transaction, id, from, to, ERASED, erased_by).await?;
         standing::publish(
