@@ -415,25 +415,19 @@ pub async fn propose_pool_matches(
             history.record_incompatible(a, b);
         }
     }
-    let clients: Vec<(PoolClient, Vec<CrimeType>)> = waiting
+    let clients: Vec<PoolClient> = waiting
         .iter()
-        .map(|row| {
-            let needs = needs_of(row);
-            let committed = needs.perpetrator_of.clone();
-            let client = PoolClient {
-                referral_id: row.referral_id,
-                needs,
-            };
-            (client, committed)
+        .map(|row| PoolClient {
+            referral_id: row.referral_id,
+            needs: needs_of(row),
         })
         .collect();
     let exclusions = exclusions.to_vec();
     let weights_owned = weights.clone();
     // CPU-bound for a large pool: off the request threads.
     let (clients, assignments) = tokio::task::spawn_blocking(move || {
-        let pool_clients: Vec<PoolClient> = clients.iter().map(|(c, _)| c.clone()).collect();
         let assignments = batch::match_pool(
-            &pool_clients,
+            &clients,
             &mentors,
             &history,
             &weights_owned,
@@ -447,7 +441,7 @@ pub async fn propose_pool_matches(
                     .is_none()
             },
         );
-        (pool_clients, assignments)
+        (clients, assignments)
     })
     .await
     .map_err(|error| MatchingError::Internal(error.to_string()))?;

@@ -13,6 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{finish, parse_pair};
+use crate::matching::PairHistory;
 
 /// An allocation with its pair and its client's area.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -241,7 +242,7 @@ impl IncompatiblePair {
         finish(violations)?;
         let [a, b] = pair.expect("validated");
         Ok(Self {
-            pair: if a < b { [a, b] } else { [b, a] },
+            pair: PairHistory::key(a, b),
             reason: request.reason.trim().to_owned(),
         })
     }

@@ -44,6 +44,7 @@ use crate::domain::{
     parse_wait_area,
 };
 use crate::fit::{AllocationRow, IncompatiblePair, PoorFitReport};
+use crate::matching::{Proposal, Weights};
 use crate::retention::{self, Erasure, Reach};
 use crate::safety::Exclusion;
 use crate::status::StatusChange;
@@ -129,6 +130,18 @@ fn to_proto(row: &MentorRow) -> Mentor {
         availability: row.availability.clone(),
         ex_service_user: row.ex_service_user,
         available_for_proposal: commands::load_of(row).unavailable_because().is_none(),
+    }
+}
+
+/// A stored proposal as the API shows it, with the version of the weights
+/// that scored it.
+fn match_proposal(proposal_id: Uuid, proposal: Proposal, weights: &Weights) -> MatchProposal {
+    MatchProposal {
+        mentor_ids: proposal.mentor_ids.iter().map(Uuid::to_string).collect(),
+        score: proposal.score,
+        reasons: proposal.reasons,
+        proposal_id: proposal_id.to_string(),
+        weights_version: weights.version.clone(),
     }
 }
 
@@ -238,13 +251,7 @@ impl MentorMatchingService for MentorMatching {
             proposals: proposed
                 .proposals
                 .into_iter()
-                .map(|(proposal_id, proposal)| MatchProposal {
-                    mentor_ids: proposal.mentor_ids.iter().map(Uuid::to_string).collect(),
-                    score: proposal.score,
-                    reasons: proposal.reasons,
-                    proposal_id: proposal_id.to_string(),
-                    weights_version: weights.version.clone(),
-                })
+                .map(|(proposal_id, proposal)| match_proposal(proposal_id, proposal, weights))
                 .collect(),
             exclusions: proposed
                 .excluded
@@ -482,13 +489,7 @@ impl MentorMatchingService for MentorMatching {
                 .into_iter()
                 .map(|(referral_id, proposal_id, proposal)| PoolProposal {
                     referral_id: referral_id.to_string(),
-                    proposal: Some(MatchProposal {
-                        mentor_ids: proposal.mentor_ids.iter().map(Uuid::to_string).collect(),
-                        score: proposal.score,
-                        reasons: proposal.reasons,
-                        proposal_id: proposal_id.to_string(),
-                        weights_version: weights.version.clone(),
-                    }),
+                    proposal: Some(match_proposal(proposal_id, proposal, weights)),
                 })
                 .collect(),
             total_score,
