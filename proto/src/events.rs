@@ -40,6 +40,8 @@ events! {
     AllocationEnded => "allocation.ended",
     ContactLogged => "contact.logged",
     CaseDischarged => "case.discharged",
+    ConcernRaised => "concern.raised",
+    FeedbackDelivered => "feedback.delivered",
     EngagementChanged => "engagement.changed",
     ClientErased => "client.erased",
     // About a person or an agency, not a referral: correlated by who it is.

@@ -84,6 +84,84 @@ async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &s
     queue
 }
 
+/// A tap on the events exchange: an exclusive queue bound to some event
+/// types, gone with its connection, from which a test reads what was
+/// published.
+pub struct Tap {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+}
+
+impl Tap {
+    pub async fn on(env: &TestEnv, event_types: &[&str]) -> Self {
+        let (connection, channel) = env.amqp_channel().await;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .name()
+            .to_string();
+        for event_type in event_types {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    format!("{}.events", env.namespace).as_str().into(),
+                    (*event_type).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+        Self {
+            connection,
+            channel,
+            queue,
+        }
+    }
+
+    /// The next event of type `E` published (others skipped), within `wait`.
+    pub async fn next<E: cpm_proto::Event>(&self, wait: Duration) -> E {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(message) = self
+                .channel
+                .basic_get(
+                    self.queue.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap()
+            {
+                let envelope =
+                    cpm_proto::v1::EventEnvelope::decode(message.delivery.data.as_slice()).unwrap();
+                if envelope.event_type == E::TYPE {
+                    return E::decode(envelope.payload.as_slice()).unwrap();
+                }
+                continue;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {} published",
+                E::TYPE
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn close(self) {
+        crate::harness::close_quietly(self.connection).await;
+    }
+}
+
 fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitted {
     ReferralSubmitted {
         referral_id: referral_id.into(),

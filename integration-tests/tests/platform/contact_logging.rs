@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AllocationConfirmed, CaseState, ContactActivity, DischargeRequest, GetCaseFileRequest,
-    ListContactsRequest, LogContactRequest,
+    AllocationConfirmed, CaseDischarged, CaseState, ConcernCategory, ConcernRaised, ConcernReport,
+    ConcernState, ConcernUrgency, ContactActivity, ContactChannel, DischargeOutcome,
+    DischargeRequest, FeedbackDelivered, GetCaseFileRequest, ListConcernsRequest,
+    ListContactsRequest, LogContactRequest, RelapseSign, ResolveConcernRequest,
 };
 use cpm_runtime::auth::Role;
 use prost::Message as _;
 
-use crate::bus::publish_raw;
+use crate::bus::{Tap, publish_raw};
 use crate::harness::{TestEnv, connect, eventually, violated_fields};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +37,10 @@ async fn a_bad_contact_names_every_field_and_an_unopened_case_file_is_not_found(
                 nanos: 0,
             }),
             summary: "x".repeat(10_000),
-            concern_raised: false,
+            concern_raised: true,
+            channel: 0,
+            attempted: false,
+            concern: None,
         })
         .await
         .unwrap_err();
@@ -44,6 +49,8 @@ async fn a_bad_contact_names_every_field_and_an_unopened_case_file_is_not_found(
         [
             "referral_id",
             "activity",
+            "channel",
+            "concern",
             "minutes",
             "occurred_at",
             "summary"
@@ -62,6 +69,7 @@ async fn a_bad_contact_names_every_field_and_an_unopened_case_file_is_not_found(
         .log_contact(LogContactRequest {
             referral_id: nobody,
             activity: ContactActivity::Telephone as i32,
+            channel: ContactChannel::InPerson as i32,
             minutes: 20,
             ..LogContactRequest::default()
         })
@@ -99,6 +107,7 @@ async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_o
         .log_contact(LogContactRequest {
             referral_id: referral_id.clone(),
             activity: ContactActivity::Telephone as i32,
+            channel: ContactChannel::InPerson as i32,
             minutes: 15,
             occurred_at: Some(prost_types::Timestamp {
                 seconds: yesterday.timestamp(),
@@ -116,6 +125,7 @@ async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_o
             .log_contact(LogContactRequest {
                 referral_id: referral_id.clone(),
                 activity: ContactActivity::Telephone as i32,
+                channel: ContactChannel::InPerson as i32,
                 minutes,
                 ..LogContactRequest::default()
             })
@@ -153,6 +163,9 @@ async fn a_case_files_contacts_page_newest_first_without_skipping_or_repeating_o
     env.cleanup().await;
 }
 
+/// The coordinator who confirms the allocations these tests publish.
+const CONFIRMED_BY: &str = "coordinator-who-confirmed";
+
 async fn open_case_file(
     env: &TestEnv,
     contacts: &ContactLoggingServiceClient<crate::harness::Authed>,
@@ -176,6 +189,7 @@ async fn open_case_file_in(
         agency_id: "agency-sealed".into(),
         area: area.into(),
         mentor_ids: vec![mentor_id.clone()],
+        confirmed_by: CONFIRMED_BY.into(),
         ..Default::default()
     };
     let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &allocation);
@@ -213,6 +227,7 @@ fn contact(referral_id: &str, summary: &str) -> LogContactRequest {
     LogContactRequest {
         referral_id: referral_id.into(),
         activity: ContactActivity::Telephone as i32,
+        channel: ContactChannel::InPerson as i32,
         minutes: 20,
         summary: summary.into(),
         ..LogContactRequest::default()
@@ -388,6 +403,8 @@ async fn every_call(
                 .discharge(DischargeRequest {
                     referral_id,
                     reason: "goals met".into(),
+                    outcome: DischargeOutcome::GoalsAchieved as i32,
+                    ..Default::default()
                 })
                 .await,
         ),
@@ -577,11 +594,328 @@ async fn an_erased_clients_case_in_another_area_is_not_found_rather_than_erased(
         .discharge(DischargeRequest {
             referral_id: referral_id.clone(),
             reason: "moved away".into(),
+            outcome: DischargeOutcome::GoalsAchieved as i32,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+fn mentor_client(
+    env: &TestEnv,
+    channel: &tonic::transport::Channel,
+    mentor_id: &str,
+) -> ContactLoggingServiceClient<crate::harness::Authed> {
+    ContactLoggingServiceClient::new(env.mentor(channel, mentor_id))
+}
+
+/// A concern raised at a contact lands in the area's coordinator queue, is
+/// announced without text, and is resolved once, with a note sealed like
+/// every note; coordinators of other areas neither see nor resolve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concern_is_queued_for_the_areas_coordinators_announced_and_resolved_with_a_sealed_note()
+{
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::CONTACT_LOGGING, Target::NOTIFICATIONS])
+        .await;
+    let tap = Tap::on(&env, &[ConcernRaised::TYPE]).await;
+    let channel = connect(&platform).await;
+    let mut darlington =
+        ContactLoggingServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let mut east = ContactLoggingServiceClient::new(env.coordinator_in(&channel, &["East Durham"]));
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    let mentor_id = open_case_file_in(&env, &darlington, &referral_id, "Darlington").await;
+    let mut mentor = mentor_client(&env, &channel, &mentor_id);
+
+    let urgent = mentor
+        .log_contact(LogContactRequest {
+            channel: ContactChannel::Phone as i32,
+            concern_raised: true,
+            concern: Some(ConcernReport {
+                category: ConcernCategory::PoliceOrAgencyInteraction as i32,
+                urgency: ConcernUrgency::Urgent as i32,
+            }),
+            ..contact(&referral_id, "arrested last night, SECRET-CONCERN-5512")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    assert!(!urgent.concern_id.is_empty());
+    assert_eq!(urgent.logged_by_role, "MENTOR");
+    assert_eq!(urgent.channel, ContactChannel::Phone as i32);
+
+    let raised: ConcernRaised = tap.next(Duration::from_secs(20)).await;
+    assert_eq!(raised.concern_id, urgent.concern_id);
+    assert_eq!(raised.area, "Darlington");
+    assert_eq!(raised.urgency, ConcernUrgency::Urgent as i32);
+
+    let case_file = darlington
+        .get_case_file(GetCaseFileRequest {
+            referral_id: referral_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case_file
+        .unwrap();
+    assert_eq!(case_file.open_concerns, 1);
+    assert_eq!(case_file.coordinator, CONFIRMED_BY);
+
+    let queue = |state: ConcernState| ListConcernsRequest {
+        state: state as i32,
+        ..Default::default()
+    };
+    let open = darlington
+        .list_concerns(ListConcernsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .concerns;
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        open[0].category,
+        ConcernCategory::PoliceOrAgencyInteraction as i32
+    );
+    assert_eq!(open[0].raised_by, urgent.logged_by);
+    let others = east
+        .list_concerns(queue(ConcernState::All))
+        .await
+        .unwrap()
+        .into_inner()
+        .concerns;
+    assert!(others.is_empty(), "another area's queue is empty");
+
+    let resolve = |note: &str| ResolveConcernRequest {
+        concern_id: urgent.concern_id.clone(),
+        note: note.into(),
+    };
+    let refused = east.resolve_concern(resolve("not mine")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let refused = mentor.resolve_concern(resolve("mine?")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let refused = darlington.resolve_concern(resolve(" ")).await.unwrap_err();
+    assert_eq!(violated_fields(&refused), ["note"]);
+
+    let note = "called the officer in charge: SECRET-RESOLUTION-9044";
+    let resolved = darlington
+        .resolve_concern(resolve(note))
+        .await
+        .unwrap()
+        .into_inner()
+        .concern
+        .unwrap();
+    assert_eq!(resolved.resolution_note, note);
+    assert!(resolved.resolved_at.is_some());
+    let again = darlington.resolve_concern(resolve(note)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+
+    let open = darlington
+        .list_concerns(ListConcernsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .concerns;
+    assert!(open.is_empty(), "resolved concerns leave the open queue");
+    let done = darlington
+        .list_concerns(queue(ConcernState::Resolved))
+        .await
+        .unwrap()
+        .into_inner()
+        .concerns;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].resolution_note, note);
+
+    let database = env.database().await;
+    let plaintext: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM contact_logging.concern \
+         WHERE position('SECRET-RESOLUTION' in encode(resolution_sealed, 'escape')) > 0",
+    )
+    .fetch_one(&database)
+    .await
+    .unwrap();
+    assert_eq!(plaintext, 0, "the note is sealed");
+
+    // Notifications keeps the urgent concern for the area's coordinators,
+    // and not a routine one.
+    let routine = mentor
+        .log_contact(LogContactRequest {
+            concern: Some(ConcernReport {
+                category: ConcernCategory::Health as i32,
+                urgency: ConcernUrgency::Routine as i32,
+            }),
+            ..contact(&referral_id, "")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    let kept = |concern_id: String| {
+        let database = database.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM notifications.concern_alert \
+                 WHERE concern_id = $1::uuid AND area = 'Darlington'",
+            )
+            .bind(concern_id)
+            .fetch_one(&database)
+            .await
+            .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the urgent concern is kept",
+        || {
+            let kept = &kept;
+            let concern_id = urgent.concern_id.clone();
+            async move { kept(concern_id).await == 1 }
+        },
+    )
+    .await;
+    let routine_raised: ConcernRaised = tap.next(Duration::from_secs(20)).await;
+    assert_eq!(routine_raised.concern_id, routine.concern_id);
+    eventually(
+        Duration::from_secs(20),
+        "both concerns are consumed",
+        || {
+            let database = database.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM notifications.inbox WHERE event_type = 'concern.raised'",
+                )
+                .fetch_one(&database)
+                .await
+                .unwrap()
+                    == 2
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        kept(routine.concern_id.clone()).await,
+        0,
+        "routine: queue only"
+    );
+
+    tap.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Discharge records the outcome and sends the referrer the proforma
+/// feedback (dates, contacts made, outcome, relapse signs, how to
+/// re-refer; no note), the mentors lose the case at once, and the date the
+/// feedback reached the referrer is what the case file shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discharge_sends_the_proforma_the_mentors_lose_the_case_and_delivery_is_dated() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::CONTACT_LOGGING]).await;
+    let tap = Tap::on(&env, &[CaseDischarged::TYPE]).await;
+    let channel = connect(&platform).await;
+    let mut coordinator = ContactLoggingServiceClient::new(env.coordinator(&channel));
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    let mentor_id = open_case_file_in(&env, &coordinator, &referral_id, "Sealed").await;
+    let mut mentor = mentor_client(&env, &channel, &mentor_id);
+    for attempted in [false, false, true] {
+        mentor
+            .log_contact(LogContactRequest {
+                attempted,
+                ..contact(&referral_id, "")
+            })
+            .await
+            .unwrap();
+    }
+    let refused = coordinator
+        .discharge(DischargeRequest {
+            referral_id: referral_id.clone(),
+            reason: "moved on".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused), ["outcome"]);
+
+    let case_file = coordinator
+        .discharge(DischargeRequest {
+            referral_id: referral_id.clone(),
+            reason: "SECRET-DISCHARGE-NOTE-3310".into(),
+            outcome: DischargeOutcome::GoalsAchieved as i32,
+            relapse_signs: vec![
+                RelapseSign::EmergencyCallsRising as i32,
+                RelapseSign::Isolation as i32,
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case_file
+        .unwrap();
+    let feedback = case_file.feedback.unwrap();
+    assert_eq!(feedback.contacts, 2, "attempts are not contacts made");
+    assert_eq!(feedback.outcome, DischargeOutcome::GoalsAchieved as i32);
+    assert_eq!(feedback.relapse_signs.len(), 2);
+    assert!(!feedback.how_to_re_refer.is_empty());
+    assert_eq!(feedback.referral_id, referral_id);
+    assert!(!feedback.started_on.is_empty() && !feedback.discharged_on.is_empty());
+    assert_eq!(case_file.feedback_delivered_at, None);
+
+    let discharged: CaseDischarged = tap.next(Duration::from_secs(20)).await;
+    assert_eq!(discharged.feedback.as_ref(), Some(&feedback));
+    assert!(
+        !format!("{discharged:?}").contains("SECRET-DISCHARGE"),
+        "the note never leaves the service"
+    );
+
+    for status in [
+        mentor
+            .get_case_file(GetCaseFileRequest {
+                referral_id: referral_id.clone(),
+            })
+            .await
+            .unwrap_err(),
+        mentor
+            .log_contact(contact(&referral_id, "after the end"))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    }
+
+    let delivered_at = chrono::Utc::now() - chrono::Duration::minutes(3);
+    let delivered = FeedbackDelivered {
+        referral_id: referral_id.clone(),
+        agency_id: "agency-sealed".into(),
+        delivered_at: Some(cpm_runtime::grpc::values::timestamp(delivered_at)),
+        channel: "WEBHOOK".into(),
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("notifications", &delivered);
+    publish_raw(&env, FeedbackDelivered::TYPE, &envelope.encode_to_vec()).await;
+    eventually(Duration::from_secs(20), "the delivery is dated", || {
+        let mut coordinator = coordinator.clone();
+        let referral_id = referral_id.clone();
+        async move {
+            coordinator
+                .get_case_file(GetCaseFileRequest { referral_id })
+                .await
+                .unwrap()
+                .into_inner()
+                .case_file
+                .unwrap()
+                .feedback_delivered_at
+                .is_some_and(|at| at.seconds == delivered_at.timestamp())
+        }
+    })
+    .await;
+
+    tap.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -11,10 +11,10 @@ use cpm::Target;
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::{
-    Allocation, AllocationEndReason, ConfirmAllocationRequest, ContactActivity, GetCaseFileRequest,
-    ListMentorAlertsRequest, LogContactRequest, MarkPairIncompatibleRequest, Mentor, MentorAlert,
-    MentorAlertKind, ProposePoolMatchesRequest, RecordCheckInRequest, RegisterMentorRequest,
-    ReportPoorFitRequest,
+    Allocation, AllocationEndReason, ConfirmAllocationRequest, ContactActivity, ContactChannel,
+    GetCaseFileRequest, ListMentorAlertsRequest, LogContactRequest, MarkPairIncompatibleRequest,
+    Mentor, MentorAlert, MentorAlertKind, ProposePoolMatchesRequest, RecordCheckInRequest,
+    RegisterMentorRequest, ReportPoorFitRequest,
 };
 use tonic::Code;
 
@@ -207,6 +207,7 @@ async fn past_the_first_contacts_a_pair_is_no_longer_ended_as_a_poor_fit() {
             .log_contact(LogContactRequest {
                 referral_id: client.clone(),
                 activity: ContactActivity::Telephone as i32,
+                channel: ContactChannel::InPerson as i32,
                 minutes: 20,
                 ..Default::default()
             })

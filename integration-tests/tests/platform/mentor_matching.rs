@@ -11,10 +11,10 @@ use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::{
     AgeBand, AssessmentDecided, Availability, ChangeMentorStatusRequest, ConfirmAllocationRequest,
-    CrimeType, Decision, DischargeRequest, EstimateWaitRequest, Gender, GetCaseFileRequest,
-    ListMentorsRequest, LivedExperience, Mentor, MentorStatus, ProposeMatchesRequest,
-    RecordTrainingRequest, RegisterMentorRequest, TrainingFormat, UpdateMentorDetailsRequest,
-    Vulnerability,
+    CrimeType, Decision, DischargeOutcome, DischargeRequest, EstimateWaitRequest, Gender,
+    GetCaseFileRequest, ListMentorsRequest, LivedExperience, Mentor, MentorStatus,
+    ProposeMatchesRequest, RecordTrainingRequest, RegisterMentorRequest, TrainingFormat,
+    UpdateMentorDetailsRequest, Vulnerability,
 };
 use cpm_runtime::auth::Role;
 use lapin::BasicProperties;
@@ -124,6 +124,7 @@ async fn only_staff_change_the_register_and_anyone_signed_in_may_ask_the_wait() 
     let wait = as_referrer
         .estimate_wait(EstimateWaitRequest {
             area: "Roles".into(),
+            ..Default::default()
         })
         .await;
     assert!(wait.is_ok(), "{wait:?}");
@@ -455,6 +456,7 @@ async fn a_coordinator_cannot_propose_or_allocate_for_a_client_outside_their_are
     let wait = admin
         .estimate_wait(EstimateWaitRequest {
             area: "East Durham".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -570,7 +572,10 @@ async fn an_area_the_programme_does_not_register_is_refused_wherever_a_request_n
         assert_eq!(violated_fields(&refused), ["area"], "{area:?}");
         for matching in [&mut admin, &mut referrer] {
             let refused = matching
-                .estimate_wait(EstimateWaitRequest { area: area.into() })
+                .estimate_wait(EstimateWaitRequest {
+                    area: area.into(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap_err();
             assert_eq!(violated_fields(&refused), ["area"], "{area:?}");
@@ -591,6 +596,7 @@ async fn an_area_the_programme_does_not_register_is_refused_wherever_a_request_n
         let wait = matching
             .estimate_wait(EstimateWaitRequest {
                 area: " east durham ".into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -646,6 +652,8 @@ async fn a_discharge_frees_the_mentors_for_the_next_client() {
                 .discharge(DischargeRequest {
                     referral_id: first,
                     reason: "goals met".into(),
+                    outcome: DischargeOutcome::GoalsAchieved as i32,
+                    ..Default::default()
                 })
                 .await
                 .is_ok()
@@ -783,6 +791,8 @@ async fn a_mentor_moves_along_their_volunteering_and_one_who_left_is_refused_eve
                 .discharge(DischargeRequest {
                     referral_id: client,
                     reason: "goals met".into(),
+                    outcome: DischargeOutcome::GoalsAchieved as i32,
+                    ..Default::default()
                 })
                 .await
                 .is_ok()
@@ -1529,6 +1539,53 @@ async fn a_pair_nobody_proposed_needs_a_reason_and_every_decision_is_kept_beside
         ]
     );
     database.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// A wait asked for a client's needs counts only the mentors who may take
+/// them: a client who committed a sexual offence is never given a mentor
+/// who was a victim of one, so that mentor's places neither count as free
+/// nor free pairs for the client, and the quote says how much of the
+/// area's capacity is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_a_clients_needs_counts_only_the_mentors_who_may_take_them() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::MENTOR_MATCHING]).await;
+    let channel = connect(&platform).await;
+    let mut admin = admin(&env, &channel);
+    register(&mut admin, "Northshire").await;
+    admin
+        .register_mentor(RegisterMentorRequest {
+            lived_experience: vec![LivedExperience::SexualOffenceVictim as i32],
+            ..mentor("Northshire")
+        })
+        .await
+        .unwrap();
+    let wait = |perpetrator_of: Vec<i32>| {
+        let mut matching = admin.clone();
+        async move {
+            matching
+                .estimate_wait(EstimateWaitRequest {
+                    area: "Northshire".into(),
+                    perpetrator_of,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let anyone = wait(vec![CrimeType::Theft as i32]).await.unwrap();
+    assert_eq!(anyone.free_mentor_places, 4);
+    assert!((anyone.eligible_share - 1.0).abs() < 1e-9);
+    let offender = wait(vec![CrimeType::Rape as i32]).await.unwrap();
+    assert_eq!(offender.free_mentor_places, 2);
+    assert!((offender.eligible_share - 0.5).abs() < 1e-9);
+    assert!(
+        (offender.pairs_freed_per_week - anyone.pairs_freed_per_week / 2.0).abs() < 1e-9,
+        "{offender:?} vs {anyone:?}"
+    );
+    let refused = wait(vec![CrimeType::Rape as i32, 0]).await.unwrap_err();
+    assert_eq!(violated_fields(&refused), ["perpetrator_of[1]"]);
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

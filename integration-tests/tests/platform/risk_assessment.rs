@@ -15,11 +15,12 @@ use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{
     Assessment, AssessmentState, AssessmentStatsRequest, CaseState, CheckKind, ClientErased,
-    ConfirmAllocationRequest, ContactActivity, DecideRequest, Decision, EngagementAction,
-    EstimateWaitRequest, Gender, GetAssessmentRequest, GetCaseFileRequest, HomeVisit, KnownRisk,
-    ListQueueRequest, LivedExperience, LogContactRequest, NonEngagementReason, NonEngagementStage,
-    ProposeMatchesRequest, ReassessRequest, RecordCheckRequest, ReferralStatus, ReferralSubmitted,
-    ReferredTo, RegisterMentorRequest, RiskLevel, Vulnerability, WillWantCapacityScores,
+    ConfirmAllocationRequest, ContactActivity, ContactChannel, DecideRequest, Decision,
+    EngagementAction, EstimateWaitRequest, Gender, GetAssessmentRequest, GetCaseFileRequest,
+    HomeVisit, KnownRisk, ListQueueRequest, LivedExperience, LogContactRequest,
+    NonEngagementReason, NonEngagementStage, ProposeMatchesRequest, ReassessRequest,
+    RecordCheckRequest, ReferralStatus, ReferralSubmitted, ReferredTo, RegisterMentorRequest,
+    RiskLevel, Vulnerability, WillWantCapacityScores,
 };
 use cpm_runtime::auth::Role;
 use cpm_runtime::client_keys::SealError;
@@ -888,6 +889,7 @@ async fn free_places(matching: &MentorMatchingServiceClient<Authed>, area: &str)
         .clone()
         .estimate_wait(EstimateWaitRequest {
             area: area.to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -982,6 +984,7 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
                 .log_contact(LogContactRequest {
                     referral_id: first,
                     activity: ContactActivity::HomeVisit as i32,
+                    channel: ContactChannel::InPerson as i32,
                     minutes: 60,
                     summary: "second visit".into(),
                     ..Default::default()
@@ -1073,6 +1076,7 @@ async fn ending_support_frees_the_mentors_closes_the_case_and_tells_the_referrer
         .log_contact(LogContactRequest {
             referral_id: first.clone(),
             activity: ContactActivity::Telephone as i32,
+            channel: ContactChannel::InPerson as i32,
             minutes: 10,
             ..Default::default()
         })

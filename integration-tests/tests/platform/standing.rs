@@ -36,6 +36,7 @@ async fn referrer_codes(client: &Authed) -> [Code; 3] {
     let wait = MentorMatchingServiceClient::new(client.clone())
         .estimate_wait(EstimateWaitRequest {
             area: "Darlington".into(),
+            ..Default::default()
         })
         .await
         .map(drop);

@@ -9,7 +9,7 @@
 //! a missing one is, and the transaction is rolled back untouched.
 
 use chrono::{DateTime, Utc};
-use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged};
+use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged, DischargeFeedback};
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::client_keys::{ClientKeys, Opener, Reader, SealError};
@@ -18,7 +18,8 @@ use cpm_runtime::grpc::{ApiError, FieldViolations};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::db::{self, CaseFileRow, CaseLock, ContactRow};
+use crate::concerns;
+use crate::db::{self, CaseFileRow, CaseLock, ContactRow, DischargeRecord};
 use crate::domain::{CaseAccess, CaseParties, DischargeOrder, NewContact};
 
 /// Why a use case of contact logging did not happen.
@@ -39,6 +40,8 @@ pub enum CaseError {
         .0.as_str_name()
     )]
     NotOpenToDischarge(CaseState),
+    #[error("the concern is already resolved")]
+    AlreadyResolved,
     /// The client was erased: no new text about them is kept.
     #[error("the client's personal data was erased; nothing new about them is accepted")]
     Erased,
@@ -59,6 +62,7 @@ impl From<CaseError> for ApiError {
             CaseError::Denied(message) => ApiError::PermissionDenied(message),
             CaseError::ClosedToContacts(_)
             | CaseError::NotOpenToDischarge(_)
+            | CaseError::AlreadyResolved
             | CaseError::Erased => ApiError::FailedPrecondition(error.to_string()),
             CaseError::Invalid(violations) => ApiError::InvalidArgument(violations),
             CaseError::Unreadable(error) => ApiError::Internal(error.into()),
@@ -118,6 +122,10 @@ impl CaseParties for CaseFileRow {
 
     fn mentor_ids(&self) -> &[String] {
         &self.mentor_ids
+    }
+
+    fn is_open(&self) -> bool {
+        self.state == CaseState::Open as i32
     }
 }
 
@@ -237,10 +245,25 @@ pub async fn log_contact(
             logged_by: &caller.subject,
             logged_by_role: caller.role.as_str(),
             summary_sealed: summary_sealed.as_deref(),
-            concern_raised: contact.concern_raised,
+            concern_raised: contact.concern.is_some(),
+            channel: contact.channel as i32,
+            attempted: contact.attempted,
         },
     )
     .await?;
+    let concern_id = match contact.concern {
+        Some(concern) => Some(
+            concerns::raise(
+                &mut transaction,
+                &case_file,
+                row.contact_id,
+                &caller.subject,
+                concern,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     outbox::enqueue(
         &mut transaction,
         crate::NAME,
@@ -252,6 +275,8 @@ pub async fn log_contact(
             minutes: row.minutes,
             occurred_at: Some(timestamp(row.occurred_at)),
             concern_raised: row.concern_raised,
+            channel: row.channel,
+            attempted: row.attempted,
         },
     )
     .await?;
@@ -259,6 +284,8 @@ pub async fn log_contact(
     tracing::info!(
         contact_id = %row.contact_id,
         activity = contact.activity.as_str_name(),
+        channel = contact.channel.as_str_name(),
+        attempted = row.attempted,
         minutes = row.minutes,
         concern_raised = row.concern_raised,
         "contact logged"
@@ -266,6 +293,7 @@ pub async fn log_contact(
     Ok(ContactRow {
         summary: contact.summary.clone(),
         summary_sealed: None,
+        concern_id,
         ..row
     })
 }
@@ -293,13 +321,17 @@ pub async fn list_contacts(
         .collect()
 }
 
-/// Closes an open case file, and announces the discharge.
+/// Closes an open case file with its outcome, and announces the discharge
+/// with the proforma feedback for the referrer: dates, contacts made,
+/// outcome, goals, relapse signs and how to re-refer — nothing that
+/// identifies anyone (the coordinator's note stays sealed here).
 pub async fn discharge(
     handle: &ServiceHandle,
     keys: &ClientKeys,
     caller: &Caller,
     access: &CaseAccess,
     order: &DischargeOrder,
+    how_to_re_refer: &str,
 ) -> Result<CaseFileRow, CaseError> {
     let mut transaction = handle.begin().await?;
     // The client's key first, as erasure takes it (see log_contact).
@@ -322,13 +354,25 @@ pub async fn discharge(
     if state != CaseState::Open {
         return Err(CaseError::NotOpenToDischarge(state));
     }
+    let contacts = db::count_contacts_made(&mut transaction, case_file.case_file_id).await?;
+    let relapse_signs: Vec<i32> = order
+        .relapse_signs
+        .iter()
+        .map(|sign| *sign as i32)
+        .collect();
+    let record = DischargeRecord {
+        discharged_by: &caller.subject,
+        reason_sealed: reason_sealed.as_deref(),
+        outcome: order.outcome as i32,
+        relapse_signs: &relapse_signs,
+        contacts: saturate(contacts),
+    };
     let discharged_at = db::discharge_case_file(
         &mut transaction,
         case_file.case_file_id,
         CaseState::Open as i32,
         CaseState::Discharged as i32,
-        &caller.subject,
-        reason_sealed.as_deref(),
+        &record,
     )
     .await?
     .ok_or(CaseError::NotOpenToDischarge(state))?;
@@ -341,6 +385,12 @@ pub async fn discharge(
             agency_id: case_file.agency_id.clone(),
             discharged_at: Some(timestamp(discharged_at)),
             discharged_by: caller.subject.clone(),
+            feedback: Some(feedback(
+                &case_file,
+                discharged_at,
+                &record,
+                how_to_re_refer,
+            )),
         },
     )
     .await?;
@@ -354,6 +404,43 @@ pub async fn discharge(
     transaction.commit().await?;
     tracing::info!(case_file_id = %row.case_file_id, "case discharged");
     Ok(row)
+}
+
+fn saturate(count: i64) -> i32 {
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
+/// The discharge proforma the referrer receives: the referral's reference,
+/// dates, counts and closed categories, and the programme's own
+/// instructions for referring again.
+pub fn feedback(
+    case_file: &CaseFileRow,
+    discharged_at: DateTime<Utc>,
+    record: &DischargeRecord<'_>,
+    how_to_re_refer: &str,
+) -> DischargeFeedback {
+    DischargeFeedback {
+        referral_id: case_file.referral_id.to_string(),
+        started_on: case_file.opened_at.date_naive().to_string(),
+        discharged_on: discharged_at.date_naive().to_string(),
+        contacts: record.contacts,
+        outcome: record.outcome,
+        relapse_signs: record.relapse_signs.to_vec(),
+        how_to_re_refer: how_to_re_refer.to_owned(),
+    }
+}
+
+/// The feedback a discharged case file recorded; `None` before discharge.
+pub fn recorded_feedback(row: &CaseFileRow, how_to_re_refer: &str) -> Option<DischargeFeedback> {
+    let discharged_at = row.discharged_at?;
+    let record = DischargeRecord {
+        discharged_by: "",
+        reason_sealed: None,
+        outcome: row.discharge_outcome.unwrap_or_default(),
+        relapse_signs: &row.relapse_signs,
+        contacts: row.feedback_contacts.unwrap_or_default(),
+    };
+    Some(feedback(row, discharged_at, &record, how_to_re_refer))
 }
 
 #[cfg(test)]

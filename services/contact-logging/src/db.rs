@@ -18,9 +18,17 @@ pub struct CaseFileRow {
     /// Legacy plaintext; opened from `discharge_reason_sealed` by commands.
     pub discharge_reason: Option<String>,
     pub discharge_reason_sealed: Option<Vec<u8>>,
+    /// Who confirmed the current allocation ('' for case files from before).
+    pub coordinator: String,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub discharge_outcome: Option<i32>,
+    pub relapse_signs: Vec<i32>,
+    pub feedback_contacts: Option<i32>,
+    pub feedback_delivered_at: Option<DateTime<Utc>>,
     pub mentor_ids: Vec<String>,
     pub contacts: i64,
     pub minutes: i64,
+    pub open_concerns: i64,
 }
 
 /// A logged contact.
@@ -38,6 +46,10 @@ pub struct ContactRow {
     pub summary_sealed: Option<Vec<u8>>,
     pub concern_raised: bool,
     pub logged_at: DateTime<Utc>,
+    pub channel: i32,
+    pub attempted: bool,
+    /// The concern raised at this contact, if any.
+    pub concern_id: Option<Uuid>,
 }
 
 /// How a read case file row is locked until the transaction ends.
@@ -59,13 +71,18 @@ macro_rules! case_file_of_referral {
             CaseFileRow,
             "SELECT case_file.case_file_id, referral_id, agency_id, area, state, opened_at, \
                discharged_at, discharged_by, discharge_reason, discharge_reason_sealed, \
+               coordinator, closed_at, discharge_outcome, relapse_signs, feedback_contacts, \
+               feedback_delivered_at, \
                ARRAY(SELECT mentor_id FROM contact_logging.case_mentor \
                      WHERE case_mentor.case_file_id = case_file.case_file_id ORDER BY mentor_id) \
                  AS \"mentor_ids!\", \
                (SELECT count(*) FROM contact_logging.contact \
                 WHERE contact.case_file_id = case_file.case_file_id) AS \"contacts!\", \
                (SELECT COALESCE(sum(minutes), 0)::bigint FROM contact_logging.contact \
-                WHERE contact.case_file_id = case_file.case_file_id) AS \"minutes!\" \
+                WHERE contact.case_file_id = case_file.case_file_id) AS \"minutes!\", \
+               (SELECT count(*) FROM contact_logging.concern \
+                WHERE concern.case_file_id = case_file.case_file_id \
+                  AND concern.resolved_at IS NULL) AS \"open_concerns!\" \
              FROM contact_logging.case_file WHERE referral_id = $1 "
                 + $lock,
             $referral_id
@@ -81,6 +98,8 @@ pub struct NewCaseFile<'a> {
     pub area: &'a str,
     pub state: i32,
     pub opened_at: DateTime<Utc>,
+    /// Who confirmed the allocation.
+    pub coordinator: &'a str,
 }
 
 /// Opens a case file; false when the referral already has one.
@@ -90,8 +109,8 @@ pub async fn insert_case_file(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query!(
         "INSERT INTO contact_logging.case_file (case_file_id, referral_id, agency_id, area, \
-         state, opened_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+         state, opened_at, coordinator) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (referral_id) DO NOTHING",
         case_file.case_file_id,
         case_file.referral_id,
@@ -99,6 +118,7 @@ pub async fn insert_case_file(
         case_file.area,
         case_file.state,
         case_file.opened_at,
+        case_file.coordinator,
     )
     .execute(connection)
     .await?
@@ -122,6 +142,22 @@ pub async fn insert_case_mentors(
         case_file_id,
         mentor_ids,
         allocation_id
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Makes `coordinator` (who confirmed a new pair) responsible for a case.
+pub async fn set_coordinator(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+    coordinator: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE contact_logging.case_file SET coordinator = $2 WHERE case_file_id = $1",
+        case_file_id,
+        coordinator
     )
     .execute(connection)
     .await?;
@@ -187,6 +223,8 @@ pub struct NewContactRow<'a> {
     /// The summary sealed under the client's key.
     pub summary_sealed: Option<&'a [u8]>,
     pub concern_raised: bool,
+    pub channel: i32,
+    pub attempted: bool,
 }
 
 /// Inserts a contact and returns it as stored.
@@ -197,10 +235,12 @@ pub async fn insert_contact(
     sqlx::query_as!(
         ContactRow,
         "INSERT INTO contact_logging.contact (contact_id, case_file_id, activity, minutes, \
-         occurred_at, logged_by, logged_by_role, summary, summary_sealed, concern_raised) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9) \
+         occurred_at, logged_by, logged_by_role, summary, summary_sealed, concern_raised, \
+         channel, attempted) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9, $10, $11) \
          RETURNING contact_id, case_file_id, activity, minutes, occurred_at, \
-         logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at",
+         logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at, \
+         channel, attempted, NULL::uuid AS concern_id",
         contact.contact_id,
         contact.case_file_id,
         contact.activity,
@@ -210,6 +250,8 @@ pub async fn insert_contact(
         contact.logged_by_role,
         contact.summary_sealed,
         contact.concern_raised,
+        contact.channel,
+        contact.attempted,
     )
     .fetch_one(connection)
     .await
@@ -224,11 +266,14 @@ pub async fn list_contacts(
 ) -> Result<Vec<ContactRow>, sqlx::Error> {
     sqlx::query_as!(
         ContactRow,
-        "SELECT contact_id, case_file_id, activity, minutes, occurred_at, \
-         logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at \
-         FROM contact_logging.contact WHERE case_file_id = $1 \
-         AND ($2::timestamptz IS NULL OR (occurred_at, logged_at, contact_id) < ($2, $3, $4)) \
-         ORDER BY occurred_at DESC, logged_at DESC, contact_id DESC LIMIT $5",
+        "SELECT contact.contact_id, contact.case_file_id, activity, minutes, occurred_at, \
+         logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at, \
+         channel, attempted, concern.concern_id AS \"concern_id?\" \
+         FROM contact_logging.contact \
+         LEFT JOIN contact_logging.concern USING (contact_id) \
+         WHERE contact.case_file_id = $1 \
+         AND ($2::timestamptz IS NULL OR (occurred_at, logged_at, contact.contact_id) < ($2, $3, $4)) \
+         ORDER BY occurred_at DESC, logged_at DESC, contact.contact_id DESC LIMIT $5",
         case_file_id,
         after.map(|(occurred, _, _)| occurred),
         after.map(|(_, logged, _)| logged),
@@ -239,6 +284,16 @@ pub async fn list_contacts(
     .await
 }
 
+/// What a discharge records besides its state: the internal note and the
+/// proforma feedback the referrer is sent.
+pub struct DischargeRecord<'a> {
+    pub discharged_by: &'a str,
+    pub reason_sealed: Option<&'a [u8]>,
+    pub outcome: i32,
+    pub relapse_signs: &'a [i32],
+    pub contacts: i32,
+}
+
 /// Marks a case file discharged and returns when; `None` when it was not
 /// in `open_state` (the caller holds the row lock, so this only guards).
 pub async fn discharge_case_file(
@@ -246,23 +301,60 @@ pub async fn discharge_case_file(
     case_file_id: Uuid,
     open_state: i32,
     discharged_state: i32,
-    discharged_by: &str,
-    reason_sealed: Option<&[u8]>,
+    record: &DischargeRecord<'_>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     // The column is nullable, but this statement has just set it.
     sqlx::query_scalar!(
         "UPDATE contact_logging.case_file SET state = $3, discharged_at = now(), \
-         discharged_by = $4, discharge_reason = '', discharge_reason_sealed = $5 \
+         discharged_by = $4, discharge_reason = '', discharge_reason_sealed = $5, \
+         discharge_outcome = $6, relapse_signs = $7, feedback_contacts = $8 \
          WHERE case_file_id = $1 AND state = $2 \
          RETURNING discharged_at AS \"discharged_at!\"",
         case_file_id,
         open_state,
         discharged_state,
-        discharged_by,
-        reason_sealed
+        record.discharged_by,
+        record.reason_sealed,
+        record.outcome,
+        record.relapse_signs,
+        record.contacts,
     )
     .fetch_optional(connection)
     .await
+}
+
+/// The contacts made (attempts not counted) on a case file.
+pub async fn count_contacts_made(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT count(*) AS \"made!\" FROM contact_logging.contact \
+         WHERE case_file_id = $1 AND NOT attempted",
+        case_file_id
+    )
+    .fetch_one(connection)
+    .await
+}
+
+/// Records when the discharge feedback of a referral reached the referrer;
+/// the first confirmation stands. Returns whether this one was recorded.
+pub async fn record_feedback_delivered(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    delivered_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE contact_logging.case_file SET feedback_delivered_at = $2 \
+         WHERE referral_id = $1 AND discharged_at IS NOT NULL \
+           AND feedback_delivered_at IS NULL",
+        referral_id,
+        delivered_at
+    )
+    .execute(connection)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Remembers that support of a referral ended; a repeat changes nothing.
@@ -332,8 +424,17 @@ pub async fn forget_client_text(
            AND referral_id = $1",
         referral_id
     )
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let concerns = sqlx::query!(
+        "UPDATE contact_logging.concern SET resolution_sealed = NULL \
+         WHERE resolution_sealed IS NOT NULL AND case_file_id IN \
+         (SELECT case_file_id FROM contact_logging.case_file WHERE referral_id = $1)",
+        referral_id
+    )
     .execute(connection)
     .await?
     .rows_affected();
-    Ok(contacts + case_files)
+    Ok(contacts + case_files + concerns)
 }

@@ -5,10 +5,15 @@
 //! is the allocation's, and only decides who may reach it.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use cpm_proto::v1::{ContactActivity, DischargeRequest, LogContactRequest};
+use cpm_proto::v1::{
+    ConcernCategory, ConcernUrgency, ContactActivity, ContactChannel, DischargeOutcome,
+    DischargeRequest, LogContactRequest, RelapseSign, ResolveConcernRequest,
+};
 use cpm_runtime::auth::{AreaScope, Caller, Role};
 use cpm_runtime::grpc::FieldViolations;
-use cpm_runtime::grpc::values::{check_text, from_timestamp, parse_enum, parse_id};
+use cpm_runtime::grpc::values::{
+    check_text, from_timestamp, parse_enum, parse_enum_list, parse_id,
+};
 use uuid::Uuid;
 
 use crate::commands::CaseError;
@@ -29,15 +34,28 @@ pub const CASE_WORKERS: &[Role] = &[Role::Coordinator, Role::Admin, Role::Mentor
 /// The roles that discharge.
 pub const CASE_MANAGERS: &[Role] = &[Role::Coordinator, Role::Admin];
 
+/// The most relapse signs one discharge names (there are eight).
+pub const MAX_RELAPSE_SIGNS: usize = 8;
+
+/// A concern raised at a contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewConcern {
+    pub category: ConcernCategory,
+    pub urgency: ConcernUrgency,
+}
+
 /// A valid contact to log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewContact {
     pub referral_id: Uuid,
     pub activity: ContactActivity,
+    pub channel: ContactChannel,
+    /// Attempted but not made.
+    pub attempted: bool,
     pub minutes: i32,
     pub occurred_at: DateTime<Utc>,
     pub summary: String,
-    pub concern_raised: bool,
+    pub concern: Option<NewConcern>,
 }
 
 impl NewContact {
@@ -46,6 +64,8 @@ impl NewContact {
         let mut violations = FieldViolations::new();
         let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
         let activity = parse_enum::<ContactActivity>("activity", request.activity, &mut violations);
+        let channel = parse_enum::<ContactChannel>("channel", request.channel, &mut violations);
+        let concern = parse_concern(request, &mut violations);
         if !(MIN_MINUTES..=MAX_MINUTES).contains(&request.minutes) {
             violations.add(
                 "minutes",
@@ -79,19 +99,45 @@ impl NewContact {
         Ok(Self {
             referral_id: referral_id.expect("validated"),
             activity: activity.expect("validated"),
+            channel: channel.expect("validated"),
+            attempted: request.attempted,
             minutes: request.minutes,
             occurred_at: occurred_at.expect("validated"),
             summary: request.summary.clone(),
-            concern_raised: request.concern_raised,
+            concern,
         })
     }
+}
+
+/// The concern a contact raises: `concern` with a known category and
+/// urgency, `concern_raised` agreeing with it (a flag without the concern
+/// is refused, so no concern is raised without saying what it is about).
+fn parse_concern(
+    request: &LogContactRequest,
+    violations: &mut FieldViolations,
+) -> Option<NewConcern> {
+    let Some(concern) = request.concern.as_ref() else {
+        if request.concern_raised {
+            violations.add("concern", "a raised concern needs its category and urgency");
+        }
+        return None;
+    };
+    let category = parse_enum::<ConcernCategory>("concern.category", concern.category, violations);
+    let urgency = parse_enum::<ConcernUrgency>("concern.urgency", concern.urgency, violations);
+    Some(NewConcern {
+        category: category?,
+        urgency: urgency?,
+    })
 }
 
 /// A valid discharge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DischargeOrder {
     pub referral_id: Uuid,
+    /// The coordinator's internal note: sealed, never sent.
     pub reason: String,
+    pub outcome: DischargeOutcome,
+    pub relapse_signs: Vec<RelapseSign>,
 }
 
 impl DischargeOrder {
@@ -100,12 +146,44 @@ impl DischargeOrder {
         let mut violations = FieldViolations::new();
         let referral_id = parse_id("referral_id", &request.referral_id, &mut violations);
         check_text("reason", &request.reason, true, MAX_TEXT, &mut violations);
+        let outcome = parse_enum::<DischargeOutcome>("outcome", request.outcome, &mut violations);
+        let relapse_signs = parse_enum_list(
+            "relapse_signs",
+            &request.relapse_signs,
+            MAX_RELAPSE_SIGNS,
+            &mut violations,
+        );
         if !violations.is_empty() {
             return Err(violations);
         }
         Ok(Self {
             referral_id: referral_id.expect("validated"),
             reason: request.reason.clone(),
+            outcome: outcome.expect("validated"),
+            relapse_signs,
+        })
+    }
+}
+
+/// A valid resolution of a concern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub concern_id: Uuid,
+    pub note: String,
+}
+
+impl Resolution {
+    /// Parses a request, or every reason it is refused.
+    pub fn parse(request: &ResolveConcernRequest) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let concern_id = parse_id("concern_id", &request.concern_id, &mut violations);
+        check_text("note", &request.note, true, MAX_TEXT, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self {
+            concern_id: concern_id.expect("validated"),
+            note: request.note.clone(),
         })
     }
 }
@@ -126,12 +204,16 @@ pub enum CaseAccess {
     AllocatedMentor(String),
 }
 
-/// What [`CaseAccess`] looks at in a case file: its area and its mentors.
+/// What [`CaseAccess`] looks at in a case file: its area, its mentors and
+/// whether it is still open.
 pub trait CaseParties {
     /// The programme area the case file is in.
     fn area(&self) -> &str;
     /// The IDs of the mentors allocated to it.
     fn mentor_ids(&self) -> &[String];
+    /// Whether support goes on: once discharged or closed, the mentors
+    /// lose the case.
+    fn is_open(&self) -> bool;
 }
 
 impl CaseAccess {
@@ -152,11 +234,14 @@ impl CaseAccess {
         }
     }
 
-    /// Whether a case file in `area` allocated to `mentor_ids` may be acted on.
-    pub fn admits(&self, area: &str, mentor_ids: &[String]) -> bool {
+    /// Whether `case_file` may be acted on: by staff of its area, or by a
+    /// mentor allocated to it while it is open.
+    pub fn admits<T: CaseParties>(&self, case_file: &T) -> bool {
         match self {
-            Self::Staff(scope) => scope.admits(area),
-            Self::AllocatedMentor(mentor_id) => mentor_ids.iter().any(|id| id == mentor_id),
+            Self::Staff(scope) => scope.admits(case_file.area()),
+            Self::AllocatedMentor(mentor_id) => {
+                case_file.is_open() && case_file.mentor_ids().iter().any(|id| id == mentor_id)
+            }
         }
     }
 
@@ -165,9 +250,7 @@ impl CaseAccess {
     /// work in, or another mentor's.
     pub fn admit<T: CaseParties>(&self, case_file: Option<T>) -> Result<T, CaseError> {
         match case_file {
-            Some(case_file) if self.admits(case_file.area(), case_file.mentor_ids()) => {
-                Ok(case_file)
-            }
+            Some(case_file) if self.admits(&case_file) => Ok(case_file),
             _ => Err(CaseError::NotFound),
         }
     }
@@ -196,6 +279,9 @@ mod tests {
             occurred_at: at(now() - TimeDelta::hours(2)),
             summary: "talked about the week ahead".into(),
             concern_raised: false,
+            channel: ContactChannel::InPerson as i32,
+            attempted: false,
+            concern: None,
         }
     }
 
@@ -259,16 +345,97 @@ mod tests {
             occurred_at: at(now() + TimeDelta::hours(1)),
             summary: "x".repeat(MAX_TEXT + 1),
             concern_raised: true,
+            channel: 0,
+            attempted: true,
+            concern: None,
         };
         assert_eq!(
             contact_fields(&request),
             [
                 "referral_id",
                 "activity",
+                "channel",
+                "concern",
                 "minutes",
                 "occurred_at",
                 "summary"
             ]
+        );
+    }
+
+    #[test]
+    fn a_channel_is_one_of_the_four() {
+        let mut request = valid_contact();
+        for channel in [0, 5, -1] {
+            request.channel = channel;
+            assert_eq!(contact_fields(&request), ["channel"], "{channel}");
+        }
+        request.channel = ContactChannel::Video as i32;
+        request.attempted = true;
+        let contact = NewContact::parse(&request, now()).unwrap();
+        assert_eq!(
+            (contact.channel, contact.attempted),
+            (ContactChannel::Video, true)
+        );
+    }
+
+    #[test]
+    fn a_concern_says_what_it_is_about_and_how_urgent_it_is() {
+        use cpm_proto::v1::ConcernReport;
+        let mut request = valid_contact();
+        request.concern_raised = true;
+        assert_eq!(contact_fields(&request), ["concern"], "a bare flag");
+        request.concern = Some(ConcernReport {
+            category: 0,
+            urgency: 9,
+        });
+        assert_eq!(
+            contact_fields(&request),
+            ["concern.category", "concern.urgency"]
+        );
+        request.concern = Some(ConcernReport {
+            category: ConcernCategory::PoliceOrAgencyInteraction as i32,
+            urgency: ConcernUrgency::Urgent as i32,
+        });
+        let expected = Some(NewConcern {
+            category: ConcernCategory::PoliceOrAgencyInteraction,
+            urgency: ConcernUrgency::Urgent,
+        });
+        assert_eq!(
+            NewContact::parse(&request, now()).unwrap().concern,
+            expected
+        );
+        request.concern_raised = false;
+        assert_eq!(
+            NewContact::parse(&request, now()).unwrap().concern,
+            expected,
+            "the concern itself raises it"
+        );
+        assert_eq!(
+            NewContact::parse(&valid_contact(), now()).unwrap().concern,
+            None
+        );
+    }
+
+    #[test]
+    fn a_resolution_needs_a_concern_and_a_visible_note() {
+        let fields = |concern_id: &str, note: &str| {
+            Resolution::parse(&ResolveConcernRequest {
+                concern_id: concern_id.into(),
+                note: note.into(),
+            })
+            .map_err(|violations| violations.fields().map(str::to_owned).collect::<Vec<_>>())
+        };
+        let id = Uuid::now_v7().to_string();
+        assert_eq!(
+            fields(&id, "spoke to the client; safe").unwrap().note,
+            "spoke to the client; safe"
+        );
+        assert_eq!(fields("", " ").unwrap_err(), ["concern_id", "note"]);
+        assert_eq!(fields(&id, "a\u{0}b").unwrap_err(), ["note"]);
+        assert_eq!(
+            fields(&id, &"x".repeat(MAX_TEXT + 1)).unwrap_err(),
+            ["note"]
         );
     }
 
@@ -353,10 +520,21 @@ mod tests {
         let order = DischargeOrder::parse(&DischargeRequest {
             referral_id: referral_id.to_string(),
             reason: "goals met".into(),
+            outcome: DischargeOutcome::GoalsAchieved as i32,
+            relapse_signs: vec![
+                RelapseSign::Isolation as i32,
+                RelapseSign::Isolation as i32,
+                RelapseSign::EmergencyCallsRising as i32,
+            ],
         })
         .unwrap();
         assert_eq!(order.referral_id, referral_id);
         assert_eq!(order.reason, "goals met");
+        assert_eq!(order.outcome, DischargeOutcome::GoalsAchieved);
+        assert_eq!(
+            order.relapse_signs,
+            [RelapseSign::Isolation, RelapseSign::EmergencyCallsRising]
+        );
     }
 
     #[test]
@@ -364,13 +542,23 @@ mod tests {
         let request = DischargeRequest {
             referral_id: "nope".into(),
             reason: "   ".into(),
+            outcome: 0,
+            relapse_signs: vec![0],
         };
-        assert_eq!(discharge_fields(&request), ["referral_id", "reason"]);
+        assert_eq!(
+            discharge_fields(&request),
+            ["referral_id", "reason", "outcome", "relapse_signs[0]"]
+        );
         let request = DischargeRequest {
             referral_id: String::new(),
             reason: "x".repeat(MAX_TEXT + 1),
+            outcome: 99,
+            relapse_signs: vec![1; MAX_RELAPSE_SIGNS + 1],
         };
-        assert_eq!(discharge_fields(&request), ["referral_id", "reason"]);
+        assert_eq!(
+            discharge_fields(&request),
+            ["referral_id", "reason", "outcome", "relapse_signs"]
+        );
     }
 
     /// A case file as the access rule sees it.
@@ -378,6 +566,7 @@ mod tests {
     struct Case {
         area: &'static str,
         mentor_ids: Vec<String>,
+        open: bool,
     }
 
     impl CaseParties for Case {
@@ -387,13 +576,26 @@ mod tests {
         fn mentor_ids(&self) -> &[String] {
             &self.mentor_ids
         }
+        fn is_open(&self) -> bool {
+            self.open
+        }
     }
 
     fn case(area: &'static str, mentor_ids: &[&str]) -> Case {
         Case {
             area,
             mentor_ids: mentor_ids.iter().map(|id| (*id).to_owned()).collect(),
+            open: true,
         }
+    }
+
+    /// Whether `access` admits an open case in `area` allocated to `mentor_ids`.
+    fn admits(access: &CaseAccess, area: &'static str, mentor_ids: &[String]) -> bool {
+        access.admits(&Case {
+            area,
+            mentor_ids: mentor_ids.to_vec(),
+            open: true,
+        })
     }
 
     fn coordinator_in(areas: &[&str]) -> CaseAccess {
@@ -420,7 +622,7 @@ mod tests {
         let access = CaseAccess::of(&caller(Role::Admin, None)).unwrap();
         assert_eq!(access, CaseAccess::Staff(AreaScope::Every));
         for area in ["Darlington", "East Durham", "Anywhere"] {
-            assert!(access.admits(area, &[]));
+            assert!(admits(&access, area, &[]));
             assert!(access.admit(Some(case(area, &["m-1"]))).is_ok());
         }
     }
@@ -428,15 +630,15 @@ mod tests {
     #[test]
     fn a_coordinator_acts_only_on_cases_in_their_areas() {
         let access = coordinator_in(&["Darlington", "Stockton"]);
-        assert!(access.admits("Darlington", &[]));
-        assert!(access.admits("Stockton", &["m-1".into()]));
+        assert!(admits(&access, "Darlington", &[]));
+        assert!(admits(&access, "Stockton", &["m-1".into()]));
         assert!(
-            access.admits("darlington", &[]),
+            admits(&access, "darlington", &[]),
             "letter case aside, as areas are registered"
         );
-        assert!(!access.admits("East Durham", &[]));
+        assert!(!admits(&access, "East Durham", &[]));
         assert!(
-            !access.admits("Darlington\u{200b}", &[]),
+            !admits(&access, "Darlington\u{200b}", &[]),
             "a look-alike is another area"
         );
         assert!(access.admit(Some(case("Darlington", &[]))).is_ok());
@@ -447,7 +649,7 @@ mod tests {
         let access = coordinator_in(&[]);
         assert_eq!(access, CaseAccess::Staff(AreaScope::Only(Vec::new())));
         for area in ["Darlington", "East Durham", ""] {
-            assert!(!access.admits(area, &[]), "{area:?}");
+            assert!(!admits(&access, area, &[]), "{area:?}");
         }
     }
 
@@ -460,10 +662,29 @@ mod tests {
     #[test]
     fn a_mentor_acts_only_on_their_own_cases_whatever_their_area() {
         let access = CaseAccess::of(&caller(Role::Mentor, Some("m-1"))).unwrap();
-        assert!(access.admits("East Durham", &["m-2".into(), "m-1".into()]));
-        assert!(access.admits("Darlington", &["m-1".into()]));
-        assert!(!access.admits("Darlington", &["m-2".into()]));
-        assert!(!access.admits("Darlington", &[]));
+        assert!(admits(
+            &access,
+            "East Durham",
+            &["m-2".into(), "m-1".into()]
+        ));
+        assert!(admits(&access, "Darlington", &["m-1".into()]));
+        assert!(!admits(&access, "Darlington", &["m-2".into()]));
+        assert!(!admits(&access, "Darlington", &[]));
+    }
+
+    #[test]
+    fn once_a_case_closes_its_mentors_lose_it_and_staff_keep_it() {
+        let closed = || Case {
+            open: false,
+            ..case("Darlington", &["m-1", "m-2"])
+        };
+        let mentor = CaseAccess::of(&caller(Role::Mentor, Some("m-1"))).unwrap();
+        assert_looks_missing(&mentor, closed());
+        assert!(
+            coordinator_in(&["Darlington"])
+                .admit(Some(closed()))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -473,7 +694,7 @@ mod tests {
             ..caller(Role::Mentor, Some("m-1"))
         })
         .unwrap();
-        assert!(!access.admits("Darlington", &["m-2".into()]));
+        assert!(!admits(&access, "Darlington", &["m-2".into()]));
     }
 
     #[test]
@@ -516,6 +737,8 @@ mod tests {
                 nanos in any::<i32>(),
                 summary in prop_oneof![any::<String>(), "[a-z ]{0,30}"],
                 referral_id in prop_oneof![any::<String>(), Just(Uuid::now_v7().to_string())],
+                channel in -1..6,
+                concern in proptest::option::of((-1..7, -1..4)),
             ) {
                 let request = LogContactRequest {
                     referral_id,
@@ -523,7 +746,13 @@ mod tests {
                     minutes,
                     occurred_at: Some(Timestamp { seconds, nanos }),
                     summary,
-                    concern_raised: false,
+                    concern_raised: concern.is_some(),
+                    channel,
+                    attempted: false,
+                    concern: concern.map(|(category, urgency)| cpm_proto::v1::ConcernReport {
+                        category,
+                        urgency,
+                    }),
                 };
                 match NewContact::parse(&request, now()) {
                     Ok(contact) => {

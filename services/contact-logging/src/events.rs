@@ -5,11 +5,15 @@
 //! both events itself. An ending is remembered even before the case file
 //! opens, so an allocation that arrives after it opens the file closed.
 //! When a pair is found not to work (`allocation.ended`), its mentors lose
-//! the case, and the next pair's allocation gives it to the new mentors.
+//! the case, and the next pair's allocation gives it to the new mentors
+//! (and the coordinator who confirmed it becomes responsible). When
+//! notifications confirms the discharge feedback reached the referrer
+//! (`feedback.delivered`), the date is recorded on the case file.
 
 use chrono::Utc;
 use cpm_proto::v1::{
     AllocationConfirmed, AllocationEnded, CaseState, EngagementAction, EngagementChanged,
+    FeedbackDelivered,
 };
 use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
@@ -23,6 +27,7 @@ pub fn allocations() -> Router<CaseFiles> {
         .on::<AllocationConfirmed>()
         .on::<AllocationEnded>()
         .on::<EngagementChanged>()
+        .on::<FeedbackDelivered>()
         .on_erasure()
 }
 
@@ -50,6 +55,7 @@ impl On<AllocationConfirmed> for CaseFiles {
                     .as_ref()
                     .and_then(from_timestamp)
                     .unwrap_or_else(Utc::now),
+                coordinator: &allocation.confirmed_by,
             },
         )
         .await?;
@@ -67,6 +73,7 @@ impl On<AllocationConfirmed> for CaseFiles {
                 &allocation.mentor_ids,
             )
             .await?;
+            db::set_coordinator(connection, case.case_file_id, &allocation.confirmed_by).await?;
             tracing::info!(%referral_id, "case file given to the new pair");
             return Ok(());
         }
@@ -145,10 +152,35 @@ impl On<EngagementChanged> for CaseFiles {
     }
 }
 
+impl On<FeedbackDelivered> for CaseFiles {
+    /// Records when the discharge feedback reached the referrer: the date
+    /// the proforma asks for, and what the case file shows from then on.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        delivered: FeedbackDelivered,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&delivered.referral_id)?;
+        let delivered_at = delivered
+            .delivered_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .ok_or_else(|| HandlerError::Permanent("feedback.delivered has no time".into()))?;
+        let recorded = db::record_feedback_delivered(connection, referral_id, delivered_at).await?;
+        tracing::info!(%referral_id, recorded, channel = %delivered.channel, "feedback delivered");
+        Ok(())
+    }
+}
+
 impl Forget for CaseFiles {
     const WHAT: &'static str = "free text";
 
+    /// Drops the client's sealed text and resolves their open concerns,
+    /// which can no longer be resolved with a note.
     async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
-        Ok(db::forget_client_text(connection, referral_id).await?)
+        let text = db::forget_client_text(connection, referral_id).await?;
+        let concerns = crate::concerns::resolve_for_erasure(connection, referral_id).await?;
+        Ok(text + concerns)
     }
 }

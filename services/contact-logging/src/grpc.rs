@@ -8,9 +8,10 @@
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingService;
 use cpm_proto::v1::{
-    CaseFile, Contact, DischargeRequest, DischargeResponse, GetCaseFileRequest,
-    GetCaseFileResponse, ListContactsRequest, ListContactsResponse, LogContactRequest,
-    LogContactResponse,
+    CaseFile, Concern, ConcernState, Contact, DischargeRequest, DischargeResponse,
+    GetCaseFileRequest, GetCaseFileResponse, ListConcernsRequest, ListConcernsResponse,
+    ListContactsRequest, ListContactsResponse, LogContactRequest, LogContactResponse,
+    ResolveConcernRequest, ResolveConcernResponse,
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
@@ -23,8 +24,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::commands;
+use crate::concerns::{self, ConcernQuery, ConcernRow};
 use crate::db::{CaseFileRow, ContactRow};
-use crate::domain::{CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact};
+use crate::domain::{
+    CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact, Resolution,
+};
 
 /// Mentors and staff work in case files; only staff discharge. Which case
 /// files each may touch (staff: their areas; a mentor: their own cases) is
@@ -34,20 +38,56 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("LogContact", CASE_WORKERS),
     ("ListContacts", CASE_WORKERS),
     ("Discharge", CASE_MANAGERS),
+    ("ListConcerns", CASE_MANAGERS),
+    ("ResolveConcern", CASE_MANAGERS),
 ]);
 
 pub struct ContactLogging {
     handle: ServiceHandle,
     /// Seals and opens the free text kept about each client.
     keys: ClientKeys,
+    /// The programme's instructions for referring a client again, sent
+    /// with every discharge feedback.
+    how_to_re_refer: String,
 }
 
 impl ContactLogging {
-    pub fn new(handle: ServiceHandle, keys: ClientKeys) -> Self {
-        Self { handle, keys }
+    pub fn new(handle: ServiceHandle, keys: ClientKeys, how_to_re_refer: String) -> Self {
+        Self {
+            handle,
+            keys,
+            how_to_re_refer,
+        }
+    }
+
+    fn case_file_to_proto(&self, row: &CaseFileRow) -> CaseFile {
+        CaseFile {
+            feedback: commands::recorded_feedback(row, &self.how_to_re_refer),
+            ..case_file_to_proto(row)
+        }
     }
 }
 
+fn concern_to_proto(row: &ConcernRow) -> Concern {
+    Concern {
+        concern_id: row.concern_id.to_string(),
+        referral_id: row.referral_id.to_string(),
+        case_file_id: row.case_file_id.to_string(),
+        area: row.area.clone(),
+        contact_id: row.contact_id.to_string(),
+        category: row.category,
+        urgency: row.urgency,
+        raised_by: row.raised_by.clone(),
+        raised_at: Some(timestamp(row.raised_at)),
+        resolved_by: row.resolved_by.clone().unwrap_or_default(),
+        resolved_at: optional_timestamp(row.resolved_at),
+        resolution_note: row.resolution_note.clone(),
+    }
+}
+
+/// The case file as stored; the feedback it recorded is added by
+/// [`ContactLogging::case_file_to_proto`], which knows the programme's
+/// instructions.
 fn case_file_to_proto(row: &CaseFileRow) -> CaseFile {
     CaseFile {
         case_file_id: row.case_file_id.to_string(),
@@ -60,6 +100,11 @@ fn case_file_to_proto(row: &CaseFileRow) -> CaseFile {
         contacts: i32::try_from(row.contacts).unwrap_or(i32::MAX),
         minutes: i32::try_from(row.minutes).unwrap_or(i32::MAX),
         discharge_reason: row.discharge_reason.clone().unwrap_or_default(),
+        coordinator: row.coordinator.clone(),
+        closed_at: optional_timestamp(row.closed_at),
+        feedback: None,
+        feedback_delivered_at: optional_timestamp(row.feedback_delivered_at),
+        open_concerns: i32::try_from(row.open_concerns).unwrap_or(i32::MAX),
     }
 }
 
@@ -73,6 +118,10 @@ fn contact_to_proto(row: &ContactRow) -> Contact {
         logged_by: row.logged_by.clone(),
         summary: row.summary.clone(),
         concern_raised: row.concern_raised,
+        channel: row.channel,
+        attempted: row.attempted,
+        logged_by_role: row.logged_by_role.to_uppercase(),
+        concern_id: row.concern_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
@@ -105,7 +154,7 @@ impl ContactLoggingService for ContactLogging {
         let row =
             commands::case_file(&self.handle, &self.keys, caller, &access, referral_id).await?;
         Ok(Response::new(GetCaseFileResponse {
-            case_file: Some(case_file_to_proto(&row)),
+            case_file: Some(self.case_file_to_proto(&row)),
         }))
     }
 
@@ -167,9 +216,77 @@ impl ContactLoggingService for ContactLogging {
         let caller = Caller::of(&request)?;
         let access = CaseAccess::of(caller)?;
         let order = DischargeOrder::parse(request.get_ref())?;
-        let row = commands::discharge(&self.handle, &self.keys, caller, &access, &order).await?;
+        let row = commands::discharge(
+            &self.handle,
+            &self.keys,
+            caller,
+            &access,
+            &order,
+            &self.how_to_re_refer,
+        )
+        .await?;
         Ok(Response::new(DischargeResponse {
-            case_file: Some(case_file_to_proto(&row)),
+            case_file: Some(self.case_file_to_proto(&row)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_concerns(
+        &self,
+        request: Request<ListConcernsRequest>,
+    ) -> Result<Response<ListConcernsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let message = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let state = if message.state == 0 {
+            Some(ConcernState::Open)
+        } else {
+            cpm_runtime::grpc::values::parse_enum("state", message.state, &mut violations)
+        };
+        let page_size = page::page_size(message.page_size, &mut violations);
+        let after =
+            page::decode_cursor(&message.page_token, &mut violations, |parts| match parts {
+                [raised, id] => Some((page::parse_instant(raised)?, page::parse_id(id)?)),
+                _ => None,
+            });
+        violations.into_result()?;
+        let query = ConcernQuery {
+            state: state.expect("validated"),
+            urgent_only: message.urgent_only,
+            after,
+            limit: page_size + 1,
+        };
+        let mut rows = concerns::list(
+            &self.handle,
+            &self.keys,
+            caller,
+            &caller.area_scope(),
+            &query,
+        )
+        .await?;
+        let next_page_token = page::finish_page(&mut rows, page_size, |row| {
+            page::encode_token(&[
+                &page::instant_part(row.raised_at),
+                &row.concern_id.to_string(),
+            ])
+        });
+        Ok(Response::new(ListConcernsResponse {
+            concerns: rows.iter().map(concern_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(concern_id = %request.get_ref().concern_id))]
+    async fn resolve_concern(
+        &self,
+        request: Request<ResolveConcernRequest>,
+    ) -> Result<Response<ResolveConcernResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let resolution = Resolution::parse(request.get_ref())?;
+        let row = concerns::resolve(&self.handle, &self.keys, caller, &access, &resolution).await?;
+        Ok(Response::new(ResolveConcernResponse {
+            concern: Some(concern_to_proto(&row)),
         }))
     }
 }
@@ -193,9 +310,16 @@ mod tests {
             discharged_by: None,
             discharge_reason: None,
             discharge_reason_sealed: None,
+            coordinator: "coordinator-1".into(),
+            closed_at: None,
+            discharge_outcome: None,
+            relapse_signs: Vec::new(),
+            feedback_contacts: None,
+            feedback_delivered_at: None,
             mentor_ids: vec!["m-1".into(), "m-2".into()],
             contacts: 3,
             minutes: i64::from(i32::MAX) + 1,
+            open_concerns: 0,
         };
         let case_file = case_file_to_proto(&row);
         assert_eq!(case_file.mentor_ids, ["m-1", "m-2"]);

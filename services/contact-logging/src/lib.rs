@@ -19,6 +19,7 @@
 //!   and closes them on an ended engagement.
 
 pub mod commands;
+pub mod concerns;
 pub mod db;
 pub mod domain;
 pub mod events;
@@ -26,6 +27,7 @@ pub mod grpc;
 
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
+use cpm_runtime::config::{ConfigError, PlatformConfig};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
@@ -41,11 +43,26 @@ pub const SCHEMA: &str = "contact_logging";
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/contact-logging");
 
 /// This service's own settings (`[contact_logging]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Its own listen address when run as a single target; empty uses `grpc.listen`.
     pub listen: String,
+    /// The programme's instructions for referring a client again, sent to
+    /// the referrer with every discharge feedback. Programme text, never
+    /// about a client.
+    pub how_to_re_refer: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            how_to_re_refer: "To refer this client again, submit a new referral through your \
+                              agency's usual route and mention the earlier referral's reference."
+                .to_owned(),
+        }
+    }
 }
 
 /// Contact logging as the binary registers it.
@@ -77,12 +94,33 @@ impl Service for Descriptor {
         &config.listen
     }
 
+    /// The re-referral instructions reach referrers: visible text, at most
+    /// 1,000 characters.
+    fn validate(config: &Config, _platform: &PlatformConfig) -> Result<(), ConfigError> {
+        let mut violations = cpm_runtime::grpc::FieldViolations::new();
+        cpm_runtime::grpc::values::check_text(
+            "how_to_re_refer",
+            &config.how_to_re_refer,
+            true,
+            1000,
+            &mut violations,
+        );
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                "contact_logging.how_to_re_refer",
+                "must be 1 to 1000 characters of visible text",
+            ))
+        }
+    }
+
     /// Starts the case-file consumer, and adds the gRPC
     /// service to `routes`.
     async fn start(
         context: &ServiceContext,
         handle: ServiceHandle,
-        _config: Config,
+        config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
         let guard_pool = handle.pool().clone();
@@ -90,6 +128,7 @@ impl Service for Descriptor {
         let service = grpc::ContactLogging::new(
             handle,
             cpm_runtime::client_keys::ClientKeys::new(context.keys.clone()),
+            config.how_to_re_refer,
         );
         routes.add_service(Self::guard(
             context,

@@ -11,11 +11,12 @@ use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{
-    CheckKind, ClientIdentity, ConfirmAllocationRequest, ContactActivity, DecideRequest, Decision,
-    DischargeRequest, Gender, GetAssessmentRequest, GetReferralRequest, LivedExperience,
-    LogContactRequest, NotificationKind, ProposeMatchesRequest, RecordCheckRequest, Referral,
-    ReferralStatus, Referrer, ReferrerRole, RegisterMentorRequest, RegisterWebhookRequest,
-    RiskLevel, SubmitReferralRequest, SubscribeRequest, Vulnerability, WillWantCapacityScores,
+    CheckKind, ClientIdentity, ConfirmAllocationRequest, ContactActivity, ContactChannel,
+    DecideRequest, Decision, DischargeOutcome, DischargeRequest, Gender, GetAssessmentRequest,
+    GetReferralRequest, LivedExperience, LogContactRequest, NotificationKind,
+    ProposeMatchesRequest, RecordCheckRequest, Referral, ReferralStatus, Referrer, ReferrerRole,
+    RegisterMentorRequest, RegisterWebhookRequest, RiskLevel, SubmitReferralRequest,
+    SubscribeRequest, Vulnerability, WillWantCapacityScores,
 };
 use cpm_runtime::auth::{Authenticator, Role};
 use futures::StreamExt as _;
@@ -398,6 +399,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             .log_contact(LogContactRequest {
                 referral_id: referral_id.clone(),
                 activity: ContactActivity::HomeVisit as i32,
+                channel: ContactChannel::InPerson as i32,
                 minutes: 50,
                 summary: "first joint visit".into(),
                 ..Default::default()
@@ -419,6 +421,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         .log_contact(LogContactRequest {
             referral_id: referral_id.clone(),
             activity: ContactActivity::Telephone as i32,
+            channel: ContactChannel::InPerson as i32,
             minutes: 15,
             summary: "follow-up call".into(),
             ..Default::default()
@@ -430,6 +433,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         .discharge(DischargeRequest {
             referral_id: referral_id.clone(),
             reason: "goals met".into(),
+            outcome: DischargeOutcome::GoalsAchieved as i32,
+            ..Default::default()
         })
         .await?;
     journey

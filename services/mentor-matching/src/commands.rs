@@ -26,8 +26,7 @@ use uuid::Uuid;
 use crate::alerts::{self, AlertQuery, AlertRow, AlertRules, CheckIn};
 use crate::batch::{self, PoolClient};
 use crate::db::{
-    self, AreaLoad, MentorDetails, MentorQuery, MentorRow, NewMentorRow, TrainingColumns,
-    WaitingClientRow,
+    self, MentorDetails, MentorQuery, MentorRow, NewMentorRow, TrainingColumns, WaitingClientRow,
 };
 use crate::domain::{
     INITIAL_STATUS, MentorFilter, MentorLoad, MentorUpdate, NewAllocation, NewMentor,
@@ -37,7 +36,7 @@ use crate::fit::{self, AllocationRow, IncompatiblePair, PoorFitReport};
 use crate::matching::{self, Candidate, ClientNeeds, PairHistory, Proposal, Weights};
 use crate::safety::{self, Exclusion};
 use crate::status::{self, StatusChange};
-use crate::wait::WaitEstimate;
+use crate::wait::{AreaLoad, Quoter, WaitEstimate};
 
 /// Why a use case of mentor matching did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -499,7 +498,8 @@ pub struct Excluded {
     pub rule: String,
 }
 
-fn crimes(values: &[i32]) -> Vec<CrimeType> {
+/// Stored crime values as crime types (an unknown value is dropped).
+pub(crate) fn crimes(values: &[i32]) -> Vec<CrimeType> {
     values
         .iter()
         .filter_map(|value| CrimeType::try_from(*value).ok())
@@ -670,22 +670,19 @@ pub async fn change_mentor_status(
     Ok(row)
 }
 
-/// How many clients wait in `area`, how many mentor places are free, and
-/// the wait range of a client joining the queue now.
+/// How many clients wait in `area`, how many mentor places are free for a
+/// client who committed `perpetrator_of`, and the wait range of such a
+/// client joining the queue now.
 pub async fn estimate_wait(
     handle: &ServiceHandle,
-    config: &crate::Config,
+    quoter: &Quoter,
     area: &str,
+    perpetrator_of: &[CrimeType],
 ) -> Result<(AreaLoad, WaitEstimate), MatchingError> {
     let mut connection = handle.pool().acquire().await?;
-    Ok(crate::events::quote_wait(
-        &mut connection,
-        area,
-        None,
-        config.wait_window_days,
-        &config.default_rates(),
-    )
-    .await?)
+    Ok(quoter
+        .quote(&mut connection, area, perpetrator_of, None)
+        .await?)
 }
 
 /// Ends an allocation whose pair is not working, within the early fit

@@ -550,58 +550,81 @@ pub async fn insert_allocation(
     Ok(confirmed_at)
 }
 
-/// What a wait estimate for `area` is computed from ([`crate::wait`]):
-/// unallocated clients waiting there, the free places of the proposable
-/// mentors who work there (a mentor of several areas counts in each), and
-/// the allocations confirmed and ended there over the last `window_days`.
+/// The recent history of an area's queue: clients waiting now, and the
+/// allocations confirmed and ended there over the last `window_days`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct AreaLoad {
+pub struct AreaHistory {
     pub clients_waiting: i64,
-    pub free_mentor_places: i64,
     pub allocations: i64,
     pub pairs_freed: i64,
 }
 
-/// The load of `area`, leaving out `excluded_referral` from the clients waiting.
-pub async fn area_load(
+/// The history of `area`, leaving out `excluded_referral` from the clients waiting.
+pub async fn area_history(
     connection: &mut PgConnection,
     area: &str,
     excluded_referral: Option<Uuid>,
     window_days: i32,
-) -> Result<AreaLoad, sqlx::Error> {
+) -> Result<AreaHistory, sqlx::Error> {
     sqlx::query_as!(
-        AreaLoad,
+        AreaHistory,
         "SELECT \
            (SELECT count(*) FROM mentor_matching.waiting_client \
             WHERE area = $1 AND NOT allocated \
               AND ended_at IS NULL \
               AND ($2::uuid IS NULL OR referral_id <> $2)) AS \"clients_waiting!\", \
-           (SELECT COALESCE(sum(GREATEST(capacity - \
-              (SELECT count(*) FROM mentor_matching.allocation_mentor \
-               JOIN mentor_matching.allocation \
-                 ON allocation.allocation_id = allocation_mentor.allocation_id \
-               WHERE allocation_mentor.mentor_id = mentor.mentor_id \
-                 AND allocation.active)::integer, 0)), 0)::bigint \
-            FROM mentor_matching.mentor \
-            WHERE $1 = ANY(areas) AND status = ANY($3) \
-              AND safeguarding_trained_on IS NOT NULL AND agreement_signed_on IS NOT NULL) \
-             AS \"free_mentor_places!\", \
            (SELECT count(*) FROM mentor_matching.allocation \
             JOIN mentor_matching.waiting_client USING (referral_id) \
             WHERE waiting_client.area = $1 \
-              AND allocation.confirmed_at > now() - make_interval(days => $4)) \
+              AND allocation.confirmed_at > now() - make_interval(days => $3)) \
              AS \"allocations!\", \
            (SELECT count(*) FROM mentor_matching.allocation \
             JOIN mentor_matching.waiting_client USING (referral_id) \
             WHERE waiting_client.area = $1 \
-              AND allocation.ended_at > now() - make_interval(days => $4)) \
+              AND allocation.ended_at > now() - make_interval(days => $3)) \
              AS \"pairs_freed!\"",
         area,
         excluded_referral,
-        &PROPOSABLE_STATUSES,
         window_days,
     )
     .fetch_one(connection)
+    .await
+}
+
+/// A proposable mentor of an area as a wait estimate sees them: what they
+/// lived through (for the safety exclusions), their capacity and their
+/// places still free.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct MentorPlaces {
+    pub lived_experience: Vec<i32>,
+    pub capacity: i32,
+    pub free_places: i32,
+}
+
+/// The places of every proposable mentor working in `area` (a mentor of
+/// several areas counts in each), full ones included.
+pub async fn area_places(
+    connection: &mut PgConnection,
+    area: &str,
+) -> Result<Vec<MentorPlaces>, sqlx::Error> {
+    sqlx::query_as!(
+        MentorPlaces,
+        "SELECT mentor.lived_experience, mentor.capacity, \
+           GREATEST(mentor.capacity - load.current_clients, 0) AS \"free_places!\" \
+         FROM mentor_matching.mentor \
+         CROSS JOIN LATERAL (SELECT count(*)::integer AS current_clients \
+           FROM mentor_matching.allocation_mentor \
+           JOIN mentor_matching.allocation \
+             ON allocation.allocation_id = allocation_mentor.allocation_id \
+           WHERE allocation_mentor.mentor_id = mentor.mentor_id \
+             AND allocation.active) AS load \
+         WHERE $1 = ANY(mentor.areas) AND mentor.status = ANY($2) \
+           AND mentor.safeguarding_trained_on IS NOT NULL \
+           AND mentor.agreement_signed_on IS NOT NULL",
+        area,
+        &PROPOSABLE_STATUSES,
+    )
+    .fetch_all(connection)
     .await
 }
 

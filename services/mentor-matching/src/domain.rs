@@ -8,7 +8,7 @@
 
 use chrono::NaiveDate;
 use cpm_proto::v1::{
-    AgeBand, Availability, ConfirmAllocationRequest, EstimateWaitRequest, Gender,
+    AgeBand, Availability, ConfirmAllocationRequest, CrimeType, EstimateWaitRequest, Gender,
     ListMentorsRequest, LivedExperience, MentorStatus, ProposeMatchesRequest,
     RecordTrainingRequest, RegisterMentorRequest, TrainingFormat, UpdateMentorDetailsRequest,
 };
@@ -151,9 +151,8 @@ where
     }
 }
 
-/// A list of known enum values, at most [`MAX_LISTED`] entries, without
-/// repeats (kept in first-seen order).
-/// [`cpm_runtime::grpc::values::parse_enum_list`] of at most [`MAX_LISTED`] entries.
+/// [`cpm_runtime::grpc::values::parse_enum_list`] of at most [`MAX_LISTED`]
+/// entries: known values, without repeats, in first-seen order.
 fn parse_enum_list<E>(field: &str, values: &[i32], violations: &mut FieldViolations) -> Vec<E>
 where
     E: TryFrom<i32> + PartialEq,
@@ -592,16 +591,29 @@ impl NewAllocation {
     }
 }
 
-/// The area of an EstimateWait request: one of `programme`'s areas, in
-/// its registered spelling.
-pub fn parse_wait_area(
-    request: &EstimateWaitRequest,
-    programme: &ProgrammeConfig,
-) -> Result<String, FieldViolations> {
-    let mut violations = FieldViolations::new();
-    let area = programme.check_area("area", &request.area, &mut violations);
-    finish(violations)?;
-    Ok(area.expect("validated"))
+/// What EstimateWait is asked: an area, and the crimes the client
+/// committed, which the safety exclusions weigh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitQuestion {
+    pub area: String,
+    pub perpetrator_of: Vec<CrimeType>,
+}
+
+impl WaitQuestion {
+    pub fn parse(
+        request: &EstimateWaitRequest,
+        programme: &ProgrammeConfig,
+    ) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        let area = programme.check_area("area", &request.area, &mut violations);
+        let perpetrator_of =
+            parse_enum_list("perpetrator_of", &request.perpetrator_of, &mut violations);
+        finish(violations)?;
+        Ok(Self {
+            area: area.expect("validated"),
+            perpetrator_of,
+        })
+    }
 }
 
 /// What a mentor's row says about taking one more client.
@@ -1320,14 +1332,52 @@ mod tests {
 
     #[test]
     fn the_wait_area_is_required_and_a_registered_area() {
-        let wait =
-            |area: &str| parse_wait_area(&EstimateWaitRequest { area: area.into() }, &programme());
+        let wait = |area: &str| {
+            WaitQuestion::parse(
+                &EstimateWaitRequest {
+                    area: area.into(),
+                    ..Default::default()
+                },
+                &programme(),
+            )
+            .map(|question| question.area)
+        };
         assert_eq!(wait(" north DURHAM ").unwrap(), "North Durham");
         assert_eq!(fields(wait(" ").unwrap_err()), ["area"]);
         assert_eq!(fields(wait(&"a".repeat(201)).unwrap_err()), ["area"]);
         for area in UNREGISTERED {
             assert_eq!(fields(wait(area).unwrap_err()), ["area"], "{area:?}");
         }
+    }
+
+    #[test]
+    fn the_crimes_a_wait_is_asked_for_are_known_values_and_few() {
+        let ask = |perpetrator_of: Vec<i32>| {
+            WaitQuestion::parse(
+                &EstimateWaitRequest {
+                    area: "North Durham".into(),
+                    perpetrator_of,
+                },
+                &programme(),
+            )
+        };
+        let rape = CrimeType::Rape as i32;
+        assert_eq!(
+            ask(vec![rape, rape]).unwrap().perpetrator_of,
+            [CrimeType::Rape]
+        );
+        assert_eq!(
+            fields(ask(vec![rape, 0]).unwrap_err()),
+            ["perpetrator_of[1]"]
+        );
+        assert_eq!(
+            fields(ask(vec![rape, 999]).unwrap_err()),
+            ["perpetrator_of[1]"]
+        );
+        assert_eq!(
+            fields(ask(vec![rape; MAX_LISTED + 1]).unwrap_err()),
+            ["perpetrator_of"]
+        );
     }
 
     #[test]

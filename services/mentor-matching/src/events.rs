@@ -16,13 +16,12 @@ use cpm_runtime::bus::{Forget, HandlerError, On, ReceivedEvent, Router, Tx, outb
 use cpm_runtime::grpc::values::{from_timestamp, timestamp};
 
 use crate::db::{self, NewWaitingClient};
-use crate::wait::{self, DefaultRates, WaitInputs};
+use crate::wait;
 
 /// The `decisions` consumer's routes.
 pub fn decisions(config: &crate::Config) -> Router<Decisions> {
     let decisions = Decisions {
-        wait_window_days: config.wait_window_days,
-        default_rates: config.default_rates(),
+        quoter: wait::Quoter::new(config),
     };
     Router::new(crate::NAME, "decisions", decisions)
         .on::<AssessmentDecided>()
@@ -34,51 +33,7 @@ pub fn decisions(config: &crate::Config) -> Router<Decisions> {
 
 /// What the consumer needs to quote a wait at acceptance.
 pub struct Decisions {
-    wait_window_days: u32,
-    default_rates: DefaultRates,
-}
-
-impl Decisions {
-    /// The wait range of a client joining `area`'s queue now.
-    pub async fn quote(
-        &self,
-        connection: &mut sqlx::PgConnection,
-        area: &str,
-        excluded_referral: Option<uuid::Uuid>,
-    ) -> Result<(db::AreaLoad, wait::WaitEstimate), sqlx::Error> {
-        quote_wait(
-            connection,
-            area,
-            excluded_referral,
-            self.wait_window_days,
-            &self.default_rates,
-        )
-        .await
-    }
-}
-
-/// The wait range of a client joining `area`'s queue now, and the load it
-/// came from.
-pub async fn quote_wait(
-    connection: &mut sqlx::PgConnection,
-    area: &str,
-    excluded_referral: Option<uuid::Uuid>,
-    window_days: u32,
-    defaults: &DefaultRates,
-) -> Result<(db::AreaLoad, wait::WaitEstimate), sqlx::Error> {
-    let window = i32::try_from(window_days).unwrap_or(i32::MAX);
-    let load = db::area_load(connection, area, excluded_referral, window).await?;
-    let estimate = wait::estimate(
-        &WaitInputs {
-            queue_ahead: load.clients_waiting,
-            free_places: load.free_mentor_places,
-            allocations: load.allocations,
-            pairs_freed: load.pairs_freed,
-            window_days: f64::from(window_days),
-        },
-        defaults,
-    );
-    Ok((load, estimate))
+    quoter: wait::Quoter,
 }
 
 impl On<AssessmentDecided> for Decisions {
@@ -95,7 +50,11 @@ impl On<AssessmentDecided> for Decisions {
         let area = decided.area.trim();
         // Computed before the insert, the load counts the clients already
         // waiting: the estimate is the wait of this newly accepted client.
-        let (_, quote) = self.quote(connection, area, Some(referral_id)).await?;
+        let perpetrator_of = crate::commands::crimes(&decided.perpetrator_of);
+        let (_, quote) = self
+            .quoter
+            .quote(connection, area, &perpetrator_of, Some(referral_id))
+            .await?;
         let now = Utc::now();
         let estimated_start = now + Duration::days(i64::from(quote.p50_days));
         let estimated_start_latest = now + Duration::days(i64::from(quote.p90_days));

@@ -41,7 +41,7 @@ use crate::commands::{self, MatchingError};
 use crate::db::MentorRow;
 use crate::domain::{
     MentorFilter, MentorUpdate, NewAllocation, NewMentor, ProposalQuery, TrainingRecord,
-    parse_wait_area,
+    WaitQuestion,
 };
 use crate::fit::{AllocationRow, IncompatiblePair, PoorFitReport};
 use crate::matching::{Proposal, Weights};
@@ -49,6 +49,7 @@ use crate::retention::{self, Erasure, Reach};
 use crate::safety::Exclusion;
 use crate::status::StatusChange;
 use crate::wait::Basis;
+use crate::wait::Quoter;
 
 /// Staff run the register and allocate (in their areas); referrers may ask
 /// about waits; a mentor may say their pair is not working.
@@ -88,6 +89,7 @@ pub struct MentorMatching {
     exclusions: Arc<Vec<Exclusion>>,
     /// The service's settings (early fit window, wait and alert rules).
     config: Arc<crate::Config>,
+    quoter: Quoter,
 }
 
 impl MentorMatching {
@@ -101,6 +103,7 @@ impl MentorMatching {
             handle,
             programme,
             exclusions: Arc::new(exclusions),
+            quoter: Quoter::new(&config),
             config: Arc::new(config),
         }
     }
@@ -305,8 +308,14 @@ impl MentorMatchingService for MentorMatching {
         request: Request<EstimateWaitRequest>,
     ) -> Result<Response<EstimateWaitResponse>, Status> {
         // Not personal: any of the programme's areas, whoever asks.
-        let area = parse_wait_area(request.get_ref(), &self.programme)?;
-        let (load, estimate) = commands::estimate_wait(&self.handle, &self.config, &area).await?;
+        let question = WaitQuestion::parse(request.get_ref(), &self.programme)?;
+        let (load, estimate) = commands::estimate_wait(
+            &self.handle,
+            &self.quoter,
+            &question.area,
+            &question.perpetrator_of,
+        )
+        .await?;
         Ok(Response::new(EstimateWaitResponse {
             estimated_days: estimate.p50_days,
             clients_waiting: count(load.clients_waiting),
@@ -315,6 +324,7 @@ impl MentorMatchingService for MentorMatching {
             p90_days: estimate.p90_days,
             allocations_per_week: estimate.allocations_per_week,
             pairs_freed_per_week: estimate.pairs_freed_per_week,
+            eligible_share: load.eligible_share,
             basis: match estimate.basis {
                 Basis::Observed => WaitBasis::Observed,
                 Basis::ProgrammeDefault => WaitBasis::ProgrammeDefault,

@@ -15,6 +15,19 @@
 //! Where an area has too little recent history (no event of the kind in
 //! the window) the programme's configured rates stand in, and the answer
 //! says so ([`Basis::ProgrammeDefault`]).
+//!
+//! The client's needs narrow the mentors who may take them: a client who
+//! committed a crime a safety exclusion names never gets a mentor the rule
+//! excludes. Only the free places of the mentors left count, and pairs are
+//! freed for this client at the area's rate times the share of the area's
+//! mentor capacity that may take them.
+
+use std::sync::Arc;
+
+use cpm_proto::v1::{CrimeType, LivedExperience};
+
+use crate::db::{self, MentorPlaces};
+use crate::safety::{self, Exclusion};
 
 /// What the estimate is computed from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,6 +41,9 @@ pub struct WaitInputs {
     /// Allocations that ended (pairs freed) in the area over the window.
     pub pairs_freed: i64,
     pub window_days: f64,
+    /// The share (0–1) of the area's mentor capacity that may take this
+    /// client: 1 unless a safety exclusion rules mentors out.
+    pub eligible_share: f64,
 }
 
 /// The programme's rates for an area without recent history, per week.
@@ -72,7 +88,8 @@ pub fn estimate(inputs: &WaitInputs, defaults: &DefaultRates) -> WaitEstimate {
         }
     };
     let allocation_rate = per_day(inputs.allocations, defaults.allocations_per_week);
-    let freeing_rate = per_day(inputs.pairs_freed, defaults.pairs_freed_per_week);
+    let freeing_rate = per_day(inputs.pairs_freed, defaults.pairs_freed_per_week)
+        * inputs.eligible_share.clamp(0.0, 1.0);
     let position = inputs.queue_ahead.max(0) + 1;
     let free_pairs = inputs.free_places.max(0) / MENTORS_PER_CLIENT;
     let (events, rate) = if position <= free_pairs {
@@ -90,6 +107,98 @@ pub fn estimate(inputs: &WaitInputs, defaults: &DefaultRates) -> WaitEstimate {
         allocations_per_week: allocation_rate * 7.0,
         pairs_freed_per_week: freeing_rate * 7.0,
         basis,
+    }
+}
+
+/// The load a quote is computed from, as EstimateWait shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AreaLoad {
+    /// Clients already waiting in the area: the queue a new client joins.
+    pub clients_waiting: i64,
+    /// Places free with the area's proposable mentors who may take the client.
+    pub free_mentor_places: i64,
+    /// See [`WaitInputs::eligible_share`].
+    pub eligible_share: f64,
+}
+
+/// Quotes waits under the programme's configuration: the recent window,
+/// the rates standing in where history is thin, and the safety exclusions.
+#[derive(Clone, Debug)]
+pub struct Quoter {
+    window_days: u32,
+    defaults: DefaultRates,
+    exclusions: Arc<Vec<Exclusion>>,
+}
+
+impl Quoter {
+    /// The quoter of `config`, whose exclusions were validated at start.
+    pub fn new(config: &crate::Config) -> Self {
+        Self {
+            window_days: config.wait_window_days,
+            defaults: config.default_rates(),
+            exclusions: Arc::new(safety::resolve(&config.safety_exclusions).unwrap_or_default()),
+        }
+    }
+
+    /// The wait range of a client who committed `perpetrator_of` joining
+    /// `area`'s queue now (leaving `excluded_referral`, the client
+    /// themselves, out of the queue ahead), and the load it came from.
+    pub async fn quote(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        area: &str,
+        perpetrator_of: &[CrimeType],
+        excluded_referral: Option<uuid::Uuid>,
+    ) -> Result<(AreaLoad, WaitEstimate), sqlx::Error> {
+        let window = i32::try_from(self.window_days).unwrap_or(i32::MAX);
+        let history = db::area_history(connection, area, excluded_referral, window).await?;
+        let places = db::area_places(connection, area).await?;
+        let load = eligible_load(&places, &self.exclusions, perpetrator_of, &history);
+        let estimate = estimate(
+            &WaitInputs {
+                queue_ahead: history.clients_waiting,
+                free_places: load.free_mentor_places,
+                allocations: history.allocations,
+                pairs_freed: history.pairs_freed,
+                window_days: f64::from(self.window_days),
+                eligible_share: load.eligible_share,
+            },
+            &self.defaults,
+        );
+        Ok((load, estimate))
+    }
+}
+
+/// The free places and capacity share of the mentors in `places` whom no
+/// exclusion rules out for a client who committed `perpetrator_of`. An area
+/// without mentors yet counts as wholly eligible: nobody is excluded.
+fn eligible_load(
+    places: &[MentorPlaces],
+    exclusions: &[Exclusion],
+    perpetrator_of: &[CrimeType],
+    history: &db::AreaHistory,
+) -> AreaLoad {
+    let (mut capacity, mut eligible_capacity, mut free) = (0_i64, 0_i64, 0_i64);
+    for mentor in places {
+        capacity += i64::from(mentor.capacity.max(0));
+        let experience: Vec<LivedExperience> = mentor
+            .lived_experience
+            .iter()
+            .filter_map(|value| LivedExperience::try_from(*value).ok())
+            .collect();
+        if safety::excluded_by(exclusions, perpetrator_of, &experience).is_none() {
+            eligible_capacity += i64::from(mentor.capacity.max(0));
+            free += i64::from(mentor.free_places.max(0));
+        }
+    }
+    AreaLoad {
+        clients_waiting: history.clients_waiting,
+        free_mentor_places: free,
+        eligible_share: if capacity == 0 {
+            1.0
+        } else {
+            eligible_capacity as f64 / capacity as f64
+        },
     }
 }
 
@@ -151,6 +260,7 @@ mod tests {
             allocations,
             pairs_freed: freed,
             window_days: 90.0,
+            eligible_share: 1.0,
         }
     }
 
@@ -215,5 +325,48 @@ mod tests {
         let estimate = estimate(&inputs(3, 0, 0, 0), &none);
         assert_eq!(estimate.p50_days, MAX_DAYS as i32);
         assert_eq!(estimate.p90_days, MAX_DAYS as i32);
+    }
+
+    #[test]
+    fn mentors_a_safety_rule_excludes_neither_offer_places_nor_free_pairs() {
+        let rules = safety::resolve(&safety::default_rules()).unwrap();
+        let mentor = |experience: LivedExperience, capacity, free_places| MentorPlaces {
+            lived_experience: vec![experience as i32],
+            capacity,
+            free_places,
+        };
+        let places = [
+            mentor(LivedExperience::SexualOffenceVictim, 2, 2),
+            mentor(LivedExperience::Homelessness, 3, 1),
+            mentor(LivedExperience::Homelessness, 1, 1),
+        ];
+        let history = db::AreaHistory::default();
+        let anyone = eligible_load(&places, &rules, &[CrimeType::Theft], &history);
+        assert_eq!(anyone.free_mentor_places, 4);
+        assert!((anyone.eligible_share - 1.0).abs() < 1e-9);
+        let offender = eligible_load(&places, &rules, &[CrimeType::Rape], &history);
+        assert_eq!(offender.free_mentor_places, 2);
+        assert!((offender.eligible_share - 4.0 / 6.0).abs() < 1e-9);
+        assert!(
+            (eligible_load(&[], &rules, &[CrimeType::Rape], &history).eligible_share - 1.0).abs()
+                < 1e-9
+        );
+    }
+
+    #[test]
+    fn fewer_eligible_mentors_mean_pairs_are_freed_for_the_client_more_slowly() {
+        let everyone = estimate(&inputs(5, 0, 18, 9), &DEFAULTS);
+        let half = estimate(
+            &WaitInputs {
+                eligible_share: 0.5,
+                ..inputs(5, 0, 18, 9)
+            },
+            &DEFAULTS,
+        );
+        assert!(
+            half.p50_days > everyone.p50_days,
+            "{half:?} vs {everyone:?}"
+        );
+        assert!((half.pairs_freed_per_week - everyone.pairs_freed_per_week / 2.0).abs() < 1e-9);
     }
 }

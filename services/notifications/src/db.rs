@@ -259,3 +259,28 @@ pub async fn insert_staff_alert(
     .rows_affected()
         == 1)
 }
+
+/// Keeps an urgent concern for an area's coordinators; false when it was
+/// kept before.
+pub async fn insert_concern_alert(
+    connection: &mut PgConnection,
+    concern_id: Uuid,
+    area: &str,
+    referral_id: Uuid,
+    category: i32,
+    raised_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query!(
+        "INSERT INTO notifications.concern_alert (concern_id, area, referral_id, category, \
+         raised_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (concern_id) DO NOTHING",
+        concern_id,
+        area,
+        referral_id,
+        category,
+        raised_at
+    )
+    .execute(connection)
+    .await?
+    .rows_affected()
+        == 1)
+}

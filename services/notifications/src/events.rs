@@ -3,7 +3,7 @@
 //! event moves a referral to which status is referral intake's rule alone.
 
 use chrono::NaiveDate;
-use cpm_proto::v1::{MentorAlertRaised, ReferralStatusChanged};
+use cpm_proto::v1::{ConcernRaised, ConcernUrgency, MentorAlertRaised, ReferralStatusChanged};
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use uuid::Uuid;
@@ -67,10 +67,13 @@ impl On<ReferralStatusChanged> for NotificationWriter {
 }
 
 /// The `staff-alerts` consumer's routes: mentor matching's alerts for an
-/// area's coordinators (a mentor waiting since training, a check-in due),
-/// kept once each, by the alert's ID, for delivery to those coordinators.
+/// area's coordinators (a mentor waiting since training, a check-in due)
+/// and contact logging's urgent concerns, kept once each, by their ID, for
+/// delivery to those coordinators.
 pub fn staff_alerts() -> Router<StaffAlerts> {
-    Router::new(crate::NAME, "staff-alerts", StaffAlerts).on::<MentorAlertRaised>()
+    Router::new(crate::NAME, "staff-alerts", StaffAlerts)
+        .on::<MentorAlertRaised>()
+        .on::<ConcernRaised>()
 }
 
 pub struct StaffAlerts;
@@ -103,6 +106,41 @@ impl On<MentorAlertRaised> for StaffAlerts {
         )
         .await?;
         tracing::info!(%alert_id, kept, "staff alert received");
+        Ok(())
+    }
+}
+
+impl On<ConcernRaised> for StaffAlerts {
+    /// Keeps an urgent concern for the area's coordinators; a routine one
+    /// waits in contact logging's queue and is not pushed to anyone.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: ConcernRaised,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if e.urgency != ConcernUrgency::Urgent as i32 {
+            return Ok(());
+        }
+        let permanent = |what: &str| HandlerError::Permanent(format!("concern.raised {what}"));
+        let concern_id =
+            Uuid::parse_str(&e.concern_id).map_err(|_| permanent("names no concern"))?;
+        let referral_id = referral_id(&e.referral_id)?;
+        let raised_at = e
+            .raised_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .ok_or_else(|| permanent("has no time"))?;
+        let kept = db::insert_concern_alert(
+            connection,
+            concern_id,
+            e.area.trim(),
+            referral_id,
+            e.category,
+            raised_at,
+        )
+        .await?;
+        tracing::info!(%concern_id, kept, "urgent concern received");
         Ok(())
     }
 }
