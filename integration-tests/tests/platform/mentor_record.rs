@@ -237,9 +237,12 @@ async fn an_allocated_mentor_reads_the_measured_set_and_nothing_more_and_every_r
             cpm::client::authed(&channel, &env.token("admin", Role::Admin, None, None)).unwrap(),
         ),
     ] {
-        let refused = read(&ReferralIntakeServiceClient::new(authed), &client.referral_id)
-            .await
-            .unwrap_err();
+        let refused = read(
+            &ReferralIntakeServiceClient::new(authed),
+            &client.referral_id,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied, "{who}");
     }
 
@@ -299,7 +302,12 @@ async fn a_pair_ended_as_a_poor_fit_loses_the_client_at_once_and_the_next_pair_r
         .await
         .unwrap();
     loses_access(&first, &client.referral_id, "the first mentor loses access").await;
-    loses_access(&second, &client.referral_id, "the second mentor loses access").await;
+    loses_access(
+        &second,
+        &client.referral_id,
+        "the second mentor loses access",
+    )
+    .await;
 
     let mut admin = admin(&env, &channel);
     allocate(
@@ -397,7 +405,12 @@ async fn an_ended_engagement_ends_the_mentors_access_and_a_late_allocation_does_
         ..Default::default()
     };
     let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &late);
-    publish_raw(&env, cpm_proto::v1::AllocationConfirmed::TYPE, &envelope.encode_to_vec()).await;
+    publish_raw(
+        &env,
+        cpm_proto::v1::AllocationConfirmed::TYPE,
+        &envelope.encode_to_vec(),
+    )
+    .await;
     let fourth = mentor_records(&env, &channel, &client.mentors[3]);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(code_of(&fourth, &client.referral_id).await, Code::NotFound);

@@ -11,8 +11,9 @@
 
 use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AllocationConfirmed, AllocationEnded, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus, ReferralSubmitted,
+    AllocationConfirmed, AllocationEnded, AssessmentDecided, AssessmentOpened, CaseDischarged,
+    Decision, EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
+    ReferralSubmitted,
 };
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;

@@ -15,11 +15,10 @@ use cpm_proto::v1::{
     GetMentorClientRecordRequest, GetMentorClientRecordResponse, GetReferralRequest,
     GetReferralResponse, ListAgenciesRequest, ListAgenciesResponse, ListPossibleLinksRequest,
     ListPossibleLinksResponse, ListReferralsRequest, ListReferralsResponse, MentorClientRecord,
-    OtherProfessional,
-    Referral, ReferralDetails, ReferralLinkState, ReferralStatus, Referrer, RegisterAgencyRequest,
-    RegisterAgencyResponse, RegisterReferrerRequest, RegisterReferrerResponse,
-    SubmitReferralRequest, SubmitReferralResponse, WithdrawReferralRequest,
-    WithdrawReferralResponse,
+    OtherProfessional, Referral, ReferralDetails, ReferralLinkState, ReferralStatus, Referrer,
+    RegisterAgencyRequest, RegisterAgencyResponse, RegisterReferrerRequest,
+    RegisterReferrerResponse, SubmitReferralRequest, SubmitReferralResponse,
+    WithdrawReferralRequest, WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;

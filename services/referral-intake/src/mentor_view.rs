@@ -40,7 +40,10 @@ impl MentorRecordRequest {
     /// The request of `caller`, whose token must name a mentor (a mentor
     /// token without one is refused at authentication, so this is a second
     /// wall), for a valid referral ID.
-    pub fn parse(caller: &Caller, request: &GetMentorClientRecordRequest) -> Result<Self, ApiError> {
+    pub fn parse(
+        caller: &Caller,
+        request: &GetMentorClientRecordRequest,
+    ) -> Result<Self, ApiError> {
         let mentor_id = caller
             .mentor_id
             .as_deref()
@@ -171,7 +174,8 @@ mod tests {
     #[test]
     fn a_token_naming_no_mentor_is_refused_before_the_request_is_read() {
         for mentor_id in [None, Some(""), Some("  ")] {
-            let refused = MentorRecordRequest::parse(&caller(Role::Mentor, mentor_id), &request(""));
+            let refused =
+                MentorRecordRequest::parse(&caller(Role::Mentor, mentor_id), &request(""));
             assert!(
                 matches!(refused, Err(ApiError::PermissionDenied(_))),
                 "{mentor_id:?}: {refused:?}"
@@ -241,7 +245,11 @@ mod tests {
 
     #[test]
     fn an_erased_client_is_the_referral_id_alone() {
-        for (row, details) in [(row(true), Some(details())), (row(true), None), (row(false), None)] {
+        for (row, details) in [
+            (row(true), Some(details())),
+            (row(true), None),
+            (row(false), None),
+        ] {
             let referral_id = row.referral_id;
             assert_eq!(
                 MinimalRecord::of(row, details),
