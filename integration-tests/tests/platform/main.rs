@@ -14,6 +14,7 @@ mod journey;
 mod limits;
 mod mentor_follow_up;
 mod mentor_matching;
+mod mentor_record;
 mod no_configuration;
 mod notifications;
 mod private_broker;

@@ -806,3 +806,116 @@ pub async fn record_withdrawal(
     .await?;
     Ok(())
 }
+
+/// What a mentor's minimal record needs of a referral row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MentorViewRow {
+    pub referral_id: Uuid,
+    pub area: String,
+    pub known_risk_types: Vec<i32>,
+    pub erased_at: Option<DateTime<Utc>>,
+}
+
+/// The referral, when `mentor_id` is on an active allocation of it and its
+/// support has not ended; `None` otherwise, as for a missing one.
+pub async fn fetch_mentor_view(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    mentor_id: &str,
+) -> Result<Option<MentorViewRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MentorViewRow,
+        "SELECT referral.referral_id, referral.area, referral.known_risk_types, referral.erased_at \
+         FROM referral_intake.referral \
+         WHERE referral.referral_id = $1 \
+           AND EXISTS (SELECT 1 FROM referral_intake.mentor_allocation AS allocation \
+                       WHERE allocation.referral_id = referral.referral_id \
+                         AND allocation.mentor_id = $2 AND allocation.active) \
+           AND NOT EXISTS (SELECT 1 FROM referral_intake.mentor_access_ended AS ended \
+                           WHERE ended.referral_id = referral.referral_id)",
+        referral_id,
+        mentor_id
+    )
+    .fetch_optional(connection)
+    .await
+}
+
+/// Records the mentors of a confirmed allocation as active; a mentor whose
+/// row exists already (a redelivery, or an ending that overtook the
+/// confirmation) is left as it is. Returns how many were added.
+pub async fn insert_mentor_allocation(
+    connection: &mut PgConnection,
+    allocation_id: Uuid,
+    referral_id: Uuid,
+    mentor_ids: &[String],
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "INSERT INTO referral_intake.mentor_allocation \
+           (allocation_id, mentor_id, referral_id, active) \
+         SELECT $1, mentor_id, $2, true FROM unnest($3::text[]) AS mentor (mentor_id) \
+         ON CONFLICT (allocation_id, mentor_id) DO NOTHING",
+        allocation_id,
+        referral_id,
+        mentor_ids
+    )
+    .execute(connection)
+    .await?
+    .rows_affected())
+}
+
+/// Ends an allocation for every mentor it had, and records `mentor_ids`
+/// as ended even before its confirmation is seen (so a late confirmation
+/// adds nothing active). Returns how many mentors lost access.
+pub async fn end_mentor_allocation(
+    connection: &mut PgConnection,
+    allocation_id: Uuid,
+    referral_id: Uuid,
+    mentor_ids: &[String],
+) -> Result<u64, sqlx::Error> {
+    let ended = sqlx::query!(
+        "UPDATE referral_intake.mentor_allocation SET active = false, ended_at = now() \
+         WHERE allocation_id = $1 AND active",
+        allocation_id
+    )
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    sqlx::query!(
+        "INSERT INTO referral_intake.mentor_allocation \
+           (allocation_id, mentor_id, referral_id, active, ended_at) \
+         SELECT $1, mentor_id, $2, false, now() FROM unnest($3::text[]) AS mentor (mentor_id) \
+         ON CONFLICT (allocation_id, mentor_id) DO NOTHING",
+        allocation_id,
+        referral_id,
+        mentor_ids
+    )
+    .execute(connection)
+    .await?;
+    Ok(ended)
+}
+
+/// Ends every mentor's access to a referral whose support ended, for good;
+/// `ended_by` names the event. Returns whether this call ended it.
+pub async fn end_mentor_access(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    ended_by: &str,
+) -> Result<bool, sqlx::Error> {
+    let ended = sqlx::query!(
+        "INSERT INTO referral_intake.mentor_access_ended (referral_id, ended_by) \
+         VALUES ($1, $2) ON CONFLICT (referral_id) DO NOTHING",
+        referral_id,
+        ended_by
+    )
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    sqlx::query!(
+        "UPDATE referral_intake.mentor_allocation SET active = false, ended_at = now() \
+         WHERE referral_id = $1 AND active",
+        referral_id
+    )
+    .execute(connection)
+    .await?;
+    Ok(ended == 1)
+}

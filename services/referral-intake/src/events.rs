@@ -2,15 +2,24 @@
 //! its agency sees it, and each move is announced ([`crate::status`]). Each
 //! handler only advances the status (see [`cpm_proto::status_rank`]), so
 //! late or repeated events change nothing and announce nothing.
+//!
+//! The `allocations` consumer keeps which mentors may read a client's
+//! minimal record ([`crate::mentor_view`]): the mentors of a confirmed
+//! allocation until it ends (`allocation.ended`), and nobody once support
+//! ended (`case.discharged`, or `engagement.changed` with END). An ending
+//! is final whatever order the events arrive in.
 
+use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AllocationConfirmed, AssessmentDecided, AssessmentOpened, CaseDischarged, Decision,
-    EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus, ReferralSubmitted,
+    AllocationConfirmed, AllocationEnded, AssessmentDecided, AssessmentOpened, CaseDischarged,
+    Decision, EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
+    ReferralSubmitted,
 };
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
+use uuid::Uuid;
 
-use crate::db::StatusChange;
+use crate::db::{self, StatusChange};
 use crate::domain::status_rank;
 use crate::status;
 
@@ -172,5 +181,134 @@ impl On<EngagementChanged> for StatusProjection {
             ..change(ReferralStatus::NotTakenOn)
         };
         project(connection, &e.referral_id, status_change).await
+    }
+}
+
+/// The `allocations` consumer's routes: who may read a client's minimal record.
+pub fn mentor_allocations() -> Router<MentorAllocations> {
+    Router::new(crate::NAME, "allocations", MentorAllocations)
+        .on::<AllocationConfirmed>()
+        .on::<AllocationEnded>()
+        .on::<CaseDischarged>()
+        .on::<EngagementChanged>()
+}
+
+pub struct MentorAllocations;
+
+fn allocation_id(value: &str, event_type: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value)
+        .map_err(|_| HandlerError::Permanent(format!("{event_type} names no allocation")))
+}
+
+/// The mentor IDs an event names, without blanks.
+fn named_mentors(mentor_ids: Vec<String>) -> Vec<String> {
+    mentor_ids
+        .into_iter()
+        .filter(|mentor_id| !mentor_id.trim().is_empty())
+        .collect()
+}
+
+impl On<AllocationConfirmed> for MentorAllocations {
+    /// The pair may read the client's minimal record, unless support has
+    /// ended or this allocation's ending came first.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: AllocationConfirmed,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&e.referral_id)?;
+        let allocation_id = allocation_id(&e.allocation_id, AllocationConfirmed::TYPE)?;
+        let mentors = named_mentors(e.mentor_ids);
+        let added =
+            db::insert_mentor_allocation(connection, allocation_id, referral_id, &mentors).await?;
+        tracing::info!(%referral_id, %allocation_id, added, "mentors may read the minimal record");
+        Ok(())
+    }
+}
+
+impl On<AllocationEnded> for MentorAllocations {
+    /// The pair that did not work loses the client at once.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: AllocationEnded,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&e.referral_id)?;
+        let allocation_id = allocation_id(&e.allocation_id, AllocationEnded::TYPE)?;
+        let mentors = named_mentors(e.mentor_ids);
+        let ended =
+            db::end_mentor_allocation(connection, allocation_id, referral_id, &mentors).await?;
+        tracing::info!(%referral_id, %allocation_id, ended, "mentors lost the minimal record");
+        Ok(())
+    }
+}
+
+/// Support ended: no mentor reads the client again.
+async fn end_mentor_access(
+    connection: &mut Tx,
+    referral: &str,
+    event_type: &str,
+) -> Result<(), HandlerError> {
+    let referral_id = referral_id(referral)?;
+    let ended = db::end_mentor_access(connection, referral_id, event_type).await?;
+    tracing::info!(%referral_id, ended, "support ended; no mentor reads the minimal record");
+    Ok(())
+}
+
+impl On<CaseDischarged> for MentorAllocations {
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: CaseDischarged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        end_mentor_access(connection, &e.referral_id, CaseDischarged::TYPE).await
+    }
+}
+
+impl On<EngagementChanged> for MentorAllocations {
+    /// Only an ending counts: a paused engagement keeps its mentors.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: EngagementChanged,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if e.action != EngagementAction::End as i32 {
+            return Ok(());
+        }
+        end_mentor_access(connection, &e.referral_id, EngagementChanged::TYPE).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocations_consumer_hears_every_event_that_gives_or_ends_access() {
+        assert_eq!(
+            mentor_allocations().event_types(),
+            [
+                "allocation.confirmed",
+                "allocation.ended",
+                "case.discharged",
+                "engagement.changed"
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_mentor_ids_are_dropped_and_a_bad_allocation_id_is_permanent() {
+        assert_eq!(
+            named_mentors(vec!["m-1".into(), "".into(), " ".into(), "m-2".into()]),
+            ["m-1", "m-2"]
+        );
+        assert!(matches!(
+            allocation_id("nope", AllocationEnded::TYPE),
+            Err(HandlerError::Permanent(_))
+        ));
     }
 }

@@ -11,13 +11,14 @@ use chrono::{DateTime, Utc};
 use cpm_proto::v1::referral_intake_service_server::ReferralIntakeService;
 use cpm_proto::v1::{
     Agency, ClientIdentity, DecideLinkRequest, DecideLinkResponse, Demand, EraseClientRequest,
-    EraseClientResponse, ExportClientDataRequest, ExportClientDataResponse, GetReferralRequest,
+    EraseClientResponse, ExportClientDataRequest, ExportClientDataResponse,
+    GetMentorClientRecordRequest, GetMentorClientRecordResponse, GetReferralRequest,
     GetReferralResponse, ListAgenciesRequest, ListAgenciesResponse, ListPossibleLinksRequest,
-    ListPossibleLinksResponse, ListReferralsRequest, ListReferralsResponse, OtherProfessional,
-    Referral, ReferralDetails, ReferralLinkState, ReferralStatus, Referrer, RegisterAgencyRequest,
-    RegisterAgencyResponse, RegisterReferrerRequest, RegisterReferrerResponse,
-    SubmitReferralRequest, SubmitReferralResponse, WithdrawReferralRequest,
-    WithdrawReferralResponse,
+    ListPossibleLinksResponse, ListReferralsRequest, ListReferralsResponse, MentorClientRecord,
+    OtherProfessional, Referral, ReferralDetails, ReferralLinkState, ReferralStatus, Referrer,
+    RegisterAgencyRequest, RegisterAgencyResponse, RegisterReferrerRequest,
+    RegisterReferrerResponse, SubmitReferralRequest, SubmitReferralResponse,
+    WithdrawReferralRequest, WithdrawReferralResponse,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::bus::ServiceHandle;
@@ -38,11 +39,13 @@ use crate::db::{AgencyRow, ReferralFilter, ReferralRow};
 use crate::domain::{
     NewAgency, NewReferral, NewReferrer, PrivacyRequest, ReadScope, SealedDetails,
 };
+use crate::mentor_view::{self, MentorRecordRequest, MinimalRecord};
 use crate::privacy::{self, ClientVault};
 
 /// Referrers submit and follow their agency's referrals; staff read them
 /// and decide their links, a coordinator in their own areas only; admins
-/// keep the agency register and answer data-protection requests.
+/// keep the agency register and answer data-protection requests; mentors
+/// read only the minimal record of their own clients.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("SubmitReferral", &[Role::Referrer]),
     (
@@ -58,6 +61,7 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("DecideLink", STAFF),
     ("EraseClient", &[Role::Admin]),
     ("ExportClientData", &[Role::Admin]),
+    ("GetMentorClientRecord", &[Role::Mentor]),
 ]);
 
 pub struct ReferralIntake {
@@ -239,6 +243,18 @@ impl LinkView {
                 }
             }
         }
+    }
+}
+
+fn to_mentor_record(record: MinimalRecord) -> MentorClientRecord {
+    MentorClientRecord {
+        referral_id: record.referral_id.to_string(),
+        first_name: record.first_name,
+        safe_contact_instructions: record.safe_contact_instructions,
+        known_risk_types: record.known_risk_types,
+        known_risks: record.known_risks,
+        area: record.area,
+        erased: record.erased,
     }
 }
 
@@ -532,6 +548,21 @@ impl ReferralIntakeService for ReferralIntake {
         Ok(Response::new(ExportClientDataResponse {
             document_json: serde_json::to_string_pretty(&document)
                 .map_err(|error| IntakeError::Internal(error.into()))?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn get_mentor_client_record(
+        &self,
+        request: Request<GetMentorClientRecordRequest>,
+    ) -> Result<Response<GetMentorClientRecordResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let asked = MentorRecordRequest::parse(caller, request.get_ref())?;
+        let record =
+            mentor_view::get_mentor_client_record(&self.handle, &self.vault, caller, &asked)
+                .await?;
+        Ok(Response::new(GetMentorClientRecordResponse {
+            record: Some(to_mentor_record(record)),
         }))
     }
 }

@@ -14,13 +14,16 @@
 //!   access export, the privacy use cases.
 //! - [`grpc`]: the handlers of `cpm.v1.ReferralIntakeService` and its access table.
 //! - [`status`]: the referrer-visible status, moved forward only and announced as `referral.status_changed`.
-//! - [`events`]: the status projection fed by its own and downstream events.
+//! - [`events`]: the status projection fed by its own and downstream events,
+//!   and the `allocations` consumer: which mentors may read which client.
+//! - [`mentor_view`]: the mentor's minimal record (the measured set), audited.
 
 pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod mentor_view;
 pub mod privacy;
 pub mod status;
 
@@ -83,7 +86,10 @@ impl Service for Descriptor {
     }
 
     fn consumers() -> Vec<ConsumerSpec> {
-        vec![events::status_projection().spec()]
+        vec![
+            events::status_projection().spec(),
+            events::mentor_allocations().spec(),
+        ]
     }
 
     fn listen(config: &Config) -> &str {
@@ -100,7 +106,7 @@ impl Service for Descriptor {
         Ok(())
     }
 
-    /// Starts the status projection, and adds the gRPC
+    /// Starts the status projection and the mentors' allocations, and adds the gRPC
     /// service to `routes`.
     async fn start(
         context: &ServiceContext,
@@ -110,6 +116,7 @@ impl Service for Descriptor {
     ) -> anyhow::Result<()> {
         let guard_pool = handle.pool().clone();
         context.spawn_consumer(&handle, events::status_projection());
+        context.spawn_consumer(&handle, events::mentor_allocations());
         let service = grpc::ReferralIntake::new(
             handle,
             context.keys.clone(),
