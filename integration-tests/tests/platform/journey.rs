@@ -44,11 +44,64 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
     assert!(report.webhook_discharge_notice);
     assert_eq!(report.mentor_ids.len(), 2);
 
-    // The discharge date is recorded for the referrer.
+    // The webhook carried the discharge feedback, following the proforma:
+    // the two contacts made, the outcome, how to re-refer; no note.
+    let feedback = report
+        .webhook_feedback
+        .clone()
+        .expect("a discharge webhook");
+    assert_eq!(feedback["contacts"], 2, "{feedback}");
+    assert_eq!(feedback["outcome"], "DISCHARGE_OUTCOME_GOALS_ACHIEVED");
+    assert!(
+        feedback["how_to_re_refer"]
+            .as_str()
+            .is_some_and(|text| !text.is_empty())
+    );
+    assert!(
+        !feedback.to_string().contains("goals met"),
+        "the note stays inside"
+    );
+
+    // The discharge date is recorded for the referrer, with the feedback
+    // and the date it reached them (the webhook's confirmed delivery).
     let channel = connect(&platform).await;
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, &report.agency_id));
     let referral = fetch_referral(&mut intake, &report.referral_id).await;
     assert!(referral.discharged_at.is_some());
+    assert_eq!(
+        referral
+            .discharge_feedback
+            .map(|feedback| feedback.contacts),
+        Some(2)
+    );
+    crate::harness::eventually(
+        std::time::Duration::from_secs(20),
+        "the feedback's delivery is dated for the referrer and in the case file",
+        || {
+            let mut intake = intake.clone();
+            let mut contacts =
+                cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient::new(
+                    cpm::client::authed(
+                        &channel,
+                        &env.token("admin", cpm_runtime::auth::Role::Admin, None, None),
+                    )
+                    .unwrap(),
+                );
+            let referral_id = report.referral_id.clone();
+            async move {
+                let referral = fetch_referral(&mut intake, &referral_id).await;
+                let case_file = contacts
+                    .get_case_file(cpm_proto::v1::GetCaseFileRequest { referral_id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .case_file
+                    .unwrap();
+                referral.feedback_received_at.is_some() && case_file.feedback_delivered_at.is_some()
+            }
+        },
+    )
+    .await;
 
     // The mentor's home visit asked a coordinator to review suitability.
     let assessments =

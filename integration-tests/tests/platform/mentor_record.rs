@@ -355,6 +355,8 @@ async fn a_discharged_clients_mentors_lose_the_record_at_once() {
         .discharge(DischargeRequest {
             referral_id: client.referral_id.clone(),
             reason: "goals met".into(),
+            outcome: cpm_proto::v1::DischargeOutcome::GoalsAchieved as i32,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -38,6 +38,8 @@ pub struct DemoReport {
     pub stream_discharge_notice: bool,
     /// The discharge notice received by the agency's webhook.
     pub webhook_discharge_notice: bool,
+    /// The discharge feedback that notice carried (its JSON `feedback`).
+    pub webhook_feedback: Option<serde_json::Value>,
 }
 
 /// Who takes part, and where the platform is.
@@ -457,18 +459,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     })
     .await
     .unwrap_or(Ok(false))?;
-    let webhook_discharge_notice = tokio::time::timeout(wait, async {
+    let webhook_feedback = tokio::time::timeout(wait, async {
         while let Some(body) = webhook_bodies.recv().await {
             if body["referral_id"] == referral_id.as_str()
                 && body["kind"] == "NOTIFICATION_KIND_DISCHARGED"
             {
-                return true;
+                return Some(body["feedback"].clone());
             }
         }
-        false
+        None
     })
     .await
-    .unwrap_or(false);
+    .unwrap_or(None);
+    let webhook_discharge_notice = webhook_feedback.is_some();
     journey.step(format!(
         "referrer told of the discharge: stream {}, webhook {}",
         if stream_discharge_notice { "yes" } else { "NO" },
@@ -490,5 +493,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         contacts_logged: 2,
         stream_discharge_notice,
         webhook_discharge_notice,
+        webhook_feedback,
     })
 }

@@ -14,6 +14,8 @@ pub struct NotificationRow {
     pub kind: i32,
     pub status: i32,
     pub created_at: DateTime<Utc>,
+    /// For DISCHARGED: the encoded `cpm.v1.DischargeFeedback`.
+    pub feedback: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -47,6 +49,7 @@ pub struct DueDelivery {
     pub kind: i32,
     pub status: i32,
     pub created_at: DateTime<Utc>,
+    pub feedback: Option<Vec<u8>>,
 }
 
 /// The agency's next sequence number; holds the agency's row lock until commit.
@@ -71,8 +74,8 @@ pub async fn insert_notification(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO notifications.notification (notification_id, agency_id, sequence, \
-         referral_id, kind, status, event_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         referral_id, kind, status, event_id, created_at, feedback) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         row.notification_id,
         &row.agency_id,
         row.sequence,
@@ -81,6 +84,7 @@ pub async fn insert_notification(
         row.status,
         event_id,
         row.created_at,
+        row.feedback.as_deref(),
     )
     .execute(connection)
     .await?;
@@ -122,7 +126,8 @@ pub async fn notifications_after(
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
     sqlx::query_as!(
         NotificationRow,
-        "SELECT notification_id, agency_id, sequence, referral_id, kind, status, created_at \
+        "SELECT notification_id, agency_id, sequence, referral_id, kind, status, created_at, \
+                feedback \
          FROM notifications.notification WHERE agency_id = $1 AND sequence > $2 \
          ORDER BY sequence LIMIT $3",
         agency_id,
@@ -186,7 +191,7 @@ pub async fn lock_due_deliveries(
     sqlx::query_as!(
         DueDelivery,
         "SELECT d.delivery_id, d.attempts, w.url, n.notification_id, n.agency_id, n.sequence, \
-                n.referral_id, n.kind, n.status, n.created_at \
+                n.referral_id, n.kind, n.status, n.created_at, n.feedback \
          FROM notifications.delivery d JOIN notifications.webhook w USING (webhook_id) \
            JOIN notifications.notification n USING (notification_id) \
          WHERE d.state = 1 AND d.next_attempt_at <= now() \
@@ -210,6 +215,23 @@ pub async fn mark_delivered(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Records that a delivery of `notification_id` was confirmed; true for
+/// the first confirmation of that notification (on any of its webhooks).
+pub async fn mark_first_delivered(
+    connection: &mut PgConnection,
+    notification_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE notifications.notification SET first_delivered_at = now() \
+         WHERE notification_id = $1 AND first_delivered_at IS NULL",
+        notification_id
+    )
+    .execute(connection)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Records a failed attempt: retried with back-off, failed for good after `max_attempts`.

@@ -2,7 +2,7 @@
 //! Which events notify is the `status` consumer's route list
 //! ([`crate::events::status_notices`]).
 
-use cpm_proto::v1::{NotificationKind, ReferralStatus};
+use cpm_proto::v1::{DischargeFeedback, NotificationKind, ReferralStatus};
 use cpm_runtime::grpc::FieldViolations;
 
 /// What an agency is told about one event.
@@ -12,10 +12,18 @@ pub struct Notice {
     pub referral_id: String,
     pub kind: NotificationKind,
     pub status: ReferralStatus,
+    /// For a discharge: the proforma feedback.
+    pub feedback: Option<DischargeFeedback>,
 }
 
-/// The notice of `status` for its referring agency.
-pub fn notice(agency_id: String, referral_id: String, status: ReferralStatus) -> Notice {
+/// The notice of `status` for its referring agency, carrying `feedback`
+/// when it is a discharge.
+pub fn notice(
+    agency_id: String,
+    referral_id: String,
+    status: ReferralStatus,
+    feedback: Option<DischargeFeedback>,
+) -> Notice {
     let kind = if status == ReferralStatus::Discharged {
         NotificationKind::Discharged
     } else {
@@ -26,6 +34,7 @@ pub fn notice(agency_id: String, referral_id: String, status: ReferralStatus) ->
         referral_id,
         kind,
         status,
+        feedback: feedback.filter(|_| kind == NotificationKind::Discharged),
     }
 }
 
@@ -86,9 +95,25 @@ mod tests {
 
     #[test]
     fn a_discharge_is_its_own_kind() {
-        let discharged = notice("a".into(), "r".into(), ReferralStatus::Discharged);
+        let feedback = DischargeFeedback {
+            contacts: 31,
+            ..Default::default()
+        };
+        let discharged = notice(
+            "a".into(),
+            "r".into(),
+            ReferralStatus::Discharged,
+            Some(feedback.clone()),
+        );
         assert_eq!(discharged.kind, NotificationKind::Discharged);
-        let accepted = notice("a".into(), "r".into(), ReferralStatus::Accepted);
+        assert_eq!(discharged.feedback, Some(feedback.clone()));
+        let accepted = notice(
+            "a".into(),
+            "r".into(),
+            ReferralStatus::Accepted,
+            Some(feedback),
+        );
         assert_eq!(accepted.kind, NotificationKind::StatusChanged);
+        assert_eq!(accepted.feedback, None, "only a discharge carries feedback");
     }
 }

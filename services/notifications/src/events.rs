@@ -39,6 +39,7 @@ impl NotificationWriter {
             kind: notice.kind as i32,
             status: notice.status as i32,
             created_at: chrono::Utc::now(),
+            feedback: notice.feedback.as_ref().map(prost::Message::encode_to_vec),
         };
         db::insert_notification(connection, &row, received.event_id).await?;
         let deliveries =
@@ -59,7 +60,7 @@ impl On<ReferralStatusChanged> for NotificationWriter {
         let status = e.status();
         Self::write(
             connection,
-            notice(e.agency_id, e.referral_id, status),
+            notice(e.agency_id, e.referral_id, status, e.feedback),
             received,
         )
         .await

@@ -70,6 +70,7 @@ fn to_proto(row: &NotificationRow) -> Notification {
         kind: row.kind,
         status: row.status,
         created_at: Some(timestamp(row.created_at)),
+        feedback: crate::webhooks::decode_feedback(row.feedback.as_deref()),
     }
 }
 

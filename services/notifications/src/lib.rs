@@ -117,7 +117,7 @@ impl Service for Descriptor {
             TaskSpec::essential(NAME, format!("{NAME}.commit-listener")),
             move || listen_for_commits(listen_pool.clone(), wake_sender.clone(), shutdown.clone()),
         );
-        let worker = Arc::new(webhooks::WebhookWorker::new(pool.clone(), &config)?);
+        let worker = Arc::new(webhooks::WebhookWorker::new(handle.clone(), &config)?);
         let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
         context.spawn_loop(
             TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),

@@ -1,19 +1,28 @@
 //! The webhook worker: posts due deliveries, records each attempt, retries
 //! with back-off and gives up after a bounded number of attempts. A
 //! delivery row exists once per webhook and notification, so a redelivered
-//! event never causes a second post. The body carries IDs and statuses only.
+//! event never causes a second post. The body carries IDs and statuses
+//! only, and for a discharge the proforma feedback (dates, counts and
+//! categories). The first confirmed delivery of a discharge is announced
+//! as `feedback.delivered`, so the date the referrer received the feedback
+//! is recorded where the case file and the referral are kept.
 
 use std::time::Duration;
 
-use cpm_proto::v1::{NotificationKind, ReferralStatus};
+use cpm_proto::v1::{
+    DischargeFeedback, DischargeOutcome, FeedbackDelivered, NotificationKind, ReferralStatus,
+    RelapseSign,
+};
+use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::grpc::values::timestamp;
+use prost::Message as _;
 use serde::Serialize;
-use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::db::{self, DueDelivery};
 
 pub struct WebhookWorker {
-    pool: PgPool,
+    handle: ServiceHandle,
     client: reqwest::Client,
     max_attempts: i32,
     poll_interval: Duration,
@@ -29,6 +38,49 @@ pub struct WebhookBody {
     pub kind: &'static str,
     pub status: &'static str,
     pub created_at: String,
+    /// For DISCHARGED only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackBody>,
+}
+
+/// The discharge feedback as JSON: enum values by their names.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct FeedbackBody {
+    pub started_on: String,
+    pub discharged_on: String,
+    pub contacts: i32,
+    pub outcome: &'static str,
+    pub relapse_signs: Vec<&'static str>,
+    pub how_to_re_refer: String,
+}
+
+impl From<&DischargeFeedback> for FeedbackBody {
+    fn from(feedback: &DischargeFeedback) -> Self {
+        Self {
+            started_on: feedback.started_on.clone(),
+            discharged_on: feedback.discharged_on.clone(),
+            contacts: feedback.contacts,
+            outcome: DischargeOutcome::try_from(feedback.outcome)
+                .unwrap_or_default()
+                .as_str_name(),
+            relapse_signs: feedback
+                .relapse_signs
+                .iter()
+                .map(|sign| {
+                    RelapseSign::try_from(*sign)
+                        .unwrap_or_default()
+                        .as_str_name()
+                })
+                .collect(),
+            how_to_re_refer: feedback.how_to_re_refer.clone(),
+        }
+    }
+}
+
+/// A stored feedback, decoded; `None` when there is none (or it does not
+/// decode, which only a corrupted row could cause).
+pub fn decode_feedback(stored: Option<&[u8]>) -> Option<DischargeFeedback> {
+    stored.and_then(|bytes| DischargeFeedback::decode(bytes).ok())
 }
 
 impl From<&DueDelivery> for WebhookBody {
@@ -45,18 +97,21 @@ impl From<&DueDelivery> for WebhookBody {
                 .unwrap_or_default()
                 .as_str_name(),
             created_at: due.created_at.to_rfc3339(),
+            feedback: decode_feedback(due.feedback.as_deref())
+                .as_ref()
+                .map(FeedbackBody::from),
         }
     }
 }
 
 impl WebhookWorker {
-    pub fn new(pool: PgPool, config: &crate::Config) -> anyhow::Result<Self> {
+    pub fn new(handle: ServiceHandle, config: &crate::Config) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.webhook_timeout_secs))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
-            pool,
+            handle,
             client,
             max_attempts: config.webhook_max_attempts,
             poll_interval: Duration::from_millis(config.webhook_poll_interval_ms),
@@ -89,7 +144,7 @@ impl WebhookWorker {
 
     /// Posts one batch of due deliveries; returns how many were attempted.
     pub async fn deliver_due_batch(&self) -> anyhow::Result<usize> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.handle.begin().await?;
         let due = db::lock_due_deliveries(&mut transaction, 16).await?;
         for delivery in &due {
             let result = self
@@ -113,6 +168,22 @@ impl WebhookWorker {
             match failure {
                 None => {
                     db::mark_delivered(&mut transaction, delivery.delivery_id).await?;
+                    let first =
+                        db::mark_first_delivered(&mut transaction, delivery.notification_id)
+                            .await?;
+                    if first && delivery.kind == NotificationKind::Discharged as i32 {
+                        outbox::enqueue(
+                            &mut transaction,
+                            crate::NAME,
+                            &FeedbackDelivered {
+                                referral_id: delivery.referral_id.to_string(),
+                                agency_id: delivery.agency_id.clone(),
+                                delivered_at: Some(timestamp(chrono::Utc::now())),
+                                channel: "WEBHOOK".into(),
+                            },
+                        )
+                        .await?;
+                    }
                     tracing::info!(delivery_id = %delivery.delivery_id, "webhook delivered");
                 }
                 Some(error) => {

@@ -43,6 +43,9 @@ pub struct ReferralRow {
     pub earlier_agency_id: Option<String>,
     pub withdrawn_at_status: Option<i32>,
     pub withdrawal_reason_sealed: Option<Vec<u8>>,
+    /// The encoded `cpm.v1.DischargeFeedback` sent at discharge.
+    pub discharge_feedback: Option<Vec<u8>>,
+    pub feedback_received_at: Option<DateTime<Utc>>,
 }
 
 /// `query_as!` into [`ReferralRow`]: its columns from `referral`, then
@@ -58,7 +61,8 @@ macro_rules! select_referrals {
              emergency_calls_last_12_months, victim_of, perpetrator_of, known_risk_types, \
              referrer_will_co_visit, police_calls, ambulance_calls, nhs_111_calls, other_calls, \
              police_staff_hours, safeguarding_reports, erased_at, link_state, \
-             earlier_agency_id, withdrawn_at_status, withdrawal_reason_sealed \
+             earlier_agency_id, withdrawn_at_status, withdrawal_reason_sealed, \
+             discharge_feedback, feedback_received_at \
              FROM referral_intake.referral " + $rest
             $(, $arg)*
         )
@@ -128,6 +132,8 @@ impl NewReferralRow<'_> {
             earlier_agency_id: self.earlier_agency_id.map(str::to_owned),
             withdrawn_at_status: None,
             withdrawal_reason_sealed: None,
+            discharge_feedback: None,
+            feedback_received_at: None,
         }
     }
 
@@ -394,6 +400,8 @@ pub struct StatusChange {
     pub estimated_start: Option<DateTime<Utc>>,
     pub estimated_start_latest: Option<DateTime<Utc>>,
     pub discharged_at: Option<DateTime<Utc>>,
+    /// For DISCHARGED: the proforma feedback, kept and announced with it.
+    pub discharge_feedback: Option<cpm_proto::v1::DischargeFeedback>,
 }
 
 /// The status a referral left, and its agency, when a change moved it.
@@ -418,7 +426,8 @@ pub async fn advance_status(
          not_taken_on_reason = COALESCE($5, r.not_taken_on_reason), \
          estimated_start = COALESCE($6, r.estimated_start), \
          discharged_at = COALESCE($7, r.discharged_at), \
-         estimated_start_latest = COALESCE($8, r.estimated_start_latest) \
+         estimated_start_latest = COALESCE($8, r.estimated_start_latest), \
+         discharge_feedback = COALESCE($9, r.discharge_feedback) \
          FROM (SELECT referral_id, status FROM referral_intake.referral \
                WHERE referral_id = $1 FOR UPDATE) AS before \
          WHERE r.referral_id = before.referral_id AND r.status_rank < $3 \
@@ -431,9 +440,32 @@ pub async fn advance_status(
         change.estimated_start,
         change.discharged_at,
         change.estimated_start_latest,
+        change
+            .discharge_feedback
+            .as_ref()
+            .map(prost::Message::encode_to_vec),
     )
     .fetch_optional(connection)
     .await
+}
+
+/// Records when the discharge feedback reached the referrer; the first
+/// confirmation stands. Returns whether this one was recorded.
+pub async fn record_feedback_received(
+    connection: &mut PgConnection,
+    referral_id: Uuid,
+    received_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE referral_intake.referral SET feedback_received_at = $2 \
+         WHERE referral_id = $1 AND feedback_received_at IS NULL",
+        referral_id,
+        received_at
+    )
+    .execute(connection)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Locks a referral of `agency_id` for a state change.

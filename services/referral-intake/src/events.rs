@@ -12,8 +12,8 @@
 use cpm_proto::Event as _;
 use cpm_proto::v1::{
     AllocationConfirmed, AllocationEnded, AssessmentDecided, AssessmentOpened, CaseDischarged,
-    Decision, EngagementAction, EngagementChanged, MentorsAwaited, ReferralStatus,
-    ReferralSubmitted,
+    Decision, EngagementAction, EngagementChanged, FeedbackDelivered, MentorsAwaited,
+    ReferralStatus, ReferralSubmitted,
 };
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
@@ -33,6 +33,7 @@ pub fn status_projection() -> Router<StatusProjection> {
         .on::<AllocationConfirmed>()
         .on::<CaseDischarged>()
         .on::<EngagementChanged>()
+        .on::<FeedbackDelivered>()
 }
 
 pub struct StatusProjection;
@@ -158,6 +159,7 @@ impl On<CaseDischarged> for StatusProjection {
     ) -> Result<(), HandlerError> {
         let status_change = StatusChange {
             discharged_at: e.discharged_at.as_ref().and_then(from_timestamp),
+            discharge_feedback: e.feedback,
             ..change(ReferralStatus::Discharged)
         };
         project(connection, &e.referral_id, status_change).await
@@ -280,6 +282,28 @@ impl On<EngagementChanged> for MentorAllocations {
             return Ok(());
         }
         end_mentor_access(connection, &e.referral_id, EngagementChanged::TYPE).await
+    }
+}
+
+impl On<FeedbackDelivered> for StatusProjection {
+    /// Records when the discharge feedback reached the referrer: what the
+    /// referral shows as `feedback_received_at`. No status moves.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: FeedbackDelivered,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let referral_id = referral_id(&e.referral_id)?;
+        let received_at = e
+            .delivered_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .ok_or_else(|| HandlerError::Permanent("feedback.delivered has no time".into()))?;
+        let recorded =
+            crate::db::record_feedback_received(connection, referral_id, received_at).await?;
+        tracing::info!(%referral_id, recorded, "discharge feedback received");
+        Ok(())
     }
 }
 

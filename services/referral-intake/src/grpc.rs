@@ -206,6 +206,11 @@ fn to_proto(row: &ReferralRow, sealed: Option<SealedDetails>, viewer: Option<&st
         area: row.area.clone(),
         details,
         erased: row.erased_at.is_some(),
+        discharge_feedback: row
+            .discharge_feedback
+            .as_deref()
+            .and_then(|bytes| prost::Message::decode(bytes).ok()),
+        feedback_received_at: optional_timestamp(row.feedback_received_at),
     }
 }
 
@@ -604,6 +609,8 @@ mod tests {
             earlier_agency_id: None,
             withdrawn_at_status: None,
             withdrawal_reason_sealed: None,
+            discharge_feedback: None,
+            feedback_received_at: None,
         }
     }
 

@@ -48,6 +48,7 @@ pub async fn announce(
             estimated_start: change.estimated_start.map(timestamp),
             estimated_start_latest: change.estimated_start_latest.map(timestamp),
             changed_at: Some(timestamp(Utc::now())),
+            feedback: change.discharge_feedback.clone(),
         },
     )
     .await?;
