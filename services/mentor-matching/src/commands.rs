@@ -341,10 +341,11 @@ pub async fn propose_matches(
     // Every candidate works in the client's area, which is the caller's.
     let mut candidates = Vec::new();
     let mut excluded = Vec::new();
-    for candidate in db::list_candidates(&mut connection, &client.area)
-        .await?
-        .iter()
-        .map(to_candidate)
+    for candidate in
+        db::list_candidates_in(&mut connection, Some(std::slice::from_ref(&client.area)))
+            .await?
+            .iter()
+            .map(to_candidate)
     {
         match safety::excluded_by(exclusions, &committed, &candidate.lived_experience) {
             Some(rule) => excluded.push(Excluded {

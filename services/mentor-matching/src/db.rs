@@ -222,26 +222,6 @@ pub async fn list_mentors(
     .await
 }
 
-/// The mentors who may be proposed for a client of `area`: proposable
-/// (see [`PROPOSABLE_STATUSES`]) and working in `area`.
-pub async fn list_candidates(
-    connection: &mut PgConnection,
-    area: &str,
-) -> Result<Vec<MentorRow>, sqlx::Error> {
-    mentors!(
-        "WHERE $1 = ANY(mentor.areas) \
-           AND mentor.status = ANY($2) \
-           AND mentor.safeguarding_trained_on IS NOT NULL \
-           AND mentor.agreement_signed_on IS NOT NULL \
-           AND load.current_clients < mentor.capacity \
-         ORDER BY mentor.mentor_id",
-        area,
-        &PROPOSABLE_STATUSES,
-    )
-    .fetch_all(connection)
-    .await
-}
-
 /// The mentors who may be proposed for a client of any of `areas` (every
 /// area when `None`).
 pub async fn list_candidates_in(

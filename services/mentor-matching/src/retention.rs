@@ -279,11 +279,13 @@ async fn erase(
     )
     .execute(&mut **transaction)
     .await?;
-    // Free text staff wrote about the mentor's pairs: why a pair did not
-    // work, why two mentors must not be paired (the marks themselves stay).
+    // Free text staff wrote about the mentor's pairs: why a pair was
+    // confirmed against the proposals, why it did not work, why two mentors
+    // must not be paired (the marks themselves stay).
     sqlx::query!(
-        "UPDATE mentor_matching.allocation SET end_note = '' \
-         WHERE end_note <> '' AND allocation_id IN ( \
+        "UPDATE mentor_matching.allocation \
+         SET end_note = '', reason = CASE WHEN reason IS NULL THEN NULL ELSE '' END \
+         WHERE (end_note <> '' OR reason <> '') AND allocation_id IN ( \
            SELECT allocation_id FROM mentor_matching.allocation_mentor WHERE mentor_id = $1)",
         id
     )

@@ -318,6 +318,26 @@ async fn an_erased_mentor_leaves_a_tombstone_and_one_with_clients_is_not_erased(
         status_change_reasons(&pool, &declined.mentor_id).await,
         [(MentorStatus::Declined as i32, String::new())]
     );
+
+    // Why a coordinator confirmed a pair is staff's text about its mentors:
+    // it goes with either of them once their allocation is over.
+    sqlx::query(
+        "UPDATE mentor_matching.allocation SET reason = 'asked for SECRET-NAME by name', \
+         active = false, ended_at = now() WHERE referral_id = $1::uuid",
+    )
+    .bind(&client)
+    .execute(&pool)
+    .await
+    .unwrap();
+    erase(&mut darlington, &busy[0]).await.unwrap();
+    let reasons: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT reason FROM mentor_matching.allocation WHERE referral_id = $1::uuid",
+    )
+    .bind(&client)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons, [Some(String::new())]);
     pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
