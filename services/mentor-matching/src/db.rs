@@ -574,7 +574,7 @@ pub async fn area_history(
 /// A proposable mentor of an area as a wait estimate sees them: what they
 /// lived through (for the safety exclusions), their capacity and their
 /// places still free.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MentorPlaces {
     pub lived_experience: Vec<i32>,
     pub capacity: i32,
@@ -587,25 +587,23 @@ pub async fn area_places(
     connection: &mut PgConnection,
     area: &str,
 ) -> Result<Vec<MentorPlaces>, sqlx::Error> {
-    sqlx::query_as!(
-        MentorPlaces,
-        "SELECT mentor.lived_experience, mentor.capacity, \
-           GREATEST(mentor.capacity - load.current_clients, 0) AS \"free_places!\" \
-         FROM mentor_matching.mentor \
-         CROSS JOIN LATERAL (SELECT count(*)::integer AS current_clients \
-           FROM mentor_matching.allocation_mentor \
-           JOIN mentor_matching.allocation \
-             ON allocation.allocation_id = allocation_mentor.allocation_id \
-           WHERE allocation_mentor.mentor_id = mentor.mentor_id \
-             AND allocation.active) AS load \
-         WHERE $1 = ANY(mentor.areas) AND mentor.status = ANY($2) \
+    let mentors = mentors!(
+        "WHERE $1 = ANY(mentor.areas) AND mentor.status = ANY($2) \
            AND mentor.safeguarding_trained_on IS NOT NULL \
            AND mentor.agreement_signed_on IS NOT NULL",
         area,
         &PROPOSABLE_STATUSES,
     )
     .fetch_all(connection)
-    .await
+    .await?;
+    Ok(mentors
+        .into_iter()
+        .map(|mentor| MentorPlaces {
+            free_places: (mentor.capacity - mentor.current_clients).max(0),
+            capacity: mentor.capacity,
+            lived_experience: mentor.lived_experience,
+        })
+        .collect())
 }
 
 /// What ending a client's support changed.
