@@ -39,6 +39,12 @@ pub enum CaseError {
         .0.as_str_name()
     )]
     NotOpenToDischarge(CaseState),
+    /// A goal that is missing or not on the case file named.
+    #[error("goal")]
+    GoalNotFound,
+    /// Goals, demand or reports asked of a record in the wrong state.
+    #[error("{0}")]
+    WrongState(String),
     /// The client was erased: no new text about them is kept.
     #[error("the client's personal data was erased; nothing new about them is accepted")]
     Erased,
@@ -55,10 +61,11 @@ pub enum CaseError {
 impl From<CaseError> for ApiError {
     fn from(error: CaseError) -> Self {
         match error {
-            CaseError::NotFound => ApiError::NotFound(error.to_string()),
+            CaseError::NotFound | CaseError::GoalNotFound => ApiError::NotFound(error.to_string()),
             CaseError::Denied(message) => ApiError::PermissionDenied(message),
             CaseError::ClosedToContacts(_)
             | CaseError::NotOpenToDischarge(_)
+            | CaseError::WrongState(_)
             | CaseError::Erased => ApiError::FailedPrecondition(error.to_string()),
             CaseError::Invalid(violations) => ApiError::InvalidArgument(violations),
             CaseError::Unreadable(error) => ApiError::Internal(error.into()),
@@ -83,7 +90,7 @@ impl From<CaseError> for tonic::Status {
     }
 }
 
-fn case_state(row: &CaseFileRow) -> CaseState {
+pub(crate) fn case_state(row: &CaseFileRow) -> CaseState {
     CaseState::try_from(row.state).unwrap_or_default()
 }
 
@@ -124,7 +131,7 @@ impl CaseParties for CaseFileRow {
 /// The case file of `referral_id` when `access` admits it (by its area for
 /// staff, its mentors for a mentor), locked as `lock` says; NOT_FOUND when
 /// it is missing or not the caller's.
-async fn admitted_case_file(
+pub(crate) async fn admitted_case_file(
     connection: &mut PgConnection,
     access: &CaseAccess,
     referral_id: Uuid,
@@ -138,7 +145,7 @@ async fn admitted_case_file(
 /// when the caller may reach their case file, and otherwise NOT_FOUND, as
 /// for any case file the caller may not reach (so a case in another area,
 /// or another mentor's, does not show through its client's erasure).
-async fn refusal_when_erased(
+pub(crate) async fn refusal_when_erased(
     connection: &mut PgConnection,
     access: &CaseAccess,
     referral_id: Uuid,
@@ -151,7 +158,7 @@ async fn refusal_when_erased(
 
 /// [`ClientKeys::seal_text`], refusing an erased client as
 /// [`refusal_when_erased`] says.
-async fn seal_for(
+pub(crate) async fn seal_for(
     connection: &mut PgConnection,
     keys: &ClientKeys,
     access: &CaseAccess,

@@ -4,7 +4,7 @@
 //! fixes all of them at once. No request names an area: a case file's area
 //! is the allocation's, and only decides who may reach it.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use cpm_proto::v1::{ContactActivity, DischargeRequest, LogContactRequest};
 use cpm_runtime::auth::{AreaScope, Caller, Role};
 use cpm_runtime::grpc::FieldViolations;
@@ -26,8 +26,10 @@ pub const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
 
 /// The roles that read case files and log contacts.
 pub const CASE_WORKERS: &[Role] = &[Role::Coordinator, Role::Admin, Role::Mentor];
-/// The roles that discharge.
+/// The roles that discharge, record demand and read reports.
 pub const CASE_MANAGERS: &[Role] = &[Role::Coordinator, Role::Admin];
+/// The role that records what the programme cost.
+pub const ADMINS: &[Role] = &[Role::Admin];
 
 /// A valid contact to log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +110,57 @@ impl DischargeOrder {
             reason: request.reason.clone(),
         })
     }
+}
+
+/// The longest area name a report request may name.
+pub const MAX_AREA: usize = 200;
+
+/// A calendar date written `2026-03-14`; `None` (with a violation unless
+/// `required` is false and the value is empty) otherwise.
+pub fn parse_day(
+    field: &str,
+    value: &str,
+    required: bool,
+    violations: &mut FieldViolations,
+) -> Option<NaiveDate> {
+    let value = value.trim();
+    if value.is_empty() {
+        if required {
+            violations.add(field, "is required");
+        }
+        return None;
+    }
+    match NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        Ok(date) => Some(date),
+        Err(_) => {
+            violations.add(field, "must be a date like 2026-03-14");
+            None
+        }
+    }
+}
+
+/// The areas a report covers, lower-cased for the queries' `lower(area) =
+/// ANY(..)`: `None` for every area (an admin asking for none). A requested
+/// area must be one the caller works in; empty means all of theirs.
+pub fn report_areas(caller: &Caller, requested: &str) -> Result<Option<Vec<String>>, CaseError> {
+    let mut violations = FieldViolations::new();
+    check_text("area", requested, false, MAX_AREA, &mut violations);
+    if !violations.is_empty() {
+        return Err(CaseError::Invalid(violations));
+    }
+    let requested = requested.trim();
+    let scope = caller.area_scope();
+    if !requested.is_empty() {
+        if !scope.admits(requested) {
+            return Err(CaseError::Denied(format!(
+                "{requested} is not one of the areas you work in"
+            )));
+        }
+        return Ok(Some(vec![requested.to_lowercase()]));
+    }
+    Ok(scope
+        .as_filter()
+        .map(|areas| areas.iter().map(|area| area.to_lowercase()).collect()))
 }
 
 /// Which case files a caller may act on: the access rule every RPC applies.

@@ -149,6 +149,7 @@ impl Forget for CaseFiles {
     const WHAT: &'static str = "free text";
 
     async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
-        Ok(db::forget_client_text(connection, referral_id).await?)
+        Ok(db::forget_client_text(connection, referral_id).await?
+            + crate::goals::forget_goal_text(connection, referral_id).await?)
     }
 }

@@ -8,9 +8,13 @@
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingService;
 use cpm_proto::v1::{
-    CaseFile, Contact, DischargeRequest, DischargeResponse, GetCaseFileRequest,
-    GetCaseFileResponse, ListContactsRequest, ListContactsResponse, LogContactRequest,
-    LogContactResponse,
+    CaseFile, Contact, ContactsReportRequest, ContactsReportResponse, DischargeRequest,
+    DischargeResponse, GetCaseFileRequest, GetCaseFileResponse, GetDemandRequest,
+    GetDemandResponse, ImpactReportRequest, ImpactReportResponse, ListContactsRequest,
+    ListContactsResponse, ListGoalsRequest, ListGoalsResponse, LogContactRequest,
+    LogContactResponse, RecordDemandRequest, RecordDemandResponse, RecordGoalProgressRequest,
+    RecordGoalProgressResponse, RecordProgrammeCostRequest, RecordProgrammeCostResponse,
+    SetGoalRequest, SetGoalResponse,
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
@@ -24,7 +28,11 @@ use uuid::Uuid;
 
 use crate::commands;
 use crate::db::{CaseFileRow, ContactRow};
-use crate::domain::{CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact};
+use crate::demand::{self, DemandWindows, NewDemand};
+use crate::domain::{ADMINS, CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact};
+use crate::goals::{self, GoalUpdate, NewGoal};
+use crate::impact::{self, ImpactQuery, NewProgrammeCost};
+use crate::reports::{self, ContactsQuery};
 
 /// Mentors and staff work in case files; only staff discharge. Which case
 /// files each may touch (staff: their areas; a mentor: their own cases) is
@@ -34,17 +42,36 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("LogContact", CASE_WORKERS),
     ("ListContacts", CASE_WORKERS),
     ("Discharge", CASE_MANAGERS),
+    ("SetGoal", CASE_WORKERS),
+    ("RecordGoalProgress", CASE_WORKERS),
+    ("ListGoals", CASE_WORKERS),
+    ("RecordDemand", CASE_MANAGERS),
+    ("GetDemand", CASE_MANAGERS),
+    ("RecordProgrammeCost", ADMINS),
+    ("ImpactReport", CASE_MANAGERS),
+    ("ContactsReport", CASE_MANAGERS),
 ]);
 
 pub struct ContactLogging {
     handle: ServiceHandle,
     /// Seals and opens the free text kept about each client.
     keys: ClientKeys,
+    /// Demand windows and the impact formula.
+    config: crate::Config,
 }
 
 impl ContactLogging {
     pub fn new(handle: ServiceHandle, keys: ClientKeys) -> Self {
-        Self { handle, keys }
+        Self {
+            handle,
+            keys,
+            config: crate::Config::default(),
+        }
+    }
+
+    /// With the service's settings rather than the defaults.
+    pub fn with_config(self, config: crate::Config) -> Self {
+        Self { config, ..self }
     }
 }
 
@@ -171,6 +198,111 @@ impl ContactLoggingService for ContactLogging {
         Ok(Response::new(DischargeResponse {
             case_file: Some(case_file_to_proto(&row)),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn set_goal(
+        &self,
+        request: Request<SetGoalRequest>,
+    ) -> Result<Response<SetGoalResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let new = NewGoal::parse(request.get_ref(), Utc::now().date_naive())?;
+        let goal = goals::set_goal(&self.handle, &self.keys, caller, &access, &new).await?;
+        Ok(Response::new(SetGoalResponse { goal: Some(goal) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn record_goal_progress(
+        &self,
+        request: Request<RecordGoalProgressRequest>,
+    ) -> Result<Response<RecordGoalProgressResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let update = GoalUpdate::parse(request.get_ref())?;
+        let goal =
+            goals::record_progress(&self.handle, &self.keys, caller, &access, &update).await?;
+        Ok(Response::new(RecordGoalProgressResponse {
+            goal: Some(goal),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn list_goals(
+        &self,
+        request: Request<ListGoalsRequest>,
+    ) -> Result<Response<ListGoalsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let goals =
+            goals::list_goals(&self.handle, &self.keys, caller, &access, referral_id).await?;
+        Ok(Response::new(ListGoalsResponse { goals }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn record_demand(
+        &self,
+        request: Request<RecordDemandRequest>,
+    ) -> Result<Response<RecordDemandResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let new = NewDemand::parse(request.get_ref(), Utc::now().date_naive())?;
+        let windows = DemandWindows::of(&self.config);
+        let row = demand::record_demand(&self.handle, caller, &access, windows, &new).await?;
+        Ok(Response::new(RecordDemandResponse {
+            figure: Some(demand::figure_to_proto(&row)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn get_demand(
+        &self,
+        request: Request<GetDemandRequest>,
+    ) -> Result<Response<GetDemandResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let (current, history) = demand::demand(&self.handle, &access, referral_id).await?;
+        Ok(Response::new(GetDemandResponse {
+            current: current.iter().map(demand::figure_to_proto).collect(),
+            history: history.iter().map(demand::figure_to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_programme_cost(
+        &self,
+        request: Request<RecordProgrammeCostRequest>,
+    ) -> Result<Response<RecordProgrammeCostResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let cost = NewProgrammeCost::parse(request.get_ref())?;
+        let cost = impact::record_programme_cost(&self.handle, caller, &cost).await?;
+        Ok(Response::new(RecordProgrammeCostResponse {
+            cost: Some(cost),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn impact_report(
+        &self,
+        request: Request<ImpactReportRequest>,
+    ) -> Result<Response<ImpactReportResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let query = ImpactQuery::parse(request.get_ref(), caller)?;
+        let report = impact::impact_report(&self.handle, &self.config.impact, &query).await?;
+        Ok(Response::new(report))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn contacts_report(
+        &self,
+        request: Request<ContactsReportRequest>,
+    ) -> Result<Response<ContactsReportResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let query = ContactsQuery::parse(request.get_ref(), caller)?;
+        let report = reports::contacts_report(&self.handle, &query, Utc::now()).await?;
+        Ok(Response::new(report))
     }
 }
 

@@ -17,15 +17,26 @@
 //! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService` and its access table.
 //! - [`events`]: the consumer that opens case files on `allocation.confirmed`
 //!   and closes them on an ended engagement.
+//! - [`goals`]: a client's GROW goals and their progress, sealed text.
+//! - [`demand`]: demand before and after support, and the `referrals`
+//!   consumer that keeps each referral's area, demand and non-engagement.
+//! - [`impact`]: the versioned costing formula and the impact report.
+//! - [`reports`]: contacts, activities, engagement and quiet mentors, with
+//!   CSV and an SVG chart.
 
 pub mod commands;
 pub mod db;
+pub mod demand;
 pub mod domain;
 pub mod events;
+pub mod goals;
 pub mod grpc;
+pub mod impact;
+pub mod reports;
 
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
+use cpm_runtime::config::{ConfigError, PlatformConfig};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
@@ -40,12 +51,36 @@ pub const SCHEMA: &str = "contact_logging";
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/contact-logging");
 
+/// The longest demand window, in months.
+pub const MAX_WINDOW_MONTHS: u32 = 60;
+
 /// This service's own settings (`[contact_logging]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Its own listen address when run as a single target; empty uses `grpc.listen`.
     pub listen: String,
+    /// Months before support that staff-recorded BEFORE_SUPPORT figures
+    /// cover (the referral's own always cover 12).
+    pub demand_before_months: u32,
+    /// Months after discharge the first follow-up window covers.
+    pub first_follow_up_months: u32,
+    /// Months after discharge the second follow-up window covers.
+    pub second_follow_up_months: u32,
+    /// The agreed costing formula under its version (`[contact_logging.impact]`).
+    pub impact: impact::Formula,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            demand_before_months: 12,
+            first_follow_up_months: 6,
+            second_follow_up_months: 12,
+            impact: impact::Formula::default(),
+        }
+    }
 }
 
 /// Contact logging as the binary registers it.
@@ -56,7 +91,7 @@ pub static SERVICE: Registered<Descriptor> = Registered::new();
 
 impl Service for Descriptor {
     const NAME: &'static str = NAME;
-    const DESCRIPTION: &'static str = "case files, contacts, discharge";
+    const DESCRIPTION: &'static str = "case files, contacts, goals, demand, impact, discharge";
     const SCHEMA: &'static str = SCHEMA;
     const GRPC_NAME: &'static str = "cpm.v1.ContactLoggingService";
     type Config = Config;
@@ -70,27 +105,65 @@ impl Service for Descriptor {
     }
 
     fn consumers() -> Vec<ConsumerSpec> {
-        vec![events::allocations().spec()]
+        vec![events::allocations().spec(), demand::referrals().spec()]
+    }
+
+    fn validate(config: &Config, _platform: &PlatformConfig) -> Result<(), ConfigError> {
+        for (key, months) in [
+            (
+                "contact_logging.demand_before_months",
+                config.demand_before_months,
+            ),
+            (
+                "contact_logging.first_follow_up_months",
+                config.first_follow_up_months,
+            ),
+            (
+                "contact_logging.second_follow_up_months",
+                config.second_follow_up_months,
+            ),
+        ] {
+            if !(1..=MAX_WINDOW_MONTHS).contains(&months) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between 1 and {MAX_WINDOW_MONTHS} months"),
+                ));
+            }
+        }
+        if config.second_follow_up_months <= config.first_follow_up_months {
+            return Err(ConfigError::invalid(
+                "contact_logging.second_follow_up_months",
+                "must be longer than first_follow_up_months",
+            ));
+        }
+        config
+            .impact
+            .validate()
+            .map_err(|problem| ConfigError::invalid("contact_logging.impact", problem))
     }
 
     fn listen(config: &Config) -> &str {
         &config.listen
     }
 
-    /// Starts the case-file consumer, and adds the gRPC
-    /// service to `routes`.
+    /// Records the impact formula's version (refusing a version changed
+    /// under the same name), starts the case-file and referral consumers,
+    /// and adds the gRPC service to `routes`.
     async fn start(
         context: &ServiceContext,
         handle: ServiceHandle,
-        _config: Config,
+        config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
         let guard_pool = handle.pool().clone();
+        impact::register_formula(&guard_pool, &config.impact).await?;
         context.spawn_consumer(&handle, events::allocations());
+        context.spawn_consumer(&handle, demand::referrals());
         let service = grpc::ContactLogging::new(
             handle,
             cpm_runtime::client_keys::ClientKeys::new(context.keys.clone()),
-        );
+        )
+        .with_config(config);
         routes.add_service(Self::guard(
             context,
             &guard_pool,

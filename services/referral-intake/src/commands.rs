@@ -191,6 +191,7 @@ pub async fn submit_referral(
             known_risk_types: new_row.known_risk_types.clone(),
             victim_of: new_row.victim_of.clone(),
             perpetrator_of: new_row.perpetrator_of.clone(),
+            demand: new_row.demand,
         },
     );
     // During a master-key rotation a retry's first submission may carry its
