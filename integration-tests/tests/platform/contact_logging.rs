@@ -163,7 +163,7 @@ async fn open_case_file(
 
 /// Opens a case file in `area` (as a confirmed allocation does) and waits
 /// until `contacts` reads it; returns the allocated mentor's ID.
-async fn open_case_file_in(
+pub(crate) async fn open_case_file_in(
     env: &TestEnv,
     contacts: &ContactLoggingServiceClient<crate::harness::Authed>,
     referral_id: &str,
@@ -194,7 +194,7 @@ async fn open_case_file_in(
     mentor_id
 }
 
-async fn erase(env: &TestEnv, referral_id: &str) {
+pub(crate) async fn erase(env: &TestEnv, referral_id: &str) {
     let erased = cpm_proto::v1::ClientErased {
         referral_id: referral_id.into(),
         agency_id: "agency-sealed".into(),
