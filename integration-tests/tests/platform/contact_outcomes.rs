@@ -537,6 +537,62 @@ async fn demand_before_comes_from_the_referral_and_follow_ups_wait_for_their_win
     env.cleanup().await;
 }
 
+/// A referral submitted through referral intake carries its demand, by
+/// service, to contact logging as the demand before support.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_referrals_demand_reaches_contact_logging() {
+    let env = TestEnv::new().await;
+    let platform = env
+        .start(&[Target::REFERRAL_INTAKE, Target::CONTACT_LOGGING])
+        .await;
+    let channel = connect(&platform).await;
+    let mut intake =
+        cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient::new(
+            env.referrer(&channel, "agency-demand"),
+        );
+    let referral = crate::harness::submit(
+        &mut intake,
+        cpm_proto::v1::SubmitReferralRequest {
+            demand: Some(Demand {
+                police_calls: 7,
+                ambulance_calls: 3,
+                nhs_111_calls: 1,
+                other_calls: 0,
+                police_staff_hours: 21.5,
+                safeguarding_reports: 2,
+            }),
+            ..crate::harness::referral_request("Darlington")
+        },
+    )
+    .await;
+    let admin = admin(&env, &channel);
+    demand_known(&admin, &referral.referral_id).await;
+    let before = admin
+        .clone()
+        .get_demand(GetDemandRequest {
+            referral_id: referral.referral_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current
+        .remove(0);
+    assert_eq!(
+        (
+            before.police_calls,
+            before.ambulance_calls,
+            before.nhs_111_calls,
+            before.other_calls
+        ),
+        (7, 3, 1, 1),
+        "12 calls referred, 11 of them by service"
+    );
+    assert_eq!(before.police_staff_hours, 21.5);
+    assert_eq!(before.supplied_by, "referrer (agency agency-demand)");
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
 /// Two discharged clients and one referral not taken on, priced by the
 /// agreed formula: per client, cohort and area, who never called again,
 /// the comparison cohort beside them, the return per pound of the cost an
