@@ -477,7 +477,7 @@ mod tests {
     fn the_report_csv_and_chart_carry_the_buckets() {
         let per_client = contacts_per_client(&[10, 60, 250]);
         let report = ContactsReportResponse {
-            contacts_per_client: Some(per_client.clone()),
+            contacts_per_client: Some(per_client),
             minutes_per_activity: minutes_per_activity(&[(3, 1, 50)]),
             engagement: Some(engagement_length(&[10])),
             quiet_mentors: vec![QuietMentor {
