@@ -10,7 +10,7 @@ use cpm::Target;
 use cpm_proto::Event as _;
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::{
-    ContactActivity, ContactsReportRequest, Demand, DemandWindow, DischargeRequest,
+    ContactActivity, ContactsReportRequest, Demand, DemandFigures, DemandWindow, DischargeRequest,
     GetDemandRequest, GoalState, ImpactReportRequest, ListGoalsRequest, LogContactRequest,
     RecordDemandRequest, RecordGoalProgressRequest, RecordProgrammeCostRequest, ReferralStatus,
     ReferralStatusChanged, ReferralSubmitted, SetGoalRequest,
@@ -50,7 +50,13 @@ async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
 }
 
 /// Announces a referral as referral intake does, with its demand.
-async fn submit(env: &TestEnv, referral_id: &str, area: &str, calls: i32, demand: Option<Demand>) {
+async fn submit(
+    env: &TestEnv,
+    referral_id: &str,
+    area: &str,
+    calls: i32,
+    demand: Option<DemandFigures>,
+) {
     let submitted = ReferralSubmitted {
         referral_id: referral_id.into(),
         agency_id: "agency-durham".into(),
@@ -357,13 +363,12 @@ async fn demand_before_comes_from_the_referral_and_follow_ups_wait_for_their_win
         &referral_id,
         "Darlington",
         30,
-        Some(Demand {
+        Some(DemandFigures {
             police_calls: 20,
             ambulance_calls: 4,
             nhs_111_calls: 2,
             other_calls: 0,
             police_staff_hours: 80.0,
-            safeguarding_reports: 1,
         }),
     )
     .await;
@@ -605,7 +610,7 @@ async fn the_impact_report_prices_clients_beside_a_comparison_cohort_and_states_
     let mut admin = admin(&env, &channel);
     let pool = env.database().await;
     let demand = |police_calls, hours| {
-        Some(Demand {
+        Some(DemandFigures {
             police_calls,
             police_staff_hours: hours,
             ..Default::default()

@@ -520,7 +520,7 @@ impl On<ReferralStatusChanged> for Referrals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpm_proto::v1::Demand;
+    use cpm_proto::v1::DemandFigures;
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 12, 3).unwrap()
@@ -633,13 +633,12 @@ mod tests {
         let submitted = ReferralSubmitted {
             agency_id: "agency-7".into(),
             emergency_calls_last_12_months: 40,
-            demand: Some(Demand {
+            demand: Some(DemandFigures {
                 police_calls: 25,
                 ambulance_calls: 5,
                 nhs_111_calls: 2,
                 other_calls: 1,
                 police_staff_hours: 60.5,
-                safeguarding_reports: 3,
             }),
             ..Default::default()
         };
