@@ -1,8 +1,10 @@
 //! Requests parsed at the edge, and the access rule ([`CaseAccess`]: staff
 //! by the areas they work in, mentors by their own cases). Handlers never
 //! see a raw protobuf request; every violation is collected so the caller
-//! fixes all of them at once. No request names an area: a case file's area
-//! is the allocation's, and only decides who may reach it.
+//! fixes all of them at once. No request on a case names an area: a case
+//! file's area is the allocation's, and only decides who may reach it.
+//! Reports may narrow themselves to one of the caller's areas
+//! ([`report_areas`]).
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use cpm_proto::v1::{ContactActivity, DischargeRequest, LogContactRequest};

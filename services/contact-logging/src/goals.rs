@@ -205,7 +205,7 @@ async fn insert_goal(connection: &mut PgConnection, goal: &GoalRow) -> Result<()
     Ok(())
 }
 
-/// The goals of a case file, oldest first; `goal_id` narrows to one, locked.
+/// The goals of a case file, oldest first; `goal_id` narrows to one.
 async fn fetch_goals(
     connection: &mut PgConnection,
     case_file_id: Uuid,
@@ -217,11 +217,31 @@ async fn fetch_goals(
          way_forward_sealed, target_date, commitment, state, set_by, set_at \
          FROM contact_logging.goal \
          WHERE case_file_id = $1 AND ($2::uuid IS NULL OR goal_id = $2) \
-         ORDER BY set_at, goal_id FOR UPDATE",
+         ORDER BY set_at, goal_id",
         case_file_id,
         goal_id
     )
     .fetch_all(connection)
+    .await
+}
+
+/// One goal of a case file, locked until the transaction ends, so two
+/// updates of the same goal (say one achieving and one dropping it) take
+/// turns and the second sees the first's state.
+async fn lock_goal(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+    goal_id: Uuid,
+) -> Result<Option<GoalRow>, sqlx::Error> {
+    sqlx::query_as!(
+        GoalRow,
+        "SELECT goal_id, case_file_id, goal_sealed, reality_sealed, options_sealed, \
+         way_forward_sealed, target_date, commitment, state, set_by, set_at \
+         FROM contact_logging.goal WHERE case_file_id = $1 AND goal_id = $2 FOR UPDATE",
+        case_file_id,
+        goal_id
+    )
+    .fetch_optional(connection)
     .await
 }
 
@@ -390,14 +410,9 @@ pub async fn record_progress(
         seal_for(&mut transaction, keys, access, referral_id, &update.note).await?
     };
     let case_file = open_case_file_for_goals(&mut transaction, access, referral_id).await?;
-    let goal = fetch_goals(
-        &mut transaction,
-        case_file.case_file_id,
-        Some(update.goal_id),
-    )
-    .await?
-    .pop()
-    .ok_or(CaseError::GoalNotFound)?;
+    let goal = lock_goal(&mut transaction, case_file.case_file_id, update.goal_id)
+        .await?
+        .ok_or(CaseError::GoalNotFound)?;
     let state = GoalState::try_from(goal.state).unwrap_or_default();
     if state != GoalState::Ongoing {
         return Err(CaseError::WrongState(format!(

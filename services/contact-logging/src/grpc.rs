@@ -1,9 +1,11 @@
-//! `cpm.v1.ContactLoggingService`: case files, contacts and discharge.
-//! Handlers parse, call [`crate::commands`] and answer. Every command goes
-//! through [`CaseAccess`]: a coordinator reaches only the cases in the
+//! `cpm.v1.ContactLoggingService`: case files, contacts, goals, demand,
+//! impact, reports and discharge. Handlers parse, call [`crate::commands`]
+//! (or the module of their capability) and answer. Every command on a case
+//! goes through [`CaseAccess`]: a coordinator reaches only the cases in the
 //! areas their token names (an admin every area), a mentor only the cases
 //! they are allocated to, and any other case answers NOT_FOUND as a
-//! missing one does. No request names an area, and none lists case files.
+//! missing one does. None lists case files; only the reports name an area,
+//! which must be one of the caller's.
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingService;

@@ -7,6 +7,11 @@
 //! (admins on every area's), mentors on the cases they are allocated to;
 //! any other case file is NOT_FOUND, as a missing one is.
 //!
+//! Beside the case file it keeps the client's goals, the demand on
+//! emergency services before and after support, and what the programme
+//! cost, and reports impact (by a versioned costing formula) and contacts
+//! to coordinators for their areas and to admins for the whole programme.
+//!
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
@@ -171,5 +176,58 @@ impl Service for Descriptor {
                 .max_decoding_message_size(context.max_request_bytes()),
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(config: &Config) -> Option<String> {
+        Descriptor::validate(config, &PlatformConfig::default())
+            .err()
+            .map(|error| error.to_string())
+    }
+
+    #[test]
+    fn the_default_settings_are_valid_and_bad_windows_or_prices_are_refused_by_name() {
+        assert_eq!(problem(&Config::default()), None);
+        let refused = [
+            (
+                Config {
+                    first_follow_up_months: 0,
+                    ..Config::default()
+                },
+                "contact_logging.first_follow_up_months",
+            ),
+            (
+                Config {
+                    demand_before_months: MAX_WINDOW_MONTHS + 1,
+                    ..Config::default()
+                },
+                "contact_logging.demand_before_months",
+            ),
+            (
+                Config {
+                    second_follow_up_months: 6,
+                    ..Config::default()
+                },
+                "contact_logging.second_follow_up_months",
+            ),
+            (
+                Config {
+                    impact: impact::Formula {
+                        pence_per_emergency_call: -1,
+                        ..impact::Formula::default()
+                    },
+                    ..Config::default()
+                },
+                "contact_logging.impact",
+            ),
+        ];
+        for (config, key) in refused {
+            let problem = problem(&config).expect("refused");
+            assert!(problem.contains(key), "{problem}");
+        }
     }
 }
