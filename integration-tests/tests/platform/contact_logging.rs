@@ -176,7 +176,7 @@ async fn open_case_file(
 
 /// Opens a case file in `area` (as a confirmed allocation does) and waits
 /// until `contacts` reads it; returns the allocated mentor's ID.
-async fn open_case_file_in(
+pub(crate) async fn open_case_file_in(
     env: &TestEnv,
     contacts: &ContactLoggingServiceClient<crate::harness::Authed>,
     referral_id: &str,
@@ -208,7 +208,7 @@ async fn open_case_file_in(
     mentor_id
 }
 
-async fn erase(env: &TestEnv, referral_id: &str) {
+pub(crate) async fn erase(env: &TestEnv, referral_id: &str) {
     let erased = cpm_proto::v1::ClientErased {
         referral_id: referral_id.into(),
         agency_id: "agency-sealed".into(),
@@ -833,6 +833,36 @@ async fn discharge_sends_the_proforma_the_mentors_lose_the_case_and_delivery_is_
             .await
             .unwrap();
     }
+    // Two goals set, one achieved.
+    let target_date = (chrono::Utc::now().date_naive() + chrono::Days::new(60)).to_string();
+    let mut goal_ids = Vec::new();
+    for goal in ["walk to the shops", "call the GP"] {
+        let set = mentor
+            .set_goal(cpm_proto::v1::SetGoalRequest {
+                referral_id: referral_id.clone(),
+                goal: goal.into(),
+                way_forward: "one step a week".into(),
+                target_date: target_date.clone(),
+                commitment: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .goal
+            .unwrap();
+        goal_ids.push(set.goal_id);
+    }
+    mentor
+        .record_goal_progress(cpm_proto::v1::RecordGoalProgressRequest {
+            referral_id: referral_id.clone(),
+            goal_id: goal_ids[0].clone(),
+            note: "done it".into(),
+            state: cpm_proto::v1::GoalState::Achieved as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let refused = coordinator
         .discharge(DischargeRequest {
             referral_id: referral_id.clone(),
@@ -860,6 +890,7 @@ async fn discharge_sends_the_proforma_the_mentors_lose_the_case_and_delivery_is_
         .unwrap();
     let feedback = case_file.feedback.unwrap();
     assert_eq!(feedback.contacts, 2, "attempts are not contacts made");
+    assert_eq!((feedback.goals_set, feedback.goals_achieved), (2, 1));
     assert_eq!(feedback.outcome, DischargeOutcome::GoalsAchieved as i32);
     assert_eq!(feedback.relapse_signs.len(), 2);
     assert!(!feedback.how_to_re_refer.is_empty());

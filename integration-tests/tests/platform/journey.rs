@@ -51,6 +51,7 @@ async fn a_referral_travels_from_agency_to_discharge_notice() {
         .clone()
         .expect("a discharge webhook");
     assert_eq!(feedback["contacts"], 2, "{feedback}");
+    assert_eq!(feedback["goals_set"], 0, "{feedback}");
     assert_eq!(feedback["outcome"], "DISCHARGE_OUTCOME_GOALS_ACHIEVED");
     assert!(
         feedback["how_to_re_refer"]

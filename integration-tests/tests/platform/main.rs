@@ -4,6 +4,7 @@
 mod access;
 mod bus;
 mod contact_logging;
+mod contact_outcomes;
 mod database_outage;
 mod dead_lettering;
 mod flow;

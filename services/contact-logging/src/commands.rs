@@ -42,6 +42,12 @@ pub enum CaseError {
     NotOpenToDischarge(CaseState),
     #[error("the concern is already resolved")]
     AlreadyResolved,
+    /// A goal that is missing or not on the case file named.
+    #[error("goal")]
+    GoalNotFound,
+    /// Goals, demand or reports asked of a record in the wrong state.
+    #[error("{0}")]
+    WrongState(String),
     /// The client was erased: no new text about them is kept.
     #[error("the client's personal data was erased; nothing new about them is accepted")]
     Erased,
@@ -58,11 +64,12 @@ pub enum CaseError {
 impl From<CaseError> for ApiError {
     fn from(error: CaseError) -> Self {
         match error {
-            CaseError::NotFound => ApiError::NotFound(error.to_string()),
+            CaseError::NotFound | CaseError::GoalNotFound => ApiError::NotFound(error.to_string()),
             CaseError::Denied(message) => ApiError::PermissionDenied(message),
             CaseError::ClosedToContacts(_)
             | CaseError::NotOpenToDischarge(_)
             | CaseError::AlreadyResolved
+            | CaseError::WrongState(_)
             | CaseError::Erased => ApiError::FailedPrecondition(error.to_string()),
             CaseError::Invalid(violations) => ApiError::InvalidArgument(violations),
             CaseError::Unreadable(error) => ApiError::Internal(error.into()),
@@ -87,7 +94,7 @@ impl From<CaseError> for tonic::Status {
     }
 }
 
-fn case_state(row: &CaseFileRow) -> CaseState {
+pub(crate) fn case_state(row: &CaseFileRow) -> CaseState {
     CaseState::try_from(row.state).unwrap_or_default()
 }
 
@@ -132,7 +139,7 @@ impl CaseParties for CaseFileRow {
 /// The case file of `referral_id` when `access` admits it (by its area for
 /// staff, its mentors for a mentor), locked as `lock` says; NOT_FOUND when
 /// it is missing or not the caller's.
-async fn admitted_case_file(
+pub(crate) async fn admitted_case_file(
     connection: &mut PgConnection,
     access: &CaseAccess,
     referral_id: Uuid,
@@ -146,7 +153,7 @@ async fn admitted_case_file(
 /// when the caller may reach their case file, and otherwise NOT_FOUND, as
 /// for any case file the caller may not reach (so a case in another area,
 /// or another mentor's, does not show through its client's erasure).
-async fn refusal_when_erased(
+pub(crate) async fn refusal_when_erased(
     connection: &mut PgConnection,
     access: &CaseAccess,
     referral_id: Uuid,
@@ -159,7 +166,7 @@ async fn refusal_when_erased(
 
 /// [`ClientKeys::seal_text`], refusing an erased client as
 /// [`refusal_when_erased`] says.
-async fn seal_for(
+pub(crate) async fn seal_for(
     connection: &mut PgConnection,
     keys: &ClientKeys,
     access: &CaseAccess,
@@ -355,6 +362,7 @@ pub async fn discharge(
         return Err(CaseError::NotOpenToDischarge(state));
     }
     let contacts = db::count_contacts_made(&mut transaction, case_file.case_file_id).await?;
+    let goals = db::goal_counts(&mut transaction, case_file.case_file_id).await?;
     let relapse_signs: Vec<i32> = order
         .relapse_signs
         .iter()
@@ -366,6 +374,8 @@ pub async fn discharge(
         outcome: order.outcome as i32,
         relapse_signs: &relapse_signs,
         contacts: saturate(contacts),
+        goals_set: saturate(goals.set),
+        goals_achieved: saturate(goals.achieved),
     };
     let discharged_at = db::discharge_case_file(
         &mut transaction,
@@ -427,6 +437,8 @@ pub fn feedback(
         outcome: record.outcome,
         relapse_signs: record.relapse_signs.to_vec(),
         how_to_re_refer: how_to_re_refer.to_owned(),
+        goals_set: record.goals_set,
+        goals_achieved: record.goals_achieved,
     }
 }
 
@@ -439,6 +451,8 @@ pub fn recorded_feedback(row: &CaseFileRow, how_to_re_refer: &str) -> Option<Dis
         outcome: row.discharge_outcome.unwrap_or_default(),
         relapse_signs: &row.relapse_signs,
         contacts: row.feedback_contacts.unwrap_or_default(),
+        goals_set: row.feedback_goals_set.unwrap_or_default(),
+        goals_achieved: row.feedback_goals_achieved.unwrap_or_default(),
     };
     Some(feedback(row, discharged_at, &record, how_to_re_refer))
 }

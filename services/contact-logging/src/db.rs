@@ -24,6 +24,8 @@ pub struct CaseFileRow {
     pub discharge_outcome: Option<i32>,
     pub relapse_signs: Vec<i32>,
     pub feedback_contacts: Option<i32>,
+    pub feedback_goals_set: Option<i32>,
+    pub feedback_goals_achieved: Option<i32>,
     pub feedback_delivered_at: Option<DateTime<Utc>>,
     pub mentor_ids: Vec<String>,
     pub contacts: i64,
@@ -72,7 +74,7 @@ macro_rules! case_file_of_referral {
             "SELECT case_file.case_file_id, referral_id, agency_id, area, state, opened_at, \
                discharged_at, discharged_by, discharge_reason, discharge_reason_sealed, \
                coordinator, closed_at, discharge_outcome, relapse_signs, feedback_contacts, \
-               feedback_delivered_at, \
+               feedback_goals_set, feedback_goals_achieved, feedback_delivered_at, \
                ARRAY(SELECT mentor_id FROM contact_logging.case_mentor \
                      WHERE case_mentor.case_file_id = case_file.case_file_id ORDER BY mentor_id) \
                  AS \"mentor_ids!\", \
@@ -292,6 +294,8 @@ pub struct DischargeRecord<'a> {
     pub outcome: i32,
     pub relapse_signs: &'a [i32],
     pub contacts: i32,
+    pub goals_set: i32,
+    pub goals_achieved: i32,
 }
 
 /// Marks a case file discharged and returns when; `None` when it was not
@@ -307,7 +311,8 @@ pub async fn discharge_case_file(
     sqlx::query_scalar!(
         "UPDATE contact_logging.case_file SET state = $3, discharged_at = now(), \
          discharged_by = $4, discharge_reason = '', discharge_reason_sealed = $5, \
-         discharge_outcome = $6, relapse_signs = $7, feedback_contacts = $8 \
+         discharge_outcome = $6, relapse_signs = $7, feedback_contacts = $8, \
+         feedback_goals_set = $9, feedback_goals_achieved = $10 \
          WHERE case_file_id = $1 AND state = $2 \
          RETURNING discharged_at AS \"discharged_at!\"",
         case_file_id,
@@ -318,8 +323,33 @@ pub async fn discharge_case_file(
         record.outcome,
         record.relapse_signs,
         record.contacts,
+        record.goals_set,
+        record.goals_achieved,
     )
     .fetch_optional(connection)
+    .await
+}
+
+/// The goals set on a case file and how many were achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoalCounts {
+    pub set: i64,
+    pub achieved: i64,
+}
+
+/// The goals of a case file, counted for the discharge feedback.
+pub async fn goal_counts(
+    connection: &mut PgConnection,
+    case_file_id: Uuid,
+) -> Result<GoalCounts, sqlx::Error> {
+    sqlx::query_as!(
+        GoalCounts,
+        "SELECT count(*) AS \"set!\", count(*) FILTER (WHERE state = $2) AS \"achieved!\" \
+         FROM contact_logging.goal WHERE case_file_id = $1",
+        case_file_id,
+        cpm_proto::v1::GoalState::Achieved as i32,
+    )
+    .fetch_one(connection)
     .await
 }
 

@@ -1,10 +1,12 @@
 //! Requests parsed at the edge, and the access rule ([`CaseAccess`]: staff
 //! by the areas they work in, mentors by their own cases). Handlers never
 //! see a raw protobuf request; every violation is collected so the caller
-//! fixes all of them at once. No request names an area: a case file's area
-//! is the allocation's, and only decides who may reach it.
+//! fixes all of them at once. No request on a case names an area: a case
+//! file's area is the allocation's, and only decides who may reach it.
+//! Reports may narrow themselves to one of the caller's areas
+//! ([`report_areas`]).
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use cpm_proto::v1::{
     ConcernCategory, ConcernUrgency, ContactActivity, ContactChannel, DischargeOutcome,
     DischargeRequest, LogContactRequest, RelapseSign, ResolveConcernRequest,
@@ -31,8 +33,10 @@ pub const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
 
 /// The roles that read case files and log contacts.
 pub const CASE_WORKERS: &[Role] = &[Role::Coordinator, Role::Admin, Role::Mentor];
-/// The roles that discharge.
+/// The roles that discharge, record demand and read reports.
 pub const CASE_MANAGERS: &[Role] = &[Role::Coordinator, Role::Admin];
+/// The role that records what the programme cost.
+pub const ADMINS: &[Role] = &[Role::Admin];
 
 /// The most relapse signs one discharge names (there are eight).
 pub const MAX_RELAPSE_SIGNS: usize = 8;
@@ -188,6 +192,57 @@ impl Resolution {
     }
 }
 
+/// The longest area name a report request may name.
+pub const MAX_AREA: usize = 200;
+
+/// A calendar date written `2026-03-14`; `None` (with a violation unless
+/// `required` is false and the value is empty) otherwise.
+pub fn parse_day(
+    field: &str,
+    value: &str,
+    required: bool,
+    violations: &mut FieldViolations,
+) -> Option<NaiveDate> {
+    let value = value.trim();
+    if value.is_empty() {
+        if required {
+            violations.add(field, "is required");
+        }
+        return None;
+    }
+    match NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        Ok(date) => Some(date),
+        Err(_) => {
+            violations.add(field, "must be a date like 2026-03-14");
+            None
+        }
+    }
+}
+
+/// The areas a report covers, lower-cased for the queries' `lower(area) =
+/// ANY(..)`: `None` for every area (an admin asking for none). A requested
+/// area must be one the caller works in; empty means all of theirs.
+pub fn report_areas(caller: &Caller, requested: &str) -> Result<Option<Vec<String>>, CaseError> {
+    let mut violations = FieldViolations::new();
+    check_text("area", requested, false, MAX_AREA, &mut violations);
+    if !violations.is_empty() {
+        return Err(CaseError::Invalid(violations));
+    }
+    let requested = requested.trim();
+    let scope = caller.area_scope();
+    if !requested.is_empty() {
+        if !scope.admits(requested) {
+            return Err(CaseError::Denied(format!(
+                "{requested} is not one of the areas you work in"
+            )));
+        }
+        return Ok(Some(vec![requested.to_lowercase()]));
+    }
+    Ok(scope
+        .as_filter()
+        .map(|areas| areas.iter().map(|area| area.to_lowercase()).collect()))
+}
+
 /// Which case files a caller may act on: the access rule every RPC applies.
 ///
 /// Which roles may call at all is the access table's to say, checked before
@@ -232,6 +287,12 @@ impl CaseAccess {
                 "role {other} may not act on case files"
             ))),
         }
+    }
+
+    /// Whether a record of `area` with no case file (a referral not taken
+    /// on) may be acted on: by staff of the area only.
+    pub fn admits_area(&self, area: &str) -> bool {
+        matches!(self, Self::Staff(scope) if scope.admits(area))
     }
 
     /// Whether `case_file` may be acted on: by staff of its area, or by a

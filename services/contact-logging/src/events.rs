@@ -180,7 +180,8 @@ impl Forget for CaseFiles {
     /// which can no longer be resolved with a note.
     async fn forget(&self, connection: &mut Tx, referral_id: Uuid) -> Result<u64, HandlerError> {
         let text = db::forget_client_text(connection, referral_id).await?;
+        let goals = crate::goals::forget_goal_text(connection, referral_id).await?;
         let concerns = crate::concerns::resolve_for_erasure(connection, referral_id).await?;
-        Ok(text + concerns)
+        Ok(text + goals + concerns)
     }
 }

@@ -1,17 +1,23 @@
-//! `cpm.v1.ContactLoggingService`: case files, contacts and discharge.
-//! Handlers parse, call [`crate::commands`] and answer. Every command goes
-//! through [`CaseAccess`]: a coordinator reaches only the cases in the
+//! `cpm.v1.ContactLoggingService`: case files, contacts, goals, demand,
+//! impact, reports and discharge. Handlers parse, call [`crate::commands`]
+//! (or the module of their capability) and answer. Every command on a case
+//! goes through [`CaseAccess`]: a coordinator reaches only the cases in the
 //! areas their token names (an admin every area), a mentor only the cases
 //! they are allocated to, and any other case answers NOT_FOUND as a
-//! missing one does. No request names an area, and none lists case files.
+//! missing one does. None lists case files; only the reports name an area,
+//! which must be one of the caller's.
 
 use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingService;
 use cpm_proto::v1::{
-    CaseFile, Concern, ConcernState, Contact, DischargeRequest, DischargeResponse,
-    GetCaseFileRequest, GetCaseFileResponse, ListConcernsRequest, ListConcernsResponse,
-    ListContactsRequest, ListContactsResponse, LogContactRequest, LogContactResponse,
-    ResolveConcernRequest, ResolveConcernResponse,
+    CaseFile, Concern, ConcernState, Contact, ContactsReportRequest, ContactsReportResponse,
+    DischargeRequest, DischargeResponse, GetCaseFileRequest, GetCaseFileResponse, GetDemandRequest,
+    GetDemandResponse, ImpactReportRequest, ImpactReportResponse, ListConcernsRequest,
+    ListConcernsResponse, ListContactsRequest, ListContactsResponse, ListGoalsRequest,
+    ListGoalsResponse, LogContactRequest, LogContactResponse, RecordDemandRequest,
+    RecordDemandResponse, RecordGoalProgressRequest, RecordGoalProgressResponse,
+    RecordProgrammeCostRequest, RecordProgrammeCostResponse, ResolveConcernRequest,
+    ResolveConcernResponse, SetGoalRequest, SetGoalResponse,
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
@@ -26,9 +32,13 @@ use uuid::Uuid;
 use crate::commands;
 use crate::concerns::{self, ConcernQuery, ConcernRow};
 use crate::db::{CaseFileRow, ContactRow};
+use crate::demand::{self, DemandWindows, NewDemand};
 use crate::domain::{
-    CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact, Resolution,
+    ADMINS, CASE_MANAGERS, CASE_WORKERS, CaseAccess, DischargeOrder, NewContact, Resolution,
 };
+use crate::goals::{self, GoalUpdate, NewGoal};
+use crate::impact::{self, ImpactQuery, NewProgrammeCost};
+use crate::reports::{self, ContactsQuery};
 
 /// Mentors and staff work in case files; only staff discharge. Which case
 /// files each may touch (staff: their areas; a mentor: their own cases) is
@@ -40,29 +50,41 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("Discharge", CASE_MANAGERS),
     ("ListConcerns", CASE_MANAGERS),
     ("ResolveConcern", CASE_MANAGERS),
+    ("SetGoal", CASE_WORKERS),
+    ("RecordGoalProgress", CASE_WORKERS),
+    ("ListGoals", CASE_WORKERS),
+    ("RecordDemand", CASE_MANAGERS),
+    ("GetDemand", CASE_MANAGERS),
+    ("RecordProgrammeCost", ADMINS),
+    ("ImpactReport", CASE_MANAGERS),
+    ("ContactsReport", CASE_MANAGERS),
 ]);
 
 pub struct ContactLogging {
     handle: ServiceHandle,
     /// Seals and opens the free text kept about each client.
     keys: ClientKeys,
-    /// The programme's instructions for referring a client again, sent
-    /// with every discharge feedback.
-    how_to_re_refer: String,
+    /// Demand windows, the impact formula and the re-referral instructions.
+    config: crate::Config,
 }
 
 impl ContactLogging {
-    pub fn new(handle: ServiceHandle, keys: ClientKeys, how_to_re_refer: String) -> Self {
+    pub fn new(handle: ServiceHandle, keys: ClientKeys) -> Self {
         Self {
             handle,
             keys,
-            how_to_re_refer,
+            config: crate::Config::default(),
         }
+    }
+
+    /// With the service's settings rather than the defaults.
+    pub fn with_config(self, config: crate::Config) -> Self {
+        Self { config, ..self }
     }
 
     fn case_file_to_proto(&self, row: &CaseFileRow) -> CaseFile {
         CaseFile {
-            feedback: commands::recorded_feedback(row, &self.how_to_re_refer),
+            feedback: commands::recorded_feedback(row, &self.config.how_to_re_refer),
             ..case_file_to_proto(row)
         }
     }
@@ -222,7 +244,7 @@ impl ContactLoggingService for ContactLogging {
             caller,
             &access,
             &order,
-            &self.how_to_re_refer,
+            &self.config.how_to_re_refer,
         )
         .await?;
         Ok(Response::new(DischargeResponse {
@@ -289,6 +311,111 @@ impl ContactLoggingService for ContactLogging {
             concern: Some(concern_to_proto(&row)),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn set_goal(
+        &self,
+        request: Request<SetGoalRequest>,
+    ) -> Result<Response<SetGoalResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let new = NewGoal::parse(request.get_ref(), Utc::now().date_naive())?;
+        let goal = goals::set_goal(&self.handle, &self.keys, caller, &access, &new).await?;
+        Ok(Response::new(SetGoalResponse { goal: Some(goal) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn record_goal_progress(
+        &self,
+        request: Request<RecordGoalProgressRequest>,
+    ) -> Result<Response<RecordGoalProgressResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let update = GoalUpdate::parse(request.get_ref())?;
+        let goal =
+            goals::record_progress(&self.handle, &self.keys, caller, &access, &update).await?;
+        Ok(Response::new(RecordGoalProgressResponse {
+            goal: Some(goal),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn list_goals(
+        &self,
+        request: Request<ListGoalsRequest>,
+    ) -> Result<Response<ListGoalsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let goals =
+            goals::list_goals(&self.handle, &self.keys, caller, &access, referral_id).await?;
+        Ok(Response::new(ListGoalsResponse { goals }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn record_demand(
+        &self,
+        request: Request<RecordDemandRequest>,
+    ) -> Result<Response<RecordDemandResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let new = NewDemand::parse(request.get_ref(), Utc::now().date_naive())?;
+        let windows = DemandWindows::of(&self.config);
+        let row = demand::record_demand(&self.handle, caller, &access, windows, &new).await?;
+        Ok(Response::new(RecordDemandResponse {
+            figure: Some(demand::figure_to_proto(&row)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id = %request.get_ref().referral_id))]
+    async fn get_demand(
+        &self,
+        request: Request<GetDemandRequest>,
+    ) -> Result<Response<GetDemandResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let access = CaseAccess::of(caller)?;
+        let referral_id = require_id("referral_id", &request.get_ref().referral_id)?;
+        let (current, history) = demand::demand(&self.handle, &access, referral_id).await?;
+        Ok(Response::new(GetDemandResponse {
+            current: current.iter().map(demand::figure_to_proto).collect(),
+            history: history.iter().map(demand::figure_to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_programme_cost(
+        &self,
+        request: Request<RecordProgrammeCostRequest>,
+    ) -> Result<Response<RecordProgrammeCostResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let cost = NewProgrammeCost::parse(request.get_ref())?;
+        let cost = impact::record_programme_cost(&self.handle, caller, &cost).await?;
+        Ok(Response::new(RecordProgrammeCostResponse {
+            cost: Some(cost),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn impact_report(
+        &self,
+        request: Request<ImpactReportRequest>,
+    ) -> Result<Response<ImpactReportResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let query = ImpactQuery::parse(request.get_ref(), caller)?;
+        let report = impact::impact_report(&self.handle, &self.config.impact, &query).await?;
+        Ok(Response::new(report))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn contacts_report(
+        &self,
+        request: Request<ContactsReportRequest>,
+    ) -> Result<Response<ContactsReportResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let query = ContactsQuery::parse(request.get_ref(), caller)?;
+        let report = reports::contacts_report(&self.handle, &query, Utc::now()).await?;
+        Ok(Response::new(report))
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +442,8 @@ mod tests {
             discharge_outcome: None,
             relapse_signs: Vec::new(),
             feedback_contacts: None,
+            feedback_goals_set: None,
+            feedback_goals_achieved: None,
             feedback_delivered_at: None,
             mentor_ids: vec!["m-1".into(), "m-2".into()],
             contacts: 3,

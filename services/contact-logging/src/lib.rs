@@ -7,6 +7,11 @@
 //! (admins on every area's), mentors on the cases they are allocated to;
 //! any other case file is NOT_FOUND, as a missing one is.
 //!
+//! Beside the case file it keeps the client's goals, the demand on
+//! emergency services before and after support, and what the programme
+//! cost, and reports impact (by a versioned costing formula) and contacts
+//! to coordinators for their areas and to admins for the whole programme.
+//!
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
 //!   binary registers it (`SERVICE`): consumers, rules on its settings, start.
@@ -17,13 +22,23 @@
 //! - [`grpc`]: the handlers of `cpm.v1.ContactLoggingService` and its access table.
 //! - [`events`]: the consumer that opens case files on `allocation.confirmed`
 //!   and closes them on an ended engagement.
+//! - [`goals`]: a client's GROW goals and their progress, sealed text.
+//! - [`demand`]: demand before and after support, and the `referrals`
+//!   consumer that keeps each referral's area, demand and non-engagement.
+//! - [`impact`]: the versioned costing formula and the impact report.
+//! - [`reports`]: contacts, activities, engagement and quiet mentors, with
+//!   CSV and an SVG chart.
 
 pub mod commands;
 pub mod concerns;
 pub mod db;
+pub mod demand;
 pub mod domain;
 pub mod events;
+pub mod goals;
 pub mod grpc;
+pub mod impact;
+pub mod reports;
 
 use cpm_proto::v1::contact_logging_service_server::ContactLoggingServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
@@ -42,6 +57,9 @@ pub const SCHEMA: &str = "contact_logging";
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/contact-logging");
 
+/// The longest demand window, in months.
+pub const MAX_WINDOW_MONTHS: u32 = 60;
+
 /// This service's own settings (`[contact_logging]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -52,6 +70,15 @@ pub struct Config {
     /// the referrer with every discharge feedback. Programme text, never
     /// about a client.
     pub how_to_re_refer: String,
+    /// Months before support that staff-recorded BEFORE_SUPPORT figures
+    /// cover (the referral's own always cover 12).
+    pub demand_before_months: u32,
+    /// Months after discharge the first follow-up window covers.
+    pub first_follow_up_months: u32,
+    /// Months after discharge the second follow-up window covers.
+    pub second_follow_up_months: u32,
+    /// The agreed costing formula under its version (`[contact_logging.impact]`).
+    pub impact: impact::Formula,
 }
 
 impl Default for Config {
@@ -61,6 +88,10 @@ impl Default for Config {
             how_to_re_refer: "To refer this client again, submit a new referral through your \
                               agency's usual route and mention the earlier referral's reference."
                 .to_owned(),
+            demand_before_months: 12,
+            first_follow_up_months: 6,
+            second_follow_up_months: 12,
+            impact: impact::Formula::default(),
         }
     }
 }
@@ -73,7 +104,7 @@ pub static SERVICE: Registered<Descriptor> = Registered::new();
 
 impl Service for Descriptor {
     const NAME: &'static str = NAME;
-    const DESCRIPTION: &'static str = "case files, contacts, discharge";
+    const DESCRIPTION: &'static str = "case files, contacts, goals, demand, impact, discharge";
     const SCHEMA: &'static str = SCHEMA;
     const GRPC_NAME: &'static str = "cpm.v1.ContactLoggingService";
     type Config = Config;
@@ -87,15 +118,12 @@ impl Service for Descriptor {
     }
 
     fn consumers() -> Vec<ConsumerSpec> {
-        vec![events::allocations().spec()]
+        vec![events::allocations().spec(), demand::referrals().spec()]
     }
 
-    fn listen(config: &Config) -> &str {
-        &config.listen
-    }
-
-    /// The re-referral instructions reach referrers: visible text, at most
-    /// 1,000 characters.
+    /// The demand windows and the impact formula must make sense, and the
+    /// re-referral instructions, which reach referrers, be 1 to 1,000
+    /// characters of visible text.
     fn validate(config: &Config, _platform: &PlatformConfig) -> Result<(), ConfigError> {
         let mut violations = cpm_runtime::grpc::FieldViolations::new();
         cpm_runtime::grpc::values::check_text(
@@ -105,18 +133,52 @@ impl Service for Descriptor {
             1000,
             &mut violations,
         );
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::invalid(
+        if !violations.is_empty() {
+            return Err(ConfigError::invalid(
                 "contact_logging.how_to_re_refer",
                 "must be 1 to 1000 characters of visible text",
-            ))
+            ));
         }
+        for (key, months) in [
+            (
+                "contact_logging.demand_before_months",
+                config.demand_before_months,
+            ),
+            (
+                "contact_logging.first_follow_up_months",
+                config.first_follow_up_months,
+            ),
+            (
+                "contact_logging.second_follow_up_months",
+                config.second_follow_up_months,
+            ),
+        ] {
+            if !(1..=MAX_WINDOW_MONTHS).contains(&months) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between 1 and {MAX_WINDOW_MONTHS} months"),
+                ));
+            }
+        }
+        if config.second_follow_up_months <= config.first_follow_up_months {
+            return Err(ConfigError::invalid(
+                "contact_logging.second_follow_up_months",
+                "must be longer than first_follow_up_months",
+            ));
+        }
+        config
+            .impact
+            .validate()
+            .map_err(|problem| ConfigError::invalid("contact_logging.impact", problem))
     }
 
-    /// Starts the case-file consumer, and adds the gRPC
-    /// service to `routes`.
+    fn listen(config: &Config) -> &str {
+        &config.listen
+    }
+
+    /// Records the impact formula's version (refusing a version changed
+    /// under the same name), starts the case-file and referral consumers,
+    /// and adds the gRPC service to `routes`.
     async fn start(
         context: &ServiceContext,
         handle: ServiceHandle,
@@ -124,12 +186,14 @@ impl Service for Descriptor {
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
         let guard_pool = handle.pool().clone();
+        impact::register_formula(&guard_pool, &config.impact).await?;
         context.spawn_consumer(&handle, events::allocations());
+        context.spawn_consumer(&handle, demand::referrals());
         let service = grpc::ContactLogging::new(
             handle,
             cpm_runtime::client_keys::ClientKeys::new(context.keys.clone()),
-            config.how_to_re_refer,
-        );
+        )
+        .with_config(config);
         routes.add_service(Self::guard(
             context,
             &guard_pool,
@@ -137,5 +201,58 @@ impl Service for Descriptor {
                 .max_decoding_message_size(context.max_request_bytes()),
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(config: &Config) -> Option<String> {
+        Descriptor::validate(config, &PlatformConfig::default())
+            .err()
+            .map(|error| error.to_string())
+    }
+
+    #[test]
+    fn the_default_settings_are_valid_and_bad_windows_or_prices_are_refused_by_name() {
+        assert_eq!(problem(&Config::default()), None);
+        let refused = [
+            (
+                Config {
+                    first_follow_up_months: 0,
+                    ..Config::default()
+                },
+                "contact_logging.first_follow_up_months",
+            ),
+            (
+                Config {
+                    demand_before_months: MAX_WINDOW_MONTHS + 1,
+                    ..Config::default()
+                },
+                "contact_logging.demand_before_months",
+            ),
+            (
+                Config {
+                    second_follow_up_months: 6,
+                    ..Config::default()
+                },
+                "contact_logging.second_follow_up_months",
+            ),
+            (
+                Config {
+                    impact: impact::Formula {
+                        pence_per_emergency_call: -1,
+                        ..impact::Formula::default()
+                    },
+                    ..Config::default()
+                },
+                "contact_logging.impact",
+            ),
+        ];
+        for (config, key) in refused {
+            let problem = problem(&config).expect("refused");
+            assert!(problem.contains(key), "{problem}");
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct FeedbackBody {
     pub started_on: String,
     pub discharged_on: String,
     pub contacts: i32,
+    pub goals_set: i32,
+    pub goals_achieved: i32,
     pub outcome: &'static str,
     pub relapse_signs: Vec<&'static str>,
     pub how_to_re_refer: String,
@@ -60,6 +62,8 @@ impl From<&DischargeFeedback> for FeedbackBody {
             started_on: feedback.started_on.clone(),
             discharged_on: feedback.discharged_on.clone(),
             contacts: feedback.contacts,
+            goals_set: feedback.goals_set,
+            goals_achieved: feedback.goals_achieved,
             outcome: DischargeOutcome::try_from(feedback.outcome)
                 .unwrap_or_default()
                 .as_str_name(),

@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use cpm_proto::v1::{
-    AgencyKind, ReferralLinkState, ReferralLinked, ReferralStatus, ReferralSubmitted,
-    ReferralWithdrawn,
+    AgencyKind, DemandFigures, ReferralLinkState, ReferralLinked, ReferralStatus,
+    ReferralSubmitted, ReferralWithdrawn,
 };
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::ServiceHandle;
@@ -191,6 +191,13 @@ pub async fn submit_referral(
             known_risk_types: new_row.known_risk_types.clone(),
             victim_of: new_row.victim_of.clone(),
             perpetrator_of: new_row.perpetrator_of.clone(),
+            demand: new_row.demand.map(|demand| DemandFigures {
+                police_calls: demand.police_calls,
+                ambulance_calls: demand.ambulance_calls,
+                nhs_111_calls: demand.nhs_111_calls,
+                other_calls: demand.other_calls,
+                police_staff_hours: demand.police_staff_hours,
+            }),
         },
     );
     // During a master-key rotation a retry's first submission may carry its
