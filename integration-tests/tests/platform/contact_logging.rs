@@ -805,6 +805,38 @@ async fn a_concern_is_queued_for_the_areas_coordinators_announced_and_resolved_w
         "routine: queue only"
     );
 
+    // Darlington's coordinators are told of the urgent one; East Durham's
+    // are not.
+    let staff_alerts = |areas: &[&str]| {
+        cpm_proto::v1::notifications_service_client::NotificationsServiceClient::new(
+            env.coordinator_in(&channel, areas),
+        )
+    };
+    let told = staff_alerts(&["Darlington"])
+        .list_staff_alerts(cpm_proto::v1::ListStaffAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].alert_id, urgent.concern_id);
+    assert_eq!(
+        told[0].kind,
+        cpm_proto::v1::StaffAlertKind::UrgentConcern as i32
+    );
+    assert_eq!(told[0].referral_id, referral_id);
+    assert_eq!(
+        told[0].concern_category,
+        ConcernCategory::PoliceOrAgencyInteraction as i32
+    );
+    let not_told = staff_alerts(&["East Durham"])
+        .list_staff_alerts(cpm_proto::v1::ListStaffAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(not_told.is_empty(), "{not_told:?}");
+
     tap.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;

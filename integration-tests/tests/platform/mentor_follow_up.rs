@@ -456,6 +456,53 @@ async fn mentors_waiting_since_training_or_due_a_check_in_are_reported_and_annou
     .unwrap();
     assert_eq!(raised, 1);
 
+    // The area's coordinators find it among their staff alerts; it is
+    // delivered by that listing, and other areas' coordinators never see it.
+    let staff_alerts = |areas: &[&str]| {
+        cpm_proto::v1::notifications_service_client::NotificationsServiceClient::new(
+            env.coordinator_in(&channel, areas),
+        )
+    };
+    let list = |undelivered_only: bool| cpm_proto::v1::ListStaffAlertsRequest {
+        undelivered_only,
+        ..Default::default()
+    };
+    let listed = staff_alerts(&[AREA])
+        .list_staff_alerts(list(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    let alert = listed
+        .iter()
+        .find(|alert| alert.mentor_id == recent.mentor_id)
+        .expect("the overdue check-in is listed");
+    assert_eq!(alert.kind, cpm_proto::v1::StaffAlertKind::Mentor as i32);
+    assert_eq!(
+        alert.mentor_alert_kind,
+        MentorAlertKind::CheckInOverdue as i32
+    );
+    assert!(alert.delivered_at.is_some());
+    let again = staff_alerts(&[AREA])
+        .list_staff_alerts(list(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(
+        again
+            .iter()
+            .all(|alert| alert.mentor_id != recent.mentor_id),
+        "delivered once"
+    );
+    let elsewhere = staff_alerts(&["Stockton"])
+        .list_staff_alerts(list(false))
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+
     // A check-in today clears it.
     let next = admin
         .record_check_in(RecordCheckInRequest {

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsService;
 use cpm_proto::v1::{
-    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, Notification, RegisterWebhookRequest,
-    RegisterWebhookResponse, SubscribeRequest, SubscribeResponse, Webhook,
+    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, ListStaffAlertsRequest,
+    ListStaffAlertsResponse, Notification, RegisterWebhookRequest, RegisterWebhookResponse,
+    StaffAlert, SubscribeRequest, SubscribeResponse, Webhook,
 };
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::grpc::FieldViolations;
@@ -27,13 +28,32 @@ use tonic::{Request, Response, Status};
 use crate::commands;
 use crate::db::NotificationRow;
 use crate::domain::check_webhook_url;
+use crate::staff_alerts::{self, AlertQuery, StaffAlertRow};
 
 /// Notifications are addressed to agencies: only their referrers subscribe.
+/// Staff alerts are for coordinators (of their areas) and admins.
 pub static ACCESS: AccessTable = AccessTable::new(&[
     ("Subscribe", &[Role::Referrer]),
     ("RegisterWebhook", &[Role::Referrer]),
     ("ListDeliveries", &[Role::Referrer]),
+    ("ListStaffAlerts", &[Role::Coordinator, Role::Admin]),
 ]);
+
+fn staff_alert_to_proto(row: &StaffAlertRow) -> StaffAlert {
+    let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    StaffAlert {
+        alert_id: row.alert_id.to_string(),
+        kind: row.kind,
+        area: row.area.clone(),
+        raised_at: Some(timestamp(row.raised_at)),
+        delivered_at: optional_timestamp(row.delivered_at),
+        mentor_id: id(row.mentor_id),
+        mentor_alert_kind: row.mentor_alert_kind.unwrap_or_default(),
+        since: row.since.map(|day| day.to_string()).unwrap_or_default(),
+        referral_id: id(row.referral_id),
+        concern_category: row.concern_category.unwrap_or_default(),
+    }
+}
 
 pub struct Notifications {
     pool: PgPool,
@@ -223,6 +243,41 @@ impl NotificationsService for Notifications {
                     last_error: row.last_error.unwrap_or_default(),
                 })
                 .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_staff_alerts(
+        &self,
+        request: Request<ListStaffAlertsRequest>,
+    ) -> Result<Response<ListStaffAlertsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let message = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let limit = page::page_size(message.page_size, &mut violations);
+        let after =
+            page::decode_cursor(&message.page_token, &mut violations, |parts| match parts {
+                [raised, id] => Some((page::parse_instant(raised)?, page::parse_id(id)?)),
+                _ => None,
+            });
+        violations.into_result()?;
+        let query = AlertQuery {
+            undelivered_only: message.undelivered_only,
+            after,
+            limit: limit + 1,
+        };
+        let mut rows = staff_alerts::list(&self.pool, &caller.area_scope(), &query)
+            .await
+            .map_err(cpm_runtime::grpc::ApiError::from)?;
+        let next_page_token = page::finish_page(&mut rows, limit, |row| {
+            page::encode_token(&[
+                &page::instant_part(row.raised_at),
+                &row.alert_id.to_string(),
+            ])
+        });
+        Ok(Response::new(ListStaffAlertsResponse {
+            alerts: rows.iter().map(staff_alert_to_proto).collect(),
+            next_page_token,
         }))
     }
 }

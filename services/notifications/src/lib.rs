@@ -1,7 +1,8 @@
 //! Notifications: closes the loop with referring agencies. Every
 //! referrer-visible status change becomes a notification (IDs and statuses,
 //! never personal data), streamed live to the agency over gRPC and posted to
-//! the agency's webhooks with retries.
+//! the agency's webhooks with retries. It also keeps the alerts for an
+//! area's coordinators (mentors who need attention, urgent concerns).
 //!
 //! # Layout
 //! - this file: `Config` (its own section) and `Descriptor`, the service as the
@@ -10,15 +11,17 @@
 //! - [`db`]: action-named queries on the `notifications` schema.
 //! - [`events`]: the consumer that turns events into notifications and deliveries.
 //! - [`webhooks`]: the delivery worker.
+//! - [`staff_alerts`]: coordinators' alerts, listed by area.
 //! - [`commands`]: one function per use case, with [`commands::NoticeError`].
 //! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook,
-//!   ListDeliveries) and its access table.
+//!   ListDeliveries, ListStaffAlerts) and its access table.
 
 pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod staff_alerts;
 pub mod webhooks;
 
 use std::sync::Arc;
