@@ -888,6 +888,11 @@ async fn the_contacts_report_covers_the_callers_areas_with_csv_and_a_chart() {
     .execute(&pool)
     .await
     .unwrap();
+    // The coordinator's contact does not make the idle case's mentor active.
+    darlington
+        .log_contact(contact(&idle, ContactActivity::Telephone, 5))
+        .await
+        .unwrap();
     let elsewhere = new_id();
     open_case_file_in(&env, &admin, &elsewhere, "East Durham").await;
     admin
@@ -908,7 +913,7 @@ async fn the_contacts_report_covers_the_callers_areas_with_csv_and_a_chart() {
             per_client.mean,
             per_client.up_to_49
         ),
-        (2, 3, 1.5, 2)
+        (2, 3, 2.0, 2)
     );
     let minutes: Vec<(i32, i32, i64)> = report
         .minutes_per_activity
@@ -920,7 +925,7 @@ async fn the_contacts_report_covers_the_callers_areas_with_csv_and_a_chart() {
         minutes,
         [
             (ContactActivity::HomeVisit as i32, 1, 60),
-            (ContactActivity::Telephone as i32, 2, 30)
+            (ContactActivity::Telephone as i32, 3, 35)
         ]
     );
     let engagement = report.engagement.unwrap();
@@ -936,11 +941,23 @@ async fn the_contacts_report_covers_the_callers_areas_with_csv_and_a_chart() {
             .collect::<Vec<_>>(),
         [(idle_mentor.as_str(), true)]
     );
+    // Once the mentor logs a contact, they are no longer quiet.
+    ContactLoggingServiceClient::new(env.mentor(&channel, &idle_mentor))
+        .log_contact(contact(&idle, ContactActivity::TextOrEmail, 5))
+        .await
+        .unwrap();
+    let quiet = darlington
+        .contacts_report(ContactsReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .quiet_mentors;
+    assert!(quiet.is_empty(), "{quiet:?}");
     assert!(report.csv.contains("contacts_per_client,clients,2\n"));
     assert!(
         report
             .csv
-            .contains("minutes_per_activity,CONTACT_ACTIVITY_TELEPHONE,30\n")
+            .contains("minutes_per_activity,CONTACT_ACTIVITY_TELEPHONE,35\n")
     );
     assert!(
         report

@@ -255,6 +255,10 @@ pub async fn log_contact(
             concern_raised: contact.concern.is_some(),
             channel: contact.channel as i32,
             attempted: contact.attempted,
+            mentor_id: match access {
+                CaseAccess::AllocatedMentor(mentor_id) => Some(mentor_id),
+                CaseAccess::Staff(_) => None,
+            },
         },
     )
     .await?;

@@ -227,6 +227,8 @@ pub struct NewContactRow<'a> {
     pub concern_raised: bool,
     pub channel: i32,
     pub attempted: bool,
+    /// The mentor who logged it; `None` for staff.
+    pub mentor_id: Option<&'a str>,
 }
 
 /// Inserts a contact and returns it as stored.
@@ -238,8 +240,8 @@ pub async fn insert_contact(
         ContactRow,
         "INSERT INTO contact_logging.contact (contact_id, case_file_id, activity, minutes, \
          occurred_at, logged_by, logged_by_role, summary, summary_sealed, concern_raised, \
-         channel, attempted) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9, $10, $11) \
+         channel, attempted, mentor_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9, $10, $11, $12) \
          RETURNING contact_id, case_file_id, activity, minutes, occurred_at, \
          logged_by, logged_by_role, summary, summary_sealed, concern_raised, logged_at, \
          channel, attempted, NULL::uuid AS concern_id",
@@ -254,6 +256,7 @@ pub async fn insert_contact(
         contact.concern_raised,
         contact.channel,
         contact.attempted,
+        contact.mentor_id,
     )
     .fetch_one(connection)
     .await

@@ -351,8 +351,10 @@ struct QuietRow {
     last_contact_logged_at: Option<DateTime<Utc>>,
 }
 
-/// Mentors of open case files where nothing was logged since `since` (a
-/// mentor whose cases all opened after `since` is not yet quiet).
+/// Mentors of open case files who have logged nothing on them since
+/// `since` (a mentor whose cases all opened after `since` is not yet
+/// quiet). Contacts staff logged do not count for a mentor; contacts from
+/// before the logger's mentor ID was kept count for every mentor of the case.
 async fn quiet_mentors(
     connection: &mut PgConnection,
     areas: Option<&[String]>,
@@ -365,6 +367,8 @@ async fn quiet_mentors(
          FROM contact_logging.case_mentor m \
          JOIN contact_logging.case_file c ON c.case_file_id = m.case_file_id \
          LEFT JOIN contact_logging.contact k ON k.case_file_id = c.case_file_id \
+           AND (k.mentor_id = m.mentor_id \
+                OR (k.mentor_id IS NULL AND k.logged_by_role = 'mentor')) \
          WHERE c.state = $1 AND ($2::text[] IS NULL OR lower(c.area) = ANY($2)) \
          GROUP BY m.mentor_id \
          HAVING COALESCE(max(k.logged_at), min(c.opened_at)) < $3 \
