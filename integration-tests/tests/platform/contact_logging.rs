@@ -982,3 +982,124 @@ async fn discharge_sends_the_proforma_the_mentors_lose_the_case_and_delivery_is_
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+/// Every note this service keeps about a client — contact notes, a
+/// concern's resolution, goals and their progress, the discharge note — is
+/// sealed, and after the client's erasure a dump of the whole database
+/// holds none of it, in any form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_erasure_a_database_dump_holds_none_of_the_clients_notes() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::CONTACT_LOGGING]).await;
+    let channel = connect(&platform).await;
+    let mut coordinator = ContactLoggingServiceClient::new(env.coordinator(&channel));
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    let mentor_id = open_case_file_in(&env, &coordinator, &referral_id, "Sealed").await;
+    let mut mentor = mentor_client(&env, &channel, &mentor_id);
+    let urgent = mentor
+        .log_contact(LogContactRequest {
+            concern: Some(ConcernReport {
+                category: ConcernCategory::Safeguarding as i32,
+                urgency: ConcernUrgency::Urgent as i32,
+            }),
+            ..contact(&referral_id, "DUMPSECRET-contact note")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    coordinator
+        .resolve_concern(ResolveConcernRequest {
+            concern_id: urgent.concern_id,
+            note: "DUMPSECRET-resolution".into(),
+        })
+        .await
+        .unwrap();
+    let goal = mentor
+        .set_goal(cpm_proto::v1::SetGoalRequest {
+            referral_id: referral_id.clone(),
+            goal: "DUMPSECRET-goal".into(),
+            reality: "DUMPSECRET-reality".into(),
+            options: "DUMPSECRET-options".into(),
+            way_forward: "DUMPSECRET-way".into(),
+            target_date: (chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string(),
+            commitment: 8,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .goal
+        .unwrap();
+    mentor
+        .record_goal_progress(cpm_proto::v1::RecordGoalProgressRequest {
+            referral_id: referral_id.clone(),
+            goal_id: goal.goal_id,
+            note: "DUMPSECRET-progress".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    coordinator
+        .discharge(DischargeRequest {
+            referral_id: referral_id.clone(),
+            reason: "DUMPSECRET-discharge".into(),
+            outcome: DischargeOutcome::GoalsAchieved as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let dump = || {
+        let output = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--schema=contact_logging", &env.database_url])
+            .output()
+            .expect("pg_dump runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(
+        !dump().contains("DUMPSECRET"),
+        "sealed before erasure: no plaintext at rest"
+    );
+    let pool = env.database().await;
+    let sealed_before: Vec<Vec<u8>> = sqlx::query_scalar::<_, Option<Vec<u8>>>(
+        "SELECT summary_sealed FROM contact_logging.contact",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(sealed_before.len(), 1);
+
+    erase(&env, &referral_id).await;
+    eventually(
+        Duration::from_secs(20),
+        "the client's notes are dropped",
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM contact_logging.contact WHERE summary_sealed IS NOT NULL",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    == 0
+            }
+        },
+    )
+    .await;
+    let after = dump();
+    assert!(!after.contains("DUMPSECRET"));
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(
+        !after.contains(&hex(&sealed_before[0])),
+        "not even the sealed note is left"
+    );
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
