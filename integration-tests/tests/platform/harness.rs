@@ -290,7 +290,7 @@ async fn remove_resources(database_url: String, amqp_url: String, namespace: Str
                     .await;
             }
         }
-        for exchange in ["events", "dead-letter"] {
+        for exchange in ["events", "agency-feed", "dead-letter"] {
             let _ = channel
                 .exchange_delete(
                     format!("{namespace}.{exchange}").as_str().into(),

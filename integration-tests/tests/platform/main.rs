@@ -2,6 +2,7 @@
 //! over TCP. One binary, one module per concern.
 
 mod access;
+mod agency_feed;
 mod bus;
 mod contact_logging;
 mod contact_outcomes;

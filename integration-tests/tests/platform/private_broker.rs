@@ -159,7 +159,7 @@ impl PrivateRabbit {
             .is_ok_and(|status| status.success())
     }
 
-    fn ctl(&self, args: &[&str]) {
+    pub fn ctl(&self, args: &[&str]) {
         let status = Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
             .arg("-n")
             .arg(&self.node)

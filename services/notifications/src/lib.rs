@@ -11,6 +11,7 @@
 //! - [`db`]: action-named queries on the `notifications` schema.
 //! - [`events`]: the consumer that turns events into notifications and deliveries.
 //! - [`webhooks`]: the delivery worker.
+//! - [`feed`]: publishes every notification to the agency feed exchange.
 //! - [`staff_alerts`]: coordinators' alerts, listed by area.
 //! - [`commands`]: one function per use case, with [`commands::NoticeError`].
 //! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook,
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod feed;
 pub mod grpc;
 pub mod staff_alerts;
 pub mod webhooks;
@@ -56,6 +58,10 @@ pub struct Config {
     pub webhook_max_attempts: i32,
     /// How often the worker looks for due deliveries without a wake-up.
     pub webhook_poll_interval_ms: u64,
+    /// Publish every notification to the agency feed exchange too
+    /// ([`feed`]); how often it looks for unpublished ones without a wake-up.
+    pub agency_feed: bool,
+    pub agency_feed_poll_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -65,6 +71,8 @@ impl Default for Config {
             webhook_timeout_secs: 10,
             webhook_max_attempts: 8,
             webhook_poll_interval_ms: 1000,
+            agency_feed: true,
+            agency_feed_poll_interval_ms: 1000,
         }
     }
 }
@@ -126,6 +134,19 @@ impl Service for Descriptor {
             TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
             move || worker.clone().run(worker_wake.clone(), shutdown.clone()),
         );
+
+        if config.agency_feed {
+            let feed = Arc::new(feed::FeedPublisher::new(
+                pool.clone(),
+                context.bus.clone(),
+                std::time::Duration::from_millis(config.agency_feed_poll_interval_ms),
+            ));
+            let (feed_wake, shutdown) = (wake.clone(), context.shutdown.clone());
+            context.spawn_loop(
+                TaskSpec::essential(NAME, format!("{NAME}.agency-feed")),
+                move || feed.clone().run(feed_wake.clone(), shutdown.clone()),
+            );
+        }
 
         let allow_plain_http =
             context.platform.profile == cpm_runtime::config::Profile::Development;

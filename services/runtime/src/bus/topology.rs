@@ -5,6 +5,9 @@
 //! - `<ns>.<service>.<consumer>`: one quorum queue per consumer, bound to
 //!   the event types it handles, with an explicit delivery limit (RabbitMQ
 //!   3.10 sets none by default).
+//! - `<ns>.agency-feed`: the topic exchange notifications publishes each
+//!   agency's notifications to (routing key `agency.<agency>.<kind>`), for
+//!   agencies whose systems read queues.
 //! - `<ns>.dead-letter` and `<queue>.dlq`: where a message goes once it has
 //!   failed `delivery_limit` times or is refused as poison. Dead-lettering
 //!   is at-least-once (`x-dead-letter-strategy`, with `x-overflow:
@@ -36,6 +39,10 @@ impl Topology {
         format!("{}.events", self.namespace)
     }
 
+    pub fn agency_feed_exchange(&self) -> String {
+        format!("{}.agency-feed", self.namespace)
+    }
+
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dead-letter", self.namespace)
     }
@@ -56,6 +63,14 @@ impl Topology {
         channel
             .exchange_declare(
                 self.events_exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.agency_feed_exchange().into(),
                 ExchangeKind::Topic,
                 durable,
                 FieldTable::default(),
