@@ -17,6 +17,7 @@ mod limits;
 mod mentor_follow_up;
 mod mentor_matching;
 mod mentor_record;
+mod metrics;
 mod no_configuration;
 mod notifications;
 mod private_broker;

@@ -20,6 +20,7 @@ use crate::{Settings, Target};
 pub struct Platform {
     local_addr: SocketAddr,
     health_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     supervisor: Supervisor,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -38,6 +39,10 @@ impl Platform {
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!targets.is_empty(), "no target to run");
+        if !settings.platform.telemetry.metrics_listen.is_empty() {
+            // Before anything records, so the first events are counted too.
+            cpm_runtime::metrics::handle();
+        }
         let context = ServiceContext::new(settings.platform.clone(), shutdown.clone())?;
         if settings.platform.profile == cpm_runtime::config::Profile::Development {
             // `cpm serve` with no configuration works on a stock install;
@@ -99,6 +104,32 @@ impl Platform {
             (Some(health_addr), Some(task))
         };
 
+        let metrics_port = &settings.platform.telemetry.metrics_listen;
+        let metrics_addr = if metrics_port.is_empty() {
+            None
+        } else {
+            let metrics_listener = TcpListener::bind(metrics_port.as_str())
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot listen on {metrics_port}: {error}"))?;
+            let metrics_addr = metrics_listener.local_addr()?;
+            tracing::info!(%metrics_addr, "serving Prometheus metrics");
+            tokio::spawn(cpm_runtime::metrics::serve(
+                metrics_listener,
+                shutdown.clone(),
+            ));
+            let consumers = targets
+                .iter()
+                .flat_map(|target| target.service().consumers())
+                .collect();
+            tokio::spawn(cpm_runtime::metrics::watch_queues(
+                context.bus.clone(),
+                consumers,
+                std::time::Duration::from_secs(30),
+                shutdown.clone(),
+            ));
+            Some(metrics_addr)
+        };
+
         context.spawn_health_monitor(reporter, started.clone());
         let supervisor = context.supervisor.clone();
         let grpc = settings.platform.grpc.clone();
@@ -122,10 +153,16 @@ impl Platform {
         Ok(Self {
             local_addr,
             health_addr,
+            metrics_addr,
             shutdown,
             supervisor,
             handle,
         })
+    }
+
+    /// The metrics listener, when `telemetry.metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The plaintext health-only listener, when `grpc.health_listen` is set.

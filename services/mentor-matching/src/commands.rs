@@ -364,7 +364,10 @@ pub async fn propose_matches(
             history.record_incompatible(a, b);
         }
     }
+    let started = std::time::Instant::now();
     let proposals = matching::propose(&needs, &candidates, &history, weights, query.limit);
+    metrics::histogram!("cpm_matching_duration_seconds", "kind" => "propose")
+        .record(started.elapsed().as_secs_f64());
     // Stored, so a confirmation can say which proposal it took up and any
     // proposal can be explained later by the weights that made it.
     let ids = db::insert_proposals(
@@ -426,6 +429,7 @@ pub async fn propose_pool_matches(
     let weights_owned = weights.clone();
     // CPU-bound for a large pool: off the request threads.
     let (clients, assignments) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
         let assignments = batch::match_pool(
             &clients,
             &mentors,
@@ -441,6 +445,8 @@ pub async fn propose_pool_matches(
                     .is_none()
             },
         );
+        metrics::histogram!("cpm_matching_duration_seconds", "kind" => "pool")
+            .record(started.elapsed().as_secs_f64());
         (clients, assignments)
     })
     .await

@@ -191,6 +191,7 @@ impl FeedPublisher {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        metrics::counter!("cpm_feed_published_total").increment(fed.len() as u64);
         Ok(fed.len())
     }
 }

@@ -447,6 +447,9 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// OTLP gRPC endpoint, e.g. `http://otel-collector:4317`; empty turns export off.
     pub otlp_endpoint: String,
+    /// Where to serve Prometheus metrics (`GET /metrics`), e.g.
+    /// `0.0.0.0:9464`; empty serves none.
+    pub metrics_listen: String,
 }
 
 impl Default for TelemetryConfig {
@@ -455,6 +458,7 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Auto,
             log_filter: "info,sqlx=warn,lapin=warn,h2=warn,tower=warn".into(),
             otlp_endpoint: String::new(),
+            metrics_listen: String::new(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod db;
 pub mod descriptor;
 pub mod dev_keys;
 pub mod grpc;
+pub mod metrics;
 pub mod periodic;
 pub mod retry;
 pub mod service;

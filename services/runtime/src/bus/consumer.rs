@@ -306,6 +306,19 @@ impl<H: EventHandler> Consumer<H> {
     /// never complete, and the consumer must then reconnect rather than
     /// wait for ever (the delivery comes again; the inbox absorbs it).
     async fn settle(&self, delivery: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
+        let queue = self.spec.inbox_name();
+        if delivery.redelivered {
+            metrics::counter!("cpm_consumer_redeliveries_total", "queue" => queue.clone())
+                .increment(1);
+        }
+        let counted = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Requeue => "requeued",
+            Outcome::DeadLetter => "dead_lettered",
+        };
+        metrics::counter!("cpm_consumer_deliveries_total", "queue" => queue, "outcome" => counted)
+            .increment(1);
         match outcome {
             Outcome::Applied | Outcome::Duplicate => {
                 answered(delivery.acker.ack(BasicAckOptions::default())).await?;

@@ -37,8 +37,11 @@ impl ServiceHandle {
 
     /// A transaction whose events are published as soon as it commits.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let started = std::time::Instant::now();
+        let transaction = self.pool.begin().await?;
+        metrics::histogram!("cpm_db_acquire_seconds").record(started.elapsed().as_secs_f64());
         Ok(Tx {
-            transaction: self.pool.begin().await?,
+            transaction,
             relay: self.relay.clone(),
             wrote_events: false,
         })

@@ -24,6 +24,9 @@ use super::Bus;
 use crate::Shutdown;
 use crate::config::OutboxConfig;
 
+/// How often the relay measures its outbox for the metrics endpoint.
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
+
 /// One batch's result.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -87,9 +90,14 @@ impl Relay {
         // Only while batches fail; a batch that works forgets them.
         let mut error_delays: Option<crate::retry::Backoff> = None;
         let mut busy = false;
+        let mut measured: Option<std::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+                measured = Some(std::time::Instant::now());
+                self.measure().await;
             }
             match self.publish_due_batch().await {
                 Ok(outcome) => {
@@ -142,13 +150,34 @@ impl Relay {
         tracing::debug!(schema = %self.schema, "outbox relay stopped");
     }
 
+    /// Records the outbox's backlog and its oldest row's age, and the
+    /// pool's connections, for the metrics endpoint. A failure only skips it.
+    async fn measure(&self) {
+        let schema = self.schema.clone();
+        metrics::gauge!("cpm_db_pool_connections", "schema" => schema.clone(), "state" => "idle")
+            .set(self.pool.num_idle() as f64);
+        metrics::gauge!("cpm_db_pool_connections", "schema" => schema.clone(), "state" => "in_use")
+            .set(f64::from(self.pool.size()) - self.pool.num_idle() as f64);
+        // Dynamic: every schema has an outbox; search_path picks this relay's.
+        let backlog = sqlx::query_as::<_, (i64, f64)>(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 \
+             FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((rows, oldest)) = backlog {
+            metrics::gauge!("cpm_outbox_backlog", "schema" => schema.clone()).set(rows as f64);
+            metrics::gauge!("cpm_outbox_oldest_age_seconds", "schema" => schema).set(oldest);
+        }
+    }
+
     /// Publishes one batch of due rows. Rows the broker confirmed are
     /// deleted; unroutable or refused ones wait with back-off.
     pub async fn publish_due_batch(&self) -> anyhow::Result<BatchOutcome> {
         let mut transaction = self.pool.begin().await?;
         // Dynamic, as below: every schema has an outbox; search_path picks this relay's.
         let rows = sqlx::query(
-            "SELECT outbox_id, event_id, event_type, envelope, trace_context FROM outbox \
+            "SELECT outbox_id, event_id, event_type, envelope, trace_context, created_at FROM outbox \
              WHERE next_attempt_at <= now() ORDER BY outbox_id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(i64::from(self.config.batch_size))
@@ -212,7 +241,15 @@ impl Relay {
         for (row, confirmation) in rows.iter().zip(confirmations) {
             let outbox_id: i64 = row.get(0);
             match confirmation? {
-                Confirmation::Ack(None) => sent.push(outbox_id),
+                Confirmation::Ack(None) => {
+                    sent.push(outbox_id);
+                    let created_at: chrono::DateTime<chrono::Utc> = row.get(5);
+                    let delay = (chrono::Utc::now() - created_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics::histogram!("cpm_outbox_publish_delay_seconds", "schema" => self.schema.clone())
+                        .record(delay.as_secs_f64());
+                }
                 Confirmation::Ack(Some(returned)) => {
                     deferred.push((outbox_id, format!("returned: {}", returned.reply_text)));
                 }

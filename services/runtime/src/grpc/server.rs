@@ -93,6 +93,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut builder = Server::builder()
+        .layer(crate::metrics::RpcMetricsLayer)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(|request| {
             let span = tracing::info_span!("grpc", path = %request.uri().path());
