@@ -37,6 +37,21 @@ async fn flow_through(env: &TestEnv, intake: &str, notifications: &str, agency: 
     );
 }
 
+/// Lines logged while serving a call or handling an event carry the
+/// trace's ID, so a log search leads to the trace and back.
+fn assert_log_lines_carry_trace_ids(log: &str) {
+    let traced = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["span"]["trace_id"]
+                .as_str()
+                .is_some_and(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .count();
+    assert!(traced > 0, "no log line carries a trace ID");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_running_every_service_takes_a_thousand_referrals_at_fifty_a_second() {
     let _turn = crate::flow::take_turn().await;
@@ -50,6 +65,7 @@ async fn one_process_running_every_service_takes_a_thousand_referrals_at_fifty_a
     )
     .await;
     platform.assert_no_panic();
+    assert_log_lines_carry_trace_ids(&platform.log_text());
     let exit = platform.terminate(Duration::from_secs(30)).await;
     assert!(exit.success(), "cpm exited with {exit}");
     platform.assert_no_panic();

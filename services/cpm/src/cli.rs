@@ -157,6 +157,16 @@ async fn shutdown_signal() {
     }
 }
 
+/// The OpenTelemetry `service.name` of a process serving `targets`:
+/// `cpm-<target>` for one (so each service's traces stand apart in a trace
+/// backend), `cpm` for several in one process.
+fn service_name(targets: &[Target]) -> String {
+    match targets {
+        [one] => format!("cpm-{}", one.as_str()),
+        _ => "cpm".to_owned(),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), ExitCode> {
     let fail = |error: anyhow::Error| {
         eprintln!("cpm: {error:#}");
@@ -167,7 +177,8 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             let targets = targets(&target)?;
             let settings = load_settings(cli.config.as_ref())?;
             let _telemetry =
-                cpm_runtime::telemetry::init("cpm", &settings.platform.telemetry).map_err(fail)?;
+                cpm_runtime::telemetry::init(&service_name(&targets), &settings.platform.telemetry)
+                    .map_err(fail)?;
             if settings.platform.profile == cpm_runtime::config::Profile::Development {
                 tracing::warn!(
                     "running in DEVELOPMENT mode: local keys, plaintext gRPC; not for real client data"
@@ -431,4 +442,18 @@ pub fn main() -> ExitCode {
     // worker threads, not later while the process tears its threads down.
     runtime.shutdown_timeout(Duration::from_secs(5));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_target_traces_under_its_own_service_name() {
+        assert_eq!(
+            service_name(&[Target::REFERRAL_INTAKE]),
+            "cpm-referral-intake"
+        );
+        assert_eq!(service_name(&Target::ALL), "cpm");
+    }
 }

@@ -97,6 +97,17 @@ pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     let _ = span.set_parent(context);
 }
 
+/// Records `span`'s trace ID in its `trace_id` field (declared empty when
+/// the span was made), so every log line written inside it, JSON ones
+/// included, carries the ID a trace backend finds it by.
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+}
+
 /// The current trace ID, for error logs that a caller can quote.
 pub fn current_trace_id() -> String {
     use opentelemetry::trace::TraceContextExt as _;

@@ -286,8 +286,10 @@ impl<H: EventHandler> Consumer<H> {
             event_type = %delivery.routing_key,
             event_id = tracing::field::Empty,
             referral_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
         crate::telemetry::set_parent_from(&span, &header_map(&delivery));
+        crate::telemetry::record_trace_id(&span);
         async {
             match self.apply(&delivery, shutdown).await {
                 Some(outcome) => self.settle(&delivery, outcome).await,

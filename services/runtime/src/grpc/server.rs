@@ -96,8 +96,13 @@ pub async fn serve(
         .layer(crate::metrics::RpcMetricsLayer)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(|request| {
-            let span = tracing::info_span!("grpc", path = %request.uri().path());
+            let span = tracing::info_span!(
+                "grpc",
+                path = %request.uri().path(),
+                trace_id = tracing::field::Empty,
+            );
             crate::telemetry::set_parent_from_http(&span, request.headers());
+            crate::telemetry::record_trace_id(&span);
             span
         });
     if let Some(tls) = tls(config)? {
