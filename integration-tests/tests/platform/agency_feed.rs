@@ -7,11 +7,11 @@ use std::time::Duration;
 use cpm::Target;
 use cpm_proto::Event as _;
 use cpm_proto::v1::{DischargeFeedback, DischargeOutcome, ReferralStatus, ReferralStatusChanged};
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use prost::Message as _;
 
-use crate::bus::publish_raw;
+use crate::bus::{Tap, publish_raw};
 use crate::harness::{TestEnv, eventually};
 use crate::private_broker::PrivateRabbit;
 
@@ -40,29 +40,7 @@ async fn status_changed(env: &TestEnv, agency_id: &str, status: ReferralStatus) 
 async fn each_agency_reads_its_own_notifications_from_the_feed() {
     let env = TestEnv::new().await;
     let platform = env.start(&[Target::NOTIFICATIONS]).await;
-    let (connection, amqp) = env.amqp_channel().await;
-    let queue = amqp
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .name()
-        .to_string();
-    amqp.queue_bind(
-        queue.as_str().into(),
-        format!("{}.agency-feed", env.namespace).as_str().into(),
-        "agency.agency-feed-a.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let tap = Tap::on_exchange(&env, "agency-feed", &["agency.agency-feed-a.#"]).await;
 
     let accepted = status_changed(&env, "agency-feed-a", ReferralStatus::Accepted).await;
     status_changed(&env, "agency-feed-b", ReferralStatus::Accepted).await;
@@ -83,11 +61,7 @@ async fn each_agency_reads_its_own_notifications_from_the_feed() {
     })
     .await;
     let mut received = Vec::new();
-    while let Some(message) = amqp
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
+    for message in tap.drain().await {
         let body: serde_json::Value = serde_json::from_slice(&message.delivery.data).unwrap();
         let message_id = message
             .delivery
@@ -109,7 +83,7 @@ async fn each_agency_reads_its_own_notifications_from_the_feed() {
     assert_eq!(received[1].0, "agency.agency-feed-a.discharged");
     assert_eq!(received[1].1["referral_id"], discharged.as_str());
     assert_eq!(received[1].1["feedback"]["contacts"], 31);
-    crate::harness::close_quietly(connection).await;
+    tap.close().await;
     pool.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;

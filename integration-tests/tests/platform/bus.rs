@@ -84,9 +84,8 @@ async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &s
     queue
 }
 
-/// A tap on the events exchange: an exclusive queue bound to some event
-/// types, gone with its connection, from which a test reads what was
-/// published.
+/// A tap on an exchange: an exclusive queue bound to some routing keys,
+/// gone with its connection, from which a test reads what was published.
 pub struct Tap {
     connection: lapin::Connection,
     channel: lapin::Channel,
@@ -94,7 +93,13 @@ pub struct Tap {
 }
 
 impl Tap {
+    /// On the events exchange, for `event_types`.
     pub async fn on(env: &TestEnv, event_types: &[&str]) -> Self {
+        Self::on_exchange(env, "events", event_types).await
+    }
+
+    /// On `<namespace>.<exchange>`, for `routing_keys`.
+    pub async fn on_exchange(env: &TestEnv, exchange: &str, routing_keys: &[&str]) -> Self {
         let (connection, channel) = env.amqp_channel().await;
         let queue = channel
             .queue_declare(
@@ -109,12 +114,12 @@ impl Tap {
             .unwrap()
             .name()
             .to_string();
-        for event_type in event_types {
+        for key in routing_keys {
             channel
                 .queue_bind(
                     queue.as_str().into(),
-                    format!("{}.events", env.namespace).as_str().into(),
-                    (*event_type).into(),
+                    format!("{}.{exchange}", env.namespace).as_str().into(),
+                    (*key).into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -155,6 +160,23 @@ impl Tap {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every message waiting now, in order.
+    pub async fn drain(&self) -> Vec<lapin::message::BasicGetMessage> {
+        let mut messages = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(
+                self.queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            messages.push(message);
+        }
+        messages
     }
 
     pub async fn close(self) {

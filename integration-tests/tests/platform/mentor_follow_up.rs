@@ -23,7 +23,9 @@ use crate::mentor_matching::{WAIT, accept_client, admin, confirm, mentor, propos
 
 const AREA: &str = "Darlington";
 
-async fn allocate(
+/// Proposes pairs for the client, then confirms `pair`: a proposed pair,
+/// as a coordinator confirms one.
+pub(crate) async fn allocate(
     matching: &mut MentorMatchingServiceClient<Authed>,
     referral_id: &str,
     pair: [&Mentor; 2],

@@ -12,10 +12,10 @@ use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{
-    Allocation, AssessmentDecided, ConfirmAllocationRequest, Decision, DischargeRequest,
-    EngagementAction, EngagementChanged, EraseClientRequest, Gender, GetCaseFileRequest,
-    GetMentorClientRecordRequest, KnownRisk, Mentor, MentorClientRecord, NonEngagementReason,
-    NonEngagementStage, ReportPoorFitRequest, Vulnerability,
+    Allocation, AssessmentDecided, Decision, DischargeRequest, EngagementAction, EngagementChanged,
+    EraseClientRequest, Gender, GetCaseFileRequest, GetMentorClientRecordRequest, KnownRisk,
+    Mentor, MentorClientRecord, NonEngagementReason, NonEngagementStage, ReportPoorFitRequest,
+    Vulnerability,
 };
 use cpm_runtime::auth::Role;
 use prost::Message as _;
@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 
 use crate::bus::publish_raw;
 use crate::harness::{Authed, TestEnv, connect, eventually, referral_request, submit};
+use crate::mentor_follow_up::allocate;
 use crate::mentor_matching::{WAIT, admin, propose, register};
 
 const AREA: &str = "Darlington";
@@ -104,25 +105,6 @@ async fn accept(env: &TestEnv, admin: &MentorMatchingServiceClient<Authed>, refe
         async move { propose(&mut admin, referral_id).await.is_ok() }
     })
     .await;
-}
-
-async fn allocate(
-    matching: &mut MentorMatchingServiceClient<Authed>,
-    referral_id: &str,
-    pair: [&Mentor; 2],
-) -> Allocation {
-    propose(matching, referral_id).await.unwrap();
-    matching
-        .confirm_allocation(ConfirmAllocationRequest {
-            referral_id: referral_id.into(),
-            mentor_ids: pair.map(|m| m.mentor_id.clone()).to_vec(),
-            reason: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .allocation
-        .unwrap()
 }
 
 /// Submits a referral with safe-contact instructions and known risks,

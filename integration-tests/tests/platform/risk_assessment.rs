@@ -1696,37 +1696,12 @@ async fn a_referral_handled_after_its_client_s_erasure_opens_without_categories(
 /// what the client was a victim of and committed, as submitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crimes_a_referral_names_reach_matching_with_the_decision() {
-    use cpm_proto::v1::{AssessmentDecided, CrimeType, EventEnvelope};
-    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
+    use cpm_proto::v1::{AssessmentDecided, CrimeType};
 
     let env = TestEnv::new().await;
     let platform = env.start_all().await;
     let channel = connect(&platform).await;
-    // A tap on the events exchange, gone with its connection.
-    let (connection, amqp) = env.amqp_channel().await;
-    let tap = amqp
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .name()
-        .clone();
-    amqp.queue_bind(
-        tap.clone(),
-        format!("{}.events", env.namespace).as_str().into(),
-        AssessmentDecided::TYPE.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let tap = crate::bus::Tap::on(&env, &[AssessmentDecided::TYPE]).await;
 
     let mut intake = ReferralIntakeServiceClient::new(env.referrer(&channel, "agency-crimes"));
     let mut request = referral_request("Darlington");
@@ -1739,29 +1714,14 @@ async fn the_crimes_a_referral_names_reach_matching_with_the_decision() {
     let assessment = assessment_of(&client, &referral_id).await;
     accept(&mut client, &assessment.assessment_id).await;
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let decided = loop {
-        if let Some(message) = amqp
-            .basic_get(tap.clone(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            let envelope = EventEnvelope::decode(message.delivery.data.as_slice()).unwrap();
-            break AssessmentDecided::decode(envelope.payload.as_slice()).unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no assessment.decided"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let decided: AssessmentDecided = tap.next(WAIT).await;
     assert_eq!(decided.referral_id, referral_id);
     assert_eq!(decided.victim_of, [CrimeType::PhysicalAssault as i32]);
     assert_eq!(
         decided.perpetrator_of,
         [CrimeType::Theft as i32, CrimeType::PublicOrder as i32]
     );
-    crate::harness::close_quietly(connection).await;
+    tap.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
