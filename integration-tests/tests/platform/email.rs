@@ -520,7 +520,6 @@ async fn no_client_identifying_field_of_a_referral_reaches_an_email() {
         role: of("ProfRole"),
         organisation: of("ProfOrg"),
         contact: of("ProfContact"),
-        ..Default::default()
     }];
     let mut intake =
         ReferralIntakeServiceClient::new(referrer(&env, &channel, "ref-markers", agency));
