@@ -14,7 +14,7 @@ use cpm_proto::v1::{
     ClientIdentity, DischargeFeedback, DischargeOutcome, GetNotificationPreferencesRequest,
     NotificationChannel, NotificationKind, OtherProfessional, PreferenceScope, ReferralStatus,
     ReferralStatusChanged, Referrer, RegisterWebhookRequest, RelapseSign,
-    SetNotificationPreferencesRequest, WithdrawReferralRequest,
+    SetNotificationPreferencesRequest, SubscribeRequest, WithdrawReferralRequest,
 };
 use cpm_runtime::auth::Role;
 use prost::Message as _;
@@ -331,7 +331,7 @@ async fn a_referrer_who_chose_email_for_discharges_gets_the_proforma_and_one_who
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agency_that_turned_webhooks_off_gets_no_webhook_deliveries() {
+async fn an_agency_that_turned_webhooks_or_the_stream_off_gets_no_deliveries_there() {
     let mail = MailServer::start().await;
     let env = env_with_mail(&mail).await;
     let platform = env.start_all().await;
@@ -420,6 +420,38 @@ async fn an_agency_that_turned_webhooks_off_gets_no_webhook_deliveries() {
         (2, 1),
         "no webhook delivery once webhooks are off"
     );
+
+    // Taken off the stream: the notification is kept (and goes to the
+    // webhook again) but the stream skips it.
+    admin
+        .set_notification_preferences(SetNotificationPreferencesRequest {
+            scope: PreferenceScope::Agency as i32,
+            agency_id: agency.into(),
+            kinds: vec![NotificationKind::Discharged as i32],
+            channels: vec![NotificationChannel::Webhook as i32],
+            email_addresses: vec![],
+        })
+        .await
+        .unwrap();
+    publish_discharge(&env, agency, &uuid::Uuid::now_v7().to_string(), "").await;
+    eventually(
+        Duration::from_secs(30),
+        "the third notification",
+        || async { counts().await == (3, 2) },
+    )
+    .await;
+    let mut stream = notifications
+        .subscribe(SubscribeRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Ok(Ok(Some(message))) =
+        tokio::time::timeout(Duration::from_secs(2), stream.message()).await
+    {
+        streamed.push(message.notification.unwrap().sequence);
+    }
+    assert_eq!(streamed, vec![1, 2], "the third is not streamed");
     database.close().await;
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -577,5 +609,53 @@ async fn no_client_identifying_field_of_a_referral_reaches_an_email() {
         assert!(!folded.contains("darlington"), "no area or address");
     }
     platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_template_texts_under_a_version_already_used_refuse_to_start() {
+    let mail = MailServer::start().await;
+    let mut env = env_with_mail(&mail).await;
+    let accepted = |body: &str| {
+        let mut text = toml::Table::new();
+        text.insert("subject".into(), "Referral {referral_id} accepted".into());
+        text.insert("body".into(), body.into());
+        let mut templates = toml::Table::new();
+        templates.insert("version".into(), "test-1".into());
+        templates.insert("accepted".into(), toml::Value::Table(text));
+        toml::Value::Table(templates)
+    };
+    env.settings.set(
+        "notifications.templates",
+        accepted("Accepted on {changed_on}."),
+    );
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    platform.stop().await.unwrap();
+
+    // The same texts again start; other texts under the same version do not.
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    platform.stop().await.unwrap();
+    env.settings.set(
+        "notifications.templates",
+        accepted("Accepted, {changed_on}."),
+    );
+    let refused = cpm::Platform::start(env.settings.clone(), &[cpm::Target::NOTIFICATIONS])
+        .await
+        .err()
+        .expect("changed texts under version test-1 refuse to start");
+    assert!(
+        format!("{refused:#}").contains("version \"test-1\" was used before"),
+        "{refused:#}"
+    );
+    // An unknown placeholder is refused before anything starts.
+    env.settings
+        .set("notifications.templates", accepted("Dear {client_name}"));
+    let invalid = env.settings.validate().unwrap_err();
+    assert!(
+        invalid
+            .to_string()
+            .contains("notifications.templates.accepted.body"),
+        "{invalid}"
+    );
     env.cleanup().await;
 }
