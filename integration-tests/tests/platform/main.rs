@@ -8,6 +8,7 @@ mod contact_logging;
 mod contact_outcomes;
 mod database_outage;
 mod dead_lettering;
+mod email;
 mod flow;
 mod graceful_shutdown;
 mod harness;

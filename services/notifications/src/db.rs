@@ -129,6 +129,7 @@ pub async fn notifications_after(
         "SELECT notification_id, agency_id, sequence, referral_id, kind, status, created_at, \
                 feedback \
          FROM notifications.notification WHERE agency_id = $1 AND sequence > $2 \
+           AND streamed \
          ORDER BY sequence LIMIT $3",
         agency_id,
         after_sequence,

@@ -1,6 +1,10 @@
 //! Turns referral intake's `referral.status_changed` into notifications and
-//! pending webhook deliveries, in the consumer's inbox transaction. Which
-//! event moves a referral to which status is referral intake's rule alone.
+//! pending webhook deliveries and e-mails (on the channels the agency and its
+//! referrers chose, [`crate::preferences`]), in the consumer's inbox
+//! transaction. Which event moves a referral to which status is referral
+//! intake's rule alone.
+
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use cpm_proto::v1::{ConcernRaised, ConcernUrgency, MentorAlertRaised, ReferralStatusChanged};
@@ -10,20 +14,41 @@ use uuid::Uuid;
 
 use crate::db::{self, NotificationRow};
 use crate::domain::{Notice, notice};
+use crate::templates::{Placeholders, Purpose, Templates};
+use crate::{email, preferences};
 
 /// The `status` consumer's routes: referral intake's announcements of the
 /// referrer-visible status, its only input.
-pub fn status_notices() -> Router<NotificationWriter> {
-    Router::new(crate::NAME, "status", NotificationWriter).on::<ReferralStatusChanged>()
+/// E-mails are rendered with `templates`, and queued only when
+/// `email_enabled` (an SMTP server is configured).
+pub fn status_notices(
+    templates: Arc<Templates>,
+    email_enabled: bool,
+) -> Router<NotificationWriter> {
+    Router::new(
+        crate::NAME,
+        "status",
+        NotificationWriter {
+            templates,
+            email_enabled,
+        },
+    )
+    .on::<ReferralStatusChanged>()
 }
 
-pub struct NotificationWriter;
+pub struct NotificationWriter {
+    templates: Arc<Templates>,
+    email_enabled: bool,
+}
 
 impl NotificationWriter {
-    /// Records `notice` and a pending delivery per webhook of its agency.
+    /// Records `notice`, a pending delivery per webhook of its agency and
+    /// an e-mail per chosen address, rendered with `values`.
     async fn write(
+        &self,
         connection: &mut Tx,
         notice: Notice,
+        mut values: Placeholders,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&notice.referral_id)?;
@@ -42,10 +67,33 @@ impl NotificationWriter {
             feedback: notice.feedback.as_ref().map(prost::Message::encode_to_vec),
         };
         db::insert_notification(connection, &row, received.event_id).await?;
-        let deliveries =
-            db::insert_deliveries(connection, &notice.agency_id, row.notification_id).await?;
+        let channels =
+            preferences::channels_for(connection, &notice.agency_id, notice.kind).await?;
+        if !channels.stream {
+            preferences::hide_from_stream(connection, row.notification_id).await?;
+        }
+        let deliveries = if channels.webhook {
+            db::insert_deliveries(connection, &notice.agency_id, row.notification_id).await?
+        } else {
+            0
+        };
+        let mut emails = 0;
+        if let Some(purpose) = Purpose::for_status(notice.status)
+            && self.email_enabled
+            && !channels.email_recipients.is_empty()
+        {
+            values.notification_id = Some(row.notification_id);
+            let rendered = self.templates.render(purpose, &values);
+            emails = email::queue(
+                connection,
+                row.notification_id,
+                &rendered,
+                &channels.email_recipients,
+            )
+            .await?;
+        }
         db::notify_committed(connection).await?;
-        tracing::info!(%referral_id, status = notice.status.as_str_name(), deliveries, "agency notified");
+        tracing::info!(%referral_id, status = notice.status.as_str_name(), deliveries, emails, "agency notified");
         Ok(())
     }
 }
@@ -58,9 +106,11 @@ impl On<ReferralStatusChanged> for NotificationWriter {
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let status = e.status();
-        Self::write(
+        let values = Placeholders::of_status_change(&e);
+        self.write(
             connection,
             notice(e.agency_id, e.referral_id, status, e.feedback),
+            values,
             received,
         )
         .await

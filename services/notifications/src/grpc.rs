@@ -13,11 +13,15 @@ use cpm_proto::v1::{
     ListStaffAlertsResponse, Notification, RegisterWebhookRequest, RegisterWebhookResponse,
     StaffAlert, SubscribeRequest, SubscribeResponse, Webhook,
 };
+use cpm_proto::v1::{
+    GetNotificationPreferencesRequest, GetNotificationPreferencesResponse, NotificationPreferences,
+    PreferenceScope, SetNotificationPreferencesRequest, SetNotificationPreferencesResponse,
+};
 use cpm_runtime::auth::{Caller, Role};
-use cpm_runtime::grpc::FieldViolations;
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
 use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
+use cpm_runtime::grpc::{ApiError, FieldViolations};
 use cpm_runtime::supervisor::{Supervisor, TaskSpec};
 use futures::Stream;
 use sqlx::PgPool;
@@ -25,10 +29,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::commands;
 use crate::db::NotificationRow;
 use crate::domain::check_webhook_url;
 use crate::staff_alerts::{self, AlertQuery, StaffAlertRow};
+use crate::{commands, preferences};
 
 /// Notifications are addressed to agencies: only their referrers subscribe.
 /// Staff alerts are for coordinators (of their areas) and admins.
@@ -37,7 +41,37 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("RegisterWebhook", &[Role::Referrer]),
     ("ListDeliveries", &[Role::Referrer]),
     ("ListStaffAlerts", &[Role::Coordinator, Role::Admin]),
+    ("SetNotificationPreferences", &[Role::Referrer, Role::Admin]),
+    ("GetNotificationPreferences", &[Role::Referrer, Role::Admin]),
 ]);
+
+/// Preferences as answered: the stored ones, or the defaults of `scope`.
+fn preferences_to_proto(
+    scope: PreferenceScope,
+    agency_id: &str,
+    subject: &str,
+    row: Option<preferences::PreferenceRow>,
+) -> NotificationPreferences {
+    let defaults = row.is_none();
+    let (choice, updated_by, updated_at) = match row {
+        Some(row) => (row.choice, row.updated_by, Some(timestamp(row.updated_at))),
+        None if scope == PreferenceScope::Agency => {
+            (preferences::Choice::agency_default(), String::new(), None)
+        }
+        None => (preferences::Choice::referrer_default(), String::new(), None),
+    };
+    NotificationPreferences {
+        scope: scope as i32,
+        agency_id: agency_id.to_owned(),
+        referrer: subject.to_owned(),
+        kinds: choice.kinds.iter().map(|kind| *kind as i32).collect(),
+        channels: choice.channels.iter().map(|c| *c as i32).collect(),
+        email_addresses: choice.email_addresses,
+        defaults,
+        updated_by,
+        updated_at,
+    }
+}
 
 fn staff_alert_to_proto(row: &StaffAlertRow) -> StaffAlert {
     let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
@@ -278,6 +312,71 @@ impl NotificationsService for Notifications {
         Ok(Response::new(ListStaffAlertsResponse {
             alerts: rows.iter().map(staff_alert_to_proto).collect(),
             next_page_token,
+        }))
+    }
+    #[tracing::instrument(skip_all)]
+    async fn set_notification_preferences(
+        &self,
+        request: Request<SetNotificationPreferencesRequest>,
+    ) -> Result<Response<SetNotificationPreferencesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let message = request.get_ref();
+        let parsed = preferences::parse_set(
+            message.scope,
+            &message.kinds,
+            &message.channels,
+            &message.email_addresses,
+        )
+        .map_err(cpm_runtime::grpc::ApiError::InvalidArgument)?;
+        let (agency_id, subject) =
+            preferences::addressee(caller, parsed.scope, &message.agency_id, true)?;
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let row = preferences::upsert(
+            &mut connection,
+            &agency_id,
+            &subject,
+            &parsed.choice,
+            &caller.subject,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        tracing::info!(
+            scope = parsed.scope.as_str_name(),
+            "notification preferences set"
+        );
+        Ok(Response::new(SetNotificationPreferencesResponse {
+            preferences: Some(preferences_to_proto(
+                parsed.scope,
+                &agency_id,
+                &subject,
+                Some(row),
+            )),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_notification_preferences(
+        &self,
+        request: Request<GetNotificationPreferencesRequest>,
+    ) -> Result<Response<GetNotificationPreferencesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let message = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let scope = cpm_runtime::grpc::values::parse_enum::<PreferenceScope>(
+            "scope",
+            message.scope,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let scope = scope.expect("no violation means a scope");
+        let (agency_id, subject) =
+            preferences::addressee(caller, scope, &message.agency_id, false)?;
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let row = preferences::find(&mut connection, &agency_id, &subject)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(GetNotificationPreferencesResponse {
+            preferences: Some(preferences_to_proto(scope, &agency_id, &subject, row)),
         }))
     }
 }

@@ -13,23 +13,31 @@
 //! - [`webhooks`]: the delivery worker.
 //! - [`feed`]: publishes every notification to the agency feed exchange.
 //! - [`staff_alerts`]: coordinators' alerts, listed by area.
+//! - [`templates`]: what e-mails say, versioned, from a closed set of placeholders.
+//! - [`preferences`]: which kinds go out on which channels, per agency and referrer.
+//! - [`email`]: SMTP settings, the e-mail queue and its worker.
 //! - [`commands`]: one function per use case, with [`commands::NoticeError`].
 //! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook,
-//!   ListDeliveries, ListStaffAlerts) and its access table.
+//!   ListDeliveries, ListStaffAlerts, Set/GetNotificationPreferences) and
+//!   its access table.
 
 pub mod commands;
 pub mod db;
 pub mod domain;
+pub mod email;
 pub mod events;
 pub mod feed;
 pub mod grpc;
+pub mod preferences;
 pub mod staff_alerts;
+pub mod templates;
 pub mod webhooks;
 
 use std::sync::Arc;
 
 use cpm_proto::v1::notifications_service_server::NotificationsServiceServer;
 use cpm_runtime::bus::{ConsumerSpec, ServiceHandle};
+use cpm_runtime::config::{ConfigError, PlatformConfig, Profile};
 use cpm_runtime::descriptor::{Registered, Service};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::service::ServiceContext;
@@ -62,6 +70,10 @@ pub struct Config {
     /// ([`feed`]); how often it looks for unpublished ones without a wake-up.
     pub agency_feed: bool,
     pub agency_feed_poll_interval_ms: u64,
+    /// `[notifications.templates]`: the e-mail texts and their version.
+    pub templates: templates::TemplatesConfig,
+    /// `[notifications.smtp]`: where e-mail is sent; off while no host is set.
+    pub smtp: email::SmtpConfig,
 }
 
 impl Default for Config {
@@ -73,6 +85,8 @@ impl Default for Config {
             webhook_poll_interval_ms: 1000,
             agency_feed: true,
             agency_feed_poll_interval_ms: 1000,
+            templates: templates::TemplatesConfig::default(),
+            smtp: email::SmtpConfig::default(),
         }
     }
 }
@@ -100,13 +114,25 @@ impl Service for Descriptor {
 
     fn consumers() -> Vec<ConsumerSpec> {
         vec![
-            events::status_notices().spec(),
+            events::status_notices(Default::default(), false).spec(),
             events::staff_alerts().spec(),
         ]
     }
 
     fn listen(config: &Config) -> &str {
         &config.listen
+    }
+
+    /// The templates parse with known placeholders only; the SMTP
+    /// settings hold together (and use TLS in production).
+    fn validate(config: &Config, platform: &PlatformConfig) -> Result<(), ConfigError> {
+        templates::Templates::new(&config.templates)
+            .map_err(|(key, problem)| ConfigError::invalid(&key, problem))?;
+        config
+            .smtp
+            .check(platform.profile == Profile::Production)
+            .map_err(|(key, problem)| ConfigError::invalid(&key, problem))?;
+        Ok(())
     }
 
     /// Starts the consumer, the commit listener and the webhook
@@ -117,7 +143,21 @@ impl Service for Descriptor {
         config: Config,
         routes: &mut RoutesBuilder,
     ) -> anyhow::Result<()> {
-        context.spawn_consumer(&handle, events::status_notices());
+        let templates = Arc::new(
+            templates::Templates::new(&config.templates)
+                .map_err(|(key, problem)| anyhow::anyhow!("{key}: {problem}"))?,
+        );
+        email::register_templates(
+            &mut *handle.pool().acquire().await?,
+            &config.templates,
+            templates.version(),
+        )
+        .await?;
+        let email_enabled = config.smtp.enabled();
+        context.spawn_consumer(
+            &handle,
+            events::status_notices(templates.clone(), email_enabled),
+        );
         context.spawn_consumer(&handle, events::staff_alerts());
         let pool = handle.pool().clone();
         // Wakes streams and the webhook worker when notifications commit.
@@ -145,6 +185,19 @@ impl Service for Descriptor {
             context.spawn_loop(
                 TaskSpec::essential(NAME, format!("{NAME}.agency-feed")),
                 move || feed.clone().run(feed_wake.clone(), shutdown.clone()),
+            );
+        }
+
+        if email_enabled {
+            let email_worker = Arc::new(email::EmailWorker::new(handle.clone(), &config.smtp)?);
+            let (email_wake, shutdown) = (wake.clone(), context.shutdown.clone());
+            context.spawn_loop(
+                TaskSpec::essential(NAME, format!("{NAME}.email-worker")),
+                move || {
+                    email_worker
+                        .clone()
+                        .run(email_wake.clone(), shutdown.clone())
+                },
             );
         }
 
