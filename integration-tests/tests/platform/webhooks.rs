@@ -635,3 +635,43 @@ async fn a_destination_no_longer_allowed_is_refused_at_connect_time() {
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_secret_survives_a_master_key_rotation() {
+    use base64::Engine as _;
+    use cpm_runtime::config::Secret;
+    let mut env = TestEnv::new().await;
+    let receiver = Receiver::start(Answer::NoContent).await;
+    let (platform, channel) = start(&env).await;
+    let mut client = NotificationsServiceClient::new(env.referrer(&channel, "agency-keys"));
+    let webhook = register(&mut client, receiver.url()).await;
+    platform.stop().await.unwrap();
+
+    let old_key = env.settings.platform.crypto.master_key.clone();
+    let new_key = base64::engine::general_purpose::STANDARD.encode([11u8; 32]);
+    env.settings.platform.crypto.master_key = Secret::new(new_key.clone());
+    let pool =
+        cpm_runtime::db::pool(&env.settings.platform.database, notifications::SCHEMA).unwrap();
+    let keys = cpm_runtime::crypto::KeyRing::from_config(&new_key, &[old_key.expose()]).unwrap();
+    assert_eq!(
+        notifications::signing::rewrap_all(&pool, &keys)
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    assert_eq!(
+        notifications::signing::rewrap_all(&pool, &keys)
+            .await
+            .unwrap(),
+        (0, 1)
+    );
+    pool.close().await;
+
+    // The old key retired: the secret still opens and signs.
+    let (platform, _channel) = start(&env).await;
+    notify(&env, "agency-keys").await;
+    let received = receiver.await_requests(1, Duration::from_secs(20)).await;
+    assert_eq!(python_verifies(&webhook.secret, &received[0]).await, "1");
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

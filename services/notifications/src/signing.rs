@@ -142,6 +142,28 @@ pub fn open(
     Ok((current, previous))
 }
 
+/// Re-wraps every webhook's secret key under the current master key (the
+/// master key rotation, `cpm rewrap-keys`); returns (re-wrapped, already current).
+pub async fn rewrap_all(pool: &sqlx::PgPool, keys: &KeyRing) -> anyhow::Result<(u64, u64)> {
+    let mut transaction = pool.begin().await?;
+    let (mut rewrapped, mut current) = (0, 0);
+    for (webhook_id, wrapped) in crate::webhook_store::lock_secret_keys(&mut transaction).await? {
+        let (_, is_current) = keys.unwrap_data_key(&wrapped).map_err(|_| {
+            anyhow::anyhow!("webhook {webhook_id}'s secret opens with no configured key")
+        })?;
+        if is_current {
+            current += 1;
+            continue;
+        }
+        let rewrapped_key = keys.rewrap(&wrapped)?;
+        crate::webhook_store::store_secret_key(&mut transaction, webhook_id, &rewrapped_key)
+            .await?;
+        rewrapped += 1;
+    }
+    transaction.commit().await?;
+    Ok((rewrapped, current))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

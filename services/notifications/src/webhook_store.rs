@@ -546,3 +546,33 @@ pub async fn dead_letter_expired(
     .await?
     .rows_affected())
 }
+
+/// Every webhook's wrapped secret key, locked for re-wrapping.
+pub async fn lock_secret_keys(
+    connection: &mut PgConnection,
+) -> Result<Vec<(Uuid, Vec<u8>)>, sqlx::Error> {
+    Ok(sqlx::query!(
+        "SELECT webhook_id, secret_key AS \"secret_key!\" FROM notifications.webhook \
+         WHERE secret_key IS NOT NULL ORDER BY webhook_id FOR UPDATE"
+    )
+    .fetch_all(connection)
+    .await?
+    .into_iter()
+    .map(|row| (row.webhook_id, row.secret_key))
+    .collect())
+}
+
+pub async fn store_secret_key(
+    connection: &mut PgConnection,
+    webhook_id: Uuid,
+    secret_key: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE notifications.webhook SET secret_key = $2 WHERE webhook_id = $1",
+        webhook_id,
+        secret_key
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
