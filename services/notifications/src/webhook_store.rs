@@ -440,13 +440,14 @@ pub async fn due_deliveries(
     .await
 }
 
-/// Ends a worker's claim on a webhook.
+/// Ends a worker's claim on a webhook. The claim's end stays as the time
+/// it was last served, so the endpoint served longest ago is claimed first.
 pub async fn release_webhook(
     connection: &mut PgConnection,
     webhook_id: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE notifications.webhook SET leased_until = NULL WHERE webhook_id = $1",
+        "UPDATE notifications.webhook SET leased_until = now() WHERE webhook_id = $1",
         webhook_id
     )
     .execute(connection)

@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -30,6 +31,7 @@ use prost::Message as _;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::destinations::{DestinationPolicy, GuardedResolver, Lookup};
 use crate::retry_policy::{AfterFailure, Breaker, RetryPolicy};
@@ -240,6 +242,8 @@ impl WebhookWorker {
         shutdown: cpm_runtime::Shutdown,
     ) {
         let mut in_flight = JoinSet::new();
+        // Which endpoint each task holds, to release what shutdown abandons.
+        let mut held: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
             if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL) {
@@ -255,7 +259,10 @@ impl WebhookWorker {
                     Ok(batches) => {
                         claimed = batches.len();
                         for (webhook, deliveries) in batches {
-                            in_flight.spawn(self.clone().deliver_batch(webhook, deliveries));
+                            let webhook_id = webhook.webhook_id;
+                            let task =
+                                in_flight.spawn(self.clone().deliver_batch(webhook, deliveries));
+                            held.insert(task.id(), webhook_id);
                         }
                     }
                     Err(error) => tracing::warn!(%error, "claiming webhook deliveries failed"),
@@ -266,17 +273,43 @@ impl WebhookWorker {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    match done {
+                        Ok((id, ())) => {
+                            held.remove(&id);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "webhook delivery task failed");
+                            if let Some(webhook_id) = held.remove(&error.id())
+                                && let Ok(mut connection) = self.handle.pool().acquire().await
+                            {
+                                let _ = store::release_webhook(&mut connection, webhook_id).await;
+                            }
+                        }
+                    }
+                }
                 _ = wake.changed() => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
         // Posts under way may finish briefly; the rest are abandoned and
-        // their claims expire.
+        // their endpoints released for the next worker.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while in_flight.join_next().await.is_some() {}
+            while let Some(done) = in_flight.join_next_with_id().await {
+                if let Ok((id, ())) = done {
+                    held.remove(&id);
+                }
+            }
         })
         .await;
+        in_flight.shutdown().await;
+        if !held.is_empty()
+            && let Ok(mut connection) = self.handle.pool().acquire().await
+        {
+            for webhook_id in held.into_values() {
+                let _ = store::release_webhook(&mut connection, webhook_id).await;
+            }
+        }
     }
 
     async fn dead_letter_expired(&self) -> anyhow::Result<()> {
