@@ -675,3 +675,60 @@ async fn a_webhook_secret_survives_a_master_key_rotation() {
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_has_its_circuit_opened_and_is_probed_after_the_cooldown() {
+    let mut env = TestEnv::new().await;
+    env.settings
+        .set("notifications.webhook_circuit_failures", 2);
+    env.settings
+        .set("notifications.webhook_circuit_cooldown_secs", 3);
+    env.settings
+        .set("notifications.webhook_backoff_base_ms", 100);
+    env.settings
+        .set("notifications.webhook_backoff_max_secs", 1);
+    let (platform, channel) = start(&env).await;
+    let receiver = Receiver::start(Answer::ServerError).await;
+    let mut client = NotificationsServiceClient::new(env.referrer(&channel, "agency-breaker"));
+    register(&mut client, receiver.url()).await;
+    for _ in 0..3 {
+        notify(&env, "agency-breaker").await;
+    }
+    receiver.await_requests(2, Duration::from_secs(20)).await;
+    let webhooks = client
+        .list_webhooks(ListWebhooksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .webhooks;
+    assert!(webhooks[0].circuit_open_until.is_some(), "{webhooks:?}");
+    // Open: nothing is tried, though retries are due every second at most.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received().len(), 2, "no attempt while open");
+    // After the cool-down one probe; it succeeds and the rest follow.
+    receiver.answer(Answer::NoContent);
+    let delivered = await_deliveries(
+        &mut client,
+        ListDeliveriesRequest {
+            states: vec![DeliveryState::Delivered as i32],
+            ..Default::default()
+        },
+        "every delivery is delivered",
+        |page| page.len() == 3,
+    )
+    .await;
+    let attempts: i32 = delivered.iter().map(|d| d.attempts).sum();
+    assert_eq!(
+        attempts, 5,
+        "two failures, then one post each: {delivered:?}"
+    );
+    let webhooks = client
+        .list_webhooks(ListWebhooksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .webhooks;
+    assert!(webhooks[0].circuit_open_until.is_none());
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
