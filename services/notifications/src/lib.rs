@@ -288,3 +288,56 @@ async fn listen_for_commits(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use cpm_runtime::config::{PlatformConfig, Profile};
+    use cpm_runtime::descriptor::Service as _;
+
+    use super::*;
+
+    #[test]
+    fn webhook_settings_are_checked_at_start() {
+        let platform = PlatformConfig::default();
+        assert!(Descriptor::validate(&Config::default(), &platform).is_ok());
+        for config in [
+            Config {
+                webhook_allow_hosts: vec!["https://hooks.internal/".into()],
+                ..Config::default()
+            },
+            Config {
+                webhook_circuit_failures: 0,
+                ..Config::default()
+            },
+            Config {
+                webhook_backoff_base_ms: 0,
+                ..Config::default()
+            },
+        ] {
+            assert!(
+                Descriptor::validate(&config, &platform).is_err(),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_is_a_destination_only_in_development_unless_set() {
+        let loopback = "127.0.0.1".parse().unwrap();
+        let allows = |config: &Config, profile| {
+            config
+                .destination_policy(profile)
+                .unwrap()
+                .allows("localhost", loopback)
+                .is_ok()
+        };
+        let default = Config::default();
+        assert!(allows(&default, Profile::Development));
+        assert!(!allows(&default, Profile::Production));
+        let off = Config {
+            webhook_allow_loopback: Some(false),
+            ..Config::default()
+        };
+        assert!(!allows(&off, Profile::Development));
+    }
+}

@@ -572,3 +572,71 @@ impl WebhookWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(timeout: Duration, policy: DestinationPolicy) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: Arc::new(policy),
+                lookup: crate::destinations::system_lookup(),
+            }))
+            .build()
+            .unwrap()
+    }
+
+    async fn kind_of(client: &reqwest::Client, url: &str) -> DeliveryErrorKind {
+        error_kind(&client.post(url).send().await.expect_err("fails"))
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_sorted_into_categories_that_name_no_address() {
+        let loopback = || DestinationPolicy::new(&[], true).unwrap();
+        // Nothing listens on a port just released.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let quick = client(Duration::from_secs(5), loopback());
+        assert_eq!(
+            kind_of(&quick, &format!("http://localhost:{port}/")).await,
+            DeliveryErrorKind::Connection
+        );
+        // A listener that never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}/", silent.local_addr().unwrap().port());
+        let impatient = client(Duration::from_millis(300), loopback());
+        assert_eq!(kind_of(&impatient, &url).await, DeliveryErrorKind::Timeout);
+        // A name the rule refuses never gets a connection.
+        let strict = client(
+            Duration::from_secs(5),
+            DestinationPolicy::new(&[], false).unwrap(),
+        );
+        assert_eq!(
+            kind_of(&strict, &url).await,
+            DeliveryErrorKind::DestinationRefused
+        );
+        for error in [
+            DeliveryErrorKind::Connection,
+            DeliveryErrorKind::Timeout,
+            DeliveryErrorKind::DestinationRefused,
+            DeliveryErrorKind::Tls,
+            DeliveryErrorKind::HttpStatus,
+        ] {
+            let shown = Outcome {
+                status_code: 503,
+                latency_ms: 1,
+                error,
+            }
+            .description()
+            .unwrap();
+            assert!(
+                !shown.contains("127.0.0.1") && !shown.contains("localhost"),
+                "{shown}"
+            );
+        }
+    }
+}
