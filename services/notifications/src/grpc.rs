@@ -71,7 +71,7 @@ pub struct Notifications {
     supervisor: Supervisor,
     allow_plain_http: bool,
     /// The webhook use cases (see [`crate::webhook_admin`]).
-    webhooks: Option<Arc<WebhookAdmin>>,
+    webhooks: Arc<WebhookAdmin>,
 }
 
 impl Notifications {
@@ -80,6 +80,7 @@ impl Notifications {
         wake: watch::Receiver<u64>,
         context: &cpm_runtime::service::ServiceContext,
         allow_plain_http: bool,
+        webhooks: Arc<WebhookAdmin>,
     ) -> Self {
         Self {
             pool,
@@ -87,19 +88,8 @@ impl Notifications {
             shutdown: context.shutdown.clone(),
             supervisor: context.supervisor.clone(),
             allow_plain_http,
-            webhooks: None,
+            webhooks,
         }
-    }
-
-    pub fn with_webhooks(mut self, webhooks: Arc<WebhookAdmin>) -> Self {
-        self.webhooks = Some(webhooks);
-        self
-    }
-
-    fn webhooks(&self) -> Result<&WebhookAdmin, Status> {
-        self.webhooks
-            .as_deref()
-            .ok_or_else(|| Status::unavailable("webhooks are not served here"))
     }
 }
 
@@ -209,7 +199,7 @@ impl NotificationsService for Notifications {
         let agency_id = caller.agency()?;
         let url = request.get_ref().url.trim();
         let (view, secret) = self
-            .webhooks()?
+            .webhooks
             .register(caller, agency_id, url, self.allow_plain_http)
             .await?;
         Ok(Response::new(RegisterWebhookResponse {
@@ -223,7 +213,7 @@ impl NotificationsService for Notifications {
         request: Request<ListWebhooksRequest>,
     ) -> Result<Response<ListWebhooksResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
-        let views = self.webhooks()?.list(agency_id).await?;
+        let views = self.webhooks.list(agency_id).await?;
         Ok(Response::new(ListWebhooksResponse {
             webhooks: views
                 .into_iter()
@@ -239,7 +229,7 @@ impl NotificationsService for Notifications {
     ) -> Result<Response<DisableWebhookResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
         let webhook_id = require_id("webhook_id", &request.get_ref().webhook_id)?;
-        let view = self.webhooks()?.disable(agency_id, webhook_id).await?;
+        let view = self.webhooks.disable(agency_id, webhook_id).await?;
         Ok(Response::new(DisableWebhookResponse {
             webhook: Some(webhook_to_proto(view, None)),
         }))
@@ -252,7 +242,7 @@ impl NotificationsService for Notifications {
     ) -> Result<Response<DeleteWebhookResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
         let webhook_id = require_id("webhook_id", &request.get_ref().webhook_id)?;
-        let cancelled = self.webhooks()?.delete(agency_id, webhook_id).await?;
+        let cancelled = self.webhooks.delete(agency_id, webhook_id).await?;
         Ok(Response::new(DeleteWebhookResponse {
             cancelled_deliveries: i64::try_from(cancelled).unwrap_or(i64::MAX),
         }))
@@ -265,7 +255,7 @@ impl NotificationsService for Notifications {
     ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
         let webhook_id = require_id("webhook_id", &request.get_ref().webhook_id)?;
-        let (view, secret) = self.webhooks()?.rotate(agency_id, webhook_id).await?;
+        let (view, secret) = self.webhooks.rotate(agency_id, webhook_id).await?;
         Ok(Response::new(RotateWebhookSecretResponse {
             webhook: Some(webhook_to_proto(view, Some(&secret))),
         }))
@@ -278,7 +268,7 @@ impl NotificationsService for Notifications {
     ) -> Result<Response<RedeliverDeliveriesResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
         let redelivered = self
-            .webhooks()?
+            .webhooks
             .redeliver(agency_id, request.get_ref())
             .await?;
         Ok(Response::new(RedeliverDeliveriesResponse {
@@ -293,7 +283,7 @@ impl NotificationsService for Notifications {
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
         let agency_id = Caller::of(&request)?.agency()?;
         let (query, limit) = webhook_admin::parse_delivery_query(request.get_ref())?;
-        let (mut rows, mut attempts) = self.webhooks()?.deliveries(agency_id, &query).await?;
+        let (mut rows, mut attempts) = self.webhooks.deliveries(agency_id, &query).await?;
         let next_page_token = page::finish_page(&mut rows, limit, |row| {
             page::encode_token(&[
                 &row.notification_id.to_string(),

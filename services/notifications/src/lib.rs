@@ -1,7 +1,7 @@
 //! Notifications: closes the loop with referring agencies. Every
 //! referrer-visible status change becomes a notification (IDs and statuses,
 //! never personal data), streamed live to the agency over gRPC and posted to
-//! the agency's webhooks with retries. It also keeps the alerts for an
+//! the agency's webhooks, signed, with retries. It also keeps the alerts for an
 //! area's coordinators (mentors who need attention, urgent concerns).
 //!
 //! # Layout
@@ -241,8 +241,8 @@ impl Service for Descriptor {
             lookup,
             secret_overlap: std::time::Duration::from_secs(config.webhook_secret_overlap_secs),
         };
-        let service = grpc::Notifications::new(pool, wake, context, allow_plain_http)
-            .with_webhooks(Arc::new(admin));
+        let service =
+            grpc::Notifications::new(pool, wake, context, allow_plain_http, Arc::new(admin));
         routes.add_service(Self::guard(
             context,
             &guard_pool,
