@@ -33,3 +33,4 @@ mod supervision;
 mod test_env;
 mod tls;
 mod warm_connections;
+mod webhooks;

@@ -82,6 +82,7 @@ async fn a_repeated_status_event_tells_the_referrer_nothing_and_a_withdrawal_is_
             .list_deliveries(ListDeliveriesRequest {
                 page_size: 2,
                 page_token,
+                ..Default::default()
             })
             .await
             .unwrap()

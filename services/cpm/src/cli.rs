@@ -311,6 +311,16 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 );
                 pool.close().await;
             }
+            // Webhook signing secrets are sealed under data keys of their own.
+            let pool = cpm_runtime::db::pool(&settings.platform.database, notifications::SCHEMA)
+                .map_err(|error| fail(error.into()))?;
+            let (rewrapped, current) = notifications::signing::rewrap_all(&pool, &keys)
+                .await
+                .map_err(fail)?;
+            println!(
+                "notifications: re-wrapped {rewrapped} webhook secret keys; {current} were already current"
+            );
+            pool.close().await;
             Ok(())
         }
         Command::DeadLetters { replay, limit } => {

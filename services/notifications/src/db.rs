@@ -18,40 +18,6 @@ pub struct NotificationRow {
     pub feedback: Option<Vec<u8>>,
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct WebhookRow {
-    pub webhook_id: Uuid,
-    pub url: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct DeliveryRow {
-    pub delivery_id: Uuid,
-    pub webhook_id: Uuid,
-    pub notification_id: Uuid,
-    pub state: i32,
-    pub attempts: i32,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-}
-
-/// A due delivery with what is needed to post it.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct DueDelivery {
-    pub delivery_id: Uuid,
-    pub attempts: i32,
-    pub url: String,
-    pub notification_id: Uuid,
-    pub agency_id: String,
-    pub sequence: i64,
-    pub referral_id: Uuid,
-    pub kind: i32,
-    pub status: i32,
-    pub created_at: DateTime<Utc>,
-    pub feedback: Option<Vec<u8>>,
-}
-
 /// The agency's next sequence number; holds the agency's row lock until commit.
 pub async fn next_sequence(
     connection: &mut PgConnection,
@@ -139,85 +105,6 @@ pub async fn notifications_after(
     .await
 }
 
-/// Registers a webhook; registering the same URL again returns the first.
-pub async fn upsert_webhook(
-    connection: &mut PgConnection,
-    agency_id: &str,
-    url: &str,
-    created_by: &str,
-) -> Result<WebhookRow, sqlx::Error> {
-    sqlx::query_as!(
-        WebhookRow,
-        "INSERT INTO notifications.webhook (webhook_id, agency_id, url, created_by) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (agency_id, url) DO UPDATE SET active = true \
-         RETURNING webhook_id, url, created_at",
-        Uuid::now_v7(),
-        agency_id,
-        url,
-        created_by
-    )
-    .fetch_one(connection)
-    .await
-}
-
-pub async fn list_deliveries(
-    connection: &mut PgConnection,
-    agency_id: &str,
-    after: Option<(Uuid, Uuid)>,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as!(
-        DeliveryRow,
-        "SELECT d.delivery_id, d.webhook_id, d.notification_id, d.state, d.attempts, \
-                d.last_attempt_at, d.last_error \
-         FROM notifications.delivery d JOIN notifications.webhook w USING (webhook_id) \
-         WHERE w.agency_id = $1 \
-         AND ($2::uuid IS NULL OR (d.notification_id, d.delivery_id) < ($2, $3)) \
-         ORDER BY d.notification_id DESC, d.delivery_id DESC LIMIT $4",
-        agency_id,
-        after.map(|(notification, _)| notification),
-        after.map(|(_, delivery)| delivery),
-        limit
-    )
-    .fetch_all(connection)
-    .await
-}
-
-/// Due deliveries, locked so another worker skips them.
-pub async fn lock_due_deliveries(
-    connection: &mut PgConnection,
-    limit: i64,
-) -> Result<Vec<DueDelivery>, sqlx::Error> {
-    sqlx::query_as!(
-        DueDelivery,
-        "SELECT d.delivery_id, d.attempts, w.url, n.notification_id, n.agency_id, n.sequence, \
-                n.referral_id, n.kind, n.status, n.created_at, n.feedback \
-         FROM notifications.delivery d JOIN notifications.webhook w USING (webhook_id) \
-           JOIN notifications.notification n USING (notification_id) \
-         WHERE d.state = 1 AND d.next_attempt_at <= now() \
-         ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
-        limit
-    )
-    .fetch_all(connection)
-    .await
-}
-
-pub async fn mark_delivered(
-    connection: &mut PgConnection,
-    delivery_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE notifications.delivery \
-         SET state = 2, attempts = attempts + 1, last_attempt_at = now(), last_error = NULL \
-         WHERE delivery_id = $1",
-        delivery_id
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
 /// Records that a delivery of `notification_id` was confirmed; true for
 /// the first confirmation of that notification (on any of its webhooks).
 pub async fn mark_first_delivered(
@@ -233,28 +120,6 @@ pub async fn mark_first_delivered(
     .await?
     .rows_affected()
         == 1)
-}
-
-/// Records a failed attempt: retried with back-off, failed for good after `max_attempts`.
-pub async fn mark_attempt_failed(
-    connection: &mut PgConnection,
-    delivery_id: Uuid,
-    error: &str,
-    max_attempts: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE notifications.delivery \
-         SET attempts = attempts + 1, last_attempt_at = now(), last_error = $2, \
-         state = CASE WHEN attempts + 1 >= $3 THEN 3 ELSE 1 END, \
-         next_attempt_at = now() + least(power(2, attempts), 300) * interval '1 second' \
-         WHERE delivery_id = $1",
-        delivery_id,
-        error,
-        max_attempts
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
 }
 
 /// Keeps an alert for an area's coordinators; false when it was kept before.

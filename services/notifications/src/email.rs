@@ -319,6 +319,7 @@ impl EmailWorker {
             claim_due(&mut connection, 16).await?
         };
         for email in &claimed {
+            let started = std::time::Instant::now();
             let outcome = match self.message(email) {
                 Ok(message) => match self.transport.send(message).await {
                     Ok(response) => Ok(format!(
@@ -330,6 +331,13 @@ impl EmailWorker {
                 },
                 Err(error) => Err((true, format!("message could not be built: {error}"))),
             };
+            metrics::counter!(
+                "cpm_email_deliveries_total",
+                "outcome" => if outcome.is_ok() { "sent" } else { "failed" },
+            )
+            .increment(1);
+            metrics::histogram!("cpm_email_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(reply) => self.record_sent(email, &reply).await?,
                 Err((permanent, error)) => {

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use cpm_proto::v1::notifications_service_server::NotificationsService;
 use cpm_proto::v1::{
-    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, ListStaffAlertsRequest,
-    ListStaffAlertsResponse, Notification, RegisterWebhookRequest, RegisterWebhookResponse,
-    StaffAlert, SubscribeRequest, SubscribeResponse, Webhook,
+    DeleteWebhookRequest, DeleteWebhookResponse, Delivery, DisableWebhookRequest,
+    DisableWebhookResponse, ListDeliveriesRequest, ListDeliveriesResponse, ListStaffAlertsRequest,
+    ListStaffAlertsResponse, ListWebhooksRequest, ListWebhooksResponse, Notification,
+    RedeliverDeliveriesRequest, RedeliverDeliveriesResponse, RegisterWebhookRequest,
+    RegisterWebhookResponse, RotateWebhookSecretRequest, RotateWebhookSecretResponse, StaffAlert,
+    SubscribeRequest, SubscribeResponse,
 };
 use cpm_proto::v1::{
     GetNotificationPreferencesRequest, GetNotificationPreferencesResponse, NotificationPreferences,
@@ -20,7 +23,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
-use cpm_runtime::grpc::values::{optional_timestamp, timestamp};
+use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use cpm_runtime::supervisor::{Supervisor, TaskSpec};
 use futures::Stream;
@@ -30,8 +33,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::db::NotificationRow;
-use crate::domain::check_webhook_url;
 use crate::staff_alerts::{self, AlertQuery, StaffAlertRow};
+use crate::webhook_admin::{self, WebhookAdmin, webhook_to_proto};
 use crate::{commands, preferences};
 
 /// Notifications are addressed to agencies: only their referrers subscribe.
@@ -40,6 +43,11 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("Subscribe", &[Role::Referrer]),
     ("RegisterWebhook", &[Role::Referrer]),
     ("ListDeliveries", &[Role::Referrer]),
+    ("ListWebhooks", &[Role::Referrer]),
+    ("DisableWebhook", &[Role::Referrer]),
+    ("DeleteWebhook", &[Role::Referrer]),
+    ("RotateWebhookSecret", &[Role::Referrer]),
+    ("RedeliverDeliveries", &[Role::Referrer]),
     ("ListStaffAlerts", &[Role::Coordinator, Role::Admin]),
     ("SetNotificationPreferences", &[Role::Referrer, Role::Admin]),
     ("GetNotificationPreferences", &[Role::Referrer, Role::Admin]),
@@ -96,6 +104,8 @@ pub struct Notifications {
     /// Runs each stream's pump, restarting it where it stopped if it fails.
     supervisor: Supervisor,
     allow_plain_http: bool,
+    /// The webhook use cases (see [`crate::webhook_admin`]).
+    webhooks: Arc<WebhookAdmin>,
 }
 
 impl Notifications {
@@ -104,6 +114,7 @@ impl Notifications {
         wake: watch::Receiver<u64>,
         context: &cpm_runtime::service::ServiceContext,
         allow_plain_http: bool,
+        webhooks: Arc<WebhookAdmin>,
     ) -> Self {
         Self {
             pool,
@@ -111,6 +122,7 @@ impl Notifications {
             shutdown: context.shutdown.clone(),
             supervisor: context.supervisor.clone(),
             allow_plain_http,
+            webhooks,
         }
     }
 }
@@ -220,16 +232,81 @@ impl NotificationsService for Notifications {
         let caller = Caller::of(&request)?;
         let agency_id = caller.agency()?;
         let url = request.get_ref().url.trim();
-        let mut violations = FieldViolations::new();
-        check_webhook_url(url, self.allow_plain_http, &mut violations);
-        violations.into_result()?;
-        let row = commands::register_webhook(&self.pool, caller, agency_id, url).await?;
+        let (view, secret) = self
+            .webhooks
+            .register(caller, agency_id, url, self.allow_plain_http)
+            .await?;
         Ok(Response::new(RegisterWebhookResponse {
-            webhook: Some(Webhook {
-                webhook_id: row.webhook_id.to_string(),
-                url: row.url,
-                created_at: Some(timestamp(row.created_at)),
-            }),
+            webhook: Some(webhook_to_proto(view, Some(&secret))),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_webhooks(
+        &self,
+        request: Request<ListWebhooksRequest>,
+    ) -> Result<Response<ListWebhooksResponse>, Status> {
+        let agency_id = Caller::of(&request)?.agency()?;
+        let views = self.webhooks.list(agency_id).await?;
+        Ok(Response::new(ListWebhooksResponse {
+            webhooks: views
+                .into_iter()
+                .map(|view| webhook_to_proto(view, None))
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disable_webhook(
+        &self,
+        request: Request<DisableWebhookRequest>,
+    ) -> Result<Response<DisableWebhookResponse>, Status> {
+        let agency_id = Caller::of(&request)?.agency()?;
+        let webhook_id = require_id("webhook_id", &request.get_ref().webhook_id)?;
+        let view = self.webhooks.disable(agency_id, webhook_id).await?;
+        Ok(Response::new(DisableWebhookResponse {
+            webhook: Some(webhook_to_proto(view, None)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_webhook(
+        &self,
+        request: Request<DeleteWebhookRequest>,
+    ) -> Result<Response<DeleteWebhookResponse>, Status> {
+        let agency_id = Caller::of(&request)?.agency()?;
+        let webhook_id = require_id("webhook_id", &request.get_ref().webhook_id)?;
+        let cancelled = self.webhooks.delete(agency_id, webhook_id).await?;
+        Ok(Response::new(DeleteWebhookResponse {
+            cancelled_deliveries: i64::try_from(cancelled).unwrap_or(i64::MAX),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<RotateWebhookSecretRequest>,
+    ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
+        let agency_id = Caller::of(&request)?.agency()?;
+        let webhook_id = require_id("webhook_id", &request.get_ref().webhook_id)?;
+        let (view, secret) = self.webhooks.rotate(agency_id, webhook_id).await?;
+        Ok(Response::new(RotateWebhookSecretResponse {
+            webhook: Some(webhook_to_proto(view, Some(&secret))),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn redeliver_deliveries(
+        &self,
+        request: Request<RedeliverDeliveriesRequest>,
+    ) -> Result<Response<RedeliverDeliveriesResponse>, Status> {
+        let agency_id = Caller::of(&request)?.agency()?;
+        let redelivered = self
+            .webhooks
+            .redeliver(agency_id, request.get_ref())
+            .await?;
+        Ok(Response::new(RedeliverDeliveriesResponse {
+            redelivered: i64::try_from(redelivered).unwrap_or(i64::MAX),
         }))
     }
 
@@ -238,25 +315,9 @@ impl NotificationsService for Notifications {
         &self,
         request: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let agency_id = caller.agency()?;
-        let mut violations = FieldViolations::new();
-        let limit = page::page_size(request.get_ref().page_size, &mut violations);
-        // Where the last delivery shown sorts: its notification, then itself
-        // (newest first).
-        let after =
-            page::decode_cursor(
-                &request.get_ref().page_token,
-                &mut violations,
-                |parts| match parts {
-                    [notification, delivery] => {
-                        Some((page::parse_id(notification)?, page::parse_id(delivery)?))
-                    }
-                    _ => None,
-                },
-            );
-        violations.into_result()?;
-        let mut rows = commands::list_deliveries(&self.pool, agency_id, after, limit + 1).await?;
+        let agency_id = Caller::of(&request)?.agency()?;
+        let (query, limit) = webhook_admin::parse_delivery_query(request.get_ref())?;
+        let (mut rows, mut attempts) = self.webhooks.deliveries(agency_id, &query).await?;
         let next_page_token = page::finish_page(&mut rows, limit, |row| {
             page::encode_token(&[
                 &row.notification_id.to_string(),
@@ -268,13 +329,23 @@ impl NotificationsService for Notifications {
             deliveries: rows
                 .into_iter()
                 .map(|row| Delivery {
+                    attempt_log: attempts
+                        .remove(&row.delivery_id)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(webhook_admin::attempt_to_proto)
+                        .collect(),
                     delivery_id: row.delivery_id.to_string(),
                     webhook_id: row.webhook_id.to_string(),
                     notification_id: row.notification_id.to_string(),
+                    kind: row.kind,
                     state: row.state,
                     attempts: row.attempts,
                     last_attempt_at: optional_timestamp(row.last_attempt_at),
                     last_error: row.last_error.unwrap_or_default(),
+                    next_attempt_at: (row.state == crate::webhook_store::state::PENDING)
+                        .then(|| timestamp(row.next_attempt_at)),
+                    queued_at: Some(timestamp(row.queued_at)),
                 })
                 .collect(),
         }))

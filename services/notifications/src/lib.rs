@@ -1,7 +1,7 @@
 //! Notifications: closes the loop with referring agencies. Every
 //! referrer-visible status change becomes a notification (IDs and statuses,
 //! never personal data), streamed live to the agency over gRPC and posted to
-//! the agency's webhooks with retries. It also keeps the alerts for an
+//! the agency's webhooks, signed, with retries. It also keeps the alerts for an
 //! area's coordinators (mentors who need attention, urgent concerns).
 //!
 //! # Layout
@@ -10,7 +10,15 @@
 //! - [`domain`]: the notice of a status, and webhook URL rules.
 //! - [`db`]: action-named queries on the `notifications` schema.
 //! - [`events`]: the consumer that turns events into notifications and deliveries.
-//! - [`webhooks`]: the delivery worker.
+//! - [`webhooks`]: the delivery worker (claims, posts outside transactions,
+//!   records every attempt).
+//! - [`signing`]: Standard Webhooks signatures and sealed secrets.
+//! - [`destinations`]: which hosts webhooks may reach, checked at
+//!   registration and at every connection.
+//! - [`retry_policy`]: back-off with jitter, the retry window, the circuit breaker.
+//! - [`webhook_store`]: queries on webhooks, deliveries and the delivery log.
+//! - [`webhook_admin`]: an agency's webhook use cases (register, list,
+//!   disable, delete, rotate, redeliver, the delivery log).
 //! - [`feed`]: publishes every notification to the agency feed exchange.
 //! - [`staff_alerts`]: coordinators' alerts, listed by area.
 //! - [`templates`]: what e-mails say, versioned, from a closed set of placeholders.
@@ -18,19 +26,25 @@
 //! - [`email`]: SMTP settings, the e-mail queue and its worker.
 //! - [`commands`]: one function per use case, with [`commands::NoticeError`].
 //! - [`grpc`]: serves `cpm.v1.NotificationsService` (Subscribe, RegisterWebhook,
-//!   ListDeliveries, ListStaffAlerts, Set/GetNotificationPreferences) and
-//!   its access table.
+//!   ListWebhooks, DisableWebhook, DeleteWebhook, RotateWebhookSecret,
+//!   RedeliverDeliveries, ListDeliveries, ListStaffAlerts,
+//!   Set/GetNotificationPreferences) and its access table.
 
 pub mod commands;
 pub mod db;
+pub mod destinations;
 pub mod domain;
 pub mod email;
 pub mod events;
 pub mod feed;
 pub mod grpc;
 pub mod preferences;
+pub mod retry_policy;
+pub mod signing;
 pub mod staff_alerts;
 pub mod templates;
+pub mod webhook_admin;
+pub mod webhook_store;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -62,8 +76,6 @@ pub struct Config {
     pub listen: String,
     /// How long one webhook call may take.
     pub webhook_timeout_secs: u64,
-    /// Attempts before a delivery is marked failed.
-    pub webhook_max_attempts: i32,
     /// How often the worker looks for due deliveries without a wake-up.
     pub webhook_poll_interval_ms: u64,
     /// Publish every notification to the agency feed exchange too
@@ -74,6 +86,28 @@ pub struct Config {
     pub templates: templates::TemplatesConfig,
     /// `[notifications.smtp]`: where e-mail is sent; off while no host is set.
     pub smtp: email::SmtpConfig,
+    /// How long after it was queued a failing delivery is retried before
+    /// it is dead-lettered.
+    pub webhook_retry_window_secs: u64,
+    /// The first retry's pause ceiling; it doubles per failure.
+    pub webhook_backoff_base_ms: u64,
+    /// The longest pause between two attempts.
+    pub webhook_backoff_max_secs: u64,
+    /// Failures in a row that open an endpoint's circuit.
+    pub webhook_circuit_failures: i32,
+    /// How long an open circuit holds an endpoint's deliveries back.
+    pub webhook_circuit_cooldown_secs: u64,
+    /// Endpoints one worker posts to at once.
+    pub webhook_concurrency: usize,
+    /// Deliveries posted per claim of one endpoint.
+    pub webhook_batch: u32,
+    /// How long a rotated-out secret still signs (both signatures are sent).
+    pub webhook_secret_overlap_secs: u64,
+    /// Host names or CIDRs webhooks may reach even though they are
+    /// internal (loopback, private, link-local...). Operators only.
+    pub webhook_allow_hosts: Vec<String>,
+    /// Whether webhooks may reach loopback; unset: only in development.
+    pub webhook_allow_loopback: Option<bool>,
 }
 
 impl Default for Config {
@@ -81,13 +115,45 @@ impl Default for Config {
         Self {
             listen: String::new(),
             webhook_timeout_secs: 10,
-            webhook_max_attempts: 8,
             webhook_poll_interval_ms: 1000,
             agency_feed: true,
             agency_feed_poll_interval_ms: 1000,
             templates: templates::TemplatesConfig::default(),
             smtp: email::SmtpConfig::default(),
+            webhook_retry_window_secs: 24 * 3600,
+            webhook_backoff_base_ms: 5_000,
+            webhook_backoff_max_secs: 3600,
+            webhook_circuit_failures: 5,
+            webhook_circuit_cooldown_secs: 300,
+            webhook_concurrency: 16,
+            webhook_batch: 8,
+            webhook_secret_overlap_secs: 24 * 3600,
+            webhook_allow_hosts: Vec::new(),
+            webhook_allow_loopback: None,
         }
+    }
+}
+
+impl Config {
+    pub fn retry_policy(&self) -> retry_policy::RetryPolicy {
+        retry_policy::RetryPolicy {
+            backoff_base: std::time::Duration::from_millis(self.webhook_backoff_base_ms),
+            backoff_max: std::time::Duration::from_secs(self.webhook_backoff_max_secs),
+            window: std::time::Duration::from_secs(self.webhook_retry_window_secs),
+            circuit_failures: self.webhook_circuit_failures,
+            circuit_cooldown: std::time::Duration::from_secs(self.webhook_circuit_cooldown_secs),
+        }
+    }
+
+    /// The destination rule under `profile`.
+    pub fn destination_policy(
+        &self,
+        profile: cpm_runtime::config::Profile,
+    ) -> Result<destinations::DestinationPolicy, String> {
+        let allow_loopback = self
+            .webhook_allow_loopback
+            .unwrap_or(profile == cpm_runtime::config::Profile::Development);
+        destinations::DestinationPolicy::new(&self.webhook_allow_hosts, allow_loopback)
     }
 }
 
@@ -124,7 +190,8 @@ impl Service for Descriptor {
     }
 
     /// The templates parse with known placeholders only; the SMTP
-    /// settings hold together (and use TLS in production).
+    /// settings hold together (and use TLS in production); the webhook
+    /// allow-list, breaker and back-off make sense.
     fn validate(config: &Config, platform: &PlatformConfig) -> Result<(), ConfigError> {
         templates::Templates::new(&config.templates)
             .map_err(|(key, problem)| ConfigError::invalid(&key, problem))?;
@@ -132,6 +199,24 @@ impl Service for Descriptor {
             .smtp
             .check(platform.profile == Profile::Production)
             .map_err(|(key, problem)| ConfigError::invalid(&key, problem))?;
+        if let Err(entry) = config.destination_policy(platform.profile) {
+            return Err(ConfigError::invalid(
+                "notifications.webhook_allow_hosts",
+                format!("`{entry}` is neither a host name nor an address range"),
+            ));
+        }
+        if config.webhook_circuit_failures < 1 {
+            return Err(ConfigError::invalid(
+                "notifications.webhook_circuit_failures",
+                "must be at least 1",
+            ));
+        }
+        if config.webhook_backoff_base_ms == 0 {
+            return Err(ConfigError::invalid(
+                "notifications.webhook_backoff_base_ms",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
@@ -168,7 +253,19 @@ impl Service for Descriptor {
             TaskSpec::essential(NAME, format!("{NAME}.commit-listener")),
             move || listen_for_commits(listen_pool.clone(), wake_sender.clone(), shutdown.clone()),
         );
-        let worker = Arc::new(webhooks::WebhookWorker::new(handle.clone(), &config)?);
+        let policy = Arc::new(
+            config
+                .destination_policy(context.platform.profile)
+                .map_err(|entry| anyhow::anyhow!("bad webhook_allow_hosts entry `{entry}`"))?,
+        );
+        let lookup = destinations::system_lookup();
+        let worker = Arc::new(webhooks::WebhookWorker::new(
+            handle.clone(),
+            &config,
+            context.keys.clone(),
+            policy.clone(),
+            lookup.clone(),
+        )?);
         let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
         context.spawn_loop(
             TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
@@ -204,7 +301,15 @@ impl Service for Descriptor {
         let allow_plain_http =
             context.platform.profile == cpm_runtime::config::Profile::Development;
         let guard_pool = pool.clone();
-        let service = grpc::Notifications::new(pool, wake, context, allow_plain_http);
+        let admin = webhook_admin::WebhookAdmin {
+            pool: pool.clone(),
+            keys: context.keys.clone(),
+            policy,
+            lookup,
+            secret_overlap: std::time::Duration::from_secs(config.webhook_secret_overlap_secs),
+        };
+        let service =
+            grpc::Notifications::new(pool, wake, context, allow_plain_http, Arc::new(admin));
         routes.add_service(Self::guard(
             context,
             &guard_pool,
@@ -249,4 +354,57 @@ async fn listen_for_commits(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cpm_runtime::config::{PlatformConfig, Profile};
+    use cpm_runtime::descriptor::Service as _;
+
+    use super::*;
+
+    #[test]
+    fn webhook_settings_are_checked_at_start() {
+        let platform = PlatformConfig::default();
+        assert!(Descriptor::validate(&Config::default(), &platform).is_ok());
+        for config in [
+            Config {
+                webhook_allow_hosts: vec!["https://hooks.internal/".into()],
+                ..Config::default()
+            },
+            Config {
+                webhook_circuit_failures: 0,
+                ..Config::default()
+            },
+            Config {
+                webhook_backoff_base_ms: 0,
+                ..Config::default()
+            },
+        ] {
+            assert!(
+                Descriptor::validate(&config, &platform).is_err(),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_is_a_destination_only_in_development_unless_set() {
+        let loopback = "127.0.0.1".parse().unwrap();
+        let allows = |config: &Config, profile| {
+            config
+                .destination_policy(profile)
+                .unwrap()
+                .allows("localhost", loopback)
+                .is_ok()
+        };
+        let default = Config::default();
+        assert!(allows(&default, Profile::Development));
+        assert!(!allows(&default, Profile::Production));
+        let off = Config {
+            webhook_allow_loopback: Some(false),
+            ..Config::default()
+        };
+        assert!(!allows(&off, Profile::Development));
+    }
 }

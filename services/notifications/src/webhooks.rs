@@ -1,31 +1,117 @@
-//! The webhook worker: posts due deliveries, records each attempt, retries
-//! with back-off and gives up after a bounded number of attempts. A
-//! delivery row exists once per webhook and notification, so a redelivered
-//! event never causes a second post. The body carries IDs and statuses
-//! only, and for a discharge the proforma feedback (dates, counts and
-//! categories). The first confirmed delivery of a discharge is announced
-//! as `feedback.delivered`, so the date the referrer received the feedback
-//! is recorded where the case file and the referral are kept.
+//! The webhook worker. It claims endpoints with due deliveries in a short
+//! transaction (a lease on the webhook: at most one batch in flight per
+//! endpoint, across every replica), posts outside any transaction, several
+//! endpoints at once, and records each attempt in a short transaction of
+//! its own, so a slow or dead endpoint delays only itself. Each post is
+//! signed (see [`crate::signing`]) and goes only to addresses checked just
+//! then (see [`crate::destinations`]). A failure is retried with back-off
+//! until the retry window ends, then dead-lettered; an endpoint that keeps
+//! failing has its circuit opened (see [`crate::retry_policy`]). A delivery
+//! row exists once per webhook and notification, so a redelivered event
+//! never causes a second post. The body carries IDs and statuses only, and
+//! for a discharge the proforma feedback (dates, counts and categories).
+//! The first confirmed delivery of a discharge is announced as
+//! `feedback.delivered`, so the date the referrer received the feedback is
+//! recorded where the case file and the referral are kept.
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
 use cpm_proto::v1::{
-    DischargeFeedback, DischargeOutcome, FeedbackDelivered, NotificationKind, ReferralStatus,
-    RelapseSign,
+    DeliveryErrorKind, DischargeFeedback, DischargeOutcome, FeedbackDelivered, NotificationKind,
+    ReferralStatus, RelapseSign,
 };
 use cpm_runtime::bus::{ServiceHandle, outbox};
+use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::values::timestamp;
 use prost::Message as _;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
 
-use crate::db::{self, DueDelivery};
+use crate::destinations::{DestinationPolicy, GuardedResolver, Lookup};
+use crate::retry_policy::{AfterFailure, Breaker, RetryPolicy};
+use crate::signing::{self, WebhookSecret};
+use crate::webhook_store::{self as store, ClaimedWebhook, DueDelivery, state};
 
 pub struct WebhookWorker {
     handle: ServiceHandle,
     client: reqwest::Client,
-    max_attempts: i32,
+    keys: KeyRing,
+    policy: Arc<DestinationPolicy>,
+    lookup: Lookup,
+    retry: RetryPolicy,
+    timeout: Duration,
     poll_interval: Duration,
+    /// Endpoints posted to at once by this worker.
+    concurrency: usize,
+    /// Deliveries posted per claim of one endpoint (in sequence order).
+    batch: i64,
+}
+
+/// What became of one post.
+#[derive(Debug)]
+struct Outcome {
+    status_code: i32,
+    latency_ms: i32,
+    error: DeliveryErrorKind,
+}
+
+impl Outcome {
+    fn succeeded(&self) -> bool {
+        self.error == DeliveryErrorKind::None
+    }
+
+    /// The error as the delivery shows it: a category and a status, never
+    /// an address or a message from the agency's network.
+    fn description(&self) -> Option<String> {
+        match self.error {
+            DeliveryErrorKind::None => None,
+            DeliveryErrorKind::HttpStatus => {
+                Some(format!("endpoint answered {}", self.status_code))
+            }
+            DeliveryErrorKind::Timeout => Some("timed out".into()),
+            DeliveryErrorKind::Connection => Some("could not connect".into()),
+            DeliveryErrorKind::Tls => Some("TLS handshake failed".into()),
+            DeliveryErrorKind::DestinationRefused => {
+                Some(format!("host {}", crate::destinations::REFUSED_MESSAGE))
+            }
+            DeliveryErrorKind::Other | DeliveryErrorKind::Unspecified => {
+                Some("request failed".into())
+            }
+        }
+    }
+}
+
+/// Sorts a client error into a category.
+fn error_kind(error: &reqwest::Error) -> DeliveryErrorKind {
+    if crate::destinations::refused_in(error) {
+        return DeliveryErrorKind::DestinationRefused;
+    }
+    if error.is_timeout() {
+        return DeliveryErrorKind::Timeout;
+    }
+    let mut chain = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        chain.push_str(&error.to_string().to_ascii_lowercase());
+        chain.push(' ');
+        source = error.source();
+    }
+    if ["certificate", "tls", "handshake"]
+        .iter()
+        .any(|word| chain.contains(word))
+    {
+        DeliveryErrorKind::Tls
+    } else if error.is_connect() {
+        DeliveryErrorKind::Connection
+    } else {
+        DeliveryErrorKind::Other
+    }
 }
 
 /// The JSON an agency's endpoint receives.
@@ -108,101 +194,456 @@ impl From<&DueDelivery> for WebhookBody {
     }
 }
 
+/// How often pending deliveries held back past their window are dead-lettered.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 impl WebhookWorker {
-    pub fn new(handle: ServiceHandle, config: &crate::Config) -> anyhow::Result<Self> {
+    pub fn new(
+        handle: ServiceHandle,
+        config: &crate::Config,
+        keys: KeyRing,
+        policy: Arc<DestinationPolicy>,
+        lookup: Lookup,
+    ) -> anyhow::Result<Self> {
+        let timeout = Duration::from_secs(config.webhook_timeout_secs);
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.webhook_timeout_secs))
+            .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would connect to addresses this worker never checked.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+                lookup: lookup.clone(),
+            }))
             .build()?;
         Ok(Self {
             handle,
             client,
-            max_attempts: config.webhook_max_attempts,
+            keys,
+            policy,
+            lookup,
+            retry: config.retry_policy(),
+            timeout,
             poll_interval: Duration::from_millis(config.webhook_poll_interval_ms),
+            concurrency: config.webhook_concurrency.max(1),
+            batch: i64::from(config.webhook_batch.max(1)),
         })
     }
 
+    /// How long a claim holds an endpoint: longer than its batch can take,
+    /// so only a worker that died leaves a claim to expire.
+    fn lease(&self) -> Duration {
+        self.timeout * u32::try_from(self.batch).unwrap_or(u32::MAX) + Duration::from_secs(30)
+    }
+
     pub async fn run(
-        self: std::sync::Arc<Self>,
+        self: Arc<Self>,
         mut wake: watch::Receiver<u64>,
         shutdown: cpm_runtime::Shutdown,
     ) {
+        let mut in_flight = JoinSet::new();
+        // Which endpoint each task holds, to release what shutdown abandons.
+        let mut held: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+        let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
-            let busy = match self.deliver_due_batch().await {
-                Ok(count) => count > 0,
-                Err(error) => {
-                    tracing::warn!(%error, "webhook delivery batch failed");
-                    false
+            if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL) {
+                last_sweep = Some(tokio::time::Instant::now());
+                if let Err(error) = self.dead_letter_expired().await {
+                    tracing::warn!(%error, "webhook dead-letter sweep failed");
                 }
-            };
-            if busy {
+            }
+            let free = self.concurrency.saturating_sub(in_flight.len());
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(batches) => {
+                        claimed = batches.len();
+                        for (webhook, deliveries) in batches {
+                            let webhook_id = webhook.webhook_id;
+                            let task =
+                                in_flight.spawn(self.clone().deliver_batch(webhook, deliveries));
+                            held.insert(task.id(), webhook_id);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "claiming webhook deliveries failed"),
+                }
+            }
+            if claimed > 0 && in_flight.len() < self.concurrency {
                 continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    match done {
+                        Ok((id, ())) => {
+                            held.remove(&id);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "webhook delivery task failed");
+                            if let Some(webhook_id) = held.remove(&error.id())
+                                && let Ok(mut connection) = self.handle.pool().acquire().await
+                            {
+                                let _ = store::release_webhook(&mut connection, webhook_id).await;
+                            }
+                        }
+                    }
+                }
                 _ = wake.changed() => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
+        // Posts under way may finish briefly; the rest are abandoned and
+        // their endpoints released for the next worker.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(done) = in_flight.join_next_with_id().await {
+                if let Ok((id, ())) = done {
+                    held.remove(&id);
+                }
+            }
+        })
+        .await;
+        in_flight.shutdown().await;
+        if !held.is_empty()
+            && let Ok(mut connection) = self.handle.pool().acquire().await
+        {
+            for webhook_id in held.into_values() {
+                let _ = store::release_webhook(&mut connection, webhook_id).await;
+            }
+        }
     }
 
-    /// Posts one batch of due deliveries; returns how many were attempted.
-    pub async fn deliver_due_batch(&self) -> anyhow::Result<usize> {
+    async fn dead_letter_expired(&self) -> anyhow::Result<()> {
+        let mut connection = self.handle.pool().acquire().await?;
+        let dead = store::dead_letter_expired(
+            &mut connection,
+            self.retry.window.as_secs_f64(),
+            self.lease().as_secs_f64(),
+        )
+        .await?;
+        if dead > 0 {
+            tracing::info!(dead, "webhook deliveries dead-lettered after their window");
+        }
+        Ok(())
+    }
+
+    /// Claims up to `limit` endpoints and their due deliveries, in one short
+    /// transaction.
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<(ClaimedWebhook, Vec<DueDelivery>)>> {
         let mut transaction = self.handle.begin().await?;
-        let due = db::lock_due_deliveries(&mut transaction, 16).await?;
-        for delivery in &due {
-            let result = self
-                .client
-                .post(&delivery.url)
-                // The Standard Webhooks ID header, for receivers to
-                // deduplicate by: delivery is at least once.
-                .header("webhook-id", delivery.notification_id.to_string())
-                .header(
-                    "x-cpm-notification-id",
-                    delivery.notification_id.to_string(),
-                )
-                .json(&WebhookBody::from(delivery))
-                .send()
-                .await;
-            let failure = match result {
-                Ok(response) if response.status().is_success() => None,
-                Ok(response) => Some(format!("endpoint answered {}", response.status())),
-                Err(error) => Some(format!("request failed: {}", error.without_url())),
+        let webhooks = store::claim_webhooks(
+            &mut transaction,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            self.lease().as_secs_f64(),
+        )
+        .await?;
+        let mut batches = Vec::with_capacity(webhooks.len());
+        for webhook in webhooks {
+            let breaker = Breaker {
+                consecutive_failures: webhook.consecutive_failures,
+                open_until: webhook.circuit_open_until,
             };
-            match failure {
-                None => {
-                    db::mark_delivered(&mut transaction, delivery.delivery_id).await?;
-                    let first =
-                        db::mark_first_delivered(&mut transaction, delivery.notification_id)
-                            .await?;
-                    if first && delivery.kind == NotificationKind::Discharged as i32 {
-                        outbox::enqueue(
-                            &mut transaction,
-                            crate::NAME,
-                            &FeedbackDelivered {
-                                referral_id: delivery.referral_id.to_string(),
-                                agency_id: delivery.agency_id.clone(),
-                                delivered_at: Some(timestamp(chrono::Utc::now())),
-                                channel: "WEBHOOK".into(),
-                            },
-                        )
-                        .await?;
-                    }
-                    tracing::info!(delivery_id = %delivery.delivery_id, "webhook delivered");
+            // A tripped circuit lets one probe through at a time.
+            let batch = if breaker.is_tripped(&self.retry) {
+                1
+            } else {
+                self.batch
+            };
+            let deliveries =
+                store::due_deliveries(&mut transaction, webhook.webhook_id, batch).await?;
+            batches.push((webhook, deliveries));
+        }
+        transaction.commit().await?;
+        Ok(batches)
+    }
+
+    /// Posts one endpoint's claimed deliveries in order, stopping at the
+    /// first failure (the rest stay due), then ends the claim.
+    async fn deliver_batch(self: Arc<Self>, webhook: ClaimedWebhook, deliveries: Vec<DueDelivery>) {
+        let secrets = self.secrets_of(&webhook);
+        let mut breaker = Breaker {
+            consecutive_failures: webhook.consecutive_failures,
+            open_until: webhook.circuit_open_until,
+        };
+        for delivery in &deliveries {
+            let attempted_at = Utc::now();
+            let outcome = self.post(&webhook, &secrets, delivery).await;
+            metrics::counter!(
+                "cpm_webhook_deliveries_total",
+                "outcome" => if outcome.succeeded() { "delivered" } else { "failed" },
+            )
+            .increment(1);
+            metrics::histogram!("cpm_webhook_duration_seconds")
+                .record(f64::from(outcome.latency_ms) / 1000.0);
+            breaker = if outcome.succeeded() {
+                breaker.after_success()
+            } else {
+                breaker.after_failure(&self.retry, Utc::now())
+            };
+            if let Err(error) = self
+                .record(&webhook, delivery, attempted_at, &outcome, breaker)
+                .await
+            {
+                tracing::warn!(delivery_id = %delivery.delivery_id, %error, "recording a webhook attempt failed");
+                return;
+            }
+            if !outcome.succeeded() {
+                break;
+            }
+        }
+        match self.handle.pool().acquire().await {
+            Ok(mut connection) => {
+                if let Err(error) =
+                    store::release_webhook(&mut connection, webhook.webhook_id).await
+                {
+                    tracing::warn!(%error, "releasing a webhook claim failed");
                 }
-                Some(error) => {
-                    tracing::warn!(delivery_id = %delivery.delivery_id, %error, "webhook attempt failed");
-                    db::mark_attempt_failed(
-                        &mut transaction,
-                        delivery.delivery_id,
-                        &error,
-                        self.max_attempts,
-                    )
-                    .await?;
+            }
+            Err(error) => tracing::warn!(%error, "releasing a webhook claim failed"),
+        }
+    }
+
+    /// The secrets that sign this endpoint's posts, current first; none for
+    /// a webhook registered before signing (until its secret is rotated).
+    fn secrets_of(&self, webhook: &ClaimedWebhook) -> Vec<WebhookSecret> {
+        let (Some(key), Some(current)) = (&webhook.secret_key, &webhook.secret_sealed) else {
+            return Vec::new();
+        };
+        match signing::open(
+            &self.keys,
+            webhook.webhook_id,
+            key,
+            current,
+            webhook.previous_secret_sealed.as_deref(),
+        ) {
+            Ok((current, previous)) => std::iter::once(current).chain(previous).collect(),
+            Err(error) => {
+                tracing::error!(webhook_id = %webhook.webhook_id, %error, "webhook secret does not open; posting unsigned is refused");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn post(
+        &self,
+        webhook: &ClaimedWebhook,
+        secrets: &[WebhookSecret],
+        delivery: &DueDelivery,
+    ) -> Outcome {
+        let started = tokio::time::Instant::now();
+        let elapsed = |started: tokio::time::Instant| {
+            i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX)
+        };
+        let refused = |kind| Outcome {
+            status_code: 0,
+            latency_ms: 0,
+            error: kind,
+        };
+        if webhook.secret_sealed.is_some() && secrets.is_empty() {
+            return refused(DeliveryErrorKind::Other);
+        }
+        let Ok(url) = reqwest::Url::parse(&webhook.url) else {
+            return refused(DeliveryErrorKind::Other);
+        };
+        // The client resolves names through the policy; an address literal
+        // it does not resolve, so it is checked here.
+        let literal = url.host_str().is_some_and(|host| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        });
+        if literal && self.policy.check_url(&self.lookup, &url).await.is_err() {
+            return refused(DeliveryErrorKind::DestinationRefused);
+        }
+        let body = serde_json::to_vec(&WebhookBody::from(delivery)).expect("the body serialises");
+        let message_id = delivery.notification_id.to_string();
+        let sent_at = Utc::now().timestamp();
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            // The Standard Webhooks headers: the ID stays the same across
+            // retries and webhooks, for receivers to deduplicate by.
+            .header("webhook-id", &message_id)
+            .header("webhook-timestamp", sent_at.to_string())
+            .header("x-cpm-notification-id", &message_id);
+        if !secrets.is_empty() {
+            let secrets: Vec<&WebhookSecret> = secrets.iter().collect();
+            request = request.header(
+                "webhook-signature",
+                signing::signature_header(&secrets, &message_id, sent_at, &body),
+            );
+        }
+        match request.body(body).send().await {
+            Ok(response) => {
+                let status = response.status();
+                Outcome {
+                    status_code: i32::from(status.as_u16()),
+                    latency_ms: elapsed(started),
+                    error: if status.is_success() {
+                        DeliveryErrorKind::None
+                    } else {
+                        DeliveryErrorKind::HttpStatus
+                    },
                 }
+            }
+            Err(error) => Outcome {
+                status_code: 0,
+                latency_ms: elapsed(started),
+                error: error_kind(&error),
+            },
+        }
+    }
+
+    /// Logs the attempt and its outcome, and keeps the breaker, in one short
+    /// transaction; announces the first confirmed delivery of a discharge.
+    async fn record(
+        &self,
+        webhook: &ClaimedWebhook,
+        delivery: &DueDelivery,
+        attempted_at: chrono::DateTime<Utc>,
+        outcome: &Outcome,
+        breaker: Breaker,
+    ) -> anyhow::Result<()> {
+        let mut transaction = self.handle.begin().await?;
+        store::insert_attempt(
+            &mut transaction,
+            delivery.delivery_id,
+            attempted_at,
+            outcome.status_code,
+            outcome.latency_ms,
+            outcome.error as i32,
+        )
+        .await?;
+        let now = Utc::now();
+        let (new_state, next_attempt_at) = if outcome.succeeded() {
+            (state::DELIVERED, now)
+        } else {
+            match self
+                .retry
+                .after_failure(delivery.queued_at, delivery.attempts + 1, now)
+            {
+                AfterFailure::RetryAt(at) => (state::PENDING, at),
+                AfterFailure::Dead => (state::DEAD, now),
+            }
+        };
+        let description = outcome.description();
+        let recorded = store::record_outcome(
+            &mut transaction,
+            delivery.delivery_id,
+            attempted_at,
+            new_state,
+            next_attempt_at,
+            description.as_deref(),
+        )
+        .await?;
+        store::store_breaker(
+            &mut transaction,
+            webhook.webhook_id,
+            breaker.consecutive_failures,
+            breaker.open_until,
+        )
+        .await?;
+        if recorded && outcome.succeeded() {
+            let first =
+                crate::db::mark_first_delivered(&mut transaction, delivery.notification_id).await?;
+            if first && delivery.kind == NotificationKind::Discharged as i32 {
+                outbox::enqueue(
+                    &mut transaction,
+                    crate::NAME,
+                    &FeedbackDelivered {
+                        referral_id: delivery.referral_id.to_string(),
+                        agency_id: delivery.agency_id.clone(),
+                        delivered_at: Some(timestamp(now)),
+                        channel: "WEBHOOK".into(),
+                    },
+                )
+                .await?;
             }
         }
         transaction.commit().await?;
-        Ok(due.len())
+        match (outcome.succeeded(), new_state) {
+            (true, _) => {
+                tracing::info!(delivery_id = %delivery.delivery_id, latency_ms = outcome.latency_ms, "webhook delivered")
+            }
+            (false, state::DEAD) => {
+                tracing::warn!(delivery_id = %delivery.delivery_id, error = ?outcome.error, "webhook delivery dead-lettered")
+            }
+            (false, _) => {
+                tracing::warn!(delivery_id = %delivery.delivery_id, error = ?outcome.error, status = outcome.status_code, "webhook attempt failed")
+            }
+        }
+        if breaker.open_until.is_some() && !outcome.succeeded() {
+            tracing::warn!(webhook_id = %webhook.webhook_id, failures = breaker.consecutive_failures, "webhook circuit open");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(timeout: Duration, policy: DestinationPolicy) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: Arc::new(policy),
+                lookup: crate::destinations::system_lookup(),
+            }))
+            .build()
+            .unwrap()
+    }
+
+    async fn kind_of(client: &reqwest::Client, url: &str) -> DeliveryErrorKind {
+        error_kind(&client.post(url).send().await.expect_err("fails"))
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_sorted_into_categories_that_name_no_address() {
+        let loopback = || DestinationPolicy::new(&[], true).unwrap();
+        // Nothing listens on a port just released.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let quick = client(Duration::from_secs(5), loopback());
+        assert_eq!(
+            kind_of(&quick, &format!("http://localhost:{port}/")).await,
+            DeliveryErrorKind::Connection
+        );
+        // A listener that never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}/", silent.local_addr().unwrap().port());
+        let impatient = client(Duration::from_millis(300), loopback());
+        assert_eq!(kind_of(&impatient, &url).await, DeliveryErrorKind::Timeout);
+        // A name the rule refuses never gets a connection.
+        let strict = client(
+            Duration::from_secs(5),
+            DestinationPolicy::new(&[], false).unwrap(),
+        );
+        assert_eq!(
+            kind_of(&strict, &url).await,
+            DeliveryErrorKind::DestinationRefused
+        );
+        for error in [
+            DeliveryErrorKind::Connection,
+            DeliveryErrorKind::Timeout,
+            DeliveryErrorKind::DestinationRefused,
+            DeliveryErrorKind::Tls,
+            DeliveryErrorKind::HttpStatus,
+        ] {
+            let shown = Outcome {
+                status_code: 503,
+                latency_ms: 1,
+                error,
+            }
+            .description()
+            .unwrap();
+            assert!(
+                !shown.contains("127.0.0.1") && !shown.contains("localhost"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -11,7 +11,8 @@
 //!   `cpm_dead_letters{queue}`, `cpm_queue_messages{queue}`, `cpm_queue_consumers{queue}`
 //! - `cpm_db_pool_connections{schema,state}`, `cpm_db_acquire_seconds{schema}`
 //! - `cpm_matching_duration_seconds{kind}`
-//! - `cpm_webhook_deliveries_total{outcome}`, `cpm_webhook_duration_seconds`
+//! - `cpm_webhook_deliveries_total{outcome}`, `cpm_webhook_duration_seconds`,
+//!   `cpm_email_deliveries_total{outcome}`, `cpm_email_duration_seconds`, `cpm_feed_published_total`
 
 use std::pin::Pin;
 use std::sync::OnceLock;
