@@ -4,6 +4,7 @@
 #   bash deploy/test.sh                  # clippy, .sqlx/ check, every crate's tests, buf lint
 #   bash deploy/test.sh -- --nocapture   # arguments go to cargo test
 #   CPM_SKIP_BUF=1 bash deploy/test.sh   # without buf lint
+#   CPM_IMAGE_PROFILE=release bash deploy/test.sh   # the image's binary in release, as the Dockerfile
 #
 # PostgreSQL and RabbitMQ are reused when they already run, else started or
 # installed (deploy/services.sh). Tests read CPM_TEST_DATABASE_URL (they
@@ -145,6 +146,46 @@ if cargo test --workspace --locked "$@"; then
     echo "cargo test: passed"
 else
     failed+=("cargo test")
+fi
+
+step "the image's build steps (deploy/image-build.sh check)"
+# No container engine in CI: the script proves deploy/Dockerfile builds with
+# it step for step, then builds the binary as the image does (dev profile
+# here unless CPM_IMAGE_PROFILE=release; docs/operations.md says why) into
+# $CARGO_TARGET_DIR/image/cpm, which the chart's launch test runs.
+image_out="${CARGO_TARGET_DIR:-target}/image"
+if CPM_IMAGE_PROFILE="${CPM_IMAGE_PROFILE:-dev}" CPM_IMAGE_OUT="$image_out" bash deploy/image-build.sh check; then
+    echo "image build steps: passed"
+else
+    failed+=("image build steps")
+fi
+
+step "Helm chart helm/cpm: lint, render, validate, launch what it renders"
+# helm/cpm/tests/test_chart.py in a venv of its own (.cpm/chart-venv) with
+# PyPI's helm-python-sdk (the Helm engine, no helm binary) and
+# kubernetes-validate. Without python3 or pip's registry it is skipped with
+# a note, as the Python example is.
+cpm_chart_tests() {
+    local venv=.cpm/chart-venv
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "Helm chart: not tested (no python3)"
+        return 0
+    fi
+    if ! "$venv/bin/python" -c '' >/dev/null 2>&1 && ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then
+        echo "Helm chart: not tested (python3 -m venv failed; install python3-venv)"
+        return 0
+    fi
+    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r helm/cpm/tests/requirements.txt >/dev/null 2>&1; then
+        echo "Helm chart: not tested (pip could not install helm/cpm/tests/requirements.txt; no network?)"
+        return 0
+    fi
+    "$venv/bin/python" helm/cpm/tests/test_chart.py --cpm "$image_out/cpm"
+}
+if cpm_chart_tests; then
+    echo "Helm chart: passed"
+else
+    failed+=("Helm chart")
 fi
 
 step "cargo fuzz: the request validators and the event decoder, ${CPM_FUZZ_SECONDS:-20} s each"

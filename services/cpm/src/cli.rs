@@ -75,9 +75,18 @@ enum Command {
     Health {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         endpoint: String,
-        /// A fully-qualified gRPC service name; empty for the whole server.
+        /// A fully-qualified gRPC service name; empty for the whole server
+        /// (readiness); `liveness` for the process alone.
         #[arg(long, default_value = "")]
         service: String,
+        /// For an `https://` endpoint: the CA certificate (PEM) that signed
+        /// the server's certificate.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// The name the server's certificate must carry, when not the
+        /// endpoint's host.
+        #[arg(long, requires = "tls_ca")]
+        tls_domain: Option<String>,
     },
     /// Walks a demo referral through all five services, printing each step.
     Demo {
@@ -368,8 +377,17 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             bus.close().await;
             Ok(())
         }
-        Command::Health { endpoint, service } => {
-            let status = crate::client::health(&endpoint, &service)
+        Command::Health {
+            endpoint,
+            service,
+            tls_ca,
+            tls_domain,
+        } => {
+            let trust = tls_ca.map(|ca_file| crate::client::TlsTrust {
+                ca_file,
+                domain: tls_domain,
+            });
+            let status = crate::client::health_over(&endpoint, &service, trust.as_ref())
                 .await
                 .map_err(fail)?;
             let serving =

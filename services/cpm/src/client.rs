@@ -50,7 +50,50 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 
 /// The serving status of `service` ("" for the whole server).
 pub async fn health(endpoint: &str, service: &str) -> anyhow::Result<i32> {
-    let channel = connect(endpoint).await?;
+    health_over(endpoint, service, None).await
+}
+
+/// How to verify an `https://` endpoint: production serves gRPC with TLS
+/// only, usually under a private CA.
+pub struct TlsTrust {
+    /// The CA certificate (PEM) that signed the server's certificate.
+    pub ca_file: std::path::PathBuf,
+    /// The name the certificate must carry, when not the endpoint's host
+    /// (a pod probed by IP holds its Service's certificate).
+    pub domain: Option<String>,
+}
+
+/// [`health`] over TLS when `trust` is given (the endpoint is then `https://`).
+pub async fn health_over(
+    endpoint: &str,
+    service: &str,
+    trust: Option<&TlsTrust>,
+) -> anyhow::Result<i32> {
+    let channel = match trust {
+        None => {
+            anyhow::ensure!(
+                !endpoint.starts_with("https://"),
+                "{endpoint} needs TLS: give the CA that signed its certificate with --tls-ca"
+            );
+            connect(endpoint).await?
+        }
+        Some(trust) => {
+            let ca = std::fs::read(&trust.ca_file).map_err(|error| {
+                anyhow::anyhow!("cannot read {}: {error}", trust.ca_file.display())
+            })?;
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            if let Some(domain) = &trust.domain {
+                tls = tls.domain_name(domain);
+            }
+            Endpoint::from_shared(endpoint.to_owned())?
+                .tls_config(tls)?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .connect()
+                .await?
+        }
+    };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = client
         .check(tonic_health::pb::HealthCheckRequest {

@@ -16,6 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::{Settings, Target};
 
+/// The grpc.health.v1 service name of liveness probes: SERVING while the
+/// process runs, whatever its dependencies (service `""` is readiness).
+pub const LIVENESS: &str = "liveness";
+
 /// A running platform.
 pub struct Platform {
     local_addr: SocketAddr,
@@ -130,6 +134,13 @@ impl Platform {
             Some(metrics_addr)
         };
 
+        // Liveness, unlike readiness, must not follow the database or the
+        // broker: an orchestrator restarting every pod while PostgreSQL is
+        // down would only add a restart storm to the outage. This name
+        // answers SERVING for as long as the process serves gRPC at all.
+        reporter
+            .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
+            .await;
         context.spawn_health_monitor(reporter, started.clone());
         let supervisor = context.supervisor.clone();
         let grpc = settings.platform.grpc.clone();
