@@ -25,6 +25,7 @@ mod processes;
 mod python_client;
 mod referral_intake;
 mod restart;
+mod simulation;
 mod risk_assessment;
 mod standing;
 mod steady_flow;
