@@ -27,7 +27,11 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
     ))
     .await
     .expect("the programme replays");
-    eprintln!("replayed in {:.1} s:\n{}", started.elapsed().as_secs_f64(), summary.render());
+    eprintln!(
+        "replayed in {:.1} s:\n{}",
+        started.elapsed().as_secs_f64(),
+        summary.render()
+    );
     let intended = summary.programme.intended();
     assert_eq!(intended.referrals, 27);
     assert_eq!(summary.contacts_logged as i64, intended.contacts.total);
@@ -51,7 +55,6 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
     let contacts = figures
         .contacts
         .contacts_per_client
-        .clone()
         .expect("contacts per client");
     assert_eq!(contacts.clients as u32, intended.contacts.clients);
     assert_eq!(i64::from(contacts.max), intended.contacts.max);
@@ -77,7 +80,12 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
         intended.supported
     );
     assert_eq!(figures.impact.total.clone().unwrap_or_default().clients, 0);
-    assert!(summary.limits.iter().any(|l| l.contains("follow-up demand")));
+    assert!(
+        summary
+            .limits
+            .iter()
+            .any(|l| l.contains("follow-up demand"))
+    );
 
     // The profile covers every supported client; the mentors are all on the register.
     assert_eq!(figures.profile.clients, intended.supported);
@@ -97,10 +105,18 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
         "## Impact",
         "Regression to the mean",
     ] {
-        assert!(report.contains(heading), "{heading} missing from:\n{report}");
+        assert!(
+            report.contains(heading),
+            "{heading} missing from:\n{report}"
+        );
     }
     assert!(report.matches("<svg").count() >= 4);
+    // CPM_SIMULATION_REPORT=report.md keeps the full report for a look.
+    if let Ok(path) = std::env::var("CPM_SIMULATION_REPORT") {
+        std::fs::write(path, &report).expect("the report is written");
+    }
     let short = render_short(&figures);
+    eprintln!("{short}");
     assert!(
         short.contains(&format!("Referrals: {}", intended.referrals)),
         "{short}"

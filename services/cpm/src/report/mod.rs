@@ -399,7 +399,7 @@ fn pounds(pence: i64) -> String {
     let whole = (pence / 100).to_string();
     let mut grouped = String::new();
     for (n, digit) in whole.chars().enumerate() {
-        if n > 0 && (whole.len() - n) % 3 == 0 {
+        if n > 0 && (whole.len() - n).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);
@@ -628,11 +628,7 @@ pub fn render(figures: &Figures) -> String {
     });
 
     // 4. Contacts.
-    let c = figures
-        .contacts
-        .contacts_per_client
-        .clone()
-        .unwrap_or_default();
+    let c = figures.contacts.contacts_per_client.unwrap_or_default();
     push(&mut md, "## Contacts per client\n");
     push(
         &mut md,
@@ -755,7 +751,7 @@ pub fn render(figures: &Figures) -> String {
         ("first check", &a.to_first_check),
         ("decision", &a.to_decision),
     ] {
-        let d = distribution.clone().unwrap_or_default();
+        let d = (*distribution).unwrap_or_default();
         push(
             &mut md,
             &format!(
@@ -895,11 +891,7 @@ pub fn waiting_buckets(days: &[i64]) -> Vec<(&'static str, u32)> {
 
 /// A few headline lines, no charts.
 pub fn render_short(figures: &Figures) -> String {
-    let c = figures
-        .contacts
-        .contacts_per_client
-        .clone()
-        .unwrap_or_default();
+    let c = figures.contacts.contacts_per_client.unwrap_or_default();
     let not_taken_on: u32 = figures.not_taken_on().values().sum();
     let mut stages: Vec<(String, u32)> = figures
         .not_taken_on()
@@ -913,7 +905,7 @@ pub fn render_short(figures: &Figures) -> String {
         )
         .into_iter()
         .collect();
-    stages.sort_by(|a, b| b.1.cmp(&a.1));
+    stages.sort_by_key(|stage| std::cmp::Reverse(stage.1));
     let formula = figures.impact.formula.clone().unwrap_or_default();
     let mut out = String::from("## CPM evaluation report (short)\n\n");
     out.push_str(&format!(

@@ -666,12 +666,8 @@ impl Programme {
         let mut planned = Vec::new();
         let mut push = |rng: &mut StdRng, area: &str, role: MentorRole, plain: bool| {
             let n = planned.len() + 1;
-            let lived_experience = if plain {
-                Vec::new()
-            } else if chance(
-                rng,
-                f64::from(MENTORS_WITHOUT_EXPERIENCE) / f64::from(MENTORS_SURVEYED),
-            ) {
+            let without = f64::from(MENTORS_WITHOUT_EXPERIENCE) / f64::from(MENTORS_SURVEYED);
+            let lived_experience = if plain || chance(rng, without) {
                 Vec::new()
             } else {
                 let mut chosen: Vec<LivedExperience> = LIVED_EXPERIENCE
