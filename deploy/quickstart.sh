@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # deploy/quickstart.sh: run the whole CPM platform on this machine and walk
-# one referral through all five services.
+# one referral through all five services, then replay a small synthetic
+# programme and print the short evaluation report.
 #
-#   bash deploy/quickstart.sh                 # build, migrate, serve, demo, stop
+#   bash deploy/quickstart.sh                 # build, migrate, serve, demo, simulate, report, stop
 #   bash deploy/quickstart.sh --keep-running  # ... and leave the server up
 #   bash deploy/quickstart.sh --port 50061    # listen on another port
 #
@@ -138,6 +139,12 @@ done
 
 step "Walking a referral through the five services (cpm demo)"
 "$cpm" demo --endpoint "$endpoint"
+
+step "Replaying a synthetic programme, a tenth of the evaluated one (cpm simulate --size 0.1)"
+"$cpm" simulate --endpoint "$endpoint" --size 0.1
+
+step "The evaluation report from the platform's data, short form (cpm report --short)"
+"$cpm" report --endpoint "$endpoint" --short
 
 if [ "$keep_running" -eq 0 ]; then
     step "Stopping the platform"

@@ -27,6 +27,7 @@ mod python_client;
 mod referral_intake;
 mod restart;
 mod risk_assessment;
+mod simulation;
 mod standing;
 mod steady_flow;
 mod supervision;

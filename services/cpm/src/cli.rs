@@ -93,6 +93,38 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         endpoint: String,
     },
+    /// Generates a synthetic programme calibrated to the 2018 evaluation (referrals per year,
+    /// outcomes with their stage and reason, client profile, mentors in cohorts, contacts per
+    /// client, demand before and after) and replays it through the platform's gRPC APIs.
+    ///
+    /// DEVELOPMENT ONLY: tokens are minted with the configured shared signing key. See
+    /// docs/simulate.md for the calibration and what the replay cannot backdate.
+    Simulate {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// The share of the real programme (545 referrals, 298 mentors) to generate.
+        #[arg(long, default_value_t = 0.1)]
+        size: f64,
+        /// The random seed: the same seed and size give the same programme.
+        #[arg(long, default_value_t = 2018)]
+        seed: u64,
+        /// Referrals replayed at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Prints the evaluation's tables from what the services hold, as Markdown with SVG charts.
+    ///
+    /// DEVELOPMENT ONLY: reads referrals with tokens minted with the configured shared key.
+    Report {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// Writes the report to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The short form: a few lines of headline figures, no charts.
+        #[arg(long)]
+        short: bool,
+    },
     /// Submits every row of a referrals CSV file as the agency, with a progress bar and a summary.
     ///
     /// The header row names the columns (any order, case-insensitive). Required: given_name,
@@ -418,6 +450,58 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 report.referral_id,
                 seen.join(" → ")
             );
+            Ok(())
+        }
+        Command::Simulate {
+            endpoint,
+            size,
+            seed,
+            concurrency,
+        } => {
+            let settings = load_settings(cli.config.as_ref())?;
+            let authenticator =
+                Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
+            if !(size > 0.0 && size <= 10.0) {
+                eprintln!("cpm: --size must be more than 0 and at most 10");
+                return Err(ExitCode::from(2));
+            }
+            let plan = crate::simulate::PlanOptions {
+                seed,
+                size,
+                areas: settings.platform.programme.areas.clone(),
+                today: chrono::Utc::now().date_naive(),
+            };
+            let mut options = crate::simulate::SimulateOptions::new(&endpoint, authenticator, plan);
+            options.concurrency = concurrency;
+            options.show_progress = true;
+            let summary = crate::simulate::run(options).await.map_err(fail)?;
+            print!("{}", summary.render());
+            Ok(())
+        }
+        Command::Report {
+            endpoint,
+            out,
+            short,
+        } => {
+            let settings = load_settings(cli.config.as_ref())?;
+            let authenticator =
+                Authenticator::from_config(&settings.platform.auth).map_err(fail)?;
+            let figures = crate::report::gather(&endpoint, &authenticator)
+                .await
+                .map_err(fail)?;
+            let text = if short {
+                crate::report::render_short(&figures)
+            } else {
+                crate::report::render(&figures)
+            };
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .map_err(|error| fail(anyhow::anyhow!("{}: {error}", path.display())))?;
+                    println!("report written to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
             Ok(())
         }
         Command::Import {

@@ -10,6 +10,8 @@
 //! - [`platform`]: starts the selected services on one listener and stops them gracefully.
 //! - [`client`]: authenticated gRPC clients.
 //! - [`demo`]: walks one referral through all five services.
+//! - [`simulate`]: generates a programme calibrated to the evaluation and replays it.
+//! - [`report`]: the evaluation's tables from what the services hold, as Markdown.
 
 pub mod cli;
 pub mod client;
@@ -17,7 +19,9 @@ pub mod demo;
 pub mod import;
 pub mod platform;
 pub mod registry;
+pub mod report;
 pub mod settings;
+pub mod simulate;
 
 pub use platform::Platform;
 pub use registry::Target;
