@@ -40,25 +40,56 @@ async fn status_changed(env: &TestEnv, agency_id: &str, status: ReferralStatus) 
 async fn each_agency_reads_its_own_notifications_from_the_feed() {
     let env = TestEnv::new().await;
     let platform = env.start(&[Target::NOTIFICATIONS]).await;
-    let tap = Tap::on_exchange(&env, "agency-feed", &["agency.agency-feed-a.#"]).await;
+    let tap = Tap::on_exchange(
+        &env,
+        "agency-feed",
+        &["agency.agency-feed-a.#", "agency.agency-feed-c.#"],
+    )
+    .await;
+    // Agency c took the feed out of its preferences.
+    let mut admin = cpm_proto::v1::notifications_service_client::NotificationsServiceClient::new(
+        cpm::client::authed(
+            &crate::harness::connect(&platform).await,
+            &env.token("admin", cpm_runtime::auth::Role::Admin, None, None),
+        )
+        .unwrap(),
+    );
+    admin
+        .set_notification_preferences(cpm_proto::v1::SetNotificationPreferencesRequest {
+            scope: cpm_proto::v1::PreferenceScope::Agency as i32,
+            agency_id: "agency-feed-c".into(),
+            kinds: vec![
+                cpm_proto::v1::NotificationKind::StatusChanged as i32,
+                cpm_proto::v1::NotificationKind::Discharged as i32,
+            ],
+            channels: vec![cpm_proto::v1::NotificationChannel::Stream as i32],
+            email_addresses: vec![],
+        })
+        .await
+        .unwrap();
 
     let accepted = status_changed(&env, "agency-feed-a", ReferralStatus::Accepted).await;
     status_changed(&env, "agency-feed-b", ReferralStatus::Accepted).await;
     let discharged = status_changed(&env, "agency-feed-a", ReferralStatus::Discharged).await;
+    status_changed(&env, "agency-feed-c", ReferralStatus::Accepted).await;
 
     let pool = env.database().await;
-    eventually(Duration::from_secs(20), "all three are fed", || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM notifications.notification WHERE fed_at IS NOT NULL",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                == 3
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "all four are written, three fed",
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT count(*), count(fed_at) FROM notifications.notification",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    == (4, 3)
+            }
+        },
+    )
     .await;
     let mut received = Vec::new();
     for message in tap.drain().await {

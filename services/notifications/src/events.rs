@@ -72,6 +72,9 @@ impl NotificationWriter {
         if !channels.stream {
             preferences::hide_from_stream(connection, row.notification_id).await?;
         }
+        if !channels.feed {
+            preferences::keep_off_feed(connection, row.notification_id).await?;
+        }
         let deliveries = if channels.webhook {
             db::insert_deliveries(connection, &notice.agency_id, row.notification_id).await?
         } else {

@@ -115,7 +115,7 @@ impl FeedPublisher {
         let rows = sqlx::query_as!(
             Unfed,
             "SELECT notification_id, agency_id, sequence, referral_id, kind, status, \
-             created_at, feedback FROM notifications.notification WHERE fed_at IS NULL \
+             created_at, feedback FROM notifications.notification WHERE fed_at IS NULL AND feed \
              ORDER BY created_at, notification_id LIMIT $1 FOR UPDATE SKIP LOCKED",
             BATCH
         )

@@ -35,7 +35,11 @@ impl Choice {
                 NotificationKind::StatusChanged,
                 NotificationKind::Discharged,
             ],
-            channels: vec![NotificationChannel::Stream, NotificationChannel::Webhook],
+            channels: vec![
+                NotificationChannel::Stream,
+                NotificationChannel::Webhook,
+                NotificationChannel::Feed,
+            ],
             email_addresses: Vec::new(),
         }
     }
@@ -327,6 +331,20 @@ pub async fn find(
 
 /// Keeps a notification of a kind the agency took off the stream out of
 /// it; it stays the agency's record (webhooks and e-mails refer to it).
+/// Keeps a notification off the agency feed.
+pub async fn keep_off_feed(
+    connection: &mut PgConnection,
+    notification_id: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE notifications.notification SET feed = false WHERE notification_id = $1",
+        notification_id
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 pub async fn hide_from_stream(
     connection: &mut PgConnection,
     notification_id: uuid::Uuid,
@@ -345,6 +363,8 @@ pub async fn hide_from_stream(
 pub struct Channels {
     pub stream: bool,
     pub webhook: bool,
+    /// The agency feed ([`crate::feed`]).
+    pub feed: bool,
     /// The addresses to e-mail, each once.
     pub email_recipients: Vec<String>,
 }
@@ -378,6 +398,7 @@ pub fn resolve(rows: &[PreferenceRow], kind: NotificationKind) -> Channels {
     let mut channels = Channels {
         stream: agency.sends(kind, NotificationChannel::Stream),
         webhook: agency.sends(kind, NotificationChannel::Webhook),
+        feed: agency.sends(kind, NotificationChannel::Feed),
         email_recipients: Vec::new(),
     };
     let choices = std::iter::once(&agency).chain(
@@ -574,6 +595,7 @@ mod tests {
             Channels {
                 stream: true,
                 webhook: true,
+                feed: true,
                 email_recipients: vec![]
             }
         );
@@ -606,7 +628,7 @@ mod tests {
             ),
         ];
         let discharged = resolve(&rows, NotificationKind::Discharged);
-        assert!(discharged.stream && !discharged.webhook);
+        assert!(discharged.stream && !discharged.webhook && !discharged.feed);
         assert_eq!(
             discharged.email_recipients,
             vec!["team@police.example", "one@police.example"]
