@@ -191,10 +191,19 @@ async fn choose_email(
 }
 
 /// Referral intake's announcement of a discharge, with the proforma.
-async fn publish_discharge(env: &TestEnv, agency: &str, referral_id: &str, how_to: &str) {
+/// Publishes the discharge of `referral_id`, submitted by the referrer
+/// `submitted_by`.
+async fn publish_discharge(
+    env: &TestEnv,
+    agency: &str,
+    submitted_by: &str,
+    referral_id: &str,
+    how_to: &str,
+) {
     let event = ReferralStatusChanged {
         referral_id: referral_id.into(),
         agency_id: agency.into(),
+        submitted_by: submitted_by.into(),
         status: ReferralStatus::Discharged as i32,
         previous_status: ReferralStatus::InSupport as i32,
         changed_at: Some(cpm_runtime::grpc::values::timestamp(chrono::Utc::now())),
@@ -238,6 +247,15 @@ async fn a_referrer_who_chose_email_for_discharges_gets_the_proforma_and_one_who
         "status-only@police.example",
     )
     .await;
+    // Another referrer of the agency who chose discharges too: the
+    // referral is not theirs, so nothing reaches them.
+    let mut other = NotificationsServiceClient::new(referrer(&env, &channel, "ref-other", agency));
+    choose_email(
+        &mut other,
+        &[NotificationKind::Discharged],
+        "other@police.example",
+    )
+    .await;
     // A referrer who chose nothing: their preferences are the defaults.
     let mut silent = NotificationsServiceClient::new(referrer(&env, &channel, "ref-none", agency));
     let defaults = silent
@@ -268,7 +286,14 @@ async fn a_referrer_who_chose_email_for_discharges_gets_the_proforma_and_one_who
     );
 
     let referral_id = uuid::Uuid::now_v7().to_string();
-    publish_discharge(&env, agency, &referral_id, "Submit a new referral").await;
+    publish_discharge(
+        &env,
+        agency,
+        "ref-chose",
+        &referral_id,
+        "Submit a new referral",
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "the discharge e-mail arrives",
@@ -319,6 +344,10 @@ async fn a_referrer_who_chose_email_for_discharges_gets_the_proforma_and_one_who
     // Anything else would have arrived by now.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(mail.received_by("status-only@police.example").is_empty());
+    assert!(
+        mail.received_by("other@police.example").is_empty(),
+        "another referrer's referral"
+    );
     assert_eq!(
         mail.received().len(),
         1,
@@ -362,7 +391,7 @@ async fn an_agency_that_turned_webhooks_or_the_stream_off_gets_no_deliveries_the
         }
     };
 
-    publish_discharge(&env, agency, &uuid::Uuid::now_v7().to_string(), "").await;
+    publish_discharge(&env, agency, "", &uuid::Uuid::now_v7().to_string(), "").await;
     eventually(
         Duration::from_secs(30),
         "the first notification",
@@ -408,7 +437,7 @@ async fn an_agency_that_turned_webhooks_or_the_stream_off_gets_no_deliveries_the
     assert!(!seen.defaults);
     assert_eq!(seen.channels, vec![NotificationChannel::Stream as i32]);
 
-    publish_discharge(&env, agency, &uuid::Uuid::now_v7().to_string(), "").await;
+    publish_discharge(&env, agency, "", &uuid::Uuid::now_v7().to_string(), "").await;
     eventually(
         Duration::from_secs(30),
         "the second notification",
@@ -433,7 +462,7 @@ async fn an_agency_that_turned_webhooks_or_the_stream_off_gets_no_deliveries_the
         })
         .await
         .unwrap();
-    publish_discharge(&env, agency, &uuid::Uuid::now_v7().to_string(), "").await;
+    publish_discharge(&env, agency, "", &uuid::Uuid::now_v7().to_string(), "").await;
     eventually(
         Duration::from_secs(30),
         "the third notification",
@@ -577,7 +606,14 @@ async fn no_client_identifying_field_of_a_referral_reaches_an_email() {
     // A discharge whose free-text re-referral instructions hold a marker
     // too: the template says how to refer again, the event's text is not
     // rendered.
-    publish_discharge(&env, agency, &referral.referral_id, &of("ReRefer")).await;
+    publish_discharge(
+        &env,
+        agency,
+        "ref-markers",
+        &referral.referral_id,
+        &of("ReRefer"),
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "the withdrawal and discharge e-mails",

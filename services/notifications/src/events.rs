@@ -43,11 +43,13 @@ pub struct NotificationWriter {
 
 impl NotificationWriter {
     /// Records `notice`, a pending delivery per webhook of its agency and
-    /// an e-mail per chosen address, rendered with `values`.
+    /// an e-mail per chosen address (the agency's, and those of the
+    /// referrer who submitted the referral), rendered with `values`.
     async fn write(
         &self,
         connection: &mut Tx,
         notice: Notice,
+        submitted_by: &str,
         mut values: Placeholders,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
@@ -68,7 +70,8 @@ impl NotificationWriter {
         };
         db::insert_notification(connection, &row, received.event_id).await?;
         let channels =
-            preferences::channels_for(connection, &notice.agency_id, notice.kind).await?;
+            preferences::channels_for(connection, &notice.agency_id, submitted_by, notice.kind)
+                .await?;
         if !channels.stream {
             preferences::hide_from_stream(connection, row.notification_id).await?;
         }
@@ -105,14 +108,16 @@ impl On<ReferralStatusChanged> for NotificationWriter {
     async fn on(
         &self,
         connection: &mut Tx,
-        e: ReferralStatusChanged,
+        mut e: ReferralStatusChanged,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let status = e.status();
         let values = Placeholders::of_status_change(&e);
+        let submitted_by = std::mem::take(&mut e.submitted_by);
         self.write(
             connection,
             notice(e.agency_id, e.referral_id, status, e.feedback),
+            &submitted_by,
             values,
             received,
         )

@@ -370,11 +370,13 @@ pub struct Channels {
 }
 
 /// Where a notification of `kind` for `agency_id` goes: the agency's
-/// choice (or the default) for the stream, webhooks and its own addresses,
-/// and every referrer's choice for theirs.
+/// choice (or the default) for the stream, webhooks, the feed and its own
+/// addresses, and the choice of the referrer who submitted the referral
+/// (`submitted_by`) for theirs.
 pub async fn channels_for(
     connection: &mut PgConnection,
     agency_id: &str,
+    submitted_by: &str,
     kind: NotificationKind,
 ) -> Result<Channels, sqlx::Error> {
     let rows = sqlx::query_as!(
@@ -386,11 +388,11 @@ pub async fn channels_for(
     .fetch_all(connection)
     .await?;
     let rows: Vec<PreferenceRow> = rows.into_iter().map(PreferenceRow::from).collect();
-    Ok(resolve(&rows, kind))
+    Ok(resolve(&rows, submitted_by, kind))
 }
 
 /// [`channels_for`] on rows already read.
-pub fn resolve(rows: &[PreferenceRow], kind: NotificationKind) -> Channels {
+pub fn resolve(rows: &[PreferenceRow], submitted_by: &str, kind: NotificationKind) -> Channels {
     let agency = rows
         .iter()
         .find(|row| row.subject == AGENCY_SUBJECT)
@@ -402,8 +404,11 @@ pub fn resolve(rows: &[PreferenceRow], kind: NotificationKind) -> Channels {
         email_recipients: Vec::new(),
     };
     let choices = std::iter::once(&agency).chain(
+        // A referrer hears of their own referrals only; an event that
+        // names no submitter reaches no referrer's own addresses.
         rows.iter()
             .filter(|row| row.subject != AGENCY_SUBJECT)
+            .filter(|row| !submitted_by.is_empty() && row.subject == submitted_by)
             .map(|row| &row.choice),
     );
     for choice in choices.filter(|choice| choice.sends(kind, NotificationChannel::Email)) {
@@ -589,7 +594,7 @@ mod tests {
 
     #[test]
     fn nothing_set_is_todays_behaviour_without_email() {
-        let channels = resolve(&[], NotificationKind::Discharged);
+        let channels = resolve(&[], "referrer-1", NotificationKind::Discharged);
         assert_eq!(
             channels,
             Channels {
@@ -627,17 +632,22 @@ mod tests {
                 },
             ),
         ];
-        let discharged = resolve(&rows, NotificationKind::Discharged);
+        let discharged = resolve(&rows, "referrer-1", NotificationKind::Discharged);
         assert!(discharged.stream && !discharged.webhook && !discharged.feed);
         assert_eq!(
             discharged.email_recipients,
             vec!["team@police.example", "one@police.example"]
         );
-        let status = resolve(&rows, NotificationKind::StatusChanged);
+        let status = resolve(&rows, "referrer-1", NotificationKind::StatusChanged);
         assert!(!status.stream && !status.webhook);
         assert_eq!(
             status.email_recipients,
             vec!["one@police.example", "TEAM@police.example"]
         );
+        // Another referrer's referral: only the agency's addresses.
+        let theirs = resolve(&rows, "referrer-2", NotificationKind::Discharged);
+        assert_eq!(theirs.email_recipients, vec!["team@police.example"]);
+        let unknown = resolve(&rows, "", NotificationKind::StatusChanged);
+        assert!(unknown.email_recipients.is_empty());
     }
 }

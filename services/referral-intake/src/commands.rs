@@ -186,6 +186,7 @@ pub async fn submit_referral(
             client_gender: new_row.client_gender,
             // Nothing is linked until a coordinator confirms it.
             earlier_referral_id: String::new(),
+            submitted_by: new_row.submitted_by.to_owned(),
             emergency_calls_last_12_months: new_row.emergency_calls_last_12_months,
             referrer_will_co_visit: new_row.referrer_will_co_visit,
             known_risk_types: new_row.known_risk_types.clone(),

@@ -409,6 +409,7 @@ pub struct StatusChange {
 pub struct Advanced {
     pub previous_status: i32,
     pub agency_id: String,
+    pub submitted_by: String,
 }
 
 /// Applies a change only when it moves the status forward. Returns what
@@ -431,7 +432,7 @@ pub async fn advance_status(
          FROM (SELECT referral_id, status FROM referral_intake.referral \
                WHERE referral_id = $1 FOR UPDATE) AS before \
          WHERE r.referral_id = before.referral_id AND r.status_rank < $3 \
-         RETURNING before.status AS \"previous_status!\", r.agency_id",
+         RETURNING before.status AS \"previous_status!\", r.agency_id, r.submitted_by",
         referral_id,
         change.status,
         change.rank,

@@ -72,8 +72,11 @@ impl On<ReferralSubmitted> for StatusProjection {
         let received = change(ReferralStatus::Received);
         status::announce(
             connection,
-            referral_id,
-            &e.agency_id,
+            &status::Announced {
+                referral_id,
+                agency_id: &e.agency_id,
+                submitted_by: &e.submitted_by,
+            },
             ReferralStatus::Unspecified,
             &received,
         )

@@ -23,18 +23,31 @@ pub async fn advance(
         return Ok(false);
     };
     let previous = ReferralStatus::try_from(advanced.previous_status).unwrap_or_default();
-    announce(tx, referral_id, &advanced.agency_id, previous, change).await?;
+    let referral = Announced {
+        referral_id,
+        agency_id: &advanced.agency_id,
+        submitted_by: &advanced.submitted_by,
+    };
+    announce(tx, &referral, previous, change).await?;
     Ok(true)
+}
+
+/// The referral a status change is announced for, and whom it concerns.
+pub struct Announced<'a> {
+    pub referral_id: Uuid,
+    pub agency_id: &'a str,
+    /// The referrer who submitted it.
+    pub submitted_by: &'a str,
 }
 
 /// Writes `referral.status_changed` for `change`, from `previous`.
 pub async fn announce(
     tx: &mut Tx,
-    referral_id: Uuid,
-    agency_id: &str,
+    referral: &Announced<'_>,
     previous: ReferralStatus,
     change: &StatusChange,
 ) -> Result<(), sqlx::Error> {
+    let (referral_id, agency_id) = (referral.referral_id, referral.agency_id);
     outbox::enqueue(
         tx,
         crate::NAME,
@@ -49,6 +62,7 @@ pub async fn announce(
             estimated_start_latest: change.estimated_start_latest.map(timestamp),
             changed_at: Some(timestamp(Utc::now())),
             feedback: change.discharge_feedback.clone(),
+            submitted_by: referral.submitted_by.to_owned(),
         },
     )
     .await?;
