@@ -160,7 +160,7 @@ else
     failed+=("image build steps")
 fi
 
-step "Helm chart helm/cpm: lint, render, validate, launch what it renders"
+step "Helm chart helm/cpm: lint, render, validate, launch what it renders; compose holds together"
 # helm/cpm/tests/test_chart.py in a venv of its own (.cpm/chart-venv) with
 # PyPI's helm-python-sdk (the Helm engine, no helm binary) and
 # kubernetes-validate. Without python3 or pip's registry it is skipped with
@@ -180,7 +180,8 @@ cpm_chart_tests() {
         echo "Helm chart: not tested (pip could not install helm/cpm/tests/requirements.txt; no network?)"
         return 0
     fi
-    "$venv/bin/python" helm/cpm/tests/test_chart.py --cpm "$image_out/cpm"
+    "$venv/bin/python" helm/cpm/tests/test_chart.py --cpm "$image_out/cpm" &&
+        "$venv/bin/python" deploy/compose/test_compose.py
 }
 if cpm_chart_tests; then
     echo "Helm chart: passed"
