@@ -695,3 +695,116 @@ async fn changed_template_texts_under_a_version_already_used_refuse_to_start() {
     );
     env.cleanup().await;
 }
+
+/// An area's staff alerts — a mentor needing attention, an urgent concern —
+/// are e-mailed to the addresses an admin set for the area's coordinators,
+/// once each, with IDs and categories only; an area without addresses gets
+/// none, and only admins set them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_areas_staff_alerts_are_emailed_to_its_coordinators() {
+    use cpm_proto::v1::{
+        ConcernCategory, ConcernRaised, ConcernUrgency, GetStaffAlertRecipientsRequest,
+        MentorAlertKind, MentorAlertRaised, SetStaffAlertRecipientsRequest,
+    };
+    let mail = MailServer::start().await;
+    let env = env_with_mail(&mail).await;
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    let channel = connect(&platform).await;
+    let mut admin = NotificationsServiceClient::new(admin(&env, &channel));
+
+    let refused = admin
+        .set_staff_alert_recipients(SetStaffAlertRecipientsRequest {
+            area: "Atlantis".into(),
+            email_addresses: vec!["not an address".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&refused),
+        vec!["area", "email_addresses[0]"]
+    );
+    let mut referrer_client =
+        NotificationsServiceClient::new(referrer(&env, &channel, "ref-staff", "agency-staff"));
+    let denied = referrer_client
+        .set_staff_alert_recipients(SetStaffAlertRecipientsRequest {
+            area: "Darlington".into(),
+            email_addresses: vec!["x@police.example".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let set = admin
+        .set_staff_alert_recipients(SetStaffAlertRecipientsRequest {
+            area: "darlington".into(),
+            email_addresses: vec!["coordinators@darlington.example".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.area, "Darlington", "the registered spelling");
+    let mut darlington =
+        NotificationsServiceClient::new(env.coordinator_in(&channel, &["Darlington"]));
+    let seen = darlington
+        .get_staff_alert_recipients(GetStaffAlertRecipientsRequest {
+            area: "Darlington".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.email_addresses, ["coordinators@darlington.example"]);
+    let elsewhere = darlington
+        .get_staff_alert_recipients(GetStaffAlertRecipientsRequest {
+            area: "Stockton".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(elsewhere.code(), tonic::Code::NotFound);
+
+    let mentor_id = uuid::Uuid::now_v7().to_string();
+    for area in ["Darlington", "Stockton"] {
+        let alert = MentorAlertRaised {
+            alert_id: uuid::Uuid::now_v7().to_string(),
+            mentor_id: mentor_id.clone(),
+            area: area.into(),
+            kind: MentorAlertKind::CheckInOverdue as i32,
+            since: "2026-08-01".into(),
+            raised_at: Some(cpm_runtime::grpc::values::timestamp(chrono::Utc::now())),
+        };
+        let envelope = cpm_runtime::bus::outbox::envelope("mentor-matching", &alert);
+        publish_raw(&env, MentorAlertRaised::TYPE, &envelope.encode_to_vec()).await;
+    }
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    let concern = ConcernRaised {
+        concern_id: uuid::Uuid::now_v7().to_string(),
+        referral_id: referral_id.clone(),
+        case_file_id: uuid::Uuid::now_v7().to_string(),
+        area: "Darlington".into(),
+        category: ConcernCategory::Safeguarding as i32,
+        urgency: ConcernUrgency::Urgent as i32,
+        raised_at: Some(cpm_runtime::grpc::values::timestamp(chrono::Utc::now())),
+    };
+    let envelope = cpm_runtime::bus::outbox::envelope("contact-logging", &concern);
+    publish_raw(&env, ConcernRaised::TYPE, &envelope.encode_to_vec()).await;
+
+    eventually(
+        Duration::from_secs(30),
+        "the mentor alert and the urgent concern are e-mailed",
+        || async { mail.received_by("coordinators@darlington.example").len() == 2 },
+    )
+    .await;
+    let received = mail.received_by("coordinators@darlington.example");
+    let texts: Vec<&str> = received.iter().map(|mail| mail.data.as_str()).collect();
+    assert!(
+        texts.iter().any(|text| text.contains(&mentor_id)),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|text| text.contains(&referral_id)),
+        "{texts:?}"
+    );
+    // Stockton set no addresses: its alert is only listed, never e-mailed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mail.received().len(), 2, "{:?}", mail.received());
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -184,6 +184,36 @@ pub async fn queue(
     Ok(queued)
 }
 
+/// Queues a staff alert's e-mail to each of `recipients`, once per
+/// recipient however often the alert's event comes.
+pub async fn queue_staff(
+    connection: &mut PgConnection,
+    staff_alert_id: Uuid,
+    rendered: &Rendered,
+    recipients: &[String],
+) -> Result<u64, sqlx::Error> {
+    let mut queued = 0;
+    for recipient in recipients {
+        queued += sqlx::query!(
+            "INSERT INTO notifications.email_delivery (email_delivery_id, staff_alert_id, \
+               recipient, subject, body, template_version, template, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1) \
+             ON CONFLICT (staff_alert_id, recipient) DO NOTHING",
+            Uuid::now_v7(),
+            staff_alert_id,
+            recipient,
+            &rendered.subject,
+            &rendered.body,
+            &rendered.version,
+            rendered.purpose.key(),
+        )
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    }
+    Ok(queued)
+}
+
 /// Records the configured templates under their version, or refuses when
 /// that version was used before with other texts.
 pub async fn register_templates(
@@ -220,15 +250,16 @@ pub async fn register_templates(
 #[derive(Clone, Debug)]
 struct ClaimedEmail {
     email_delivery_id: Uuid,
-    notification_id: Uuid,
+    /// `None` for a staff alert's e-mail.
+    notification_id: Option<Uuid>,
     recipient: String,
     subject: String,
     body: String,
     template_version: String,
     attempts: i32,
-    kind: i32,
-    referral_id: Uuid,
-    agency_id: String,
+    kind: Option<i32>,
+    referral_id: Option<Uuid>,
+    agency_id: Option<String>,
 }
 
 /// The lease a claimed e-mail holds: no other worker sends it meanwhile.
@@ -246,11 +277,16 @@ async fn claim_due(
            ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
          UPDATE notifications.email_delivery e \
            SET next_attempt_at = now() + make_interval(secs => $2) \
-         FROM due, notifications.notification n \
+         FROM due \
          WHERE e.email_delivery_id = due.email_delivery_id \
-           AND n.notification_id = e.notification_id \
          RETURNING e.email_delivery_id, e.notification_id, e.recipient, e.subject, e.body, \
-           e.template_version, e.attempts, n.kind, n.referral_id, n.agency_id",
+           e.template_version, e.attempts, \
+           (SELECT kind FROM notifications.notification n \
+            WHERE n.notification_id = e.notification_id) AS kind, \
+           (SELECT referral_id FROM notifications.notification n \
+            WHERE n.notification_id = e.notification_id) AS referral_id, \
+           (SELECT agency_id FROM notifications.notification n \
+            WHERE n.notification_id = e.notification_id) AS agency_id",
         limit,
         LEASE_SECS
     )
@@ -359,15 +395,22 @@ impl EmailWorker {
         )
         .execute(&mut *transaction)
         .await?;
-        let first =
-            crate::db::mark_first_delivered(&mut transaction, email.notification_id).await?;
-        if first && email.kind == NotificationKind::Discharged as i32 {
+        let first = match email.notification_id {
+            Some(notification_id) => {
+                crate::db::mark_first_delivered(&mut transaction, notification_id).await?
+            }
+            None => false,
+        };
+        if first
+            && email.kind == Some(NotificationKind::Discharged as i32)
+            && let (Some(referral_id), Some(agency_id)) = (email.referral_id, &email.agency_id)
+        {
             outbox::enqueue(
                 &mut transaction,
                 crate::NAME,
                 &FeedbackDelivered {
-                    referral_id: email.referral_id.to_string(),
-                    agency_id: email.agency_id.clone(),
+                    referral_id: referral_id.to_string(),
+                    agency_id: agency_id.clone(),
                     delivered_at: Some(timestamp(chrono::Utc::now())),
                     channel: "EMAIL".into(),
                 },

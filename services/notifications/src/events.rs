@@ -7,7 +7,10 @@
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use cpm_proto::v1::{ConcernRaised, ConcernUrgency, MentorAlertRaised, ReferralStatusChanged};
+use cpm_proto::v1::{
+    ConcernCategory, ConcernRaised, ConcernUrgency, MentorAlertKind, MentorAlertRaised,
+    ReferralStatusChanged,
+};
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
 use uuid::Uuid;
@@ -129,13 +132,50 @@ impl On<ReferralStatusChanged> for NotificationWriter {
 /// area's coordinators (a mentor waiting since training, a check-in due)
 /// and contact logging's urgent concerns, kept once each, by their ID, for
 /// delivery to those coordinators.
-pub fn staff_alerts() -> Router<StaffAlerts> {
-    Router::new(crate::NAME, "staff-alerts", StaffAlerts)
-        .on::<MentorAlertRaised>()
-        .on::<ConcernRaised>()
+pub fn staff_alerts(templates: Arc<Templates>, email_enabled: bool) -> Router<StaffAlerts> {
+    Router::new(
+        crate::NAME,
+        "staff-alerts",
+        StaffAlerts {
+            templates,
+            email_enabled,
+        },
+    )
+    .on::<MentorAlertRaised>()
+    .on::<ConcernRaised>()
 }
 
-pub struct StaffAlerts;
+/// Keeps staff alerts, and e-mails each new one to its area's coordinators
+/// when e-mail is on and an admin set their addresses.
+pub struct StaffAlerts {
+    templates: Arc<Templates>,
+    email_enabled: bool,
+}
+
+impl StaffAlerts {
+    /// E-mails a newly kept alert of `area` to the area's coordinators.
+    async fn email(
+        &self,
+        connection: &mut Tx,
+        area: &str,
+        alert_id: Uuid,
+        purpose: Purpose,
+        values: Placeholders,
+    ) -> Result<u64, HandlerError> {
+        if !self.email_enabled {
+            return Ok(0);
+        }
+        Ok(crate::staff_alerts::email_area(
+            connection,
+            &self.templates,
+            area,
+            alert_id,
+            purpose,
+            &values,
+        )
+        .await?)
+    }
+}
 
 impl On<MentorAlertRaised> for StaffAlerts {
     async fn on(
@@ -164,7 +204,25 @@ impl On<MentorAlertRaised> for StaffAlerts {
             raised_at,
         )
         .await?;
-        tracing::info!(%alert_id, kept, "staff alert received");
+        let emails = if kept {
+            let values = Placeholders {
+                mentor_id: Some(mentor_id),
+                mentor_alert: MentorAlertKind::try_from(e.kind).ok(),
+                since: Some(since),
+                ..Placeholders::default()
+            };
+            self.email(
+                connection,
+                e.area.trim(),
+                alert_id,
+                Purpose::MentorAlert,
+                values,
+            )
+            .await?
+        } else {
+            0
+        };
+        tracing::info!(%alert_id, kept, emails, "staff alert received");
         Ok(())
     }
 }
@@ -199,7 +257,25 @@ impl On<ConcernRaised> for StaffAlerts {
             raised_at,
         )
         .await?;
-        tracing::info!(%concern_id, kept, "urgent concern received");
+        let emails = if kept {
+            let values = Placeholders {
+                referral_id: Some(referral_id),
+                concern_id: Some(concern_id),
+                concern_category: ConcernCategory::try_from(e.category).ok(),
+                ..Placeholders::default()
+            };
+            self.email(
+                connection,
+                e.area.trim(),
+                concern_id,
+                Purpose::UrgentConcern,
+                values,
+            )
+            .await?
+        } else {
+            0
+        };
+        tracing::info!(%concern_id, kept, emails, "urgent concern received");
         Ok(())
     }
 }

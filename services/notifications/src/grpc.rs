@@ -10,11 +10,12 @@ use std::time::Duration;
 use cpm_proto::v1::notifications_service_server::NotificationsService;
 use cpm_proto::v1::{
     DeleteWebhookRequest, DeleteWebhookResponse, Delivery, DisableWebhookRequest,
-    DisableWebhookResponse, ListDeliveriesRequest, ListDeliveriesResponse, ListStaffAlertsRequest,
-    ListStaffAlertsResponse, ListWebhooksRequest, ListWebhooksResponse, Notification,
-    RedeliverDeliveriesRequest, RedeliverDeliveriesResponse, RegisterWebhookRequest,
-    RegisterWebhookResponse, RotateWebhookSecretRequest, RotateWebhookSecretResponse, StaffAlert,
-    SubscribeRequest, SubscribeResponse,
+    DisableWebhookResponse, GetStaffAlertRecipientsRequest, GetStaffAlertRecipientsResponse,
+    ListDeliveriesRequest, ListDeliveriesResponse, ListStaffAlertsRequest, ListStaffAlertsResponse,
+    ListWebhooksRequest, ListWebhooksResponse, Notification, RedeliverDeliveriesRequest,
+    RedeliverDeliveriesResponse, RegisterWebhookRequest, RegisterWebhookResponse,
+    RotateWebhookSecretRequest, RotateWebhookSecretResponse, SetStaffAlertRecipientsRequest,
+    SetStaffAlertRecipientsResponse, StaffAlert, SubscribeRequest, SubscribeResponse,
 };
 use cpm_proto::v1::{
     GetNotificationPreferencesRequest, GetNotificationPreferencesResponse, NotificationPreferences,
@@ -49,6 +50,8 @@ pub static ACCESS: AccessTable = AccessTable::new(&[
     ("RotateWebhookSecret", &[Role::Referrer]),
     ("RedeliverDeliveries", &[Role::Referrer]),
     ("ListStaffAlerts", &[Role::Coordinator, Role::Admin]),
+    ("SetStaffAlertRecipients", &[Role::Admin]),
+    ("GetStaffAlertRecipients", &[Role::Coordinator, Role::Admin]),
     ("SetNotificationPreferences", &[Role::Referrer, Role::Admin]),
     ("GetNotificationPreferences", &[Role::Referrer, Role::Admin]),
 ]);
@@ -106,6 +109,8 @@ pub struct Notifications {
     allow_plain_http: bool,
     /// The webhook use cases (see [`crate::webhook_admin`]).
     webhooks: Arc<WebhookAdmin>,
+    /// The programme's areas: staff alert recipients are set per area.
+    programme: cpm_runtime::config::ProgrammeConfig,
 }
 
 impl Notifications {
@@ -123,7 +128,21 @@ impl Notifications {
             supervisor: context.supervisor.clone(),
             allow_plain_http,
             webhooks,
+            programme: context.platform.programme.clone(),
         }
+    }
+
+    /// The area a staff-alert recipients request names, checked against the
+    /// programme's; NOT_FOUND for a coordinator of other areas.
+    fn staff_area(&self, caller: &Caller, area: &str) -> Result<String, Status> {
+        let mut violations = FieldViolations::new();
+        let area = self.programme.check_area("area", area, &mut violations);
+        violations.into_result()?;
+        let area = area.expect("validated");
+        if !caller.sees_area(&area) {
+            return Err(ApiError::NotFound("area".into()).into());
+        }
+        Ok(area)
     }
 }
 
@@ -348,6 +367,50 @@ impl NotificationsService for Notifications {
                     queued_at: Some(timestamp(row.queued_at)),
                 })
                 .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_staff_alert_recipients(
+        &self,
+        request: Request<SetStaffAlertRecipientsRequest>,
+    ) -> Result<Response<SetStaffAlertRecipientsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let message = request.get_ref();
+        let mut violations = FieldViolations::new();
+        let area = self
+            .programme
+            .check_area("area", &message.area, &mut violations);
+        let addresses = crate::preferences::parse_addresses(
+            "email_addresses",
+            &message.email_addresses,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let area = area.expect("validated");
+        crate::staff_alerts::set_recipients(&self.pool, &area, &addresses, &caller.subject)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(SetStaffAlertRecipientsResponse {
+            area,
+            email_addresses: addresses,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_staff_alert_recipients(
+        &self,
+        request: Request<GetStaffAlertRecipientsRequest>,
+    ) -> Result<Response<GetStaffAlertRecipientsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let area = self.staff_area(caller, &request.get_ref().area)?;
+        let mut connection = self.pool.acquire().await.map_err(ApiError::from)?;
+        let email_addresses = crate::staff_alerts::recipients_of(&mut connection, &area)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(GetStaffAlertRecipientsResponse {
+            area,
+            email_addresses,
         }))
     }
 

@@ -181,7 +181,7 @@ impl Service for Descriptor {
     fn consumers() -> Vec<ConsumerSpec> {
         vec![
             events::status_notices(Default::default(), false).spec(),
-            events::staff_alerts().spec(),
+            events::staff_alerts(Default::default(), false).spec(),
         ]
     }
 
@@ -243,7 +243,10 @@ impl Service for Descriptor {
             &handle,
             events::status_notices(templates.clone(), email_enabled),
         );
-        context.spawn_consumer(&handle, events::staff_alerts());
+        context.spawn_consumer(
+            &handle,
+            events::staff_alerts(templates.clone(), email_enabled),
+        );
         let pool = handle.pool().clone();
         // Wakes streams and the webhook worker when notifications commit.
         let (wake_sender, wake) = watch::channel(0u64);

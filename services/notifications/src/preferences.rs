@@ -88,25 +88,7 @@ pub fn parse_set(
             }
         }
     }
-    let mut addresses: Vec<String> = Vec::new();
-    if check_entries(
-        "email_addresses",
-        email_addresses,
-        MAX_EMAIL_ADDRESSES,
-        &mut violations,
-    ) {
-        for (index, address) in email_addresses.iter().enumerate() {
-            let field = format!("email_addresses[{index}]");
-            let address = address.trim();
-            if check_email_address(&field, address, &mut violations)
-                && !addresses
-                    .iter()
-                    .any(|known| known.eq_ignore_ascii_case(address))
-            {
-                addresses.push(address.to_owned());
-            }
-        }
-    }
+    let addresses = parse_addresses("email_addresses", email_addresses, &mut violations);
     if channels.contains(&NotificationChannel::Email) && addresses.is_empty() {
         violations.add("email_addresses", "e-mail needs at least one address");
     }
@@ -121,6 +103,30 @@ pub fn parse_set(
             email_addresses: addresses,
         },
     })
+}
+
+/// At most [`MAX_EMAIL_ADDRESSES`] valid e-mail addresses in `field`,
+/// trimmed, each once (letter case aside), in the order given.
+pub fn parse_addresses(
+    field: &str,
+    email_addresses: &[String],
+    violations: &mut FieldViolations,
+) -> Vec<String> {
+    let mut addresses: Vec<String> = Vec::new();
+    if check_entries(field, email_addresses, MAX_EMAIL_ADDRESSES, violations) {
+        for (index, address) in email_addresses.iter().enumerate() {
+            let entry = format!("{field}[{index}]");
+            let address = address.trim();
+            if check_email_address(&entry, address, violations)
+                && !addresses
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(address))
+            {
+                addresses.push(address.to_owned());
+            }
+        }
+    }
+    addresses
 }
 
 /// An e-mail address: at most 254 characters, no spaces or control

@@ -119,3 +119,57 @@ async fn mark_delivered(
     .await?;
     Ok(now)
 }
+
+/// The addresses an area's staff alerts are e-mailed to (none when unset).
+pub async fn recipients_of(
+    connection: &mut PgConnection,
+    area: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT email_addresses FROM notifications.staff_alert_recipient \
+         WHERE lower(area) = lower($1)",
+        area
+    )
+    .fetch_optional(connection)
+    .await?
+    .unwrap_or_default())
+}
+
+/// Sets the addresses `area`'s staff alerts are e-mailed to; none stops them.
+pub async fn set_recipients(
+    pool: &PgPool,
+    area: &str,
+    addresses: &[String],
+    updated_by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO notifications.staff_alert_recipient (area, email_addresses, updated_by) \
+         VALUES ($1, $2, $3) \
+         ON CONFLICT (area) DO UPDATE SET email_addresses = $2, updated_by = $3, \
+           updated_at = now()",
+        area,
+        addresses,
+        updated_by
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Queues an alert's e-mail to its area's coordinators, rendered from
+/// `purpose`'s template with `values` (IDs, dates and categories only).
+pub async fn email_area(
+    connection: &mut PgConnection,
+    templates: &crate::templates::Templates,
+    area: &str,
+    alert_id: Uuid,
+    purpose: crate::templates::Purpose,
+    values: &crate::templates::Placeholders,
+) -> Result<u64, sqlx::Error> {
+    let recipients = recipients_of(connection, area).await?;
+    if recipients.is_empty() {
+        return Ok(0);
+    }
+    let rendered = templates.render(purpose, values);
+    crate::email::queue_staff(connection, alert_id, &rendered, &recipients).await
+}
