@@ -153,53 +153,35 @@ impl Header for TemplateVersionHeader {
     }
 }
 
-/// Queues `rendered` for each of `recipients`; a redelivered event finds
-/// the rows already there and queues nothing twice. Returns how many were
-/// queued.
+/// What an e-mail is about: a notification to an agency, or a staff alert
+/// to an area's coordinators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum About {
+    Notification(Uuid),
+    StaffAlert(Uuid),
+}
+
+/// Queues `rendered` to each of `recipients`, once per recipient however
+/// often the event behind it comes.
 pub async fn queue(
     connection: &mut PgConnection,
-    notification_id: Uuid,
+    about: About,
     rendered: &Rendered,
     recipients: &[String],
 ) -> Result<u64, sqlx::Error> {
+    let (notification_id, staff_alert_id) = match about {
+        About::Notification(id) => (Some(id), None),
+        About::StaffAlert(id) => (None, Some(id)),
+    };
     let mut queued = 0;
     for recipient in recipients {
         queued += sqlx::query!(
             "INSERT INTO notifications.email_delivery (email_delivery_id, notification_id, \
-               recipient, subject, body, template_version, template, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1) \
-             ON CONFLICT (notification_id, recipient) DO NOTHING",
+               staff_alert_id, recipient, subject, body, template_version, template, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
+             ON CONFLICT DO NOTHING",
             Uuid::now_v7(),
             notification_id,
-            recipient,
-            &rendered.subject,
-            &rendered.body,
-            &rendered.version,
-            rendered.purpose.key(),
-        )
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
-    }
-    Ok(queued)
-}
-
-/// Queues a staff alert's e-mail to each of `recipients`, once per
-/// recipient however often the alert's event comes.
-pub async fn queue_staff(
-    connection: &mut PgConnection,
-    staff_alert_id: Uuid,
-    rendered: &Rendered,
-    recipients: &[String],
-) -> Result<u64, sqlx::Error> {
-    let mut queued = 0;
-    for recipient in recipients {
-        queued += sqlx::query!(
-            "INSERT INTO notifications.email_delivery (email_delivery_id, staff_alert_id, \
-               recipient, subject, body, template_version, template, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1) \
-             ON CONFLICT (staff_alert_id, recipient) DO NOTHING",
-            Uuid::now_v7(),
             staff_alert_id,
             recipient,
             &rendered.subject,
@@ -314,28 +296,17 @@ impl EmailWorker {
         })
     }
 
+    /// Sends as e-mails are queued (woken by `wake`, polling in case a
+    /// wake-up was missed) until shutdown; a failed batch is retried.
     pub async fn run(
         self: std::sync::Arc<Self>,
-        mut wake: watch::Receiver<u64>,
+        wake: watch::Receiver<u64>,
         shutdown: cpm_runtime::Shutdown,
     ) {
-        loop {
-            let busy = match self.send_due_batch().await {
-                Ok(count) => count > 0,
-                Err(error) => {
-                    tracing::warn!(%error, "e-mail batch failed");
-                    false
-                }
-            };
-            if busy {
-                continue;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = wake.changed() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
-            }
-        }
+        cpm_runtime::periodic::drain_on_wake("e-mail", wake, self.poll_interval, shutdown, || {
+            self.send_due_batch()
+        })
+        .await;
     }
 
     fn message(&self, email: &ClaimedEmail) -> anyhow::Result<Message> {

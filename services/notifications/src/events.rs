@@ -95,7 +95,7 @@ impl NotificationWriter {
             let rendered = self.templates.render(purpose, &values);
             emails = email::queue(
                 connection,
-                row.notification_id,
+                email::About::Notification(row.notification_id),
                 &rendered,
                 &channels.email_recipients,
             )

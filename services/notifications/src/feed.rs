@@ -86,26 +86,17 @@ impl FeedPublisher {
     /// a wake-up was missed) until shutdown; a failed batch is retried.
     pub async fn run(
         self: std::sync::Arc<Self>,
-        mut wake: watch::Receiver<u64>,
+        wake: watch::Receiver<u64>,
         shutdown: cpm_runtime::Shutdown,
     ) {
-        loop {
-            let busy = match self.publish_due_batch().await {
-                Ok(count) => count > 0,
-                Err(error) => {
-                    tracing::warn!(%error, "agency feed batch failed");
-                    false
-                }
-            };
-            if busy {
-                continue;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = wake.changed() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
-            }
-        }
+        cpm_runtime::periodic::drain_on_wake(
+            "agency feed",
+            wake,
+            self.poll_interval,
+            shutdown,
+            || self.publish_due_batch(),
+        )
+        .await;
     }
 
     /// Publishes one batch of notifications not yet fed, oldest first;

@@ -171,5 +171,11 @@ pub async fn email_area(
         return Ok(0);
     }
     let rendered = templates.render(purpose, values);
-    crate::email::queue_staff(connection, alert_id, &rendered, &recipients).await
+    crate::email::queue(
+        connection,
+        crate::email::About::StaffAlert(alert_id),
+        &rendered,
+        &recipients,
+    )
+    .await
 }

@@ -26,6 +26,42 @@ where
     }
 }
 
+/// Runs `batch` again and again while it finds work (returns more than
+/// zero), then waits for a wake-up on `wake`, `poll` or shutdown: the loop of
+/// a worker that drains a table of due rows as they commit. A failed batch
+/// is logged (as `what`) and waited out like an idle one.
+pub async fn drain_on_wake<F, Fut>(
+    what: &str,
+    mut wake: tokio::sync::watch::Receiver<u64>,
+    poll: Duration,
+    shutdown: Shutdown,
+    mut batch: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<usize>>,
+{
+    loop {
+        let busy = match batch().await {
+            Ok(count) => count > 0,
+            Err(error) => {
+                tracing::warn!(%error, "{what} batch failed");
+                false
+            }
+        };
+        if busy {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = wake.changed() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
