@@ -21,6 +21,28 @@ async fn status_changed(env: &TestEnv, agency_id: &str, status: ReferralStatus) 
         referral_id: referral_id.clone(),
         agency_id: agency_id.into(),
         status: status as i32,
+        stage: if status == ReferralStatus::NotTakenOn {
+            cpm_proto::v1::NonEngagementStage::HomeVisit as i32
+        } else {
+            0
+        },
+        reason: if status == ReferralStatus::NotTakenOn {
+            cpm_proto::v1::NonEngagementReason::RiskToVolunteers as i32
+        } else {
+            0
+        },
+        estimated_start: (status == ReferralStatus::AwaitingMentors).then_some(
+            prost_types::Timestamp {
+                seconds: 1_796_860_800, // 2026-12-10
+                nanos: 0,
+            },
+        ),
+        estimated_start_latest: (status == ReferralStatus::AwaitingMentors).then_some(
+            prost_types::Timestamp {
+                seconds: 1_798_675_200, // 2026-12-31
+                nanos: 0,
+            },
+        ),
         feedback: (status == ReferralStatus::Discharged).then(|| DischargeFeedback {
             referral_id: referral_id.clone(),
             contacts: 31,
@@ -68,9 +90,10 @@ async fn each_agency_reads_its_own_notifications_from_the_feed() {
         .await
         .unwrap();
 
-    let accepted = status_changed(&env, "agency-feed-a", ReferralStatus::Accepted).await;
+    let accepted = status_changed(&env, "agency-feed-a", ReferralStatus::AwaitingMentors).await;
     status_changed(&env, "agency-feed-b", ReferralStatus::Accepted).await;
     let discharged = status_changed(&env, "agency-feed-a", ReferralStatus::Discharged).await;
+    let not_taken_on = status_changed(&env, "agency-feed-a", ReferralStatus::NotTakenOn).await;
     status_changed(&env, "agency-feed-c", ReferralStatus::Accepted).await;
 
     let pool = env.database().await;
@@ -86,7 +109,7 @@ async fn each_agency_reads_its_own_notifications_from_the_feed() {
                 .fetch_one(&pool)
                 .await
                 .unwrap()
-                    == (4, 3)
+                    == (5, 4)
             }
         },
     )
@@ -107,10 +130,18 @@ async fn each_agency_reads_its_own_notifications_from_the_feed() {
         );
         received.push((message.delivery.routing_key.to_string(), body));
     }
-    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received.len(), 3, "{received:?}");
     assert_eq!(received[0].0, "agency.agency-feed-a.status_changed");
     assert_eq!(received[0].1["referral_id"], accepted.as_str());
-    assert_eq!(received[0].1["status"], "REFERRAL_STATUS_ACCEPTED");
+    assert_eq!(received[0].1["status"], "REFERRAL_STATUS_AWAITING_MENTORS");
+    assert_eq!(received[0].1["estimated_start"], "2026-12-10");
+    assert_eq!(received[0].1["estimated_start_latest"], "2026-12-31");
+    assert_eq!(received[2].1["referral_id"], not_taken_on.as_str());
+    assert_eq!(received[2].1["stage"], "NON_ENGAGEMENT_STAGE_HOME_VISIT");
+    assert_eq!(
+        received[2].1["reason"],
+        "NON_ENGAGEMENT_REASON_RISK_TO_VOLUNTEERS"
+    );
     assert_eq!(received[1].0, "agency.agency-feed-a.discharged");
     assert_eq!(received[1].1["referral_id"], discharged.as_str());
     assert_eq!(received[1].1["feedback"]["contacts"], 31);

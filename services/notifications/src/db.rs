@@ -16,6 +16,12 @@ pub struct NotificationRow {
     pub created_at: DateTime<Utc>,
     /// For DISCHARGED: the encoded `cpm.v1.DischargeFeedback`.
     pub feedback: Option<Vec<u8>>,
+    /// For NOT_TAKEN_ON: `cpm.v1.NonEngagementStage` and `…Reason`.
+    pub stage: Option<i32>,
+    pub reason: Option<i32>,
+    /// For AWAITING_MENTORS: the expected start range.
+    pub estimated_start: Option<chrono::NaiveDate>,
+    pub estimated_start_latest: Option<chrono::NaiveDate>,
 }
 
 /// The agency's next sequence number; holds the agency's row lock until commit.
@@ -40,8 +46,9 @@ pub async fn insert_notification(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO notifications.notification (notification_id, agency_id, sequence, \
-         referral_id, kind, status, event_id, created_at, feedback) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         referral_id, kind, status, event_id, created_at, feedback, stage, reason, \
+         estimated_start, estimated_start_latest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         row.notification_id,
         &row.agency_id,
         row.sequence,
@@ -51,6 +58,10 @@ pub async fn insert_notification(
         event_id,
         row.created_at,
         row.feedback.as_deref(),
+        row.stage,
+        row.reason,
+        row.estimated_start,
+        row.estimated_start_latest,
     )
     .execute(connection)
     .await?;
@@ -93,7 +104,7 @@ pub async fn notifications_after(
     sqlx::query_as!(
         NotificationRow,
         "SELECT notification_id, agency_id, sequence, referral_id, kind, status, created_at, \
-                feedback \
+                feedback, stage, reason, estimated_start, estimated_start_latest \
          FROM notifications.notification WHERE agency_id = $1 AND sequence > $2 \
            AND streamed \
          ORDER BY sequence LIMIT $3",

@@ -70,6 +70,10 @@ impl NotificationWriter {
             status: notice.status as i32,
             created_at: chrono::Utc::now(),
             feedback: notice.feedback.as_ref().map(prost::Message::encode_to_vec),
+            stage: values.stage.map(|stage| stage as i32),
+            reason: values.reason.map(|reason| reason as i32),
+            estimated_start: values.estimated_start,
+            estimated_start_latest: values.estimated_start_latest,
         };
         db::insert_notification(connection, &row, received.event_id).await?;
         let channels =

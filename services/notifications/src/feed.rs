@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use cpm_proto::v1::NotificationKind;
 use cpm_runtime::bus::Bus;
 use futures::future::{join_all, try_join_all};
@@ -22,41 +21,14 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation};
 use sqlx::PgPool;
 use tokio::sync::watch;
-use uuid::Uuid;
 
-use crate::webhooks::{FeedbackBody, decode_feedback};
+use crate::body::NotificationBody;
+use crate::db::NotificationRow;
 
 /// Notifications published per batch.
 const BATCH: i64 = 100;
 /// How long the broker has to confirm a batch.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A notification not yet fed.
-#[derive(Clone, Debug)]
-struct Unfed {
-    notification_id: Uuid,
-    agency_id: String,
-    sequence: i64,
-    referral_id: Uuid,
-    kind: i32,
-    status: i32,
-    created_at: DateTime<Utc>,
-    feedback: Option<Vec<u8>>,
-}
-
-/// The JSON of one feed message.
-#[derive(Debug, serde::Serialize)]
-struct FeedBody<'a> {
-    notification_id: String,
-    sequence: i64,
-    agency_id: &'a str,
-    referral_id: String,
-    kind: &'static str,
-    status: &'static str,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    feedback: Option<FeedbackBody>,
-}
 
 /// The routing key of `kind` for `agency_id`: `agency.<agency>.<kind>`.
 pub fn routing_key(agency_id: &str, kind: NotificationKind) -> String {
@@ -104,9 +76,10 @@ impl FeedPublisher {
     pub async fn publish_due_batch(&self) -> anyhow::Result<usize> {
         let mut transaction = self.pool.begin().await?;
         let rows = sqlx::query_as!(
-            Unfed,
+            NotificationRow,
             "SELECT notification_id, agency_id, sequence, referral_id, kind, status, \
-             created_at, feedback FROM notifications.notification WHERE fed_at IS NULL AND feed \
+             created_at, feedback, stage, reason, estimated_start, estimated_start_latest \
+             FROM notifications.notification WHERE fed_at IS NULL AND feed \
              ORDER BY created_at, notification_id LIMIT $1 FOR UPDATE SKIP LOCKED",
             BATCH
         )
@@ -122,20 +95,7 @@ impl FeedPublisher {
             .iter()
             .map(|row| {
                 let kind = NotificationKind::try_from(row.kind).unwrap_or_default();
-                let body = FeedBody {
-                    notification_id: row.notification_id.to_string(),
-                    sequence: row.sequence,
-                    agency_id: &row.agency_id,
-                    referral_id: row.referral_id.to_string(),
-                    kind: kind.as_str_name(),
-                    status: cpm_proto::v1::ReferralStatus::try_from(row.status)
-                        .unwrap_or_default()
-                        .as_str_name(),
-                    created_at: row.created_at.to_rfc3339(),
-                    feedback: decode_feedback(row.feedback.as_deref())
-                        .as_ref()
-                        .map(FeedbackBody::from),
-                };
+                let body = NotificationBody::from(row);
                 let properties = BasicProperties::default()
                     .with_message_id(row.notification_id.to_string().into())
                     .with_type(kind.as_str_name().into())

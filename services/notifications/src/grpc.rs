@@ -155,7 +155,17 @@ fn to_proto(row: &NotificationRow) -> Notification {
         kind: row.kind,
         status: row.status,
         created_at: Some(timestamp(row.created_at)),
-        feedback: crate::webhooks::decode_feedback(row.feedback.as_deref()),
+        feedback: crate::body::decode_feedback(row.feedback.as_deref()),
+        stage: row.stage.unwrap_or_default(),
+        reason: row.reason.unwrap_or_default(),
+        estimated_start: row
+            .estimated_start
+            .map(|day| day.to_string())
+            .unwrap_or_default(),
+        estimated_start_latest: row
+            .estimated_start_latest
+            .map(|day| day.to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`webhook_admin`]: an agency's webhook use cases (register, list,
 //!   disable, delete, rotate, redeliver, the delivery log).
 //! - [`feed`]: publishes every notification to the agency feed exchange.
+//! - [`body`]: what webhooks and the feed carry of a notification, as JSON.
 //! - [`staff_alerts`]: coordinators' alerts, listed by area.
 //! - [`templates`]: what e-mails say, versioned, from a closed set of placeholders.
 //! - [`preferences`]: which kinds go out on which channels, per agency and referrer.
@@ -30,6 +31,7 @@
 //!   RedeliverDeliveries, ListDeliveries, ListStaffAlerts,
 //!   Set/GetNotificationPreferences) and its access table.
 
+pub mod body;
 pub mod commands;
 pub mod db;
 pub mod destinations;

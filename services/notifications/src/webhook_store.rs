@@ -66,6 +66,30 @@ pub struct DueDelivery {
     pub status: i32,
     pub created_at: DateTime<Utc>,
     pub feedback: Option<Vec<u8>>,
+    pub stage: Option<i32>,
+    pub reason: Option<i32>,
+    pub estimated_start: Option<chrono::NaiveDate>,
+    pub estimated_start_latest: Option<chrono::NaiveDate>,
+}
+
+impl DueDelivery {
+    /// The notification this delivery posts.
+    pub fn notification(&self) -> crate::db::NotificationRow {
+        crate::db::NotificationRow {
+            notification_id: self.notification_id,
+            agency_id: self.agency_id.clone(),
+            sequence: self.sequence,
+            referral_id: self.referral_id,
+            kind: self.kind,
+            status: self.status,
+            created_at: self.created_at,
+            feedback: self.feedback.clone(),
+            stage: self.stage,
+            reason: self.reason,
+            estimated_start: self.estimated_start,
+            estimated_start_latest: self.estimated_start_latest,
+        }
+    }
 }
 
 /// One delivery as the log lists it.
@@ -428,7 +452,8 @@ pub async fn due_deliveries(
     sqlx::query_as!(
         DueDelivery,
         "SELECT d.delivery_id, d.attempts, d.queued_at, n.notification_id, n.agency_id, \
-                n.sequence, n.referral_id, n.kind, n.status, n.created_at, n.feedback \
+                n.sequence, n.referral_id, n.kind, n.status, n.created_at, n.feedback, \
+                n.stage, n.reason, n.estimated_start, n.estimated_start_latest \
          FROM notifications.delivery d JOIN notifications.notification n USING (notification_id) \
          WHERE d.webhook_id = $1 AND d.state = $2 AND d.next_attempt_at <= now() \
          ORDER BY n.sequence, d.delivery_id LIMIT $3",

@@ -20,15 +20,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use cpm_proto::v1::{
-    DeliveryErrorKind, DischargeFeedback, DischargeOutcome, FeedbackDelivered, NotificationKind,
-    ReferralStatus, RelapseSign,
-};
+use cpm_proto::v1::{DeliveryErrorKind, FeedbackDelivered, NotificationKind};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::crypto::KeyRing;
 use cpm_runtime::grpc::values::timestamp;
-use prost::Message as _;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -111,86 +106,6 @@ fn error_kind(error: &reqwest::Error) -> DeliveryErrorKind {
         DeliveryErrorKind::Connection
     } else {
         DeliveryErrorKind::Other
-    }
-}
-
-/// The JSON an agency's endpoint receives.
-#[derive(Debug, Serialize)]
-pub struct WebhookBody {
-    pub notification_id: String,
-    pub sequence: i64,
-    pub agency_id: String,
-    pub referral_id: String,
-    pub kind: &'static str,
-    pub status: &'static str,
-    pub created_at: String,
-    /// For DISCHARGED only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feedback: Option<FeedbackBody>,
-}
-
-/// The discharge feedback as JSON: enum values by their names.
-#[derive(Debug, PartialEq, Serialize)]
-pub struct FeedbackBody {
-    pub started_on: String,
-    pub discharged_on: String,
-    pub contacts: i32,
-    pub goals_set: i32,
-    pub goals_achieved: i32,
-    pub outcome: &'static str,
-    pub relapse_signs: Vec<&'static str>,
-    pub how_to_re_refer: String,
-}
-
-impl From<&DischargeFeedback> for FeedbackBody {
-    fn from(feedback: &DischargeFeedback) -> Self {
-        Self {
-            started_on: feedback.started_on.clone(),
-            discharged_on: feedback.discharged_on.clone(),
-            contacts: feedback.contacts,
-            goals_set: feedback.goals_set,
-            goals_achieved: feedback.goals_achieved,
-            outcome: DischargeOutcome::try_from(feedback.outcome)
-                .unwrap_or_default()
-                .as_str_name(),
-            relapse_signs: feedback
-                .relapse_signs
-                .iter()
-                .map(|sign| {
-                    RelapseSign::try_from(*sign)
-                        .unwrap_or_default()
-                        .as_str_name()
-                })
-                .collect(),
-            how_to_re_refer: feedback.how_to_re_refer.clone(),
-        }
-    }
-}
-
-/// A stored feedback, decoded; `None` when there is none (or it does not
-/// decode, which only a corrupted row could cause).
-pub fn decode_feedback(stored: Option<&[u8]>) -> Option<DischargeFeedback> {
-    stored.and_then(|bytes| DischargeFeedback::decode(bytes).ok())
-}
-
-impl From<&DueDelivery> for WebhookBody {
-    fn from(due: &DueDelivery) -> Self {
-        Self {
-            notification_id: due.notification_id.to_string(),
-            sequence: due.sequence,
-            agency_id: due.agency_id.clone(),
-            referral_id: due.referral_id.to_string(),
-            kind: NotificationKind::try_from(due.kind)
-                .unwrap_or_default()
-                .as_str_name(),
-            status: ReferralStatus::try_from(due.status)
-                .unwrap_or_default()
-                .as_str_name(),
-            created_at: due.created_at.to_rfc3339(),
-            feedback: decode_feedback(due.feedback.as_deref())
-                .as_ref()
-                .map(FeedbackBody::from),
-        }
     }
 }
 
@@ -455,7 +370,10 @@ impl WebhookWorker {
         if literal && self.policy.check_url(&self.lookup, &url).await.is_err() {
             return refused(DeliveryErrorKind::DestinationRefused);
         }
-        let body = serde_json::to_vec(&WebhookBody::from(delivery)).expect("the body serialises");
+        let body = serde_json::to_vec(&crate::body::NotificationBody::from(
+            &delivery.notification(),
+        ))
+        .expect("the body serialises");
         let message_id = delivery.notification_id.to_string();
         let sent_at = Utc::now().timestamp();
         let mut request = self
