@@ -238,16 +238,24 @@ impl WebhookAdmin {
         agency_id: &str,
         query: &DeliveryQuery,
     ) -> Result<(Vec<DeliveryRow>, HashMap<Uuid, Vec<AttemptRow>>), ApiError> {
-        let mut connection = self.pool.acquire().await?;
-        let rows = store::list_deliveries(&mut connection, agency_id, query).await?;
+        // One snapshot for both reads: a delivery and its attempts are
+        // recorded together, so they must be read together, or an attempt
+        // committed between the two reads shows beside a delivery row from
+        // before it.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *transaction)
+            .await?;
+        let rows = store::list_deliveries(&mut transaction, agency_id, query).await?;
         let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
         let mut attempts: HashMap<Uuid, Vec<AttemptRow>> = HashMap::new();
-        for attempt in store::attempts_of(&mut connection, &ids).await? {
+        for attempt in store::attempts_of(&mut transaction, &ids).await? {
             attempts
                 .entry(attempt.delivery_id)
                 .or_default()
                 .push(attempt);
         }
+        transaction.commit().await?;
         Ok((rows, attempts))
     }
 }
