@@ -47,6 +47,7 @@ events! {
     // About a person or an agency, not a referral: correlated by who it is.
     PrincipalStatusChanged => "principal.status_changed" by principal_id,
     MentorAlertRaised => "mentor.alert_raised" by mentor_id,
+    AreaWaitQuoted => "matching.area_wait_quoted" by area,
 }
 
 /// The order of a referral's statuses as its referrer sees them: a status

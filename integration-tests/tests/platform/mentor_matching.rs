@@ -1589,3 +1589,79 @@ async fn a_wait_for_a_clients_needs_counts_only_the_mentors_who_may_take_them() 
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
+
+/// A referral is acknowledged with its area's current wait: mentor
+/// matching publishes every area's quote, referral intake keeps it, and the
+/// RECEIVED notice carries the range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_is_acknowledged_with_its_areas_current_wait() {
+    let mut env = TestEnv::new().await;
+    env.settings.set("mentor_matching.area_wait_secs", 1);
+    let platform = env
+        .start(&[
+            Target::REFERRAL_INTAKE,
+            Target::MENTOR_MATCHING,
+            Target::NOTIFICATIONS,
+        ])
+        .await;
+    let channel = connect(&platform).await;
+    let pool = env.database().await;
+    eventually(WAIT, "Darlington's wait reaches referral intake", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM referral_intake.area_wait WHERE area = 'darlington'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 1
+        }
+    })
+    .await;
+    let (p50, p90): (i32, i32) = sqlx::query_as(
+        "SELECT p50_days, p90_days FROM referral_intake.area_wait WHERE area = 'darlington'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut intake =
+        cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient::new(
+            env.referrer(&channel, "agency-waits"),
+        );
+    let referral =
+        crate::harness::submit(&mut intake, crate::harness::referral_request("Darlington")).await;
+    let submitted = chrono::Utc::now().date_naive();
+    eventually(WAIT, "the RECEIVED notice carries the range", || {
+        let pool = pool.clone();
+        let referral_id = referral.referral_id.clone();
+        async move {
+            let row: Option<(Option<chrono::NaiveDate>, Option<chrono::NaiveDate>)> =
+                sqlx::query_as(
+                    "SELECT estimated_start, estimated_start_latest \
+                     FROM notifications.notification \
+                     WHERE referral_id = $1::uuid AND status = $2",
+                )
+                .bind(&referral_id)
+                .bind(cpm_proto::v1::ReferralStatus::Received as i32)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            row.is_some_and(|(start, latest)| {
+                let near = |day: Option<chrono::NaiveDate>, days: i32| {
+                    day.is_some_and(|day| {
+                        (day - (submitted + chrono::Days::new(days as u64)))
+                            .num_days()
+                            .abs()
+                            <= 1
+                    })
+                };
+                near(start, p50) && near(latest, p90)
+            })
+        }
+    })
+    .await;
+    pool.close().await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -87,6 +87,9 @@ pub struct Config {
     pub check_in_days: u32,
     /// How often the alert sweep runs, in seconds.
     pub alert_sweep_secs: u64,
+    /// How often every area's current wait is published
+    /// (`matching.area_wait_quoted`), in seconds.
+    pub area_wait_secs: u64,
     /// Seconds between two retention sweeps ([`retention`]), each erasing
     /// the mentors whose retention period is over.
     pub retention_sweep_interval_secs: u64,
@@ -111,6 +114,7 @@ impl Default for Config {
             first_client_standard_days: 28,
             check_in_days: 90,
             alert_sweep_secs: 3600,
+            area_wait_secs: 600,
             retention_sweep_interval_secs: 60 * 60,
             retention_days: 183,
             sabbatical_days: 183,
@@ -231,6 +235,12 @@ impl Service for Descriptor {
                 ));
             }
         }
+        if !(1..=86_400).contains(&config.area_wait_secs) {
+            return Err(ConfigError::invalid(
+                "mentor_matching.area_wait_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         if !(10..=86_400).contains(&config.alert_sweep_secs) {
             return Err(ConfigError::invalid(
                 "mentor_matching.alert_sweep_secs",
@@ -257,6 +267,33 @@ impl Service for Descriptor {
             handle.clone(),
             config.alert_rules(),
             context.shutdown.clone(),
+        );
+        let (wait_handle, quoter, areas, wait_shutdown) = (
+            handle.clone(),
+            wait::Quoter::new(&config),
+            context.platform.programme.areas.clone(),
+            context.shutdown.clone(),
+        );
+        let every = std::time::Duration::from_secs(config.area_wait_secs);
+        context.spawn_loop(
+            TaskSpec::essential(NAME, format!("{NAME}.area-waits")),
+            move || {
+                let (handle, quoter, areas, shutdown) = (
+                    wait_handle.clone(),
+                    quoter.clone(),
+                    areas.clone(),
+                    wait_shutdown.clone(),
+                );
+                async move {
+                    cpm_runtime::periodic::run_every(every, shutdown, || async {
+                        if let Err(error) = wait::publish_area_waits(&handle, &quoter, &areas).await
+                        {
+                            tracing::warn!(%error, "area waits not published; trying again later");
+                        }
+                    })
+                    .await;
+                }
+            },
         );
         let interval = std::time::Duration::from_secs(config.alert_sweep_secs);
         context.spawn_loop(

@@ -169,6 +169,34 @@ impl Quoter {
     }
 }
 
+/// Publishes `matching.area_wait_quoted` for each of `areas`: the range a
+/// client joining its queue now would be quoted (needs aside), so referral
+/// intake can acknowledge a referral with its area's current wait.
+pub async fn publish_area_waits(
+    handle: &cpm_runtime::bus::ServiceHandle,
+    quoter: &Quoter,
+    areas: &[String],
+) -> Result<usize, sqlx::Error> {
+    let mut transaction = handle.begin().await?;
+    let now = chrono::Utc::now();
+    for area in areas {
+        let (_, estimate) = quoter.quote(&mut transaction, area, &[], None).await?;
+        cpm_runtime::bus::outbox::enqueue(
+            &mut transaction,
+            crate::NAME,
+            &cpm_proto::v1::AreaWaitQuoted {
+                area: area.clone(),
+                p50_days: estimate.p50_days,
+                p90_days: estimate.p90_days,
+                quoted_at: Some(cpm_runtime::grpc::values::timestamp(now)),
+            },
+        )
+        .await?;
+    }
+    transaction.commit().await?;
+    Ok(areas.len())
+}
+
 /// The free places and capacity share of the mentors in `places` whom no
 /// exclusion rules out for a client who committed `perpetrator_of`. An area
 /// without mentors yet counts as wholly eligible: nobody is excluded.

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 /// The version of the compiled-in texts. Changing a default text means
 /// changing this too.
-pub const DEFAULT_VERSION: &str = "cpm-default-1";
+pub const DEFAULT_VERSION: &str = "cpm-default-2";
 
 /// What an e-mail is for: one template each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,7 +225,7 @@ impl Placeholders {
             ..Default::default()
         };
         match status {
-            ReferralStatus::AwaitingMentors => {
+            ReferralStatus::Received | ReferralStatus::AwaitingMentors => {
                 values.estimated_start = day_of(change.estimated_start.as_ref());
                 values.estimated_start_latest = day_of(change.estimated_start_latest.as_ref());
             }
@@ -417,7 +417,7 @@ impl Default for TemplatesConfig {
             referral_received: text(
                 "Referral {referral_id} received",
                 &body(
-                    "We have received referral {referral_id} on {changed_on}. A coordinator will assess it.",
+                    "We have received referral {referral_id} on {changed_on}. A coordinator will assess it. If accepted today, support in its area would be expected to start by {estimated_start} (nine in ten by {estimated_start_latest}).",
                 ),
             ),
             under_assessment: text(

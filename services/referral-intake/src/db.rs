@@ -952,3 +952,43 @@ pub async fn end_mentor_access(
     .await?;
     Ok(ended == 1)
 }
+
+/// Keeps an area's wait as last quoted; an older quote changes nothing.
+pub async fn record_area_wait(
+    connection: &mut PgConnection,
+    area: &str,
+    p50_days: i32,
+    p90_days: i32,
+    quoted_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO referral_intake.area_wait (area, p50_days, p90_days, quoted_at) \
+         VALUES (lower($1), $2, $3, $4) \
+         ON CONFLICT (area) DO UPDATE SET p50_days = $2, p90_days = $3, quoted_at = $4 \
+         WHERE area_wait.quoted_at < $4",
+        area,
+        p50_days,
+        p90_days,
+        quoted_at
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// An area's wait in days (median, ninth decile) when quoted since `since`.
+pub async fn area_wait(
+    connection: &mut PgConnection,
+    area: &str,
+    since: DateTime<Utc>,
+) -> Result<Option<(i32, i32)>, sqlx::Error> {
+    Ok(sqlx::query!(
+        "SELECT p50_days, p90_days FROM referral_intake.area_wait \
+         WHERE area = lower($1) AND quoted_at >= $2",
+        area,
+        since
+    )
+    .fetch_optional(connection)
+    .await?
+    .map(|row| (row.p50_days, row.p90_days)))
+}

@@ -11,9 +11,9 @@
 
 use cpm_proto::Event as _;
 use cpm_proto::v1::{
-    AllocationConfirmed, AllocationEnded, AssessmentDecided, AssessmentOpened, CaseDischarged,
-    Decision, EngagementAction, EngagementChanged, FeedbackDelivered, MentorsAwaited,
-    ReferralStatus, ReferralSubmitted,
+    AllocationConfirmed, AllocationEnded, AreaWaitQuoted, AssessmentDecided, AssessmentOpened,
+    CaseDischarged, Decision, EngagementAction, EngagementChanged, FeedbackDelivered,
+    MentorsAwaited, ReferralStatus, ReferralSubmitted,
 };
 use cpm_runtime::bus::{HandlerError, On, ReceivedEvent, Router, Tx, referral_id};
 use cpm_runtime::grpc::values::from_timestamp;
@@ -34,6 +34,7 @@ pub fn status_projection() -> Router<StatusProjection> {
         .on::<CaseDischarged>()
         .on::<EngagementChanged>()
         .on::<FeedbackDelivered>()
+        .on::<AreaWaitQuoted>()
 }
 
 pub struct StatusProjection;
@@ -69,7 +70,25 @@ impl On<ReferralSubmitted> for StatusProjection {
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&e.referral_id)?;
-        let received = change(ReferralStatus::Received);
+        let mut received = change(ReferralStatus::Received);
+        // Acknowledged with the area's current wait, when mentor matching
+        // quoted one in the last day.
+        let submitted_at = e
+            .submitted_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .unwrap_or_else(chrono::Utc::now);
+        if let Some((p50, p90)) = crate::db::area_wait(
+            connection,
+            &e.area,
+            submitted_at - chrono::Duration::days(1),
+        )
+        .await?
+        {
+            received.estimated_start = Some(submitted_at + chrono::Duration::days(p50.into()));
+            received.estimated_start_latest =
+                Some(submitted_at + chrono::Duration::days(p90.into()));
+        }
         status::announce(
             connection,
             &status::Announced {
@@ -306,6 +325,27 @@ impl On<FeedbackDelivered> for StatusProjection {
         let recorded =
             crate::db::record_feedback_received(connection, referral_id, received_at).await?;
         tracing::info!(%referral_id, recorded, "discharge feedback received");
+        Ok(())
+    }
+}
+
+impl On<AreaWaitQuoted> for StatusProjection {
+    /// Keeps the area's current wait, for acknowledging its referrals.
+    async fn on(
+        &self,
+        connection: &mut Tx,
+        e: AreaWaitQuoted,
+        _: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let quoted_at = e
+            .quoted_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .ok_or_else(|| {
+                HandlerError::Permanent("matching.area_wait_quoted has no time".into())
+            })?;
+        crate::db::record_area_wait(connection, e.area.trim(), e.p50_days, e.p90_days, quoted_at)
+            .await?;
         Ok(())
     }
 }
