@@ -39,16 +39,18 @@ pub async fn next_sequence(
     .await
 }
 
+/// Inserts a notification, on the stream and the feed as `channels` say.
 pub async fn insert_notification(
     connection: &mut PgConnection,
     row: &NotificationRow,
+    channels: &crate::preferences::Channels,
     event_id: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO notifications.notification (notification_id, agency_id, sequence, \
          referral_id, kind, status, event_id, created_at, feedback, stage, reason, \
-         estimated_start, estimated_start_latest) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         estimated_start, estimated_start_latest, streamed, feed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         row.notification_id,
         &row.agency_id,
         row.sequence,
@@ -62,6 +64,8 @@ pub async fn insert_notification(
         row.reason,
         row.estimated_start,
         row.estimated_start_latest,
+        channels.stream,
+        channels.feed,
     )
     .execute(connection)
     .await?;

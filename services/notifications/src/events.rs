@@ -75,16 +75,10 @@ impl NotificationWriter {
             estimated_start: values.estimated_start,
             estimated_start_latest: values.estimated_start_latest,
         };
-        db::insert_notification(connection, &row, received.event_id).await?;
         let channels =
             preferences::channels_for(connection, &notice.agency_id, submitted_by, notice.kind)
                 .await?;
-        if !channels.stream {
-            preferences::hide_from_stream(connection, row.notification_id).await?;
-        }
-        if !channels.feed {
-            preferences::keep_off_feed(connection, row.notification_id).await?;
-        }
+        db::insert_notification(connection, &row, &channels, received.event_id).await?;
         let deliveries = if channels.webhook {
             db::insert_deliveries(connection, &notice.agency_id, row.notification_id).await?
         } else {

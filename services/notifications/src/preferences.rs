@@ -335,35 +335,6 @@ pub async fn find(
     Ok(row.map(PreferenceRow::from))
 }
 
-/// Keeps a notification of a kind the agency took off the stream out of
-/// it; it stays the agency's record (webhooks and e-mails refer to it).
-/// Keeps a notification off the agency feed.
-pub async fn keep_off_feed(
-    connection: &mut PgConnection,
-    notification_id: uuid::Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE notifications.notification SET feed = false WHERE notification_id = $1",
-        notification_id
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-pub async fn hide_from_stream(
-    connection: &mut PgConnection,
-    notification_id: uuid::Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE notifications.notification SET streamed = false WHERE notification_id = $1",
-        notification_id
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
 /// Where one notification goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Channels {
