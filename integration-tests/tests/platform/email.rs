@@ -25,6 +25,7 @@ use crate::bus::publish_raw;
 use crate::harness::{
     Authed, TestEnv, connect, eventually, referral_request, submit, violated_fields,
 };
+use crate::tls::TestPki;
 
 /// One message the SMTP server accepted.
 #[derive(Clone, Debug, Default)]
@@ -67,60 +68,115 @@ impl mailin::Handler for Collect {
     }
 }
 
+/// How a test SMTP server protects its conversations.
+#[derive(Clone)]
+enum ServerTls {
+    /// Plain SMTP, STARTTLS not offered.
+    Plain,
+    /// Offers STARTTLS and upgrades when asked.
+    Starttls(tokio_rustls::TlsAcceptor),
+    /// TLS from the first byte (SMTPS).
+    Implicit(tokio_rustls::TlsAcceptor),
+}
+
+impl ServerTls {
+    /// An acceptor with the test PKI's certificate for `localhost`.
+    fn acceptor(pki: &TestPki) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&pki.read("server.pem"))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(&pki.read("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// How one SMTP conversation ended.
+enum Ended {
+    Closed,
+    /// The client asked for STARTTLS and was told to go ahead.
+    Upgrade,
+}
+
 /// An SMTP server on 127.0.0.1 and a port of its own, for one test.
 struct MailServer {
     port: u16,
     inbox: Arc<Mutex<Vec<ReceivedMail>>>,
+    /// Conversations that ran over TLS (after STARTTLS or from the start).
+    encrypted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl MailServer {
     async fn start() -> Self {
+        Self::start_with(ServerTls::Plain).await
+    }
+
+    async fn start_with(tls: ServerTls) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let inbox = Arc::new(Mutex::new(Vec::new()));
+        let encrypted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let handler = Collect {
             inbox: inbox.clone(),
             current: ReceivedMail::default(),
         };
+        let counted = encrypted.clone();
         let task = tokio::spawn(async move {
-            let builder = mailin::SessionBuilder::new("smtp.test.example");
+            let mut builder = mailin::SessionBuilder::new("smtp.test.example");
+            if matches!(tls, ServerTls::Starttls(_)) {
+                builder.enable_start_tls();
+            }
             while let Ok((stream, peer)) = listener.accept().await {
                 let mut session = builder.build(peer.ip(), handler.clone());
+                let (tls, counted) = (tls.clone(), counted.clone());
                 tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut reader = BufReader::new(read);
-                    let greeting = session.greeting().buffer().unwrap();
-                    if write.write_all(&greeting).await.is_err() {
-                        return;
-                    }
-                    let mut line = Vec::new();
-                    loop {
-                        line.clear();
-                        match reader.read_until(b'\n', &mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
+                    let count = || counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    match tls {
+                        ServerTls::Plain => {
+                            converse(stream, &mut session, true).await;
                         }
-                        let response = session.process(&line);
-                        match response.action {
-                            mailin::Action::NoReply => {}
-                            mailin::Action::Reply => {
-                                let bytes = response.buffer().unwrap();
-                                if write.write_all(&bytes).await.is_err() {
-                                    return;
-                                }
+                        ServerTls::Implicit(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                count();
+                                converse(stream, &mut session, true).await;
                             }
-                            mailin::Action::Close | mailin::Action::UpgradeTls => {
-                                let bytes = response.buffer().unwrap();
-                                let _ = write.write_all(&bytes).await;
-                                return;
+                        }
+                        ServerTls::Starttls(acceptor) => {
+                            let mut stream = stream;
+                            // The client says nothing more until the TLS handshake.
+                            if let Ended::Upgrade = converse(&mut stream, &mut session, true).await
+                                && let Ok(stream) = acceptor.accept(stream).await
+                            {
+                                count();
+                                session.tls_active();
+                                converse(stream, &mut session, false).await;
                             }
                         }
                     }
                 });
             }
         });
-        Self { port, inbox, task }
+        Self {
+            port,
+            inbox,
+            encrypted,
+            task,
+        }
+    }
+
+    fn encrypted_conversations(&self) -> usize {
+        self.encrypted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn received(&self) -> Vec<ReceivedMail> {
@@ -141,13 +197,54 @@ impl Drop for MailServer {
     }
 }
 
+/// Runs `session` over `stream` line by line (after the greeting when
+/// `greet`) until the client leaves or asks for STARTTLS.
+async fn converse<S>(stream: S, session: &mut mailin::Session<Collect>, greet: bool) -> Ended
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut stream = BufReader::new(stream);
+    if greet {
+        let greeting = session.greeting().buffer().unwrap();
+        if stream.write_all(&greeting).await.is_err() {
+            return Ended::Closed;
+        }
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match stream.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return Ended::Closed,
+            Ok(_) => {}
+        }
+        let response = session.process(&line);
+        if !matches!(response.action, mailin::Action::NoReply) {
+            let bytes = response.buffer().unwrap();
+            if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                return Ended::Closed;
+            }
+        }
+        match response.action {
+            mailin::Action::Close => return Ended::Closed,
+            mailin::Action::UpgradeTls => return Ended::Upgrade,
+            mailin::Action::NoReply | mailin::Action::Reply => {}
+        }
+    }
+}
+
 /// A test environment whose notifications e-mail through `mail`.
 async fn env_with_mail(mail: &MailServer) -> TestEnv {
+    env_with_smtp(mail, |_| {}).await
+}
+
+/// As [`env_with_mail`], plain SMTP to 127.0.0.1 unless `adjust` says otherwise.
+async fn env_with_smtp(mail: &MailServer, adjust: impl FnOnce(&mut toml::Table)) -> TestEnv {
     let mut env = TestEnv::new().await;
     let mut smtp = toml::Table::new();
     smtp.insert("host".into(), "127.0.0.1".into());
     smtp.insert("port".into(), i64::from(mail.port).into());
     smtp.insert("tls".into(), "none".into());
+    adjust(&mut smtp);
     smtp.insert(
         "from".into(),
         "CPM programme <cpm@programme.example>".into(),
@@ -807,4 +904,90 @@ async fn an_areas_staff_alerts_are_emailed_to_its_coordinators() {
     assert_eq!(mail.received().len(), 2, "{:?}", mail.received());
     platform.stop().await.unwrap();
     env.cleanup().await;
+}
+
+/// E-mail crosses networks protected: STARTTLS (required, never
+/// opportunistic) and SMTPS, each checking the server's certificate, here
+/// against the CA the operator names in `ca_file`. A server that does not
+/// offer STARTTLS, or whose certificate no trusted CA signed, gets nothing:
+/// no plain-text copy, and the failed attempt is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_goes_out_over_starttls_or_smtps_checked_against_the_configured_ca_and_never_in_clear()
+ {
+    let pki = TestPki::create();
+    let acceptor = ServerTls::acceptor(&pki);
+    let cases = [
+        (
+            "starttls",
+            ServerTls::Starttls(acceptor.clone()),
+            true,
+            true,
+        ),
+        ("tls", ServerTls::Implicit(acceptor.clone()), true, true),
+        // STARTTLS is not offered: no downgrade to plain text.
+        ("starttls", ServerTls::Plain, true, false),
+        // The certificate is not signed by anything trusted.
+        ("starttls", ServerTls::Starttls(acceptor), false, false),
+    ];
+    for (mode, server_tls, trust_ca, delivered) in cases {
+        let case = format!(
+            "tls = {mode}, trusting the CA: {trust_ca}, server offers TLS: {}",
+            !matches!(server_tls, ServerTls::Plain)
+        );
+        let mail = MailServer::start_with(server_tls).await;
+        let env = env_with_smtp(&mail, |smtp| {
+            smtp.insert("host".into(), "localhost".into());
+            smtp.insert("tls".into(), mode.into());
+            if trust_ca {
+                smtp.insert("ca_file".into(), pki.path("ca.pem").into());
+            }
+        })
+        .await;
+        let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+        let channel = connect(&platform).await;
+        let agency = "agency-smtp-tls";
+        let mut chose =
+            NotificationsServiceClient::new(referrer(&env, &channel, "ref-tls", agency));
+        choose_email(
+            &mut chose,
+            &[NotificationKind::Discharged],
+            "tls@police.example",
+        )
+        .await;
+        let referral_id = uuid::Uuid::now_v7().to_string();
+        publish_discharge(&env, agency, "ref-tls", &referral_id, "Refer again").await;
+
+        let database = env.database().await;
+        if delivered {
+            eventually(Duration::from_secs(30), &case, || async {
+                !mail.received_by("tls@police.example").is_empty()
+            })
+            .await;
+            let received = mail.received_by("tls@police.example");
+            assert_eq!(received.len(), 1, "{case}");
+            assert!(received[0].data.contains(&referral_id), "{case}");
+            assert_eq!(mail.encrypted_conversations(), 1, "{case}");
+        } else {
+            let attempt = || async {
+                sqlx::query_as::<_, (i32, Option<String>)>(
+                    "SELECT attempts, last_reply FROM notifications.email_delivery",
+                )
+                .fetch_optional(&database)
+                .await
+                .unwrap()
+                .unwrap_or_default()
+            };
+            eventually(Duration::from_secs(30), &case, || async {
+                attempt().await.0 >= 1
+            })
+            .await;
+            let reply = attempt().await.1.unwrap_or_default();
+            assert!(!reply.is_empty(), "{case}: the failure is recorded");
+            assert!(mail.received().is_empty(), "{case}: nothing sent in clear");
+            assert_eq!(mail.encrypted_conversations(), 0, "{case}");
+        }
+        database.close().await;
+        platform.stop().await.unwrap();
+        env.cleanup().await;
+    }
 }

@@ -13,12 +13,12 @@ use crate::harness::{TestEnv, eventually};
 
 /// A test CA, a server certificate for localhost and a client certificate,
 /// written as PEM files into a fresh directory.
-struct TestPki {
+pub(crate) struct TestPki {
     dir: PathBuf,
 }
 
 impl TestPki {
-    fn create() -> Self {
+    pub(crate) fn create() -> Self {
         let dir = std::env::temp_dir().join(format!("cpm-pki-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = KeyPair::generate().unwrap();
@@ -43,11 +43,11 @@ impl TestPki {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
 
-    fn read(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(Path::new(&self.path(name))).unwrap()
     }
 }

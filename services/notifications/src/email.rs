@@ -12,12 +12,14 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use cpm_proto::v1::{FeedbackDelivered, NotificationKind};
 use cpm_runtime::bus::{ServiceHandle, outbox};
 use cpm_runtime::config::Secret;
 use cpm_runtime::grpc::values::timestamp;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -47,6 +49,9 @@ pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
+    /// A PEM file of certificates to trust besides the built-in web roots,
+    /// e.g. the CA of an internal relay. Empty: the built-in roots only.
+    pub ca_file: String,
     /// Empty: no authentication.
     pub username: String,
     pub password: Secret,
@@ -66,6 +71,7 @@ impl Default for SmtpConfig {
             host: String::new(),
             port: 587,
             tls: SmtpTls::Starttls,
+            ca_file: String::new(),
             username: String::new(),
             password: Secret::default(),
             from: "CPM notifications <cpm-notifications@localhost.localdomain>".to_owned(),
@@ -102,6 +108,12 @@ impl SmtpConfig {
                 "must be starttls or tls in production: e-mail crosses networks".to_owned(),
             ));
         }
+        if !self.ca_file.trim().is_empty() && self.tls == SmtpTls::None {
+            return Err((
+                key("ca_file"),
+                "needs tls = starttls or tls: plain SMTP checks no certificate".to_owned(),
+            ));
+        }
         if !self.username.is_empty() && self.password.expose().is_empty() {
             return Err((key("password"), "is required with a username".to_owned()));
         }
@@ -116,11 +128,13 @@ impl SmtpConfig {
 
     fn transport(&self) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
         let host = self.host.trim();
-        let builder = match self.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+        // No fallback to plain text: STARTTLS is required, not opportunistic.
+        let tls = match self.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Starttls => Tls::Required(self.tls_parameters(host)?),
+            SmtpTls::Tls => Tls::Wrapper(self.tls_parameters(host)?),
         };
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).tls(tls);
         let mut builder = builder
             .port(self.port)
             .timeout(Some(Duration::from_secs(self.timeout_secs)));
@@ -131,6 +145,28 @@ impl SmtpConfig {
             ));
         }
         Ok(builder.build())
+    }
+}
+
+impl SmtpConfig {
+    /// The server's name checked against `host`, trusting `ca_file` too.
+    fn tls_parameters(&self, host: &str) -> anyhow::Result<TlsParameters> {
+        let mut builder = TlsParameters::builder(host.to_owned());
+        let ca_file = self.ca_file.trim();
+        if !ca_file.is_empty() {
+            let pem = std::fs::read(ca_file)
+                .with_context(|| format!("reading notifications.smtp.ca_file {ca_file}"))?;
+            // An empty or mistaken file would parse as no certificates at all.
+            let holds_one = String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----");
+            let roots = Certificate::from_pem(&pem)
+                .ok()
+                .filter(|_| holds_one)
+                .with_context(|| {
+                    format!("notifications.smtp.ca_file {ca_file} holds no PEM certificate")
+                })?;
+            builder = builder.add_root_certificate(roots);
+        }
+        Ok(builder.build_rustls()?)
     }
 }
 
@@ -443,6 +479,14 @@ mod tests {
             bad_from.check(false).unwrap_err().0,
             "notifications.smtp.from"
         );
+        let ca_in_clear = SmtpConfig {
+            ca_file: "/etc/cpm/relay-ca.pem".into(),
+            ..plain.clone()
+        };
+        assert_eq!(
+            ca_in_clear.check(false).unwrap_err().0,
+            "notifications.smtp.ca_file"
+        );
         let no_password = SmtpConfig {
             username: "cpm".into(),
             ..on
@@ -461,5 +505,31 @@ mod tests {
         assert_eq!(config.tls, SmtpTls::Tls);
         assert_eq!(config.port, 465);
         assert!(toml::from_str::<SmtpConfig>("tls = \"ssl\"").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_stops_the_worker_clearly() {
+        let missing = SmtpConfig {
+            host: "smtp.programme.example".into(),
+            ca_file: "/nonexistent/relay-ca.pem".into(),
+            ..Default::default()
+        };
+        let error = format!("{:#}", missing.transport().unwrap_err());
+        assert!(
+            error.contains("reading notifications.smtp.ca_file"),
+            "{error}"
+        );
+        let file = std::env::temp_dir().join(format!("cpm-ca-{}.pem", Uuid::new_v4()));
+        std::fs::write(&file, "not a certificate").unwrap();
+        let garbage = SmtpConfig {
+            ca_file: file.display().to_string(),
+            ..missing
+        };
+        let error = garbage.transport().map(drop).unwrap_err();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            format!("{error:#}").contains("holds no PEM certificate"),
+            "{error:#}"
+        );
     }
 }
