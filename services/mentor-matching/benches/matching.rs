@@ -422,41 +422,6 @@ fn total(assignments: &[PoolAssignment]) -> f64 {
         .sum()
 }
 
-/// First come, first served: each client in turn (longest waiting first)
-/// takes its best pair of the eligible mentors with room left.
-fn first_come(
-    clients: &[PoolClient],
-    mentors: &[Candidate],
-    history: &PairHistory,
-    weights: &Weights,
-    eligible: &impl Fn(&PoolClient, &Candidate) -> bool,
-) -> Vec<PoolAssignment> {
-    let mut free: HashMap<Uuid, i32> = mentors
-        .iter()
-        .map(|mentor| (mentor.mentor_id, mentor.free_places))
-        .collect();
-    let mut result = Vec::new();
-    for client in clients {
-        let candidates: Vec<Candidate> = mentors
-            .iter()
-            .filter(|mentor| free[&mentor.mentor_id] > 0 && eligible(client, mentor))
-            .cloned()
-            .collect();
-        if let Some(proposal) =
-            matching::propose(&client.needs, &candidates, history, weights, 1).pop()
-        {
-            for mentor in proposal.mentor_ids {
-                *free.get_mut(&mentor).unwrap() -= 1;
-            }
-            result.push(PoolAssignment {
-                referral_id: client.referral_id,
-                proposal,
-            });
-        }
-    }
-    result
-}
-
 /// The sum of every client's best pair, ignoring capacity.
 fn upper_bound(
     clients: &[PoolClient],
@@ -694,7 +659,7 @@ fn bench_pool(
     let (bound, possible) = upper_bound(clients, mentors, history, weights, &eligible);
     let bound_time = start.elapsed();
     let start = Instant::now();
-    let greedy = first_come(clients, mentors, history, weights, &eligible);
+    let greedy = batch::first_come(clients, mentors, history, weights, &eligible);
     let greedy_time = start.elapsed();
     check(&greedy, mentors);
     let greedy_objective = total(&greedy);

@@ -234,6 +234,44 @@ struct PoolMentor<'m> {
     fixed: i64,
 }
 
+/// First come, first served: each client in turn (longest waiting first)
+/// takes its best pair of the eligible mentors with room left. Not used to
+/// match: it is the reference the batch is measured against, by the tests
+/// and the bench. Sorted by referral.
+pub fn first_come(
+    clients: &[PoolClient],
+    mentors: &[Candidate],
+    history: &PairHistory,
+    weights: &Weights,
+    eligible: &impl Fn(&PoolClient, &Candidate) -> bool,
+) -> Vec<PoolAssignment> {
+    let mut free: std::collections::HashMap<Uuid, i32> = mentors
+        .iter()
+        .map(|mentor| (mentor.mentor_id, mentor.free_places))
+        .collect();
+    let mut result = Vec::new();
+    for client in clients {
+        let candidates: Vec<Candidate> = mentors
+            .iter()
+            .filter(|mentor| free[&mentor.mentor_id] > 0 && eligible(client, mentor))
+            .cloned()
+            .collect();
+        if let Some(proposal) =
+            matching::propose(&client.needs, &candidates, history, weights, 1).pop()
+        {
+            for mentor in proposal.mentor_ids {
+                *free.get_mut(&mentor).expect("a candidate is a mentor") -= 1;
+            }
+            result.push(PoolAssignment {
+                referral_id: client.referral_id,
+                proposal,
+            });
+        }
+    }
+    result.sort_by_key(|assignment| assignment.referral_id);
+    result
+}
+
 /// A mentor in a client's list, packed so that ascending order is
 /// individual score descending, then mentor (that is, ID) ascending:
 /// `(BIAS - individual) << 32 | mentor`.
@@ -950,40 +988,6 @@ mod tests {
             }
             self.search(client + 1, total, assigned);
         }
-    }
-
-    /// First come, first served: each client in turn takes its best pair
-    /// of the mentors with room left.
-    fn first_come(
-        clients: &[PoolClient],
-        mentors: &[Candidate],
-        history: &PairHistory,
-        weights: &Weights,
-        eligible: &impl Fn(&PoolClient, &Candidate) -> bool,
-    ) -> Vec<PoolAssignment> {
-        let mut free: HashMap<Uuid, i32> = mentors
-            .iter()
-            .map(|m| (m.mentor_id, m.free_places))
-            .collect();
-        let mut result = Vec::new();
-        for client in clients {
-            let candidates: Vec<Candidate> = mentors
-                .iter()
-                .filter(|m| free[&m.mentor_id] > 0 && eligible(client, m))
-                .cloned()
-                .collect();
-            if let Some(proposal) = propose(&client.needs, &candidates, history, weights, 1).pop() {
-                for mentor in proposal.mentor_ids {
-                    *free.get_mut(&mentor).unwrap() -= 1;
-                }
-                result.push(PoolAssignment {
-                    referral_id: client.referral_id,
-                    proposal,
-                });
-            }
-        }
-        result.sort_by_key(|assignment| assignment.referral_id);
-        result
     }
 
     struct Instance {
