@@ -3,7 +3,8 @@
 //! entries costs one violation, and text with hidden characters (NUL
 //! included) is a field violation rather than an internal error. What an
 //! agency may hold is capped: open notification streams and registered
-//! webhooks (RESOURCE_EXHAUSTED naming the cap).
+//! webhooks (RESOURCE_EXHAUSTED naming the cap), and a delivery's attempt
+//! log shows its latest attempts only.
 
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use cpm::registry::Target;
 use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{
-    DeleteWebhookRequest, ListWebhooksRequest, RegisterWebhookRequest, SubscribeRequest,
-    SubscribeResponse,
+    DeleteWebhookRequest, DeliveryErrorKind, DeliveryState, ListDeliveriesRequest,
+    ListWebhooksRequest, RegisterWebhookRequest, SubscribeRequest, SubscribeResponse,
 };
 use http::uri::PathAndQuery;
 use tonic::client::Grpc;
@@ -20,7 +21,7 @@ use tonic::{Code, Request};
 use tonic_prost::ProstCodec;
 
 use crate::harness::{Authed, TestEnv, connect, referral_request, violated_fields};
-use crate::webhook_receiver::register;
+use crate::webhook_receiver::{Answer, Receiver, await_deliveries, deliveries, notify, register};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_flooded_and_hidden_inputs_are_refused_cheaply_and_clearly() {
@@ -231,6 +232,53 @@ async fn an_agency_registers_at_most_its_cap_of_webhooks_and_deleted_ones_do_not
             .map_or_else(|status| status.code() == Code::ResourceExhausted, |_| true)),
         "{outcomes:?}"
     );
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_long_retried_shows_its_latest_attempts_only() {
+    let env = TestEnv::new().await;
+    let platform = env.start(&[Target::NOTIFICATIONS]).await;
+    let channel = connect(&platform).await;
+    let receiver = Receiver::start(Answer::NoContent).await;
+    let mut client = NotificationsServiceClient::new(env.referrer(&channel, "agency-retried"));
+    register(&mut client, receiver.url()).await;
+    notify(&env, "agency-retried").await;
+    let delivered = await_deliveries(
+        &mut client,
+        ListDeliveriesRequest::default(),
+        "the delivery is confirmed",
+        |page| {
+            page.first()
+                .is_some_and(|d| d.state() == DeliveryState::Delivered)
+        },
+    )
+    .await;
+    // As if it had failed 80 times over the day before.
+    let database = env.database().await;
+    sqlx::query(
+        "INSERT INTO notifications.delivery_attempt \
+         SELECT gen_random_uuid(), $1::uuid, now() - n * interval '15 minutes', 'WEBHOOK', 500, 3, \
+                $2 FROM generate_series(1, 80) AS n",
+    )
+    .bind(&delivered[0].delivery_id)
+    .bind(DeliveryErrorKind::HttpStatus as i32)
+    .execute(&database)
+    .await
+    .unwrap();
+    database.close().await;
+
+    let logged = deliveries(&mut client, ListDeliveriesRequest::default()).await;
+    let log = &logged[0].attempt_log;
+    assert_eq!(
+        log.len() as i64,
+        notifications::webhook_admin::MAX_ATTEMPTS_SHOWN
+    );
+    assert_eq!(log.last().unwrap().status_code, 204, "the latest last");
+    let oldest_shown = log[0].attempted_at.unwrap().seconds;
+    let cutoff = chrono::Utc::now().timestamp() - 50 * 15 * 60 - 60;
+    assert!(oldest_shown > cutoff, "the oldest are left out");
     platform.stop().await.unwrap();
     env.cleanup().await;
 }
