@@ -991,3 +991,45 @@ async fn e_mail_goes_out_over_starttls_or_smtps_checked_against_the_configured_c
         env.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_notification_is_emailed_once_across_a_platform_restart() {
+    let mail = MailServer::start().await;
+    let env = env_with_mail(&mail).await;
+    let agency = "agency-email-restart";
+    let address = "restart@police.example";
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    let channel = connect(&platform).await;
+    let mut client =
+        NotificationsServiceClient::new(referrer(&env, &channel, "ref-restart", agency));
+    choose_email(&mut client, &[NotificationKind::Discharged], address).await;
+    let first = uuid::Uuid::now_v7().to_string();
+    publish_discharge(&env, agency, "ref-restart", &first, "Call us").await;
+    eventually(
+        Duration::from_secs(30),
+        "the first e-mail arrives",
+        || async { mail.received_by(address).len() == 1 },
+    )
+    .await;
+    drop((client, channel));
+    platform.stop().await.unwrap();
+
+    // The same database: the delivered e-mail is not sent again, the next is.
+    let platform = env.start(&[cpm::Target::NOTIFICATIONS]).await;
+    let second = uuid::Uuid::now_v7().to_string();
+    publish_discharge(&env, agency, "ref-restart", &second, "Call us").await;
+    eventually(
+        Duration::from_secs(30),
+        "the second e-mail arrives",
+        || async { mail.received_by(address).len() >= 2 },
+    )
+    .await;
+    // The worker polls every 200 ms: a repeat would have come by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = mail.received_by(address);
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert!(received[0].data.contains(&first) && !received[0].data.contains(&second));
+    assert!(received[1].data.contains(&second));
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -2,54 +2,13 @@
 
 use std::time::Duration;
 
-use cpm::{Platform, Settings, Target};
+use cpm::Target;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::risk_assessment_service_client::RiskAssessmentServiceClient;
 use cpm_proto::v1::{ListQueueRequest, ReferralStatus};
-use tokio::sync::oneshot;
 
 use crate::harness::{TestEnv, await_status, connect, fetch_referral, referral_request, submit};
-
-/// A service in its own runtime on its own thread: `kill` drops that
-/// runtime with no graceful shutdown, as a SIGKILL would.
-struct Killable {
-    endpoint: String,
-    kill: oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Killable {
-    fn start(settings: Settings, targets: Vec<Target>) -> Self {
-        let (ready_sender, ready) = std::sync::mpsc::channel();
-        let (kill, killed) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let platform = Platform::start(settings, &targets).await.unwrap();
-                ready_sender.send(platform.endpoint()).unwrap();
-                let _ = killed.await;
-                // The platform is dropped without stopping it.
-                std::mem::forget(platform);
-            });
-            runtime.shutdown_background();
-        });
-        let endpoint = ready.recv().unwrap();
-        Self {
-            endpoint,
-            kill,
-            thread,
-        }
-    }
-
-    fn kill(self) {
-        let _ = self.kill.send(());
-        self.thread.join().unwrap();
-    }
-}
+use crate::killable::Killable;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_service_restarts_and_carries_on_with_nothing_lost() {

@@ -2,189 +2,27 @@
 //! by the tests: Standard Webhooks signatures (checked independently with
 //! Python's `hmac`), a dead endpoint that delays only itself, dead letters
 //! and redelivery, secret rotation with an overlap, and destinations
-//! refused at registration and at connect time.
+//! refused at registration and at connect time. Once per subscriber
+//! (#14 item 8): a sink failing a few times, a sink down for minutes, a slow
+//! sink beside a healthy one and a platform killed between posts each get
+//! every notification confirmed once, under one ID.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cpm::Target;
-use cpm_proto::Event as _;
 use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::{
-    DeleteWebhookRequest, Delivery, DeliveryErrorKind, DeliveryState, DisableWebhookRequest,
-    ListDeliveriesRequest, ListWebhooksRequest, RedeliverDeliveriesRequest, ReferralStatus,
-    ReferralStatusChanged, RegisterWebhookRequest, RotateWebhookSecretRequest, Webhook,
+    DeleteWebhookRequest, DeliveryErrorKind, DeliveryState, DisableWebhookRequest,
+    ListDeliveriesRequest, ListWebhooksRequest, RedeliverDeliveriesRequest, RegisterWebhookRequest,
+    RotateWebhookSecretRequest,
 };
-use prost::Message as _;
 use tonic::transport::Channel;
 
-use crate::bus::publish_raw;
-use crate::harness::{Authed, TestEnv, connect, eventually, violated_fields};
-
-/// How a test receiver answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Answer {
-    NoContent,
-    ServerError,
-    /// Never answers (the connection stays open).
-    Hang,
-}
-
-/// One request a receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-    at: tokio::time::Instant,
-}
-
-/// A real HTTP endpoint on 127.0.0.1 that records what it is sent.
-struct Receiver {
-    port: u16,
-    answer: Arc<Mutex<Answer>>,
-    received: Arc<Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(answer: Answer) -> Self {
-        let answer = Arc::new(Mutex::new(answer));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let (mode, log) = (answer.clone(), received.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let (mode, log) = (mode.clone(), log.clone());
-                    async move {
-                        let header = |name: &str| {
-                            headers
-                                .get(name)
-                                .and_then(|value| value.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
-                        log.lock().unwrap().push(Received {
-                            id: header("webhook-id"),
-                            timestamp: header("webhook-timestamp"),
-                            signature: header("webhook-signature"),
-                            body: body.to_vec(),
-                            at: tokio::time::Instant::now(),
-                        });
-                        let answer = *mode.lock().unwrap();
-                        match answer {
-                            Answer::NoContent => axum::http::StatusCode::NO_CONTENT,
-                            Answer::ServerError => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            Answer::Hang => {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
-                                axum::http::StatusCode::NO_CONTENT
-                            }
-                        }
-                    }
-                },
-            ),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            port,
-            answer,
-            received,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    fn answer(&self, answer: Answer) {
-        *self.answer.lock().unwrap() = answer;
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    async fn await_requests(&self, count: usize, timeout: Duration) -> Vec<Received> {
-        eventually(
-            timeout,
-            &format!("the receiver got {count} requests"),
-            || async { self.received().len() >= count },
-        )
-        .await;
-        self.received()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Tells `agency` of a status change, as referral intake would.
-async fn notify(env: &TestEnv, agency: &str) -> String {
-    let referral_id = uuid::Uuid::now_v7().to_string();
-    let event = ReferralStatusChanged {
-        referral_id: referral_id.clone(),
-        agency_id: agency.into(),
-        status: ReferralStatus::UnderAssessment as i32,
-        previous_status: ReferralStatus::Received as i32,
-        ..Default::default()
-    };
-    let envelope = cpm_runtime::bus::outbox::envelope("referral-intake", &event);
-    publish_raw(env, ReferralStatusChanged::TYPE, &envelope.encode_to_vec()).await;
-    referral_id
-}
-
-async fn register(client: &mut NotificationsServiceClient<Authed>, url: String) -> Webhook {
-    client
-        .register_webhook(RegisterWebhookRequest { url })
-        .await
-        .unwrap()
-        .into_inner()
-        .webhook
-        .unwrap()
-}
-
-async fn deliveries(
-    client: &mut NotificationsServiceClient<Authed>,
-    request: ListDeliveriesRequest,
-) -> Vec<Delivery> {
-    client
-        .list_deliveries(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries
-}
-
-/// Lists deliveries until `done` holds for the page (or fails after `timeout`).
-async fn await_deliveries(
-    client: &mut NotificationsServiceClient<Authed>,
-    request: ListDeliveriesRequest,
-    what: &str,
-    done: impl Fn(&[Delivery]) -> bool,
-) -> Vec<Delivery> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = deliveries(client, request.clone()).await;
-        if done(&page) {
-            return page;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}: {page:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::harness::{TestEnv, connect, violated_fields};
+use crate::killable::Killable;
+use crate::webhook_receiver::{
+    Answer, Received, Receiver, await_deliveries, closed_port, deliveries, notify, register, url_on,
+};
 
 /// Verifies a `webhook-signature` header with Python's own `hmac`, as an
 /// agency would: one flag per signature in the header, `1` when it
@@ -729,6 +567,239 @@ async fn a_failing_endpoint_has_its_circuit_opened_and_is_probed_after_the_coold
         .into_inner()
         .webhooks;
     assert!(webhooks[0].circuit_open_until.is_none());
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Retries that come quickly: any retry a test must not see would show.
+fn quick_retries(env: &mut TestEnv) {
+    env.settings
+        .set("notifications.webhook_backoff_base_ms", 200);
+    env.settings
+        .set("notifications.webhook_backoff_max_secs", 1);
+    env.settings
+        .set("notifications.webhook_circuit_failures", 100);
+}
+
+/// The referral IDs in what a receiver got, in order.
+fn referrals_in(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|request| {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            assert_eq!(request.id, body["notification_id"].as_str().unwrap());
+            body["referral_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_failing_three_times_is_sent_the_notice_until_it_answers_and_never_after() {
+    let mut env = TestEnv::new().await;
+    quick_retries(&mut env);
+    let (platform, channel) = start(&env).await;
+    let receiver = Receiver::start(Answer::FailTimes(3)).await;
+    let mut client = NotificationsServiceClient::new(env.referrer(&channel, "agency-flaky"));
+    register(&mut client, receiver.url()).await;
+    let referral_id = notify(&env, "agency-flaky").await;
+
+    receiver.await_requests(4, Duration::from_secs(30)).await;
+    await_deliveries(
+        &mut client,
+        ListDeliveriesRequest::default(),
+        "the fourth post is confirmed",
+        |page| {
+            page.first()
+                .is_some_and(|d| d.state() == DeliveryState::Delivered)
+        },
+    )
+    .await;
+    // Several of the longest pauses later, nothing more was sent.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let received = receiver.received();
+    assert_eq!(referrals_in(&received), vec![referral_id; 4]);
+    assert!(
+        received.iter().all(|request| request.id == received[0].id),
+        "one webhook-id on every attempt: {received:?}"
+    );
+    let logged = deliveries(&mut client, ListDeliveriesRequest::default()).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let delivery = &logged[0];
+    assert_eq!(delivery.notification_id, received[0].id);
+    assert_eq!(delivery.attempts, 4);
+    let answers: Vec<(i32, DeliveryErrorKind)> = delivery
+        .attempt_log
+        .iter()
+        .map(|attempt| (attempt.status_code, attempt.error()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (500, DeliveryErrorKind::HttpStatus),
+            (500, DeliveryErrorKind::HttpStatus),
+            (500, DeliveryErrorKind::HttpStatus),
+            (204, DeliveryErrorKind::None),
+        ]
+    );
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_down_for_three_minutes_is_sent_the_notice_once_when_it_is_back() {
+    let mut env = TestEnv::new().await;
+    env.settings
+        .set("notifications.webhook_backoff_base_ms", 1000);
+    env.settings
+        .set("notifications.webhook_backoff_max_secs", 5);
+    env.settings
+        .set("notifications.webhook_circuit_cooldown_secs", 10);
+    let (platform, channel) = start(&env).await;
+    // Nothing listens on the port: every connection is refused.
+    let port = closed_port().await;
+    let mut client = NotificationsServiceClient::new(env.referrer(&channel, "agency-down"));
+    register(&mut client, url_on(port)).await;
+    let down = tokio::time::Instant::now();
+    let referral_id = notify(&env, "agency-down").await;
+    let failing = await_deliveries(
+        &mut client,
+        ListDeliveriesRequest::default(),
+        "refused connections are retried",
+        |page| page.first().is_some_and(|d| d.attempt_log.len() >= 2),
+    )
+    .await;
+    assert!(
+        failing[0]
+            .attempt_log
+            .iter()
+            .all(|attempt| attempt.error() == DeliveryErrorKind::Connection),
+        "{failing:?}"
+    );
+
+    tokio::time::sleep_until(down + Duration::from_secs(180)).await;
+    let during = deliveries(&mut client, ListDeliveriesRequest::default()).await;
+    assert_eq!(during[0].state(), DeliveryState::Pending, "{during:?}");
+    assert!(during[0].attempts >= 5, "kept trying: {during:?}");
+
+    let receiver = Receiver::start_on(port, Answer::NoContent).await;
+    receiver.await_requests(1, Duration::from_secs(30)).await;
+    let delivered = await_deliveries(
+        &mut client,
+        ListDeliveriesRequest::default(),
+        "the delivery is confirmed",
+        |page| {
+            page.first()
+                .is_some_and(|d| d.state() == DeliveryState::Delivered)
+        },
+    )
+    .await;
+    // Longer than the longest pause and the cool-down: nothing more.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let received = receiver.received();
+    assert_eq!(referrals_in(&received), [referral_id]);
+    assert_eq!(received[0].id, delivered[0].notification_id);
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_taking_thirty_seconds_is_posted_once_while_a_healthy_one_hears_promptly() {
+    let mut env = TestEnv::new().await;
+    env.settings.set("notifications.webhook_timeout_secs", 40);
+    quick_retries(&mut env);
+    let (platform, channel) = start(&env).await;
+    let slow = Receiver::start(Answer::Slow(Duration::from_secs(30))).await;
+    let healthy = Receiver::start(Answer::NoContent).await;
+    let mut slow_agency = NotificationsServiceClient::new(env.referrer(&channel, "agency-slow"));
+    let mut healthy_agency =
+        NotificationsServiceClient::new(env.referrer(&channel, "agency-prompt"));
+    register(&mut slow_agency, slow.url()).await;
+    register(&mut healthy_agency, healthy.url()).await;
+
+    let slow_referral = notify(&env, "agency-slow").await;
+    let posted = slow.await_requests(1, Duration::from_secs(20)).await[0].at;
+    let mut waits = Vec::new();
+    for heard in 1..=3 {
+        let published = tokio::time::Instant::now();
+        notify(&env, "agency-prompt").await;
+        let received = healthy.await_requests(heard, Duration::from_secs(20)).await;
+        waits.push(received[heard - 1].at - published);
+    }
+    assert!(
+        waits.iter().all(|wait| *wait < Duration::from_secs(3)),
+        "the healthy agency waited {waits:?} beside a slow endpoint"
+    );
+    assert!(
+        posted.elapsed() < Duration::from_secs(30),
+        "heard while the slow post was open"
+    );
+
+    tokio::time::sleep_until(posted + Duration::from_secs(30)).await;
+    let logged = await_deliveries(
+        &mut slow_agency,
+        ListDeliveriesRequest::default(),
+        "the slow post is confirmed",
+        |page| {
+            page.first()
+                .is_some_and(|d| d.state() == DeliveryState::Delivered)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        referrals_in(&slow.received()),
+        [slow_referral],
+        "no second post while the first was open"
+    );
+    assert_eq!(logged[0].attempts, 1, "{logged:?}");
+    let attempt = &logged[0].attempt_log[0];
+    assert_eq!(attempt.status_code, 204);
+    assert!(attempt.latency_ms >= 30_000, "{attempt:?}");
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_killed_between_posts_sends_nothing_twice() {
+    let env = TestEnv::new().await;
+    let receiver = Receiver::start(Answer::NoContent).await;
+    let settings = env.settings.clone();
+    let killable =
+        tokio::task::spawn_blocking(move || Killable::start(settings, vec![Target::NOTIFICATIONS]))
+            .await
+            .unwrap();
+    let channel = cpm::client::connect(&killable.endpoint).await.unwrap();
+    let mut client = NotificationsServiceClient::new(env.referrer(&channel, "agency-killed"));
+    register(&mut client, receiver.url()).await;
+    let before = notify(&env, "agency-killed").await;
+    receiver.await_requests(1, Duration::from_secs(20)).await;
+    await_deliveries(
+        &mut client,
+        ListDeliveriesRequest::default(),
+        "the first post is confirmed",
+        |page| {
+            page.first()
+                .is_some_and(|d| d.state() == DeliveryState::Delivered)
+        },
+    )
+    .await;
+    drop((client, channel));
+    tokio::task::spawn_blocking(move || killable.kill())
+        .await
+        .unwrap();
+
+    // Told while the platform is down, and after it is back.
+    let while_down = notify(&env, "agency-killed").await;
+    let (platform, _channel) = start(&env).await;
+    receiver.await_requests(2, Duration::from_secs(30)).await;
+    let after = notify(&env, "agency-killed").await;
+    receiver.await_requests(3, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        referrals_in(&receiver.received()),
+        [before, while_down, after],
+        "each notice posted once"
+    );
     platform.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -24,6 +24,7 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
+use cpm_runtime::grpc::slots::{KeyedSlots, Slot};
 use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use cpm_runtime::supervisor::{Supervisor, TaskSpec};
@@ -111,6 +112,8 @@ pub struct Notifications {
     webhooks: Arc<WebhookAdmin>,
     /// The programme's areas: staff alert recipients are set per area.
     programme: cpm_runtime::config::ProgrammeConfig,
+    /// Subscribe streams open per agency in this process, capped.
+    streams: Arc<KeyedSlots>,
 }
 
 impl Notifications {
@@ -120,8 +123,10 @@ impl Notifications {
         context: &cpm_runtime::service::ServiceContext,
         allow_plain_http: bool,
         webhooks: Arc<WebhookAdmin>,
+        streams: Arc<KeyedSlots>,
     ) -> Self {
         Self {
+            streams,
             pool,
             wake,
             shutdown: context.shutdown.clone(),
@@ -217,6 +222,25 @@ async fn pump(
 
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
 
+/// A stream's messages, holding the agency's stream slot for as long as the
+/// server holds the response: tonic drops it when the client goes away, and
+/// the pump's end (shutdown, or a failure given up on) ends it too.
+struct SlottedStream {
+    messages: ReceiverStream<Result<SubscribeResponse, Status>>,
+    _slot: Slot,
+}
+
+impl Stream for SlottedStream {
+    type Item = Result<SubscribeResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Pin::new(&mut self.messages).poll_next(context)
+    }
+}
+
 #[tonic::async_trait]
 impl NotificationsService for Notifications {
     type SubscribeStream = SubscribeStream;
@@ -234,6 +258,19 @@ impl NotificationsService for Notifications {
             violations.add("after_sequence", "must not be negative");
             return Err(violations.into());
         }
+        let Some(slot) = self.streams.try_take(&agency_id) else {
+            tracing::info!(
+                cap = self.streams.cap(),
+                "notification stream refused: agency at its cap"
+            );
+            return Err(ApiError::ResourceExhausted(format!(
+                "the agency already has {} notification streams open, the most allowed \
+                 (notifications.max_streams_per_agency); close one, or resume a single stream \
+                 with after_sequence",
+                self.streams.cap()
+            ))
+            .into());
+        };
         let (sender, receiver) = mpsc::channel(64);
         let cursor = Arc::new(AtomicI64::new(after));
         let (pool, wake, shutdown) = (self.pool.clone(), self.wake.clone(), self.shutdown.clone());
@@ -250,7 +287,10 @@ impl NotificationsService for Notifications {
                 )
             },
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(SlottedStream {
+            messages: ReceiverStream::new(receiver),
+            _slot: slot,
+        })))
     }
 
     #[tracing::instrument(skip_all)]

@@ -110,6 +110,13 @@ pub struct Config {
     pub webhook_allow_hosts: Vec<String>,
     /// Whether webhooks may reach loopback; unset: only in development.
     pub webhook_allow_loopback: Option<bool>,
+    /// Subscribe streams one agency may hold open at once, counted per
+    /// process (each replica allows this many).
+    pub max_streams_per_agency: usize,
+    /// Webhooks one agency may have registered (deleted ones do not
+    /// count); it also bounds ListWebhooks, so at most
+    /// [`cpm_runtime::grpc::page::MAX_PAGE_SIZE`].
+    pub max_webhooks_per_agency: u32,
 }
 
 impl Default for Config {
@@ -132,6 +139,8 @@ impl Default for Config {
             webhook_secret_overlap_secs: 24 * 3600,
             webhook_allow_hosts: Vec::new(),
             webhook_allow_loopback: None,
+            max_streams_per_agency: 8,
+            max_webhooks_per_agency: 10,
         }
     }
 }
@@ -211,6 +220,19 @@ impl Service for Descriptor {
             return Err(ConfigError::invalid(
                 "notifications.webhook_circuit_failures",
                 "must be at least 1",
+            ));
+        }
+        if config.max_streams_per_agency == 0 {
+            return Err(ConfigError::invalid(
+                "notifications.max_streams_per_agency",
+                "must be at least 1",
+            ));
+        }
+        let max_page = cpm_runtime::grpc::page::MAX_PAGE_SIZE.unsigned_abs();
+        if !(1..=max_page).contains(&config.max_webhooks_per_agency) {
+            return Err(ConfigError::invalid(
+                "notifications.max_webhooks_per_agency",
+                format!("must be between 1 and {max_page} (one ListWebhooks page)"),
             ));
         }
         if config.webhook_backoff_base_ms == 0 {
@@ -312,9 +334,16 @@ impl Service for Descriptor {
             policy,
             lookup,
             secret_overlap: std::time::Duration::from_secs(config.webhook_secret_overlap_secs),
+            max_webhooks: config.max_webhooks_per_agency,
         };
-        let service =
-            grpc::Notifications::new(pool, wake, context, allow_plain_http, Arc::new(admin));
+        let service = grpc::Notifications::new(
+            pool,
+            wake,
+            context,
+            allow_plain_http,
+            Arc::new(admin),
+            cpm_runtime::grpc::slots::KeyedSlots::new(config.max_streams_per_agency),
+        );
         routes.add_service(Self::guard(
             context,
             &guard_pool,
@@ -383,6 +412,18 @@ mod tests {
             },
             Config {
                 webhook_backoff_base_ms: 0,
+                ..Config::default()
+            },
+            Config {
+                max_streams_per_agency: 0,
+                ..Config::default()
+            },
+            Config {
+                max_webhooks_per_agency: 0,
+                ..Config::default()
+            },
+            Config {
+                max_webhooks_per_agency: 501,
                 ..Config::default()
             },
         ] {

@@ -24,6 +24,10 @@ use crate::domain::check_webhook_url;
 use crate::signing::{self, WebhookSecret};
 use crate::webhook_store::{self as store, AttemptRow, DeliveryQuery, DeliveryRow, WebhookView};
 
+/// The attempts a delivery in the log shows: its latest (its `attempts`
+/// counts them all), so a page stays bounded however long one was retried.
+pub const MAX_ATTEMPTS_SHOWN: i64 = 50;
+
 /// What the webhook use cases need.
 #[derive(Clone)]
 pub struct WebhookAdmin {
@@ -33,6 +37,8 @@ pub struct WebhookAdmin {
     pub lookup: Lookup,
     /// How long a rotated-out secret still signs.
     pub secret_overlap: Duration,
+    /// Webhooks an agency may have registered (deleted ones do not count).
+    pub max_webhooks: u32,
 }
 
 /// A webhook for its agency; `secret` only when just made.
@@ -64,7 +70,9 @@ impl WebhookAdmin {
     /// Checks the URL (form, then destination) and registers it. A URL the
     /// agency registered before is enabled again with a new secret (the
     /// previous one signs for the overlap). Any refused destination gets
-    /// the one generic message, whatever the address was.
+    /// the one generic message, whatever the address was. An agency at its
+    /// cap registers nothing more (RESOURCE_EXHAUSTED) but may register one
+    /// of its URLs again.
     pub async fn register(
         &self,
         caller: &Caller,
@@ -87,6 +95,21 @@ impl WebhookAdmin {
         }
         let secret = WebhookSecret::generate();
         let mut transaction = self.pool.begin().await?;
+        store::lock_agency_webhooks(&mut transaction, agency_id).await?;
+        let (live, registered) =
+            store::count_live_webhooks(&mut transaction, agency_id, url).await?;
+        if !registered && live >= i64::from(self.max_webhooks) {
+            tracing::info!(
+                live,
+                cap = self.max_webhooks,
+                "webhook refused: agency at its cap"
+            );
+            return Err(ApiError::ResourceExhausted(format!(
+                "the agency already has {live} webhooks registered, the most allowed is {} \
+                 (notifications.max_webhooks_per_agency); delete one first",
+                self.max_webhooks
+            )));
+        }
         let webhook_id = Uuid::now_v7();
         let sealed = signing::seal(&self.keys, webhook_id, &secret, None);
         let view = match store::insert_webhook(
@@ -137,9 +160,13 @@ impl WebhookAdmin {
         Ok(store::store_secrets(connection, existing.webhook_id, &sealed, until).await?)
     }
 
+    /// The agency's webhooks: registration keeps them under the cap (at
+    /// most one page), so one answer holds them all; the page maximum
+    /// bounds the answer even for an agency left above a cap lowered since.
     pub async fn list(&self, agency_id: &str) -> Result<Vec<WebhookView>, ApiError> {
         let mut connection = self.pool.acquire().await?;
-        Ok(store::list_webhooks(&mut connection, agency_id).await?)
+        let limit = i64::from(page::MAX_PAGE_SIZE);
+        Ok(store::list_webhooks(&mut connection, agency_id, limit).await?)
     }
 
     pub async fn disable(
@@ -249,7 +276,7 @@ impl WebhookAdmin {
         let rows = store::list_deliveries(&mut transaction, agency_id, query).await?;
         let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
         let mut attempts: HashMap<Uuid, Vec<AttemptRow>> = HashMap::new();
-        for attempt in store::attempts_of(&mut transaction, &ids).await? {
+        for attempt in store::attempts_of(&mut transaction, &ids, MAX_ATTEMPTS_SHOWN).await? {
             attempts
                 .entry(attempt.delivery_id)
                 .or_default()

@@ -219,20 +219,56 @@ pub async fn store_secrets(
     .await
 }
 
+/// The agency's webhooks, oldest first, at most `limit`.
 pub async fn list_webhooks(
     connection: &mut PgConnection,
     agency_id: &str,
+    limit: i64,
 ) -> Result<Vec<WebhookView>, sqlx::Error> {
     sqlx::query_as!(
         WebhookView,
         "SELECT webhook_id, url, created_at, active, secret_rotated_at, previous_secret_until, \
                 circuit_open_until \
          FROM notifications.webhook WHERE agency_id = $1 AND deleted_at IS NULL \
-         ORDER BY created_at, webhook_id",
-        agency_id
+         ORDER BY created_at, webhook_id LIMIT $2",
+        agency_id,
+        limit
     )
     .fetch_all(connection)
     .await
+}
+
+/// Serialises the agency's registrations until the transaction ends, so
+/// two at once cannot both pass the cap.
+pub async fn lock_agency_webhooks(
+    connection: &mut PgConnection,
+    agency_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('notifications.webhook/' || $1, 0))",
+        agency_id
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(())
+}
+
+/// How many webhooks the agency has registered and not deleted, and
+/// whether `url` is one of them (registering it again adds none).
+pub async fn count_live_webhooks(
+    connection: &mut PgConnection,
+    agency_id: &str,
+    url: &str,
+) -> Result<(i64, bool), sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT count(*) AS \"live!\", coalesce(bool_or(url = $2), false) AS \"has_url!\" \
+         FROM notifications.webhook WHERE agency_id = $1 AND deleted_at IS NULL",
+        agency_id,
+        url
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok((row.live, row.has_url))
 }
 
 pub async fn disable_webhook(
@@ -394,16 +430,26 @@ pub async fn list_deliveries(
 }
 
 /// The attempts of some deliveries, oldest first.
+/// The latest `per_delivery` attempts of each delivery, oldest first (a
+/// delivery retried for a day may have hundreds; its row counts them all).
 pub async fn attempts_of(
     connection: &mut PgConnection,
     delivery_ids: &[Uuid],
+    per_delivery: i64,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as!(
         AttemptRow,
-        "SELECT delivery_id, attempted_at, channel, status_code, latency_ms, error_kind \
-         FROM notifications.delivery_attempt WHERE delivery_id = ANY($1) \
+        "SELECT delivery_id AS \"delivery_id!\", attempted_at AS \"attempted_at!\", \
+                channel AS \"channel!\", status_code AS \"status_code!\", \
+                latency_ms AS \"latency_ms!\", error_kind AS \"error_kind!\" \
+         FROM (SELECT delivery_id, attempted_at, attempt_id, channel, status_code, latency_ms, \
+                      error_kind, row_number() OVER (PARTITION BY delivery_id \
+                          ORDER BY attempted_at DESC, attempt_id DESC) AS latest \
+               FROM notifications.delivery_attempt WHERE delivery_id = ANY($1)) attempt \
+         WHERE latest <= $2 \
          ORDER BY attempted_at, attempt_id",
-        delivery_ids
+        delivery_ids,
+        per_delivery
     )
     .fetch_all(connection)
     .await

@@ -72,6 +72,10 @@ pub enum ApiError {
     /// UNAVAILABLE: a dependency is down; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// RESOURCE_EXHAUSTED: the caller holds as many of something as it may;
+    /// the message names the limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// INTERNAL: logged in full, reported without detail.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -148,6 +152,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::Internal(error) => {
                 let trace_id = crate::telemetry::current_trace_id();
                 tracing::error!(error = format!("{error:#}"), %trace_id, "internal error");
