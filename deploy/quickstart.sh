@@ -9,7 +9,8 @@
 #
 # PostgreSQL and RabbitMQ are reused when they already run, else started or
 # installed (deploy/services.sh). The server runs in development mode: keys
-# are generated in .cpm/dev-keys.toml. Never put real client data in it.
+# are generated in .cpm/dev-keys.toml, and requests may name a simulated time
+# (dev.simulated_clock). Never put real client data in it.
 set -euo pipefail
 
 usage() {
@@ -107,6 +108,9 @@ cpm="${CARGO_TARGET_DIR:-$root/target}/debug/cpm"
 export CPM__GRPC__LISTEN="${CPM__GRPC__LISTEN:-127.0.0.1:$port}"
 endpoint="http://127.0.0.1:$port"
 mkdir -p .cpm
+# The development clock lets `cpm simulate` replay the programme's four years
+# in seconds (docs/simulate.md); production configurations refuse it.
+export CPM__DEV__SIMULATED_CLOCK="${CPM__DEV__SIMULATED_CLOCK:-true}"
 
 step "Migrating the database (cpm migrate)"
 "$cpm" migrate

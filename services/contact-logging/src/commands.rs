@@ -8,7 +8,7 @@
 //! not work in, or a mentor's who is not allocated to it, is NOT_FOUND as
 //! a missing one is, and the transaction is rolled back untouched.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use cpm_proto::v1::{CaseDischarged, CaseState, ContactLogged, DischargeFeedback};
 use cpm_runtime::auth::Caller;
 use cpm_runtime::bus::{ServiceHandle, outbox};
@@ -343,6 +343,7 @@ pub async fn discharge(
     access: &CaseAccess,
     order: &DischargeOrder,
     how_to_re_refer: &str,
+    now: DateTime<Utc>,
 ) -> Result<CaseFileRow, CaseError> {
     let mut transaction = handle.begin().await?;
     // The client's key first, as erasure takes it (see log_contact).
@@ -374,6 +375,7 @@ pub async fn discharge(
         .collect();
     let record = DischargeRecord {
         discharged_by: &caller.subject,
+        discharged_at: now.trunc_subsecs(6),
         reason_sealed: reason_sealed.as_deref(),
         outcome: order.outcome as i32,
         relapse_signs: &relapse_signs,
@@ -451,6 +453,7 @@ pub fn recorded_feedback(row: &CaseFileRow, how_to_re_refer: &str) -> Option<Dis
     let discharged_at = row.discharged_at?;
     let record = DischargeRecord {
         discharged_by: "",
+        discharged_at,
         reason_sealed: None,
         outcome: row.discharge_outcome.unwrap_or_default(),
         relapse_signs: &row.relapse_signs,

@@ -293,6 +293,7 @@ pub async fn list_contacts(
 /// proforma feedback the referrer is sent.
 pub struct DischargeRecord<'a> {
     pub discharged_by: &'a str,
+    pub discharged_at: DateTime<Utc>,
     pub reason_sealed: Option<&'a [u8]>,
     pub outcome: i32,
     pub relapse_signs: &'a [i32],
@@ -312,7 +313,7 @@ pub async fn discharge_case_file(
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     // The column is nullable, but this statement has just set it.
     sqlx::query_scalar!(
-        "UPDATE contact_logging.case_file SET state = $3, discharged_at = now(), \
+        "UPDATE contact_logging.case_file SET state = $3, discharged_at = $11, \
          discharged_by = $4, discharge_reason = '', discharge_reason_sealed = $5, \
          discharge_outcome = $6, relapse_signs = $7, feedback_contacts = $8, \
          feedback_goals_set = $9, feedback_goals_achieved = $10 \
@@ -328,6 +329,7 @@ pub async fn discharge_case_file(
         record.contacts,
         record.goals_set,
         record.goals_achieved,
+        record.discharged_at,
     )
     .fetch_optional(connection)
     .await

@@ -187,7 +187,7 @@ impl ContactLoggingService for ContactLogging {
     ) -> Result<Response<LogContactResponse>, Status> {
         let caller = Caller::of(&request)?;
         let access = CaseAccess::of(caller)?;
-        let contact = NewContact::parse(request.get_ref(), Utc::now())?;
+        let contact = NewContact::parse(request.get_ref(), cpm_runtime::clock::now(&request))?;
         let row =
             commands::log_contact(&self.handle, &self.keys, caller, &access, &contact).await?;
         Ok(Response::new(LogContactResponse {
@@ -245,6 +245,7 @@ impl ContactLoggingService for ContactLogging {
             &access,
             &order,
             &self.config.how_to_re_refer,
+            cpm_runtime::clock::now(&request),
         )
         .await?;
         Ok(Response::new(DischargeResponse {
@@ -319,7 +320,8 @@ impl ContactLoggingService for ContactLogging {
     ) -> Result<Response<SetGoalResponse>, Status> {
         let caller = Caller::of(&request)?;
         let access = CaseAccess::of(caller)?;
-        let new = NewGoal::parse(request.get_ref(), Utc::now().date_naive())?;
+        let today = cpm_runtime::clock::now(&request).date_naive();
+        let new = NewGoal::parse(request.get_ref(), today)?;
         let goal = goals::set_goal(&self.handle, &self.keys, caller, &access, &new).await?;
         Ok(Response::new(SetGoalResponse { goal: Some(goal) }))
     }
@@ -359,7 +361,8 @@ impl ContactLoggingService for ContactLogging {
     ) -> Result<Response<RecordDemandResponse>, Status> {
         let caller = Caller::of(&request)?;
         let access = CaseAccess::of(caller)?;
-        let new = NewDemand::parse(request.get_ref(), Utc::now().date_naive())?;
+        let today = cpm_runtime::clock::now(&request).date_naive();
+        let new = NewDemand::parse(request.get_ref(), today)?;
         let windows = DemandWindows::of(&self.config);
         let row = demand::record_demand(&self.handle, caller, &access, windows, &new).await?;
         Ok(Response::new(RecordDemandResponse {

@@ -10,7 +10,7 @@
 //! does not exist for them (NOT_FOUND), so nothing outside their areas is
 //! proposed, allocated or revealed. An admin works in every area.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use cpm_proto::v1::{
     AllocationConfirmed, AllocationEndReason, AllocationEnded, CrimeType, Gender, MentorStatus,
     TrainingFormat, Vulnerability,
@@ -537,6 +537,7 @@ pub async fn confirm_allocation(
     scope: &AreaScope,
     exclusions: &[Exclusion],
     allocation: &NewAllocation,
+    now: DateTime<Utc>,
 ) -> Result<Confirmed, MatchingError> {
     let mentor_ids = allocation.mentor_ids;
     let mut transaction = handle.begin().await?;
@@ -587,14 +588,18 @@ pub async fn confirm_allocation(
 
     let allocation_id = Uuid::now_v7();
     tracing::Span::current().record("allocation_id", tracing::field::display(allocation_id));
-    let confirmed_at = db::insert_allocation(
+    let confirmed_at = now.trunc_subsecs(6);
+    db::insert_allocation(
         &mut transaction,
-        allocation_id,
-        allocation.referral_id,
-        &mentor_ids,
-        &caller.subject,
-        proposal_id,
-        allocation.reason.as_deref(),
+        &db::NewAllocationRow {
+            allocation_id,
+            referral_id: allocation.referral_id,
+            mentor_ids: &mentor_ids,
+            confirmed_by: &caller.subject,
+            confirmed_at,
+            proposal_id,
+            reason: allocation.reason.as_deref(),
+        },
     )
     .await?;
     db::mark_client_allocated(&mut transaction, allocation.referral_id).await?;

@@ -499,35 +499,42 @@ pub async fn find_proposal(
     .await
 }
 
+/// A confirmed allocation to write.
+pub struct NewAllocationRow<'a> {
+    pub allocation_id: Uuid,
+    pub referral_id: Uuid,
+    pub mentor_ids: &'a [Uuid],
+    pub confirmed_by: &'a str,
+    pub confirmed_at: DateTime<Utc>,
+    pub proposal_id: Option<Uuid>,
+    pub reason: Option<&'a str>,
+}
+
 pub async fn insert_allocation(
     connection: &mut PgConnection,
-    allocation_id: Uuid,
-    referral_id: Uuid,
-    mentor_ids: &[Uuid],
-    confirmed_by: &str,
-    proposal_id: Option<Uuid>,
-    reason: Option<&str>,
-) -> Result<DateTime<Utc>, sqlx::Error> {
-    let confirmed_at = sqlx::query_scalar!(
+    row: &NewAllocationRow<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
         "INSERT INTO mentor_matching.allocation (allocation_id, referral_id, confirmed_by, \
-         proposal_id, reason) VALUES ($1, $2, $3, $4, $5) RETURNING confirmed_at",
-        allocation_id,
-        referral_id,
-        confirmed_by,
-        proposal_id,
-        reason
+         proposal_id, reason, confirmed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        row.allocation_id,
+        row.referral_id,
+        row.confirmed_by,
+        row.proposal_id,
+        row.reason,
+        row.confirmed_at,
     )
-    .fetch_one(&mut *connection)
+    .execute(&mut *connection)
     .await?;
     sqlx::query!(
         "INSERT INTO mentor_matching.allocation_mentor (allocation_id, mentor_id) \
          SELECT $1, unnest($2::uuid[])",
-        allocation_id,
-        mentor_ids
+        row.allocation_id,
+        row.mentor_ids
     )
     .execute(&mut *connection)
     .await?;
-    Ok(confirmed_at)
+    Ok(())
 }
 
 /// The recent history of an area's queue: clients waiting now, and the

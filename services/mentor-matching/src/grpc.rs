@@ -282,6 +282,7 @@ impl MentorMatchingService for MentorMatching {
             &scope,
             &self.exclusions,
             &allocation,
+            cpm_runtime::clock::now(&request),
         )
         .await?;
         Ok(Response::new(ConfirmAllocationResponse {

@@ -6,7 +6,7 @@
 //! parsing and messages; nothing here knows about gRPC. Erasure and export
 //! are the use cases of [`crate::privacy`], with the same error.
 
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use cpm_proto::v1::{
     AgencyKind, DemandFigures, ReferralLinkState, ReferralLinked, ReferralStatus,
     ReferralSubmitted, ReferralWithdrawn,
@@ -172,8 +172,7 @@ pub async fn submit_referral(
             .collect(),
         referrer_will_co_visit: referral.referrer_will_co_visit,
         demand: referral.demand,
-        // PostgreSQL keeps microseconds.
-        submitted_at: Utc::now().trunc_subsecs(6),
+        submitted_at: referral.submitted_at,
     };
     let event = OutboxRow::new(
         crate::NAME,

@@ -2,7 +2,7 @@
 //! requests): handlers never see a raw protobuf request. Every violation is
 //! collected so the caller fixes all at once.
 
-use chrono::{Datelike as _, NaiveDate};
+use chrono::{DateTime, Datelike as _, NaiveDate, SubsecRound as _, Utc};
 use cpm_proto::v1::{
     AgencyKind, ClientIdentity, CrimeType, Demand, Gender, KnownRisk, ReferralStatus, ReferrerRole,
     RegisterAgencyRequest, RegisterReferrerRequest, SubmitReferralRequest, Vulnerability,
@@ -75,6 +75,8 @@ pub struct NewReferral {
     pub referrer_will_co_visit: bool,
     pub demand: Option<Demand>,
     pub details: SealedDetails,
+    /// When it arrived (to the microsecond PostgreSQL keeps).
+    pub submitted_at: DateTime<Utc>,
 }
 
 /// Parses a repeated closed-list field: every entry known, duplicates dropped.
@@ -165,15 +167,16 @@ fn request_hash(request: &mut SubmitReferralRequest) -> Vec<u8> {
 }
 
 impl NewReferral {
-    /// Parses a request as of `today`, or every reason it is refused; the
+    /// Parses a request arriving at `now`, or every reason it is refused; the
     /// client's area must be one of `programme`'s and is kept in its
     /// registered spelling. `request` is only borrowed mutably to hash it
     /// without a copy (see `request_hash`); it is left as it was.
     pub fn parse(
         request: &mut SubmitReferralRequest,
-        today: NaiveDate,
+        now: DateTime<Utc>,
         programme: &ProgrammeConfig,
     ) -> Result<Self, FieldViolations> {
+        let today = now.date_naive();
         let mut violations = FieldViolations::new();
         let key = request.idempotency_key.trim();
         if key.is_empty() {
@@ -403,6 +406,7 @@ impl NewReferral {
             known_risk_types,
             referrer_will_co_visit: request.referrer_will_co_visit,
             demand: request.demand,
+            submitted_at: now.trunc_subsecs(6),
             details: SealedDetails {
                 given_name: client.given_name.trim().to_owned(),
                 family_name: client.family_name.trim().to_owned(),
@@ -574,6 +578,10 @@ mod tests {
         NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
     }
 
+    fn now() -> DateTime<Utc> {
+        today().and_hms_opt(10, 0, 0).unwrap().and_utc()
+    }
+
     /// The programme of these tests: the default areas (Darlington, South,
     /// East and North Durham).
     fn programme() -> ProgrammeConfig {
@@ -609,7 +617,7 @@ mod tests {
     }
 
     fn fields(request: &SubmitReferralRequest) -> Vec<String> {
-        NewReferral::parse(&mut request.clone(), today(), &programme())
+        NewReferral::parse(&mut request.clone(), now(), &programme())
             .unwrap_err()
             .fields()
             .map(str::to_owned)
@@ -618,7 +626,7 @@ mod tests {
 
     #[test]
     fn a_complete_request_parses() {
-        let parsed = NewReferral::parse(&mut valid_request(), today(), &programme()).unwrap();
+        let parsed = NewReferral::parse(&mut valid_request(), now(), &programme()).unwrap();
         assert_eq!(parsed.area, "Darlington");
         assert_eq!(parsed.details.date_of_birth.to_string(), "1980-05-17");
     }
@@ -642,7 +650,7 @@ mod tests {
         ] {
             let mut request = valid_request();
             request.client.as_mut().unwrap().area = sent.into();
-            let parsed = NewReferral::parse(&mut request, today(), &programme()).unwrap();
+            let parsed = NewReferral::parse(&mut request, now(), &programme()).unwrap();
             assert_eq!(parsed.area, stored);
         }
 
@@ -652,7 +660,7 @@ mod tests {
             areas: vec!["Northshire".into()],
         };
         assert_eq!(
-            NewReferral::parse(&mut request, today(), &elsewhere)
+            NewReferral::parse(&mut request, now(), &elsewhere)
                 .unwrap()
                 .area,
             "Northshire",
@@ -711,7 +719,7 @@ mod tests {
         assert_eq!(fields(&request), ["client.date_of_birth"]);
         request.client.as_mut().unwrap().date_of_birth = "2008-11-27".into();
         assert!(
-            NewReferral::parse(&mut request, today(), &programme()).is_ok(),
+            NewReferral::parse(&mut request, now(), &programme()).is_ok(),
             "18 today is an adult"
         );
     }
@@ -797,7 +805,7 @@ mod tests {
             organisation: "Surgery".into(),
             contact: "reception".into(),
         }];
-        let parsed = NewReferral::parse(&mut request, today(), &programme()).unwrap();
+        let parsed = NewReferral::parse(&mut request, now(), &programme()).unwrap();
         assert_eq!(parsed.victim_of, [CrimeType::HarassmentOrStalking]);
         assert!(parsed.referrer_will_co_visit);
         assert_eq!(parsed.details.other_professionals[0].role, "GP");
@@ -819,10 +827,10 @@ mod tests {
 
     #[test]
     fn the_identity_key_ignores_case_and_spacing() {
-        let a = NewReferral::parse(&mut valid_request(), today(), &programme()).unwrap();
+        let a = NewReferral::parse(&mut valid_request(), now(), &programme()).unwrap();
         let mut request = valid_request();
         request.client.as_mut().unwrap().given_name = "  ALEX ".into();
-        let b = NewReferral::parse(&mut request, today(), &programme()).unwrap();
+        let b = NewReferral::parse(&mut request, now(), &programme()).unwrap();
         assert_eq!(identity_key(&a.details), identity_key(&b.details));
     }
 
@@ -844,7 +852,7 @@ mod tests {
     #[test]
     fn a_parsed_submission_carries_its_hash_and_leaves_the_request_alone() {
         let mut request = valid_request();
-        let parsed = NewReferral::parse(&mut request, today(), &programme()).unwrap();
+        let parsed = NewReferral::parse(&mut request, now(), &programme()).unwrap();
         assert_eq!(request, valid_request());
         assert_eq!(parsed.request_hash, request_hash(&mut request));
     }
@@ -978,7 +986,7 @@ mod tests {
                 request.emergency_calls_last_12_months = calls;
                 request.idempotency_key = key;
                 let before = request.clone();
-                match NewReferral::parse(&mut request, today(), &programme()) {
+                match NewReferral::parse(&mut request, now(), &programme()) {
                     Ok(parsed) => {
                         prop_assert!(!parsed.area.is_empty());
                         prop_assert!(!parsed.area.chars().any(is_hidden));

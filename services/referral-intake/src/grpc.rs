@@ -336,8 +336,9 @@ impl ReferralIntakeService for ReferralIntake {
     ) -> Result<Response<SubmitReferralResponse>, Status> {
         let caller = Caller::of(&request)?.clone();
         let agency_id = caller.agency()?;
+        let now = cpm_runtime::clock::now(&request);
         let mut request = request.into_inner();
-        let referral = NewReferral::parse(&mut request, Utc::now().date_naive(), &self.programme)?;
+        let referral = NewReferral::parse(&mut request, now, &self.programme)?;
         let submitted = commands::submit_referral(
             &self.handle,
             &self.warm,

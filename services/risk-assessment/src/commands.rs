@@ -21,6 +21,7 @@
 //! rows), and taking the two in the same order here means the two cannot
 //! deadlock when the client's first text and their erasure meet.
 
+use chrono::{DateTime, SubsecRound as _, Utc};
 use cpm_proto::v1::{
     AssessmentDecided, AssessmentState, CheckKind, Decision, EngagementAction, EngagementChanged,
     RiskLevel,
@@ -328,6 +329,7 @@ pub async fn record_check(
     caller: &Caller,
     scope: &AreaScope,
     check: &NewCheck,
+    now: DateTime<Utc>,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut transaction = handle.begin().await?;
     let referral_id = referral_in_scope(&mut transaction, scope, check.assessment_id).await?;
@@ -346,6 +348,7 @@ pub async fn record_check(
         &mut transaction,
         &db::NewCheckRow {
             assessment_id: check.assessment_id,
+            recorded_at: now.trunc_subsecs(6),
             kind: check.kind as i32,
             satisfied: check.satisfied,
             recorded_by: &caller.subject,
@@ -400,6 +403,7 @@ pub async fn decide(
     caller: &Caller,
     scope: &AreaScope,
     decision: &NewDecision,
+    now: DateTime<Utc>,
 ) -> Result<AssessmentView, AssessmentError> {
     let mut transaction = handle.begin().await?;
     let referral_id = referral_in_scope(&mut transaction, scope, decision.assessment_id).await?;
@@ -430,6 +434,7 @@ pub async fn decide(
         row.assessment_id,
         &db::DecisionRow {
             decision: decision.decision as i32,
+            decided_at: now.trunc_subsecs(6),
             stage: decision.stage.map(|stage| stage as i32),
             reason: decision.reason.map(|reason| reason as i32),
             referred_to: decision.referred_to.map(|to| to as i32),
@@ -513,6 +518,7 @@ pub async fn reassess(
     caller: &Caller,
     scope: &AreaScope,
     reassessment: &NewReassessment,
+    now: DateTime<Utc>,
 ) -> Result<Reassessed, AssessmentError> {
     let mut transaction = handle.begin().await?;
     let area = db::area_of_referral(&mut transaction, reassessment.referral_id)
@@ -553,6 +559,7 @@ pub async fn reassess(
             referred_to: ending.and_then(|ending| ending.referred_to.map(|to| to as i32)),
             rationale_sealed: rationale_sealed.as_deref(),
             reviewed_by: &caller.subject,
+            reviewed_at: now.trunc_subsecs(6),
             resolved_requests: resolved,
         },
     )

@@ -286,6 +286,7 @@ pub async fn lock_assessment_of_referral(
 /// check stay empty.
 pub struct NewCheckRow<'a> {
     pub assessment_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
     pub kind: i32,
     pub satisfied: bool,
     pub recorded_by: &'a str,
@@ -308,8 +309,8 @@ pub async fn insert_check(
         "INSERT INTO risk_assessment.assessment_check (assessment_id, kind, satisfied, notes, \
          recorded_by, risk_level, will_score, want_score, capacity_score, databases, \
          professionals, visit_attended_by, referrer_co_visited, phone_contact_first, \
-         sealed_text) \
-         VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10, $11)",
+         sealed_text, recorded_at) \
+         VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10, $11, $12)",
         row.assessment_id,
         row.kind,
         row.satisfied,
@@ -321,6 +322,7 @@ pub async fn insert_check(
         row.referrer_co_visited,
         row.phone_contact_first,
         row.sealed_text,
+        row.recorded_at,
     )
     .execute(connection)
     .await?;
@@ -352,6 +354,7 @@ pub async fn latest_checks(
 /// What a coordinator decided.
 pub struct DecisionRow<'a> {
     pub decision: i32,
+    pub decided_at: DateTime<Utc>,
     pub stage: Option<i32>,
     pub reason: Option<i32>,
     pub referred_to: Option<i32>,
@@ -370,7 +373,7 @@ pub async fn record_decision(
 ) -> Result<AssessmentRow, sqlx::Error> {
     assessments!(
         "UPDATE risk_assessment.assessment SET decision = $2, stage = $3, reason = $4, \
-         decided_by = $5, decided_at = now(), rationale = NULL, rationale_sealed = $6, \
+         decided_by = $5, decided_at = $9, rationale = NULL, rationale_sealed = $6, \
          state = $7, referred_to = $8 \
          WHERE assessment_id = $1 RETURNING",
         "",
@@ -382,6 +385,7 @@ pub async fn record_decision(
         row.rationale_sealed,
         row.state,
         row.referred_to,
+        row.decided_at,
     )
     .fetch_one(connection)
     .await
@@ -455,6 +459,7 @@ pub struct NewReviewRow<'a> {
     /// none. The plaintext column is left empty.
     pub rationale_sealed: Option<&'a [u8]>,
     pub reviewed_by: &'a str,
+    pub reviewed_at: DateTime<Utc>,
     pub resolved_requests: i32,
 }
 
@@ -466,8 +471,8 @@ pub async fn insert_review(
     sqlx::query_as!(
         ReviewRow,
         "INSERT INTO risk_assessment.review (assessment_id, action, stage, reason, referred_to, \
-         rationale, rationale_sealed, reviewed_by, resolved_requests) \
-         VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8) \
+         rationale, rationale_sealed, reviewed_by, resolved_requests, reviewed_at) \
+         VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9) \
          RETURNING assessment_id, action, stage, reason, referred_to, rationale, \
          reviewed_by, reviewed_at, resolved_requests, rationale_sealed",
         row.assessment_id,
@@ -478,6 +483,7 @@ pub async fn insert_review(
         row.rationale_sealed,
         row.reviewed_by,
         row.resolved_requests,
+        row.reviewed_at,
     )
     .fetch_one(connection)
     .await

@@ -254,8 +254,10 @@ impl RiskAssessmentService for RiskAssessment {
         let caller = Caller::of(&request)?;
         let check = NewCheck::parse(request.get_ref())?;
         let scope = self.programme.staff_scope(caller);
+        let now = cpm_runtime::clock::now(&request);
         let view =
-            commands::record_check(&self.handle, &self.client_keys, caller, &scope, &check).await?;
+            commands::record_check(&self.handle, &self.client_keys, caller, &scope, &check, now)
+                .await?;
         Ok(Response::new(RecordCheckResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -269,8 +271,16 @@ impl RiskAssessmentService for RiskAssessment {
         let caller = Caller::of(&request)?;
         let decision = NewDecision::parse(request.get_ref())?;
         let scope = self.programme.staff_scope(caller);
-        let view =
-            commands::decide(&self.handle, &self.client_keys, caller, &scope, &decision).await?;
+        let now = cpm_runtime::clock::now(&request);
+        let view = commands::decide(
+            &self.handle,
+            &self.client_keys,
+            caller,
+            &scope,
+            &decision,
+            now,
+        )
+        .await?;
         Ok(Response::new(DecideResponse {
             assessment: Some(self.view_to_proto(&view)),
         }))
@@ -290,6 +300,7 @@ impl RiskAssessmentService for RiskAssessment {
             caller,
             &scope,
             &reassessment,
+            cpm_runtime::clock::now(&request),
         )
         .await?;
         Ok(Response::new(ReassessResponse {

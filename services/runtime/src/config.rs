@@ -468,12 +468,17 @@ impl Default for TelemetryConfig {
 pub struct DevConfig {
     /// Where development mode keeps its generated keys.
     pub keys_file: PathBuf,
+    /// Whether requests may name the time they act at in the
+    /// `cpm-simulated-time` header, so `cpm simulate` can replay years in a
+    /// minute ([`crate::clock`]). Development only: production refuses it.
+    pub simulated_clock: bool,
 }
 
 impl Default for DevConfig {
     fn default() -> Self {
         Self {
             keys_file: PathBuf::from(".cpm/dev-keys.toml"),
+            simulated_clock: false,
         }
     }
 }
@@ -705,6 +710,12 @@ impl PlatformConfig {
     /// Production's refusals, each naming the key to change.
     fn refuse_weak_production_settings(&self) -> Result<(), ConfigError> {
         let refuse = |key: &str, why: &str| Err(ConfigError::invalid(key, why.to_owned()));
+        if self.dev.simulated_clock {
+            return refuse(
+                "dev.simulated_clock",
+                "production refuses the simulated clock: it lets a caller stamp records with any past time",
+            );
+        }
         let auth = &self.auth;
         if auth.rs256_public_key_file.is_empty() && auth.jwks_file.is_empty() {
             if auth.hs256_secret.is_empty() {
@@ -805,6 +816,13 @@ mod tests {
     }
 
     #[test]
+    fn development_may_enable_the_simulated_clock() {
+        let mut config = PlatformConfig::default();
+        config.dev.simulated_clock = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn a_bad_listen_address_names_its_key_and_variable() {
         let mut config = PlatformConfig::default();
         config.grpc.listen = "nowhere".into();
@@ -838,7 +856,8 @@ mod tests {
     #[test]
     fn production_refuses_each_weak_setting_naming_its_key() {
         type Weaken = fn(&mut PlatformConfig);
-        let cases: [(&str, Weaken); 10] = [
+        let cases: [(&str, Weaken); 11] = [
+            ("dev.simulated_clock", |c| c.dev.simulated_clock = true),
             ("auth.rs256_public_key_file", |c| {
                 c.auth.rs256_public_key_file.clear();
             }),

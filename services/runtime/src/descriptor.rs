@@ -50,7 +50,9 @@ pub trait Service: Send + Sync + 'static {
             auth.admits_unregistered(context.platform.profile),
             std::time::Duration::from_secs(auth.standing_cache_secs),
         );
-        Guarded::new(server, context.auth.clone(), Self::access()).with_standing(standing)
+        Guarded::new(server, context.auth.clone(), Self::access())
+            .with_standing(standing)
+            .with_clock(crate::clock::SimulatedClock::from_config(&context.platform))
     }
 
     /// The queues it consumes. Every process declares every service's

@@ -10,6 +10,7 @@
 //! - [`bus`]: RabbitMQ topology, transactional outbox and relay, idempotent consumers.
 //! - [`areas`]: the programme's registered areas, and which of them staff see.
 //! - [`auth`]: JWT bearer tokens, roles and the caller of a request.
+//! - [`clock`]: the time a request acts at, simulated on a development platform that allows it.
 //! - [`crypto`]: envelope encryption of personal data and keyed hashes.
 //! - [`grpc`]: server bootstrap (health, reflection, graceful shutdown) and error mapping.
 //! - [`descriptor`]: what a service is (names, schema, migrations, config section, consumers, start), for the binary's one registry.
@@ -22,6 +23,7 @@ pub mod areas;
 pub mod auth;
 pub mod bus;
 pub mod client_keys;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;

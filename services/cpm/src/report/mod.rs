@@ -744,7 +744,7 @@ pub fn render(figures: &Figures) -> String {
     push(&mut md, "\n## Referrer waits\n");
     push(
         &mut md,
-        "| from referral to | referrals | median hours | 90th percentile hours |",
+        "| from referral to | referrals | median days | 90th percentile days |",
     );
     push(&mut md, "|---|---:|---:|---:|");
     for (label, distribution) in [
@@ -756,7 +756,9 @@ pub fn render(figures: &Figures) -> String {
             &mut md,
             &format!(
                 "| {label} | {} | {:.1} | {:.1} |",
-                d.count, d.median_hours, d.p90_hours
+                d.count,
+                d.median_hours / 24.0,
+                d.p90_hours / 24.0
             ),
         );
     }
@@ -939,15 +941,19 @@ pub fn render_short(figures: &Figures) -> String {
     let total = figures.impact.total.clone().unwrap_or_default();
     out.push_str(&format!(
         "- Demand before support (discharged clients, formula `{}`): {}; savings: {}; cost \
-         recorded: {}.\n",
+         recorded: {}; return per £1: {}.\n",
         formula.version,
         pounds(figures.before.pence),
         if total.clients > 0 {
-            pounds(total.saving_pence)
+            format!("{} ({} clients)", pounds(total.saving_pence), total.clients)
         } else {
             "not yet available (follow-up windows still open)".to_owned()
         },
-        pounds(figures.impact.programme_cost_pence)
+        pounds(figures.impact.programme_cost_pence),
+        match figures.impact.return_per_pound {
+            Some(r) if total.clients > 0 => format!("£{r:.2}"),
+            _ => "not available".to_owned(),
+        }
     ));
     out.push_str("- Caveat: regression to the mean — read savings beside the comparison cohort.\n");
     out

@@ -3,22 +3,25 @@
 //! APIs, as agencies, coordinators, mentors and an admin would, with
 //! bounded concurrency and a progress bar.
 //!
-//! Time cannot be compressed through the APIs: referral intake stamps a
-//! referral when it arrives, case files open when the allocation is
-//! confirmed, and follow-up demand is refused until its window has passed.
-//! What the replay can backdate it does (mentors' training dates); the
-//! rest lands on the day of the replay, and [`SimulateSummary::limits`]
-//! says which figures that affects (docs/simulate.md).
+//! Time is compressed with the platform's development clock: every call
+//! of a referral's replay names the time the plan gives its step
+//! ([`timeline`]) in the `cpm-simulated-time` header, so a programme of
+//! four years lands in its years, engagements last months and follow-up
+//! demand is recorded once its window has passed. A platform without
+//! `dev.simulated_clock` refuses the header; the replay then stops at the
+//! first referral and says so.
 //!
 //! DEVELOPMENT ONLY: every token is minted with the configured shared key.
 
 pub mod plan;
+pub mod timeline;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use cpm_proto::v1::contact_logging_service_client::ContactLoggingServiceClient;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
@@ -34,6 +37,7 @@ use cpm_proto::v1::{
     SetGoalRequest, SubmitReferralRequest, TrainingFormat, WillWantCapacityScores,
 };
 use cpm_runtime::auth::{Authenticator, Role};
+use cpm_runtime::clock::SIMULATED_TIME_HEADER;
 use futures::StreamExt as _;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -78,10 +82,12 @@ pub struct SimulateSummary {
     pub referrals: usize,
     pub supported: usize,
     pub contacts_logged: u64,
+    /// Supported clients whose follow-up demand was recorded.
+    pub follow_ups: u64,
     pub mentors: usize,
     pub elapsed: Duration,
-    /// What the API refused or could not backdate, in words.
-    pub limits: Vec<String>,
+    /// The calendar years of programme years 1 and 4.
+    pub years: (i32, i32),
 }
 
 impl SimulateSummary {
@@ -99,16 +105,19 @@ impl SimulateSummary {
             self.elapsed.as_secs_f64()
         );
         out.push_str(&format!(
+            "programme years 1-4 replayed as {}-{} on the platform's development clock; \
+             follow-up demand recorded for {} clients a year after discharge\n",
+            self.years.0, self.years.1, self.follow_ups
+        ));
+        out.push_str(&format!(
             "intended: contacts mean {:.1}, max {}; demand before support £{:.2}; \
-             saving the plan intends £{:.2} (not recordable yet, see below)\n",
+             saving £{:.2}; cost £{:.2}\n",
             intended.contacts.mean(),
             intended.contacts.max,
             intended.before_pence as f64 / 100.0,
-            intended.saving_pence as f64 / 100.0
+            intended.saving_pence as f64 / 100.0,
+            intended.cost_pence as f64 / 100.0
         ));
-        for limit in &self.limits {
-            out.push_str(&format!("limit: {limit}\n"));
-        }
         out
     }
 }
@@ -119,8 +128,7 @@ struct Replay {
     admin: Authed,
     coordinator: Authed,
     contacts: AtomicU64,
-    /// The refusal of a follow-up demand figure, seen once.
-    follow_up_refusal: std::sync::Mutex<Option<String>>,
+    follow_ups: AtomicU64,
 }
 
 fn agency_id(run: &str, index: usize) -> String {
@@ -261,39 +269,44 @@ impl Replay {
             Some(&agency),
             None,
         )?;
+        let times = &referral.timeline;
         let submitted = ReferralIntakeServiceClient::new(referrer)
-            .submit_referral(SubmitReferralRequest {
-                idempotency_key: format!("sim-{run}-{index}"),
-                client: Some(ClientIdentity {
-                    given_name: format!("Client{index}"),
-                    family_name: format!("Simulated-{run}"),
-                    date_of_birth: referral.date_of_birth.to_string(),
-                    gender: referral.gender as i32,
-                    address: format!("{index} Example Street"),
-                    area: referral.area.clone(),
-                    phone: "01325 000000".into(),
-                    safe_contact_instructions: "call after 10am".into(),
-                }),
-                referrer: Some(Referrer {
-                    name: format!("Referrer at {slug}"),
-                    role: ReferrerRole::Frontline as i32,
-                    contact: format!("referrer@{slug}.example"),
-                }),
-                reason: "repeated calls to emergency services while isolated".into(),
-                desired_outcomes: "fewer crises; someone to talk to".into(),
-                client_consented: true,
-                vulnerabilities: referral.vulnerabilities.iter().map(|v| *v as i32).collect(),
-                victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
-                perpetrator_of: referral.perpetrator_of.iter().map(|c| *c as i32).collect(),
-                emergency_calls_last_12_months: referral.calls_before,
-                demand: Some(Demand {
-                    police_calls: referral.calls_before,
-                    police_staff_hours: f64::from(referral.hours_before),
+            .submit_referral(at(
+                times.referred_at,
+                SubmitReferralRequest {
+                    idempotency_key: format!("sim-{run}-{index}"),
+                    client: Some(ClientIdentity {
+                        given_name: format!("Client{index}"),
+                        family_name: format!("Simulated-{run}"),
+                        date_of_birth: referral.date_of_birth.to_string(),
+                        gender: referral.gender as i32,
+                        address: format!("{index} Example Street"),
+                        area: referral.area.clone(),
+                        phone: "01325 000000".into(),
+                        safe_contact_instructions: "call after 10am".into(),
+                    }),
+                    referrer: Some(Referrer {
+                        name: format!("Referrer at {slug}"),
+                        role: ReferrerRole::Frontline as i32,
+                        contact: format!("referrer@{slug}.example"),
+                    }),
+                    reason: "repeated calls to emergency services while isolated".into(),
+                    desired_outcomes: "fewer crises; someone to talk to".into(),
+                    client_consented: true,
+                    vulnerabilities: referral.vulnerabilities.iter().map(|v| *v as i32).collect(),
+                    victim_of: referral.victim_of.iter().map(|c| *c as i32).collect(),
+                    perpetrator_of: referral.perpetrator_of.iter().map(|c| *c as i32).collect(),
+                    emergency_calls_last_12_months: referral.calls_before,
+                    demand: Some(Demand {
+                        police_calls: referral.calls_before,
+                        police_staff_hours: f64::from(referral.hours_before),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            })
+                },
+            ))
             .await
+            .map_err(refused_clock)
             .context("SubmitReferral")?
             .into_inner();
         let referral_id = submitted.referral.context("no referral")?.referral_id;
@@ -342,41 +355,50 @@ impl Replay {
             };
             if kind.stage == NonEngagementStage::HomeVisit {
                 assessments
-                    .record_check(RecordCheckRequest {
-                        home_visit: Some(HomeVisit {
-                            attended_by: vec!["sim-coordinator".into()],
-                            referrer_co_visited: true,
-                            phone_contact_first: false,
-                        }),
-                        ..check(CheckKind::HomeVisit, false)
-                    })
+                    .record_check(at(
+                        times.first_check_at,
+                        RecordCheckRequest {
+                            home_visit: Some(HomeVisit {
+                                attended_by: vec!["sim-coordinator".into()],
+                                referrer_co_visited: true,
+                                phone_contact_first: false,
+                            }),
+                            ..check(CheckKind::HomeVisit, false)
+                        },
+                    ))
                     .await
                     .context("RecordCheck")?;
             }
             request.assessment_id = assessment_id.clone();
             assessments
-                .record_check(request)
+                .record_check(at(times.first_check_at + HOUR, request))
                 .await
                 .context("RecordCheck")?;
             assessments
-                .decide(DecideRequest {
-                    assessment_id,
-                    decision: Decision::NotTakenOn as i32,
-                    stage: kind.stage as i32,
-                    reason: kind.reason as i32,
-                    referred_to: kind.referred_to.map_or(0, |r| r as i32),
-                    rationale: kind.label.into(),
-                })
+                .decide(at(
+                    times.decided_at,
+                    DecideRequest {
+                        assessment_id,
+                        decision: Decision::NotTakenOn as i32,
+                        stage: kind.stage as i32,
+                        reason: kind.reason as i32,
+                        referred_to: kind.referred_to.map_or(0, |r| r as i32),
+                        rationale: kind.label.into(),
+                    },
+                ))
                 .await
                 .context("Decide")?;
             return Ok(());
         }
 
-        for kind in [
+        for (n, kind) in [
             CheckKind::AdultAtReferral,
             CheckKind::RiskToVolunteers,
             CheckKind::WillWantCapacity,
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let mut request = check(kind, true);
             match kind {
                 CheckKind::RiskToVolunteers => request.risk_level = RiskLevel::Low as i32,
@@ -390,19 +412,25 @@ impl Replay {
                 _ => {}
             }
             assessments
-                .record_check(request)
+                .record_check(at(times.first_check_at + HOUR * n as i32, request))
                 .await
                 .context("RecordCheck")?;
         }
         assessments
-            .decide(DecideRequest {
-                assessment_id,
-                decision: Decision::Accept as i32,
-                rationale: "will and want to change; safe for volunteers".into(),
-                ..Default::default()
-            })
+            .decide(at(
+                times.decided_at,
+                DecideRequest {
+                    assessment_id,
+                    decision: Decision::Accept as i32,
+                    rationale: "will and want to change; safe for volunteers".into(),
+                    ..Default::default()
+                },
+            ))
             .await
             .context("Decide")?;
+        let allocated_at = times
+            .allocated_at
+            .context("an accepted referral is allocated")?;
 
         // Matching: the best proposed pair, once the referral reached
         // matching and a pair in its area has places free.
@@ -427,11 +455,14 @@ impl Replay {
                             return Ok(None);
                         };
                         matching
-                            .confirm_allocation(ConfirmAllocationRequest {
-                                referral_id,
-                                mentor_ids: best.mentor_ids.clone(),
-                                reason: String::new(),
-                            })
+                            .confirm_allocation(at(
+                                allocated_at,
+                                ConfirmAllocationRequest {
+                                    referral_id,
+                                    mentor_ids: best.mentor_ids.clone(),
+                                    reason: String::new(),
+                                },
+                            ))
                             .await?;
                         Ok(best.mentor_ids.first().cloned())
                     }
@@ -449,7 +480,8 @@ impl Replay {
         let mut coordinator_contacts = ContactLoggingServiceClient::new(self.coordinator.clone());
         let contacts = referral.contacts();
         let mut goal_id = None;
-        for (n, contact) in contacts.iter().enumerate() {
+        for (n, (contact, contact_at)) in contacts.iter().zip(&times.contacts_at).enumerate() {
+            let contact_at = *contact_at;
             let request = LogContactRequest {
                 referral_id: referral_id.clone(),
                 activity: contact.activity as i32,
@@ -462,28 +494,36 @@ impl Replay {
                 self.retrying("the case file to open", &[Code::NotFound], || {
                     let mut client = mentor_contacts.clone();
                     let request = request.clone();
-                    async move { client.log_contact(request).await.map(|_| Some(())) }
+                    async move {
+                        client
+                            .log_contact(at(contact_at, request))
+                            .await
+                            .map(|_| Some(()))
+                    }
                 })
                 .await?;
             } else {
                 mentor_contacts
-                    .log_contact(request)
+                    .log_contact(at(contact_at, request))
                     .await
                     .context("LogContact")?;
             }
             self.contacts.fetch_add(1, Ordering::Relaxed);
             if n == 1 && referral.supported() {
-                let target = chrono::Utc::now().date_naive() + chrono::Days::new(90);
+                let target = contact_at.date_naive() + chrono::Days::new(90);
                 let goal = coordinator_contacts
-                    .set_goal(SetGoalRequest {
-                        referral_id: referral_id.clone(),
-                        goal: "fewer crises and a weekly activity outside the house".into(),
-                        reality: "calls for help most weeks".into(),
-                        options: "a local group; a routine for bad days".into(),
-                        way_forward: "try the group with a mentor".into(),
-                        target_date: target.to_string(),
-                        commitment: 7,
-                    })
+                    .set_goal(at(
+                        contact_at,
+                        SetGoalRequest {
+                            referral_id: referral_id.clone(),
+                            goal: "fewer crises and a weekly activity outside the house".into(),
+                            reality: "calls for help most weeks".into(),
+                            options: "a local group; a routine for bad days".into(),
+                            way_forward: "try the group with a mentor".into(),
+                            target_date: target.to_string(),
+                            commitment: 7,
+                        },
+                    ))
                     .await
                     .context("SetGoal")?
                     .into_inner()
@@ -493,6 +533,7 @@ impl Replay {
             }
         }
 
+        let ended_at = times.ended_at.context("an engagement ends")?;
         match &referral.outcome {
             Outcome::Supported {
                 discharge,
@@ -501,43 +542,52 @@ impl Replay {
             } => {
                 if let Some(goal_id) = goal_id {
                     coordinator_contacts
-                        .record_goal_progress(RecordGoalProgressRequest {
-                            referral_id: referral_id.clone(),
-                            goal_id,
-                            note: "reviewed at discharge".into(),
-                            commitment: 0,
-                            state: if *goal_achieved {
-                                GoalState::Achieved
-                            } else {
-                                GoalState::Dropped
-                            } as i32,
-                        })
+                        .record_goal_progress(at(
+                            ended_at,
+                            RecordGoalProgressRequest {
+                                referral_id: referral_id.clone(),
+                                goal_id,
+                                note: "reviewed at discharge".into(),
+                                commitment: 0,
+                                state: if *goal_achieved {
+                                    GoalState::Achieved
+                                } else {
+                                    GoalState::Dropped
+                                } as i32,
+                            },
+                        ))
                         .await
                         .context("RecordGoalProgress")?;
                 }
                 coordinator_contacts
-                    .discharge(DischargeRequest {
-                        referral_id: referral_id.clone(),
-                        reason: "support ended".into(),
-                        outcome: *discharge as i32,
-                        ..Default::default()
-                    })
+                    .discharge(at(
+                        ended_at,
+                        DischargeRequest {
+                            referral_id: referral_id.clone(),
+                            reason: "support ended".into(),
+                            outcome: *discharge as i32,
+                            ..Default::default()
+                        },
+                    ))
                     .await
                     .context("Discharge")?;
-                self.try_follow_up(&mut coordinator_contacts, &referral_id, referral)
-                    .await;
+                self.record_follow_up(&mut coordinator_contacts, &referral_id, referral)
+                    .await?;
             }
             Outcome::EndedDuringEngagement { .. } => {
                 let kind = referral.non_engagement().expect("ended");
                 assessments
-                    .reassess(ReassessRequest {
-                        referral_id,
-                        action: EngagementAction::End as i32,
-                        stage: kind.stage as i32,
-                        reason: kind.reason as i32,
-                        referred_to: kind.referred_to.map_or(0, |r| r as i32),
-                        rationale: kind.label.into(),
-                    })
+                    .reassess(at(
+                        ended_at,
+                        ReassessRequest {
+                            referral_id,
+                            action: EngagementAction::End as i32,
+                            stage: kind.stage as i32,
+                            reason: kind.reason as i32,
+                            referred_to: kind.referred_to.map_or(0, |r| r as i32),
+                            rationale: kind.label.into(),
+                        },
+                    ))
                     .await
                     .context("Reassess")?;
             }
@@ -546,38 +596,64 @@ impl Replay {
         Ok(())
     }
 
-    /// Tries to record the follow-up demand the plan intends, once: the API
-    /// refuses it until the window has passed, and the refusal is reported.
-    async fn try_follow_up(
+    /// Records the demand the plan intends for the year after support
+    /// ended, supplied once that window has passed.
+    async fn record_follow_up(
         &self,
         client: &mut ContactLoggingServiceClient<Authed>,
         referral_id: &str,
         referral: &PlannedReferral,
-    ) {
-        if self
-            .follow_up_refusal
-            .lock()
-            .expect("not poisoned")
-            .is_some()
-        {
-            return;
-        }
-        let result = client
-            .record_demand(RecordDemandRequest {
-                referral_id: referral_id.to_owned(),
-                window: DemandWindow::FirstFollowUp as i32,
-                police_calls: referral.calls_after / 2,
-                police_staff_hours: f64::from(referral.hours_after / 2),
-                supplied_by: "simulated police data team".into(),
-                supplied_on: chrono::Utc::now().date_naive().to_string(),
-                ..Default::default()
-            })
-            .await;
-        let outcome = match result {
-            Ok(_) => "accepted".to_owned(),
-            Err(status) => format!("{:?}: {}", status.code(), status.message()),
-        };
-        *self.follow_up_refusal.lock().expect("not poisoned") = Some(outcome);
+    ) -> anyhow::Result<()> {
+        let supplied_on = referral
+            .timeline
+            .follow_up_on
+            .context("a supported client has a follow-up")?;
+        let supplied_at = supplied_on.and_hms_opt(12, 0, 0).expect("noon").and_utc();
+        client
+            .record_demand(at(
+                supplied_at,
+                RecordDemandRequest {
+                    referral_id: referral_id.to_owned(),
+                    window: DemandWindow::SecondFollowUp as i32,
+                    police_calls: referral.calls_after,
+                    police_staff_hours: f64::from(referral.hours_after),
+                    supplied_by: "simulated police data team".into(),
+                    supplied_on: supplied_on.to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .context("RecordDemand")?;
+        self.follow_ups.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One hour, between checks recorded on the same visit.
+const HOUR: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// `message` as a request acting at `time` on the platform's development clock.
+fn at<T>(time: DateTime<Utc>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = time
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .parse()
+        .expect("an RFC 3339 time is a valid header value");
+    request.metadata_mut().insert(SIMULATED_TIME_HEADER, value);
+    request
+}
+
+/// Says what to do when the platform refuses simulated time.
+fn refused_clock(status: tonic::Status) -> anyhow::Error {
+    if status.code() == Code::FailedPrecondition && status.message().contains(SIMULATED_TIME_HEADER)
+    {
+        anyhow::anyhow!(
+            "{}: run the platform in development with dev.simulated_clock = true \
+             (CPM__DEV__SIMULATED_CLOCK=true) to replay a programme",
+            status.message()
+        )
+    } else {
+        anyhow::anyhow!("{status}")
     }
 }
 
@@ -617,14 +693,21 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<SimulateSummary> {
         channel,
         options,
         contacts: AtomicU64::new(0),
-        follow_up_refusal: std::sync::Mutex::new(None),
+        follow_ups: AtomicU64::new(0),
     });
 
     replay.register_agencies().await?;
     ContactLoggingServiceClient::new(replay.admin.clone())
         .record_programme_cost(RecordProgrammeCostRequest {
-            period_start: "2016-04-01".into(),
-            period_end: "2019-03-31".into(),
+            // The four programme years, as the evaluation's cost covered its years.
+            period_start: format!(
+                "{}-01-01",
+                timeline::calendar_year(replay.options.plan.today, 1)
+            ),
+            period_end: format!(
+                "{}-12-31",
+                timeline::calendar_year(replay.options.plan.today, 4)
+            ),
             cost_pence: programme.cost_pence.max(1),
             note: format!("simulated programme, seed {}", programme.seed),
         })
@@ -685,34 +768,18 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<SimulateSummary> {
         replay.register_mentor(mentor).await?;
     }
 
-    let mut limits = vec![
-        "referrals are stamped when they arrive: every programme year lands on the day of the \
-         replay, so the report's referrals per year show one year (referral intake has no \
-         development-mode clock or backdated submission)"
-            .to_owned(),
-        "case files open when the allocation is confirmed and contacts may not predate them: \
-         engagement lengths and waits are seconds, not months"
-            .to_owned(),
-    ];
-    if let Some(refusal) = replay
-        .follow_up_refusal
-        .lock()
-        .expect("not poisoned")
-        .clone()
-    {
-        limits.push(format!(
-            "follow-up demand after discharge was refused until its window has passed \
-             ({refusal}): savings and return on investment cannot be shown yet"
-        ));
-    }
     let contacts_logged = replay.contacts.load(Ordering::Relaxed);
     Ok(SimulateSummary {
         referrals: programme.referrals.len(),
         supported: programme.referrals.iter().filter(|r| r.supported()).count(),
         mentors: programme.mentors.len(),
         contacts_logged,
+        follow_ups: replay.follow_ups.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
-        limits,
+        years: (
+            timeline::calendar_year(replay.options.plan.today, 1),
+            timeline::calendar_year(replay.options.plan.today, 4),
+        ),
         programme,
     })
 }

@@ -17,6 +17,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 
+use super::timeline::{self, Timeline};
+
 /// Referrals per programme year (years 1-3 from the evaluation; year 4 is
 /// what the 2019 totals, 545 referrals and 381 engaged, add to them).
 pub const YEAR_REFERRALS: [u32; 4] = [34, 171, 56, 284];
@@ -292,6 +294,8 @@ pub struct PlannedReferral {
     pub calls_after: i32,
     pub hours_after: i32,
     pub outcome: Outcome,
+    /// When each step happens.
+    pub timeline: Timeline,
 }
 
 impl PlannedReferral {
@@ -528,6 +532,8 @@ impl Programme {
             .collect();
         let agency_weights: Vec<f64> = AGENCIES.iter().map(|a| f64::from(a.3)).collect();
 
+        // Times come from a generator of their own, so they change nothing else.
+        let mut time_rng = StdRng::seed_from_u64(options.seed ^ 0x7131_e11e);
         let mut referrals = Vec::with_capacity(outcomes.len());
         for (year, non_engagement) in outcomes {
             let gender = match rng.random::<f64>() {
@@ -536,7 +542,8 @@ impl Programme {
                 _ => Gender::Transgender,
             };
             let age = (46.0 + 16.0 * normal(&mut rng)).round().clamp(18.0, 97.0) as u64;
-            // Referred at least `age` years (and a little) before today.
+            // Born at least `age` years (and a little) before today; moved
+            // back to the referral's date below, once that is drawn.
             let date_of_birth =
                 options.today - Days::new(age * 365 + age / 4 + rng.random_range(1..360));
             let vulnerabilities: Vec<Vulnerability> = VULNERABILITIES
@@ -622,6 +629,20 @@ impl Programme {
                 }
                 Some(index) => Outcome::NotTakenOn(index),
             };
+            let (engaged, supported, contact_count) = match &outcome {
+                Outcome::Supported { contacts, .. } => (true, true, contacts.len()),
+                Outcome::EndedDuringEngagement { contacts, .. } => (true, false, contacts.len()),
+                Outcome::NotTakenOn(_) => (false, false, 0),
+            };
+            let timeline = timeline::draw(
+                &mut time_rng,
+                options.today,
+                year,
+                engaged,
+                supported,
+                contact_count,
+            );
+            let date_of_birth = date_of_birth - (options.today - timeline.referred_at.date_naive());
             referrals.push(PlannedReferral {
                 year,
                 area: options.areas[weighted(&mut rng, &area_weights)].clone(),
@@ -636,6 +657,7 @@ impl Programme {
                 calls_after,
                 hours_after,
                 outcome,
+                timeline,
             });
         }
 
@@ -935,9 +957,10 @@ mod tests {
         assert!((0.58..0.72).contains(&hiu), "hiu {hiu}");
         let victims = share(&|r| !r.victim_of.is_empty());
         assert!((0.68..0.82).contains(&victims), "victims {victims}");
-        let today = NaiveDate::from_ymd_opt(2026, 5, 1).expect("a date");
         assert!(programme.referrals.iter().all(|r| {
-            today
+            r.timeline
+                .referred_at
+                .date_naive()
                 .years_since(r.date_of_birth)
                 .is_some_and(|age| age >= 18)
         }));

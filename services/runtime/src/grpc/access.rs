@@ -25,6 +25,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::auth::{Authenticator, Caller, Role};
+use crate::clock::{RequestTime, SimulatedClock};
 use crate::standing::Standing;
 
 /// Coordinators and admins: the programme's staff.
@@ -78,6 +79,7 @@ pub struct Guarded<S> {
     authenticator: Authenticator,
     table: &'static AccessTable,
     standing: Option<Standing>,
+    clock: SimulatedClock,
 }
 
 impl<S> Guarded<S> {
@@ -87,7 +89,15 @@ impl<S> Guarded<S> {
             authenticator,
             table,
             standing: None,
+            clock: SimulatedClock::disabled(),
         }
+    }
+
+    /// Admits the simulated time a request names when `clock` allows it;
+    /// without this every request naming one is refused.
+    pub fn with_clock(mut self, clock: SimulatedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Also refuses callers not in good standing (every service's API;
@@ -103,6 +113,16 @@ impl<S> Guarded<S> {
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
         self.table.admit(method, &caller)?;
         Ok(caller)
+    }
+
+    /// The caller, and the simulated time the request acts at, if any.
+    fn admit_with_time<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Result<(Caller, Option<RequestTime>), Status> {
+        let caller = self.admit(request)?;
+        let time = self.clock.read(request.headers(), chrono::Utc::now())?;
+        Ok((caller, time.map(RequestTime)))
     }
 }
 
@@ -132,8 +152,13 @@ where
             tracing::debug!(code = ?status.code(), message = status.message(), "call refused");
             Ok(status.into_http())
         };
-        let caller = match self.admit(&request) {
-            Ok(caller) => caller,
+        let caller = match self.admit_with_time(&request) {
+            Ok((caller, time)) => {
+                if let Some(time) = time {
+                    request.extensions_mut().insert(time);
+                }
+                caller
+            }
             Err(status) => return Box::pin(std::future::ready(refused(status))),
         };
         let standing = match &self.standing {
