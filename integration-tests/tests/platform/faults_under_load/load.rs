@@ -1,0 +1,360 @@
+//! The flow the faults land in, and the tally taken after them.
+//!
+//! The driver is open-loop: a new referral every `1/per_second` whatever
+//! the platform answers, each in its own task, retried with the same
+//! idempotency key after an error or a silent attempt, as an agency's
+//! integration would. The checker then compares what the client was told
+//! (acknowledged keys and referral IDs) with what the platform holds and
+//! what the agency's two subscribers (webhook and stream) heard.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::{GetReferralRequest, ReferralStatus};
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::flow::{Heard, ListeningAgency};
+use crate::harness::{Authed, TestEnv, referral_request};
+
+/// One attempt that has had no answer for this long is abandoned and tried again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A key still unacknowledged after this long is reported, not retried further.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+/// The longest any fault may keep the flow from being processed.
+pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
+
+/// The flow's size and pace: `CPM_FAULT_REFERRALS` (default 1,200) and
+/// `CPM_FAULT_RATE` per second (default 110). The long run sets several
+/// thousand referrals; the default keeps each test to a few minutes on
+/// the two-core CI machine.
+#[derive(Clone, Copy)]
+pub struct LoadSettings {
+    pub referrals: usize,
+    pub per_second: u32,
+}
+
+impl LoadSettings {
+    pub fn from_env() -> Self {
+        let read = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .map(|value| value.parse().unwrap_or_else(|_| panic!("{name}={value}")))
+                .unwrap_or(default)
+        };
+        Self {
+            referrals: read("CPM_FAULT_REFERRALS", 1_200),
+            per_second: read("CPM_FAULT_RATE", 110) as u32,
+        }
+    }
+}
+
+/// What the client saw of one idempotency key.
+pub struct Submission {
+    pub first_attempt: Instant,
+    pub attempts: u32,
+    /// The referral the service acknowledged, and when.
+    pub acknowledged: Option<(String, Instant)>,
+}
+
+pub struct Flow {
+    pub submissions: Vec<Submission>,
+    pub offered_per_second: f64,
+}
+
+/// Submits at `settings.per_second` until `settings.referrals` are sent and
+/// `stop` has fired (whichever is later), then waits for every key to be
+/// acknowledged or given up.
+pub async fn run(
+    client: ReferralIntakeServiceClient<Authed>,
+    settings: LoadSettings,
+    area: &'static str,
+    stop: CancellationToken,
+) -> Flow {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / settings.per_second);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sent = 0;
+    while sent < settings.referrals || !stop.is_cancelled() {
+        ticks.tick().await;
+        let client = client.clone();
+        tasks.spawn(submit_until_acknowledged(client, area));
+        sent += 1;
+    }
+    let offered_per_second = sent as f64 / started.elapsed().as_secs_f64();
+    let mut submissions = Vec::with_capacity(sent);
+    while let Some(submission) = tasks.join_next().await {
+        submissions.push(submission.unwrap());
+    }
+    Flow {
+        submissions,
+        offered_per_second,
+    }
+}
+
+async fn submit_until_acknowledged(
+    mut client: ReferralIntakeServiceClient<Authed>,
+    area: &str,
+) -> Submission {
+    let request = referral_request(area);
+    let first_attempt = Instant::now();
+    let mut attempts = 0;
+    let mut pause = Duration::from_millis(250);
+    while first_attempt.elapsed() < GIVE_UP_AFTER {
+        attempts += 1;
+        let answer =
+            tokio::time::timeout(ATTEMPT_TIMEOUT, client.submit_referral(request.clone())).await;
+        if let Ok(Ok(response)) = answer {
+            let referral_id = response.into_inner().referral.unwrap().referral_id;
+            return Submission {
+                first_attempt,
+                attempts,
+                acknowledged: Some((referral_id, Instant::now())),
+            };
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    Submission {
+        first_attempt,
+        attempts,
+        acknowledged: None,
+    }
+}
+
+/// When the fault began and when it ended: the fault's cause was removed
+/// (broker or database back, or the killed process started again).
+#[derive(Clone, Copy)]
+pub struct FaultWindow {
+    pub began: Instant,
+    pub ended: Instant,
+}
+
+/// One channel's losses and repeats over the acknowledged referrals.
+#[derive(Debug, Default)]
+pub struct ChannelTally {
+    pub lost: usize,
+    pub duplicated: usize,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub fault: &'static str,
+    pub keys: usize,
+    pub offered_per_second: f64,
+    pub acknowledged: usize,
+    pub unacknowledged: usize,
+    /// Acknowledged referrals not in UNDER_ASSESSMENT at the end.
+    pub lost: usize,
+    /// Referrals in the database beyond one per acknowledged key.
+    pub duplicated_referrals: i64,
+    pub webhook: ChannelTally,
+    pub stream: ChannelTally,
+    /// Acknowledged referrals in flight during the fault that still reached
+    /// UNDER_ASSESSMENT and were told on both channels.
+    pub recovered: usize,
+    /// Keys that needed more than one attempt.
+    pub retried: usize,
+    /// From the fault's end to the first referral submitted after it being
+    /// told UNDER_ASSESSMENT on both channels.
+    pub recovery: Option<Duration>,
+    /// From the fault's end until every referral submitted before it was told.
+    pub drained: Option<Duration>,
+}
+
+impl Report {
+    pub fn line(&self) -> String {
+        let secs = |duration: Option<Duration>| {
+            duration.map_or("none".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()))
+        };
+        format!(
+            "fault={} keys={} offered={:.1}/s acknowledged={} unacknowledged={} lost={} \
+             duplicated={} recovered={} retried={} webhook_lost={} webhook_duplicated={} \
+             stream_lost={} stream_duplicated={} recovery={} drained={}",
+            self.fault,
+            self.keys,
+            self.offered_per_second,
+            self.acknowledged,
+            self.unacknowledged,
+            self.lost,
+            self.duplicated_referrals,
+            self.recovered,
+            self.retried,
+            self.webhook.lost,
+            self.webhook.duplicated,
+            self.stream.lost,
+            self.stream.duplicated,
+            secs(self.recovery),
+            secs(self.drained),
+        )
+    }
+
+    /// Correctness only: nothing lost, nothing twice, recovered in time.
+    pub fn assert_clean(&self, settings: LoadSettings) {
+        let line = self.line();
+        assert!(
+            self.offered_per_second >= f64::from(settings.per_second) * 0.95,
+            "the flow did not hold its pace: {line}"
+        );
+        assert_eq!(self.unacknowledged, 0, "keys never acknowledged: {line}");
+        assert_eq!(self.lost, 0, "acknowledged referrals lost: {line}");
+        assert_eq!(self.duplicated_referrals, 0, "duplicate referrals: {line}");
+        assert_eq!(self.webhook.lost + self.stream.lost, 0, "lost notices: {line}");
+        assert_eq!(
+            self.webhook.duplicated + self.stream.duplicated,
+            0,
+            "notices told twice: {line}"
+        );
+        let recovery = self
+            .recovery
+            .unwrap_or_else(|| panic!("no referral after the fault went through: {line}"));
+        assert!(recovery <= RECOVERY_TARGET, "slow recovery: {line}");
+    }
+}
+
+const STATUSES: [ReferralStatus; 2] = [ReferralStatus::Received, ReferralStatus::UnderAssessment];
+
+/// Waits (at most `catch_up`) for the agency to be told every acknowledged
+/// referral reached UNDER_ASSESSMENT, then counts.
+pub async fn check(
+    fault: &'static str,
+    env: &TestEnv,
+    agency: &str,
+    client: &ReferralIntakeServiceClient<Authed>,
+    listening: &ListeningAgency,
+    flow: &Flow,
+    window: FaultWindow,
+    catch_up: Duration,
+) -> Report {
+    let acknowledged: Vec<String> = flow
+        .submissions
+        .iter()
+        .filter_map(|submission| submission.acknowledged.as_ref().map(|(id, _)| id.clone()))
+        .collect();
+    let deadline = Instant::now() + catch_up;
+    while Instant::now() < deadline {
+        let told = |heard: &std::sync::Mutex<Heard>| {
+            heard
+                .lock()
+                .unwrap()
+                .count(&acknowledged, ReferralStatus::UnderAssessment)
+        };
+        if told(&listening.webhook) == acknowledged.len()
+            && told(&listening.stream) == acknowledged.len()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Anything sent twice would arrive within the webhook worker's poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let statuses: Vec<ReferralStatus> = futures::stream::iter(acknowledged.iter().cloned())
+        .map(|referral_id| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_referral(GetReferralRequest { referral_id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .referral
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let lost = statuses
+        .iter()
+        .filter(|status| **status != ReferralStatus::UnderAssessment)
+        .count();
+
+    let database = env.database().await;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM referral_intake.referral WHERE agency_id = $1")
+            .bind(agency)
+            .fetch_one(&database)
+            .await
+            .unwrap();
+    database.close().await;
+    let distinct: HashSet<&String> = acknowledged.iter().collect();
+    let duplicated_referrals = rows - distinct.len() as i64
+        + (acknowledged.len() - distinct.len()) as i64;
+
+    let webhook = tally(&listening.webhook.lock().unwrap(), &acknowledged);
+    let stream = tally(&listening.stream.lock().unwrap(), &acknowledged);
+    let told_both = |referral_id: &String| {
+        let key = (referral_id.clone(), ReferralStatus::UnderAssessment);
+        let webhook = listening.webhook.lock().unwrap().first_heard.get(&key).copied();
+        let stream = listening.stream.lock().unwrap().first_heard.get(&key).copied();
+        webhook.zip(stream).map(|(webhook, stream)| webhook.max(stream))
+    };
+
+    let mut recovered = 0;
+    let mut recovery: Option<Instant> = None;
+    let mut drained = Some(window.ended);
+    for submission in &flow.submissions {
+        let Some((referral_id, acknowledged_at)) = &submission.acknowledged else {
+            continue;
+        };
+        let told = told_both(referral_id);
+        if submission.first_attempt >= window.ended {
+            if let Some(told) = told {
+                recovery = Some(recovery.map_or(told, |earliest| earliest.min(told)));
+            }
+            continue;
+        }
+        drained = drained.zip(told).map(|(latest, told)| latest.max(told));
+        let in_flight = told.is_some_and(|told| told >= window.began)
+            || *acknowledged_at >= window.began;
+        if in_flight && told.is_some() {
+            recovered += 1;
+        }
+    }
+    let since_end = |at: Instant| at.saturating_duration_since(window.ended);
+    Report {
+        fault,
+        keys: flow.submissions.len(),
+        offered_per_second: flow.offered_per_second,
+        acknowledged: acknowledged.len(),
+        unacknowledged: flow.submissions.len() - acknowledged.len(),
+        lost,
+        duplicated_referrals,
+        webhook,
+        stream,
+        recovered,
+        retried: flow
+            .submissions
+            .iter()
+            .filter(|submission| submission.attempts > 1)
+            .count(),
+        recovery: recovery.map(since_end),
+        drained: drained.map(since_end),
+    }
+}
+
+/// Notices of RECEIVED and UNDER_ASSESSMENT missing or repeated on one channel.
+fn tally(heard: &Heard, acknowledged: &[String]) -> ChannelTally {
+    let mut tally = ChannelTally::default();
+    let mut repeated_statuses = 0;
+    for referral_id in acknowledged {
+        for status in STATUSES {
+            match heard.by_referral.get(&(referral_id.clone(), status)) {
+                None => tally.lost += 1,
+                Some(times) => repeated_statuses += *times as usize - 1,
+            }
+        }
+    }
+    // The same notification delivered again, or one status told under two
+    // notification IDs: either is a duplicate to the subscriber.
+    let repeated_notifications: usize = heard
+        .by_notification
+        .values()
+        .map(|times| *times as usize - 1)
+        .sum();
+    tally.duplicated = repeated_statuses.max(repeated_notifications);
+    tally
+}
