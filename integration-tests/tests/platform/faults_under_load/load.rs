@@ -19,7 +19,9 @@ use crate::flow::{Heard, ListeningAgency};
 use crate::harness::{Authed, TestEnv, referral_request};
 
 /// One attempt that has had no answer for this long is abandoned and tried again.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between attempts; pauses double up to it, with jitter.
+const MOST_PAUSE: Duration = Duration::from_secs(5);
 /// A key still unacknowledged after this long is reported, not retried further.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// The longest any fault may keep the flow from being processed.
@@ -54,6 +56,8 @@ impl LoadSettings {
 pub struct Submission {
     pub first_attempt: Instant,
     pub attempts: u32,
+    /// What the last failed attempt met: a gRPC code, or `timeout`.
+    pub last_error: Option<String>,
     /// The referral the service acknowledged, and when.
     pub acknowledged: Option<(String, Instant)>,
 }
@@ -101,24 +105,32 @@ async fn submit_until_acknowledged(
     let first_attempt = Instant::now();
     let mut attempts = 0;
     let mut pause = Duration::from_millis(250);
+    let mut last_error = None;
     while first_attempt.elapsed() < GIVE_UP_AFTER {
         attempts += 1;
         let answer =
             tokio::time::timeout(ATTEMPT_TIMEOUT, client.submit_referral(request.clone())).await;
-        if let Ok(Ok(response)) = answer {
-            let referral_id = response.into_inner().referral.unwrap().referral_id;
-            return Submission {
-                first_attempt,
-                attempts,
-                acknowledged: Some((referral_id, Instant::now())),
-            };
+        match answer {
+            Ok(Ok(response)) => {
+                let referral_id = response.into_inner().referral.unwrap().referral_id;
+                return Submission {
+                    first_attempt,
+                    attempts,
+                    last_error,
+                    acknowledged: Some((referral_id, Instant::now())),
+                };
+            }
+            Ok(Err(status)) => last_error = Some(format!("{:?}", status.code())),
+            Err(_) => last_error = Some("timeout".to_owned()),
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        // Full jitter keeps a thousand clients from retrying in step.
+        tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>() / 2.0)).await;
+        pause = (pause * 2).min(MOST_PAUSE);
     }
     Submission {
         first_attempt,
         attempts,
+        last_error,
         acknowledged: None,
     }
 }
@@ -145,6 +157,8 @@ pub struct Report {
     pub offered_per_second: f64,
     pub acknowledged: usize,
     pub unacknowledged: usize,
+    /// Referrals stored for keys whose client was never told (answer lost).
+    pub committed_unacknowledged: usize,
     /// Acknowledged referrals not in UNDER_ASSESSMENT at the end.
     pub lost: usize,
     /// Referrals in the database beyond one per acknowledged key.
@@ -156,9 +170,15 @@ pub struct Report {
     pub recovered: usize,
     /// Keys that needed more than one attempt.
     pub retried: usize,
-    /// From the fault's end to the first referral submitted after it being
-    /// told UNDER_ASSESSMENT on both channels.
+    /// The last error of each retried key, counted by kind.
+    pub errors: std::collections::BTreeMap<String, usize>,
+    /// From the fault's end to the first referral the fault held up (one
+    /// acknowledged after the fault began) being told UNDER_ASSESSMENT on
+    /// both channels: the flow is processed again.
     pub recovery: Option<Duration>,
+    /// From the fault's end to the first referral submitted after it being
+    /// told: includes waiting behind the backlog the fault left.
+    pub first_new: Option<Duration>,
     /// From the fault's end until every referral submitted before it was told.
     pub drained: Option<Duration>,
 }
@@ -169,14 +189,15 @@ impl Report {
             duration.map_or("none".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()))
         };
         format!(
-            "fault={} keys={} offered={:.1}/s acknowledged={} unacknowledged={} lost={} \
+            "fault={} keys={} offered={:.1}/s acknowledged={} unacknowledged={} committed_unacknowledged={} lost={} \
              duplicated={} recovered={} retried={} webhook_lost={} webhook_duplicated={} \
-             stream_lost={} stream_duplicated={} recovery={} drained={}",
+             stream_lost={} stream_duplicated={} recovery={} first_new={} drained={} errors={:?}",
             self.fault,
             self.keys,
             self.offered_per_second,
             self.acknowledged,
             self.unacknowledged,
+            self.committed_unacknowledged,
             self.lost,
             self.duplicated_referrals,
             self.recovered,
@@ -186,7 +207,9 @@ impl Report {
             self.stream.lost,
             self.stream.duplicated,
             secs(self.recovery),
+            secs(self.first_new),
             secs(self.drained),
+            self.errors,
         )
     }
 
@@ -200,7 +223,11 @@ impl Report {
         assert_eq!(self.unacknowledged, 0, "keys never acknowledged: {line}");
         assert_eq!(self.lost, 0, "acknowledged referrals lost: {line}");
         assert_eq!(self.duplicated_referrals, 0, "duplicate referrals: {line}");
-        assert_eq!(self.webhook.lost + self.stream.lost, 0, "lost notices: {line}");
+        assert_eq!(
+            self.webhook.lost + self.stream.lost,
+            0,
+            "lost notices: {line}"
+        );
         assert_eq!(
             self.webhook.duplicated + self.stream.duplicated,
             0,
@@ -273,43 +300,75 @@ pub async fn check(
         .count();
 
     let database = env.database().await;
-    let rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM referral_intake.referral WHERE agency_id = $1")
-            .bind(agency)
-            .fetch_one(&database)
-            .await
-            .unwrap();
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT referral_id::text FROM referral_intake.referral WHERE agency_id = $1",
+    )
+    .bind(agency)
+    .fetch_all(&database)
+    .await
+    .unwrap();
     database.close().await;
     let distinct: HashSet<&String> = acknowledged.iter().collect();
-    let duplicated_referrals = rows - distinct.len() as i64
+    let unacknowledged = flow.submissions.len() - acknowledged.len();
+    // A stored referral nobody was told of is a duplicate unless an
+    // unacknowledged key (committed, its answer lost) accounts for it; two
+    // keys told the same referral would be a wrong merge.
+    let committed_unacknowledged = stored
+        .iter()
+        .filter(|referral_id| !distinct.contains(referral_id))
+        .count();
+    let duplicated_referrals = committed_unacknowledged.saturating_sub(unacknowledged) as i64
         + (acknowledged.len() - distinct.len()) as i64;
 
     let webhook = tally(&listening.webhook.lock().unwrap(), &acknowledged);
     let stream = tally(&listening.stream.lock().unwrap(), &acknowledged);
     let told_both = |referral_id: &String| {
         let key = (referral_id.clone(), ReferralStatus::UnderAssessment);
-        let webhook = listening.webhook.lock().unwrap().first_heard.get(&key).copied();
-        let stream = listening.stream.lock().unwrap().first_heard.get(&key).copied();
-        webhook.zip(stream).map(|(webhook, stream)| webhook.max(stream))
+        let webhook = listening
+            .webhook
+            .lock()
+            .unwrap()
+            .first_heard
+            .get(&key)
+            .copied();
+        let stream = listening
+            .stream
+            .lock()
+            .unwrap()
+            .first_heard
+            .get(&key)
+            .copied();
+        webhook
+            .zip(stream)
+            .map(|(webhook, stream)| webhook.max(stream))
     };
 
     let mut recovered = 0;
     let mut recovery: Option<Instant> = None;
+    let mut first_new: Option<Instant> = None;
+    let earliest = |slot: &mut Option<Instant>, at: Instant| {
+        *slot = Some(slot.map_or(at, |earliest| earliest.min(at)));
+    };
     let mut drained = Some(window.ended);
     for submission in &flow.submissions {
         let Some((referral_id, acknowledged_at)) = &submission.acknowledged else {
             continue;
         };
         let told = told_both(referral_id);
+        if let Some(told) = told
+            && *acknowledged_at >= window.began
+        {
+            earliest(&mut recovery, told);
+        }
         if submission.first_attempt >= window.ended {
             if let Some(told) = told {
-                recovery = Some(recovery.map_or(told, |earliest| earliest.min(told)));
+                earliest(&mut first_new, told);
             }
             continue;
         }
         drained = drained.zip(told).map(|(latest, told)| latest.max(told));
-        let in_flight = told.is_some_and(|told| told >= window.began)
-            || *acknowledged_at >= window.began;
+        let in_flight =
+            told.is_some_and(|told| told >= window.began) || *acknowledged_at >= window.began;
         if in_flight && told.is_some() {
             recovered += 1;
         }
@@ -320,7 +379,8 @@ pub async fn check(
         keys: flow.submissions.len(),
         offered_per_second: flow.offered_per_second,
         acknowledged: acknowledged.len(),
-        unacknowledged: flow.submissions.len() - acknowledged.len(),
+        unacknowledged,
+        committed_unacknowledged,
         lost,
         duplicated_referrals,
         webhook,
@@ -331,7 +391,16 @@ pub async fn check(
             .iter()
             .filter(|submission| submission.attempts > 1)
             .count(),
+        errors: flow
+            .submissions
+            .iter()
+            .filter_map(|submission| submission.last_error.clone())
+            .fold(Default::default(), |mut errors, error| {
+                *errors.entry(error).or_default() += 1;
+                errors
+            }),
         recovery: recovery.map(since_end),
+        first_new: first_new.map(since_end),
         drained: drained.map(since_end),
     }
 }
