@@ -33,8 +33,9 @@ use load::{FaultWindow, Flow, LoadSettings, Report};
 const BEFORE_FAULT: Duration = Duration::from_secs(4);
 /// Flow after the fault ends, at least.
 const AFTER_FAULT: Duration = Duration::from_secs(10);
-/// How long the backlog may take to drain once the flow stops.
-const CATCH_UP: Duration = Duration::from_secs(120);
+/// How long the backlog may take to drain once the flow stops, at most
+/// (the wait ends sooner when nothing arrives for 30 s).
+const CATCH_UP: Duration = Duration::from_secs(240);
 /// How long a killed broker or stopped database stays away.
 const OUTAGE: Duration = Duration::from_secs(3);
 const AREA: &str = "Faults";
@@ -140,7 +141,7 @@ impl Scene {
             .lines()
             .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .fold(0.0, |sum, value| sum + value)
     }
 }
 

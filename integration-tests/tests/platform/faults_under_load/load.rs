@@ -24,13 +24,16 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const MOST_PAUSE: Duration = Duration::from_secs(5);
 /// A key still unacknowledged after this long is reported, not retried further.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+/// The backlog counts as stuck when no notice has arrived for this long.
+const STALLED_AFTER: Duration = Duration::from_secs(30);
 /// The longest any fault may keep the flow from being processed.
 pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
 
-/// The flow's size and pace: `CPM_FAULT_REFERRALS` (default 1,200) and
-/// `CPM_FAULT_RATE` per second (default 110). The long run sets several
-/// thousand referrals; the default keeps each test to a few minutes on
-/// the two-core CI machine.
+/// The flow's size and pace: `CPM_FAULT_REFERRALS` (default 1,000) and
+/// `CPM_FAULT_RATE` per second (default 60, the pace the steady-flow tests
+/// hold on the two-core CI machine with a debug build). The issue's run is
+/// `CPM_FAULT_RATE=110` with several thousand referrals, on a machine that
+/// can carry that pace (docs/reliability.md).
 #[derive(Clone, Copy)]
 pub struct LoadSettings {
     pub referrals: usize,
@@ -46,8 +49,8 @@ impl LoadSettings {
                 .unwrap_or(default)
         };
         Self {
-            referrals: read("CPM_FAULT_REFERRALS", 1_200),
-            per_second: read("CPM_FAULT_RATE", 110) as u32,
+            referrals: read("CPM_FAULT_REFERRALS", 1_000),
+            per_second: read("CPM_FAULT_RATE", 60) as u32,
         }
     }
 }
@@ -147,6 +150,9 @@ pub struct FaultWindow {
 #[derive(Debug, Default)]
 pub struct ChannelTally {
     pub lost: usize,
+    /// The same notification ID delivered again.
+    pub redelivered: usize,
+    /// One referral's status told under two notification IDs.
     pub duplicated: usize,
 }
 
@@ -191,7 +197,8 @@ impl Report {
         format!(
             "fault={} keys={} offered={:.1}/s acknowledged={} unacknowledged={} committed_unacknowledged={} lost={} \
              duplicated={} recovered={} retried={} webhook_lost={} webhook_duplicated={} \
-             stream_lost={} stream_duplicated={} recovery={} first_new={} drained={} errors={:?}",
+             webhook_redelivered={} stream_lost={} stream_duplicated={} stream_redelivered={} \
+             recovery={} first_new={} drained={} errors={:?}",
             self.fault,
             self.keys,
             self.offered_per_second,
@@ -204,8 +211,10 @@ impl Report {
             self.retried,
             self.webhook.lost,
             self.webhook.duplicated,
+            self.webhook.redelivered,
             self.stream.lost,
             self.stream.duplicated,
+            self.stream.redelivered,
             secs(self.recovery),
             secs(self.first_new),
             secs(self.drained),
@@ -233,6 +242,9 @@ impl Report {
             0,
             "notices told twice: {line}"
         );
+        // A webhook is at least once across a crash (its POST and the record
+        // of it cannot commit together); the stream resumes by sequence.
+        assert_eq!(self.stream.redelivered, 0, "stream repeated: {line}");
         let recovery = self
             .recovery
             .unwrap_or_else(|| panic!("no referral after the fault went through: {line}"));
@@ -259,18 +271,23 @@ pub async fn check(
         .iter()
         .filter_map(|submission| submission.acknowledged.as_ref().map(|(id, _)| id.clone()))
         .collect();
+    // A slow machine drains slowly; a stuck platform stops draining. The
+    // wait goes on while notices keep arriving, up to `catch_up`.
     let deadline = Instant::now() + catch_up;
-    while Instant::now() < deadline {
+    let mut last_progress = (0, Instant::now());
+    while Instant::now() < deadline && last_progress.1.elapsed() < STALLED_AFTER {
         let told = |heard: &std::sync::Mutex<Heard>| {
             heard
                 .lock()
                 .unwrap()
                 .count(&acknowledged, ReferralStatus::UnderAssessment)
         };
-        if told(&listening.webhook) == acknowledged.len()
-            && told(&listening.stream) == acknowledged.len()
-        {
+        let both = told(&listening.webhook) + told(&listening.stream);
+        if both == 2 * acknowledged.len() {
             break;
+        }
+        if both > last_progress.0 {
+            last_progress = (both, Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -417,13 +434,13 @@ fn tally(heard: &Heard, acknowledged: &[String]) -> ChannelTally {
             }
         }
     }
-    // The same notification delivered again, or one status told under two
-    // notification IDs: either is a duplicate to the subscriber.
-    let repeated_notifications: usize = heard
+    // The same notification ID again is a redelivery its receiver drops by
+    // that ID; a status told under a second ID is a duplicate nobody can drop.
+    tally.redelivered = heard
         .by_notification
         .values()
         .map(|times| *times as usize - 1)
         .sum();
-    tally.duplicated = repeated_statuses.max(repeated_notifications);
+    tally.duplicated = repeated_statuses.saturating_sub(tally.redelivered);
     tally
 }
