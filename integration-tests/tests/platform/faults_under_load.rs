@@ -271,6 +271,7 @@ async fn sigkill_between_commit_and_publish_and_effect_and_ack_loses_and_repeats
     scene.process.kill().await;
     let unpublished = outbox_rows(&scene.env).await;
     scene.restart().await;
+    let restarted_after = began.elapsed();
     // Measured from the kill: the restart is part of the recovery.
     let window = FaultWindow {
         began,
@@ -283,7 +284,9 @@ async fn sigkill_between_commit_and_publish_and_effect_and_ack_loses_and_repeats
     let redelivered = scene.metric("cpm_consumer_redeliveries_total", "").await;
     eprintln!(
         "fault=sigkill committed_unpublished_at_kill={unpublished} \
-         applied_before_kill_ack_lost={already_applied} redelivered={redelivered}"
+         applied_before_kill_ack_lost={already_applied} redelivered={redelivered} \
+         serving_again_after={:.1}s",
+        restarted_after.as_secs_f64()
     );
     report.assert_clean(scene.load);
     scene.finish().await;
@@ -302,14 +305,16 @@ async fn sigterm_under_load_exits_zero_and_loses_and_repeats_nothing() {
     scene.process.assert_no_panic();
     let stopped_after = began.elapsed();
     scene.restart().await;
+    let restarted_after = began.elapsed();
     let window = FaultWindow {
         began,
         ended: began,
     };
     let report = scene.tally("sigterm", flow, stop, window).await;
     eprintln!(
-        "fault=sigterm stopped_after={:.1}s",
-        stopped_after.as_secs_f64()
+        "fault=sigterm stopped_after={:.1}s serving_again_after={:.1}s",
+        stopped_after.as_secs_f64(),
+        restarted_after.as_secs_f64()
     );
     report.assert_clean(scene.load);
     scene.finish().await;
