@@ -33,9 +33,6 @@ use load::{FaultWindow, Flow, LoadSettings, Report};
 const BEFORE_FAULT: Duration = Duration::from_secs(4);
 /// Flow after the fault ends, at least.
 const AFTER_FAULT: Duration = Duration::from_secs(10);
-/// How long the backlog may take to drain once the flow stops, at most
-/// (the wait ends sooner when nothing arrives for 30 s).
-const CATCH_UP: Duration = Duration::from_secs(240);
 /// How long a killed broker or stopped database stays away.
 const OUTAGE: Duration = Duration::from_secs(3);
 const AREA: &str = "Faults";
@@ -117,7 +114,6 @@ impl Scene {
             &self.listening,
             &flow,
             window,
-            CATCH_UP,
         )
         .await;
         eprintln!("{}", report.line());

@@ -24,8 +24,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const MOST_PAUSE: Duration = Duration::from_secs(5);
 /// A key still unacknowledged after this long is reported, not retried further.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
-/// The backlog counts as stuck when no notice has arrived for this long.
-const STALLED_AFTER: Duration = Duration::from_secs(30);
+/// How long the backlog may take to drain once the flow stops, at most.
+const CATCH_UP: Duration = Duration::from_secs(240);
+/// The backlog counts as stuck when no notice has arrived for this long:
+/// longer than a webhook claim's lease (110 s by default), so a claim a
+/// killed process left behind shows as late, not lost.
+const STALLED_AFTER: Duration = Duration::from_secs(150);
 /// The longest any fault may keep the flow from being processed.
 pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
 
@@ -254,7 +258,7 @@ impl Report {
 
 const STATUSES: [ReferralStatus; 2] = [ReferralStatus::Received, ReferralStatus::UnderAssessment];
 
-/// Waits (at most `catch_up`) for the agency to be told every acknowledged
+/// Waits (at most `CATCH_UP`) for the agency to be told every acknowledged
 /// referral reached UNDER_ASSESSMENT, then counts.
 pub async fn check(
     fault: &'static str,
@@ -264,7 +268,6 @@ pub async fn check(
     listening: &ListeningAgency,
     flow: &Flow,
     window: FaultWindow,
-    catch_up: Duration,
 ) -> Report {
     let acknowledged: Vec<String> = flow
         .submissions
@@ -272,8 +275,8 @@ pub async fn check(
         .filter_map(|submission| submission.acknowledged.as_ref().map(|(id, _)| id.clone()))
         .collect();
     // A slow machine drains slowly; a stuck platform stops draining. The
-    // wait goes on while notices keep arriving, up to `catch_up`.
-    let deadline = Instant::now() + catch_up;
+    // wait goes on while notices keep arriving, up to `CATCH_UP`.
+    let deadline = Instant::now() + CATCH_UP;
     let mut last_progress = (0, Instant::now());
     while Instant::now() < deadline && last_progress.1.elapsed() < STALLED_AFTER {
         let told = |heard: &std::sync::Mutex<Heard>| {
