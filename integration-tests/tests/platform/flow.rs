@@ -33,11 +33,16 @@ pub struct Heard {
     pub by_notification: HashMap<String, u32>,
     /// Times each referral's notice of each status arrived.
     pub by_referral: HashMap<(String, ReferralStatus), u32>,
+    /// When each referral's notice of each status first arrived.
+    pub first_heard: HashMap<(String, ReferralStatus), std::time::Instant>,
 }
 
 impl Heard {
     fn record(&mut self, notification_id: String, referral_id: String, status: ReferralStatus) {
         *self.by_notification.entry(notification_id).or_default() += 1;
+        self.first_heard
+            .entry((referral_id.clone(), status))
+            .or_insert_with(std::time::Instant::now);
         *self.by_referral.entry((referral_id, status)).or_default() += 1;
     }
 

@@ -22,7 +22,7 @@ pub use cpm::client::Authed;
 
 /// The programme areas of every test: the DOMAIN's and the names tests
 /// use to keep their referrals apart.
-pub const TEST_AREAS: [&str; 25] = [
+pub const TEST_AREAS: [&str; 26] = [
     "Darlington",
     "South Durham",
     "East Durham",
@@ -48,6 +48,7 @@ pub const TEST_AREAS: [&str; 25] = [
     "Flow",
     "Sigterm",
     "BrokerKill",
+    "Faults",
 ];
 
 pub fn admin_database_url() -> String {
@@ -82,8 +83,14 @@ impl TestEnv {
     }
 
     pub async fn with_amqp_url(amqp: &str) -> Self {
+        Self::with_servers(&admin_database_url(), amqp).await
+    }
+
+    /// A test database on the PostgreSQL server `admin` reaches (a private
+    /// cluster in the fault tests) and a namespace on the broker at `amqp`.
+    pub async fn with_servers(admin: &str, amqp: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let admin = admin_database_url();
+        let admin = admin.to_owned();
         let base = admin
             .rsplit_once('/')
             .map(|(base, _)| base)

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::harness::{TestEnv, connect, eventually, referral_request, submit};
 
 /// `GET /metrics` over plain HTTP/1.0: the scrape Prometheus makes.
-async fn scrape(address: std::net::SocketAddr) -> String {
+pub async fn scrape(address: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: cpm\r\n\r\n")

@@ -155,6 +155,14 @@ impl CpmProcess {
         }
     }
 
+    /// SIGKILL, then waits for the exit: no shutdown of any kind, as when
+    /// the kernel's OOM killer or a node failure takes the pod.
+    pub async fn kill(&mut self) {
+        signal(self.pid(), "KILL");
+        let mut child = self.child.take().unwrap();
+        let _ = child.wait().await;
+    }
+
     /// SIGTERM, then waits for the exit (at most `timeout`). The log stays
     /// readable afterwards.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {

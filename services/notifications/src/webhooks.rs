@@ -298,22 +298,42 @@ impl WebhookWorker {
                 .record(&webhook, delivery, attempted_at, &outcome, breaker)
                 .await
             {
+                // The post may be sent again (same webhook-id) once the
+                // database answers; the claim is released all the same.
                 tracing::warn!(delivery_id = %delivery.delivery_id, %error, "recording a webhook attempt failed");
-                return;
+                break;
             }
             if !outcome.succeeded() {
                 break;
             }
         }
-        match self.handle.pool().acquire().await {
-            Ok(mut connection) => {
-                if let Err(error) =
-                    store::release_webhook(&mut connection, webhook.webhook_id).await
-                {
-                    tracing::warn!(%error, "releasing a webhook claim failed");
+        self.release(webhook.webhook_id).await;
+    }
+
+    /// Ends the claim on an endpoint, trying again while the database is
+    /// away: a claim left behind would hold every later notice of that
+    /// agency until its lease ran out, minutes after the database returned.
+    /// Gives up when the lease would have ended anyway.
+    async fn release(&self, webhook_id: Uuid) {
+        let deadline = tokio::time::Instant::now() + self.lease();
+        loop {
+            let released = match self.handle.pool().acquire().await {
+                Ok(mut connection) => store::release_webhook(&mut connection, webhook_id)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(error) => Err(anyhow::Error::from(error)),
+            };
+            match released {
+                Ok(_) => return,
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(%error, "releasing a webhook claim failed; its lease will end it");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "releasing a webhook claim failed, trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            Err(error) => tracing::warn!(%error, "releasing a webhook claim failed"),
         }
     }
 
