@@ -85,7 +85,7 @@ impl Options {
 }
 
 /// How an agency's endpoint behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Endpoint {
     Healthy,
     /// Nothing listens: connection refused.
@@ -325,6 +325,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let kinds = endpoint_kinds(&options);
     let receipts = Receipts::default();
     let baseline_receipts = Receipts::default();
+    // Kept apart: a hanging endpoint sees every retry of the same notice.
+    let hanging_receipts = Receipts::default();
+    let mut refused = Vec::new();
     let mut sinks = Vec::new();
     let mut urls = Vec::with_capacity(kinds.len());
     let mut baseline_urls = Vec::new();
@@ -337,12 +340,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 url
             }
             Endpoint::Hanging => {
-                let sink = Sink::start(&agency(i), Answer::Hang, receipts.clone()).await?;
+                let sink = Sink::start(&agency(i), Answer::Hang, hanging_receipts.clone()).await?;
                 let url = sink.url.clone();
                 sinks.push(sink);
                 url
             }
-            Endpoint::Refused => refused_url(&agency(i))?,
+            Endpoint::Refused => {
+                let (url, socket) = refused_url(&agency(i))?;
+                refused.push(socket);
+                url
+            }
         };
         urls.push(url);
     }
@@ -435,12 +442,18 @@ async fn run(options: Options) -> anyhow::Result<()> {
             published_to.is_some() && own != published_to
         })
         .count();
-    let hanging_seen = receipts
+    let hanging_seen = hanging_receipts
         .snapshot()
         .iter()
         .filter(|r| dead_ids.contains(r.referral_id.as_str()))
         .count();
     let states = delivery_states(&pool, &kinds).await;
+    let mut queued = 0;
+    for spec in cpm::platform::all_consumers() {
+        if spec.service == "notifications" {
+            queued += env.queue_depth(&env.queue(spec.service, spec.name)).await;
+        }
+    }
     let rss_peak = sampler.peak_since(0.0);
     drop(sampler);
 
@@ -520,10 +533,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
     }
     let dead_published = published.len() - expected.len();
     println!(
-        "\nNothing lost: {} published = {} deliveries recorded ({} to healthy endpoints, \
-         {} to dead ones); healthy received {} of {}.\n",
+        "\n{} published; {} deliveries recorded, {} events still ready on notifications' \
+         queues ({} to healthy endpoints, {} to dead ones); healthy received {} of {}.\n",
         published.len(),
         total,
+        queued,
         expected.len(),
         dead_published,
         expected.len() - missing,
@@ -532,6 +546,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     pool.close().await;
     drop(sinks);
+    drop(refused);
     let mut platform = platform;
     platform.assert_no_panic();
     platform.terminate(Duration::from_secs(30)).await;

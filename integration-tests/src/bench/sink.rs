@@ -97,13 +97,14 @@ impl Drop for Sink {
     }
 }
 
-/// A URL on 127.0.0.1 where nothing listens (connection refused): a port
-/// bound and released at once.
-pub fn refused_url(tag: &str) -> std::io::Result<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("http://127.0.0.1:{port}/hook/{tag}"))
+/// A URL on 127.0.0.1 where nothing listens (connection refused), and the
+/// socket that holds its port: bound but not listening, so connecting is
+/// refused and no later listener can take the port while it is kept.
+pub fn refused_url(tag: &str) -> std::io::Result<(String, tokio::net::TcpSocket)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse().expect("an address"))?;
+    let port = socket.local_addr()?.port();
+    Ok((format!("http://127.0.0.1:{port}/hook/{tag}"), socket))
 }
 
 #[cfg(test)]
