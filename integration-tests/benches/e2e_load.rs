@@ -445,7 +445,10 @@ fn print_flow(steps: &[Step], idle: &[(&str, u64)]) {
     }
     println!();
     for (mode, kib) in idle {
-        println!("- {mode}: resident memory after start, before any load: {} MiB", mib(*kib));
+        println!(
+            "- {mode}: resident memory after start, before any load: {} MiB",
+            mib(*kib)
+        );
     }
     println!();
 }
@@ -506,7 +509,12 @@ async fn import_run(options: &Options) -> anyhow::Result<ImportRun> {
         .arg(&config)
         .arg("import")
         .arg(&file)
-        .args(["--endpoint", &platform.endpoint, "--agency", "agency-import"])
+        .args([
+            "--endpoint",
+            &platform.endpoint,
+            "--agency",
+            "agency-import",
+        ])
         .args(["--concurrency", &options.import_concurrency.to_string()])
         .env_remove("CPM_CONFIG")
         .stdin(std::process::Stdio::null())
@@ -550,7 +558,12 @@ async fn import_run(options: &Options) -> anyhow::Result<ImportRun> {
 fn print_import(run: &ImportRun) {
     println!("### cpm import\n");
     let secs = run.wall.as_secs_f64();
-    let peak = run.import_rss.iter().map(|(_, kib)| *kib).max().unwrap_or(0);
+    let peak = run
+        .import_rss
+        .iter()
+        .map(|(_, kib)| *kib)
+        .max()
+        .unwrap_or(0);
     println!(
         "{} rows ({:.1} MB file) in {:.1} s: {:.0} rows/s; exit {}; extrapolated to 1,000,000 rows at this rate: {:.1} min",
         run.rows,

@@ -684,7 +684,6 @@ async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()
 
 // --------------------------------------------------------------- report ---
 
-
 fn print_table(measurements: &[Measurement]) {
     println!(
         "| measurement | clients | requests | req/s | mean ms | p50 ms | p90 ms | p99 ms | max ms | errors | \

@@ -312,10 +312,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         "notifications.webhook_poll_interval_ms",
         defaults.webhook_poll_interval_ms as i64,
     );
-    env.settings.platform.database.max_connections = cpm::Settings::default()
-        .platform
-        .database
-        .max_connections;
+    env.settings.platform.database.max_connections =
+        cpm::Settings::default().platform.database.max_connections;
     env.settings.platform.amqp.delivery_limit =
         cpm::Settings::default().platform.amqp.delivery_limit;
     let platform = CpmProcess::serve(&env, &[Target::NOTIFICATIONS]).await;
@@ -380,8 +378,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     // Baseline: the same rate of plain posts to the healthy sinks.
     eprintln!("[bench] baseline: {}/s plain posts for 10 s", options.rate);
-    let (base, base_failed) =
-        baseline(&baseline_urls, options.rate, 10, &baseline_receipts).await;
+    let (base, base_failed) = baseline(&baseline_urls, options.rate, 10, &baseline_receipts).await;
 
     let pool = env.database().await;
     let sampler = RssSampler::start(vec![platform.pid()], Duration::from_millis(250));
@@ -406,8 +403,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(options.drain_secs);
     loop {
         let (first, _) = first_receipts(&receipts);
-        if expected.iter().all(|p| first.contains_key(&p.referral_id))
-            || Instant::now() >= deadline
+        if expected.iter().all(|p| first.contains_key(&p.referral_id)) || Instant::now() >= deadline
         {
             break;
         }
@@ -420,7 +416,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let (first, twice) = first_receipts(&receipts);
     let latencies: Vec<Duration> = expected
         .iter()
-        .filter_map(|p| first.get(&p.referral_id).map(|at| at.saturating_duration_since(p.intended)))
+        .filter_map(|p| {
+            first
+                .get(&p.referral_id)
+                .map(|at| at.saturating_duration_since(p.intended))
+        })
         .collect();
     let missing = expected.len() - latencies.len();
     let latency = Latency::of(latencies);
@@ -437,7 +437,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .snapshot()
         .iter()
         .filter(|r| {
-            let own = r.sink.rsplit('-').next().and_then(|n| n.parse::<usize>().ok());
+            let own = r
+                .sink
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<usize>().ok());
             let published_to = agency_of.get(r.referral_id.as_str()).copied();
             published_to.is_some() && own != published_to
         })
@@ -489,7 +493,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
         missing,
         twice,
     );
-    row("baseline: plain reqwest post → the same sinks", base, base_failed, 0);
+    row(
+        "baseline: plain reqwest post → the same sinks",
+        base,
+        base_failed,
+        0,
+    );
     let ratio = match (latency, base) {
         (Some(l), Some(b)) => format!(
             "{:.1}× / {:.1}×",

@@ -16,7 +16,9 @@ impl Flags {
     /// `--bench`, which `cargo bench` passes to every bench binary, is
     /// ignored.
     pub fn read(known: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::parse(known, std::env::args().skip(1), |var| std::env::var(var).ok())
+        Self::parse(known, std::env::args().skip(1), |var| {
+            std::env::var(var).ok()
+        })
     }
 
     fn parse(
@@ -129,6 +131,11 @@ mod tests {
     fn unknown_flags_and_missing_values_are_errors() {
         assert!(parse(&["--nope", "1"], &[]).is_err());
         assert!(parse(&["--secs"], &[]).is_err());
-        assert!(parse(&["--secs", "x"], &[]).unwrap().parse_or::<u64>("secs", "1").is_err());
+        assert!(
+            parse(&["--secs", "x"], &[])
+                .unwrap()
+                .parse_or::<u64>("secs", "1")
+                .is_err()
+        );
     }
 }

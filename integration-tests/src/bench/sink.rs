@@ -67,8 +67,7 @@ impl Sink {
                 let (receipts, tag) = (receipts.clone(), tag.clone());
                 async move {
                     let at = Instant::now();
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&body).unwrap_or_default();
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
                     receipts.push(Receipt {
                         sink: tag,
@@ -138,7 +137,11 @@ mod tests {
         let got = receipts.snapshot();
         assert_eq!(got.len(), 1);
         assert_eq!(
-            (got[0].sink.as_str(), got[0].referral_id.as_str(), got[0].status.as_str()),
+            (
+                got[0].sink.as_str(),
+                got[0].referral_id.as_str(),
+                got[0].status.as_str()
+            ),
             ("a1", "r1", "S")
         );
     }
