@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# deploy/bench.sh: the SubmitReferral load benchmark (docs/performance.md),
-# measured beside pgbench running the same transaction and a bare tonic
-# server, in one run on this machine.
+# deploy/bench.sh: the load benchmarks (docs/performance.md), each in one
+# run on this machine beside a baseline measured in the same run.
+#
+#   bash deploy/bench.sh [intake] [args]   SubmitReferral beside pgbench and a bare tonic server
+#   bash deploy/bench.sh e2e [args]        end to end, one process and five, rising rates; cpm import
+#   bash deploy/bench.sh webhooks [args]   1,000 agencies' webhooks, 5% dead, 200 changes/s
 #
 #   bash deploy/bench.sh                                  # 8 and 32 clients, 10 s each
 #   bash deploy/bench.sh --concurrency 4,16 --secs 20     # arguments go to the bench
 #   BENCH_POOL=32 bash deploy/bench.sh                    # the service's pool size
 #   bash deploy/bench.sh --rounds 5                       # five whole runs, ratios and their median
+#   bash deploy/bench.sh e2e --rates 25,50,100 --secs 15 --modes one,five
+#   bash deploy/bench.sh e2e --parts import --import-rows 1000000   # the full import
+#   bash deploy/bench.sh webhooks --agencies 1000 --rate 200 --secs 60
 #
 # PostgreSQL and RabbitMQ are reused when they already run, else started or
 # installed (deploy/services.sh). pgbench ships with the PostgreSQL server
@@ -22,6 +28,21 @@ source deploy/services.sh
 
 cpm_ensure_postgres
 cpm_ensure_rabbitmq
+
+bench=intake_load
+case "${1:-}" in
+    intake) shift ;;
+    e2e) bench=e2e_load; shift ;;
+    webhooks) bench=webhook_fanout; shift ;;
+esac
+
+if [ -d .sqlx ]; then
+    export SQLX_OFFLINE=true
+fi
+_cpm_say "machine: $(nproc) cores, $(free -h | awk '/^Mem:/ {print $2}') memory, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$bench" != intake_load ]; then
+    exec cargo bench -p integration-tests --bench "$bench" -- "$@"
+fi
 
 # The newest pgbench under /usr/lib/postgresql, else one on PATH.
 find_pgbench() {
@@ -46,9 +67,4 @@ fi
 export PGBENCH
 _cpm_say "pgbench: $PGBENCH ($("$PGBENCH" --version))"
 
-if [ -d .sqlx ]; then
-    export SQLX_OFFLINE=true
-fi
-
-_cpm_say "machine: $(nproc) cores, $(free -h | awk '/^Mem:/ {print $2}') memory"
 exec cargo bench -p integration-tests --bench intake_load -- "$@"

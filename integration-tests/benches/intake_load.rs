@@ -42,6 +42,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use harness::{Authed, TestEnv};
+use integration_tests::bench::latency::ms;
+use integration_tests::bench::proc::{CpuSnapshot, clock_ticks, cores, thread_ticks};
+use integration_tests::bench::{Flags, Latency};
 
 const AGENCY: &str = "agency-bench";
 
@@ -55,96 +58,29 @@ struct Options {
 
 impl Options {
     fn read() -> anyhow::Result<Self> {
-        let mut values: BTreeMap<&str, String> = BTreeMap::new();
-        for (flag, var) in [
+        let flags = Flags::read(&[
             ("concurrency", "BENCH_CONCURRENCY"),
             ("secs", "BENCH_SECS"),
             ("warmup-secs", "BENCH_WARMUP_SECS"),
             ("pool", "BENCH_POOL"),
             ("rounds", "BENCH_ROUNDS"),
-        ] {
-            if let Ok(value) = std::env::var(var) {
-                values.insert(flag, value);
-            }
-        }
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let Some(flag) = arg.strip_prefix("--") else {
-                continue;
-            };
-            let (name, value) = match flag.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (flag.to_owned(), None),
-            };
-            // `cargo bench` passes `--bench` to every bench binary.
-            if name == "bench" {
-                continue;
-            }
-            let key = ["concurrency", "secs", "warmup-secs", "pool", "rounds"]
-                .into_iter()
-                .find(|known| *known == name)
-                .ok_or_else(|| anyhow::anyhow!("unknown flag --{name}"))?;
-            let value = match value {
-                Some(value) => value,
-                None => args
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("--{name} needs a value"))?,
-            };
-            values.insert(key, value);
-        }
-        let get = |key: &str, default: &str| values.get(key).cloned().unwrap_or(default.into());
-        let concurrency = get("concurrency", "8,32")
-            .split(',')
-            .map(|n| n.trim().parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()?;
+        ])?;
+        let concurrency: Vec<usize> = flags.list_or("concurrency", "8,32")?;
         anyhow::ensure!(
             !concurrency.is_empty() && concurrency.iter().all(|n| *n > 0),
             "concurrency must list positive numbers"
         );
         Ok(Self {
             concurrency,
-            secs: get("secs", "10").parse()?,
-            warmup_secs: get("warmup-secs", "2").parse()?,
-            pool: get(
+            secs: flags.parse_or("secs", "10")?,
+            warmup_secs: flags.parse_or("warmup-secs", "2")?,
+            pool: flags.parse_or(
                 "pool",
                 &cpm_runtime::config::DatabaseConfig::default()
                     .max_connections
                     .to_string(),
-            )
-            .parse()?,
-            rounds: get("rounds", "1").parse()?,
-        })
-    }
-}
-
-// ------------------------------------------------------------ latencies ---
-
-#[derive(Clone, Copy, Default)]
-struct Latency {
-    mean: Duration,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Latency {
-    fn of(mut samples: Vec<Duration>) -> Option<Self> {
-        if samples.is_empty() {
-            return None;
-        }
-        samples.sort_unstable();
-        let at = |q: f64| {
-            let rank = (q * samples.len() as f64).ceil() as usize;
-            samples[rank.clamp(1, samples.len()) - 1]
-        };
-        let total: Duration = samples.iter().sum();
-        Some(Self {
-            mean: total / samples.len() as u32,
-            p50: at(0.50),
-            p90: at(0.90),
-            p99: at(0.99),
-            max: *samples.last().expect("not empty"),
+            )?,
+            rounds: flags.parse_or("rounds", "1")?,
         })
     }
 }
@@ -165,6 +101,14 @@ fn client_runtime() -> &'static tokio::runtime::Handle {
         .expect("main starts the client runtime")
 }
 
+/// CPU by process group, with the client runtime's threads apart.
+fn snapshot() -> CpuSnapshot {
+    CpuSnapshot {
+        threads: thread_ticks(CLIENT_THREADS),
+        ..integration_tests::bench::proc::cpu_snapshot()
+    }
+}
+
 /// Connects on the client runtime, so the connection's I/O task runs there.
 async fn client_connect(endpoint: &str) -> anyhow::Result<tonic::transport::Channel> {
     let endpoint = endpoint.to_owned();
@@ -174,107 +118,6 @@ async fn client_connect(endpoint: &str) -> anyhow::Result<tonic::transport::Chan
 }
 
 // ------------------------------------------------------------------ CPU ---
-
-/// CPU time (clock ticks) by process group, read from /proc.
-#[derive(Clone, Copy, Default)]
-struct CpuSnapshot {
-    /// This process: gRPC clients, the platform (server, sqlx, relay) or the echo server.
-    bench: u64,
-    /// This process's load-generator threads (the client runtime, see
-    /// [`client_runtime`]): `bench - client` is what the server side costs.
-    client: u64,
-    /// Children of this process that exited (pgbench).
-    bench_children: u64,
-    /// Every `postgres` process, plus exited backends reaped by the postmaster.
-    postgres: u64,
-    /// The Erlang VM and its helpers.
-    rabbitmq: u64,
-    /// The whole machine, busy ticks.
-    busy: u64,
-}
-
-fn stat_fields(text: &str) -> Option<(String, Vec<u64>)> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_owned();
-    let fields = text[close + 1..]
-        .split_whitespace()
-        .skip(1) // state
-        .map(|field| field.parse::<i64>().unwrap_or(0).max(0) as u64)
-        .collect();
-    Some((comm, fields))
-}
-
-/// utime, stime, cutime, cstime: fields 14 to 17, i.e. 11 to 14 after the state.
-fn times(fields: &[u64]) -> (u64, u64) {
-    let own = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    let children = fields.get(12).copied().unwrap_or(0) + fields.get(13).copied().unwrap_or(0);
-    (own, children)
-}
-
-fn cpu_snapshot() -> CpuSnapshot {
-    let mut snapshot = CpuSnapshot::default();
-    if let Ok(text) = std::fs::read_to_string("/proc/self/stat")
-        && let Some((_, fields)) = stat_fields(&text)
-    {
-        (snapshot.bench, snapshot.bench_children) = times(&fields);
-    }
-    snapshot.client = client_thread_ticks();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            let Some((comm, fields)) = stat_fields(&text) else {
-                continue;
-            };
-            let (own, children) = times(&fields);
-            if comm == "postgres" {
-                snapshot.postgres += own + children;
-            } else if comm.starts_with("beam")
-                || comm == "erl_child_setup"
-                || comm == "epmd"
-                || comm == "inet_gethost"
-            {
-                snapshot.rabbitmq += own + children;
-            }
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string("/proc/stat")
-        && let Some(line) = text.lines().next()
-    {
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        snapshot.busy = fields.iter().take(8).sum::<u64>() - idle;
-    }
-    snapshot
-}
-
-/// CPU ticks of this process's threads named [`CLIENT_THREADS`]. They live
-/// as long as the client runtime, so none of their time is lost to exited
-/// threads (the server's blocking threads may exit: they are counted in
-/// the process total, which is why the server's share is a difference).
-fn client_thread_ticks() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .filter_map(|text| stat_fields(&text))
-        .filter(|(comm, _)| comm.starts_with(CLIENT_THREADS))
-        .map(|(_, fields)| times(&fields).0)
-        .sum()
-}
 
 /// CPU milliseconds per request by group, and machine utilisation.
 #[derive(Clone, Copy, Default)]
@@ -290,25 +133,11 @@ struct CpuUse {
     busy_percent: f64,
 }
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn cpu_use(before: CpuSnapshot, after: CpuSnapshot, requests: u64, elapsed: Duration) -> CpuUse {
     let tick_ms = 1000.0 / clock_ticks();
     let per = |ticks: u64| ticks as f64 * tick_ms / requests.max(1) as f64;
     let bench = after.bench.saturating_sub(before.bench);
-    let client = after.client.saturating_sub(before.client).min(bench);
+    let client = after.threads.saturating_sub(before.threads).min(bench);
     let pgbench = after.bench_children.saturating_sub(before.bench_children);
     let postgres = after.postgres.saturating_sub(before.postgres);
     let rabbitmq = after.rabbitmq.saturating_sub(before.rabbitmq);
@@ -356,9 +185,9 @@ async fn hammer<C: Send + 'static>(
     let until = from + window;
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(from.into()).await;
-        let before = tokio::task::spawn_blocking(cpu_snapshot).await.unwrap();
+        let before = tokio::task::spawn_blocking(snapshot).await.unwrap();
         tokio::time::sleep_until(until.into()).await;
-        let after = tokio::task::spawn_blocking(cpu_snapshot).await.unwrap();
+        let after = tokio::task::spawn_blocking(snapshot).await.unwrap();
         (before, after)
     });
     let tasks: Vec<_> = clients
@@ -787,7 +616,7 @@ async fn run_pgbench(
         );
     }
     let prefix = log_dir.join(format!("c{n}"));
-    let before = cpu_snapshot();
+    let before = snapshot();
     let started = Instant::now();
     let output = base(options.secs)
         .args(["-r", "-l", "--log-prefix"])
@@ -799,7 +628,7 @@ async fn run_pgbench(
         .output()
         .await?;
     let elapsed = started.elapsed();
-    let after = cpu_snapshot();
+    let after = snapshot();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     anyhow::ensure!(
         output.status.success(),
@@ -893,10 +722,6 @@ async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()
 }
 
 // --------------------------------------------------------------- report ---
-
-fn ms(duration: Duration) -> String {
-    format!("{:.2}", duration.as_secs_f64() * 1000.0)
-}
 
 fn print_table(measurements: &[Measurement]) {
     println!(

@@ -1,1 +1,5 @@
-//! Integration tests live in tests/; this crate has no library code.
+//! Integration tests live in tests/. The library holds what the bench
+//! binaries in benches/ share: flag parsing, latency percentiles, readings
+//! from /proc and a webhook sink.
+
+pub mod bench;

@@ -1,0 +1,625 @@
+//! End-to-end load (issue 16 item 3): open-loop submissions at rising rates
+//! against the real `cpm` binary, once as one process running all five
+//! services and once as five processes, until the platform saturates; then
+//! `cpm import` of a generated file. Prints markdown for docs/performance.md.
+//!
+//!     bash deploy/bench.sh e2e
+//!     cargo bench -p integration-tests --bench e2e_load -- --rates 25,50,100,200 --secs 15
+//!
+//! Settings (flag or environment variable, flags win):
+//!
+//! - `--parts` / `BENCH_PARTS`: `flow`, `import` or both (flow,import)
+//! - `--modes` / `BENCH_MODES`: `one` (one process, every service), `five` (one
+//!   process per service), or both (one,five)
+//! - `--rates` / `BENCH_RATES`: referrals per second, one step each (25,50,100,200)
+//! - `--secs` / `BENCH_SECS`: seconds of submissions per step (15)
+//! - `--drain-secs` / `BENCH_DRAIN_SECS`: how long after a step's last
+//!   submission its notices may still arrive (30)
+//! - `--import-rows` / `BENCH_IMPORT_ROWS`: rows of the generated import
+//!   file (20000); 0 skips the import
+//! - `--import-concurrency` / `BENCH_IMPORT_CONCURRENCY`: `cpm import --concurrency` (8)
+//!
+//! For each rate: a scheduler starts one submission every 1/rate s whether
+//! or not earlier ones have answered (open loop), and every latency is
+//! measured from the submission's intended start, so a stalled platform
+//! shows in the figures instead of slowing the offered load (no
+//! coordinated omission). The agency's webhook is a local HTTP sink; a
+//! notice counts when the sink receives it. A step saturates when any
+//! submission fails, any notice is missing after the drain, or the p99 to
+//! UNDER_ASSESSMENT exceeds 10 s; no higher rate runs after it.
+
+#[allow(dead_code)]
+#[path = "../tests/platform/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../tests/platform/processes.rs"]
+mod processes;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cpm::Target;
+use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
+use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
+use cpm_proto::v1::{ReferralStatus, RegisterWebhookRequest};
+use integration_tests::bench::latency::ms;
+use integration_tests::bench::proc::{RssSampler, busy_percent, cpu_snapshot, mib, rss_kib};
+use integration_tests::bench::sink::{Answer, Receipts, Sink};
+use integration_tests::bench::{Flags, Latency};
+
+use harness::{Authed, TestEnv};
+use processes::CpmProcess;
+
+const AGENCY: &str = "agency-load";
+/// A step whose p99 to UNDER_ASSESSMENT exceeds this has saturated.
+const SATURATED_P99: Duration = Duration::from_secs(10);
+/// A submission unanswered after this counts as an error.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+struct Options {
+    flow: bool,
+    import: bool,
+    modes: Vec<String>,
+    rates: Vec<u32>,
+    secs: u64,
+    drain_secs: u64,
+    import_rows: usize,
+    import_concurrency: usize,
+}
+
+impl Options {
+    fn read() -> anyhow::Result<Self> {
+        let flags = Flags::read(&[
+            ("parts", "BENCH_PARTS"),
+            ("modes", "BENCH_MODES"),
+            ("rates", "BENCH_RATES"),
+            ("secs", "BENCH_SECS"),
+            ("drain-secs", "BENCH_DRAIN_SECS"),
+            ("import-rows", "BENCH_IMPORT_ROWS"),
+            ("import-concurrency", "BENCH_IMPORT_CONCURRENCY"),
+        ])?;
+        let parts: Vec<String> = flags.list_or("parts", "flow,import")?;
+        let modes: Vec<String> = flags.list_or("modes", "one,five")?;
+        anyhow::ensure!(
+            modes.iter().all(|mode| mode == "one" || mode == "five"),
+            "--modes takes one, five"
+        );
+        let rates: Vec<u32> = flags.list_or("rates", "25,50,100,200")?;
+        anyhow::ensure!(rates.iter().all(|rate| *rate > 0), "rates must be positive");
+        Ok(Self {
+            flow: parts.iter().any(|part| part == "flow"),
+            import: parts.iter().any(|part| part == "import"),
+            modes,
+            rates,
+            secs: flags.parse_or("secs", "15")?,
+            drain_secs: flags.parse_or("drain-secs", "30")?,
+            import_rows: flags.parse_or("import-rows", "20000")?,
+            import_concurrency: flags.parse_or("import-concurrency", "8")?,
+        })
+    }
+}
+
+/// A test environment set to the platform's production defaults where the
+/// test harness shortens them (pool size, polling, delivery limit).
+async fn bench_env() -> TestEnv {
+    let mut env = TestEnv::new().await;
+    let defaults = cpm::Settings::default();
+    let platform = &mut env.settings.platform;
+    platform.database.max_connections = defaults.platform.database.max_connections;
+    platform.outbox = defaults.platform.outbox.clone();
+    platform.amqp.delivery_limit = defaults.platform.amqp.delivery_limit;
+    env.settings.set(
+        "notifications.webhook_poll_interval_ms",
+        notifications::Config::default().webhook_poll_interval_ms as i64,
+    );
+    env
+}
+
+// ----------------------------------------------------------------- flow ---
+
+/// What one rate step measured.
+struct Step {
+    mode: &'static str,
+    rate: u32,
+    offered: usize,
+    errors: usize,
+    first_error: Option<String>,
+    achieved_rate: f64,
+    submit: Option<Latency>,
+    received: Option<Latency>,
+    under_assessment: Option<Latency>,
+    missing_received: usize,
+    missing_under_assessment: usize,
+    duplicates: usize,
+    hops: Option<Latency>,
+    events_per_second: f64,
+    rss_peak_kib: u64,
+    busy_percent: f64,
+}
+
+impl Step {
+    fn saturated(&self) -> bool {
+        self.errors > 0
+            || self.missing_under_assessment > 0
+            || self
+                .under_assessment
+                .is_none_or(|latency| latency.p99 > SATURATED_P99)
+    }
+}
+
+/// One submission as scheduled and as answered.
+struct Sent {
+    intended: Instant,
+    answered: Instant,
+    referral_id: Result<String, String>,
+}
+
+/// Issues `rate × secs` submissions, one every 1/rate s from `start`, each
+/// in its own task so no answer delays the next.
+async fn offer(
+    client: &ReferralIntakeServiceClient<Authed>,
+    rate: u32,
+    secs: u64,
+) -> (Vec<Sent>, Duration) {
+    let count = (u64::from(rate) * secs) as usize;
+    let period = Duration::from_secs(1) / rate;
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let intended = start + period * i as u32;
+        tokio::time::sleep_until(intended.into()).await;
+        let mut client = client.clone();
+        let request = harness::referral_request("Northshire");
+        tasks.push(tokio::spawn(async move {
+            let result = tokio::time::timeout(CALL_TIMEOUT, client.submit_referral(request)).await;
+            let answered = Instant::now();
+            let referral_id = match result {
+                Ok(Ok(response)) => Ok(response
+                    .into_inner()
+                    .referral
+                    .map(|referral| referral.referral_id)
+                    .unwrap_or_default()),
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
+            };
+            Sent {
+                intended,
+                answered,
+                referral_id,
+            }
+        }));
+    }
+    let issued = start.elapsed();
+    let mut sent = Vec::with_capacity(count);
+    for task in tasks {
+        sent.push(task.await.expect("submission task"));
+    }
+    (sent, issued)
+}
+
+/// First receipt of each (referral, status), and how many arrived twice.
+fn first_receipts(receipts: &Receipts) -> (HashMap<(String, String), Instant>, usize) {
+    let mut first = HashMap::new();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for receipt in receipts.snapshot() {
+        *seen.entry(receipt.notification_id.clone()).or_default() += 1;
+        first
+            .entry((receipt.referral_id, receipt.status))
+            .and_modify(|at: &mut Instant| *at = (*at).min(receipt.at))
+            .or_insert(receipt.at);
+    }
+    let twice = seen.values().filter(|times| **times > 1).count();
+    (first, twice)
+}
+
+/// Every consumer's inbox rows processed in `[from, until]`: the time from
+/// the event's creation (the millisecond in its UUIDv7 event ID, taken when
+/// the producer wrapped it, just before its outbox INSERT) to the start of
+/// the consumer's transaction that applied it (`inbox.processed_at`, which
+/// is `now()` of that transaction).
+async fn event_hops(
+    pool: &sqlx::PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Vec<Duration> {
+    let schemas: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'inbox'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    let mut hops = Vec::new();
+    for (schema,) in schemas {
+        let rows: Vec<(f64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT (EXTRACT(EPOCH FROM processed_at) * 1000 \
+               - ('x' || substr(replace(event_id::text, '-', ''), 1, 12))::bit(48)::bigint)::float8 \
+             FROM \"{schema}\".inbox WHERE processed_at BETWEEN $1 AND $2"
+        )))
+        .bind(from)
+        .bind(until)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        hops.extend(
+            rows.into_iter()
+                .map(|(ms,)| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+        );
+    }
+    hops
+}
+
+async fn run_step(
+    mode: &'static str,
+    rate: u32,
+    options: &Options,
+    client: &ReferralIntakeServiceClient<Authed>,
+    receipts: &Receipts,
+    pool: &sqlx::PgPool,
+    sampler: &RssSampler,
+) -> Step {
+    let rss_from = sampler.last_at();
+    let cpu_before = cpu_snapshot();
+    let wall_from = chrono::Utc::now();
+    let started = Instant::now();
+    let (sent, issued) = offer(client, rate, options.secs).await;
+    let window = started.elapsed();
+    let cpu_after = cpu_snapshot();
+    let wall_until = chrono::Utc::now();
+
+    let accepted: Vec<(&Sent, &String)> = sent
+        .iter()
+        .filter_map(|s| s.referral_id.as_ref().ok().map(|id| (s, id)))
+        .collect();
+    let received = ReferralStatus::Received.as_str_name();
+    let under_assessment = ReferralStatus::UnderAssessment.as_str_name();
+    let deadline = Instant::now() + Duration::from_secs(options.drain_secs);
+    loop {
+        let (first, _) = first_receipts(receipts);
+        let done = accepted
+            .iter()
+            .all(|(_, id)| first.contains_key(&((*id).clone(), under_assessment.to_owned())));
+        if done || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything delivered twice arrives within a webhook poll or two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (first, duplicates) = first_receipts(receipts);
+    let mut to_received = Vec::new();
+    let mut to_assessed = Vec::new();
+    for (sent, id) in &accepted {
+        if let Some(at) = first.get(&((*id).clone(), received.to_owned())) {
+            to_received.push(at.saturating_duration_since(sent.intended));
+        }
+        if let Some(at) = first.get(&((*id).clone(), under_assessment.to_owned())) {
+            to_assessed.push(at.saturating_duration_since(sent.intended));
+        }
+    }
+    let errors: Vec<&String> = sent
+        .iter()
+        .filter_map(|s| s.referral_id.as_ref().err())
+        .collect();
+    let hops = event_hops(pool, wall_from, wall_until).await;
+    let events = hops.len();
+    Step {
+        mode,
+        rate,
+        offered: sent.len(),
+        errors: errors.len(),
+        first_error: errors.first().map(|e| (*e).clone()),
+        achieved_rate: sent.len() as f64 / issued.as_secs_f64().max(1e-9),
+        submit: Latency::of(
+            sent.iter()
+                .map(|s| s.answered.saturating_duration_since(s.intended))
+                .collect(),
+        ),
+        missing_received: accepted.len() - to_received.len(),
+        missing_under_assessment: accepted.len() - to_assessed.len(),
+        received: Latency::of(to_received),
+        under_assessment: Latency::of(to_assessed),
+        duplicates,
+        hops: Latency::of(hops),
+        events_per_second: events as f64 / window.as_secs_f64(),
+        rss_peak_kib: sampler.peak_since(rss_from),
+        busy_percent: busy_percent(&cpu_before, &cpu_after, window),
+    }
+}
+
+/// The platform of one mode: its processes, intake and notifications endpoints.
+async fn start_mode(env: &TestEnv, mode: &str) -> (Vec<CpmProcess>, String, String) {
+    if mode == "one" {
+        let process = CpmProcess::serve(env, &Target::ALL).await;
+        let endpoint = process.endpoint.clone();
+        (vec![process], endpoint.clone(), endpoint)
+    } else {
+        let mut processes = Vec::new();
+        let (mut intake, mut notifications) = (String::new(), String::new());
+        for target in Target::ALL {
+            let process = CpmProcess::serve(env, &[target]).await;
+            if target == Target::REFERRAL_INTAKE {
+                intake = process.endpoint.clone();
+            }
+            if target == Target::NOTIFICATIONS {
+                notifications = process.endpoint.clone();
+            }
+            processes.push(process);
+        }
+        (processes, intake, notifications)
+    }
+}
+
+async fn flow_mode(mode: &'static str, options: &Options) -> anyhow::Result<(Vec<Step>, u64)> {
+    let env = bench_env().await;
+    let (processes, intake, notifications) = start_mode(&env, mode).await;
+    let pids: Vec<u32> = processes.iter().map(CpmProcess::pid).collect();
+    let idle_kib: u64 = pids.iter().filter_map(|pid| rss_kib(*pid)).sum();
+
+    let receipts = Receipts::default();
+    let sink = Sink::start(AGENCY, Answer::NoContent, receipts.clone()).await?;
+    let channel = cpm::client::connect(&notifications).await?;
+    NotificationsServiceClient::new(env.referrer(&channel, AGENCY))
+        .register_webhook(RegisterWebhookRequest {
+            url: sink.url.clone(),
+        })
+        .await?;
+    let channel = cpm::client::connect(&intake).await?;
+    let client = ReferralIntakeServiceClient::new(env.referrer(&channel, AGENCY));
+    let pool = env.database().await;
+    let sampler = RssSampler::start(pids, Duration::from_millis(200));
+
+    // Warm-up, not reported: connections, prepared statements, queues.
+    eprintln!("[bench] {mode}: warm-up");
+    let warm = Options {
+        secs: 4,
+        drain_secs: 30,
+        ..options.clone()
+    };
+    run_step(mode, 10, &warm, &client, &receipts, &pool, &sampler).await;
+
+    let mut steps = Vec::new();
+    for &rate in &options.rates {
+        eprintln!("[bench] {mode}: {rate}/s for {} s", options.secs);
+        let step = run_step(mode, rate, options, &client, &receipts, &pool, &sampler).await;
+        let saturated = step.saturated();
+        if let Some(error) = &step.first_error {
+            eprintln!("[bench] {mode} {rate}/s: first error: {error}");
+        }
+        steps.push(step);
+        if saturated {
+            eprintln!("[bench] {mode}: saturated at {rate}/s; no higher rate");
+            break;
+        }
+    }
+    drop(sampler);
+    for mut process in processes {
+        process.assert_no_panic();
+        process.terminate(Duration::from_secs(30)).await;
+    }
+    drop(sink);
+    pool.close().await;
+    env.cleanup().await;
+    Ok((steps, idle_kib))
+}
+
+fn cell(latency: Option<Latency>, pick: fn(&Latency) -> Duration) -> String {
+    latency.map_or("-".into(), |latency| ms(pick(&latency)))
+}
+
+fn print_flow(steps: &[Step], idle: &[(&str, u64)]) {
+    println!("### End-to-end flow\n");
+    println!(
+        "| mode | rate /s | offered | achieved /s | errors | submit p50 / p99 ms | \
+         → RECEIVED p50 / p99 ms | → UNDER_ASSESSMENT p50 / p99 / max ms | missing R / UA | \
+         twice | event hops /s | hop p50 / p99 / max ms | RSS peak MiB | machine busy |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for step in steps {
+        println!(
+            "| {} | {} | {} | {:.1} | {} | {} / {} | {} / {} | {} / {} / {} | {} / {} | {} | {:.0} | {} / {} / {} | {} | {:.0}% |",
+            step.mode,
+            step.rate,
+            step.offered,
+            step.achieved_rate,
+            step.errors,
+            cell(step.submit, |l| l.p50),
+            cell(step.submit, |l| l.p99),
+            cell(step.received, |l| l.p50),
+            cell(step.received, |l| l.p99),
+            cell(step.under_assessment, |l| l.p50),
+            cell(step.under_assessment, |l| l.p99),
+            cell(step.under_assessment, |l| l.max),
+            step.missing_received,
+            step.missing_under_assessment,
+            step.duplicates,
+            step.events_per_second,
+            cell(step.hops, |l| l.p50),
+            cell(step.hops, |l| l.p99),
+            cell(step.hops, |l| l.max),
+            mib(step.rss_peak_kib),
+            step.busy_percent,
+        );
+    }
+    println!();
+    for (mode, kib) in idle {
+        println!(
+            "- {mode}: resident memory after start, before any load: {} MiB",
+            mib(*kib)
+        );
+    }
+    println!();
+}
+
+// --------------------------------------------------------------- import ---
+
+/// A CSV of `rows` valid referrals, each with its own idempotency key.
+fn import_file(path: &std::path::Path, rows: usize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "given_name,family_name,date_of_birth,gender,address,area,phone,\
+         safe_contact_instructions,referrer_name,referrer_role,referrer_contact,reason,\
+         desired_outcomes,client_consented,vulnerabilities,emergency_calls_last_12_months,\
+         known_risks,idempotency_key"
+    )?;
+    for row in 0..rows {
+        writeln!(
+            out,
+            "Morgan,Fictitious{row},1961-02-03,female,{row} Imaginary Lane,Northshire,\
+             07700 900001,text first,PC Example,frontline,pc.example@police.example,\
+             lonely and calling 999,a routine,yes,high_impact_user;vulnerable_and_isolated,30,,\
+             historic-{row}"
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+struct ImportRun {
+    rows: usize,
+    wall: Duration,
+    succeeded: bool,
+    summary: String,
+    /// (seconds, import RSS KiB), sampled every 250 ms.
+    import_rss: Vec<(f64, u64)>,
+    platform_peak_kib: u64,
+    file_bytes: u64,
+}
+
+async fn import_run(options: &Options) -> anyhow::Result<ImportRun> {
+    let env = bench_env().await;
+    let platform = CpmProcess::serve(&env, &Target::ALL).await;
+    let platform_sampler = RssSampler::start(vec![platform.pid()], Duration::from_millis(250));
+    let dir = std::env::temp_dir().join(format!("cpm-bench-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("historic.csv");
+    import_file(&file, options.import_rows)?;
+    let file_bytes = std::fs::metadata(&file)?.len();
+    let config = dir.join("cpm.toml");
+    std::fs::write(&config, toml::to_string(&env.settings)?)?;
+
+    eprintln!("[bench] import: {} rows", options.import_rows);
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cpm-under-test"))
+        .arg("--config")
+        .arg(&config)
+        .arg("import")
+        .arg(&file)
+        .args([
+            "--endpoint",
+            &platform.endpoint,
+            "--agency",
+            "agency-import",
+        ])
+        .args(["--concurrency", &options.import_concurrency.to_string()])
+        .env_remove("CPM_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().expect("import running");
+    let sampler = RssSampler::start(vec![pid], Duration::from_millis(250));
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text).await;
+        text
+    });
+    let status = child.wait().await?;
+    let wall = started.elapsed();
+    let import_rss = sampler
+        .stop()
+        .into_iter()
+        .filter(|(_, kib)| *kib > 0)
+        .collect();
+    let summary = reader.await?;
+    let platform_peak_kib = platform_sampler.peak_since(0.0);
+    drop(platform_sampler);
+    drop(platform);
+    env.cleanup().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ImportRun {
+        rows: options.import_rows,
+        wall,
+        succeeded: status.success(),
+        summary,
+        import_rss,
+        platform_peak_kib,
+        file_bytes,
+    })
+}
+
+fn print_import(run: &ImportRun) {
+    println!("### cpm import\n");
+    let secs = run.wall.as_secs_f64();
+    let peak = run
+        .import_rss
+        .iter()
+        .map(|(_, kib)| *kib)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{} rows ({:.1} MB file) in {:.1} s: {:.0} rows/s; exit {}; extrapolated to 1,000,000 rows at this rate: {:.1} min",
+        run.rows,
+        run.file_bytes as f64 / 1e6,
+        secs,
+        run.rows as f64 / secs,
+        if run.succeeded { "0" } else { "non-zero" },
+        1_000_000.0 / (run.rows as f64 / secs) / 60.0,
+    );
+    println!(
+        "\n`cpm import` resident memory: peak {} MiB; the platform (one process): peak {} MiB\n",
+        mib(peak),
+        mib(run.platform_peak_kib)
+    );
+    println!("| share of the run | import RSS MiB |");
+    println!("|---:|---:|");
+    for share in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0] {
+        let at = share * secs;
+        if let Some((_, kib)) = run
+            .import_rss
+            .iter()
+            .min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs()))
+        {
+            println!("| {:.0}% | {} |", share * 100.0, mib(*kib));
+        }
+    }
+    println!("\n```\n{}```\n", run.summary);
+}
+
+// ----------------------------------------------------------------- main ---
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::read()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(options))
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    eprintln!(
+        "[bench] machine: {} cores; the platform runs as `cpm serve` child processes",
+        integration_tests::bench::proc::cores()
+    );
+    if options.flow {
+        let mut steps = Vec::new();
+        let mut idle = Vec::new();
+        for mode in options.modes.clone() {
+            let mode: &'static str = if mode == "one" { "one" } else { "five" };
+            let (mode_steps, idle_kib) = flow_mode(mode, &options).await?;
+            steps.extend(mode_steps);
+            idle.push((mode, idle_kib));
+        }
+        print_flow(&steps, &idle);
+    }
+    if options.import && options.import_rows > 0 {
+        let run = import_run(&options).await?;
+        print_import(&run);
+    }
+    Ok(())
+}
