@@ -556,10 +556,11 @@ fn pgbench_script(sizes: &RowSizes, check_agency: bool) -> String {
          ORDER BY submitted_at DESC, referral_id DESC LIMIT 1) AS earlier_referral_id;\n"
     ));
     script.push_str(&format!(
-        "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key, request_hash, \
-         submitted_by, area, client_gender, vulnerabilities, emergency_calls_last_12_months, \
-         client_consented, client_fingerprint, earlier_referral_id, status, status_rank) \
-         VALUES (gen_random_uuid(), 'agency-pgbench', md5(random()::text), \
+        "WITH inserted AS (INSERT INTO referral (referral_id, agency_id, idempotency_key_hash, \
+         request_hash, submitted_by, area, client_gender, vulnerabilities, \
+         emergency_calls_last_12_months, client_consented, client_fingerprint, earlier_referral_id, \
+         status, status_rank) \
+         VALUES (gen_random_uuid(), 'agency-pgbench', sha256(convert_to(random()::text, 'UTF8')), \
          sha256(convert_to(random()::text, 'UTF8')), 'referrer', 'Northshire', 1, '{{1}}', 12, \
          true, {fingerprint}, NULL, 1, 0) \
          ON CONFLICT ON CONSTRAINT referral_idempotency_key DO NOTHING RETURNING referral_id), \
