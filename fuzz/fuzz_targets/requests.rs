@@ -21,10 +21,10 @@ fuzz_target!(|data: &[u8]| {
     match which % 5 {
         0 => {
             if let Ok(mut request) = SubmitReferralRequest::decode(bytes) {
-                let today = Utc::now().date_naive();
+                let now = Utc::now();
                 if let Err(violations) = referral_intake::domain::NewReferral::parse(
                     &mut request,
-                    today,
+                    now,
                     &cpm_runtime::config::ProgrammeConfig::default(),
                 ) {
                     bounded(violations);
