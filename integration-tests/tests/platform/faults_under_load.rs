@@ -255,13 +255,9 @@ async fn postgresql_stopped_immediately_under_load_loses_and_repeats_nothing() {
 /// SIGKILL lands, at this pace, between an outbox commit and its publish
 /// and between a consumer's commit and its ack: the rows left in the
 /// outboxes and the deliveries the restarted process finds already applied
-/// count how many.
-///
-/// Ignored until a webhook claim's lease is renewed per post: the killed
-/// process's claim holds the agency's webhooks for the whole lease (110 s),
-/// beyond the 30 s target, though nothing is lost (docs/reliability.md).
+/// count how many. The killed process's webhook claims hold their
+/// endpoints for one lease (one post's time-out plus 15 s) at most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a killed worker's webhook claim holds its endpoint for 110 s (docs/reliability.md)"]
 async fn sigkill_between_commit_and_publish_and_effect_and_ack_loses_and_repeats_nothing() {
     let _turn = crate::flow::take_turn().await;
     let env = TestEnv::new().await;

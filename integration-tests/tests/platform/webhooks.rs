@@ -171,6 +171,74 @@ async fn a_dead_endpoint_delays_only_its_own_agency() {
     env.cleanup().await;
 }
 
+/// Found by the fan-out bench: 5% of 1,000 endpoints hanging held most of
+/// the worker's slots, so a hanging endpoint delayed everyone once there
+/// were more of them than slots. Endpoints whose last attempt failed are
+/// now posted to in a lane of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_hanging_in_numbers_delay_only_each_other() {
+    const HANGING: usize = 12;
+    let mut env = TestEnv::new().await;
+    env.settings.set("notifications.webhook_timeout_secs", 4);
+    // Four prompt slots, one suspect slot: three hanging endpoints a slot.
+    env.settings.set("notifications.webhook_concurrency", 4);
+    quick_retries(&mut env);
+    let (platform, channel) = start(&env).await;
+    let healthy = Receiver::start(Answer::NoContent).await;
+    let mut healthy_agency =
+        NotificationsServiceClient::new(env.referrer(&channel, "agency-beside-hung"));
+    register(&mut healthy_agency, healthy.url()).await;
+    let mut hanging = Vec::new();
+    for n in 0..HANGING {
+        let agency = format!("agency-hung-{n}");
+        let receiver = Receiver::start(Answer::Hang).await;
+        let mut client = NotificationsServiceClient::new(env.referrer(&channel, &agency));
+        register(&mut client, receiver.url()).await;
+        notify(&env, &agency).await;
+        hanging.push((client, receiver));
+    }
+    // Every hanging endpoint has timed out once; they are retried within a
+    // second of each failure, so each is due again at once.
+    for (client, _) in &mut hanging {
+        let logged = await_deliveries(
+            client,
+            ListDeliveriesRequest::default(),
+            "the hanging endpoint's first attempt times out",
+            |page| page.first().is_some_and(|d| !d.attempt_log.is_empty()),
+        )
+        .await;
+        assert_eq!(logged[0].attempt_log[0].error(), DeliveryErrorKind::Timeout);
+    }
+    let tried = |hanging: &[(_, Receiver)]| -> usize {
+        hanging
+            .iter()
+            .map(|(_, receiver)| receiver.received().len())
+            .sum()
+    };
+    let tried_before = tried(&hanging);
+
+    let mut waits = Vec::new();
+    for heard in 1..=3 {
+        let published = tokio::time::Instant::now();
+        notify(&env, "agency-beside-hung").await;
+        let received = healthy.await_requests(heard, Duration::from_secs(60)).await;
+        waits.push(received[heard - 1].at - published);
+    }
+    assert!(
+        waits.iter().all(|wait| *wait < Duration::from_secs(2)),
+        "the healthy agency waited {waits:?} behind {HANGING} hanging endpoints"
+    );
+    // The hanging ones are still tried, in their own lane.
+    crate::harness::eventually(
+        Duration::from_secs(20),
+        "hanging endpoints are still retried",
+        || async { tried(&hanging) >= tried_before + 2 },
+    )
+    .await;
+    platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_failing_past_its_window_is_dead_and_redelivered_once_the_endpoint_recovers() {
     let mut env = TestEnv::new().await;

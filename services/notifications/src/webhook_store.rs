@@ -455,12 +455,26 @@ pub async fn attempts_of(
     .await
 }
 
-/// Claims up to `limit` webhooks with due deliveries whose circuit admits
-/// them and which no worker holds, leasing each for `lease_secs`.
+/// Which of a worker's lanes an endpoint is served in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Endpoints whose last attempt succeeded promptly.
+    Prompt,
+    /// Endpoints whose last attempt failed, or took at least the slow mark:
+    /// likely to hold a slot until the timeout.
+    Suspect,
+}
+
+/// Claims up to `limit` webhooks of `lane` with due deliveries whose circuit
+/// admits them and which no worker holds, leasing each for `lease_secs`.
+/// An endpoint is suspect when its last attempt failed or took at least
+/// `slow_ms`.
 pub async fn claim_webhooks(
     connection: &mut PgConnection,
+    lane: Lane,
     limit: i64,
     lease_secs: f64,
+    slow_ms: i32,
 ) -> Result<Vec<ClaimedWebhook>, sqlx::Error> {
     sqlx::query_as!(
         ClaimedWebhook,
@@ -469,6 +483,7 @@ pub async fn claim_webhooks(
            WHERE w.active AND w.deleted_at IS NULL \
              AND (w.leased_until IS NULL OR w.leased_until <= now()) \
              AND (w.circuit_open_until IS NULL OR w.circuit_open_until <= now()) \
+             AND (w.consecutive_failures > 0 OR w.last_latency_ms >= $5) = $4 \
              AND EXISTS (SELECT 1 FROM notifications.delivery d \
                          WHERE d.webhook_id = w.webhook_id AND d.state = $3 \
                            AND d.next_attempt_at <= now()) \
@@ -483,7 +498,9 @@ pub async fn claim_webhooks(
                    w.previous_secret_until, w.consecutive_failures, w.circuit_open_until",
         limit,
         lease_secs,
-        state::PENDING
+        state::PENDING,
+        lane == Lane::Suspect,
+        slow_ms
     )
     .fetch_all(connection)
     .await
@@ -579,19 +596,26 @@ pub async fn record_outcome(
         == 1)
 }
 
-/// Stores an endpoint's circuit breaker.
-pub async fn store_breaker(
+/// Stores what the endpoint's last attempt showed (its circuit breaker and
+/// how long it took) and renews the claim for the next post: a claim
+/// outlives its holder by at most one lease.
+pub async fn store_endpoint_health(
     connection: &mut PgConnection,
     webhook_id: Uuid,
     consecutive_failures: i32,
     open_until: Option<DateTime<Utc>>,
+    last_latency_ms: i32,
+    lease_secs: f64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE notifications.webhook SET consecutive_failures = $2, circuit_open_until = $3 \
+        "UPDATE notifications.webhook SET consecutive_failures = $2, circuit_open_until = $3, \
+         last_latency_ms = $4, leased_until = now() + make_interval(secs => $5::float8) \
          WHERE webhook_id = $1",
         webhook_id,
         consecutive_failures,
-        open_until
+        open_until,
+        last_latency_ms,
+        lease_secs
     )
     .execute(connection)
     .await?;

@@ -2,7 +2,11 @@
 //! transaction (a lease on the webhook: at most one batch in flight per
 //! endpoint, across every replica), posts outside any transaction, several
 //! endpoints at once, and records each attempt in a short transaction of
-//! its own, so a slow or dead endpoint delays only itself. Each post is
+//! its own, so a slow or dead endpoint delays only itself. Endpoints whose
+//! last attempt failed or was slow are served in a lane of their own, a
+//! quarter the size: however many hang, the prompt ones keep their slots.
+//! The lease covers one post and is renewed at each recorded attempt, so a
+//! worker killed mid-batch holds its endpoints for one lease at most. Each post is
 //! signed (see [`crate::signing`]) and goes only to addresses checked just
 //! then (see [`crate::destinations`]). A failure is retried with back-off
 //! until the retry window ends, then dead-lettered; an endpoint that keeps
@@ -31,7 +35,7 @@ use uuid::Uuid;
 use crate::destinations::{DestinationPolicy, GuardedResolver, Lookup};
 use crate::retry_policy::{AfterFailure, Breaker, RetryPolicy};
 use crate::signing::{self, WebhookSecret};
-use crate::webhook_store::{self as store, ClaimedWebhook, DueDelivery, state};
+use crate::webhook_store::{self as store, ClaimedWebhook, DueDelivery, Lane, state};
 
 pub struct WebhookWorker {
     handle: ServiceHandle,
@@ -42,8 +46,10 @@ pub struct WebhookWorker {
     retry: RetryPolicy,
     timeout: Duration,
     poll_interval: Duration,
-    /// Endpoints posted to at once by this worker.
+    /// Endpoints posted to at once by this worker, in the prompt lane.
     concurrency: usize,
+    /// Endpoints posted to at once in the suspect lane.
+    suspect_concurrency: usize,
     /// Deliveries posted per claim of one endpoint (in sequence order).
     batch: i64,
 }
@@ -112,6 +118,10 @@ fn error_kind(error: &reqwest::Error) -> DeliveryErrorKind {
 /// How often pending deliveries held back past their window are dead-lettered.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// What a lease adds to the post timeout: time to record the attempt while
+/// the database is slow.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
 impl WebhookWorker {
     pub fn new(
         handle: ServiceHandle,
@@ -141,14 +151,28 @@ impl WebhookWorker {
             timeout,
             poll_interval: Duration::from_millis(config.webhook_poll_interval_ms),
             concurrency: config.webhook_concurrency.max(1),
+            suspect_concurrency: (config.webhook_concurrency / 4).max(1),
             batch: i64::from(config.webhook_batch.max(1)),
         })
     }
 
-    /// How long a claim holds an endpoint: longer than its batch can take,
-    /// so only a worker that died leaves a claim to expire.
+    /// How long a claim holds an endpoint: one post and its record, with
+    /// room to spare; renewed at each recorded attempt, so only a worker that
+    /// died leaves a claim to expire, and that within one lease.
     fn lease(&self) -> Duration {
-        self.timeout * u32::try_from(self.batch).unwrap_or(u32::MAX) + Duration::from_secs(30)
+        self.timeout + LEASE_MARGIN
+    }
+
+    /// A post at least this long marks its endpoint as suspect.
+    fn slow_mark(&self) -> Duration {
+        self.timeout / 2
+    }
+
+    fn lane_size(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Prompt => self.concurrency,
+            Lane::Suspect => self.suspect_concurrency,
+        }
     }
 
     pub async fn run(
@@ -157,8 +181,9 @@ impl WebhookWorker {
         shutdown: cpm_runtime::Shutdown,
     ) {
         let mut in_flight = JoinSet::new();
-        // Which endpoint each task holds, to release what shutdown abandons.
-        let mut held: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+        // Which endpoint each task holds and in which lane, to count each
+        // lane's free slots and release what shutdown abandons.
+        let mut held: HashMap<tokio::task::Id, (Uuid, Lane)> = HashMap::new();
         let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
             if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL) {
@@ -167,24 +192,28 @@ impl WebhookWorker {
                     tracing::warn!(%error, "webhook dead-letter sweep failed");
                 }
             }
-            let free = self.concurrency.saturating_sub(in_flight.len());
-            let mut claimed = 0;
-            if free > 0 {
-                match self.claim(free).await {
+            // Each lane claims what its free slots take; what stays due waits
+            // for a slot to free, a wake-up or the next poll.
+            let free: Vec<(Lane, usize)> = [Lane::Prompt, Lane::Suspect]
+                .into_iter()
+                .map(|lane| {
+                    let busy = held.values().filter(|(_, of)| *of == lane).count();
+                    (lane, self.lane_size(lane).saturating_sub(busy))
+                })
+                .filter(|(_, free)| *free > 0)
+                .collect();
+            if !free.is_empty() {
+                match self.claim(&free).await {
                     Ok(batches) => {
-                        claimed = batches.len();
-                        for (webhook, deliveries) in batches {
+                        for (lane, webhook, deliveries) in batches {
                             let webhook_id = webhook.webhook_id;
                             let task =
                                 in_flight.spawn(self.clone().deliver_batch(webhook, deliveries));
-                            held.insert(task.id(), webhook_id);
+                            held.insert(task.id(), (webhook_id, lane));
                         }
                     }
                     Err(error) => tracing::warn!(%error, "claiming webhook deliveries failed"),
                 }
-            }
-            if claimed > 0 && in_flight.len() < self.concurrency {
-                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -195,7 +224,7 @@ impl WebhookWorker {
                         }
                         Err(error) => {
                             tracing::error!(%error, "webhook delivery task failed");
-                            if let Some(webhook_id) = held.remove(&error.id())
+                            if let Some((webhook_id, _)) = held.remove(&error.id())
                                 && let Ok(mut connection) = self.handle.pool().acquire().await
                             {
                                 let _ = store::release_webhook(&mut connection, webhook_id).await;
@@ -221,7 +250,7 @@ impl WebhookWorker {
         if !held.is_empty()
             && let Ok(mut connection) = self.handle.pool().acquire().await
         {
-            for webhook_id in held.into_values() {
+            for (webhook_id, _) in held.into_values() {
                 let _ = store::release_webhook(&mut connection, webhook_id).await;
             }
         }
@@ -241,18 +270,27 @@ impl WebhookWorker {
         Ok(())
     }
 
-    /// Claims up to `limit` endpoints and their due deliveries, in one short
-    /// transaction.
-    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<(ClaimedWebhook, Vec<DueDelivery>)>> {
+    /// Claims endpoints and their due deliveries, up to each lane's free
+    /// slots, in one short transaction.
+    async fn claim(
+        &self,
+        free: &[(Lane, usize)],
+    ) -> anyhow::Result<Vec<(Lane, ClaimedWebhook, Vec<DueDelivery>)>> {
         let mut transaction = self.handle.begin().await?;
-        let webhooks = store::claim_webhooks(
-            &mut transaction,
-            i64::try_from(limit).unwrap_or(i64::MAX),
-            self.lease().as_secs_f64(),
-        )
-        .await?;
+        let mut webhooks = Vec::new();
+        for &(lane, limit) in free {
+            let claimed = store::claim_webhooks(
+                &mut transaction,
+                lane,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                self.lease().as_secs_f64(),
+                i32::try_from(self.slow_mark().as_millis()).unwrap_or(i32::MAX),
+            )
+            .await?;
+            webhooks.extend(claimed.into_iter().map(|webhook| (lane, webhook)));
+        }
         let mut batches = Vec::with_capacity(webhooks.len());
-        for webhook in webhooks {
+        for (lane, webhook) in webhooks {
             let breaker = Breaker {
                 consecutive_failures: webhook.consecutive_failures,
                 open_until: webhook.circuit_open_until,
@@ -265,7 +303,7 @@ impl WebhookWorker {
             };
             let deliveries =
                 store::due_deliveries(&mut transaction, webhook.webhook_id, batch).await?;
-            batches.push((webhook, deliveries));
+            batches.push((lane, webhook, deliveries));
         }
         transaction.commit().await?;
         Ok(batches)
@@ -475,11 +513,13 @@ impl WebhookWorker {
             description.as_deref(),
         )
         .await?;
-        store::store_breaker(
+        store::store_endpoint_health(
             &mut transaction,
             webhook.webhook_id,
             breaker.consecutive_failures,
             breaker.open_until,
+            outcome.latency_ms,
+            self.lease().as_secs_f64(),
         )
         .await?;
         if recorded && outcome.succeeded() {
