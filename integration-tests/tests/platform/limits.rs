@@ -21,6 +21,7 @@ use tonic::{Code, Request};
 use tonic_prost::ProstCodec;
 
 use crate::harness::{Authed, TestEnv, connect, referral_request, violated_fields};
+use crate::killable::Killable;
 use crate::webhook_receiver::{Answer, Receiver, await_deliveries, deliveries, notify, register};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +92,15 @@ async fn subscribe(
 async fn subscribe_when_free(
     client: &mut NotificationsServiceClient<Authed>,
 ) -> tonic::Streaming<SubscribeResponse> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    subscribe_within(client, Duration::from_secs(5)).await
+}
+
+/// Opens a stream once a slot is free again, waiting at most `wait`.
+async fn subscribe_within(
+    client: &mut NotificationsServiceClient<Authed>,
+    wait: Duration,
+) -> tonic::Streaming<SubscribeResponse> {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         match subscribe(client).await {
             Ok(stream) => return stream,
@@ -154,6 +163,69 @@ async fn an_agency_holds_at_most_its_cap_of_streams_and_a_client_that_leaves_fre
     );
     drop(open);
     platform.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Each replica used to count streams in memory, so N replicas allowed N
+/// times the cap. Streams held through one replica now count on every
+/// other, and a killed replica's stop counting once their lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agencys_stream_cap_holds_across_replicas_and_a_killed_replicas_streams_expire() {
+    let mut env = TestEnv::new().await;
+    env.settings.set("notifications.max_streams_per_agency", 3);
+    let agency = "agency-replicas";
+    let replica = env.start(&[Target::NOTIFICATIONS]).await;
+    let settings = env.settings.clone();
+    let doomed =
+        tokio::task::spawn_blocking(move || Killable::start(settings, vec![Target::NOTIFICATIONS]))
+            .await
+            .unwrap();
+    let channel = connect(&replica).await;
+    let mut on_replica = NotificationsServiceClient::new(env.referrer(&channel, agency));
+    let doomed_channel = cpm::client::connect(&doomed.endpoint).await.unwrap();
+    let mut on_doomed = NotificationsServiceClient::new(env.referrer(&doomed_channel, agency));
+    let mut held_here = vec![subscribe(&mut on_replica).await.unwrap()];
+    let mut held_there = vec![
+        subscribe(&mut on_doomed).await.unwrap(),
+        subscribe(&mut on_doomed).await.unwrap(),
+    ];
+
+    // Three open between the two: neither replica opens a fourth.
+    for client in [&mut on_replica, &mut on_doomed] {
+        let refused = subscribe(client).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    }
+    // A stream closed through one replica frees a place on the other.
+    drop(held_here.pop());
+    held_there.push(subscribe_when_free(&mut on_doomed).await);
+    assert_eq!(
+        subscribe(&mut on_replica).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+
+    // The killed replica cannot end its streams' leases; they expire.
+    tokio::task::spawn_blocking(move || doomed.kill())
+        .await
+        .unwrap();
+    let killed = tokio::time::Instant::now();
+    drop((held_there, on_doomed, doomed_channel));
+    assert_eq!(
+        subscribe(&mut on_replica).await.unwrap_err().code(),
+        Code::ResourceExhausted,
+        "the killed replica's streams count until their lease ends"
+    );
+    let lease = notifications::stream_leases::LEASE;
+    held_here.push(subscribe_within(&mut on_replica, lease + Duration::from_secs(15)).await);
+    let freed = killed.elapsed();
+    assert!(freed <= lease + Duration::from_secs(15), "{freed:?}");
+    held_here.push(subscribe(&mut on_replica).await.unwrap());
+    held_here.push(subscribe(&mut on_replica).await.unwrap());
+    assert_eq!(
+        subscribe(&mut on_replica).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    drop(held_here);
+    replica.stop().await.unwrap();
     env.cleanup().await;
 }
 

@@ -24,7 +24,6 @@ use cpm_proto::v1::{
 use cpm_runtime::auth::{Caller, Role};
 use cpm_runtime::grpc::access::AccessTable;
 use cpm_runtime::grpc::page;
-use cpm_runtime::grpc::slots::{KeyedSlots, Slot};
 use cpm_runtime::grpc::values::{optional_timestamp, require_id, timestamp};
 use cpm_runtime::grpc::{ApiError, FieldViolations};
 use cpm_runtime::supervisor::{Supervisor, TaskSpec};
@@ -36,6 +35,7 @@ use tonic::{Request, Response, Status};
 
 use crate::db::NotificationRow;
 use crate::staff_alerts::{self, AlertQuery, StaffAlertRow};
+use crate::stream_leases::{StreamLease, StreamLeases};
 use crate::webhook_admin::{self, WebhookAdmin, webhook_to_proto};
 use crate::{commands, preferences};
 
@@ -112,8 +112,8 @@ pub struct Notifications {
     webhooks: Arc<WebhookAdmin>,
     /// The programme's areas: staff alert recipients are set per area.
     programme: cpm_runtime::config::ProgrammeConfig,
-    /// Subscribe streams open per agency in this process, capped.
-    streams: Arc<KeyedSlots>,
+    /// Subscribe streams open per agency across the deployment, capped.
+    streams: StreamLeases,
 }
 
 impl Notifications {
@@ -123,7 +123,7 @@ impl Notifications {
         context: &cpm_runtime::service::ServiceContext,
         allow_plain_http: bool,
         webhooks: Arc<WebhookAdmin>,
-        streams: Arc<KeyedSlots>,
+        streams: StreamLeases,
     ) -> Self {
         Self {
             streams,
@@ -227,7 +227,7 @@ type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Statu
 /// the pump's end (shutdown, or a failure given up on) ends it too.
 struct SlottedStream {
     messages: ReceiverStream<Result<SubscribeResponse, Status>>,
-    _slot: Slot,
+    _lease: StreamLease,
 }
 
 impl Stream for SlottedStream {
@@ -258,7 +258,12 @@ impl NotificationsService for Notifications {
             violations.add("after_sequence", "must not be negative");
             return Err(violations.into());
         }
-        let Some(slot) = self.streams.try_take(&agency_id) else {
+        let Some(lease) = self
+            .streams
+            .try_take(&agency_id)
+            .await
+            .map_err(ApiError::from)?
+        else {
             tracing::info!(
                 cap = self.streams.cap(),
                 "notification stream refused: agency at its cap"
@@ -289,7 +294,7 @@ impl NotificationsService for Notifications {
         );
         Ok(Response::new(Box::pin(SlottedStream {
             messages: ReceiverStream::new(receiver),
-            _slot: slot,
+            _lease: lease,
         })))
     }
 

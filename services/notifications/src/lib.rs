@@ -44,6 +44,7 @@ pub mod preferences;
 pub mod retry_policy;
 pub mod signing;
 pub mod staff_alerts;
+pub mod stream_leases;
 pub mod templates;
 pub mod webhook_admin;
 pub mod webhook_store;
@@ -110,8 +111,8 @@ pub struct Config {
     pub webhook_allow_hosts: Vec<String>,
     /// Whether webhooks may reach loopback; unset: only in development.
     pub webhook_allow_loopback: Option<bool>,
-    /// Subscribe streams one agency may hold open at once, counted per
-    /// process (each replica allows this many).
+    /// Subscribe streams one agency may hold open at once, across every
+    /// replica (see [`stream_leases`]).
     pub max_streams_per_agency: usize,
     /// Webhooks one agency may have registered (deleted ones do not
     /// count); it also bounds ListWebhooks, so at most
@@ -342,7 +343,7 @@ impl Service for Descriptor {
             context,
             allow_plain_http,
             Arc::new(admin),
-            cpm_runtime::grpc::slots::KeyedSlots::new(config.max_streams_per_agency),
+            stream_leases::StreamLeases::new(guard_pool.clone(), config.max_streams_per_agency),
         );
         routes.add_service(Self::guard(
             context,

@@ -5,7 +5,6 @@ pub mod access;
 pub mod errors;
 pub mod page;
 pub mod server;
-pub mod slots;
 pub mod values;
 
 pub use errors::{ApiError, FieldViolations};
