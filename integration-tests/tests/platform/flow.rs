@@ -10,8 +10,7 @@ use std::time::Duration;
 use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{
-    GetReferralRequest, ReferralStatus, RegisterWebhookRequest, SubmitReferralRequest,
-    SubscribeRequest,
+    ReferralStatus, RegisterWebhookRequest, SubmitReferralRequest, SubscribeRequest,
 };
 use futures::StreamExt as _;
 use tonic::transport::Channel;
@@ -338,23 +337,7 @@ pub async fn assert_all_in_status(
     referrals: &[String],
     status: ReferralStatus,
 ) {
-    let statuses: Vec<ReferralStatus> = futures::stream::iter(referrals.iter().cloned())
-        .map(|referral_id| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .get_referral(GetReferralRequest { referral_id })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .referral
-                    .unwrap()
-                    .status()
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let statuses = crate::harness::statuses_of(client, referrals, 8).await;
     let wrong: HashSet<_> = statuses.iter().filter(|s| **s != status).collect();
     let wrong_count = statuses.iter().filter(|s| **s != status).count();
     assert_eq!(

@@ -466,3 +466,30 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .map(|violation| violation.field)
         .collect()
 }
+
+/// Each referral's status as GetReferral shows it, in order, `at_once`
+/// requests in flight.
+pub async fn statuses_of(
+    client: &ReferralIntakeServiceClient<Authed>,
+    referrals: &[String],
+    at_once: usize,
+) -> Vec<cpm_proto::v1::ReferralStatus> {
+    use futures::StreamExt as _;
+    futures::stream::iter(referrals.iter().cloned())
+        .map(|referral_id| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_referral(cpm_proto::v1::GetReferralRequest { referral_id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .referral
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffered(at_once)
+        .collect()
+        .await
+}

@@ -87,12 +87,24 @@ async fn subscribe(
         .map(tonic::Response::into_inner)
 }
 
+/// Fails unless the agency is refused another stream for being at its cap.
+async fn assert_at_cap(client: &mut NotificationsServiceClient<Authed>) {
+    let refused = subscribe(client).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+}
+
 /// Opens a stream once a slot is free again (it frees as the server
 /// notices the client left).
 async fn subscribe_when_free(
     client: &mut NotificationsServiceClient<Authed>,
 ) -> tonic::Streaming<SubscribeResponse> {
     subscribe_within(client, Duration::from_secs(5)).await
+}
+
+/// Fails unless the agency is refused another stream for being at its cap.
+async fn assert_at_cap(client: &mut NotificationsServiceClient<Authed>) {
+    let refused = subscribe(client).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
 }
 
 /// Opens a stream once a slot is free again, waiting at most `wait`.
@@ -150,17 +162,11 @@ async fn an_agency_holds_at_most_its_cap_of_streams_and_a_client_that_leaves_fre
     // A stream its client dropped frees its slot, and only one.
     drop(open.pop());
     open.push(subscribe_when_free(&mut client).await);
-    assert_eq!(
-        subscribe(&mut client).await.unwrap_err().code(),
-        Code::ResourceExhausted
-    );
+    assert_at_cap(&mut client).await;
     // So does a client whose connection went.
     drop((lone_stream, lone, lone_channel));
     open.push(subscribe_when_free(&mut client).await);
-    assert_eq!(
-        subscribe(&mut client).await.unwrap_err().code(),
-        Code::ResourceExhausted
-    );
+    assert_at_cap(&mut client).await;
     drop(open);
     platform.stop().await.unwrap();
     env.cleanup().await;
@@ -191,17 +197,12 @@ async fn an_agencys_stream_cap_holds_across_replicas_and_a_killed_replicas_strea
     ];
 
     // Three open between the two: neither replica opens a fourth.
-    for client in [&mut on_replica, &mut on_doomed] {
-        let refused = subscribe(client).await.unwrap_err();
-        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    }
+    assert_at_cap(&mut on_replica).await;
+    assert_at_cap(&mut on_doomed).await;
     // A stream closed through one replica frees a place on the other.
     drop(held_here.pop());
     held_there.push(subscribe_when_free(&mut on_doomed).await);
-    assert_eq!(
-        subscribe(&mut on_replica).await.unwrap_err().code(),
-        Code::ResourceExhausted
-    );
+    assert_at_cap(&mut on_replica).await;
 
     // The killed replica cannot end its streams' leases; they expire.
     tokio::task::spawn_blocking(move || doomed.kill())
@@ -209,21 +210,15 @@ async fn an_agencys_stream_cap_holds_across_replicas_and_a_killed_replicas_strea
         .unwrap();
     let killed = tokio::time::Instant::now();
     drop((held_there, on_doomed, doomed_channel));
-    assert_eq!(
-        subscribe(&mut on_replica).await.unwrap_err().code(),
-        Code::ResourceExhausted,
-        "the killed replica's streams count until their lease ends"
-    );
+    // The killed replica's streams count until their lease ends.
+    assert_at_cap(&mut on_replica).await;
     let lease = notifications::stream_leases::LEASE;
     held_here.push(subscribe_within(&mut on_replica, lease + Duration::from_secs(15)).await);
     let freed = killed.elapsed();
     assert!(freed <= lease + Duration::from_secs(15), "{freed:?}");
     held_here.push(subscribe(&mut on_replica).await.unwrap());
     held_here.push(subscribe(&mut on_replica).await.unwrap());
-    assert_eq!(
-        subscribe(&mut on_replica).await.unwrap_err().code(),
-        Code::ResourceExhausted
-    );
+    assert_at_cap(&mut on_replica).await;
     drop(held_here);
     replica.stop().await.unwrap();
     env.cleanup().await;

@@ -171,6 +171,27 @@ async fn a_dead_endpoint_delays_only_its_own_agency() {
     env.cleanup().await;
 }
 
+/// Tells `agency` of `count` status changes one after another, each once
+/// the last was heard at `receiver` (which has heard nothing before), and
+/// returns how long each took to arrive.
+async fn waits_for_notices(
+    env: &TestEnv,
+    agency: &str,
+    receiver: &Receiver,
+    count: usize,
+) -> Vec<Duration> {
+    let mut waits = Vec::new();
+    for heard in 1..=count {
+        let published = tokio::time::Instant::now();
+        notify(env, agency).await;
+        let received = receiver
+            .await_requests(heard, Duration::from_secs(60))
+            .await;
+        waits.push(received[heard - 1].at - published);
+    }
+    waits
+}
+
 /// Found by the fan-out bench: 5% of 1,000 endpoints hanging held most of
 /// the worker's slots, so a hanging endpoint delayed everyone once there
 /// were more of them than slots. Endpoints whose last attempt failed are
@@ -217,13 +238,7 @@ async fn endpoints_hanging_in_numbers_delay_only_each_other() {
     };
     let tried_before = tried(&hanging);
 
-    let mut waits = Vec::new();
-    for heard in 1..=3 {
-        let published = tokio::time::Instant::now();
-        notify(&env, "agency-beside-hung").await;
-        let received = healthy.await_requests(heard, Duration::from_secs(60)).await;
-        waits.push(received[heard - 1].at - published);
-    }
+    let waits = waits_for_notices(&env, "agency-beside-hung", &healthy, 3).await;
     assert!(
         waits.iter().all(|wait| *wait < Duration::from_secs(2)),
         "the healthy agency waited {waits:?} behind {HANGING} hanging endpoints"
@@ -786,13 +801,7 @@ async fn a_sink_taking_thirty_seconds_is_posted_once_while_a_healthy_one_hears_p
 
     let slow_referral = notify(&env, "agency-slow").await;
     let posted = slow.await_requests(1, Duration::from_secs(20)).await[0].at;
-    let mut waits = Vec::new();
-    for heard in 1..=3 {
-        let published = tokio::time::Instant::now();
-        notify(&env, "agency-prompt").await;
-        let received = healthy.await_requests(heard, Duration::from_secs(20)).await;
-        waits.push(received[heard - 1].at - published);
-    }
+    let waits = waits_for_notices(&env, "agency-prompt", &healthy, 3).await;
     assert!(
         waits.iter().all(|wait| *wait < Duration::from_secs(3)),
         "the healthy agency waited {waits:?} beside a slow endpoint"

@@ -10,9 +10,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use cpm_proto::v1::ReferralStatus;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
-use cpm_proto::v1::{GetReferralRequest, ReferralStatus};
-use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::flow::{Heard, ListeningAgency};
@@ -311,23 +310,7 @@ pub async fn check(
     // Anything sent twice would arrive within the webhook worker's poll.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let statuses: Vec<ReferralStatus> = futures::stream::iter(acknowledged.iter().cloned())
-        .map(|referral_id| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .get_referral(GetReferralRequest { referral_id })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .referral
-                    .unwrap()
-                    .status()
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let statuses = crate::harness::statuses_of(client, &acknowledged, 16).await;
     let lost = statuses
         .iter()
         .filter(|status| **status != ReferralStatus::UnderAssessment)
