@@ -3,7 +3,8 @@
 //! until acknowledged, through the real `cpm` binary (every service in one
 //! process), while one fault strikes: RabbitMQ killed and restarted, its
 //! connections force-closed, PostgreSQL stopped immediately and restarted,
-//! the process SIGKILLed, or SIGTERMed. Afterwards every acknowledged
+//! the process SIGKILLed, or SIGTERMed (and, as five processes, two of
+//! them SIGKILLed at once). Afterwards every acknowledged
 //! referral must be UNDER_ASSESSMENT, no key may have two referrals, both
 //! subscribers (webhook and stream) must have been told each notice once,
 //! and a referral submitted after the fault must have gone through within
@@ -37,43 +38,93 @@ const AFTER_FAULT: Duration = Duration::from_secs(10);
 const OUTAGE: Duration = Duration::from_secs(3);
 const AREA: &str = "Faults";
 
-/// One `cpm serve --target all` on a fixed port (so a restarted process is
-/// found where its predecessor was), an agency listening on its webhook
-/// and stream, and a referrer client that reconnects by itself.
+/// The platform's processes (`cpm serve --target all`, or one a service),
+/// an agency listening on its webhook and stream, and a referrer client
+/// that reconnects by itself.
 struct Scene {
     env: TestEnv,
-    port: u16,
-    metrics: std::net::SocketAddr,
-    process: CpmProcess,
+    processes: Vec<Served>,
     client: ReferralIntakeServiceClient<Authed>,
     listening: ListeningAgency,
     agency: &'static str,
     load: LoadSettings,
 }
 
-impl Scene {
-    async fn start(mut env: TestEnv, agency: &'static str) -> Self {
+/// One `cpm serve` of the scene, on fixed gRPC and metrics ports, so a
+/// restarted process is found where its predecessor was.
+struct Served {
+    targets: Vec<Target>,
+    settings: cpm::Settings,
+    port: u16,
+    metrics: std::net::SocketAddr,
+    process: CpmProcess,
+}
+
+impl Served {
+    async fn start(mut settings: cpm::Settings, targets: Vec<Target>) -> Self {
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        env.settings.platform.telemetry.metrics_listen = metrics.to_string();
-        // The production pool (the harness's 4 suits tests that run side by side).
-        env.settings.platform.database.max_connections = 8;
+        settings.platform.telemetry.metrics_listen = metrics.to_string();
         let port = free_port();
-        let process = CpmProcess::serve_on(env.settings.clone(), &Target::ALL, port).await;
-        let channel = tonic::transport::Endpoint::from_shared(process.endpoint.clone())
-            .unwrap()
-            .connect_lazy();
-        let listening = ListeningAgency::start(&env, &channel, agency).await;
-        let client = ReferralIntakeServiceClient::new(env.referrer(&channel, agency));
+        let process = CpmProcess::serve_on(settings.clone(), &targets, port).await;
         Self {
-            env,
+            targets,
+            settings,
             port,
             metrics,
             process,
+        }
+    }
+
+    /// A new process where the last one was, as Kubernetes restarts a pod.
+    async fn restart(&mut self) {
+        self.process = CpmProcess::serve_on(self.settings.clone(), &self.targets, self.port).await;
+    }
+}
+
+impl Scene {
+    /// Every service in one process.
+    async fn start(env: TestEnv, agency: &'static str) -> Self {
+        Self::start_as(env, agency, vec![Target::ALL.to_vec()]).await
+    }
+
+    /// One process for each group of `layout`.
+    async fn start_as(mut env: TestEnv, agency: &'static str, layout: Vec<Vec<Target>>) -> Self {
+        // The production pool (the harness's 4 suits tests that run side by side).
+        env.settings.platform.database.max_connections = 8;
+        let mut processes = Vec::new();
+        for targets in layout {
+            processes.push(Served::start(env.settings.clone(), targets).await);
+        }
+        let channel_to = |target: Target| {
+            let served = processes
+                .iter()
+                .find(|served| served.targets.contains(&target))
+                .expect("every service is served");
+            tonic::transport::Endpoint::from_shared(served.process.endpoint.clone())
+                .unwrap()
+                .connect_lazy()
+        };
+        let listening =
+            ListeningAgency::start(&env, &channel_to(Target::NOTIFICATIONS), agency).await;
+        let client = ReferralIntakeServiceClient::new(
+            env.referrer(&channel_to(Target::REFERRAL_INTAKE), agency),
+        );
+        Self {
+            env,
+            processes,
             client,
             listening,
             agency,
             load: LoadSettings::from_env(),
         }
+    }
+
+    /// The process serving `target`.
+    fn serving(&mut self, target: Target) -> &mut Served {
+        self.processes
+            .iter_mut()
+            .find(|served| served.targets.contains(&target))
+            .expect("every service is served")
     }
 
     /// Starts the flow and lets it run until the fault is due.
@@ -87,12 +138,6 @@ impl Scene {
         ));
         tokio::time::sleep(BEFORE_FAULT).await;
         (flow, stop)
-    }
-
-    /// A new process where the last one was, as Kubernetes restarts a pod.
-    async fn restart(&mut self) {
-        self.process =
-            CpmProcess::serve_on(self.env.settings.clone(), &Target::ALL, self.port).await;
     }
 
     /// Lets the flow run on past the fault, then counts.
@@ -120,24 +165,31 @@ impl Scene {
         report
     }
 
-    /// SIGTERM to the last process (which must exit 0 without a panic),
-    /// then the test's database and namespace go.
+    /// SIGTERM to the processes (which must exit 0 without a panic), then
+    /// the test's database and namespace go.
     async fn finish(mut self) {
-        let exit = self.process.terminate(Duration::from_secs(30)).await;
-        assert!(exit.success(), "cpm exited with {exit}");
-        self.process.assert_no_panic();
+        for served in &mut self.processes {
+            let exit = served.process.terminate(Duration::from_secs(30)).await;
+            assert!(exit.success(), "cpm exited with {exit}");
+            served.process.assert_no_panic();
+        }
         drop(self.listening);
         self.env.cleanup().await;
     }
 
-    /// A counter or gauge summed over the series whose labels contain `labels`.
+    /// A counter or gauge summed over the series whose labels contain
+    /// `labels`, in every process.
     async fn metric(&self, name: &str, labels: &str) -> f64 {
-        crate::metrics::scrape(self.metrics)
-            .await
-            .lines()
-            .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |sum, value| sum + value)
+        let mut sum = 0.0;
+        for served in &self.processes {
+            sum += crate::metrics::scrape(served.metrics)
+                .await
+                .lines()
+                .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        sum
     }
 }
 
@@ -265,9 +317,10 @@ async fn sigkill_between_commit_and_publish_and_effect_and_ack_loses_and_repeats
     let (flow, stop) = scene.flow().await;
 
     let began = Instant::now();
-    scene.process.kill().await;
+    let all = scene.serving(Target::REFERRAL_INTAKE);
+    all.process.kill().await;
     let unpublished = outbox_rows(&scene.env).await;
-    scene.restart().await;
+    scene.serving(Target::REFERRAL_INTAKE).restart().await;
     let restarted_after = began.elapsed();
     // Measured from the kill: the restart is part of the recovery.
     let window = FaultWindow {
@@ -297,11 +350,12 @@ async fn sigterm_under_load_exits_zero_and_loses_and_repeats_nothing() {
     let (flow, stop) = scene.flow().await;
 
     let began = Instant::now();
-    let exit = scene.process.terminate(Duration::from_secs(30)).await;
+    let all = scene.serving(Target::REFERRAL_INTAKE);
+    let exit = all.process.terminate(Duration::from_secs(30)).await;
     assert_eq!(exit.code(), Some(0), "SIGTERM under load: {exit}");
-    scene.process.assert_no_panic();
+    all.process.assert_no_panic();
     let stopped_after = began.elapsed();
-    scene.restart().await;
+    all.restart().await;
     let restarted_after = began.elapsed();
     let window = FaultWindow {
         began,
@@ -311,6 +365,42 @@ async fn sigterm_under_load_exits_zero_and_loses_and_repeats_nothing() {
     eprintln!(
         "fault=sigterm stopped_after={:.1}s serving_again_after={:.1}s",
         stopped_after.as_secs_f64(),
+        restarted_after.as_secs_f64()
+    );
+    report.assert_clean(scene.load);
+    scene.finish().await;
+}
+
+/// As five processes, one a service: risk assessment (whose consumer moves
+/// each referral on) and notifications (mid-webhook-claim, mid-stream) are
+/// SIGKILLed together while intake goes on taking referrals, then started
+/// again. The events they had not consumed wait in their queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_with_two_sigkilled_lose_and_repeat_nothing() {
+    let _turn = crate::flow::take_turn().await;
+    let env = TestEnv::new().await;
+    let layout = Target::ALL.iter().map(|target| vec![*target]).collect();
+    let mut scene = Scene::start_as(env, "agency-fault-five", layout).await;
+    let (flow, stop) = scene.flow().await;
+
+    let began = Instant::now();
+    let killed = [Target::RISK_ASSESSMENT, Target::NOTIFICATIONS];
+    for target in killed {
+        scene.serving(target).process.kill().await;
+    }
+    for target in killed {
+        scene.serving(target).restart().await;
+    }
+    let restarted_after = began.elapsed();
+    let window = FaultWindow {
+        began,
+        ended: began,
+    };
+    let report = scene
+        .tally("five-processes-two-sigkilled", flow, stop, window)
+        .await;
+    eprintln!(
+        "fault=five-processes-two-sigkilled serving_again_after={:.1}s",
         restarted_after.as_secs_f64()
     );
     report.assert_clean(scene.load);
