@@ -24,6 +24,7 @@ use tonic::Code;
 
 use crate::harness::{Authed, TestEnv, connect, eventually, violated_fields};
 
+mod first_client;
 mod retention;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(20);

@@ -1,7 +1,8 @@
 //! A generated programme replayed through the platform on its development
 //! clock, and the report read back from it: the report's figures, per
-//! year, engagement lengths, waits and savings included, are the ones the
-//! plan intended. A platform without the clock refuses the replay.
+//! year, engagement lengths, waits, savings, the comparison cohort and the
+//! mentors' waits from training to a first client included, are the ones
+//! the plan intended. A platform without the clock refuses the replay.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -143,12 +144,49 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
     let intended_roi = intended.saving_pence as f64 / intended.cost_pence as f64;
     assert!((roi - intended_roi).abs() < 1e-3, "{roi} vs {intended_roi}");
 
+    // The comparison cohort: the referrals not taken on that the plan gave
+    // follow-up figures, a year after the decision (or the engagement
+    // ended) on the development clock, priced the same way.
+    let planned = &intended.comparison;
+    assert!(planned.clients > 0, "{planned:?}");
+    assert_eq!(summary.comparison_follow_ups as u32, planned.clients);
+    let comparison = figures.impact.comparison.clone().expect("a comparison row");
+    assert_eq!(comparison.clients as u32, planned.clients);
+    assert_eq!(
+        [
+            comparison.calls_before,
+            comparison.calls_after,
+            comparison.police_staff_hours_before,
+            comparison.police_staff_hours_after
+        ],
+        [
+            planned.calls_before,
+            planned.calls_after,
+            planned.hours_before,
+            planned.hours_after
+        ]
+        .map(|n| n as f64),
+        "both windows are 12 months: nothing is scaled"
+    );
+    assert_eq!(comparison.saving_pence, planned.saving_pence);
+    assert_eq!(
+        comparison.never_called_again as u32,
+        planned.never_called_again
+    );
+
     // The profile covers every supported client; the mentors are all on the register.
     assert_eq!(figures.profile.clients, intended.supported);
     assert_eq!(
         figures.mentors.by_status.values().sum::<u32>(),
         intended.mentors
     );
+    // Training to a first client: every mentor the plan paired, trained in
+    // the cohort it chose, got their first client on the planned day.
+    let mut first_client_days = figures.mentors.first_client_days.clone();
+    first_client_days.sort_unstable();
+    assert!(!first_client_days.is_empty());
+    assert_eq!(first_client_days, intended.first_client_days);
+    assert_eq!(figures.mentors.waiting_days.len() as u32, intended.waiting);
 
     let report = render(&figures);
     for heading in [
@@ -157,8 +195,11 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
         "## Profile of the clients supported",
         "## Contacts per client",
         "## Mentors: from training to a first client",
+        "| wait since training | had a first client | still waiting |",
         "## Referrer waits",
         "## Impact",
+        "| comparison: not taken on |",
+        "for the comparison cohort",
         "Regression to the mean",
     ] {
         assert!(
@@ -178,6 +219,17 @@ async fn the_report_of_a_replayed_programme_shows_the_figures_it_was_generated_w
         "{short}"
     );
     assert!(short.contains("return per £1: £"), "{short}");
+    assert!(
+        short.contains(&format!(
+            "had a first client: {}",
+            intended.first_client_days.len()
+        )),
+        "{short}"
+    );
+    assert!(
+        short.contains("without it (comparison cohort of"),
+        "{short}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -946,6 +946,7 @@ mod tests {
             availability: vec![Availability::Weekends as i32],
             ex_service_user: false,
             current_clients,
+            first_allocated_at: None,
         }
     }
 

@@ -10,8 +10,10 @@ use uuid::Uuid;
 
 /// `query_as!` into [`MentorRow`]: the columns of every `mentor` row with
 /// its current clients (the number of its active allocations, as
-/// `load.current_clients`), then `$rest` (a string literal: conditions,
-/// order, limit), with its arguments.
+/// `load.current_clients`) and when its first allocation was confirmed,
+/// then `$rest` (a string literal: conditions, order, limit), with its
+/// arguments. Both come from one pass over the mentor's allocations, which
+/// the join visits whether or not they are active.
 macro_rules! mentors {
     ($rest:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
@@ -22,14 +24,15 @@ macro_rules! mentors {
                mentor.training_completed_on, mentor.safeguarding_trained_on, \
                mentor.agreement_signed_on, mentor.vetted_on, mentor.age_band, \
                mentor.availability, mentor.ex_service_user, \
-               load.current_clients AS \"current_clients!\" \
+               load.current_clients AS \"current_clients!\", load.first_allocated_at \
              FROM mentor_matching.mentor \
-             CROSS JOIN LATERAL (SELECT count(*)::integer AS current_clients \
+             CROSS JOIN LATERAL (SELECT \
+                 (count(*) FILTER (WHERE allocation.active))::integer AS current_clients, \
+                 min(allocation.confirmed_at) AS first_allocated_at \
                FROM mentor_matching.allocation_mentor \
                JOIN mentor_matching.allocation \
                  ON allocation.allocation_id = allocation_mentor.allocation_id \
-               WHERE allocation_mentor.mentor_id = mentor.mentor_id \
-                 AND allocation.active) AS load "
+               WHERE allocation_mentor.mentor_id = mentor.mentor_id) AS load "
                 + $rest
             $(, $arg)*
         )
@@ -65,6 +68,9 @@ pub struct MentorRow {
     pub availability: Vec<i32>,
     pub ex_service_user: bool,
     pub current_clients: i32,
+    /// When the mentor's first allocation was confirmed, whether or not it
+    /// lasted; `None` before one.
+    pub first_allocated_at: Option<DateTime<Utc>>,
 }
 
 /// What a new mentor row holds.

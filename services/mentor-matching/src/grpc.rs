@@ -109,7 +109,26 @@ impl MentorMatching {
     }
 }
 
-fn to_proto(row: &MentorRow) -> Mentor {
+/// Who reads a mentor's record. Staff see when the first allocation was
+/// confirmed (the wait from training to a first client is theirs to
+/// manage); a mentor reading their own record does not get it here (their
+/// subject-access export lists every allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reader {
+    Staff,
+    Mentor,
+}
+
+impl Reader {
+    fn of(caller: &Caller) -> Self {
+        match caller.role {
+            Role::Mentor => Reader::Mentor,
+            _ => Reader::Staff,
+        }
+    }
+}
+
+fn to_proto(row: &MentorRow, reader: Reader) -> Mentor {
     let date = |date: Option<NaiveDate>| date.map(|date| date.to_string()).unwrap_or_default();
     Mentor {
         mentor_id: row.mentor_id.to_string(),
@@ -133,6 +152,10 @@ fn to_proto(row: &MentorRow) -> Mentor {
         availability: row.availability.clone(),
         ex_service_user: row.ex_service_user,
         available_for_proposal: commands::load_of(row).unavailable_because().is_none(),
+        first_allocated_at: match reader {
+            Reader::Staff => row.first_allocated_at.map(timestamp),
+            Reader::Mentor => None,
+        },
     }
 }
 
@@ -185,7 +208,7 @@ impl MentorMatchingService for MentorMatching {
         let scope = self.programme.staff_scope(caller);
         let row = commands::register_mentor(&self.handle, caller, &scope, &mentor).await?;
         Ok(Response::new(RegisterMentorResponse {
-            mentor: Some(to_proto(&row)),
+            mentor: Some(to_proto(&row, Reader::of(caller))),
         }))
     }
 
@@ -218,7 +241,10 @@ impl MentorMatchingService for MentorMatching {
             .await
             .map_err(MatchingError::from)?;
         Ok(Response::new(ListMentorsResponse {
-            mentors: rows.iter().map(to_proto).collect(),
+            mentors: rows
+                .iter()
+                .map(|row| to_proto(row, Reader::of(caller)))
+                .collect(),
             next_page_token,
         }))
     }
@@ -343,7 +369,7 @@ impl MentorMatchingService for MentorMatching {
         let change = StatusChange::parse(request.get_ref())?;
         let row = commands::change_mentor_status(&self.handle, caller, &scope, &change).await?;
         Ok(Response::new(ChangeMentorStatusResponse {
-            mentor: Some(to_proto(&row)),
+            mentor: Some(to_proto(&row, Reader::of(caller))),
         }))
     }
 
@@ -352,11 +378,12 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<RecordTrainingRequest>,
     ) -> Result<Response<RecordTrainingResponse>, Status> {
-        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
         let record = TrainingRecord::parse(request.get_ref(), today())?;
         let row = commands::record_training(&self.handle, &scope, &record).await?;
         Ok(Response::new(RecordTrainingResponse {
-            mentor: Some(to_proto(&row)),
+            mentor: Some(to_proto(&row, Reader::of(caller))),
         }))
     }
 
@@ -365,11 +392,12 @@ impl MentorMatchingService for MentorMatching {
         &self,
         request: Request<UpdateMentorDetailsRequest>,
     ) -> Result<Response<UpdateMentorDetailsResponse>, Status> {
-        let scope = self.programme.staff_scope(Caller::of(&request)?);
+        let caller = Caller::of(&request)?;
+        let scope = self.programme.staff_scope(caller);
         let update = MentorUpdate::parse(request.get_ref(), &self.programme)?;
         let row = commands::update_mentor_details(&self.handle, &scope, &update).await?;
         Ok(Response::new(UpdateMentorDetailsResponse {
-            mentor: Some(to_proto(&row)),
+            mentor: Some(to_proto(&row, Reader::of(caller))),
         }))
     }
 
@@ -548,7 +576,7 @@ impl MentorMatchingService for MentorMatching {
         let reach = Reach::of(caller, &self.programme);
         let row = retention::get_mentor(&self.handle, caller, &reach, mentor_id).await?;
         Ok(Response::new(GetMentorResponse {
-            mentor: Some(to_proto(&row)),
+            mentor: Some(to_proto(&row, Reader::of(caller))),
         }))
     }
 }
@@ -556,13 +584,13 @@ impl MentorMatchingService for MentorMatching {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
     use cpm_proto::v1::{
         AgeBand, Availability, Gender, LivedExperience, MentorStatus, TrainingFormat,
     };
 
-    #[test]
-    fn the_mentor_message_carries_the_load_and_the_register() {
-        let mentor = to_proto(&MentorRow {
+    fn row() -> MentorRow {
+        MentorRow {
             mentor_id: Uuid::now_v7(),
             display_name: "Mentor A".into(),
             gender: Gender::Female as i32,
@@ -582,7 +610,13 @@ mod tests {
             availability: vec![Availability::Weekends as i32],
             ex_service_user: true,
             current_clients: 1,
-        });
+            first_allocated_at: None,
+        }
+    }
+
+    #[test]
+    fn the_mentor_message_carries_the_load_and_the_register() {
+        let mentor = to_proto(&row(), Reader::Staff);
         assert_eq!(mentor.status, MentorStatus::Trained as i32);
         assert_eq!((mentor.capacity, mentor.current_clients), (2, 1));
         assert!(mentor.trained_on.is_some());
@@ -595,6 +629,36 @@ mod tests {
         assert_eq!(mentor.training_completed_on, "2026-03-12");
         assert!(!mentor.available_for_proposal, "no agreement on record");
         assert!(mentor.ex_service_user);
+        assert_eq!(mentor.first_allocated_at, None, "no allocation yet");
+    }
+
+    #[test]
+    fn only_staff_see_when_the_first_allocation_was_confirmed() {
+        let first = DateTime::parse_from_rfc3339("2026-04-02T10:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let allocated = MentorRow {
+            first_allocated_at: Some(first),
+            ..row()
+        };
+        assert_eq!(
+            to_proto(&allocated, Reader::Staff).first_allocated_at,
+            Some(timestamp(first))
+        );
+        assert_eq!(
+            to_proto(&allocated, Reader::Mentor).first_allocated_at,
+            None
+        );
+        let caller = |role| Caller {
+            subject: "someone".into(),
+            role,
+            agency_id: None,
+            mentor_id: None,
+            areas: Vec::new(),
+        };
+        assert_eq!(Reader::of(&caller(Role::Mentor)), Reader::Mentor);
+        assert_eq!(Reader::of(&caller(Role::Coordinator)), Reader::Staff);
+        assert_eq!(Reader::of(&caller(Role::Admin)), Reader::Staff);
     }
 
     #[test]

@@ -402,6 +402,11 @@ pub struct StatusChange {
     pub discharged_at: Option<DateTime<Utc>>,
     /// For DISCHARGED: the proforma feedback, kept and announced with it.
     pub discharge_feedback: Option<cpm_proto::v1::DischargeFeedback>,
+    /// When the step that made the change happened, as its event says (a
+    /// decision's, an allocation's, a discharge's time); `None`: now. On a
+    /// development platform with the simulated clock this is the simulated
+    /// time, so consumers date the change as the step was dated.
+    pub changed_at: Option<DateTime<Utc>>,
 }
 
 /// The status a referral left, and its agency, when a change moved it.
@@ -422,7 +427,7 @@ pub async fn advance_status(
     sqlx::query_as!(
         Advanced,
         "UPDATE referral_intake.referral AS r SET status = $2, status_rank = $3, \
-         status_changed_at = now(), \
+         status_changed_at = COALESCE($10, now()), \
          not_taken_on_stage = COALESCE($4, r.not_taken_on_stage), \
          not_taken_on_reason = COALESCE($5, r.not_taken_on_reason), \
          estimated_start = COALESCE($6, r.estimated_start), \
@@ -445,6 +450,7 @@ pub async fn advance_status(
             .discharge_feedback
             .as_ref()
             .map(prost::Message::encode_to_vec),
+        change.changed_at,
     )
     .fetch_optional(connection)
     .await

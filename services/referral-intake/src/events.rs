@@ -47,6 +47,14 @@ fn change(status: ReferralStatus) -> StatusChange {
     }
 }
 
+/// `change` dated when its event says the step happened (now without a time).
+fn at(change: StatusChange, time: Option<&prost_types::Timestamp>) -> StatusChange {
+    StatusChange {
+        changed_at: time.and_then(from_timestamp),
+        ..change
+    }
+}
+
 /// Moves the referral's status forward to `change`, if it is ahead, and
 /// announces it.
 async fn project(
@@ -70,7 +78,7 @@ impl On<ReferralSubmitted> for StatusProjection {
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let referral_id = referral_id(&e.referral_id)?;
-        let mut received = change(ReferralStatus::Received);
+        let mut received = at(change(ReferralStatus::Received), e.submitted_at.as_ref());
         // Acknowledged with the area's current wait, when mentor matching
         // quoted one in the last day.
         let submitted_at = e
@@ -136,6 +144,7 @@ impl On<AssessmentDecided> for StatusProjection {
                 ..change(ReferralStatus::NotTakenOn)
             }
         };
+        let status_change = at(status_change, e.decided_at.as_ref());
         project(connection, &e.referral_id, status_change).await
     }
 }
@@ -166,7 +175,7 @@ impl On<AllocationConfirmed> for StatusProjection {
         project(
             connection,
             &e.referral_id,
-            change(ReferralStatus::InSupport),
+            at(change(ReferralStatus::InSupport), e.confirmed_at.as_ref()),
         )
         .await
     }
@@ -182,6 +191,7 @@ impl On<CaseDischarged> for StatusProjection {
         let status_change = StatusChange {
             discharged_at: e.discharged_at.as_ref().and_then(from_timestamp),
             discharge_feedback: e.feedback,
+            changed_at: e.discharged_at.as_ref().and_then(from_timestamp),
             ..change(ReferralStatus::Discharged)
         };
         project(connection, &e.referral_id, status_change).await
@@ -202,6 +212,7 @@ impl On<EngagementChanged> for StatusProjection {
         let status_change = StatusChange {
             not_taken_on_stage: Some(e.stage),
             not_taken_on_reason: Some(e.reason),
+            changed_at: e.decided_at.as_ref().and_then(from_timestamp),
             ..change(ReferralStatus::NotTakenOn)
         };
         project(connection, &e.referral_id, status_change).await

@@ -60,7 +60,7 @@ pub async fn announce(
             reason: change.not_taken_on_reason.unwrap_or_default(),
             estimated_start: change.estimated_start.map(timestamp),
             estimated_start_latest: change.estimated_start_latest.map(timestamp),
-            changed_at: Some(timestamp(Utc::now())),
+            changed_at: Some(timestamp(change.changed_at.unwrap_or_else(Utc::now))),
             feedback: change.discharge_feedback.clone(),
             submitted_by: referral.submitted_by.to_owned(),
         },

@@ -13,6 +13,8 @@
 //!
 //! DEVELOPMENT ONLY: every token is minted with the configured shared key.
 
+pub mod comparison;
+pub mod mentoring;
 pub mod plan;
 pub mod timeline;
 
@@ -84,6 +86,8 @@ pub struct SimulateSummary {
     pub contacts_logged: u64,
     /// Supported clients whose follow-up demand was recorded.
     pub follow_ups: u64,
+    /// Referrals not taken on whose follow-up demand was recorded.
+    pub comparison_follow_ups: u64,
     pub mentors: usize,
     pub elapsed: Duration,
     /// The calendar years of programme years 1 and 4.
@@ -106,9 +110,18 @@ impl SimulateSummary {
         );
         out.push_str(&format!(
             "programme years 1-4 replayed as {}-{} on the platform's development clock; \
-             follow-up demand recorded for {} clients a year after discharge\n",
-            self.years.0, self.years.1, self.follow_ups
+             follow-up demand recorded for {} clients a year after discharge and for {} \
+             referrals not taken on (the comparison cohort)\n",
+            self.years.0, self.years.1, self.follow_ups, self.comparison_follow_ups
         ));
+        if let Some(median) = crate::report::median_days(&intended.first_client_days) {
+            out.push_str(&format!(
+                "mentors: {} had a first client, a median {median} days after training; {} \
+                 still waiting\n",
+                intended.first_client_days.len(),
+                intended.waiting
+            ));
+        }
         out.push_str(&format!(
             "intended: contacts mean {:.1}, max {}; demand before support £{:.2}; \
              saving £{:.2}; cost £{:.2}\n",
@@ -129,6 +142,7 @@ struct Replay {
     coordinator: Authed,
     contacts: AtomicU64,
     follow_ups: AtomicU64,
+    comparison_follow_ups: AtomicU64,
 }
 
 fn agency_id(run: &str, index: usize) -> String {
@@ -239,26 +253,32 @@ impl Replay {
         Fut: std::future::Future<Output = Result<Option<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.options.step_timeout;
+        let mut last = String::new();
         loop {
             match attempt().await {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => {}
-                Err(status) if retry.contains(&status.code()) => {}
+                Err(status) if retry.contains(&status.code()) => {
+                    last = format!(" (last answer: {status})");
+                }
                 Err(status) => return Err(anyhow::anyhow!("{what}: {status}")),
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "{what}: not done within {:?}",
+                "{what}: not done within {:?}{last}",
                 self.options.step_timeout
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// Replays one referral; `mentor_ids` are the registered mentoring
+    /// mentors' IDs by their index in the plan.
     async fn replay_referral(
         &self,
         index: usize,
         referral: &PlannedReferral,
+        mentor_ids: &[String],
     ) -> anyhow::Result<()> {
         let run = &self.options.run_id;
         let agency = agency_id(run, referral.agency);
@@ -388,7 +408,7 @@ impl Replay {
                 ))
                 .await
                 .context("Decide")?;
-            return Ok(());
+            return self.record_follow_up(&referral_id, referral).await;
         }
 
         for (n, kind) in [
@@ -432,43 +452,62 @@ impl Replay {
             .allocated_at
             .context("an accepted referral is allocated")?;
 
-        // Matching: the best proposed pair, once the referral reached
-        // matching and a pair in its area has places free.
+        // Matching: the plan's pair, confirmed at its planned time once the
+        // client waits for mentors and both have a place free now (a pair
+        // may still hold a client the replay has not discharged yet). The
+        // coordinator looks at the best proposal first and gives a reason
+        // when the plan's pair is another.
+        let [first, second] = referral
+            .pair
+            .context("a referral allocated has a planned pair")?;
+        let pair = vec![mentor_ids[first].clone(), mentor_ids[second].clone()];
         let matching = MentorMatchingServiceClient::new(self.coordinator.clone());
-        let mentor_id = self
-            .retrying(
-                "a pair of mentors to come free",
-                &[Code::NotFound, Code::FailedPrecondition, Code::Aborted],
-                || {
-                    let mut matching = matching.clone();
-                    let referral_id = referral_id.clone();
-                    async move {
-                        let proposals = matching
-                            .propose_matches(ProposeMatchesRequest {
-                                referral_id: referral_id.clone(),
-                                limit: 1,
-                            })
-                            .await?
-                            .into_inner()
-                            .proposals;
-                        let Some(best) = proposals.into_iter().next() else {
-                            return Ok(None);
-                        };
-                        matching
-                            .confirm_allocation(at(
-                                allocated_at,
-                                ConfirmAllocationRequest {
-                                    referral_id,
-                                    mentor_ids: best.mentor_ids.clone(),
-                                    reason: String::new(),
-                                },
-                            ))
-                            .await?;
-                        Ok(best.mentor_ids.first().cloned())
-                    }
-                },
-            )
+        let best = self
+            .retrying("the client to wait for mentors", &[Code::NotFound], || {
+                let mut matching = matching.clone();
+                let referral_id = referral_id.clone();
+                async move {
+                    let proposals = matching
+                        .propose_matches(ProposeMatchesRequest {
+                            referral_id,
+                            limit: 1,
+                        })
+                        .await?
+                        .into_inner()
+                        .proposals;
+                    Ok(Some(proposals.into_iter().next().map(|p| p.mentor_ids)))
+                }
+            })
             .await?;
+        let sorted = |mut ids: Vec<String>| {
+            ids.sort();
+            ids
+        };
+        let reason = if best.map(sorted) == Some(sorted(pair.clone())) {
+            String::new()
+        } else {
+            "the pair the programme planned for this client".to_owned()
+        };
+        self.retrying(
+            "the planned pair to have places free",
+            &[Code::FailedPrecondition, Code::Aborted],
+            || {
+                let mut matching = matching.clone();
+                let request = ConfirmAllocationRequest {
+                    referral_id: referral_id.clone(),
+                    mentor_ids: pair.clone(),
+                    reason: reason.clone(),
+                };
+                async move {
+                    matching
+                        .confirm_allocation(at(allocated_at, request))
+                        .await
+                        .map(|_| Some(()))
+                }
+            },
+        )
+        .await?;
+        let mentor_id = pair[0].clone();
 
         let mentor = self.token(
             &format!("sim-mentor-{mentor_id}"),
@@ -571,8 +610,6 @@ impl Replay {
                     ))
                     .await
                     .context("Discharge")?;
-                self.record_follow_up(&mut coordinator_contacts, &referral_id, referral)
-                    .await?;
             }
             Outcome::EndedDuringEngagement { .. } => {
                 let kind = referral.non_engagement().expect("ended");
@@ -580,7 +617,7 @@ impl Replay {
                     .reassess(at(
                         ended_at,
                         ReassessRequest {
-                            referral_id,
+                            referral_id: referral_id.clone(),
                             action: EngagementAction::End as i32,
                             stage: kind.stage as i32,
                             reason: kind.reason as i32,
@@ -593,38 +630,56 @@ impl Replay {
             }
             Outcome::NotTakenOn(_) => unreachable!("handled above"),
         }
-        Ok(())
+        self.record_follow_up(&referral_id, referral).await
     }
 
     /// Records the demand the plan intends for the year after support
-    /// ended, supplied once that window has passed.
+    /// ended (a discharge; for the comparison cohort the decision not to
+    /// take the referral on, or the engagement ended), supplied once that
+    /// window has passed; nothing when the plan has no follow-up figures.
+    /// Contact logging learns that a referral was not taken on from an
+    /// event, which may be a moment behind.
     async fn record_follow_up(
         &self,
-        client: &mut ContactLoggingServiceClient<Authed>,
         referral_id: &str,
         referral: &PlannedReferral,
     ) -> anyhow::Result<()> {
-        let supplied_on = referral
-            .timeline
-            .follow_up_on
-            .context("a supported client has a follow-up")?;
+        let Some(supplied_on) = referral.timeline.follow_up_on else {
+            return Ok(());
+        };
         let supplied_at = supplied_on.and_hms_opt(12, 0, 0).expect("noon").and_utc();
-        client
-            .record_demand(at(
-                supplied_at,
-                RecordDemandRequest {
-                    referral_id: referral_id.to_owned(),
-                    window: DemandWindow::SecondFollowUp as i32,
-                    police_calls: referral.calls_after,
-                    police_staff_hours: f64::from(referral.hours_after),
-                    supplied_by: "simulated police data team".into(),
-                    supplied_on: supplied_on.to_string(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .context("RecordDemand")?;
-        self.follow_ups.fetch_add(1, Ordering::Relaxed);
+        let request = RecordDemandRequest {
+            referral_id: referral_id.to_owned(),
+            window: DemandWindow::SecondFollowUp as i32,
+            police_calls: referral.calls_after,
+            police_staff_hours: f64::from(referral.hours_after),
+            supplied_by: "simulated police data team".into(),
+            supplied_on: supplied_on.to_string(),
+            ..Default::default()
+        };
+        let client = ContactLoggingServiceClient::new(self.coordinator.clone());
+        self.retrying(
+            "contact logging to know that support ended",
+            &[Code::NotFound, Code::FailedPrecondition],
+            || {
+                let mut client = client.clone();
+                let request = request.clone();
+                async move {
+                    client
+                        .record_demand(at(supplied_at, request))
+                        .await
+                        .map(|_| Some(()))
+                }
+            },
+        )
+        .await
+        .context("RecordDemand")?;
+        let counter = if referral.supported() {
+            &self.follow_ups
+        } else {
+            &self.comparison_follow_ups
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -694,6 +749,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<SimulateSummary> {
         options,
         contacts: AtomicU64::new(0),
         follow_ups: AtomicU64::new(0),
+        comparison_follow_ups: AtomicU64::new(0),
     });
 
     replay.register_agencies().await?;
@@ -713,13 +769,15 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<SimulateSummary> {
         })
         .await
         .context("RecordProgrammeCost")?;
-    for mentor in programme
-        .mentors
-        .iter()
-        .filter(|m| m.role == MentorRole::Mentoring)
-    {
-        replay.register_mentor(mentor).await?;
+    // The mentoring mentors' IDs by their index in the plan (empty for the
+    // others, registered last).
+    let mut mentor_ids = vec![String::new(); programme.mentors.len()];
+    for (index, mentor) in programme.mentors.iter().enumerate() {
+        if mentor.role == MentorRole::Mentoring {
+            mentor_ids[index] = replay.register_mentor(mentor).await?;
+        }
     }
+    let mentor_ids = &mentor_ids;
 
     let bar = if replay.options.show_progress {
         indicatif::ProgressBar::new(programme.referrals.len() as u64)
@@ -740,7 +798,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<SimulateSummary> {
                 let bar = bar.clone();
                 async move {
                     let result = replay
-                        .replay_referral(index, referral)
+                        .replay_referral(index, referral, mentor_ids)
                         .await
                         .with_context(|| format!("referral {index}"));
                     bar.inc(1);
@@ -775,6 +833,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<SimulateSummary> {
         mentors: programme.mentors.len(),
         contacts_logged,
         follow_ups: replay.follow_ups.load(Ordering::Relaxed),
+        comparison_follow_ups: replay.comparison_follow_ups.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         years: (
             timeline::calendar_year(replay.options.plan.today, 1),

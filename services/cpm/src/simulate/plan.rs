@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Days, NaiveDate};
+use chrono::{Datelike as _, Days, NaiveDate};
 use cpm_proto::v1::{
     AgeBand, AgencyKind, ContactActivity, CrimeType, DischargeOutcome, Gender, LivedExperience,
     NonEngagementReason, NonEngagementStage, ReferredTo, Vulnerability,
@@ -17,6 +17,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 
+use super::comparison::{self, DemandTotals};
+use super::mentoring;
 use super::timeline::{self, Timeline};
 
 /// Referrals per programme year (years 1-3 from the evaluation; year 4 is
@@ -289,13 +291,18 @@ pub struct PlannedReferral {
     /// Demand in the 12 months before the referral.
     pub calls_before: i32,
     pub hours_before: i32,
-    /// Demand in the 12 months after support ended: what follow-up figures
-    /// would show (the pilot's fall).
+    /// Demand in the 12 months after support ended, as the follow-up
+    /// figures supplied on `timeline.follow_up_on` show it (meaningless
+    /// without them): for a supported client the pilot's fall, for one of
+    /// the comparison cohort the fall without support ([`comparison`]).
     pub calls_after: i32,
     pub hours_after: i32,
     pub outcome: Outcome,
     /// When each step happens.
     pub timeline: Timeline,
+    /// The mentors allocated (indices into [`Programme::mentors`]; the first
+    /// logs the contacts), for a referral that reaches a pair.
+    pub pair: Option<[usize; 2]>,
 }
 
 impl PlannedReferral {
@@ -327,7 +334,7 @@ impl PlannedReferral {
 /// What a mentor does in the simulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MentorRole {
-    /// Registered before the clients: proposed, and most get a client.
+    /// Registered before the clients, and paired with at least one.
     Mentoring,
     /// Registered once every client is matched: still waiting for a first client.
     Waiting,
@@ -343,11 +350,68 @@ pub struct PlannedMentor {
     pub area: String,
     pub lived_experience: Vec<LivedExperience>,
     pub capacity: i32,
-    /// The month of training, e.g. `2025-03`.
+    /// The training cohort's month, e.g. `2025-03`.
     pub cohort: String,
+    /// The cohort's format: two full days, or five evenings.
     pub two_days: bool,
+    /// The day the cohort completed (see [`PlannedMentor::train`]).
     pub trained_on: NaiveDate,
     pub role: MentorRole,
+}
+
+impl PlannedMentor {
+    /// Mentor number `n` of `area` with drawn attributes; `plain`: without
+    /// lived experience. Trained once the plan knows when
+    /// ([`mentoring::assign`]); until then `trained_on` is a placeholder.
+    pub fn draw(rng: &mut StdRng, n: usize, area: &str, role: MentorRole, plain: bool) -> Self {
+        let without = f64::from(MENTORS_WITHOUT_EXPERIENCE) / f64::from(MENTORS_SURVEYED);
+        let lived_experience = if plain || chance(rng, without) {
+            Vec::new()
+        } else {
+            let mut chosen: Vec<LivedExperience> = LIVED_EXPERIENCE
+                .iter()
+                .filter(|(_, count)| {
+                    chance(
+                        rng,
+                        f64::from(*count)
+                            / f64::from(MENTORS_SURVEYED - MENTORS_WITHOUT_EXPERIENCE),
+                    )
+                })
+                .map(|(l, _)| *l)
+                .collect();
+            if chosen.is_empty() {
+                chosen.push(LivedExperience::IdentifiedVulnerable);
+            }
+            chosen
+        };
+        let age = (44.0 + 13.0 * normal(rng)).round().clamp(20.0, 82.0) as i64;
+        Self {
+            display_name: format!("Mentor {n:03}"),
+            gender: if chance(rng, 0.6) {
+                Gender::Female
+            } else {
+                Gender::Male
+            },
+            age_band: age_band(age),
+            area: area.to_owned(),
+            lived_experience,
+            capacity: rng.random_range(2..=3),
+            cohort: String::new(),
+            two_days: false,
+            trained_on: NaiveDate::MIN,
+            role,
+        }
+    }
+
+    /// Puts the mentor in the monthly cohort completing nearest `target`
+    /// and no later than `latest`. Cohorts alternate formats: two full days
+    /// in even months, five evenings in odd ones.
+    pub fn train(&mut self, target: NaiveDate, latest: NaiveDate) {
+        let day = timeline::nearest_cohort(target, latest);
+        self.trained_on = day;
+        self.cohort = day.format("%Y-%m").to_string();
+        self.two_days = day.month().is_multiple_of(2);
+    }
 }
 
 /// The synthetic programme.
@@ -658,10 +722,23 @@ impl Programme {
                 hours_after,
                 outcome,
                 timeline,
+                pair: None,
             });
         }
-
-        let mentors = Self::mentors(&mut rng, options, size, &referrals);
+        // The comparison cohort, and who mentors whom and when they were
+        // trained, each from a generator of its own, so they change nothing
+        // else a seed gives.
+        comparison::draw(
+            &mut StdRng::seed_from_u64(options.seed ^ 0xc0_4a_41_50),
+            &mut referrals,
+        );
+        let mut mentors = Self::mentors(&mut rng, options, size, &referrals);
+        mentoring::assign(
+            &mut StdRng::seed_from_u64(options.seed ^ 0x9a_14_ed),
+            options.today,
+            &mut referrals,
+            &mut mentors,
+        );
         Self {
             seed: options.seed,
             size,
@@ -671,10 +748,10 @@ impl Programme {
         }
     }
 
-    /// Mentors in monthly training cohorts: about 298 at full size, at least
-    /// four who mentor in every area with clients (two of them without
-    /// lived experience of crime against them, so no safety rule leaves an
-    /// area without a pair).
+    /// Mentors: about 298 at full size, at least four who mentor in every
+    /// area with clients (two of them without lived experience, so no
+    /// safety rule leaves an area without a pair). Untrained here:
+    /// [`mentoring::assign`] pairs them with clients and dates their training.
     fn mentors(
         rng: &mut StdRng,
         options: &PlanOptions,
@@ -687,58 +764,8 @@ impl Programme {
         let roles = apportion(total, &[60.0, 28.0, 12.0]);
         let mut planned = Vec::new();
         let mut push = |rng: &mut StdRng, area: &str, role: MentorRole, plain: bool| {
-            let n = planned.len() + 1;
-            let without = f64::from(MENTORS_WITHOUT_EXPERIENCE) / f64::from(MENTORS_SURVEYED);
-            let lived_experience = if plain || chance(rng, without) {
-                Vec::new()
-            } else {
-                let mut chosen: Vec<LivedExperience> = LIVED_EXPERIENCE
-                    .iter()
-                    .filter(|(_, count)| {
-                        chance(
-                            rng,
-                            f64::from(*count)
-                                / f64::from(MENTORS_SURVEYED - MENTORS_WITHOUT_EXPERIENCE),
-                        )
-                    })
-                    .map(|(l, _)| *l)
-                    .collect();
-                if chosen.is_empty() {
-                    chosen.push(LivedExperience::IdentifiedVulnerable);
-                }
-                chosen
-            };
-            let wait_days = match role {
-                MentorRole::Mentoring => {
-                    let weights: Vec<f64> =
-                        FIRST_CLIENT_WAITS.iter().map(|w| f64::from(w.2)).collect();
-                    let (low, high, _) = FIRST_CLIENT_WAITS[weighted(rng, &weights)];
-                    rng.random_range(low..=high)
-                }
-                // The 11 still waiting: some for months, one for two years.
-                MentorRole::Waiting => *[14, 45, 90, 150, 240, 400, 730]
-                    .get(weighted(rng, &[2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]))
-                    .unwrap_or(&90),
-                MentorRole::Declined => rng.random_range(30..=700),
-            };
-            let trained_on = options.today - Days::new(wait_days);
-            let age = (44.0 + 13.0 * normal(rng)).round().clamp(20.0, 82.0) as i64;
-            planned.push(PlannedMentor {
-                display_name: format!("Mentor {n:03}"),
-                gender: if chance(rng, 0.6) {
-                    Gender::Female
-                } else {
-                    Gender::Male
-                },
-                age_band: age_band(age),
-                area: area.to_owned(),
-                lived_experience,
-                capacity: rng.random_range(2..=3),
-                cohort: trained_on.format("%Y-%m").to_string(),
-                two_days: chance(rng, 0.5),
-                trained_on,
-                role,
-            });
+            let mentor = PlannedMentor::draw(rng, planned.len() + 1, area, role, plain);
+            planned.push(mentor);
         };
         // Mentoring mentors: at least four per area with clients, the rest
         // spread in proportion to the area's clients in support.
@@ -787,7 +814,11 @@ impl Programme {
         let mut not_taken_on: BTreeMap<(i32, i32), u32> = BTreeMap::new();
         let mut counts = Vec::new();
         let (mut before_pence, mut saving_pence) = (0, 0);
+        let mut comparison = DemandTotals::default();
         for referral in &self.referrals {
+            if !referral.supported() && referral.timeline.follow_up_on.is_some() {
+                comparison.add(referral);
+            }
             let year = by_year.entry(referral.year).or_default();
             year.0 += 1;
             if referral.supported() {
@@ -815,7 +846,29 @@ impl Programme {
             saving_pence,
             cost_pence: self.cost_pence,
             mentors: self.mentors.len() as u32,
+            comparison,
+            first_client_days: self.first_client_days(),
+            waiting: self
+                .mentors
+                .iter()
+                .filter(|m| m.role == MentorRole::Waiting)
+                .count() as u32,
         }
+    }
+
+    /// Days from training to the first client of every mentor who has one, ascending.
+    pub fn first_client_days(&self) -> Vec<i64> {
+        let firsts = mentoring::first_clients(&self.referrals, self.mentors.len());
+        let mut days: Vec<i64> = self
+            .mentors
+            .iter()
+            .zip(firsts)
+            .filter_map(|(mentor, first)| {
+                Some((first?.date_naive() - mentor.trained_on).num_days())
+            })
+            .collect();
+        days.sort_unstable();
+        days
     }
 }
 
@@ -880,6 +933,12 @@ pub struct Intended {
     pub saving_pence: i64,
     pub cost_pence: i64,
     pub mentors: u32,
+    /// The referrals not taken on with follow-up figures (the comparison cohort).
+    pub comparison: DemandTotals,
+    /// Days from training to a first client of the mentors who had one, ascending.
+    pub first_client_days: Vec<i64>,
+    /// Mentors still waiting for a first client.
+    pub waiting: u32,
 }
 
 #[cfg(test)]

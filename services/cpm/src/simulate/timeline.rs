@@ -10,7 +10,7 @@
 //! today: the platform refuses follow-up figures before their window passed
 //! and any time in the future.
 
-use chrono::{DateTime, Datelike as _, Days, Months, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Datelike as _, Days, Months, NaiveDate, TimeDelta, Utc, Weekday};
 use rand::Rng as _;
 use rand::rngs::StdRng;
 
@@ -105,10 +105,38 @@ pub fn draw(
     timeline.allocated_at = Some(allocated_at);
     timeline.ended_at = Some(ended_at);
     if supported {
-        timeline.follow_up_on =
-            Some(ended_at.date_naive() + Months::new(FOLLOW_UP_MONTHS) + Days::new(7));
+        timeline.follow_up_on = Some(follow_up_after(ended_at));
     }
     timeline
+}
+
+/// When the figures for the twelve months after support ended at `ended`
+/// (a discharge, a decision not to take the referral on, an engagement
+/// ended) are supplied: a week after that window closed.
+pub fn follow_up_after(ended: DateTime<Utc>) -> NaiveDate {
+    ended.date_naive() + Months::new(FOLLOW_UP_MONTHS) + Days::new(7)
+}
+
+/// The day the training cohort of `year`-`month` completes: the month's
+/// last Saturday (two full days end on one; five evenings by then).
+pub fn cohort_completion(year: i32, month: u32) -> NaiveDate {
+    let next = NaiveDate::from_ymd_opt(year, month, 1).expect("a month") + Months::new(1);
+    let last = next.pred_opt().expect("a day before");
+    let back =
+        (last.weekday().num_days_from_monday() + 7 - Weekday::Sat.num_days_from_monday()) % 7;
+    last - Days::new(u64::from(back))
+}
+
+/// The monthly cohort completing nearest to `target` and no later than
+/// `latest` (which must not be before `target`).
+pub fn nearest_cohort(target: NaiveDate, latest: NaiveDate) -> NaiveDate {
+    let month = NaiveDate::from_ymd_opt(target.year(), target.month(), 1).expect("a month");
+    [month - Months::new(1), month, month + Months::new(1)]
+        .into_iter()
+        .map(|m| cohort_completion(m.year(), m.month()))
+        .filter(|day| *day <= latest)
+        .min_by_key(|day| (*day - target).num_days().abs())
+        .expect("the cohort of the month before `target` completes before it")
 }
 
 #[cfg(test)]
@@ -144,6 +172,32 @@ mod tests {
         let t = draw(&mut StdRng::seed_from_u64(1), today, 2, false, false, 0);
         assert!(t.allocated_at.is_none() && t.ended_at.is_none() && t.contacts_at.is_empty());
         assert!(t.follow_up_on.is_none());
+    }
+
+    #[test]
+    fn a_cohort_completes_on_its_months_last_saturday_and_the_nearest_is_never_late() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("a date");
+        assert_eq!(cohort_completion(2026, 12), day(2026, 12, 26));
+        assert_eq!(cohort_completion(2026, 10), day(2026, 10, 31));
+        assert_eq!(cohort_completion(2027, 2), day(2027, 2, 27));
+        // Nearest either side of the target...
+        assert_eq!(
+            nearest_cohort(day(2026, 11, 2), day(2027, 1, 1)),
+            day(2026, 10, 31)
+        );
+        assert_eq!(
+            nearest_cohort(day(2026, 11, 20), day(2027, 1, 1)),
+            day(2026, 11, 28)
+        );
+        // ...but never after `latest`.
+        assert_eq!(
+            nearest_cohort(day(2026, 11, 20), day(2026, 11, 21)),
+            day(2026, 10, 31)
+        );
+        assert_eq!(
+            nearest_cohort(day(2026, 11, 29), day(2026, 12, 30)),
+            day(2026, 11, 28)
+        );
     }
 
     #[test]
