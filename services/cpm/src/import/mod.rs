@@ -4,13 +4,13 @@
 //! report file.
 //!
 //! # Memory
-//! The import streams: a row is read when a submission slot is about to
-//! need it, and its outcome is counted and written to the report as soon as
-//! the rows before it are done, then dropped. What is held is a fixed number
+//! The import streams: rows are read only a bounded distance ahead of the
+//! submissions, and each row's outcome is counted, written to the report as
+//! soon as the rows before it are done, and dropped. What is held is a fixed number
 //! of rows (the channel from the reading thread, `concurrency` rows, and the
 //! rows in flight or waiting for an earlier one, 4 × `concurrency`), the
 //! counts, and the first [`LISTED_PROBLEMS`] rows that were not imported. A
-//! million rows need the memory of a hundred.
+//! file of a million rows needs the same memory as one of a hundred.
 //!
 //! # File format
 //! A header row names the columns, in any order, case-insensitive. Required:
