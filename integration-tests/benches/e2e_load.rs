@@ -16,7 +16,8 @@
 //! - `--drain-secs` / `BENCH_DRAIN_SECS`: how long after a step's last
 //!   submission its notices may still arrive (30)
 //! - `--import-rows` / `BENCH_IMPORT_ROWS`: rows of the generated import
-//!   file (20000); 0 skips the import
+//!   file, one import per size (20000,100000: the two show whether the
+//!   import's memory grows with the file); 0 skips the import
 //! - `--import-concurrency` / `BENCH_IMPORT_CONCURRENCY`: `cpm import --concurrency` (8)
 //!
 //! For each rate: a scheduler starts one submission every 1/rate s whether
@@ -43,7 +44,9 @@ use cpm_proto::v1::notifications_service_client::NotificationsServiceClient;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{ReferralStatus, RegisterWebhookRequest};
 use integration_tests::bench::latency::ms;
-use integration_tests::bench::proc::{RssSampler, busy_percent, cpu_snapshot, mib, rss_kib};
+use integration_tests::bench::proc::{
+    RssSampler, busy_percent, clock_ticks, cores, cpu_snapshot, mib, process_ticks, rss_kib,
+};
 use integration_tests::bench::sink::{Answer, Receipts, Sink};
 use integration_tests::bench::{Flags, Latency};
 
@@ -64,7 +67,7 @@ struct Options {
     rates: Vec<u32>,
     secs: u64,
     drain_secs: u64,
-    import_rows: usize,
+    import_rows: Vec<usize>,
     import_concurrency: usize,
 }
 
@@ -94,7 +97,7 @@ impl Options {
             rates,
             secs: flags.parse_or("secs", "15")?,
             drain_secs: flags.parse_or("drain-secs", "30")?,
-            import_rows: flags.parse_or("import-rows", "20000")?,
+            import_rows: flags.list_or("import-rows", "20000,100000")?,
             import_concurrency: flags.parse_or("import-concurrency", "8")?,
         })
     }
@@ -486,21 +489,43 @@ struct ImportRun {
     import_rss: Vec<(f64, u64)>,
     platform_peak_kib: u64,
     file_bytes: u64,
+    cpu: ImportCpu,
+    /// The progress bar's counting pass over the file, timed here (the
+    /// import's stderr is not a terminal, so it draws no bar and skips it).
+    count: Duration,
 }
 
-async fn import_run(options: &Options) -> anyhow::Result<ImportRun> {
+/// CPU seconds spent while the import ran, by process group, to tell
+/// which side sets its rate.
+#[derive(Default)]
+struct ImportCpu {
+    import: f64,
+    platform: f64,
+    postgres: f64,
+    rabbitmq: f64,
+    /// The whole machine, busy seconds (all cores).
+    machine: f64,
+}
+
+async fn import_run(options: &Options, rows: usize) -> anyhow::Result<ImportRun> {
     let env = bench_env().await;
     let platform = CpmProcess::serve(&env, &Target::ALL).await;
     let platform_sampler = RssSampler::start(vec![platform.pid()], Duration::from_millis(250));
     let dir = std::env::temp_dir().join(format!("cpm-bench-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("historic.csv");
-    import_file(&file, options.import_rows)?;
+    import_file(&file, rows)?;
     let file_bytes = std::fs::metadata(&file)?.len();
+    let counting = Instant::now();
+    let counted = cpm::import::count_rows(std::fs::File::open(&file)?)?;
+    let count = counting.elapsed();
+    anyhow::ensure!(counted == rows as u64, "counted {counted} of {rows} rows");
     let config = dir.join("cpm.toml");
     std::fs::write(&config, toml::to_string(&env.settings)?)?;
 
-    eprintln!("[bench] import: {} rows", options.import_rows);
+    eprintln!("[bench] import: {rows} rows");
+    let cpu_before = cpu_snapshot();
+    let platform_before = process_ticks(platform.pid());
     let started = Instant::now();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cpm-under-test"))
         .arg("--config")
@@ -531,6 +556,17 @@ async fn import_run(options: &Options) -> anyhow::Result<ImportRun> {
     });
     let status = child.wait().await?;
     let wall = started.elapsed();
+    let platform_after = process_ticks(platform.pid());
+    let cpu_after = cpu_snapshot();
+    let secs = |ticks: u64| ticks as f64 / clock_ticks();
+    let cpu = ImportCpu {
+        // The import is the only child waited for meanwhile.
+        import: secs(cpu_after.bench_children - cpu_before.bench_children),
+        platform: secs(platform_after.saturating_sub(platform_before)),
+        postgres: secs(cpu_after.postgres.saturating_sub(cpu_before.postgres)),
+        rabbitmq: secs(cpu_after.rabbitmq.saturating_sub(cpu_before.rabbitmq)),
+        machine: secs(cpu_after.busy.saturating_sub(cpu_before.busy)),
+    };
     let import_rss = sampler
         .stop()
         .into_iter()
@@ -543,18 +579,20 @@ async fn import_run(options: &Options) -> anyhow::Result<ImportRun> {
     env.cleanup().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ImportRun {
-        rows: options.import_rows,
+        rows,
         wall,
         succeeded: status.success(),
         summary,
         import_rss,
         platform_peak_kib,
         file_bytes,
+        cpu,
+        count,
     })
 }
 
 fn print_import(run: &ImportRun) {
-    println!("### cpm import\n");
+    println!("### cpm import: {} rows\n", run.rows);
     let secs = run.wall.as_secs_f64();
     let peak = run
         .import_rss
@@ -575,6 +613,23 @@ fn print_import(run: &ImportRun) {
         "\n`cpm import` resident memory: peak {} MiB; the platform (one process): peak {} MiB\n",
         mib(peak),
         mib(run.platform_peak_kib)
+    );
+    let per_row = |cpu_secs: f64| cpu_secs * 1000.0 / run.rows as f64;
+    let cpu = &run.cpu;
+    println!(
+        "CPU per row: import {:.2} ms, platform {:.2} ms, PostgreSQL {:.2} ms, RabbitMQ {:.2} ms; \
+         the machine was {:.0}% busy ({:.2} ms of CPU per row over {} cores)\n",
+        per_row(cpu.import),
+        per_row(cpu.platform),
+        per_row(cpu.postgres),
+        per_row(cpu.rabbitmq),
+        cpu.machine / (secs * cores() as f64) * 100.0,
+        per_row(cpu.machine),
+        cores(),
+    );
+    println!(
+        "Counting the rows for the progress bar (a pass over the file, page-cached): {:.0} ms\n",
+        run.count.as_secs_f64() * 1000.0
     );
     println!("| share of the run | import RSS MiB |");
     println!("|---:|---:|");
@@ -617,9 +672,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         }
         print_flow(&steps, &idle);
     }
-    if options.import && options.import_rows > 0 {
-        let run = import_run(&options).await?;
-        print_import(&run);
+    if options.import {
+        for &rows in options.import_rows.iter().filter(|rows| **rows > 0) {
+            let run = import_run(&options, rows).await?;
+            print_import(&run);
+        }
     }
     Ok(())
 }

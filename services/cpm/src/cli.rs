@@ -140,6 +140,9 @@ enum Command {
     /// spreadsheet shows them (the header is row 1); messages and the report name the row, column
     /// and problem, never a value. Exits non-zero when any row was not imported.
     ///
+    /// The file is read as rows are submitted, so memory stays flat for any length of file; the
+    /// summary lists the first 1,000 rows not imported, and --report lists every row.
+    ///
     /// DEVELOPMENT ONLY: the referrer token is minted with the configured shared signing key, as
     /// `cpm token` does; a production platform accepts only its issuer's tokens.
     Import {

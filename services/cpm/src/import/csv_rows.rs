@@ -1,9 +1,9 @@
 //! Reading the CSV file: the header row is matched against the known columns
-//! (in any order, case-insensitive), and every data row becomes either a
-//! `SubmitReferralRequest` or the list of problems found in it, one per
-//! column. Rows without an `idempotency_key` get one derived from the agency
-//! and the row's content here, so re-running a file replays instead of
-//! referring anyone twice.
+//! (in any order, case-insensitive), and then each data row, read only when
+//! the importer asks for it, becomes either a `SubmitReferralRequest` or the
+//! list of problems found in it, one per column. Rows without an
+//! `idempotency_key` get one derived from the agency and the row's content
+//! here, so re-running a file replays instead of referring anyone twice.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -268,47 +268,96 @@ fn parse_record(
     Ok(request)
 }
 
-/// Reads every data row of a CSV file. A row that cannot be read is kept
-/// with its problems; a file whose header is unusable is an error.
-pub fn parse_file(reader: impl Read, agency_id: &str) -> anyhow::Result<Vec<ParsedRow>> {
+/// The data rows of a CSV file, parsed one at a time as they are asked for,
+/// so reading a file of any length holds one row, never the whole file.
+/// An item is an error only when the file cannot be read on (a failing
+/// disk, say); the iterator ends after it.
+pub struct Rows<R> {
+    reader: csv::Reader<R>,
+    columns: Columns,
+    agency_id: String,
+    /// Reused for every row: no allocation per row once it has grown.
+    record: csv::StringRecord,
+    /// Records read so far, blank ones included, so rows keep their
+    /// spreadsheet numbers.
+    records: usize,
+    ended: bool,
+}
+
+/// Reads and checks the header row; the data rows follow as the returned
+/// iterator is consumed. A file whose header is unusable is an error.
+pub fn read_rows<R: Read>(reader: R, agency_id: &str) -> anyhow::Result<Rows<R>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .from_reader(reader);
-    let header = reader
-        .headers()
-        .context("the header row cannot be read")?
-        .clone();
+    let header = reader.headers().context("the header row cannot be read")?;
     if header.is_empty() || header.iter().all(|name| name.trim().is_empty()) {
         anyhow::bail!("the file is empty: expected a header row naming the columns");
     }
-    let columns = Columns::from_header(&header)?;
-    let mut rows = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let row = index + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(error) => match error.kind() {
-                csv::ErrorKind::Utf8 { err, .. } => {
-                    rows.push(ParsedRow {
-                        row,
-                        request: Err(vec![CellError::new(
-                            columns.name_at(err.field()),
-                            "is not valid UTF-8 text (save the file as CSV UTF-8)",
-                        )]),
-                    });
-                    continue;
+    let columns = Columns::from_header(header)?;
+    Ok(Rows {
+        reader,
+        columns,
+        agency_id: agency_id.to_owned(),
+        record: csv::StringRecord::new(),
+        records: 0,
+        ended: false,
+    })
+}
+
+impl<R: Read> Iterator for Rows<R> {
+    type Item = anyhow::Result<ParsedRow>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.ended {
+            let read = self.reader.read_record(&mut self.record);
+            // As a spreadsheet numbers it: the header is row 1.
+            let row = self.records + 2;
+            match read {
+                Ok(false) => self.ended = true,
+                Ok(true) => {
+                    self.records += 1;
+                    if self.record.iter().all(|cell| cell.trim().is_empty()) {
+                        continue;
+                    }
+                    let request = parse_record(&self.agency_id, &self.columns, &self.record);
+                    return Some(Ok(ParsedRow { row, request }));
                 }
-                _ => return Err(anyhow::anyhow!("row {row} cannot be read: {error}")),
-            },
-        };
-        if record.iter().all(|cell| cell.trim().is_empty()) {
-            continue;
+                Err(error) => {
+                    self.records += 1;
+                    if let csv::ErrorKind::Utf8 { err, .. } = error.kind() {
+                        let error = CellError::new(
+                            self.columns.name_at(err.field()),
+                            "is not valid UTF-8 text (save the file as CSV UTF-8)",
+                        );
+                        return Some(Ok(ParsedRow {
+                            row,
+                            request: Err(vec![error]),
+                        }));
+                    }
+                    self.ended = true;
+                    return Some(Err(anyhow::anyhow!("row {row} cannot be read: {error}")));
+                }
+            }
         }
-        rows.push(ParsedRow {
-            row,
-            request: parse_record(agency_id, &columns, &record),
-        });
+        None
+    }
+}
+
+/// How many rows [`read_rows`] will yield (blank rows left out), counted
+/// without parsing or keeping any: the length of the progress bar.
+pub fn count_rows(reader: impl Read) -> anyhow::Result<u64> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0;
+    while reader.read_byte_record(&mut record)? {
+        if record.iter().any(|cell| !cell.trim_ascii().is_empty()) {
+            rows += 1;
+        }
     }
     Ok(rows)
 }
@@ -326,6 +375,11 @@ client_consented,vulnerabilities,emergency_calls_last_12_months,known_risks";
     const GOOD: &str = ",Alex,Example,1980-05-17,female,1 High Street,Darlington,01325 000000,\
 text first,PC Smith,frontline,pc.smith@police.example,repeated calls,a routine,yes,\
 high_impact_user;alcohol_addiction,42,";
+
+    /// Every row of a file at once, as the tests want them.
+    fn parse_file(reader: impl Read, agency_id: &str) -> anyhow::Result<Vec<ParsedRow>> {
+        read_rows(reader, agency_id)?.collect()
+    }
 
     fn parse(text: &str) -> Vec<ParsedRow> {
         parse_file(text.as_bytes(), "agency-a").unwrap()
@@ -590,5 +644,46 @@ calls,no,Sam,Sample,1970-01-01,male,Hartlepool,A Worker,senior,a@b.example\n";
     fn an_empty_file_is_refused() {
         assert!(parse_file("".as_bytes(), "a").is_err());
         assert!(parse_file("\n\n".as_bytes(), "a").is_err());
+    }
+
+    /// A file that never ends: the header, then the good row forever.
+    struct Endless {
+        pending: Vec<u8>,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.pending.is_empty() {
+                self.pending = format!("{GOOD}\n").into_bytes();
+            }
+            let n = buf.len().min(self.pending.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn rows_are_read_as_they_are_asked_for() {
+        let file = Endless {
+            pending: format!("{HEADER}\n").into_bytes(),
+        };
+        let rows: Vec<usize> = read_rows(file, "agency-a")
+            .unwrap()
+            .take(3)
+            .map(|row| row.unwrap().row)
+            .collect();
+        assert_eq!(rows, [2, 3, 4]);
+    }
+
+    #[test]
+    fn the_count_is_of_the_rows_that_will_be_read() {
+        let file = format!(
+            "{HEADER}\n{GOOD}\n,,,,,,,,,,,,,,,,,\n{}\n\"\",,,,,,,,,,,,,,,,,\n{}\n",
+            with_cell("gender", "x"),
+            with_cell("reason", "\"two\nlines\"")
+        );
+        assert_eq!(count_rows(file.as_bytes()).unwrap(), 3);
+        assert_eq!(parse(&file).len(), 3);
     }
 }

@@ -1,10 +1,10 @@
 //! What became of each row and how it is told: the per-row status and
 //! outcome, the counts `cpm import` prints, and the optional report file with
-//! one line per row. Outcomes carry a row number, a column and a problem,
+//! one line per row, written as the rows finish. Outcomes carry a row number, a column and a problem,
 //! never a cell's value, so the summary and the report are safe to share.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -57,7 +57,13 @@ pub struct RowOutcome {
     pub errors: Vec<String>,
 }
 
-/// Counts by outcome, and every row's outcome in row order.
+/// Rows not imported that the summary lists one by one; beyond these it
+/// only counts them, so a file of a million bad rows cannot fill the
+/// memory or the terminal. The report file lists every row.
+pub const LISTED_PROBLEMS: usize = 1000;
+
+/// Counts by outcome, and the first [`LISTED_PROBLEMS`] rows that were not
+/// imported, in row order. Its size does not grow with the file.
 #[derive(Clone, Debug, Default)]
 pub struct ImportSummary {
     pub submitted: usize,
@@ -65,36 +71,41 @@ pub struct ImportSummary {
     pub rejected: usize,
     pub unparsable: usize,
     pub failed: usize,
-    pub outcomes: Vec<RowOutcome>,
+    /// Rows not imported, in the order recorded, at most [`LISTED_PROBLEMS`].
+    pub problems: Vec<RowOutcome>,
 }
 
 impl ImportSummary {
-    pub(super) fn from_outcomes(mut outcomes: Vec<RowOutcome>) -> Self {
-        outcomes.sort_by_key(|outcome| outcome.row);
-        let mut summary = Self::default();
-        for outcome in &outcomes {
-            *match outcome.status {
-                RowStatus::Submitted => &mut summary.submitted,
-                RowStatus::Replayed => &mut summary.replayed,
-                RowStatus::Rejected => &mut summary.rejected,
-                RowStatus::Unparsable => &mut summary.unparsable,
-                RowStatus::Failed => &mut summary.failed,
-            } += 1;
+    /// Counts one row's outcome; outcomes come in row order.
+    pub(super) fn record(&mut self, outcome: RowOutcome) {
+        *match outcome.status {
+            RowStatus::Submitted => &mut self.submitted,
+            RowStatus::Replayed => &mut self.replayed,
+            RowStatus::Rejected => &mut self.rejected,
+            RowStatus::Unparsable => &mut self.unparsable,
+            RowStatus::Failed => &mut self.failed,
+        } += 1;
+        if !outcome.status.is_success() && self.problems.len() < LISTED_PROBLEMS {
+            self.problems.push(outcome);
         }
-        summary.outcomes = outcomes;
-        summary
     }
 
     pub fn rows(&self) -> usize {
-        self.outcomes.len()
+        self.submitted + self.replayed + self.problem_rows()
+    }
+
+    /// Rows whose referral is not on the platform.
+    pub fn problem_rows(&self) -> usize {
+        self.rejected + self.unparsable + self.failed
     }
 
     /// True when every row's referral is on the platform.
     pub fn all_succeeded(&self) -> bool {
-        self.rejected + self.unparsable + self.failed == 0
+        self.problem_rows() == 0
     }
 
-    /// The text `cpm import` prints: the counts, then each failed row.
+    /// The text `cpm import` prints: the counts, then each failed row (the
+    /// first [`LISTED_PROBLEMS`] of them).
     pub fn render(&self) -> String {
         let mut text = format!(
             "{} rows: {} submitted, {} replayed (already imported), {} rejected by the server, \
@@ -106,7 +117,7 @@ impl ImportSummary {
             self.unparsable,
             self.failed
         );
-        for outcome in self.outcomes.iter().filter(|o| !o.status.is_success()) {
+        for outcome in &self.problems {
             text.push_str(&format!(
                 "row {}: {}: {}\n",
                 outcome.row,
@@ -114,45 +125,80 @@ impl ImportSummary {
                 outcome.errors.join("; ")
             ));
         }
+        let unlisted = self.problem_rows() - self.problems.len();
+        if unlisted > 0 {
+            text.push_str(&format!(
+                "… and {unlisted} more rows not imported; --report FILE lists every row\n"
+            ));
+        }
         text
     }
 }
 
-/// Writes `row,status,referral_id,errors`, one line per row.
-pub fn write_report(path: &Path, outcomes: &[RowOutcome]) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_path(path)
-        .with_context(|| format!("cannot write the report {}", path.display()))?;
-    writer.write_record(["row", "status", "referral_id", "errors"])?;
-    for outcome in outcomes {
-        writer.write_record([
-            outcome.row.to_string().as_str(),
-            outcome.status.as_str(),
-            outcome.referral_id.as_str(),
-            outcome.errors.join("; ").as_str(),
-        ])?;
+/// The report file, `row,status,referral_id,errors`: one line per row,
+/// written as each row's outcome arrives (in row order) rather than kept.
+pub struct ReportFile {
+    writer: csv::Writer<std::fs::File>,
+    path: PathBuf,
+}
+
+impl ReportFile {
+    /// Creates (or truncates) the file and writes its header line.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let context = || format!("cannot write the report {}", path.display());
+        let mut writer = csv::Writer::from_path(path).with_context(context)?;
+        writer
+            .write_record(["row", "status", "referral_id", "errors"])
+            .with_context(context)?;
+        Ok(Self {
+            writer,
+            path: path.to_owned(),
+        })
     }
-    writer.flush()?;
-    Ok(())
+
+    pub fn write(&mut self, outcome: &RowOutcome) -> anyhow::Result<()> {
+        self.writer
+            .write_record([
+                outcome.row.to_string().as_str(),
+                outcome.status.as_str(),
+                outcome.referral_id.as_str(),
+                outcome.errors.join("; ").as_str(),
+            ])
+            .with_context(|| format!("cannot write the report {}", self.path.display()))
+    }
+
+    /// Writes out what is still buffered.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.writer
+            .flush()
+            .with_context(|| format!("cannot write the report {}", self.path.display()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_summary_counts_sorts_and_lists_failed_rows() {
-        let outcome = |row, status| RowOutcome {
+    fn outcome(row: usize, status: RowStatus) -> RowOutcome {
+        RowOutcome {
             row,
             status,
             referral_id: String::new(),
             errors: vec!["gender: must be one of …".into()],
-        };
-        let summary = ImportSummary::from_outcomes(vec![
-            outcome(5, RowStatus::Rejected),
-            outcome(2, RowStatus::Submitted),
-            outcome(3, RowStatus::Replayed),
-            outcome(4, RowStatus::Unparsable),
-        ]);
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_and_lists_failed_rows() {
+        let mut summary = ImportSummary::default();
+        for (row, status) in [
+            (2, RowStatus::Submitted),
+            (3, RowStatus::Replayed),
+            (4, RowStatus::Unparsable),
+            (5, RowStatus::Rejected),
+        ] {
+            summary.record(outcome(row, status));
+        }
         assert_eq!(
             (
                 summary.submitted,
@@ -163,36 +209,51 @@ mod tests {
             ),
             (1, 1, 1, 1, 0)
         );
-        assert_eq!(summary.outcomes[0].row, 2);
+        assert_eq!(summary.problems.len(), 2);
         assert!(!summary.all_succeeded());
         let text = summary.render();
         assert!(text.starts_with("4 rows: 1 submitted, 1 replayed"));
         assert!(text.contains("row 4: unparsable: gender"));
         assert!(text.contains("row 5: rejected: gender"));
         assert!(!text.contains("row 2:"));
+        assert!(!text.contains("more rows not imported"));
+    }
+
+    #[test]
+    fn the_summary_lists_a_bounded_number_of_failed_rows_and_counts_the_rest() {
+        let mut summary = ImportSummary::default();
+        for row in 2..LISTED_PROBLEMS + 12 {
+            summary.record(outcome(row, RowStatus::Rejected));
+        }
+        assert_eq!(summary.rejected, LISTED_PROBLEMS + 10);
+        assert_eq!(summary.problems.len(), LISTED_PROBLEMS);
+        let text = summary.render();
+        assert!(text.contains(&format!("row {}: rejected", LISTED_PROBLEMS + 1)));
+        assert!(!text.contains(&format!("row {}: rejected", LISTED_PROBLEMS + 2)));
+        assert!(text.ends_with("… and 10 more rows not imported; --report FILE lists every row\n"));
     }
 
     #[test]
     fn the_report_has_one_line_per_row() {
         let path = std::env::temp_dir().join(format!("cpm-report-{}.csv", uuid::Uuid::new_v4()));
-        write_report(
-            &path,
-            &[
-                RowOutcome {
-                    row: 2,
-                    status: RowStatus::Submitted,
-                    referral_id: "r-1".into(),
-                    errors: vec![],
-                },
-                RowOutcome {
-                    row: 3,
-                    status: RowStatus::Rejected,
-                    referral_id: String::new(),
-                    errors: vec!["reason: is required".into(), "gender: bad, really".into()],
-                },
-            ],
-        )
-        .unwrap();
+        let mut report = ReportFile::create(&path).unwrap();
+        report
+            .write(&RowOutcome {
+                row: 2,
+                status: RowStatus::Submitted,
+                referral_id: "r-1".into(),
+                errors: vec![],
+            })
+            .unwrap();
+        report
+            .write(&RowOutcome {
+                row: 3,
+                status: RowStatus::Rejected,
+                referral_id: String::new(),
+                errors: vec!["reason: is required".into(), "gender: bad, really".into()],
+            })
+            .unwrap();
+        report.finish().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(

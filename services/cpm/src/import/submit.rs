@@ -1,15 +1,18 @@
-//! Sending the parsed rows: readable rows go to `SubmitReferral` with a
-//! bounded number in flight, each retried with back-off while the server is
-//! unavailable (safe because every row carries an idempotency key), and rows
-//! that could not be read are counted without being sent. The server's field
-//! violations are translated back to CSV column names, and an optional
-//! progress bar shows how far the import has got.
+//! Sending the parsed rows as they are read: readable rows go to
+//! `SubmitReferral` with a bounded number in flight, each retried with
+//! back-off while the server is unavailable (safe because every row carries
+//! an idempotency key), and rows that could not be read are counted without
+//! being sent. Outcomes come back in row order, with a bounded number of rows
+//! held, and the server's field violations are translated back to CSV column
+//! names.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cpm_proto::v1::SubmitReferralRequest;
 use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
+use tokio::sync::Semaphore;
 use tonic_types::StatusExt as _;
 
 use super::csv_rows::ParsedRow;
@@ -98,60 +101,43 @@ async fn submit(
     }
 }
 
-fn progress_bar(rows: usize, visible: bool) -> indicatif::ProgressBar {
-    if !visible {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(rows as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows {msg}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
+/// Rows read ahead per submission slot. Outcomes leave in row order, so a
+/// slow row holds back the ones after it; with this much room, the other
+/// slots keep submitting while one row waits out a retry, and the rows held
+/// stay a small, fixed number.
+const ROWS_PER_SLOT: usize = 4;
 
-/// Submits the readable rows with at most `concurrency` in flight and counts
-/// the unreadable ones without sending them; returns one outcome per row, in
-/// the order they finished.
-pub(super) async fn submit_rows(
+/// Each row's outcome, in row order: readable rows are submitted with at
+/// most `concurrency` in flight, unreadable ones are counted without being
+/// sent. At most `ROWS_PER_SLOT × concurrency` rows are taken from `rows`
+/// ahead of the outcome last yielded, so memory does not grow with the file.
+pub(super) fn outcomes_in_row_order(
     client: ReferralIntakeServiceClient<Authed>,
-    rows: Vec<ParsedRow>,
+    rows: impl Stream<Item = ParsedRow>,
     concurrency: usize,
-    show_progress: bool,
-) -> Vec<RowOutcome> {
-    let bar = progress_bar(rows.len(), show_progress);
-    let mut outcomes = Vec::with_capacity(rows.len());
-    let mut sendable = Vec::new();
-    for parsed in rows {
-        match parsed.request {
-            Ok(request) => sendable.push((parsed.row, request)),
-            Err(errors) => {
-                bar.inc(1);
-                outcomes.push(RowOutcome {
+) -> impl Stream<Item = RowOutcome> {
+    let concurrency = concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    rows.map(move |parsed| {
+        let client = client.clone();
+        let slots = Arc::clone(&slots);
+        async move {
+            match parsed.request {
+                Ok(request) => {
+                    // Never closed, so never `Err`.
+                    let _slot = slots.acquire_owned().await.ok();
+                    submit(client, parsed.row, request).await
+                }
+                Err(errors) => RowOutcome {
                     row: parsed.row,
                     status: RowStatus::Unparsable,
                     referral_id: String::new(),
                     errors: errors.iter().map(ToString::to_string).collect(),
-                });
+                },
             }
         }
-    }
-    let mut submissions = futures::stream::iter(sendable)
-        .map(|(row, request)| submit(client.clone(), row, request))
-        .buffer_unordered(concurrency.max(1));
-    let mut problems = outcomes.len();
-    while let Some(outcome) = submissions.next().await {
-        if !outcome.status.is_success() {
-            problems += 1;
-            bar.set_message(format!("({problems} with problems)"));
-        }
-        outcomes.push(outcome);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    outcomes
+    })
+    .buffered(concurrency * ROWS_PER_SLOT)
 }
 
 #[cfg(test)]
