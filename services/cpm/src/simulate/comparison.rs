@@ -95,20 +95,13 @@ impl DemandTotals {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{PlanOptions, Programme};
+    use super::super::plan::Programme;
     use super::*;
     use chrono::{Months, NaiveDate};
     use rand::SeedableRng as _;
 
     fn programme(size: f64) -> Programme {
-        Programme::generate(&PlanOptions {
-            seed: 5,
-            size,
-            areas: ["Darlington", "South Durham", "East Durham", "North Durham"]
-                .map(str::to_owned)
-                .to_vec(),
-            today: NaiveDate::from_ymd_opt(2026, 5, 1).expect("a date"),
-        })
+        Programme::generate(&crate::simulate::plan::test_options(size, 5))
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub fn first_clients(referrals: &[PlannedReferral], mentors: usize) -> Vec<Optio
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{PlanOptions, Programme};
+    use super::super::plan::Programme;
     use super::super::timeline::cohort_completion;
     use super::*;
     use chrono::Datelike as _;
@@ -174,14 +174,7 @@ mod tests {
     }
 
     fn programme(size: f64, seed: u64) -> Programme {
-        Programme::generate(&PlanOptions {
-            seed,
-            size,
-            areas: ["Darlington", "South Durham", "East Durham", "North Durham"]
-                .map(str::to_owned)
-                .to_vec(),
-            today: today(),
-        })
+        Programme::generate(&crate::simulate::plan::test_options(size, seed))
     }
 
     #[test]

@@ -941,19 +941,25 @@ pub struct Intended {
     pub waiting: u32,
 }
 
+/// The plan the unit tests draw: the four Durham areas, as of 1 May 2026.
+#[cfg(test)]
+pub(crate) fn test_options(size: f64, seed: u64) -> PlanOptions {
+    PlanOptions {
+        seed,
+        size,
+        areas: ["Darlington", "South Durham", "East Durham", "North Durham"]
+            .map(str::to_owned)
+            .to_vec(),
+        today: NaiveDate::from_ymd_opt(2026, 5, 1).expect("a date"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn options(size: f64) -> PlanOptions {
-        PlanOptions {
-            seed: 7,
-            size,
-            areas: ["Darlington", "South Durham", "East Durham", "North Durham"]
-                .map(str::to_owned)
-                .to_vec(),
-            today: NaiveDate::from_ymd_opt(2026, 5, 1).expect("a date"),
-        }
+        test_options(size, 7)
     }
 
     #[test]
