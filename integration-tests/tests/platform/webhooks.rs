@@ -172,8 +172,8 @@ async fn a_dead_endpoint_delays_only_its_own_agency() {
 }
 
 /// Tells `agency` of `count` status changes one after another, each once
-/// the last was heard at `receiver` (which has heard nothing before), and
-/// returns how long each took to arrive.
+/// the last was heard at `receiver`, and returns how long each took to
+/// arrive.
 async fn waits_for_notices(
     env: &TestEnv,
     agency: &str,
@@ -181,7 +181,8 @@ async fn waits_for_notices(
     count: usize,
 ) -> Vec<Duration> {
     let mut waits = Vec::new();
-    for heard in 1..=count {
+    let before = receiver.received().len();
+    for heard in before + 1..=before + count {
         let published = tokio::time::Instant::now();
         notify(env, agency).await;
         let received = receiver
@@ -195,12 +196,14 @@ async fn waits_for_notices(
 /// Found by the fan-out bench: 5% of 1,000 endpoints hanging held most of
 /// the worker's slots, so a hanging endpoint delayed everyone once there
 /// were more of them than slots. Endpoints whose last attempt failed are
-/// now posted to in a lane of their own.
+/// now posted to in a lane of their own, and a first post to an endpoint
+/// not yet known to hang gives its prompt slot up once it is slow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_hanging_in_numbers_delay_only_each_other() {
     const HANGING: usize = 12;
     let mut env = TestEnv::new().await;
-    env.settings.set("notifications.webhook_timeout_secs", 4);
+    env.settings.set("notifications.webhook_timeout_secs", 6);
+    env.settings.set("notifications.webhook_slow_ms", 500);
     // Four prompt slots, one suspect slot: three hanging endpoints a slot.
     env.settings.set("notifications.webhook_concurrency", 4);
     quick_retries(&mut env);
@@ -218,6 +221,13 @@ async fn endpoints_hanging_in_numbers_delay_only_each_other() {
         notify(&env, &agency).await;
         hanging.push((client, receiver));
     }
+    // Never tried before, the twelve take the prompt lane's four slots for
+    // the slow mark each, not for the whole timeout.
+    let cold = waits_for_notices(&env, "agency-beside-hung", &healthy, 1).await;
+    assert!(
+        cold[0] < Duration::from_secs(3),
+        "the healthy agency waited {cold:?} behind {HANGING} endpoints never tried before"
+    );
     // Every hanging endpoint has timed out once; they are retried within a
     // second of each failure, so each is due again at once.
     for (client, _) in &mut hanging {

@@ -100,8 +100,13 @@ pub struct Config {
     pub webhook_circuit_failures: i32,
     /// How long an open circuit holds an endpoint's deliveries back.
     pub webhook_circuit_cooldown_secs: u64,
-    /// Endpoints one worker posts to at once.
+    /// Endpoints one worker posts to at once (the prompt lane; the suspect
+    /// lane has a quarter as many, see [`webhooks`]).
     pub webhook_concurrency: usize,
+    /// A post taking longer than this is slow: its endpoint is suspect until
+    /// a post to it is prompt again, and a claim still posting after this
+    /// gives its prompt slot up.
+    pub webhook_slow_ms: u64,
     /// Deliveries posted per claim of one endpoint.
     pub webhook_batch: u32,
     /// How long a rotated-out secret still signs (both signatures are sent).
@@ -136,6 +141,7 @@ impl Default for Config {
             webhook_circuit_failures: 5,
             webhook_circuit_cooldown_secs: 300,
             webhook_concurrency: 16,
+            webhook_slow_ms: 2000,
             webhook_batch: 8,
             webhook_secret_overlap_secs: 24 * 3600,
             webhook_allow_hosts: Vec::new(),
@@ -221,6 +227,14 @@ impl Service for Descriptor {
             return Err(ConfigError::invalid(
                 "notifications.webhook_circuit_failures",
                 "must be at least 1",
+            ));
+        }
+        if config.webhook_slow_ms == 0
+            || config.webhook_slow_ms > config.webhook_timeout_secs * 1000
+        {
+            return Err(ConfigError::invalid(
+                "notifications.webhook_slow_ms",
+                "must be at least 1 and at most webhook_timeout_secs in milliseconds",
             ));
         }
         if config.max_streams_per_agency == 0 {

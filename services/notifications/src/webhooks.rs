@@ -4,7 +4,9 @@
 //! endpoints at once, and records each attempt in a short transaction of
 //! its own, so a slow or dead endpoint delays only itself. Endpoints whose
 //! last attempt failed or was slow are served in a lane of their own, a
-//! quarter the size: however many hang, the prompt ones keep their slots.
+//! quarter the size, and a post still open after the slow mark stops
+//! counting in the prompt lane: however many hang, even ones never tried
+//! before, the prompt endpoints keep their slots.
 //! The lease covers one post and is renewed at each recorded attempt, so a
 //! worker killed mid-batch holds its endpoints for one lease at most. Each post is
 //! signed (see [`crate::signing`]) and goes only to addresses checked just
@@ -50,6 +52,8 @@ pub struct WebhookWorker {
     concurrency: usize,
     /// Endpoints posted to at once in the suspect lane.
     suspect_concurrency: usize,
+    /// A post open this long is slow (see [`crate::Config::webhook_slow_ms`]).
+    slow_mark: Duration,
     /// Deliveries posted per claim of one endpoint (in sequence order).
     batch: i64,
 }
@@ -115,6 +119,26 @@ fn error_kind(error: &reqwest::Error) -> DeliveryErrorKind {
     }
 }
 
+/// An endpoint a delivery task holds.
+struct Held {
+    webhook_id: Uuid,
+    lane: Lane,
+    since: tokio::time::Instant,
+}
+
+impl Held {
+    /// The lane whose slot the task takes: a prompt post gives its slot up
+    /// once it is slow, so endpoints never tried before that hang hold the
+    /// prompt lane for the slow mark only, not the whole timeout.
+    fn counts_in(&self, slow_mark: Duration) -> Lane {
+        if self.lane == Lane::Prompt && self.since.elapsed() < slow_mark {
+            Lane::Prompt
+        } else {
+            Lane::Suspect
+        }
+    }
+}
+
 /// How often pending deliveries held back past their window are dead-lettered.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -152,6 +176,7 @@ impl WebhookWorker {
             poll_interval: Duration::from_millis(config.webhook_poll_interval_ms),
             concurrency: config.webhook_concurrency.max(1),
             suspect_concurrency: (config.webhook_concurrency / 4).max(1),
+            slow_mark: Duration::from_millis(config.webhook_slow_ms),
             batch: i64::from(config.webhook_batch.max(1)),
         })
     }
@@ -161,11 +186,6 @@ impl WebhookWorker {
     /// died leaves a claim to expire, and that within one lease.
     fn lease(&self) -> Duration {
         self.timeout + LEASE_MARGIN
-    }
-
-    /// A post at least this long marks its endpoint as suspect.
-    fn slow_mark(&self) -> Duration {
-        self.timeout / 2
     }
 
     fn lane_size(&self, lane: Lane) -> usize {
@@ -181,9 +201,9 @@ impl WebhookWorker {
         shutdown: cpm_runtime::Shutdown,
     ) {
         let mut in_flight = JoinSet::new();
-        // Which endpoint each task holds and in which lane, to count each
-        // lane's free slots and release what shutdown abandons.
-        let mut held: HashMap<tokio::task::Id, (Uuid, Lane)> = HashMap::new();
+        // Which endpoint each task holds, from which lane and since when, to
+        // count each lane's free slots and release what shutdown abandons.
+        let mut held: HashMap<tokio::task::Id, Held> = HashMap::new();
         let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
             if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL) {
@@ -197,7 +217,10 @@ impl WebhookWorker {
             let free: Vec<(Lane, usize)> = [Lane::Prompt, Lane::Suspect]
                 .into_iter()
                 .map(|lane| {
-                    let busy = held.values().filter(|(_, of)| *of == lane).count();
+                    let busy = held
+                        .values()
+                        .filter(|task| task.counts_in(self.slow_mark) == lane)
+                        .count();
                     (lane, self.lane_size(lane).saturating_sub(busy))
                 })
                 .filter(|(_, free)| *free > 0)
@@ -209,14 +232,29 @@ impl WebhookWorker {
                             let webhook_id = webhook.webhook_id;
                             let task =
                                 in_flight.spawn(self.clone().deliver_batch(webhook, deliveries));
-                            held.insert(task.id(), (webhook_id, lane));
+                            held.insert(
+                                task.id(),
+                                Held {
+                                    webhook_id,
+                                    lane,
+                                    since: tokio::time::Instant::now(),
+                                },
+                            );
                         }
                     }
                     Err(error) => tracing::warn!(%error, "claiming webhook deliveries failed"),
                 }
             }
+            // The next prompt post to turn slow frees a prompt slot then.
+            let next_slow = held
+                .values()
+                .filter(|task| task.counts_in(self.slow_mark) == Lane::Prompt)
+                .map(|task| task.since + self.slow_mark)
+                .min();
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(next_slow.unwrap_or_else(tokio::time::Instant::now)),
+                    if next_slow.is_some() => {}
                 Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                     match done {
                         Ok((id, ())) => {
@@ -224,7 +262,7 @@ impl WebhookWorker {
                         }
                         Err(error) => {
                             tracing::error!(%error, "webhook delivery task failed");
-                            if let Some((webhook_id, _)) = held.remove(&error.id())
+                            if let Some(Held { webhook_id, .. }) = held.remove(&error.id())
                                 && let Ok(mut connection) = self.handle.pool().acquire().await
                             {
                                 let _ = store::release_webhook(&mut connection, webhook_id).await;
@@ -250,7 +288,7 @@ impl WebhookWorker {
         if !held.is_empty()
             && let Ok(mut connection) = self.handle.pool().acquire().await
         {
-            for (webhook_id, _) in held.into_values() {
+            for Held { webhook_id, .. } in held.into_values() {
                 let _ = store::release_webhook(&mut connection, webhook_id).await;
             }
         }
@@ -284,7 +322,7 @@ impl WebhookWorker {
                 lane,
                 i64::try_from(limit).unwrap_or(i64::MAX),
                 self.lease().as_secs_f64(),
-                i32::try_from(self.slow_mark().as_millis()).unwrap_or(i32::MAX),
+                i32::try_from(self.slow_mark.as_millis()).unwrap_or(i32::MAX),
             )
             .await?;
             webhooks.extend(claimed.into_iter().map(|webhook| (lane, webhook)));
