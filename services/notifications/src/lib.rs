@@ -430,6 +430,15 @@ mod tests {
                 ..Config::default()
             },
             Config {
+                webhook_slow_ms: 0,
+                ..Config::default()
+            },
+            Config {
+                webhook_timeout_secs: 1,
+                webhook_slow_ms: 1001,
+                ..Config::default()
+            },
+            Config {
                 max_streams_per_agency: 0,
                 ..Config::default()
             },
