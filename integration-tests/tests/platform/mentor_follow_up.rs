@@ -30,19 +30,7 @@ pub(crate) async fn allocate(
     referral_id: &str,
     pair: [&Mentor; 2],
 ) -> Allocation {
-    // Looked at first, as a coordinator does, so the pair was proposed.
-    propose(matching, referral_id).await.unwrap();
-    matching
-        .confirm_allocation(ConfirmAllocationRequest {
-            referral_id: referral_id.into(),
-            mentor_ids: pair.map(|m| m.mentor_id.clone()).to_vec(),
-            reason: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .allocation
-        .unwrap()
+    confirm(matching, referral_id, pair).await.unwrap()
 }
 
 fn report(allocation: &Allocation, incompatible: bool) -> ReportPoorFitRequest {

@@ -331,12 +331,12 @@ pub(crate) async fn propose(
 
 /// Confirms `pair` as a coordinator does: after looking at the proposals
 /// (which stores them; a refusal of the proposal is the confirmation's to
-/// report), without a reason.
+/// report), without a reason. Returns the allocation.
 pub(crate) async fn confirm(
     matching: &mut MentorMatchingServiceClient<Authed>,
     referral_id: &str,
     pair: [&Mentor; 2],
-) -> Result<(), tonic::Status> {
+) -> Result<cpm_proto::v1::Allocation, tonic::Status> {
     let _ = matching
         .propose_matches(ProposeMatchesRequest {
             referral_id: referral_id.into(),
@@ -350,7 +350,7 @@ pub(crate) async fn confirm(
             reason: String::new(),
         })
         .await
-        .map(drop)
+        .map(|response| response.into_inner().allocation.expect("an allocation"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

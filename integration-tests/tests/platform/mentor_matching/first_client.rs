@@ -7,44 +7,14 @@
 
 use cpm::Target;
 use cpm_proto::v1::mentor_matching_service_client::MentorMatchingServiceClient;
-use cpm_proto::v1::{
-    Allocation, ConfirmAllocationRequest, GetMentorRequest, ListMentorsRequest, Mentor,
-    ProposeMatchesRequest, ReportPoorFitRequest,
-};
+use cpm_proto::v1::{GetMentorRequest, ListMentorsRequest, Mentor, ReportPoorFitRequest};
 use tonic::Code;
 
 use crate::harness::{Authed, TestEnv, connect};
 
-use super::{accept_client, admin, register};
+use super::{accept_client, admin, confirm, register};
 
 const AREA: &str = "Darlington";
-
-/// Confirms `pair` for `referral_id` after looking at the proposals, as a
-/// coordinator does, and returns the allocation.
-async fn allocate(
-    matching: &mut MentorMatchingServiceClient<Authed>,
-    referral_id: &str,
-    pair: [&Mentor; 2],
-) -> Allocation {
-    matching
-        .propose_matches(ProposeMatchesRequest {
-            referral_id: referral_id.into(),
-            limit: 20,
-        })
-        .await
-        .unwrap();
-    matching
-        .confirm_allocation(ConfirmAllocationRequest {
-            referral_id: referral_id.into(),
-            mentor_ids: pair.map(|mentor| mentor.mentor_id.clone()).to_vec(),
-            reason: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .allocation
-        .unwrap()
-}
 
 /// Each mentor's `first_allocated_at` as `matching` lists them, in `mentors` order.
 async fn listed_firsts(
@@ -105,9 +75,13 @@ async fn staff_see_when_a_mentors_first_client_was_allocated_and_nobody_else_doe
     );
 
     let first_client = accept_client(&env, &admin, AREA).await;
-    let first = allocate(&mut coordinator, &first_client, [&a, &b]).await;
+    let first = confirm(&mut coordinator, &first_client, [&a, &b])
+        .await
+        .unwrap();
     let second_client = accept_client(&env, &admin, AREA).await;
-    let second = allocate(&mut coordinator, &second_client, [&a, &c]).await;
+    let second = confirm(&mut coordinator, &second_client, [&a, &c])
+        .await
+        .unwrap();
     assert!(first.confirmed_at.unwrap().seconds <= second.confirmed_at.unwrap().seconds);
     // The first pair did not get on: that allocation ends, and was still
     // b's first client.
