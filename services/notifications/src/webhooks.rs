@@ -6,10 +6,10 @@
 //! last attempt failed or was slow are served in a lane of their own, a
 //! quarter the size, and a post still open after the slow mark stops
 //! counting in the prompt lane: however many hang, even ones never tried
-//! before, the prompt endpoints keep their slots.
-//! The lease covers one post and is renewed at each recorded attempt, so a
-//! worker killed mid-batch holds its endpoints for one lease at most. Each post is
-//! signed (see [`crate::signing`]) and goes only to addresses checked just
+//! before, the prompt endpoints keep their slots. The lease covers one post
+//! and is renewed at each recorded attempt, so a worker killed mid-batch
+//! holds its endpoints for one lease at most. Each post is signed (see
+//! [`crate::signing`]) and goes only to addresses checked just
 //! then (see [`crate::destinations`]). A failure is retried with back-off
 //! until the retry window ends, then dead-lettered; an endpoint that keeps
 //! failing has its circuit opened (see [`crate::retry_policy`]). A delivery

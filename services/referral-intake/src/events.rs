@@ -188,10 +188,11 @@ impl On<CaseDischarged> for StatusProjection {
         e: CaseDischarged,
         _: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
+        let discharged_at = e.discharged_at.as_ref().and_then(from_timestamp);
         let status_change = StatusChange {
-            discharged_at: e.discharged_at.as_ref().and_then(from_timestamp),
+            discharged_at,
             discharge_feedback: e.feedback,
-            changed_at: e.discharged_at.as_ref().and_then(from_timestamp),
+            changed_at: discharged_at,
             ..change(ReferralStatus::Discharged)
         };
         project(connection, &e.referral_id, status_change).await
@@ -209,12 +210,14 @@ impl On<EngagementChanged> for StatusProjection {
             // Continuing or pausing leaves the referrer's view as it is.
             return Ok(());
         }
-        let status_change = StatusChange {
-            not_taken_on_stage: Some(e.stage),
-            not_taken_on_reason: Some(e.reason),
-            changed_at: e.decided_at.as_ref().and_then(from_timestamp),
-            ..change(ReferralStatus::NotTakenOn)
-        };
+        let status_change = at(
+            StatusChange {
+                not_taken_on_stage: Some(e.stage),
+                not_taken_on_reason: Some(e.reason),
+                ..change(ReferralStatus::NotTakenOn)
+            },
+            e.decided_at.as_ref(),
+        );
         project(connection, &e.referral_id, status_change).await
     }
 }
