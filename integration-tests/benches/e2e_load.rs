@@ -45,7 +45,8 @@ use cpm_proto::v1::referral_intake_service_client::ReferralIntakeServiceClient;
 use cpm_proto::v1::{ReferralStatus, RegisterWebhookRequest};
 use integration_tests::bench::latency::ms;
 use integration_tests::bench::proc::{
-    RssSampler, busy_percent, clock_ticks, cores, cpu_snapshot, mib, process_ticks, rss_kib,
+    CpuSnapshot, RssSampler, busy_percent, clock_ticks, cores, cpu_snapshot, mib, process_ticks,
+    rss_kib,
 };
 use integration_tests::bench::sink::{Answer, Receipts, Sink};
 use integration_tests::bench::{Flags, Latency};
@@ -139,6 +140,40 @@ struct Step {
     events_per_second: f64,
     rss_peak_kib: u64,
     busy_percent: f64,
+    /// CPU milliseconds per offered referral, from the step's start to the
+    /// end of its drain, by process group.
+    cpu: CpuPerReferral,
+}
+
+/// Where a step's CPU went, per offered referral: what isolates the
+/// platform's own cost from the database's, the broker's and the load
+/// generator's on a machine they share.
+#[derive(Clone, Copy, Default)]
+struct CpuPerReferral {
+    platform_ms: f64,
+    postgres_ms: f64,
+    rabbitmq_ms: f64,
+    bench_ms: f64,
+    machine_ms: f64,
+}
+
+impl CpuPerReferral {
+    fn between(before: (&CpuSnapshot, u64), after: (&CpuSnapshot, u64), referrals: usize) -> Self {
+        let per = |ticks: u64| ticks as f64 * 1000.0 / clock_ticks() / referrals.max(1) as f64;
+        let ((b, platform_before), (a, platform_after)) = (before, after);
+        Self {
+            platform_ms: per(platform_after.saturating_sub(platform_before)),
+            postgres_ms: per(a.postgres.saturating_sub(b.postgres)),
+            rabbitmq_ms: per(a.rabbitmq.saturating_sub(b.rabbitmq)),
+            bench_ms: per(a.bench.saturating_sub(b.bench)),
+            machine_ms: per(a.busy.saturating_sub(b.busy)),
+        }
+    }
+
+    /// Referrals a second that all cores could carry at this cost.
+    fn ceiling(&self) -> f64 {
+        cores() as f64 * 1000.0 / self.machine_ms.max(1e-9)
+    }
 }
 
 impl Step {
@@ -252,17 +287,30 @@ async fn event_hops(
     hops
 }
 
-async fn run_step(
+/// A running mode's platform, as the steps see it: where to submit, what
+/// the webhook sink received, the database, and the processes to measure.
+struct Platform<'a> {
     mode: &'static str,
-    rate: u32,
-    options: &Options,
-    client: &ReferralIntakeServiceClient<Authed>,
-    receipts: &Receipts,
-    pool: &sqlx::PgPool,
-    sampler: &RssSampler,
-) -> Step {
+    client: &'a ReferralIntakeServiceClient<Authed>,
+    receipts: &'a Receipts,
+    pool: &'a sqlx::PgPool,
+    sampler: &'a RssSampler,
+    pids: &'a [u32],
+}
+
+async fn run_step(platform: &Platform<'_>, rate: u32, options: &Options) -> Step {
+    let Platform {
+        mode,
+        client,
+        receipts,
+        pool,
+        sampler,
+        pids,
+    } = *platform;
     let rss_from = sampler.last_at();
+    let platform_ticks = || pids.iter().map(|pid| process_ticks(*pid)).sum::<u64>();
     let cpu_before = cpu_snapshot();
+    let platform_before = platform_ticks();
     let wall_from = chrono::Utc::now();
     let started = Instant::now();
     let (sent, issued) = offer(client, rate, options.secs).await;
@@ -287,6 +335,7 @@ async fn run_step(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (cpu_drained, platform_drained) = (cpu_snapshot(), platform_ticks());
     // Anything delivered twice arrives within a webhook poll or two.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (first, duplicates) = first_receipts(receipts);
@@ -327,6 +376,11 @@ async fn run_step(
         events_per_second: events as f64 / window.as_secs_f64(),
         rss_peak_kib: sampler.peak_since(rss_from),
         busy_percent: busy_percent(&cpu_before, &cpu_after, window),
+        cpu: CpuPerReferral::between(
+            (&cpu_before, platform_before),
+            (&cpu_drained, platform_drained),
+            sent.len(),
+        ),
     }
 }
 
@@ -370,7 +424,7 @@ async fn flow_mode(mode: &'static str, options: &Options) -> anyhow::Result<(Vec
     let channel = cpm::client::connect(&intake).await?;
     let client = ReferralIntakeServiceClient::new(env.referrer(&channel, AGENCY));
     let pool = env.database().await;
-    let sampler = RssSampler::start(pids, Duration::from_millis(200));
+    let sampler = RssSampler::start(pids.clone(), Duration::from_millis(200));
 
     // Warm-up, not reported: connections, prepared statements, queues.
     eprintln!("[bench] {mode}: warm-up");
@@ -379,12 +433,20 @@ async fn flow_mode(mode: &'static str, options: &Options) -> anyhow::Result<(Vec
         drain_secs: 30,
         ..options.clone()
     };
-    run_step(mode, 10, &warm, &client, &receipts, &pool, &sampler).await;
+    let platform = Platform {
+        mode,
+        client: &client,
+        receipts: &receipts,
+        pool: &pool,
+        sampler: &sampler,
+        pids: &pids,
+    };
+    run_step(&platform, 10, &warm).await;
 
     let mut steps = Vec::new();
     for &rate in &options.rates {
         eprintln!("[bench] {mode}: {rate}/s for {} s", options.secs);
-        let step = run_step(mode, rate, options, &client, &receipts, &pool, &sampler).await;
+        let step = run_step(&platform, rate, options).await;
         let saturated = step.saturated();
         if let Some(error) = &step.first_error {
             eprintln!("[bench] {mode} {rate}/s: first error: {error}");
@@ -442,6 +504,31 @@ fn print_flow(steps: &[Step], idle: &[(&str, u64)]) {
             cell(step.hops, |l| l.max),
             mib(step.rss_peak_kib),
             step.busy_percent,
+        );
+    }
+    println!();
+    println!(
+        "CPU per offered referral, from a step's start to the end of its drain \
+         (so the backlog's work counts too), by process group; the ceiling is \
+         the rate this machine's {} cores could carry at the step's cost:\n",
+        cores()
+    );
+    println!(
+        "| mode | rate /s | platform ms | PostgreSQL ms | RabbitMQ ms | bench ms | machine ms | ceiling /s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for step in steps {
+        let cpu = step.cpu;
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            step.mode,
+            step.rate,
+            cpu.platform_ms,
+            cpu.postgres_ms,
+            cpu.rabbitmq_ms,
+            cpu.bench_ms,
+            cpu.machine_ms,
+            cpu.ceiling(),
         );
     }
     println!();
