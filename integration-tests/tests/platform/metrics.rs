@@ -22,6 +22,15 @@ pub async fn scrape(address: std::net::SocketAddr) -> String {
     response
 }
 
+/// The value of `series` (name and labels, as scraped) in a scrape; 0 when
+/// absent, as a counter never incremented is.
+pub fn value(scraped: &str, series: &str) -> f64 {
+    scraped
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_shows_rpcs_by_code_the_outbox_consumers_and_dead_letters() {
     let mut env = TestEnv::new().await;

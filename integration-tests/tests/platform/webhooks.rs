@@ -193,6 +193,52 @@ async fn waits_for_notices(
     waits
 }
 
+/// Found by the end-to-end bench (pg_stat_statements at 50 referrals a
+/// second): one busy endpoint was released after each short batch and
+/// claimed again for the notices that came in while it was posted to, a
+/// claim for every one or two notices. A claim whose posts go well now
+/// serves what became due meanwhile, under the same lease, for up to half
+/// the slow mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_endpoint_is_served_by_one_claim_not_one_per_notice() {
+    const NOTICES: usize = 24;
+    let mut env = TestEnv::new().await;
+    // A drain of up to 6 s, so the whole burst fits in one claim.
+    env.settings.set("notifications.webhook_timeout_secs", 15);
+    env.settings.set("notifications.webhook_slow_ms", 12_000);
+    let mut settings = env.settings.clone();
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", crate::processes::free_port())
+        .parse()
+        .unwrap();
+    settings.platform.telemetry.metrics_listen = metrics.to_string();
+    let mut process =
+        crate::processes::CpmProcess::serve_with(settings, &[Target::NOTIFICATIONS]).await;
+    let channel = cpm::client::connect(&process.endpoint).await.unwrap();
+    // Each post takes 150 ms and a notice comes every 30 ms or so: several
+    // are due whenever a post ends.
+    let receiver = Receiver::start(Answer::Slow(Duration::from_millis(150))).await;
+    let mut agency = NotificationsServiceClient::new(env.referrer(&channel, "agency-busy"));
+    register(&mut agency, receiver.url()).await;
+    for _ in 0..NOTICES {
+        notify(&env, "agency-busy").await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    receiver
+        .await_requests(NOTICES, Duration::from_secs(60))
+        .await;
+    let scraped = crate::metrics::scrape(metrics).await;
+    let claimed = crate::metrics::value(&scraped, "cpm_webhook_claims_total{outcome=\"claimed\"}");
+    // Released after each batch, it took a claim for every batch of the
+    // notices due then (about five a post): five or more claims.
+    assert!(
+        (1.0..=3.0).contains(&claimed),
+        "{NOTICES} notices to one busy endpoint took {claimed} claims"
+    );
+    process.assert_no_panic();
+    process.terminate(Duration::from_secs(30)).await;
+    env.cleanup().await;
+}
+
 /// Found by the fan-out bench: 5% of 1,000 endpoints hanging held most of
 /// the worker's slots, so a hanging endpoint delayed everyone once there
 /// were more of them than slots. Endpoints whose last attempt failed are

@@ -468,7 +468,9 @@ pub enum Lane {
 /// Claims up to `limit` webhooks of `lane` with due deliveries whose circuit
 /// admits them and which no worker holds, leasing each for `lease_secs`.
 /// An endpoint is suspect when its last attempt failed or took at least
-/// `slow_ms`.
+/// `slow_ms`. The row lock is `FOR NO KEY UPDATE`, what the lease's update
+/// takes anyway: a plain `FOR UPDATE` would also block the foreign-key
+/// check of every delivery written for that webhook meanwhile.
 pub async fn claim_webhooks(
     connection: &mut PgConnection,
     lane: Lane,
@@ -488,7 +490,7 @@ pub async fn claim_webhooks(
                          WHERE d.webhook_id = w.webhook_id AND d.state = $3 \
                            AND d.next_attempt_at <= now()) \
            ORDER BY w.leased_until NULLS FIRST LIMIT $1 \
-           FOR UPDATE OF w SKIP LOCKED) \
+           FOR NO KEY UPDATE OF w SKIP LOCKED) \
          UPDATE notifications.webhook w \
          SET leased_until = now() + make_interval(secs => $2::float8) \
          FROM claimable WHERE w.webhook_id = claimable.webhook_id \
