@@ -47,11 +47,10 @@ impl StreamLeases {
     pub async fn try_take(&self, agency_id: &str) -> Result<Option<StreamLease>, sqlx::Error> {
         let stream_id = Uuid::now_v7();
         let mut transaction = self.pool.begin().await?;
-        sqlx::query!(
-            "SELECT pg_advisory_xact_lock(hashtextextended('notifications.stream_lease/' || $1, 0))",
-            agency_id
+        cpm_runtime::db::lock_key(
+            &mut transaction,
+            &format!("notifications.stream_lease/{agency_id}"),
         )
-        .fetch_one(&mut *transaction)
         .await?;
         let open = sqlx::query_scalar!(
             "SELECT count(*) AS \"open!\" FROM notifications.stream_lease \

@@ -244,13 +244,7 @@ pub async fn lock_agency_webhooks(
     connection: &mut PgConnection,
     agency_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "SELECT pg_advisory_xact_lock(hashtextextended('notifications.webhook/' || $1, 0))",
-        agency_id
-    )
-    .fetch_one(connection)
-    .await?;
-    Ok(())
+    cpm_runtime::db::lock_key(connection, &format!("notifications.webhook/{agency_id}")).await
 }
 
 /// How many webhooks the agency has registered and not deleted, and

@@ -795,15 +795,7 @@ pub async fn lock_client(
     connection: &mut PgConnection,
     referral_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    // In FROM: the function returns void, which a query's columns cannot carry.
-    sqlx::query_scalar!(
-        "SELECT true AS \"locked!\" FROM \
-         pg_advisory_xact_lock(hashtextextended('risk_assessment.client ' || $1::uuid, 0))",
-        referral_id
-    )
-    .fetch_one(connection)
-    .await?;
-    Ok(())
+    cpm_runtime::db::lock_key(connection, &format!("risk_assessment.client {referral_id}")).await
 }
 
 /// Joins a referral's assessment to the client's earlier referral; the

@@ -259,6 +259,21 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Holds, until the transaction on `connection` ends, an advisory lock on
+/// `key`: callers that must not interleave (two registrations against one
+/// cap, an erasure and an assessment of one client) name the same key and
+/// take turns, across every replica. Keys start with the owning schema's
+/// name, so services never share one by accident; a key's text must not
+/// change while replicas of two versions may run side by side.
+pub async fn lock_key(connection: &mut sqlx::PgConnection, key: &str) -> Result<(), sqlx::Error> {
+    // In FROM: the function returns void, which a query's columns cannot carry.
+    sqlx::query("SELECT true FROM pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// True when a database error is a unique violation of `constraint`.
 pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
     error
