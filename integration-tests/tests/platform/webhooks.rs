@@ -198,7 +198,8 @@ async fn waits_for_notices(
 /// claimed again for the notices that came in while it was posted to, a
 /// claim for every one or two notices. A claim whose posts go well now
 /// serves what became due meanwhile, under the same lease, for up to half
-/// the slow mark.
+/// the slow mark, and a wake-up for an agency whose every webhook the
+/// worker already holds makes no claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_endpoint_is_served_by_one_claim_not_one_per_notice() {
     const NOTICES: usize = 24;
@@ -206,6 +207,9 @@ async fn a_busy_endpoint_is_served_by_one_claim_not_one_per_notice() {
     // A drain of up to 6 s, so the whole burst fits in one claim.
     env.settings.set("notifications.webhook_timeout_secs", 15);
     env.settings.set("notifications.webhook_slow_ms", 12_000);
+    // Only wake-ups and ended tasks make claims here, not the poll.
+    env.settings
+        .set("notifications.webhook_poll_interval_ms", 30_000);
     let mut settings = env.settings.clone();
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", crate::processes::free_port())
         .parse()
@@ -228,11 +232,19 @@ async fn a_busy_endpoint_is_served_by_one_claim_not_one_per_notice() {
         .await;
     let scraped = crate::metrics::scrape(metrics).await;
     let claimed = crate::metrics::value(&scraped, "cpm_webhook_claims_total{outcome=\"claimed\"}");
+    let empty = crate::metrics::value(&scraped, "cpm_webhook_claims_total{outcome=\"empty\"}");
     // Released after each batch, it took a claim for every batch of the
     // notices due then (about five a post): five or more claims.
     assert!(
         (1.0..=3.0).contains(&claimed),
         "{NOTICES} notices to one busy endpoint took {claimed} claims"
+    );
+    // Each notice's wake-up claimed too, and found the endpoint held: one
+    // empty claim a notice. The worker holding the agency's only webhook
+    // now leaves those to the task that holds it.
+    assert!(
+        empty <= 4.0,
+        "{NOTICES} notices to one busy endpoint made {empty} claims that found nothing"
     );
     process.assert_no_panic();
     process.terminate(Duration::from_secs(30)).await;

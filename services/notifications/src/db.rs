@@ -92,8 +92,14 @@ pub async fn insert_deliveries(
 }
 
 /// Raises the NOTIFY that wakes streams and the webhook worker at commit.
-pub async fn notify_committed(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query!("SELECT pg_notify($1, '')", crate::NOTIFY_CHANNEL)
+/// Its payload is the agency whose notifications or deliveries changed: a
+/// webhook worker already serving every endpoint of that agency lets the
+/// task that holds them pick the new deliveries up instead of claiming.
+pub async fn notify_committed(
+    connection: &mut PgConnection,
+    agency_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_notify($1, $2)", crate::NOTIFY_CHANNEL, agency_id)
         .execute(connection)
         .await?;
     Ok(())

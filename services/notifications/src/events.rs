@@ -99,7 +99,7 @@ impl NotificationWriter {
             )
             .await?;
         }
-        db::notify_committed(connection).await?;
+        db::notify_committed(connection, &notice.agency_id).await?;
         tracing::info!(%referral_id, status = notice.status.as_str_name(), deliveries, emails, "agency notified");
         Ok(())
     }

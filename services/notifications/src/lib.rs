@@ -290,10 +290,19 @@ impl Service for Descriptor {
         // Wakes streams and the webhook worker when notifications commit.
         let (wake_sender, wake) = watch::channel(0u64);
         let wake_sender = Arc::new(wake_sender);
-        let (listen_pool, shutdown) = (pool.clone(), context.shutdown.clone());
+        let woken = webhooks::WokenAgencies::default();
+        let (listen_pool, listen_woken, shutdown) =
+            (pool.clone(), woken.clone(), context.shutdown.clone());
         context.spawn(
             TaskSpec::essential(NAME, format!("{NAME}.commit-listener")),
-            move || listen_for_commits(listen_pool.clone(), wake_sender.clone(), shutdown.clone()),
+            move || {
+                listen_for_commits(
+                    listen_pool.clone(),
+                    wake_sender.clone(),
+                    listen_woken.clone(),
+                    shutdown.clone(),
+                )
+            },
         );
         let policy = Arc::new(
             config
@@ -311,7 +320,11 @@ impl Service for Descriptor {
         let (worker_wake, shutdown) = (wake.clone(), context.shutdown.clone());
         context.spawn_loop(
             TaskSpec::essential(NAME, format!("{NAME}.webhook-worker")),
-            move || worker.clone().run(worker_wake.clone(), shutdown.clone()),
+            move || {
+                worker
+                    .clone()
+                    .run(worker_wake.clone(), woken.clone(), shutdown.clone())
+            },
         );
 
         if config.agency_feed {
@@ -369,11 +382,13 @@ impl Service for Descriptor {
     }
 }
 
-/// Bumps `wake` on every NOTIFY; re-listens after a lost connection. Readers
-/// also poll, so a missed wake-up only delays them.
+/// Bumps `wake` on every NOTIFY, after noting its agency in `woken` for the
+/// webhook worker; re-listens after a lost connection. Readers also poll,
+/// so a missed wake-up only delays them.
 async fn listen_for_commits(
     pool: sqlx::PgPool,
     wake: Arc<watch::Sender<u64>>,
+    woken: webhooks::WokenAgencies,
     shutdown: cpm_runtime::Shutdown,
 ) -> anyhow::Result<()> {
     let mut delays = cpm_runtime::retry::reconnect();
@@ -382,7 +397,8 @@ async fn listen_for_commits(
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
             listener.listen(NOTIFY_CHANNEL).await?;
             loop {
-                listener.recv().await?;
+                let notification = listener.recv().await?;
+                woken.note(notification.payload());
                 wake.send_modify(|n| *n += 1);
             }
             #[allow(unreachable_code)]

@@ -253,7 +253,7 @@ impl WebhookAdmin {
                 store::requeue_deliveries_since(&mut transaction, webhook_id, since).await?
             }
         };
-        crate::db::notify_committed(&mut transaction).await?;
+        crate::db::notify_committed(&mut transaction, agency_id).await?;
         transaction.commit().await?;
         tracing::info!(count, "webhook deliveries queued again");
         Ok(count)

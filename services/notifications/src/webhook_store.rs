@@ -50,6 +50,10 @@ pub struct ClaimedWebhook {
     pub previous_secret_until: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
     pub circuit_open_until: Option<DateTime<Utc>>,
+    pub agency_id: String,
+    /// The agency's open webhooks when claimed: a worker holding that many
+    /// of them needs no claim when the agency's next notice comes.
+    pub agency_webhooks: i64,
 }
 
 /// A due delivery with what is needed to post it.
@@ -491,7 +495,11 @@ pub async fn claim_webhooks(
          RETURNING w.webhook_id, w.url, w.secret_key, w.secret_sealed, \
                    CASE WHEN w.previous_secret_until > now() \
                         THEN w.previous_secret_sealed END AS previous_secret_sealed, \
-                   w.previous_secret_until, w.consecutive_failures, w.circuit_open_until",
+                   w.previous_secret_until, w.consecutive_failures, w.circuit_open_until, \
+                   w.agency_id, \
+                   (SELECT count(*) FROM notifications.webhook o \
+                    WHERE o.agency_id = w.agency_id AND o.active AND o.deleted_at IS NULL) \
+                     AS \"agency_webhooks!\"",
         limit,
         lease_secs,
         state::PENDING,

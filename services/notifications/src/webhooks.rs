@@ -119,11 +119,57 @@ fn error_kind(error: &reqwest::Error) -> DeliveryErrorKind {
     }
 }
 
+/// The agencies named by the NOTIFYs since the worker last looked (see
+/// [`crate::db::notify_committed`]); an empty name stands for any agency.
+#[derive(Clone, Debug, Default)]
+pub struct WokenAgencies(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl WokenAgencies {
+    pub fn note(&self, agency_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(agency_id.to_owned());
+    }
+
+    fn take(&self) -> std::collections::HashSet<String> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 /// An endpoint a delivery task holds.
 struct Held {
     webhook_id: Uuid,
     lane: Lane,
     since: tokio::time::Instant,
+    agency_id: String,
+    /// The agency's open webhooks when this one was claimed.
+    agency_webhooks: usize,
+}
+
+/// Whether a wake-up for `woken` agencies can find work no task here
+/// already has: false only when every agency named has all its open
+/// webhooks held by this worker. Those tasks serve what became due before
+/// they release (see [`WebhookWorker::deliver_batch`]), and the worker
+/// claims again as each ends, so nothing waits on the skipped claim.
+fn wake_needs_claim(
+    held: &HashMap<tokio::task::Id, Held>,
+    woken: &std::collections::HashSet<String>,
+) -> bool {
+    woken.is_empty()
+        || woken.iter().any(|agency| {
+            let mine: Vec<&Held> = held
+                .values()
+                .filter(|task| task.agency_id == *agency)
+                .collect();
+            mine.is_empty()
+                || mine.len() < mine.iter().map(|t| t.agency_webhooks).max().unwrap_or(0)
+        })
 }
 
 impl Held {
@@ -198,6 +244,7 @@ impl WebhookWorker {
     pub async fn run(
         self: Arc<Self>,
         mut wake: watch::Receiver<u64>,
+        woken: WokenAgencies,
         shutdown: cpm_runtime::Shutdown,
     ) {
         let mut in_flight = JoinSet::new();
@@ -205,6 +252,8 @@ impl WebhookWorker {
         // count each lane's free slots and release what shutdown abandons.
         let mut held: HashMap<tokio::task::Id, Held> = HashMap::new();
         let mut last_sweep: Option<tokio::time::Instant> = None;
+        // False after a wake-up whose agencies this worker already serves.
+        let mut claim_now = true;
         loop {
             if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL) {
                 last_sweep = Some(tokio::time::Instant::now());
@@ -225,11 +274,14 @@ impl WebhookWorker {
                 })
                 .filter(|(_, free)| *free > 0)
                 .collect();
-            if !free.is_empty() {
+            if claim_now && !free.is_empty() {
                 match self.claim(&free).await {
                     Ok(batches) => {
                         for (lane, webhook, deliveries) in batches {
                             let webhook_id = webhook.webhook_id;
+                            let agency_id = webhook.agency_id.clone();
+                            let agency_webhooks =
+                                usize::try_from(webhook.agency_webhooks).unwrap_or(usize::MAX);
                             let task =
                                 in_flight.spawn(self.clone().deliver_batch(webhook, deliveries));
                             held.insert(
@@ -238,6 +290,8 @@ impl WebhookWorker {
                                     webhook_id,
                                     lane,
                                     since: tokio::time::Instant::now(),
+                                    agency_id,
+                                    agency_webhooks,
                                 },
                             );
                         }
@@ -251,6 +305,7 @@ impl WebhookWorker {
                 .filter(|task| task.counts_in(self.slow_mark) == Lane::Prompt)
                 .map(|task| task.since + self.slow_mark)
                 .min();
+            claim_now = true;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep_until(next_slow.unwrap_or_else(tokio::time::Instant::now)),
@@ -270,7 +325,7 @@ impl WebhookWorker {
                         }
                     }
                 }
-                _ = wake.changed() => {}
+                _ = wake.changed() => claim_now = wake_needs_claim(&held, &woken.take()),
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
@@ -626,6 +681,49 @@ impl WebhookWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wake_up_is_skipped_only_for_agencies_whose_every_webhook_is_held_here() {
+        // Task IDs come from real tasks.
+        let mut tasks = JoinSet::new();
+        let mut held = HashMap::new();
+        for (agency, webhooks) in [("a", 1), ("b", 2)] {
+            let id = tasks.spawn(async {}).id();
+            held.insert(
+                id,
+                Held {
+                    webhook_id: Uuid::now_v7(),
+                    lane: Lane::Prompt,
+                    since: tokio::time::Instant::now(),
+                    agency_id: agency.into(),
+                    agency_webhooks: webhooks,
+                },
+            );
+        }
+        let woken = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert!(
+            !wake_needs_claim(&held, &woken(&["a"])),
+            "a's one webhook is held"
+        );
+        assert!(
+            wake_needs_claim(&held, &woken(&["b"])),
+            "b's second webhook is free"
+        );
+        assert!(
+            wake_needs_claim(&held, &woken(&["c"])),
+            "nothing of c is held"
+        );
+        assert!(wake_needs_claim(&held, &woken(&["a", "c"])));
+        assert!(
+            wake_needs_claim(&held, &woken(&[])),
+            "an unnamed wake-up claims"
+        );
+        assert!(
+            wake_needs_claim(&held, &woken(&[""])),
+            "so does an empty name"
+        );
+        assert!(wake_needs_claim(&HashMap::new(), &woken(&["a"])));
+    }
 
     fn client(timeout: Duration, policy: DestinationPolicy) -> reqwest::Client {
         reqwest::Client::builder()
