@@ -2,7 +2,10 @@
 //! transaction (a lease on the webhook: at most one batch in flight per
 //! endpoint, across every replica), posts outside any transaction, several
 //! endpoints at once, and records each attempt in a short transaction of
-//! its own, so a slow or dead endpoint delays only itself. Endpoints whose
+//! its own, so a slow or dead endpoint delays only itself. A claim whose
+//! posts go well serves what became due meanwhile, and a wake-up for
+//! agencies whose endpoints the worker already holds makes no claim, so a
+//! busy endpoint costs about one claim a second, not one a notice. Endpoints whose
 //! last attempt failed or was slow are served in a lane of their own, a
 //! quarter the size, and a post still open after the slow mark stops
 //! counting in the prompt lane: however many hang, even ones never tried
