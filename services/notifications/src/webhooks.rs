@@ -5,16 +5,16 @@
 //! its own, so a slow or dead endpoint delays only itself. A claim whose
 //! posts go well serves what became due meanwhile, and a wake-up for
 //! agencies whose endpoints the worker already holds makes no claim, so a
-//! busy endpoint costs about one claim a second, not one a notice. Endpoints whose
-//! last attempt failed or was slow are served in a lane of their own, a
-//! quarter the size, and a post still open after the slow mark stops
-//! counting in the prompt lane: however many hang, even ones never tried
-//! before, the prompt endpoints keep their slots. The lease covers one post
-//! and is renewed at each recorded attempt, so a worker killed mid-batch
-//! holds its endpoints for one lease at most. Each post is signed (see
-//! [`crate::signing`]) and goes only to addresses checked just
-//! then (see [`crate::destinations`]). A failure is retried with back-off
-//! until the retry window ends, then dead-lettered; an endpoint that keeps
+//! busy endpoint costs about one claim a second, not one a notice.
+//! Endpoints whose last attempt failed or was slow are served in a lane of
+//! their own, a quarter the size, and a post still open after the slow mark
+//! stops counting in the prompt lane: however many hang, even ones never
+//! tried before, the prompt endpoints keep their slots. The lease covers
+//! one post and is renewed at each recorded attempt, so a worker killed
+//! mid-batch holds its endpoints for one lease at most. Each post is signed
+//! (see [`crate::signing`]) and goes only to addresses checked just then
+//! (see [`crate::destinations`]). A failure is retried with back-off until
+//! the retry window ends, then dead-lettered; an endpoint that keeps
 //! failing has its circuit opened (see [`crate::retry_policy`]). A delivery
 //! row exists once per webhook and notification, so a redelivered event
 //! never causes a second post. The body carries IDs and statuses only, and
@@ -417,14 +417,17 @@ impl WebhookWorker {
     /// endpoint's next notices arrive while it is being posted to, and
     /// releasing and claiming it again for each cost two transactions and
     /// an empty claim for every wake-up in between.
-    async fn deliver_batch(self: Arc<Self>, webhook: ClaimedWebhook, deliveries: Vec<DueDelivery>) {
+    async fn deliver_batch(
+        self: Arc<Self>,
+        webhook: ClaimedWebhook,
+        mut deliveries: Vec<DueDelivery>,
+    ) {
         let claimed_at = tokio::time::Instant::now();
         let secrets = self.secrets_of(&webhook);
         let mut breaker = Breaker {
             consecutive_failures: webhook.consecutive_failures,
             open_until: webhook.circuit_open_until,
         };
-        let mut deliveries = deliveries;
         'claim: loop {
             for delivery in &deliveries {
                 let attempted_at = Utc::now();
