@@ -46,7 +46,7 @@ pub async fn publish_raw(env: &TestEnv, routing_key: &str, body: &[u8]) {
 }
 
 /// A pool on `schema`, which holds the event bus tables (outbox, inbox) alone.
-async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
+pub async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
     let pool = cpm_runtime::db::pool(&env.settings.platform.database, schema).unwrap();
     cpm_runtime::db::migrate(&pool, schema, &sqlx::migrate::Migrator::DEFAULT)
         .await
@@ -56,7 +56,7 @@ async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
 
 /// A plain durable queue bound to `referral.submitted`, for counting what
 /// the relay publishes.
-async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &str) -> String {
+pub async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &str) -> String {
     let bus = Bus::new(&env.settings.platform.amqp);
     bus.topology().declare_exchanges(channel).await.unwrap();
     let queue = format!("{}.{name}", env.namespace);
@@ -184,7 +184,7 @@ impl Tap {
     }
 }
 
-fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitted {
+pub fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitted {
     ReferralSubmitted {
         referral_id: referral_id.into(),
         agency_id: agency_id.into(),

@@ -28,6 +28,7 @@ mod private_postgres;
 mod processes;
 mod python_client;
 mod referral_intake;
+mod relay_round_trips;
 mod restart;
 mod risk_assessment;
 mod simulation;
