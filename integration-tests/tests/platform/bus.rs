@@ -184,6 +184,22 @@ impl Tap {
     }
 }
 
+/// Writes `count` `referral.submitted` events (`r-0`, `r-1`, …) in one
+/// transaction of `handle`.
+pub async fn enqueue_submitted(handle: &ServiceHandle, count: usize) {
+    let mut transaction = handle.begin().await.unwrap();
+    for n in 0..count {
+        cpm_runtime::bus::outbox::enqueue(
+            &mut transaction,
+            "test",
+            &submitted(&format!("r-{n}"), "a", "x"),
+        )
+        .await
+        .unwrap();
+    }
+    transaction.commit().await.unwrap();
+}
+
 pub fn submitted(referral_id: &str, agency_id: &str, area: &str) -> ReferralSubmitted {
     ReferralSubmitted {
         referral_id: referral_id.into(),
@@ -448,17 +464,7 @@ async fn several_relays_publish_each_outbox_row_exactly_once() {
     const EVENTS: usize = 600;
     // Written before any relay runs: they find the rows by polling.
     let handle = ServiceHandle::new(pool.clone(), RelayWaker::default());
-    let mut transaction = handle.begin().await.unwrap();
-    for n in 0..EVENTS {
-        cpm_runtime::bus::outbox::enqueue(
-            &mut transaction,
-            "test",
-            &submitted(&format!("r-{n}"), "a", "x"),
-        )
-        .await
-        .unwrap();
-    }
-    transaction.commit().await.unwrap();
+    enqueue_submitted(&handle, EVENTS).await;
 
     let shutdown = cpm_runtime::Shutdown::new();
     let mut relays = Vec::new();

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bus::{bus_tables, declare_counter_queue, submitted};
+use crate::bus::{bus_tables, declare_counter_queue, enqueue_submitted};
 use crate::harness::{TestEnv, eventually};
 
 /// A TCP proxy to PostgreSQL counting the ReadyForQuery messages the server
@@ -139,20 +139,6 @@ fn server_address(env: &TestEnv) -> String {
     format!("{}:{}", options.get_host(), options.get_port())
 }
 
-async fn enqueue(handle: &ServiceHandle, count: usize) {
-    let mut transaction = handle.begin().await.unwrap();
-    for i in 0..count {
-        cpm_runtime::bus::outbox::enqueue(
-            &mut transaction,
-            "test",
-            &submitted(&format!("referral-{i}"), "agency", "area"),
-        )
-        .await
-        .unwrap();
-    }
-    transaction.commit().await.unwrap();
-}
-
 async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(pool)
@@ -179,12 +165,12 @@ async fn a_relay_batch_costs_two_round_trips_to_postgresql() {
     let handle = ServiceHandle::new(pool.clone(), relay.waker());
 
     // The first batch opens the relay's connection.
-    enqueue(&handle, 1).await;
+    enqueue_submitted(&handle, 1).await;
     assert_eq!(relay.publish_due_batch().await.unwrap().published, 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     for batch in 0..3 {
-        enqueue(&handle, 10).await;
+        enqueue_submitted(&handle, 10).await;
         let before = proxy.round_trips();
         let outcome = relay.publish_due_batch().await.unwrap();
         assert_eq!(outcome.published, 10, "batch {batch}");
@@ -226,9 +212,9 @@ async fn a_batch_dropped_half_way_leaves_its_rows_to_the_next_batch() {
     let handle = ServiceHandle::new(pool.clone(), relay.waker());
 
     // Warm: the relay keeps a connection from here on.
-    enqueue(&handle, 1).await;
+    enqueue_submitted(&handle, 1).await;
     assert_eq!(relay.publish_due_batch().await.unwrap().published, 1);
-    enqueue(&handle, 10).await;
+    enqueue_submitted(&handle, 10).await;
     // Dropped at the timer's next tick (about a millisecond): after its
     // locking SELECT at the earliest, before its DELETE and COMMIT, so its
     // rows may have been published already; the next batch publishes them
