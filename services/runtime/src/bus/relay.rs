@@ -15,7 +15,9 @@
 //! pays for taking one from the pool and for sqlx's test of it on return:
 //! five round trips and a spawned task a batch before. A batch that fails,
 //! or is dropped half-way, drops its connection, and PostgreSQL rolls its
-//! transaction back when the socket closes.
+//! transaction back when the socket closes. (Not a [`crate::db::warm`]
+//! connection: one dropped half-way goes back to sqlx, which would keep it
+//! in the transaction its raw `BEGIN` opened, since sqlx did not open it.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
