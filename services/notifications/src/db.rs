@@ -143,6 +143,22 @@ pub async fn mark_first_delivered(
         == 1)
 }
 
+/// [`mark_first_delivered`] for several notifications in one statement:
+/// returns those this confirmed first.
+pub async fn mark_first_delivered_of(
+    connection: &mut PgConnection,
+    notification_ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "UPDATE notifications.notification SET first_delivered_at = now() \
+         WHERE notification_id = ANY($1) AND first_delivered_at IS NULL \
+         RETURNING notification_id",
+        notification_ids
+    )
+    .fetch_all(connection)
+    .await
+}
+
 /// Keeps an alert for an area's coordinators; false when it was kept before.
 pub async fn insert_staff_alert(
     connection: &mut PgConnection,

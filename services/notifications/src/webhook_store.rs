@@ -547,57 +547,65 @@ pub async fn release_webhook(
     Ok(())
 }
 
-/// Logs one attempt.
-pub async fn insert_attempt(
-    connection: &mut PgConnection,
-    delivery_id: Uuid,
-    attempted_at: DateTime<Utc>,
-    status_code: i32,
-    latency_ms: i32,
-    error_kind: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO notifications.delivery_attempt (attempt_id, delivery_id, attempted_at, \
-         channel, status_code, latency_ms, error_kind) VALUES ($1, $2, $3, 'WEBHOOK', $4, $5, $6)",
-        Uuid::now_v7(),
-        delivery_id,
-        attempted_at,
-        status_code,
-        latency_ms,
-        error_kind
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
+/// One post to record: when it was tried, what came back, and the state
+/// it leaves its delivery in.
+pub struct Attempt {
+    pub delivery_id: Uuid,
+    pub attempted_at: DateTime<Utc>,
+    pub status_code: i32,
+    pub latency_ms: i32,
+    pub error_kind: i32,
+    pub new_state: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
 }
 
-/// Records an attempt's outcome on a still-pending delivery (a deletion
-/// meanwhile wins): its new state, when to try next, and the error shown.
-/// False when the delivery was no longer pending.
-pub async fn record_outcome(
+/// Logs the attempts and records each one's outcome on its delivery if
+/// that is still pending (a deletion meanwhile wins): its new state, when
+/// to try next, and the error shown. One statement, however many attempts,
+/// so a busy endpoint's posts cost one round trip a record, not two a post.
+/// Returns the deliveries whose outcome was recorded.
+pub async fn record_attempts(
     connection: &mut PgConnection,
-    delivery_id: Uuid,
-    attempted_at: DateTime<Utc>,
-    new_state: i32,
-    next_attempt_at: DateTime<Utc>,
-    last_error: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query!(
-        "UPDATE notifications.delivery SET state = $2, attempts = attempts + 1, \
-         last_attempt_at = $3, first_attempt_at = coalesce(first_attempt_at, $3), \
-         next_attempt_at = $4, last_error = $5 \
-         WHERE delivery_id = $1 AND state = $6",
-        delivery_id,
-        new_state,
-        attempted_at,
-        next_attempt_at,
-        last_error,
+    attempts: &[Attempt],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let column = |field: fn(&Attempt) -> i32| attempts.iter().map(field).collect::<Vec<_>>();
+    let attempt_ids: Vec<Uuid> = attempts.iter().map(|_| Uuid::now_v7()).collect();
+    let delivery_ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
+    let attempted_at: Vec<DateTime<Utc>> = attempts.iter().map(|a| a.attempted_at).collect();
+    let next_attempt_at: Vec<DateTime<Utc>> = attempts.iter().map(|a| a.next_attempt_at).collect();
+    let last_errors: Vec<Option<String>> = attempts.iter().map(|a| a.last_error.clone()).collect();
+    sqlx::query_scalar!(
+        "WITH attempt AS ( \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int4[], \
+                                  $5::int4[], $6::int4[], $7::int4[], $8::timestamptz[], $9::text[]) \
+                 AS a(attempt_id, delivery_id, attempted_at, status_code, latency_ms, error_kind, \
+                      new_state, next_attempt_at, last_error) \
+         ), logged AS ( \
+             INSERT INTO notifications.delivery_attempt (attempt_id, delivery_id, attempted_at, \
+                 channel, status_code, latency_ms, error_kind) \
+             SELECT attempt_id, delivery_id, attempted_at, 'WEBHOOK', status_code, latency_ms, \
+                 error_kind FROM attempt \
+         ) \
+         UPDATE notifications.delivery d SET state = a.new_state, attempts = d.attempts + 1, \
+             last_attempt_at = a.attempted_at, \
+             first_attempt_at = coalesce(d.first_attempt_at, a.attempted_at), \
+             next_attempt_at = a.next_attempt_at, last_error = a.last_error \
+         FROM attempt a WHERE d.delivery_id = a.delivery_id AND d.state = $10 \
+         RETURNING d.delivery_id",
+        &attempt_ids,
+        &delivery_ids,
+        &attempted_at,
+        &column(|a| a.status_code),
+        &column(|a| a.latency_ms),
+        &column(|a| a.error_kind),
+        &column(|a| a.new_state),
+        &next_attempt_at,
+        &last_errors as &[Option<String>],
         state::PENDING
     )
-    .execute(connection)
-    .await?
-    .rows_affected()
-        == 1)
+    .fetch_all(connection)
+    .await
 }
 
 /// Stores what the endpoint's last attempt showed (its circuit breaker and

@@ -1,16 +1,19 @@
 //! The webhook worker. It claims endpoints with due deliveries in a short
 //! transaction (a lease on the webhook: at most one batch in flight per
 //! endpoint, across every replica), posts outside any transaction, several
-//! endpoints at once, and records each attempt in a short transaction of
-//! its own, so a slow or dead endpoint delays only itself. A claim whose
-//! posts go well serves what became due meanwhile, and a wake-up for
-//! agencies whose endpoints the worker already holds makes no claim, so a
-//! busy endpoint costs about one claim a second, not one a notice.
+//! endpoints at once, and records the attempts in short transactions of
+//! their own, a run of one endpoint's posts at a time (see
+//! [`WebhookWorker::post_round`]), so a slow or dead endpoint delays only
+//! itself and a busy one costs a few statements a run, not five a post. A
+//! claim whose posts go well serves what became due meanwhile, and a
+//! wake-up for agencies whose endpoints the worker already holds makes no
+//! claim, so a busy endpoint costs about one claim a second, not one a
+//! notice.
 //! Endpoints whose last attempt failed or was slow are served in a lane of
 //! their own, a quarter the size, and a post still open after the slow mark
 //! stops counting in the prompt lane: however many hang, even ones never
 //! tried before, the prompt endpoints keep their slots. The lease covers
-//! one post and is renewed at each recorded attempt, so a worker killed
+//! one post and is renewed at each record of attempts, so a worker killed
 //! mid-batch holds its endpoints for one lease at most. Each post is signed
 //! (see [`crate::signing`]) and goes only to addresses checked just then
 //! (see [`crate::destinations`]). A failure is retried with back-off until
@@ -94,6 +97,17 @@ impl Outcome {
         }
     }
 }
+
+/// A post made and not yet recorded.
+struct Posted<'a> {
+    delivery: &'a DueDelivery,
+    attempted_at: chrono::DateTime<Utc>,
+    outcome: Outcome,
+}
+
+/// A claim's posts are recorded at least this often, whatever the batch:
+/// each record renews the lease, which covers one post and a margin.
+const RECORD_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 /// Sorts a client error into a category.
 fn error_kind(error: &reqwest::Error) -> DeliveryErrorKind {
@@ -428,34 +442,12 @@ impl WebhookWorker {
             consecutive_failures: webhook.consecutive_failures,
             open_until: webhook.circuit_open_until,
         };
-        'claim: loop {
-            for delivery in &deliveries {
-                let attempted_at = Utc::now();
-                let outcome = self.post(&webhook, &secrets, delivery).await;
-                metrics::counter!(
-                    "cpm_webhook_deliveries_total",
-                    "outcome" => if outcome.succeeded() { "delivered" } else { "failed" },
-                )
-                .increment(1);
-                metrics::histogram!("cpm_webhook_duration_seconds")
-                    .record(f64::from(outcome.latency_ms) / 1000.0);
-                breaker = if outcome.succeeded() {
-                    breaker.after_success()
-                } else {
-                    breaker.after_failure(&self.retry, Utc::now())
-                };
-                if let Err(error) = self
-                    .record(&webhook, delivery, attempted_at, &outcome, breaker)
-                    .await
-                {
-                    // The post may be sent again (same webhook-id) once the
-                    // database answers; the claim is released all the same.
-                    tracing::warn!(delivery_id = %delivery.delivery_id, %error, "recording a webhook attempt failed");
-                    break 'claim;
-                }
-                if !outcome.succeeded() {
-                    break 'claim;
-                }
+        loop {
+            if !self
+                .post_round(&webhook, &secrets, &deliveries, &mut breaker)
+                .await
+            {
+                break;
             }
             if claimed_at.elapsed() >= self.slow_mark / 2 {
                 break;
@@ -466,6 +458,62 @@ impl WebhookWorker {
             };
         }
         self.release(webhook.webhook_id).await;
+    }
+
+    /// Posts `deliveries` in order and records the attempts a transaction
+    /// at a time rather than one each: after a failure (the round stops
+    /// there, the rest stay due), after a post that ends a second or more
+    /// since the last record (so the lease stays renewed), and at the
+    /// round's end. False when the claim should end: a post failed, or its
+    /// record did not go through. A worker killed between a post and its
+    /// record sends it again after the lease, with the same `webhook-id`,
+    /// as it did when the record followed each post.
+    async fn post_round(
+        &self,
+        webhook: &ClaimedWebhook,
+        secrets: &[WebhookSecret],
+        deliveries: &[DueDelivery],
+        breaker: &mut Breaker,
+    ) -> bool {
+        let mut unrecorded = Vec::new();
+        let mut recorded_at = tokio::time::Instant::now();
+        let mut rest = deliveries.iter().peekable();
+        while let Some(delivery) = rest.next() {
+            let attempted_at = Utc::now();
+            let outcome = self.post(webhook, secrets, delivery).await;
+            metrics::counter!(
+                "cpm_webhook_deliveries_total",
+                "outcome" => if outcome.succeeded() { "delivered" } else { "failed" },
+            )
+            .increment(1);
+            metrics::histogram!("cpm_webhook_duration_seconds")
+                .record(f64::from(outcome.latency_ms) / 1000.0);
+            *breaker = if outcome.succeeded() {
+                breaker.after_success()
+            } else {
+                breaker.after_failure(&self.retry, Utc::now())
+            };
+            let failed = !outcome.succeeded();
+            unrecorded.push(Posted {
+                delivery,
+                attempted_at,
+                outcome,
+            });
+            if failed || rest.peek().is_none() || recorded_at.elapsed() >= RECORD_AT_LEAST_EVERY {
+                if let Err(error) = self.record(webhook, &unrecorded, *breaker).await {
+                    // The posts may be sent again (same webhook-id) once the
+                    // database answers; the claim is released all the same.
+                    tracing::warn!(posts = unrecorded.len(), %error, "recording webhook attempts failed");
+                    return false;
+                }
+                unrecorded.clear();
+                recorded_at = tokio::time::Instant::now();
+            }
+            if failed {
+                return false;
+            }
+        }
+        true
     }
 
     /// The endpoint's deliveries due now, for a claim that goes on.
@@ -597,87 +645,110 @@ impl WebhookWorker {
         }
     }
 
-    /// Logs the attempt and its outcome, and keeps the breaker, in one short
-    /// transaction; announces the first confirmed delivery of a discharge.
+    /// Logs the attempts and their outcomes, and keeps the breaker, in one
+    /// short transaction; announces the first confirmed delivery of a
+    /// discharge.
     async fn record(
         &self,
         webhook: &ClaimedWebhook,
-        delivery: &DueDelivery,
-        attempted_at: chrono::DateTime<Utc>,
-        outcome: &Outcome,
+        posted: &[Posted<'_>],
         breaker: Breaker,
     ) -> anyhow::Result<()> {
-        let mut transaction = self.handle.begin().await?;
-        store::insert_attempt(
-            &mut transaction,
-            delivery.delivery_id,
-            attempted_at,
-            outcome.status_code,
-            outcome.latency_ms,
-            outcome.error as i32,
-        )
-        .await?;
-        let now = Utc::now();
-        let (new_state, next_attempt_at) = if outcome.succeeded() {
-            (state::DELIVERED, now)
-        } else {
-            match self
-                .retry
-                .after_failure(delivery.queued_at, delivery.attempts + 1, now)
-            {
-                AfterFailure::RetryAt(at) => (state::PENDING, at),
-                AfterFailure::Dead => (state::DEAD, now),
-            }
+        let Some(last) = posted.last() else {
+            return Ok(());
         };
-        let description = outcome.description();
-        let recorded = store::record_outcome(
-            &mut transaction,
-            delivery.delivery_id,
-            attempted_at,
-            new_state,
-            next_attempt_at,
-            description.as_deref(),
-        )
-        .await?;
+        let now = Utc::now();
+        let attempts: Vec<store::Attempt> = posted
+            .iter()
+            .map(
+                |Posted {
+                     delivery,
+                     attempted_at,
+                     outcome,
+                 }| {
+                    let (new_state, next_attempt_at) = if outcome.succeeded() {
+                        (state::DELIVERED, now)
+                    } else {
+                        match self.retry.after_failure(
+                            delivery.queued_at,
+                            delivery.attempts + 1,
+                            now,
+                        ) {
+                            AfterFailure::RetryAt(at) => (state::PENDING, at),
+                            AfterFailure::Dead => (state::DEAD, now),
+                        }
+                    };
+                    store::Attempt {
+                        delivery_id: delivery.delivery_id,
+                        attempted_at: *attempted_at,
+                        status_code: outcome.status_code,
+                        latency_ms: outcome.latency_ms,
+                        error_kind: outcome.error as i32,
+                        new_state,
+                        next_attempt_at,
+                        last_error: outcome.description(),
+                    }
+                },
+            )
+            .collect();
+        let mut transaction = self.handle.begin().await?;
+        let recorded = store::record_attempts(&mut transaction, &attempts).await?;
         store::store_endpoint_health(
             &mut transaction,
             webhook.webhook_id,
             breaker.consecutive_failures,
             breaker.open_until,
-            outcome.latency_ms,
+            last.outcome.latency_ms,
             self.lease().as_secs_f64(),
         )
         .await?;
-        if recorded && outcome.succeeded() {
-            let first =
-                crate::db::mark_first_delivered(&mut transaction, delivery.notification_id).await?;
-            if first && delivery.kind == NotificationKind::Discharged as i32 {
-                outbox::enqueue(
-                    &mut transaction,
-                    crate::NAME,
-                    &FeedbackDelivered {
-                        referral_id: delivery.referral_id.to_string(),
-                        agency_id: delivery.agency_id.clone(),
-                        delivered_at: Some(timestamp(now)),
-                        channel: "WEBHOOK".into(),
-                    },
-                )
-                .await?;
+        let delivered: Vec<&DueDelivery> = posted
+            .iter()
+            .filter(|p| p.outcome.succeeded() && recorded.contains(&p.delivery.delivery_id))
+            .map(|p| p.delivery)
+            .collect();
+        if !delivered.is_empty() {
+            let ids: Vec<Uuid> = delivered.iter().map(|d| d.notification_id).collect();
+            let first = crate::db::mark_first_delivered_of(&mut transaction, &ids).await?;
+            for delivery in delivered {
+                if first.contains(&delivery.notification_id)
+                    && delivery.kind == NotificationKind::Discharged as i32
+                {
+                    outbox::enqueue(
+                        &mut transaction,
+                        crate::NAME,
+                        &FeedbackDelivered {
+                            referral_id: delivery.referral_id.to_string(),
+                            agency_id: delivery.agency_id.clone(),
+                            delivered_at: Some(timestamp(now)),
+                            channel: "WEBHOOK".into(),
+                        },
+                    )
+                    .await?;
+                }
             }
         }
         transaction.commit().await?;
-        match (outcome.succeeded(), new_state) {
-            (true, _) => {
-                tracing::info!(delivery_id = %delivery.delivery_id, latency_ms = outcome.latency_ms, "webhook delivered")
-            }
-            (false, state::DEAD) => {
-                tracing::warn!(delivery_id = %delivery.delivery_id, error = ?outcome.error, "webhook delivery dead-lettered")
-            }
-            (false, _) => {
-                tracing::warn!(delivery_id = %delivery.delivery_id, error = ?outcome.error, status = outcome.status_code, "webhook attempt failed")
+        for (
+            Posted {
+                delivery, outcome, ..
+            },
+            attempt,
+        ) in posted.iter().zip(&attempts)
+        {
+            match (outcome.succeeded(), attempt.new_state) {
+                (true, _) => {
+                    tracing::info!(delivery_id = %delivery.delivery_id, latency_ms = outcome.latency_ms, "webhook delivered")
+                }
+                (false, state::DEAD) => {
+                    tracing::warn!(delivery_id = %delivery.delivery_id, error = ?outcome.error, "webhook delivery dead-lettered")
+                }
+                (false, _) => {
+                    tracing::warn!(delivery_id = %delivery.delivery_id, error = ?outcome.error, status = outcome.status_code, "webhook attempt failed")
+                }
             }
         }
-        if breaker.open_until.is_some() && !outcome.succeeded() {
+        if breaker.open_until.is_some() && !last.outcome.succeeded() {
             tracing::warn!(webhook_id = %webhook.webhook_id, failures = breaker.consecutive_failures, "webhook circuit open");
         }
         Ok(())
