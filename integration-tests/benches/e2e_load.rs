@@ -137,12 +137,18 @@ struct Step {
     missing_under_assessment: usize,
     duplicates: usize,
     hops: Option<Latency>,
+    /// The same hops by the consuming service (its schema), to tell which
+    /// consumer's queue a step's latency waits in.
+    hops_by_consumer: Vec<(String, Latency)>,
     events_per_second: f64,
     rss_peak_kib: u64,
     busy_percent: f64,
     /// CPU milliseconds per offered referral, from the step's start to the
     /// end of its drain, by process group.
     cpu: CpuPerReferral,
+    /// PostgreSQL transactions per offered referral in the mode's database,
+    /// over the same span: a count the machine's speed does not change.
+    transactions: f64,
 }
 
 /// Where a step's CPU went, per offered referral: what isolates the
@@ -260,7 +266,7 @@ async fn event_hops(
     pool: &sqlx::PgPool,
     from: chrono::DateTime<chrono::Utc>,
     until: chrono::DateTime<chrono::Utc>,
-) -> Vec<Duration> {
+) -> Vec<(String, Vec<Duration>)> {
     let schemas: Vec<(String,)> = sqlx::query_as(
         "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'inbox'",
     )
@@ -279,10 +285,12 @@ async fn event_hops(
         .fetch_all(pool)
         .await
         .unwrap_or_default();
-        hops.extend(
+        hops.push((
+            schema,
             rows.into_iter()
-                .map(|(ms,)| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
-        );
+                .map(|(ms,)| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+                .collect(),
+        ));
     }
     hops
 }
@@ -309,6 +317,7 @@ async fn run_step(platform: &Platform<'_>, rate: u32, options: &Options) -> Step
     } = *platform;
     let rss_from = sampler.last_at();
     let platform_ticks = || pids.iter().map(|pid| process_ticks(*pid)).sum::<u64>();
+    let transactions_before = transactions(pool).await;
     let cpu_before = cpu_snapshot();
     let platform_before = platform_ticks();
     let wall_from = chrono::Utc::now();
@@ -338,6 +347,8 @@ async fn run_step(platform: &Platform<'_>, rate: u32, options: &Options) -> Step
     let (cpu_drained, platform_drained) = (cpu_snapshot(), platform_ticks());
     // Anything delivered twice arrives within a webhook poll or two.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Read after the pause: backends report their counts at most once a second.
+    let transactions_after = transactions(pool).await;
     let (first, duplicates) = first_receipts(receipts);
     let mut to_received = Vec::new();
     let mut to_assessed = Vec::new();
@@ -353,8 +364,16 @@ async fn run_step(platform: &Platform<'_>, rate: u32, options: &Options) -> Step
         .iter()
         .filter_map(|s| s.referral_id.as_ref().err())
         .collect();
-    let hops = event_hops(pool, wall_from, wall_until).await;
+    let by_consumer = event_hops(pool, wall_from, wall_until).await;
+    let hops: Vec<Duration> = by_consumer
+        .iter()
+        .flat_map(|(_, hops)| hops.iter().copied())
+        .collect();
     let events = hops.len();
+    let hops_by_consumer = by_consumer
+        .into_iter()
+        .filter_map(|(schema, hops)| Latency::of(hops).map(|latency| (schema, latency)))
+        .collect();
     Step {
         mode,
         rate,
@@ -373,6 +392,7 @@ async fn run_step(platform: &Platform<'_>, rate: u32, options: &Options) -> Step
         under_assessment: Latency::of(to_assessed),
         duplicates,
         hops: Latency::of(hops),
+        hops_by_consumer,
         events_per_second: events as f64 / window.as_secs_f64(),
         rss_peak_kib: sampler.peak_since(rss_from),
         busy_percent: busy_percent(&cpu_before, &cpu_after, window),
@@ -381,7 +401,20 @@ async fn run_step(platform: &Platform<'_>, rate: u32, options: &Options) -> Step
             (&cpu_drained, platform_drained),
             sent.len(),
         ),
+        transactions: transactions_after.saturating_sub(transactions_before) as f64
+            / sent.len().max(1) as f64,
     }
+}
+
+/// Transactions ended in the pool's database so far (committed or rolled back).
+async fn transactions(pool: &sqlx::PgPool) -> u64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+         WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .map_or(0, |count| u64::try_from(count).unwrap_or(0))
 }
 
 /// The platform of one mode: its processes, intake and notifications endpoints.
@@ -510,17 +543,18 @@ fn print_flow(steps: &[Step], idle: &[(&str, u64)]) {
     println!(
         "CPU per offered referral, from a step's start to the end of its drain \
          (so the backlog's work counts too), by process group; the ceiling is \
-         the rate this machine's {} cores could carry at the step's cost:\n",
+         the rate this machine's {} cores could carry at the step's cost; and \
+         the PostgreSQL transactions of the mode's database a referral:\n",
         cores()
     );
     println!(
-        "| mode | rate /s | platform ms | PostgreSQL ms | RabbitMQ ms | bench ms | machine ms | ceiling /s |"
+        "| mode | rate /s | platform ms | PostgreSQL ms | RabbitMQ ms | bench ms | machine ms | ceiling /s | PostgreSQL transactions |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for step in steps {
         let cpu = step.cpu;
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
             step.mode,
             step.rate,
             cpu.platform_ms,
@@ -529,7 +563,25 @@ fn print_flow(steps: &[Step], idle: &[(&str, u64)]) {
             cpu.bench_ms,
             cpu.machine_ms,
             cpu.ceiling(),
+            step.transactions,
         );
+    }
+    println!();
+    println!("Event hops by the consuming service:\n");
+    println!("| mode | rate /s | consumer | events | p50 / p99 / max ms |");
+    println!("|---|---:|---|---:|---:|");
+    for step in steps {
+        for (consumer, hops) in &step.hops_by_consumer {
+            println!(
+                "| {} | {} | {consumer} | {} | {} / {} / {} |",
+                step.mode,
+                step.rate,
+                hops.count,
+                cell(Some(*hops), |l| l.p50),
+                cell(Some(*hops), |l| l.p99),
+                cell(Some(*hops), |l| l.max),
+            );
+        }
     }
     println!();
     for (mode, kib) in idle {
