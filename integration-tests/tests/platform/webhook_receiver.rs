@@ -45,6 +45,8 @@ pub struct Receiver {
     pub port: u16,
     answer: Arc<Mutex<Answer>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Every answer passes through it; [`Receiver::hold`] keeps it shut.
+    door: Arc<tokio::sync::Mutex<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -60,12 +62,13 @@ impl Receiver {
             .unwrap();
         let answer = Arc::new(Mutex::new(answer));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (mode, log) = (answer.clone(), received.clone());
+        let door = Arc::new(tokio::sync::Mutex::new(()));
+        let (mode, log, entry) = (answer.clone(), received.clone(), door.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(
                 move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let (mode, log) = (mode.clone(), log.clone());
+                    let (mode, log, entry) = (mode.clone(), log.clone(), entry.clone());
                     async move {
                         let header = |name: &str| {
                             headers
@@ -93,6 +96,7 @@ impl Receiver {
                             }
                             answer
                         };
+                        drop(entry.lock().await);
                         match answer {
                             Answer::NoContent => axum::http::StatusCode::NO_CONTENT,
                             Answer::ServerError | Answer::FailTimes(_) => {
@@ -119,8 +123,15 @@ impl Receiver {
             port,
             answer,
             received,
+            door,
             task,
         }
+    }
+
+    /// Holds every answer (requests are still recorded as they come) until
+    /// the guard is dropped.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.door.clone().lock_owned().await
     }
 
     pub fn url(&self) -> String {

@@ -251,46 +251,60 @@ async fn a_busy_endpoint_is_served_by_one_claim_not_one_per_notice() {
     env.cleanup().await;
 }
 
-/// Found by the end-to-end bench at 100 referrals a second: one agency's
-/// endpoint took about 200 notices a second, posted one at a time, and each
-/// post was recorded in a transaction of its own (six round trips), so that
-/// endpoint's queue set the pace: RECEIVED told at p50 197 ms against an
-/// event hop's 24 ms. A run of posts to one endpoint is now recorded in one
-/// transaction. Each attempt row's `xmin` names the transaction that wrote
-/// it: one a post before, a few for the whole burst now.
+/// A busy endpoint (one agency's, at 100 referrals a second, takes about
+/// 200 notices a second) had each post recorded in a transaction of its own
+/// (six round trips). A run of posts to one endpoint is now recorded in one.
+/// The first post is held until every delivery is due, so the runs do not
+/// depend on how fast this machine tells the notices. Each attempt row's
+/// `xmin` names the transaction that wrote it: one a post before, a few for
+/// the whole queue now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_endpoint_s_posts_are_recorded_a_run_at_a_time_not_one_a_post() {
     const NOTICES: usize = 24;
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // The first post is held while the rest are told: room for a slow machine.
+    env.settings.set("notifications.webhook_timeout_secs", 60);
     let (platform, channel) = start(&env).await;
-    // Each post takes 100 ms and the notices come at once: several are due
-    // whenever a post ends.
-    let receiver = Receiver::start(Answer::Slow(Duration::from_millis(100))).await;
+    let receiver = Receiver::start(Answer::NoContent).await;
+    let held = receiver.hold().await;
     let mut agency = NotificationsServiceClient::new(env.referrer(&channel, "agency-runs"));
     register(&mut agency, receiver.url()).await;
     let mut sent = Vec::new();
     for _ in 0..NOTICES {
         sent.push(notify(&env, "agency-runs").await);
     }
+    let database = env.database().await;
+    let count = |sql: &'static str| {
+        let database = database.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&database)
+                .await
+                .unwrap()
+        }
+    };
+    // Every delivery is due while the endpoint answers nothing: a busy
+    // endpoint's queue, whatever this machine's pace.
+    crate::harness::eventually(
+        Duration::from_secs(30),
+        "every notice has its delivery",
+        || async { count("SELECT count(*) FROM notifications.delivery").await == NOTICES as i64 },
+    )
+    .await;
+    drop(held);
     let received = receiver
         .await_requests(NOTICES, Duration::from_secs(60))
         .await;
     assert_eq!(referrals_in(&received), sent, "posted in the order told");
-    let database = env.database().await;
-    let delivered = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notifications.delivery WHERE state = 2")
-            .fetch_one(&database)
-            .await
-            .unwrap()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while delivered().await < NOTICES as i64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "every post is recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::harness::eventually(
+        Duration::from_secs(20),
+        "every post is recorded",
+        || async {
+            count("SELECT count(*) FROM notifications.delivery WHERE state = 2").await
+                == NOTICES as i64
+        },
+    )
+    .await;
     let (attempts, transactions): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(DISTINCT xmin::text) FROM notifications.delivery_attempt",
     )
