@@ -132,15 +132,9 @@ pub async fn mark_first_delivered(
     connection: &mut PgConnection,
     notification_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query!(
-        "UPDATE notifications.notification SET first_delivered_at = now() \
-         WHERE notification_id = $1 AND first_delivered_at IS NULL",
-        notification_id
-    )
-    .execute(connection)
-    .await?
-    .rows_affected()
-        == 1)
+    Ok(!mark_first_delivered_of(connection, &[notification_id])
+        .await?
+        .is_empty())
 }
 
 /// [`mark_first_delivered`] for several notifications in one statement:
