@@ -11,6 +11,11 @@
 //! limit is reached. A permanent failure (an undecodable message) is
 //! dead-lettered at once, so poison never blocks the queue. The consumer
 //! reconnects by itself when the broker goes away.
+//!
+//! Deliveries that are already in hand when the consumer turns to the next
+//! one are applied together, in one transaction ([`batch`]): under load a
+//! consumer pays one commit for many events, and when idle it still takes
+//! them one at a time.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +34,8 @@ use prost::Message as _;
 
 use tracing::Instrument as _;
 use uuid::Uuid;
+
+mod batch;
 
 use super::Bus;
 use super::outbox::{ServiceHandle, Tx};
@@ -200,6 +207,50 @@ fn delivery_count(delivery: &Delivery) -> u32 {
         .unwrap_or(0)
 }
 
+/// The event a delivery carries, its ID and referral recorded on the
+/// current span; `None` (logged) when it cannot be read, which is a
+/// permanent failure.
+fn received(delivery: &Delivery) -> Option<ReceivedEvent> {
+    let envelope = match EventEnvelope::decode(delivery.data.as_slice()) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::error!(%error, "undecodable envelope, dead-lettering");
+            return None;
+        }
+    };
+    let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
+        tracing::error!("envelope without a valid event_id, dead-lettering");
+        return None;
+    };
+    let span = tracing::Span::current();
+    span.record("event_id", tracing::field::display(event_id));
+    span.record("referral_id", envelope.correlation_id.as_str());
+    Some(ReceivedEvent {
+        envelope,
+        event_id,
+        delivery_count: delivery_count(delivery),
+    })
+}
+
+/// What a failed event's delivery becomes, logged; `None` when the database
+/// is away, so the event is to be held until it answers.
+fn failed(failure: HandlerError, event: &ReceivedEvent) -> Option<Outcome> {
+    match failure {
+        HandlerError::Permanent(error) => {
+            tracing::error!(%error, "event refused, dead-lettering");
+            Some(Outcome::DeadLetter)
+        }
+        HandlerError::Transient(error) => {
+            tracing::warn!(%error, delivery_count = event.delivery_count, "event failed, requeueing");
+            Some(Outcome::Requeue)
+        }
+        HandlerError::Unavailable(error) => {
+            tracing::warn!(%error, "database unavailable: holding the event until it answers");
+            None
+        }
+    }
+}
+
 impl<H: EventHandler> Consumer<H> {
     pub fn new(handle: ServiceHandle, bus: Bus, spec: ConsumerSpec, handler: Arc<H>) -> Self {
         Self {
@@ -269,17 +320,22 @@ impl<H: EventHandler> Consumer<H> {
                 Some(Err(error)) => return Err(error.into()),
                 None => anyhow::bail!("consumer stream ended"),
             };
-            self.process(delivery, shutdown).await?;
+            let (mut deliveries, ended) = batch::gather(delivery, &mut consumer);
+            if deliveries.len() == 1 {
+                let delivery = deliveries.pop().expect("one delivery");
+                let span = self.span(&delivery);
+                self.process(delivery, span, shutdown).await?;
+            } else {
+                self.process_batch(deliveries, shutdown).await?;
+            }
+            if let Some(error) = ended {
+                return Err(error);
+            }
         }
     }
 
-    /// Applies one delivery and settles it with the broker, all inside the
-    /// delivery's span. The span is attached with `instrument`, never held
-    /// entered across an await: an entered guard stays on the stack of
-    /// whichever worker thread the task was polled on, and tracing's
-    /// registry then hands that span to unrelated tasks as their parent,
-    /// until it closes under them and they panic (issue 9).
-    async fn process(&self, delivery: Delivery, shutdown: &Shutdown) -> anyhow::Result<()> {
+    /// The span of one delivery, a child of the trace its headers carry.
+    fn span(&self, delivery: &Delivery) -> tracing::Span {
         let span = tracing::info_span!(
             "consume",
             queue = %self.spec.inbox_name(),
@@ -288,8 +344,23 @@ impl<H: EventHandler> Consumer<H> {
             referral_id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        crate::telemetry::set_parent_from(&span, &header_map(&delivery));
+        crate::telemetry::set_parent_from(&span, &header_map(delivery));
         crate::telemetry::record_trace_id(&span);
+        span
+    }
+
+    /// Applies one delivery and settles it with the broker, all inside the
+    /// delivery's span. The span is attached with `instrument`, never held
+    /// entered across an await: an entered guard stays on the stack of
+    /// whichever worker thread the task was polled on, and tracing's
+    /// registry then hands that span to unrelated tasks as their parent,
+    /// until it closes under them and they panic (issue 9).
+    async fn process(
+        &self,
+        delivery: Delivery,
+        span: tracing::Span,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
         async {
             match self.apply(&delivery, shutdown).await {
                 Some(outcome) => self.settle(&delivery, outcome).await,
@@ -308,19 +379,7 @@ impl<H: EventHandler> Consumer<H> {
     /// never complete, and the consumer must then reconnect rather than
     /// wait for ever (the delivery comes again; the inbox absorbs it).
     async fn settle(&self, delivery: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
-        let queue = self.spec.inbox_name();
-        if delivery.redelivered {
-            metrics::counter!("cpm_consumer_redeliveries_total", "queue" => queue.clone())
-                .increment(1);
-        }
-        let counted = match outcome {
-            Outcome::Applied => "applied",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Requeue => "requeued",
-            Outcome::DeadLetter => "dead_lettered",
-        };
-        metrics::counter!("cpm_consumer_deliveries_total", "queue" => queue, "outcome" => counted)
-            .increment(1);
+        self.count(delivery, &outcome);
         match outcome {
             Outcome::Applied | Outcome::Duplicate => {
                 answered(delivery.acker.ack(BasicAckOptions::default())).await?;
@@ -346,56 +405,49 @@ impl<H: EventHandler> Consumer<H> {
         Ok(())
     }
 
+    /// Counts a settled delivery by outcome, and its redeliveries.
+    fn count(&self, delivery: &Delivery, outcome: &Outcome) {
+        let queue = self.spec.inbox_name();
+        if delivery.redelivered {
+            metrics::counter!("cpm_consumer_redeliveries_total", "queue" => queue.clone())
+                .increment(1);
+        }
+        let counted = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Requeue => "requeued",
+            Outcome::DeadLetter => "dead_lettered",
+        };
+        metrics::counter!("cpm_consumer_deliveries_total", "queue" => queue, "outcome" => counted)
+            .increment(1);
+    }
+
     /// The outcome of a delivery; `None` when shutdown came while it was
     /// held for the database.
     async fn apply(&self, delivery: &Delivery, shutdown: &Shutdown) -> Option<Outcome> {
-        let envelope = match EventEnvelope::decode(delivery.data.as_slice()) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                tracing::error!(%error, "undecodable envelope, dead-lettering");
-                return Some(Outcome::DeadLetter);
-            }
-        };
-        let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
-            tracing::error!("envelope without a valid event_id, dead-lettering");
+        let Some(event) = received(delivery) else {
             return Some(Outcome::DeadLetter);
         };
-        let span = tracing::Span::current();
-        span.record("event_id", tracing::field::display(event_id));
-        span.record("referral_id", envelope.correlation_id.as_str());
-        let event = ReceivedEvent {
-            envelope,
-            event_id,
-            delivery_count: delivery_count(delivery),
-        };
         loop {
-            return Some(match self.apply_once(&event).await {
-                Ok(true) => Outcome::Applied,
+            let failure = match self.apply_once(&event).await {
+                Ok(true) => return Some(Outcome::Applied),
                 Ok(false) => {
                     tracing::debug!("duplicate delivery ignored");
-                    Outcome::Duplicate
+                    return Some(Outcome::Duplicate);
                 }
-                Err(HandlerError::Permanent(error)) => {
-                    tracing::error!(%error, "event refused, dead-lettering");
-                    Outcome::DeadLetter
-                }
-                Err(HandlerError::Transient(error)) => {
-                    tracing::warn!(%error, delivery_count = event.delivery_count, "event failed, requeueing");
-                    Outcome::Requeue
-                }
-                Err(HandlerError::Unavailable(error)) => {
-                    tracing::warn!(%error, "database unavailable: holding the event until it answers");
-                    let pool = self.handle.pool();
-                    let answered = crate::retry::until_ok("postgres", shutdown, || {
-                        sqlx::query("SELECT 1").execute(pool)
-                    })
-                    .await;
-                    if answered.is_err() {
-                        return None;
-                    }
-                    continue;
-                }
-            });
+                Err(failure) => failure,
+            };
+            if let Some(outcome) = failed(failure, &event) {
+                return Some(outcome);
+            }
+            let pool = self.handle.pool();
+            let answered = crate::retry::until_ok("postgres", shutdown, || {
+                sqlx::query("SELECT 1").execute(pool)
+            })
+            .await;
+            if answered.is_err() {
+                return None;
+            }
         }
     }
 
