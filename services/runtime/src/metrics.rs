@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::Shutdown;
@@ -29,6 +29,9 @@ const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Deliveries a consumer applied in one transaction (2 to 32).
+const BATCH_SIZES: &[f64] = &[2.0, 4.0, 8.0, 16.0, 32.0];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's recorder, installed on first use.
@@ -36,6 +39,12 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets(SECONDS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("cpm_consumer_batch_deliveries".into()),
+                    BATCH_SIZES,
+                )
+            })
             .expect("the buckets are not empty");
         match builder.install_recorder() {
             Ok(handle) => handle,
