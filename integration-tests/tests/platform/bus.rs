@@ -54,6 +54,23 @@ pub async fn bus_tables(env: &TestEnv, schema: &str) -> sqlx::PgPool {
     pool
 }
 
+/// A relay for `schema` and the handle whose commits wake it.
+pub fn relay_with_handle(
+    env: &TestEnv,
+    pool: &sqlx::PgPool,
+    bus: &Bus,
+    schema: &str,
+) -> (Relay, ServiceHandle) {
+    let relay = Relay::new(
+        pool.clone(),
+        bus.clone(),
+        schema,
+        &env.settings.platform.outbox,
+    );
+    let handle = ServiceHandle::new(pool.clone(), relay.waker());
+    (relay, handle)
+}
+
 /// A plain durable queue bound to `referral.submitted`, for counting what
 /// the relay publishes.
 pub async fn declare_counter_queue(env: &TestEnv, channel: &lapin::Channel, name: &str) -> String {
@@ -363,13 +380,7 @@ async fn a_message_that_always_fails_ends_in_the_dead_letter_queue_after_the_del
         name: "flaky",
         routing_keys: vec!["referral.submitted"],
     };
-    let relay = Relay::new(
-        pool.clone(),
-        bus.clone(),
-        schema,
-        &env.settings.platform.outbox,
-    );
-    let handle = ServiceHandle::new(pool.clone(), relay.waker());
+    let (relay, handle) = relay_with_handle(&env, &pool, &bus, schema);
     let consumer = Consumer::new(
         handle.clone(),
         bus.clone(),

@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use cpm_proto::v1::ReferralSubmitted;
 use cpm_runtime::bus::consumer::Consumer;
-use cpm_runtime::bus::relay::Relay;
 use cpm_runtime::bus::{
     Bus, ConsumerSpec, EventHandler, HandlerError, ReceivedEvent, ServiceHandle, Tx,
 };
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::bus::{bus_tables, publish_raw, submitted};
+use crate::bus::{bus_tables, publish_raw, relay_with_handle, submitted};
 use crate::harness::{TestEnv, eventually};
 
 /// Waits at a door the test opens, writes an effect row, and fails on the
@@ -68,13 +67,7 @@ impl Gate {
             .unwrap();
         let bus = Bus::new(&env.settings.platform.amqp);
         let shutdown = cpm_runtime::Shutdown::new();
-        let relay = Relay::new(
-            pool.clone(),
-            bus.clone(),
-            schema,
-            &env.settings.platform.outbox,
-        );
-        let handle = ServiceHandle::new(pool.clone(), relay.waker());
+        let (relay, handle) = relay_with_handle(&env, &pool, &bus, schema);
         let (door, closed) = watch::channel(false);
         let spec = ConsumerSpec {
             service: "bus-test",

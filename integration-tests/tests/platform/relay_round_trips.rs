@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bus::{bus_tables, declare_counter_queue, enqueue_submitted};
+use crate::bus::{bus_tables, declare_counter_queue, enqueue_submitted, relay_with_handle};
 use crate::harness::{TestEnv, eventually};
 
 /// A TCP proxy to PostgreSQL counting the ReadyForQuery messages the server
@@ -203,13 +203,7 @@ async fn a_batch_dropped_half_way_leaves_its_rows_to_the_next_batch() {
     let (connection, channel) = env.amqp_channel().await;
     let queue = declare_counter_queue(&env, &channel, schema).await;
     let bus = Bus::new(&env.settings.platform.amqp);
-    let relay = Relay::new(
-        pool.clone(),
-        bus.clone(),
-        schema,
-        &env.settings.platform.outbox,
-    );
-    let handle = ServiceHandle::new(pool.clone(), relay.waker());
+    let (relay, handle) = relay_with_handle(&env, &pool, &bus, schema);
 
     // Warm: the relay keeps a connection from here on.
     enqueue_submitted(&handle, 1).await;
