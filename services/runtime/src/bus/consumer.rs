@@ -17,7 +17,7 @@
 //! consumer pays one commit for many events, and when idle it still takes
 //! them one at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,6 +251,32 @@ fn failed(failure: HandlerError, event: &ReceivedEvent) -> Option<Outcome> {
     }
 }
 
+/// Records `events` in the inbox of `consumer`, in the transaction that
+/// applies them; returns the IDs recorded now. An ID not returned was
+/// applied before (or is a second copy among `events`): a duplicate.
+async fn record_in_inbox<'a>(
+    transaction: &mut Tx,
+    consumer: &str,
+    events: impl IntoIterator<Item = &'a ReceivedEvent>,
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let (ids, types): (Vec<Uuid>, Vec<&str>) = events
+        .into_iter()
+        .map(|event| (event.event_id, event.event_type()))
+        .unzip();
+    // Dynamic: every schema has an inbox; search_path picks the consumer's.
+    let recorded = sqlx::query_scalar(
+        "INSERT INTO inbox (consumer, event_id, event_type) \
+         SELECT $1, event_id, event_type FROM UNNEST($2::uuid[], $3::text[]) \
+         AS event (event_id, event_type) ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(consumer)
+    .bind(&ids)
+    .bind(&types)
+    .fetch_all(&mut **transaction)
+    .await?;
+    Ok(recorded.into_iter().collect())
+}
+
 impl<H: EventHandler> Consumer<H> {
     pub fn new(handle: ServiceHandle, bus: Bus, spec: ConsumerSpec, handler: Arc<H>) -> Self {
         Self {
@@ -454,18 +480,8 @@ impl<H: EventHandler> Consumer<H> {
     /// True when applied now, false when the inbox shows it was applied before.
     async fn apply_once(&self, event: &ReceivedEvent) -> Result<bool, HandlerError> {
         let mut transaction = self.handle.begin().await?;
-        // Dynamic: every schema has an inbox; search_path picks the consumer's.
-        let inserted = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(self.spec.inbox_name())
-        .bind(event.event_id)
-        .bind(event.event_type())
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        let fresh = record_in_inbox(&mut transaction, &self.spec.inbox_name(), [event]).await?;
+        if fresh.is_empty() {
             return Ok(false);
         }
         self.handler.handle(&mut transaction, event).await?;

@@ -18,16 +18,14 @@
 //! run more than once for one event, as after any crash before a commit:
 //! only what it writes in its transaction counts.
 
-use std::collections::HashSet;
-
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use tracing::Instrument as _;
-use uuid::Uuid;
 
 use super::{
     Consumer, EventHandler, HandlerError, Outcome, ReceivedEvent, answered, failed, received,
+    record_in_inbox,
 };
 use crate::Shutdown;
 
@@ -106,23 +104,9 @@ impl<H: EventHandler> Consumer<H> {
     /// committed; an error when nothing of it took effect.
     async fn apply_batch(&self, in_hand: &[InHand]) -> Result<Vec<Outcome>, HandlerError> {
         let consumer = self.spec.inbox_name();
-        let events = in_hand.iter().filter_map(|item| item.event.as_ref());
-        let ids: Vec<Uuid> = events.clone().map(|event| event.event_id).collect();
-        let types: Vec<&str> = events.map(ReceivedEvent::event_type).collect();
         let mut transaction = self.handle.begin().await?;
-        // Dynamic: every schema has an inbox; search_path picks the consumer's.
-        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO inbox (consumer, event_id, event_type) \
-             SELECT $1, event_id, event_type FROM UNNEST($2::uuid[], $3::text[]) \
-             AS event (event_id, event_type) ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&consumer)
-        .bind(&ids)
-        .bind(&types)
-        .fetch_all(&mut *transaction)
-        .await?
-        .into_iter()
-        .collect();
+        let events = in_hand.iter().filter_map(|item| item.event.as_ref());
+        let mut fresh = record_in_inbox(&mut transaction, &consumer, events).await?;
         let mut outcomes = Vec::with_capacity(in_hand.len());
         for item in in_hand {
             let Some(event) = &item.event else {
