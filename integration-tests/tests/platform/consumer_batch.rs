@@ -1,9 +1,12 @@
 //! A consumer applies the deliveries it has in hand in one transaction
 //! (`cpm_runtime::bus::consumer::batch`): many events, one commit; a copy
 //! of an event in the same batch is a duplicate; a failing event is rolled
-//! back to its savepoint and settled alone while the rest commit.
+//! back to its savepoint and settled alone while the rest commit; a
+//! deadlock (two replicas' batches, or one event and another transaction)
+//! costs no delivery.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use cpm_proto::v1::ReferralSubmitted;
@@ -15,7 +18,7 @@ use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::bus::{bus_tables, publish_raw, relay_with_handle, submitted};
-use crate::harness::{TestEnv, eventually};
+use crate::harness::{TestEnv, eventually, queue_consumers};
 
 /// Waits at a door the test opens, writes an effect row, and fails on the
 /// referral `failing` after writing (so its row shows whether the failure
@@ -45,7 +48,8 @@ impl EventHandler for Gated {
     }
 }
 
-/// A consumer behind a closed door, its relay, and the schema they share.
+/// Consumers of one queue, their relay, and the schema they share; `door`
+/// holds [`Gated`] handlers until the test opens it.
 struct Gate {
     env: TestEnv,
     pool: sqlx::PgPool,
@@ -58,39 +62,56 @@ struct Gate {
 }
 
 impl Gate {
+    /// One consumer whose handler waits at the door and fails on `failing`.
     async fn start(schema: &str, name: &'static str, failing: &'static str) -> Self {
+        let (door, closed) = watch::channel(false);
+        let handler = Gated {
+            door: closed,
+            failing,
+        };
+        Self::with_consumers(schema, name, door, vec![Arc::new(handler)]).await
+    }
+
+    /// One consumer a handler, all on the queue `name`, after the schema
+    /// has its `effect` table.
+    async fn with_consumers<H: EventHandler>(
+        schema: &str,
+        name: &'static str,
+        door: watch::Sender<bool>,
+        handlers: Vec<Arc<H>>,
+    ) -> Self {
         let env = TestEnv::new().await;
         let pool = bus_tables(&env, schema).await;
-        sqlx::query("CREATE TABLE effect (referral_id text NOT NULL, transaction bigint NOT NULL)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "CREATE TABLE effect (referral_id text NOT NULL, transaction bigint NOT NULL, \
+             slot bigint NOT NULL DEFAULT 0, delivery_count integer NOT NULL DEFAULT 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         let bus = Bus::new(&env.settings.platform.amqp);
         let shutdown = cpm_runtime::Shutdown::new();
         let (relay, handle) = relay_with_handle(&env, &pool, &bus, schema);
-        let (door, closed) = watch::channel(false);
-        let spec = ConsumerSpec {
-            service: "bus-test",
-            name,
-            routing_keys: vec!["referral.submitted"],
-        };
-        let consumer = Consumer::new(
-            handle.clone(),
-            bus.clone(),
-            spec,
-            Arc::new(Gated {
-                door: closed,
-                failing,
-            }),
-        );
-        let tasks = vec![
-            tokio::spawn(consumer.run(shutdown.clone())),
-            tokio::spawn(relay.run(shutdown.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(relay.run(shutdown.clone()))];
+        for handler in handlers {
+            let spec = ConsumerSpec {
+                service: "bus-test",
+                name,
+                routing_keys: vec!["referral.submitted"],
+            };
+            let consumer = Consumer::new(handle.clone(), bus.clone(), spec, handler);
+            tasks.push(tokio::spawn(consumer.run(shutdown.clone())));
+        }
         let queue = env.queue("bus-test", name);
-        eventually(Duration::from_secs(20), "the consumer queue exists", || {
-            env.queue_exists(&queue)
-        })
+        let consumers = Some(tasks.len() as u32 - 1);
+        eventually(
+            Duration::from_secs(20),
+            "every consumer is on the queue",
+            || {
+                let amqp = env.settings.platform.amqp.url.expose();
+                async { queue_consumers(amqp, &queue).await == consumers }
+            },
+        )
         .await;
         Self {
             env,
@@ -252,6 +273,222 @@ async fn a_failing_event_in_a_batch_is_rolled_back_alone_and_the_rest_commit_tog
         .await
         .unwrap();
     assert_eq!(inbox.len(), 4);
+    assert_eq!(gate.env.queue_depth(&gate.queue).await, 0);
+    gate.stop().await;
+}
+
+/// Takes one of two counter rows an event, so that two consumers' batches
+/// cross: a transaction's first event takes slot `n` (one a transaction, in
+/// the order they start) and its k-th event the row `(n + k) % 2`, so
+/// batches of neighbouring slots lock the rows in opposite orders. Each
+/// holds its row a moment, as a handler doing real work would, and counts
+/// the deadlocks PostgreSQL reports to it.
+struct Crossing {
+    slots: AtomicI64,
+    deadlocks: AtomicI64,
+}
+
+impl EventHandler for Crossing {
+    async fn handle(&self, tx: &mut Tx, event: &ReceivedEvent) -> Result<(), HandlerError> {
+        let submitted: ReferralSubmitted = event.decode()?;
+        let (position, slot): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), max(slot) FROM effect WHERE transaction = txid_current()",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        let slot = slot.unwrap_or_else(|| self.slots.fetch_add(1, Ordering::SeqCst));
+        let taken = sqlx::query("UPDATE counter SET n = n + 1 WHERE id = $1")
+            .bind((slot + position) % 2)
+            .execute(&mut **tx)
+            .await;
+        if let Err(error) = taken {
+            if is_deadlock(&error) {
+                self.deadlocks.fetch_add(1, Ordering::SeqCst);
+            }
+            return Err(error.into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sqlx::query(
+            "INSERT INTO effect (referral_id, transaction, slot, delivery_count) \
+             VALUES ($1, txid_current(), $2, $3)",
+        )
+        .bind(&submitted.referral_id)
+        .bind(slot)
+        .bind(event.delivery_count as i32)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Two replicas of a service consume one queue, and their batches lock the
+/// same rows in opposite orders: PostgreSQL breaks each deadlock by failing
+/// one of them. The loser's batch is dropped (its locks with it) and its
+/// deliveries applied one at a time, each once, none requeued; kept, its
+/// failing event would be requeued (a delivery spent, the order lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_between_two_consumers_batches_spends_no_delivery() {
+    let crossing = Arc::new(Crossing {
+        slots: AtomicI64::new(0),
+        deadlocks: AtomicI64::new(0),
+    });
+    let (door, _) = watch::channel(true);
+    let handlers = vec![crossing.clone(), crossing.clone()];
+    let gate = Gate::with_consumers("batch_crossing", "crossing", door, handlers).await;
+    sqlx::query("CREATE TABLE counter (id bigint PRIMARY KEY, n bigint NOT NULL)")
+        .execute(&gate.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO counter VALUES (0, 0), (1, 0)")
+        .execute(&gate.pool)
+        .await
+        .unwrap();
+    // Rounds of events until the batches have crossed: whether two overlap
+    // is the scheduler's to say, and a round rarely has none.
+    const ROUND: usize = 256;
+    let mut events = 0;
+    for round in 0..5 {
+        let ids: Vec<String> = (0..ROUND).map(|n| format!("r-{round}-{n:03}")).collect();
+        gate.enqueue(&ids).await;
+        events += ROUND;
+        eventually(
+            Duration::from_secs(90),
+            "every event took effect",
+            || async { gate.effects().await.len() >= events },
+        )
+        .await;
+        if crossing.deadlocks.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+    }
+    let mut gate = gate;
+    gate.halt().await;
+
+    let deadlocks = crossing.deadlocks.load(Ordering::SeqCst);
+    assert!(
+        deadlocks > 0,
+        "the batches never crossed: nothing was shown"
+    );
+    let effects = gate.effects().await;
+    let mut referrals: Vec<&str> = effects.iter().map(|(id, _)| id.as_str()).collect();
+    referrals.dedup();
+    assert_eq!(referrals.len(), events, "an event lost");
+    assert_eq!(effects.len(), events, "an event took effect twice");
+    let counted: i64 = sqlx::query_scalar("SELECT sum(n)::bigint FROM counter")
+        .fetch_one(&gate.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, events as i64);
+    let requeued: Vec<String> =
+        sqlx::query_scalar("SELECT referral_id FROM effect WHERE delivery_count > 0")
+            .fetch_all(&gate.pool)
+            .await
+            .unwrap();
+    assert!(
+        requeued.is_empty(),
+        "{deadlocks} deadlocks cost {} deliveries: {requeued:?}",
+        requeued.len()
+    );
+    assert_eq!(gate.env.queue_depth(&gate.queue).await, 0);
+    gate.stop().await;
+}
+
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|e| e.code()).as_deref() == Some("40P01")
+}
+
+/// Locks counter row 0, says so, then row 1.
+struct Holding {
+    holding: watch::Sender<bool>,
+    deadlocks: AtomicI64,
+}
+
+impl EventHandler for Holding {
+    async fn handle(&self, tx: &mut Tx, event: &ReceivedEvent) -> Result<(), HandlerError> {
+        let submitted: ReferralSubmitted = event.decode()?;
+        for row in [0, 1] {
+            let taken = sqlx::query("UPDATE counter SET n = n + 1 WHERE id = $1")
+                .bind(row)
+                .execute(&mut **tx)
+                .await;
+            if let Err(error) = taken {
+                if is_deadlock(&error) {
+                    self.deadlocks.fetch_add(1, Ordering::SeqCst);
+                }
+                return Err(error.into());
+            }
+            self.holding.send_replace(true);
+        }
+        sqlx::query(
+            "INSERT INTO effect (referral_id, transaction, delivery_count) \
+             VALUES ($1, txid_current(), $2)",
+        )
+        .bind(&submitted.referral_id)
+        .bind(event.delivery_count as i32)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// An event whose transaction PostgreSQL fails to break a deadlock is
+/// applied again at once, in a new transaction, rather than requeued: the
+/// test holds row 1 while the handler takes row 0 and waits for row 1, then
+/// asks for row 0. The handler waited first, so its deadlock check runs
+/// first and it is the one failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_loses_a_deadlock_is_applied_again_at_once() {
+    let (holding, mut held) = watch::channel(false);
+    let handler = Arc::new(Holding {
+        holding,
+        deadlocks: AtomicI64::new(0),
+    });
+    let (door, _) = watch::channel(true);
+    let gate = Gate::with_consumers("lost_deadlock", "lost", door, vec![handler.clone()]).await;
+    sqlx::query("CREATE TABLE counter (id bigint PRIMARY KEY, n bigint NOT NULL)")
+        .execute(&gate.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO counter VALUES (0, 0), (1, 0)")
+        .execute(&gate.pool)
+        .await
+        .unwrap();
+    let mut rival = gate.pool.begin().await.unwrap();
+    sqlx::query("UPDATE counter SET n = n + 10 WHERE id = 1")
+        .execute(&mut *rival)
+        .await
+        .unwrap();
+    gate.enqueue(&["r-lost".to_owned()]).await;
+    tokio::time::timeout(Duration::from_secs(30), held.wait_for(|held| *held))
+        .await
+        .expect("the handler took row 0")
+        .unwrap();
+    // Well inside PostgreSQL's deadlock_timeout (1 s) of the handler's wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("UPDATE counter SET n = n + 10 WHERE id = 0")
+        .execute(&mut *rival)
+        .await
+        .expect("the handler, waiting longer, is the one failed");
+    rival.commit().await.unwrap();
+    eventually(Duration::from_secs(30), "the event took effect", || async {
+        !gate.effects().await.is_empty()
+    })
+    .await;
+    let mut gate = gate;
+    gate.halt().await;
+
+    assert_eq!(handler.deadlocks.load(Ordering::SeqCst), 1);
+    let applied: Vec<(String, i32)> =
+        sqlx::query_as("SELECT referral_id, delivery_count FROM effect")
+            .fetch_all(&gate.pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, [("r-lost".to_owned(), 0)], "requeued, not retried");
+    let counted: Vec<i64> = sqlx::query_scalar("SELECT n FROM counter ORDER BY id")
+        .fetch_all(&gate.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, [11, 11]);
     assert_eq!(gate.env.queue_depth(&gate.queue).await, 0);
     gate.stop().await;
 }

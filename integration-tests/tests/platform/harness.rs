@@ -258,6 +258,21 @@ impl Drop for TestEnv {
 /// Messages ready in `queue` on the broker at `amqp` (a passive declare), or
 /// `None` when the queue does not exist.
 pub async fn ready_messages(amqp: &str, queue: &str) -> Option<u32> {
+    declared(amqp, queue)
+        .await
+        .map(|queue| queue.message_count())
+}
+
+/// The broker's count of a queue's consumers; `None` when there is no such
+/// queue.
+pub async fn queue_consumers(amqp: &str, queue: &str) -> Option<u32> {
+    declared(amqp, queue)
+        .await
+        .map(|queue| queue.consumer_count())
+}
+
+/// A queue as a passive declaration reports it, if it exists.
+async fn declared(amqp: &str, queue: &str) -> Option<lapin::Queue> {
     let connection = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -274,7 +289,7 @@ pub async fn ready_messages(amqp: &str, queue: &str) -> Option<u32> {
         .await
         .ok();
     close_quietly(connection).await;
-    declared.map(|queue| queue.message_count())
+    declared
 }
 
 /// Removes one test's database and broker namespace, as far as they exist.

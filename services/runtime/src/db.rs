@@ -292,3 +292,14 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// True when PostgreSQL gave a transaction up for another one: a deadlock
+/// (40P01), a serialization failure (40001) or a lock not available
+/// (55P03). Nothing of it took effect, and the same work in a fresh
+/// transaction succeeds once the other has finished.
+pub fn is_conflict(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "55P03"))
+}

@@ -71,6 +71,12 @@ pub enum HandlerError {
     /// The database cannot be reached: the message is held until it can.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL gave this transaction up for another's (a deadlock, a
+    /// serialization failure, a lock not to be had): the same work in a
+    /// fresh transaction succeeds, so it is tried again at once rather than
+    /// spending a delivery.
+    #[error("conflict with another transaction: {0}")]
+    Conflict(String),
 }
 
 impl HandlerError {
@@ -85,11 +91,17 @@ impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
         if crate::db::is_unavailable(&error) {
             HandlerError::Unavailable(error.to_string())
+        } else if crate::db::is_conflict(&error) {
+            HandlerError::Conflict(error.to_string())
         } else {
             HandlerError::Transient(error.to_string())
         }
     }
 }
+
+/// How many times an event that lost to another transaction is applied
+/// again at once before its delivery is requeued like any other failure.
+const CONFLICT_RETRIES: u32 = 3;
 
 /// How long an acknowledgement may take to reach the broker.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -240,7 +252,7 @@ fn failed(failure: HandlerError, event: &ReceivedEvent) -> Option<Outcome> {
             tracing::error!(%error, "event refused, dead-lettering");
             Some(Outcome::DeadLetter)
         }
-        HandlerError::Transient(error) => {
+        HandlerError::Transient(error) | HandlerError::Conflict(error) => {
             tracing::warn!(%error, delivery_count = event.delivery_count, "event failed, requeueing");
             Some(Outcome::Requeue)
         }
@@ -454,6 +466,7 @@ impl<H: EventHandler> Consumer<H> {
         let Some(event) = received(delivery) else {
             return Some(Outcome::DeadLetter);
         };
+        let mut conflicts = 0;
         loop {
             let failure = match self.apply_once(&event).await {
                 Ok(true) => return Some(Outcome::Applied),
@@ -463,6 +476,14 @@ impl<H: EventHandler> Consumer<H> {
                 }
                 Err(failure) => failure,
             };
+            if let HandlerError::Conflict(error) = &failure
+                && conflicts < CONFLICT_RETRIES
+            {
+                conflicts += 1;
+                tracing::debug!(%error, conflicts, "conflict with another transaction: trying again");
+                tokio::time::sleep(Duration::from_millis(10 * conflicts as u64)).await;
+                continue;
+            }
             if let Some(outcome) = failed(failure, &event) {
                 return Some(outcome);
             }

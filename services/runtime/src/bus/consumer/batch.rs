@@ -14,7 +14,9 @@
 //! removed; its delivery is requeued or dead-lettered as it would be alone,
 //! while the others commit. When the batch itself fails (the database went
 //! away, a statement of ours failed, the commit) nothing of it took effect,
-//! and each delivery is applied again on its own. A handler may therefore
+//! and each delivery is applied again on its own; so too when PostgreSQL
+//! gives one of its handlers up for another transaction (a deadlock between
+//! replicas' batches), which no delivery should pay for. A handler may therefore
 //! run more than once for one event, as after any crash before a commit:
 //! only what it writes in its transaction counts.
 
@@ -133,6 +135,14 @@ impl<H: EventHandler> Consumer<H> {
                 outcomes.push(Outcome::Applied);
                 continue;
             };
+            // Another transaction needs what this batch holds (two replicas'
+            // batches locking the same rows in opposite orders): keeping the
+            // rest would hold those locks to the commit and spend this
+            // delivery. Dropping the batch frees them; one event a
+            // transaction holds few, and a conflict there is tried again.
+            if let HandlerError::Conflict(_) = failure {
+                return Err(failure);
+            }
             let Some(outcome) = item.span.in_scope(|| failed(failure, event)) else {
                 return Err(HandlerError::Unavailable(
                     "the database went away during a batch".into(),
