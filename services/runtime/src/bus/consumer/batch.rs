@@ -116,7 +116,8 @@ impl<H: EventHandler> Consumer<H> {
                 continue;
             };
             // Taken out, so a second copy of an event in the same batch is
-            // a duplicate of the first.
+            // a duplicate of the first; should the first fail, its requeue
+            // or dead letter carries the event.
             if !fresh.remove(&event.event_id) {
                 item.span
                     .in_scope(|| tracing::debug!("duplicate delivery ignored"));
