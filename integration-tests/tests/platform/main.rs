@@ -4,6 +4,7 @@
 mod access;
 mod agency_feed;
 mod bus;
+mod conflicts;
 mod consumer_batch;
 mod contact_logging;
 mod contact_outcomes;

@@ -72,6 +72,11 @@ pub enum ApiError {
     /// UNAVAILABLE: a dependency is down; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// ABORTED: the database gave the call up for a concurrent change (a
+    /// deadlock, a serialization failure); nothing of it took effect and
+    /// the same call again may succeed.
+    #[error("{0}")]
+    Aborted(String),
     /// RESOURCE_EXHAUSTED: the caller holds as many of something as it may;
     /// the message names the limit.
     #[error("{0}")]
@@ -108,6 +113,9 @@ impl From<sqlx::Error> for ApiError {
         if crate::db::is_unavailable(&error) {
             tracing::warn!(%error, "database unavailable");
             ApiError::Unavailable("the database is unavailable, retry later".into())
+        } else if crate::db::is_conflict(&error) {
+            tracing::warn!(%error, "call gave way to a concurrent change");
+            ApiError::Aborted("a concurrent change came first: nothing was done, retry".into())
         } else {
             ApiError::Internal(error.into())
         }
@@ -152,6 +160,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::Aborted(message) => Status::aborted(message),
             ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::Internal(error) => {
                 let trace_id = crate::telemetry::current_trace_id();
