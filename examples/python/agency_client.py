@@ -78,17 +78,18 @@ def open_channel(endpoint: str, ca_file: str | None) -> grpc.Channel:
 
 
 def call_with_retry(method, request, metadata, attempts: int = 5):
-    """Calls a unary method, retrying UNAVAILABLE with exponential back-off
-    and jitter. Safe for SubmitReferral because the idempotency key makes a
+    """Calls a unary method, retrying UNAVAILABLE and ABORTED (nothing was
+    done either way) with exponential back-off and jitter. Safe for SubmitReferral because the idempotency key makes a
     retry return the first referral instead of creating a second."""
     for attempt in range(1, attempts + 1):
         try:
             return method(request, metadata=metadata, timeout=30)
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+            retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
+            if error.code() not in retryable or attempt == attempts:
                 raise
             delay = min(0.2 * 2 ** attempt, 5.0) * random.uniform(0.5, 1.0)
-            print(f"  server unavailable, retrying in {delay:.1f}s")
+            print(f"  {error.code().name.lower()}, retrying in {delay:.1f}s")
             time.sleep(delay)
     raise AssertionError("unreachable")
 
