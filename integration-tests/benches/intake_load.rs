@@ -2,7 +2,12 @@
 //! beside two references: pgbench running the same transaction straight
 //! against PostgreSQL (the database's ceiling for it) and a bare tonic
 //! server answering grpc.health.v1 Check (the ceiling of gRPC here).
-//! Prints a markdown table for docs/performance.md.
+//! Prints a markdown table for docs/performance.md. Last, the same bare
+//! server asking PostgreSQL once and twice before it answers (`SELECT 1` on
+//! a warm connection, as SubmitReferral's two statements are): the least a
+//! call that reads or writes the database costs the server, so the target
+//! on SubmitReferral's server CPU against the echo's (≤ 3×) can be read
+//! apart from what one database round trip alone costs.
 //!
 //!     bash deploy/bench.sh
 //!     cargo bench -p integration-tests --bench intake_load -- --concurrency 8,32 --secs 10
@@ -38,8 +43,10 @@ use futures::future::BoxFuture;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tonic::Status;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use harness::{Authed, TestEnv};
 use integration_tests::bench::latency::ms;
@@ -722,6 +729,78 @@ async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()
     Ok((format!("http://{address}"), stop))
 }
 
+/// A bare tonic server whose Check asks PostgreSQL `queries` times before
+/// answering, on a connection kept warm as SubmitReferral's is.
+struct Asking {
+    warm: cpm_runtime::db::warm::WarmPool,
+    queries: usize,
+}
+
+#[tonic::async_trait]
+impl Health for Asking {
+    async fn check(
+        &self,
+        _: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, Status> {
+        let unavailable = |error: sqlx::Error| Status::unavailable(error.to_string());
+        let mut connection = self.warm.acquire().await.map_err(unavailable)?;
+        for _ in 0..self.queries {
+            sqlx::query("SELECT 1")
+                .execute(&mut *connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        connection.release();
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+    }
+
+    type WatchStream = futures::stream::Empty<Result<HealthCheckResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("the bench asks with Check only"))
+    }
+}
+
+/// [`Asking`] on loopback, its pool the size SubmitReferral's has.
+async fn start_asking(
+    env: &TestEnv,
+    pool_size: u32,
+    queries: usize,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let mut config = env.settings.platform.database.clone();
+    config.max_connections = pool_size;
+    let pool = cpm_runtime::db::pool(&config, "public")?;
+    let service = HealthServer::new(Asking {
+        warm: cpm_runtime::db::warm::WarmPool::new(pool),
+        queries,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+    });
+    Ok((format!("http://{address}"), stop))
+}
+
+/// The name of the echo that asks PostgreSQL `queries` times.
+fn asking_name(queries: usize) -> String {
+    format!("tonic echo + {queries} × SELECT 1")
+}
+
 // --------------------------------------------------------------- report ---
 
 fn print_table(measurements: &[Measurement]) {
@@ -772,6 +851,12 @@ fn ratio(measurements: &[Measurement], other: &str, n: usize) -> Option<f64> {
 /// SubmitReferral's server-side CPU per request over the bare echo
 /// server's at `n` clients: what the service costs beyond gRPC itself.
 fn server_cpu_ratio(measurements: &[Measurement], n: usize) -> Option<f64> {
+    cpu_ratio(measurements, "SubmitReferral", "tonic echo (", n)
+}
+
+/// The server-side CPU per request of the measurement named `of` over that
+/// of the one named `over` (prefixes), at `n` clients.
+fn cpu_ratio(measurements: &[Measurement], of: &str, over: &str, n: usize) -> Option<f64> {
     let cost = |prefix: &str| {
         measurements
             .iter()
@@ -779,9 +864,31 @@ fn server_cpu_ratio(measurements: &[Measurement], n: usize) -> Option<f64> {
             .map(|m| m.cpu.server_ms)
             .filter(|ms| *ms > 0.0)
     };
-    cost("SubmitReferral")
-        .zip(cost("tonic echo"))
-        .map(|(a, b)| a / b)
+    cost(of).zip(cost(over)).map(|(a, b)| a / b)
+}
+
+/// What a database round trip alone costs against the echo, and what
+/// SubmitReferral costs beyond its two: the 3× target read apart.
+fn print_floor(measurements: &[Measurement], concurrency: &[usize]) {
+    println!(
+        "| clients | server CPU per request: echo + 1 SELECT / echo | echo + 2 SELECTs / echo | \
+         SubmitReferral / echo + 2 SELECTs |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for &n in concurrency {
+        let echo = "tonic echo (";
+        println!(
+            "| {n} | {} | {} | {} |",
+            times_of(cpu_ratio(measurements, &asking_name(1), echo, n)),
+            times_of(cpu_ratio(measurements, &asking_name(2), echo, n)),
+            times_of(cpu_ratio(
+                measurements,
+                "SubmitReferral",
+                &asking_name(2),
+                n
+            )),
+        );
+    }
 }
 
 fn times_of(ratio: Option<f64>) -> String {
@@ -804,7 +911,7 @@ fn print_ratios(measurements: &[Measurement], concurrency: &[usize]) {
         println!(
             "| {n} | {} | {} | {} | {verdict} |",
             percent(ratio(measurements, "pgbench", n)),
-            percent(ratio(measurements, "tonic echo", n)),
+            percent(ratio(measurements, "tonic echo (", n)),
             times_of(cpu),
         );
     }
@@ -814,15 +921,16 @@ fn print_ratios(measurements: &[Measurement], concurrency: &[usize]) {
 /// can be off by ten points either way. The 70%-of-pgbench target was
 /// withdrawn (issue 16 item 4); the server's CPU per request against the
 /// bare echo's, target ≤ 3×, replaced it.
-fn print_rounds(rounds: &[Vec<Measurement>], concurrency: &[usize]) {
-    fn median(mut values: Vec<f64>) -> Option<f64> {
-        values.sort_by(f64::total_cmp);
-        match values.len() {
-            0 => None,
-            len if len % 2 == 1 => Some(values[len / 2]),
-            len => Some((values[len / 2 - 1] + values[len / 2]) / 2.0),
-        }
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(values[len / 2]),
+        len => Some((values[len / 2 - 1] + values[len / 2]) / 2.0),
     }
+}
+
+fn print_rounds(rounds: &[Vec<Measurement>], concurrency: &[usize]) {
     println!(
         "| clients | SubmitReferral / pgbench, round by round | median | \
          server CPU per request / echo's, round by round | median | target ≤ 3× |"
@@ -851,6 +959,36 @@ fn print_rounds(rounds: &[Vec<Measurement>], concurrency: &[usize]) {
             "| {n} | {pg_list} | {} | {cpu_list} | {} | {verdict} |",
             percent(median(pg)),
             times_of(cpu_median),
+        );
+    }
+    println!();
+    println!(
+        "| clients | echo + 2 SELECTs / echo, round by round | median | \
+         SubmitReferral / echo + 2 SELECTs, round by round | median |"
+    );
+    println!("|---:|---|---:|---|---:|");
+    for &n in concurrency {
+        let of_rounds = |of: &str, over: &str| -> Vec<f64> {
+            rounds
+                .iter()
+                .filter_map(|round| cpu_ratio(round, of, over, n))
+                .collect()
+        };
+        let floor = of_rounds(&asking_name(2), "tonic echo (");
+        let beyond = of_rounds("SubmitReferral", &asking_name(2));
+        let list = |values: &[f64]| {
+            values
+                .iter()
+                .map(|r| times_of(Some(*r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| {n} | {} | {} | {} | {} |",
+            list(&floor),
+            times_of(median(floor.clone())),
+            list(&beyond),
+            times_of(median(beyond.clone())),
         );
     }
 }
@@ -902,6 +1040,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         print_table(&measurements);
         println!();
         print_ratios(&measurements, &options.concurrency);
+        println!();
+        print_floor(&measurements, &options.concurrency);
         for (n, statements) in pgbench_statements {
             println!();
             println!("pgbench per-statement latencies at {n} clients:");
@@ -1054,5 +1194,21 @@ async fn measure_all(
         measurements.push(m);
     }
     let _ = stop.send(());
+
+    // 4. The same, asking PostgreSQL once and twice before answering.
+    for queries in [1, 2] {
+        let (asking, stop) = start_asking(env, options.pool, queries).await?;
+        for &n in &options.concurrency {
+            eprintln!("[bench] {}, {n} clients", asking_name(queries));
+            let mut clients = Vec::with_capacity(n);
+            for _ in 0..n {
+                clients.push(HealthClient::new(client_connect(&asking).await?));
+            }
+            let m = hammer(&asking_name(queries), clients, check, warmup, window).await;
+            eprintln!("[bench]   {:.0} req/s, {} errors", m.per_second, m.errors);
+            measurements.push(m);
+        }
+        let _ = stop.send(());
+    }
     Ok(statements)
 }
