@@ -33,11 +33,28 @@ pub struct PrivateRabbit {
 }
 
 impl PrivateRabbit {
+    /// A running node. A launch that fails (its VM exits, say a port taken
+    /// between choosing it and binding it, or it is not up within 90 s on a
+    /// machine the whole suite loads) is cleaned up and tried again on new
+    /// ports, up to three times; the panic then says why each failed.
     pub fn start() -> Self {
         assert!(
             PathBuf::from(RABBITMQ_BIN).join("rabbitmq-server").exists(),
             "rabbitmq-server is not installed; deploy/test.sh installs it"
         );
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut rabbit = Self::launch_new();
+            match rabbit.started_within(Duration::from_secs(90)) {
+                Ok(()) => return rabbit,
+                Err(why) => failures.push(format!("{}: {why}", rabbit.node)),
+            }
+        }
+        panic!("no private RabbitMQ node started: {failures:#?}");
+    }
+
+    /// A node of its own name, ports and directory, launched.
+    fn launch_new() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let node = format!("cpmtest{}@localhost", &id[..12]);
         let dir = std::env::temp_dir().join(format!("cpm-rabbit-{id}"));
@@ -46,15 +63,39 @@ impl PrivateRabbit {
         let port = free_port();
         let dist_port = free_port();
         let server = Self::launch(&node, port, dist_port, &dir);
-        let rabbit = Self {
+        Self {
             node,
             port,
             dist_port,
             dir,
             server,
-        };
-        rabbit.await_startup();
-        rabbit
+        }
+    }
+
+    /// Waits until the node runs, or says why it does not: its VM exited
+    /// or `limit` passed (with the end of its log).
+    fn started_within(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + limit;
+        // Before the node registers with epmd, `await_startup` fails at
+        // once, so it is asked again.
+        while !self.try_ctl(&["await_startup", "--timeout", "30"]) {
+            if let Ok(Some(status)) = self.server.try_wait() {
+                return Err(format!("rabbitmq-server exited ({status}): {}", self.log_tail()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("not started within {limit:?}: {}", self.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    }
+
+    /// The last lines the node logged.
+    fn log_tail(&self) -> String {
+        let log = self.dir.join("log").join(format!("{}.log", self.node));
+        let text = std::fs::read_to_string(&log).unwrap_or_else(|_| "no log".into());
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
     }
 
     fn launch(node: &str, port: u16, dist_port: u16, dir: &std::path::Path) -> Child {
@@ -100,6 +141,13 @@ impl PrivateRabbit {
         self.await_startup();
     }
 
+    /// Waits until the node runs again; a node that does not fails the test.
+    fn await_startup(&mut self) {
+        if let Err(why) = self.started_within(Duration::from_secs(90)) {
+            panic!("node {} did not start: {why}", self.node);
+        }
+    }
+
     /// Consumers on each queue whose name starts with `prefix`, or what
     /// rabbitmqctl said when it could not list them.
     pub fn consumers(&self, prefix: &str) -> Result<Vec<(String, u32)>, String> {
@@ -134,20 +182,6 @@ impl PrivateRabbit {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
-    /// Waits until the node runs; before it registers with epmd,
-    /// `await_startup` fails at once, so it is retried.
-    fn await_startup(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while !self.try_ctl(&["await_startup", "--timeout", "30"]) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "node {} did not start",
-                self.node
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
     fn try_ctl(&self, args: &[&str]) -> bool {
         Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"))
             .arg("-n")
@@ -180,7 +214,7 @@ impl PrivateRabbit {
         self.ctl(&["stop_app"]);
     }
 
-    pub fn start_app(&self) {
+    pub fn start_app(&mut self) {
         self.ctl(&["start_app"]);
         self.await_startup();
     }
@@ -203,7 +237,7 @@ impl Drop for PrivateRabbit {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_row_written_while_rabbitmq_is_down_is_published_once_it_returns() {
-    let rabbit = tokio::task::spawn_blocking(PrivateRabbit::start)
+    let mut rabbit = tokio::task::spawn_blocking(PrivateRabbit::start)
         .await
         .unwrap();
     let env = TestEnv::with_amqp_url(&rabbit.url()).await;
