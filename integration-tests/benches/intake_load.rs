@@ -20,6 +20,9 @@
 //! - `--pool` / `BENCH_POOL`: the service's database pool size (the platform default, 8)
 //! - `--rounds` / `BENCH_ROUNDS`: whole runs, one after another, each in a fresh
 //!   database; the summary gives every round's ratios and their median (1)
+//! - `--hold-events` / `BENCH_HOLD_EVENTS`: `true` keeps the outbox relay from
+//!   publishing during the runs (linger and poll of an hour), so the server's
+//!   CPU is the request path alone; the events pile up in the outbox (false)
 //! - `PGBENCH`: the pgbench binary (else the newest /usr/lib/postgresql/*/bin/pgbench, else PATH)
 //!
 //! Order: the platform (referral-intake only) is measured first at every
@@ -61,6 +64,7 @@ struct Options {
     warmup_secs: u64,
     pool: u32,
     rounds: usize,
+    hold_events: bool,
 }
 
 impl Options {
@@ -71,6 +75,7 @@ impl Options {
             ("warmup-secs", "BENCH_WARMUP_SECS"),
             ("pool", "BENCH_POOL"),
             ("rounds", "BENCH_ROUNDS"),
+            ("hold-events", "BENCH_HOLD_EVENTS"),
         ])?;
         let concurrency: Vec<usize> = flags.list_or("concurrency", "8,32")?;
         anyhow::ensure!(
@@ -88,6 +93,7 @@ impl Options {
                     .to_string(),
             )?,
             rounds: flags.parse_or("rounds", "1")?,
+            hold_events: flags.parse_or("hold-events", "false")?,
         })
     }
 }
@@ -1030,11 +1036,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
         println!();
         println!(
-            "## Results ({} cores, {} s measured after {} s warm-up per run, service pool {})",
+            "## Results ({} cores, {} s measured after {} s warm-up per run, service pool {}{})",
             cores(),
             options.secs,
             options.warmup_secs,
-            options.pool
+            options.pool,
+            if options.hold_events {
+                ", events held in the outbox"
+            } else {
+                ""
+            }
         );
         println!();
         print_table(&measurements);
@@ -1076,6 +1087,11 @@ async fn measure_all(
     // 1. The platform with referral-intake only, its pool at production size.
     let mut settings = env.settings.clone();
     settings.platform.database.max_connections = options.pool;
+    if options.hold_events {
+        const HOUR_MS: u64 = 3_600_000;
+        settings.platform.outbox.linger_ms = HOUR_MS;
+        settings.platform.outbox.poll_interval_ms = HOUR_MS;
+    }
     let platform = cpm::Platform::start(settings, &[Target::REFERRAL_INTAKE]).await?;
     let endpoint = platform.endpoint();
     register_agency(&admin).await;
@@ -1090,7 +1106,9 @@ async fn measure_all(
     let _ = hammer("warm-up", clients, submit, Duration::ZERO, warmup).await;
 
     for &n in &options.concurrency {
-        drain_outbox(&admin).await;
+        if !options.hold_events {
+            drain_outbox(&admin).await;
+        }
         checkpoint(&admin).await;
         eprintln!("[bench] SubmitReferral, {n} clients");
         let clients = intake_clients(env, &endpoint, n).await;
@@ -1115,7 +1133,9 @@ async fn measure_all(
         activities.push((format!("SubmitReferral, {n} clients"), samples, activity));
         measurements.push(m);
     }
-    drain_outbox(&admin).await;
+    if !options.hold_events {
+        drain_outbox(&admin).await;
+    }
     explain_fingerprint_lookup(&admin).await;
     let sizes = row_sizes(&admin).await;
     platform.stop().await?;

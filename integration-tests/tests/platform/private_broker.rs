@@ -80,7 +80,10 @@ impl PrivateRabbit {
         // once, so it is asked again.
         while !self.try_ctl(&["await_startup", "--timeout", "30"]) {
             if let Ok(Some(status)) = self.server.try_wait() {
-                return Err(format!("rabbitmq-server exited ({status}): {}", self.log_tail()));
+                return Err(format!(
+                    "rabbitmq-server exited ({status}): {}",
+                    self.log_tail()
+                ));
             }
             if std::time::Instant::now() >= deadline {
                 return Err(format!("not started within {limit:?}: {}", self.log_tail()));
