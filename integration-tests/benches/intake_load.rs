@@ -716,12 +716,21 @@ fn check(
 /// A tonic server with nothing but grpc.health.v1, on loopback.
 async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    serve(tonic::service::Routes::new(health), reporter).await
+}
+
+/// Serves `routes` on a loopback port until the sender is used or dropped;
+/// `keep` lives as long as the server.
+async fn serve(
+    routes: tonic::service::Routes,
+    keep: impl Send + 'static,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(health)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
@@ -729,8 +738,7 @@ async fn start_echo() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()
                 },
             )
             .await;
-        // Keeps the reporter alive as long as the server.
-        drop(reporter);
+        drop(keep);
     });
     Ok((format!("http://{address}"), stop))
 }
@@ -785,21 +793,7 @@ async fn start_asking(
         warm: cpm_runtime::db::warm::WarmPool::new(pool),
         queries,
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = stopped.await;
-                },
-            )
-            .await;
-    });
-    Ok((format!("http://{address}"), stop))
+    serve(tonic::service::Routes::new(service), ()).await
 }
 
 /// The name of the echo that asks PostgreSQL `queries` times.

@@ -297,28 +297,56 @@ impl EventHandler for Crossing {
         .fetch_one(&mut **tx)
         .await?;
         let slot = slot.unwrap_or_else(|| self.slots.fetch_add(1, Ordering::SeqCst));
-        let taken = sqlx::query("UPDATE counter SET n = n + 1 WHERE id = $1")
-            .bind((slot + position) % 2)
-            .execute(&mut **tx)
-            .await;
-        if let Err(error) = taken {
-            if is_deadlock(&error) {
-                self.deadlocks.fetch_add(1, Ordering::SeqCst);
-            }
-            return Err(error.into());
-        }
+        take_counter(tx, (slot + position) % 2, &self.deadlocks).await?;
         tokio::time::sleep(Duration::from_millis(5)).await;
-        sqlx::query(
-            "INSERT INTO effect (referral_id, transaction, slot, delivery_count) \
-             VALUES ($1, txid_current(), $2, $3)",
-        )
-        .bind(&submitted.referral_id)
-        .bind(slot)
-        .bind(event.delivery_count as i32)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        record_effect(tx, &submitted, slot, event).await
     }
+}
+
+/// Adds one to counter row `row`, counting a deadlock PostgreSQL reports.
+async fn take_counter(tx: &mut Tx, row: i64, deadlocks: &AtomicI64) -> Result<(), HandlerError> {
+    let taken = sqlx::query("UPDATE counter SET n = n + 1 WHERE id = $1")
+        .bind(row)
+        .execute(&mut **tx)
+        .await;
+    if let Err(error) = taken {
+        if error.as_database_error().and_then(|e| e.code()).as_deref() == Some("40P01") {
+            deadlocks.fetch_add(1, Ordering::SeqCst);
+        }
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// The event's effect row: which transaction applied it, at which delivery.
+async fn record_effect(
+    tx: &mut Tx,
+    submitted: &ReferralSubmitted,
+    slot: i64,
+    event: &ReceivedEvent,
+) -> Result<(), HandlerError> {
+    sqlx::query(
+        "INSERT INTO effect (referral_id, transaction, slot, delivery_count) \
+         VALUES ($1, txid_current(), $2, $3)",
+    )
+    .bind(&submitted.referral_id)
+    .bind(slot)
+    .bind(event.delivery_count as i32)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Two counter rows, 0 and 1, at zero.
+async fn two_counters(pool: &sqlx::PgPool) {
+    sqlx::query("CREATE TABLE counter (id bigint PRIMARY KEY, n bigint NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO counter VALUES (0, 0), (1, 0)")
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 /// Two replicas of a service consume one queue, and their batches lock the
@@ -335,14 +363,7 @@ async fn a_deadlock_between_two_consumers_batches_spends_no_delivery() {
     let (door, _) = watch::channel(true);
     let handlers = vec![crossing.clone(), crossing.clone()];
     let gate = Gate::with_consumers("batch_crossing", "crossing", door, handlers).await;
-    sqlx::query("CREATE TABLE counter (id bigint PRIMARY KEY, n bigint NOT NULL)")
-        .execute(&gate.pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO counter VALUES (0, 0), (1, 0)")
-        .execute(&gate.pool)
-        .await
-        .unwrap();
+    two_counters(&gate.pool).await;
     // Rounds of events until the batches have crossed: whether two overlap
     // is the scheduler's to say, and a round rarely has none.
     const ROUND: usize = 256;
@@ -393,10 +414,6 @@ async fn a_deadlock_between_two_consumers_batches_spends_no_delivery() {
     gate.stop().await;
 }
 
-fn is_deadlock(error: &sqlx::Error) -> bool {
-    error.as_database_error().and_then(|e| e.code()).as_deref() == Some("40P01")
-}
-
 /// Locks counter row 0, says so, then row 1.
 struct Holding {
     holding: watch::Sender<bool>,
@@ -407,27 +424,10 @@ impl EventHandler for Holding {
     async fn handle(&self, tx: &mut Tx, event: &ReceivedEvent) -> Result<(), HandlerError> {
         let submitted: ReferralSubmitted = event.decode()?;
         for row in [0, 1] {
-            let taken = sqlx::query("UPDATE counter SET n = n + 1 WHERE id = $1")
-                .bind(row)
-                .execute(&mut **tx)
-                .await;
-            if let Err(error) = taken {
-                if is_deadlock(&error) {
-                    self.deadlocks.fetch_add(1, Ordering::SeqCst);
-                }
-                return Err(error.into());
-            }
+            take_counter(tx, row, &self.deadlocks).await?;
             self.holding.send_replace(true);
         }
-        sqlx::query(
-            "INSERT INTO effect (referral_id, transaction, delivery_count) \
-             VALUES ($1, txid_current(), $2)",
-        )
-        .bind(&submitted.referral_id)
-        .bind(event.delivery_count as i32)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        record_effect(tx, &submitted, 0, event).await
     }
 }
 
@@ -445,14 +445,7 @@ async fn an_event_that_loses_a_deadlock_is_applied_again_at_once() {
     });
     let (door, _) = watch::channel(true);
     let gate = Gate::with_consumers("lost_deadlock", "lost", door, vec![handler.clone()]).await;
-    sqlx::query("CREATE TABLE counter (id bigint PRIMARY KEY, n bigint NOT NULL)")
-        .execute(&gate.pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO counter VALUES (0, 0), (1, 0)")
-        .execute(&gate.pool)
-        .await
-        .unwrap();
+    two_counters(&gate.pool).await;
     let mut rival = gate.pool.begin().await.unwrap();
     sqlx::query("UPDATE counter SET n = n + 10 WHERE id = 1")
         .execute(&mut *rival)
