@@ -19,6 +19,10 @@
 //!   file, one import per size (20000,100000: the two show whether the
 //!   import's memory grows with the file); 0 skips the import
 //! - `--import-concurrency` / `BENCH_IMPORT_CONCURRENCY`: `cpm import --concurrency` (8)
+//! - `--import-services` / `BENCH_IMPORT_SERVICES`: `all` (the five, so each
+//!   imported referral is also assessed and notified while the import runs)
+//!   or `intake` (referral intake alone: the queues are declared and the
+//!   events wait in them, so the run measures accepting the rows) (all)
 //!
 //! For each rate: a scheduler starts one submission every 1/rate s whether
 //! or not earlier ones have answered (open loop), and every latency is
@@ -70,6 +74,8 @@ struct Options {
     drain_secs: u64,
     import_rows: Vec<usize>,
     import_concurrency: usize,
+    /// The services serving the import: every one, or intake alone.
+    import_targets: &'static [Target],
 }
 
 impl Options {
@@ -82,7 +88,13 @@ impl Options {
             ("drain-secs", "BENCH_DRAIN_SECS"),
             ("import-rows", "BENCH_IMPORT_ROWS"),
             ("import-concurrency", "BENCH_IMPORT_CONCURRENCY"),
+            ("import-services", "BENCH_IMPORT_SERVICES"),
         ])?;
+        let import_targets: &'static [Target] = match flags.get("import-services", "all").as_str() {
+            "all" => &Target::ALL,
+            "intake" => &[Target::REFERRAL_INTAKE],
+            other => anyhow::bail!("--import-services takes all or intake, not {other}"),
+        };
         let parts: Vec<String> = flags.list_or("parts", "flow,import")?;
         let modes: Vec<String> = flags.list_or("modes", "one,five")?;
         anyhow::ensure!(
@@ -100,6 +112,7 @@ impl Options {
             drain_secs: flags.parse_or("drain-secs", "30")?,
             import_rows: flags.list_or("import-rows", "20000,100000")?,
             import_concurrency: flags.parse_or("import-concurrency", "8")?,
+            import_targets,
         })
     }
 }
@@ -648,7 +661,7 @@ struct ImportCpu {
 
 async fn import_run(options: &Options, rows: usize) -> anyhow::Result<ImportRun> {
     let env = bench_env().await;
-    let platform = CpmProcess::serve(&env, &Target::ALL).await;
+    let platform = CpmProcess::serve(&env, options.import_targets).await;
     let platform_sampler = RssSampler::start(vec![platform.pid()], Duration::from_millis(250));
     let dir = std::env::temp_dir().join(format!("cpm-bench-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -814,6 +827,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     if options.import {
         for &rows in options.import_rows.iter().filter(|rows| **rows > 0) {
             let run = import_run(&options, rows).await?;
+            let services: Vec<&str> = options.import_targets.iter().map(|t| t.as_str()).collect();
+            println!("Serving the import: {}.\n", services.join(", "));
             print_import(&run);
         }
     }
