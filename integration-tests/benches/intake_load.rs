@@ -983,12 +983,11 @@ fn print_rounds(rounds: &[Vec<Measurement>], concurrency: &[usize]) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let (floor_list, beyond_list) = (list(&floor), list(&beyond));
         println!(
-            "| {n} | {} | {} | {} | {} |",
-            list(&floor),
-            times_of(median(floor.clone())),
-            list(&beyond),
-            times_of(median(beyond.clone())),
+            "| {n} | {floor_list} | {} | {beyond_list} | {} |",
+            times_of(median(floor)),
+            times_of(median(beyond)),
         );
     }
 }

@@ -15,6 +15,9 @@ use crate::harness::{TestEnv, await_status, connect, eventually, referral_reques
 
 const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
 
+/// How long a node may take to start on a machine the whole suite loads.
+const STARTUP_LIMIT: Duration = Duration::from_secs(90);
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -34,8 +37,8 @@ pub struct PrivateRabbit {
 
 impl PrivateRabbit {
     /// A running node. A launch that fails (its VM exits, say a port taken
-    /// between choosing it and binding it, or it is not up within 90 s on a
-    /// machine the whole suite loads) is cleaned up and tried again on new
+    /// between choosing it and binding it, or it is not up within
+    /// [`STARTUP_LIMIT`]) is cleaned up and tried again on new
     /// ports, up to three times; the panic then says why each failed.
     pub fn start() -> Self {
         assert!(
@@ -45,7 +48,7 @@ impl PrivateRabbit {
         let mut failures = Vec::new();
         for _ in 0..3 {
             let mut rabbit = Self::launch_new();
-            match rabbit.started_within(Duration::from_secs(90)) {
+            match rabbit.started_within(STARTUP_LIMIT) {
                 Ok(()) => return rabbit,
                 Err(why) => failures.push(format!("{}: {why}", rabbit.node)),
             }
@@ -146,7 +149,7 @@ impl PrivateRabbit {
 
     /// Waits until the node runs again; a node that does not fails the test.
     fn await_startup(&mut self) {
-        if let Err(why) = self.started_within(Duration::from_secs(90)) {
+        if let Err(why) = self.started_within(STARTUP_LIMIT) {
             panic!("node {} did not start: {why}", self.node);
         }
     }
