@@ -79,8 +79,9 @@ def open_channel(endpoint: str, ca_file: str | None) -> grpc.Channel:
 
 def call_with_retry(method, request, metadata, attempts: int = 5):
     """Calls a unary method, retrying UNAVAILABLE and ABORTED (nothing was
-    done either way) with exponential back-off and jitter. Safe for SubmitReferral because the idempotency key makes a
-    retry return the first referral instead of creating a second."""
+    done either way) with exponential back-off and jitter. Safe for
+    SubmitReferral because the idempotency key makes a retry return the
+    first referral instead of creating a second."""
     for attempt in range(1, attempts + 1):
         try:
             return method(request, metadata=metadata, timeout=30)
